@@ -1,0 +1,363 @@
+"""Connection settings: URL parsing, TLS modes, timeouts, secrets and tokens.
+
+:func:`parse_url` turns ``imap://alice@example.test@mail.example.test:143`` into an
+:class:`Endpoint`, the one value every backend is constructed from. Secrets (passwords, tokens)
+are wrapped so they never show in a ``repr``, a log line or an exception message.
+
+This module does no I/O beyond expanding ``~`` in local paths.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal, TypeAlias
+from urllib.parse import parse_qsl, unquote
+
+from mailsync._errors import ConfigError
+
+__all__ = [
+    "DEFAULT_PORTS",
+    "LOCAL_SCHEMES",
+    "Endpoint",
+    "Secret",
+    "TLSMode",
+    "Timeout",
+    "TokenProvider",
+    "parse_url",
+]
+
+TLSMode: TypeAlias = Literal["ssl", "starttls", "none"]
+TLS_MODES: tuple[TLSMode, ...] = ("ssl", "starttls", "none")
+
+#: Schemes whose "host" part is a filesystem path.
+LOCAL_SCHEMES = frozenset({"maildir", "mbox"})
+#: Schemes spoken over HTTP to a provider's API.
+HTTP_SCHEMES = frozenset({"gmail", "graph", "jmap"})
+
+DEFAULT_PORTS: Mapping[tuple[str, TLSMode], int] = {
+    ("imap", "ssl"): 993,
+    ("imap", "starttls"): 143,
+    ("imap", "none"): 143,
+    ("pop3", "ssl"): 995,
+    ("pop3", "starttls"): 110,
+    ("pop3", "none"): 110,
+    ("smtp", "ssl"): 465,
+    ("smtp", "starttls"): 587,
+    ("smtp", "none"): 25,
+}
+
+_IMPLICIT_TLS = {"imaps": "imap", "pop3s": "pop3", "smtps": "smtp"}
+
+
+class Secret:
+    """A string that never shows itself in ``repr``, ``str`` or f-strings.
+
+    Call :meth:`reveal` at the one place the value is sent to a server.
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """Return the secret value."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(("Secret", self._value))
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+class TokenProvider:
+    """An OAuth2 access token, fixed or fetched from a callable at every (re)connect.
+
+    Args:
+        source: The token, or a zero-argument callable returning one.
+    """
+
+    __slots__ = ("_cached", "_source")
+
+    def __init__(self, source: str | Callable[[], str]) -> None:
+        self._source = source
+        self._cached: Secret | None = None
+
+    def get(self, *, refresh: bool = False) -> str:
+        """Return a token, calling the callable when there is none cached or ``refresh`` is set.
+
+        Raises:
+            ConfigError: The callable did not return a non-empty string.
+        """
+        if isinstance(self._source, str):
+            return self._source
+        if self._cached is None or refresh:
+            token = self._source()
+            if not isinstance(token, str) or not token:
+                raise ConfigError("the token callable must return a non-empty string")
+            self._cached = Secret(token)
+        return self._cached.reveal()
+
+    def fresh(self) -> str:
+        """Return a token for a new connection: callables are called again every time."""
+        return self.get(refresh=True)
+
+    def __repr__(self) -> str:
+        kind = "fixed" if isinstance(self._source, str) else "callable"
+        return f"TokenProvider({kind})"
+
+
+@dataclass(frozen=True, slots=True)
+class Timeout:
+    """Separate limits, in seconds, for connecting and for waiting on each reply.
+
+    Args:
+        read: Seconds to wait for each server reply (``None`` waits forever).
+        connect: Seconds to wait for the connection and greeting; defaults to ``read``.
+    """
+
+    read: float | None = 30.0
+    connect: float | None = None
+
+    @property
+    def connect_timeout(self) -> float | None:
+        """The connect limit, falling back to the read limit."""
+        return self.read if self.connect is None else self.connect
+
+    @classmethod
+    def of(cls, value: float | Timeout | None) -> Timeout:
+        """Normalise what users pass as ``timeout=``.
+
+        Raises:
+            ConfigError: A negative or non-numeric value.
+        """
+        if isinstance(value, Timeout):
+            return value
+        if value is None:
+            return cls(read=None)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise ConfigError(f"timeout must be a positive number of seconds, not {value!r}")
+        return cls(read=float(value))
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Everything a backend needs to reach one account.
+
+    Attributes:
+        url: The URL as given, with any password removed.
+        scheme: The base scheme (``imap``, ``pop3``, ``smtp``, ``maildir`` ...): ``imaps`` is
+            ``imap`` with ``tls="ssl"``.
+        host: Host name or address; empty for local schemes.
+        port: TCP port (the scheme's default when the URL gives none); 0 for local schemes.
+        username: The login, percent-decoded; may itself contain ``@``.
+        password: The password, if any.
+        token: OAuth2 token provider, if any.
+        tls: ``"ssl"``, ``"starttls"`` or ``"none"``.
+        verify: ``True``, ``False`` or an ``ssl.SSLContext`` to use.
+        timeout: Connect and read timeouts.
+        path: The filesystem path (local schemes) or the URL path otherwise.
+        params: Query-string parameters and backend-specific keyword options.
+    """
+
+    url: str
+    scheme: str
+    host: str = ""
+    port: int = 0
+    username: str | None = None
+    password: Secret | None = field(default=None, repr=False)
+    token: TokenProvider | None = field(default=None, repr=False)
+    tls: TLSMode = "starttls"
+    verify: bool | ssl.SSLContext = True
+    timeout: Timeout = field(default_factory=Timeout)
+    path: str = ""
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def account_key(self) -> str:
+        """A stable name for this account in the state store (never includes a secret)."""
+        if self.scheme in LOCAL_SCHEMES:
+            return f"{self.scheme}:{Path(self.path).resolve()}"
+        user = self.username or ""
+        return f"{self.scheme}://{user}@{self.host.lower()}:{self.port}"
+
+    @property
+    def display(self) -> str:
+        """A short human-readable name, e.g. for error messages."""
+        if self.scheme in LOCAL_SCHEMES:
+            return f"{self.scheme}:{self.path}"
+        return f"{self.scheme.upper()} {self.host}:{self.port}" if self.host else self.scheme
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """The TLS context for this endpoint: verifying by default, as asked otherwise."""
+        if isinstance(self.verify, ssl.SSLContext):
+            return self.verify
+        context = ssl.create_default_context()
+        if not self.verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    def with_options(self, **changes: Any) -> Endpoint:
+        """Return a copy with some fields changed."""
+        return replace(self, **changes)
+
+
+def parse_url(
+    url: str,
+    *,
+    password: str | None = None,
+    token: str | Callable[[], str] | None = None,
+    tls: str | None = None,
+    verify: bool | ssl.SSLContext = True,
+    timeout: float | Timeout | None = 30.0,
+    options: Mapping[str, Any] | None = None,
+) -> Endpoint:
+    """Parse a mailsync URL and the keyword options given with it.
+
+    ``imap://alice@example.test@host:143`` is fine: the last ``@`` separates the host. Local
+    schemes take a path: ``maildir:~/Mail``, ``maildir:///var/mail/alice``, ``mbox:inbox.mbox``.
+
+    Args:
+        url: The account URL.
+        password: Overrides a password given in the URL.
+        token: OAuth2 access token or a callable returning one.
+        tls: ``"ssl"``, ``"starttls"`` or ``"none"``; the scheme's default when None.
+        verify: Certificate verification: True, False or an ``ssl.SSLContext``.
+        timeout: Seconds, or a :class:`Timeout`.
+        options: Backend-specific keyword options (e.g. ``base_url``).
+
+    Returns:
+        The parsed endpoint.
+
+    Raises:
+        ConfigError: The URL or an option is not valid; the message says what to change.
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigError("the URL is empty: give one like imaps://user@host or maildir:~/Mail")
+    url = url.strip()
+    scheme, sep, rest = url.partition(":")
+    scheme = scheme.lower()
+    if not sep or not scheme.isascii() or not scheme.replace("+", "").isalnum():
+        raise ConfigError(
+            f"{_safe(url)!r} is not a mailsync URL: it needs a scheme such as imaps://, "
+            "pop3s://, smtps://, maildir: or mbox:"
+        )
+    if not isinstance(verify, bool | ssl.SSLContext):
+        raise ConfigError("verify must be True, False or an ssl.SSLContext")
+    common: dict[str, Any] = {
+        "verify": verify,
+        "timeout": Timeout.of(timeout),
+        "token": TokenProvider(token) if token is not None else None,
+        "params": dict(options or {}),
+    }
+    if scheme in LOCAL_SCHEMES:
+        return _parse_local(scheme, rest, common)
+    return _parse_network(url, scheme, rest, password, tls, common)
+
+
+def _parse_local(scheme: str, rest: str, common: dict[str, Any]) -> Endpoint:
+    path, _, query = rest.partition("?")
+    if path.startswith("//"):
+        path = path[2:]
+    path = unquote(path)
+    if not path:
+        raise ConfigError(f"{scheme}: needs a path, e.g. {scheme}:~/Mail or {scheme}:///var/mail")
+    common["params"] = {**dict(parse_qsl(query)), **common["params"]}
+    path = os.path.expanduser(path)
+    return Endpoint(url=f"{scheme}:{path}", scheme=scheme, path=path, tls="none", **common)
+
+
+def _parse_network(
+    url: str,
+    scheme: str,
+    rest: str,
+    password: str | None,
+    tls: str | None,
+    common: dict[str, Any],
+) -> Endpoint:
+    base = _IMPLICIT_TLS.get(scheme, scheme)
+    if not rest.startswith("//"):
+        raise ConfigError(f"{_safe(url)!r}: expected {scheme}://[user@]host[:port]")
+    authority, _, tail = rest[2:].partition("/")
+    path, _, query = tail.partition("?")
+    if "?" in authority:
+        authority, _, query = authority.partition("?")
+    userinfo, at, hostport = authority.rpartition("@")
+    if not at:
+        userinfo, hostport = "", authority
+    user, colon, url_password = userinfo.partition(":")
+    host, port = _split_host_port(hostport, url)
+    if not host and base not in HTTP_SCHEMES:
+        raise ConfigError(f"{_safe(url)!r} has no host: expected {scheme}://[user@]host[:port]")
+    mode = _tls_mode(scheme, base, tls)
+    if port is None:
+        port = DEFAULT_PORTS.get((base, mode), 443 if base in HTTP_SCHEMES else 0)
+    secret = password if password is not None else (unquote(url_password) if colon else None)
+    params = {**dict(parse_qsl(query)), **common.pop("params")}
+    shown = f"{scheme}://{(unquote(user) + '@') if user else ''}{hostport}"
+    if path:
+        shown += "/" + path
+    return Endpoint(
+        url=shown,
+        scheme=base,
+        host=host,
+        port=port,
+        username=unquote(user) or None,
+        password=Secret(secret) if secret is not None else None,
+        tls=mode,
+        path=unquote(path),
+        params=params,
+        **common,
+    )
+
+
+def _split_host_port(hostport: str, url: str) -> tuple[str, int | None]:
+    if hostport.startswith("["):  # IPv6 literal
+        host, _, after = hostport[1:].partition("]")
+        port_text = after[1:] if after.startswith(":") else ""
+        if after and not after.startswith(":"):
+            raise ConfigError(f"{_safe(url)!r}: malformed IPv6 address")
+    else:
+        host, _, port_text = hostport.partition(":")
+    if not port_text:
+        return host, None
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(f"{_safe(url)!r}: port {port_text!r} is not a number from 1 to 65535")
+    return host, int(port_text)
+
+
+def _tls_mode(scheme: str, base: str, tls: str | None) -> TLSMode:
+    if tls is None:
+        return "ssl" if scheme in _IMPLICIT_TLS or base in HTTP_SCHEMES else "starttls"
+    if tls not in TLS_MODES:
+        raise ConfigError(f"tls must be one of 'ssl', 'starttls', 'none', not {tls!r}")
+    if scheme in _IMPLICIT_TLS and tls != "ssl":
+        raise ConfigError(f"{scheme}:// always uses implicit TLS; use {base}:// with tls={tls!r}")
+    return tls  # type: ignore[return-value]  # checked against TLS_MODES just above
+
+
+def _safe(url: str) -> str:
+    """The URL with any password replaced, for error messages."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, tail = rest.partition("/")
+    userinfo, at, hostport = authority.rpartition("@")
+    if at and ":" in userinfo:
+        userinfo = userinfo.split(":", 1)[0] + ":********"
+        authority = f"{userinfo}@{hostport}"
+    return f"{scheme}://{authority}{slash}{tail}"

@@ -1,0 +1,205 @@
+"""The mailsync error hierarchy and the one translator every backend uses at its boundary.
+
+Everything mailsync raises is a :class:`MailsyncError`. Errors from libraries (imapclient,
+aioimaplib, smtplib, poplib, httpx) and from sockets are translated where a backend calls them,
+with :func:`map_exceptions`, and the original is kept as ``__cause__``. Builtin bases are mixed in
+so that generic handlers keep working (``except ConnectionError``, ``except TimeoutError``,
+``except ValueError``).
+
+    MailsyncError
+     ├── ConfigError (ValueError)            bad URL, option or config file
+     │    └── InvalidAddress                 an address that is not valid syntax
+     ├── Unsupported                         the backend cannot do this
+     ├── AuthenticationError                 credentials refused
+     ├── ConnectionFailed (ConnectionError)  could not connect, or the connection broke
+     ├── MailTimeout (TimeoutError)          the server did not answer in time
+     ├── ProtocolError                       the server said something we cannot understand
+     ├── ServerError                         the server understood and said no
+     │    ├── FolderNotFound
+     │    ├── MessageNotFound
+     │    ├── RateLimited                    slow down; ``retry_after`` seconds if known
+     │    └── TemporaryFailure               try again later (busy mailbox, 4xx replies)
+     └── SendError                           a message could not be sent
+          └── RecipientsRefused              every recipient was refused; ``refused`` says why
+
+This module must not import any backend library: it is imported by everything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+from collections.abc import Iterator, Mapping
+from typing import TypeAlias
+
+__all__ = [
+    "AuthenticationError",
+    "ConfigError",
+    "ConnectionFailed",
+    "FolderNotFound",
+    "InvalidAddress",
+    "MailTimeout",
+    "MailsyncError",
+    "MessageNotFound",
+    "ProtocolError",
+    "RateLimited",
+    "RecipientsRefused",
+    "SendError",
+    "ServerError",
+    "TemporaryFailure",
+    "Unsupported",
+    "map_exceptions",
+]
+
+
+class MailsyncError(Exception):
+    """Base class of every error mailsync raises."""
+
+
+class ConfigError(MailsyncError, ValueError):
+    """A URL, option or configuration file is wrong; the message says which and how."""
+
+
+class InvalidAddress(ConfigError):
+    """An email address is not valid.
+
+    Attributes:
+        address: The address as it was given.
+    """
+
+    def __init__(self, message: str, *, address: str = "") -> None:
+        super().__init__(message)
+        self.address = address
+
+
+class Unsupported(MailsyncError):
+    """The backend cannot do what was asked (e.g. ``move`` on POP3)."""
+
+
+class AuthenticationError(MailsyncError):
+    """The server refused the credentials or the token."""
+
+
+class ConnectionFailed(MailsyncError, ConnectionError):
+    """Connecting failed, TLS could not be set up, or an open connection broke."""
+
+
+class MailTimeout(MailsyncError, TimeoutError):
+    """The server did not answer within the timeout."""
+
+
+class ProtocolError(MailsyncError):
+    """The server sent something that does not follow the protocol."""
+
+
+class ServerError(MailsyncError):
+    """The server understood the request and refused it.
+
+    Attributes:
+        code: The server's status code or keyword, when it gave one.
+    """
+
+    def __init__(self, message: str, *, code: int | str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class FolderNotFound(ServerError):
+    """The folder does not exist."""
+
+
+class MessageNotFound(ServerError):
+    """No message has this id (any more)."""
+
+
+class RateLimited(ServerError):
+    """The server asks to slow down.
+
+    Attributes:
+        retry_after: Seconds to wait before trying again, when the server said.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        code: int | str | None = None,
+    ) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
+class TemporaryFailure(ServerError):
+    """A transient refusal (mailbox in use, 4xx reply): the same call may work later."""
+
+
+class SendError(MailsyncError):
+    """A message could not be sent."""
+
+
+class RecipientsRefused(SendError):
+    """Every recipient was refused, so nothing was sent.
+
+    Attributes:
+        refused: Address -> ``(code, text)`` as the server replied.
+    """
+
+    def __init__(self, message: str, *, refused: Mapping[str, tuple[int, str]]) -> None:
+        super().__init__(message)
+        self.refused = dict(refused)
+
+
+ExceptionMap: TypeAlias = Mapping[type[BaseException], type[MailsyncError]]
+
+#: The socket-level translations every backend wants; a backend passes its own map for the rest.
+SOCKET_ERRORS: ExceptionMap = {
+    socket.timeout: MailTimeout,
+    TimeoutError: MailTimeout,
+    ssl.SSLCertVerificationError: ConnectionFailed,
+    ssl.SSLError: ConnectionFailed,
+    socket.gaierror: ConnectionFailed,
+    ConnectionError: ConnectionFailed,
+    EOFError: ConnectionFailed,
+    OSError: ConnectionFailed,
+}
+
+
+@contextlib.contextmanager
+def map_exceptions(mapping: ExceptionMap | None = None, *, context: str = "") -> Iterator[None]:
+    """Translate library and socket errors raised inside the block into mailsync errors.
+
+    The first matching entry wins, so put specific classes before their bases. Errors that
+    already are :class:`MailsyncError` pass through untouched. The original error is chained.
+
+    Args:
+        mapping: Extra translations, tried before the socket-level ones.
+        context: Prefixed to the message, e.g. ``"IMAP 127.0.0.1:143"``.
+
+    Raises:
+        MailsyncError: The translated error.
+    """
+    try:
+        yield
+    except MailsyncError:
+        raise
+    except BaseException as exc:
+        target = _lookup(exc, mapping or {}) or _lookup(exc, SOCKET_ERRORS)
+        if target is None:
+            raise
+        raise target(_describe(exc, context)) from exc
+
+
+def _lookup(exc: BaseException, mapping: ExceptionMap) -> type[MailsyncError] | None:
+    for source, target in mapping.items():
+        if isinstance(exc, source):
+            return target
+    return None
+
+
+def _describe(exc: BaseException, context: str) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, bytes | bytearray):  # pragma: no cover - defensive
+        text = repr(exc)
+    return f"{context}: {text}" if context else text

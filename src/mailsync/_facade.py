@@ -1,0 +1,147 @@
+"""The front door: :func:`connect`, :func:`connect_async`, :func:`sender`, :func:`sender_async`.
+
+Each parses the URL and options into an :class:`~mailsync._config.Endpoint`, finds the class
+for its scheme in the registry, and constructs it. Nothing connects here: backends connect on
+first use.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+from mailsync import _registry
+from mailsync._base import AsyncRetriever, AsyncSender, Retriever, Sender
+from mailsync._config import Endpoint, Timeout, parse_url
+from mailsync._state import StateStore
+
+__all__ = ["connect", "connect_async", "sender", "sender_async"]
+
+StateArg = StateStore | str | os.PathLike[str] | None
+
+
+def _endpoint(
+    url: str,
+    password: str | None,
+    token: str | Callable[[], str] | None,
+    tls: str | None,
+    verify: bool | ssl.SSLContext,
+    timeout: float | Timeout | None,
+    options: dict[str, Any],
+) -> Endpoint:
+    return parse_url(
+        url,
+        password=password,
+        token=token,
+        tls=tls,
+        verify=verify,
+        timeout=timeout,
+        options=options,
+    )
+
+
+def connect(
+    url: str,
+    *,
+    password: str | None = None,
+    token: str | Callable[[], str] | None = None,
+    tls: str | None = None,
+    verify: bool | ssl.SSLContext = True,
+    timeout: float | Timeout | None = 30.0,
+    state: StateArg = None,
+    **options: Any,
+) -> Retriever:
+    """A retriever for the account at ``url`` (it connects on first use).
+
+    Args:
+        url: ``imaps://user@host``, ``pop3s://user@host``, ``maildir:~/Mail``, ``mbox:PATH``...
+        password: The password (overrides one in the URL).
+        token: An OAuth2 access token, or a zero-argument callable returning one, called at
+            every (re)connect.
+        tls: ``"ssl"``, ``"starttls"`` or ``"none"``; by default ``ssl`` for ``imaps``/
+            ``pop3s`` and ``starttls`` (required) otherwise.
+        verify: Certificate verification: True, False, or an ``ssl.SSLContext``.
+        timeout: Seconds per network operation, or a :class:`~mailsync.Timeout`.
+        state: Where sync cursors live: None (a SQLite file in the user data dir), a path,
+            ``":memory:"``, or a :class:`~mailsync.StateStore`.
+        **options: Backend-specific options (e.g. ``base_url`` for HTTP APIs).
+
+    Returns:
+        A :class:`~mailsync.Retriever`.
+
+    Raises:
+        ConfigError: The URL or an option is invalid, or the backend's extra is missing.
+    """
+    endpoint = _endpoint(url, password, token, tls, verify, timeout, options)
+    cls = _registry.load(endpoint.scheme, "retriever")
+    retriever: Retriever = cls(endpoint, state=state)
+    return retriever
+
+
+def connect_async(
+    url: str,
+    *,
+    password: str | None = None,
+    token: str | Callable[[], str] | None = None,
+    tls: str | None = None,
+    verify: bool | ssl.SSLContext = True,
+    timeout: float | Timeout | None = 30.0,
+    state: StateArg = None,
+    **options: Any,
+) -> AsyncRetriever:
+    """An async retriever for the account at ``url``; the arguments are those of
+    :func:`connect`.
+
+    Returns:
+        An :class:`~mailsync.AsyncRetriever` (use ``async with`` or ``await .aclose()``).
+    """
+    endpoint = _endpoint(url, password, token, tls, verify, timeout, options)
+    cls = _registry.load(endpoint.scheme, "async_retriever")
+    retriever: AsyncRetriever = cls(endpoint, state=state)
+    return retriever
+
+
+def sender(
+    url: str,
+    *,
+    password: str | None = None,
+    token: str | Callable[[], str] | None = None,
+    tls: str | None = None,
+    verify: bool | ssl.SSLContext = True,
+    timeout: float | Timeout | None = 30.0,
+    **options: Any,
+) -> Sender:
+    """A sender for ``url``: ``smtps://user@host``, ``smtp://host:587``, ``maildir:PATH``...
+
+    The arguments are those of :func:`connect` (without ``state``).
+
+    Returns:
+        A :class:`~mailsync.Sender`.
+    """
+    endpoint = _endpoint(url, password, token, tls, verify, timeout, options)
+    cls = _registry.load(endpoint.scheme, "sender")
+    result: Sender = cls(endpoint)
+    return result
+
+
+def sender_async(
+    url: str,
+    *,
+    password: str | None = None,
+    token: str | Callable[[], str] | None = None,
+    tls: str | None = None,
+    verify: bool | ssl.SSLContext = True,
+    timeout: float | Timeout | None = 30.0,
+    **options: Any,
+) -> AsyncSender:
+    """An async sender for ``url``; the arguments are those of :func:`sender`.
+
+    Returns:
+        An :class:`~mailsync.AsyncSender`.
+    """
+    endpoint = _endpoint(url, password, token, tls, verify, timeout, options)
+    cls = _registry.load(endpoint.scheme, "async_sender")
+    result: AsyncSender = cls(endpoint)
+    return result

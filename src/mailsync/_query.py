@@ -1,0 +1,190 @@
+"""Queries: :class:`Q` objects and the client-side evaluator every backend can fall back on.
+
+A ``Q`` is a tree: leaves hold criteria (all of which must hold), inner nodes are ``&``, ``|``
+and ``~``. The meaning is fixed here, once, so every backend returns the same messages:
+
+- ``seen``/``flagged``: the ``\\Seen``/``\\Flagged`` flag is present (True) or absent (False).
+- ``from_``/``to``/``subject``/``text``: contains, case-insensitively, in the decoded From
+  (name or address), To (name or address), Subject, or in subject + text + html body.
+- ``since``/``before``: the message date (Date header, else arrival) is ``>= since`` and
+  ``< before``; a ``date`` means midnight UTC of that day, a naive datetime is UTC.
+- ``larger``/``smaller``: the size in bytes is strictly greater / smaller.
+
+Backends translate what they can natively (IMAP SEARCH, Gmail ``q``, OData ``$filter``) so the
+server narrows the set, and then apply :meth:`Q.matches` to what comes back whenever the native
+form is not exact. This module does no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time
+from typing import Any, Literal
+
+from mailsync._errors import ConfigError
+from mailsync._message import Message
+
+__all__ = ["Q", "as_datetime"]
+
+_FIELDS = (
+    "seen",
+    "flagged",
+    "from_",
+    "to",
+    "subject",
+    "text",
+    "since",
+    "before",
+    "larger",
+    "smaller",
+)
+
+
+def as_datetime(value: date | datetime) -> datetime:
+    """Normalise a query bound: a date is midnight UTC, a naive datetime is UTC."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return datetime.combine(value, time(0), tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Q:
+    """A query over messages, combined with ``&`` (and), ``|`` (or) and ``~`` (not).
+
+    Example:
+        ``Q(from_="alice", since=date(2026, 1, 1)) & ~Q(seen=True)``
+
+    Args:
+        seen: Only messages with (True) or without (False) ``\\Seen``.
+        flagged: Only messages with (True) or without (False) ``\\Flagged``.
+        from_: Text contained in the From name or address.
+        to: Text contained in a To name or address.
+        subject: Text contained in the subject.
+        text: Text contained in the subject or the text/html body.
+        since: Messages dated at or after this.
+        before: Messages dated before this.
+        larger: Messages larger than this many bytes.
+        smaller: Messages smaller than this many bytes.
+    """
+
+    seen: bool | None = None
+    flagged: bool | None = None
+    from_: str | None = None
+    to: str | None = None
+    subject: str | None = None
+    text: str | None = None
+    since: date | datetime | None = None
+    before: date | datetime | None = None
+    larger: int | None = None
+    smaller: int | None = None
+    op: Literal["leaf", "and", "or", "not"] = field(default="leaf", repr=False)
+    children: tuple[Q, ...] = field(default=(), repr=False)
+
+    def __post_init__(self) -> None:
+        for name in ("seen", "flagged"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, bool):
+                raise ConfigError(f"Q({name}=...) takes True or False, not {value!r}")
+        for name in ("from_", "to", "subject", "text"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"Q({name}=...) takes a string, not {value!r}")
+        for name in ("since", "before"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, date):
+                raise ConfigError(f"Q({name}=...) takes a date or datetime, not {value!r}")
+        for name in ("larger", "smaller"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ConfigError(f"Q({name}=...) takes a number of bytes, not {value!r}")
+
+    # -- combining ---------------------------------------------------------------------------
+
+    def __and__(self, other: Q) -> Q:
+        if not isinstance(other, Q):
+            return NotImplemented
+        return Q(op="and", children=(*self._flatten("and"), *other._flatten("and")))
+
+    def __or__(self, other: Q) -> Q:
+        if not isinstance(other, Q):
+            return NotImplemented
+        return Q(op="or", children=(*self._flatten("or"), *other._flatten("or")))
+
+    def __invert__(self) -> Q:
+        if self.op == "not":
+            return self.children[0]
+        return Q(op="not", children=(self,))
+
+    def _flatten(self, op: str) -> tuple[Q, ...]:
+        return self.children if self.op == op else (self,)
+
+    # -- inspection --------------------------------------------------------------------------
+
+    def criteria(self) -> dict[str, Any]:
+        """The criteria of a leaf that are set, by name (empty for an inner node)."""
+        if self.op != "leaf":
+            return {}
+        return {name: getattr(self, name) for name in _FIELDS if getattr(self, name) is not None}
+
+    def walk(self) -> Iterator[Q]:
+        """This node and every node below it, depth first."""
+        yield self
+        for child in self.children:
+            yield from child.walk()
+
+    @property
+    def needs_body(self) -> bool:
+        """True when evaluating this query client-side needs the message body."""
+        return any(node.text is not None for node in self.walk())
+
+    def __repr__(self) -> str:
+        if self.op == "leaf":
+            inner = ", ".join(f"{k}={v!r}" for k, v in self.criteria().items())
+            return f"Q({inner})"
+        if self.op == "not":
+            return f"~{self.children[0]!r}"
+        joiner = " & " if self.op == "and" else " | "
+        return "(" + joiner.join(repr(c) for c in self.children) + ")"
+
+    # -- evaluation --------------------------------------------------------------------------
+
+    def matches(self, message: Message) -> bool:
+        """Whether ``message`` satisfies this query, by the rules in the module docstring."""
+        if self.op == "and":
+            return all(child.matches(message) for child in self.children)
+        if self.op == "or":
+            return any(child.matches(message) for child in self.children)
+        if self.op == "not":
+            return not self.children[0].matches(message)
+        return all(_CHECKS[name](message, value) for name, value in self.criteria().items())
+
+
+def _contains(haystack: str, needle: str) -> bool:
+    return needle.casefold() in haystack.casefold()
+
+
+def _addresses_contain(addresses: Any, needle: str) -> bool:
+    return any(_contains(a.name, needle) or _contains(a.email, needle) for a in addresses)
+
+
+def _in_range(message: Message, bound: date | datetime, *, lower: bool) -> bool:
+    when = message.date
+    if when is None:
+        return False
+    limit = as_datetime(bound)
+    return when >= limit if lower else when < limit
+
+
+_CHECKS: dict[str, Callable[[Message, Any], bool]] = {
+    "seen": lambda m, v: ("\\Seen" in m.flags) == v,
+    "flagged": lambda m, v: ("\\Flagged" in m.flags) == v,
+    "from_": lambda m, v: _addresses_contain((m.from_,) if m.from_ else (), v),
+    "to": lambda m, v: _addresses_contain(m.to, v),
+    "subject": lambda m, v: _contains(m.subject, v),
+    "text": lambda m, v: _contains(m.subject, v) or _contains(m.text, v) or _contains(m.html, v),
+    "since": lambda m, v: _in_range(m, v, lower=True),
+    "before": lambda m, v: _in_range(m, v, lower=False),
+    "larger": lambda m, v: m.size > v,
+    "smaller": lambda m, v: m.size < v,
+}

@@ -1,0 +1,142 @@
+"""Which class serves which URL scheme, imported only when first used.
+
+Each scheme maps to up to four classes (sync/async retriever, sync/async sender) named by
+``"module:attribute"`` strings, so ``import mailsync`` imports no backend library. A scheme
+whose optional dependency is missing raises :class:`~mailsync.ConfigError` saying which
+``pip install "mailsync[...]"`` fixes it.
+
+Third-party packages add schemes through the ``mailsync.backends`` entry-point group: the entry
+point's name is the scheme and its object a :class:`BackendSpec`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any, Literal
+
+from mailsync._errors import ConfigError, Unsupported
+
+__all__ = ["BackendSpec", "load", "register", "schemes"]
+
+Role = Literal["retriever", "async_retriever", "sender", "async_sender"]
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """Where the classes of one scheme live (``"package.module:Class"``; None: not offered).
+
+    Attributes:
+        retriever: The sync :class:`~mailsync.Retriever` class.
+        async_retriever: The :class:`~mailsync.AsyncRetriever` class.
+        sender: The sync :class:`~mailsync.Sender` class.
+        async_sender: The :class:`~mailsync.AsyncSender` class.
+        extras: Role -> the extra that provides its dependencies, for the install hint.
+        planned: Say "not available yet" rather than "not offered" for missing roles.
+    """
+
+    retriever: str | None = None
+    async_retriever: str | None = None
+    sender: str | None = None
+    async_sender: str | None = None
+    extras: tuple[tuple[str, str], ...] = ()
+    planned: bool = False
+
+
+_IMAP = BackendSpec(
+    retriever="mailsync.backends.imap:IMAPRetriever",
+    async_retriever="mailsync.backends.imap_async:AsyncIMAPRetriever",
+    extras=(("async_retriever", "async"),),
+)
+_POP3 = BackendSpec(
+    retriever="mailsync.backends.pop3:POP3Retriever",
+    async_retriever="mailsync.backends.pop3:AsyncPOP3Retriever",
+)
+_SMTP = BackendSpec(
+    sender="mailsync.backends.smtp:SMTPSender",
+    async_sender="mailsync.backends.smtp:AsyncSMTPSender",
+)
+_MAILDIR = BackendSpec(
+    retriever="mailsync.backends.maildir:MaildirRetriever",
+    async_retriever="mailsync.backends.maildir:AsyncMaildirRetriever",
+    sender="mailsync.backends.maildir:MaildirSender",
+    async_sender="mailsync.backends.maildir:AsyncMaildirSender",
+)
+_MBOX = BackendSpec(
+    retriever="mailsync.backends.mbox:MboxRetriever",
+    async_retriever="mailsync.backends.mbox:AsyncMboxRetriever",
+    sender="mailsync.backends.mbox:MboxSender",
+    async_sender="mailsync.backends.mbox:AsyncMboxSender",
+)
+_PLANNED = BackendSpec(planned=True)
+
+_BUILTIN: dict[str, BackendSpec] = {
+    "imap": _IMAP,
+    "pop3": _POP3,
+    "smtp": _SMTP,
+    "maildir": _MAILDIR,
+    "mbox": _MBOX,
+    "gmail": _PLANNED,
+    "graph": _PLANNED,
+    "jmap": _PLANNED,
+}
+_ALIASES = {"imaps": "imap", "pop3s": "pop3", "smtps": "smtp"}
+_registered: dict[str, BackendSpec] = {}
+_entry_points_loaded = False
+
+
+def register(scheme: str, spec: BackendSpec) -> None:
+    """Serve ``scheme`` with the classes ``spec`` names (replacing a built-in one)."""
+    _registered[scheme.lower()] = spec
+
+
+def _plugins() -> dict[str, BackendSpec]:
+    global _entry_points_loaded
+    if not _entry_points_loaded:
+        _entry_points_loaded = True
+        for ep in entry_points(group="mailsync.backends"):
+            try:
+                spec = ep.load()
+            except Exception as exc:  # a broken plugin must not break mailsync itself
+                raise ConfigError(f"the mailsync backend plugin {ep.name!r} failed: {exc}") from exc
+            if isinstance(spec, BackendSpec):
+                _registered.setdefault(ep.name.lower(), spec)
+    return _registered
+
+
+def schemes() -> list[str]:
+    """Every scheme mailsync knows, built-in and from plugins."""
+    return sorted({*_BUILTIN, *_ALIASES, *_plugins()})
+
+
+def load(scheme: str, role: Role) -> Any:
+    """The class serving ``role`` for ``scheme``.
+
+    Raises:
+        ConfigError: Unknown scheme, or its optional dependency is not installed.
+        Unsupported: The scheme does not offer this role (e.g. a POP3 sender).
+    """
+    base = _ALIASES.get(scheme, scheme)
+    spec = _plugins().get(base) or _BUILTIN.get(base)
+    if spec is None:
+        known = ", ".join(s for s in schemes())
+        raise ConfigError(f"unknown URL scheme {scheme!r}; mailsync knows: {known}")
+    target = getattr(spec, role)
+    if target is None:
+        what = role.replace("_", " ")
+        if spec.planned:
+            raise Unsupported(f"the {scheme} backend is planned but not available in this version")
+        raise Unsupported(f"{scheme} has no {what}: it cannot be used for that")
+    module_name, _, attribute = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        extra = dict(spec.extras).get(role)
+        if extra is None:
+            raise
+        raise ConfigError(
+            f"{scheme} ({role.replace('_', ' ')}) needs an optional dependency "
+            f'({exc.name}): pip install "mailsync[{extra}]"'
+        ) from exc
+    return getattr(module, attribute)
