@@ -496,6 +496,9 @@ class AsyncRetriever(_StateMixin, abc.ABC):
     ) -> AsyncIterator[SyncStep]:
         """What is new since ``cursor``; see :meth:`Retriever._sync_steps`."""
 
+    def _is_stopped(self) -> bool:
+        return self._stopped
+
     async def _wait_for_change(self, folder: str, timeout: float) -> None:
         """Wait until the folder may have changed or ``timeout`` passed (default: sleep)."""
         await asyncio.sleep(timeout)
@@ -527,7 +530,7 @@ class AsyncRetriever(_StateMixin, abc.ABC):
                 async for message in run:
                     yield message
                 backoff.reset()
-                if self._stopped:
+                if self._is_stopped():
                     return
                 await self._wait_for_change(folder, poll_interval)
             except (ConnectionFailed, MailTimeout) as exc:
@@ -596,7 +599,7 @@ class _Worker:
                 item = await self.run(next, iterator, sentinel)
                 if item is sentinel:
                     return
-                yield item  # type: ignore[misc]
+                yield item
         finally:
             close = getattr(iterator, "close", None)
             if close is not None:
@@ -628,7 +631,7 @@ class ThreadedAsyncRetriever(AsyncRetriever):
         """Every folder of the account."""
         return await self._worker.run(self.inner.folders)
 
-    async def messages(  # type: ignore[override]
+    async def messages(
         self,
         folder: str = "INBOX",
         *,
@@ -807,7 +810,7 @@ class AsyncSender(abc.ABC):
         """Send several messages in order; see :meth:`Sender.send_many`."""
         return [await self.send(message) for message in messages]
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional for connectionless senders
         """Close the connection, if any."""
 
 

@@ -96,7 +96,7 @@ def _addresses(
         and "@" in values[1]
     ):
         values = [values]  # type: ignore[list-item]
-    return [_address(v, deliverability=deliverability) for v in values]  # type: ignore[union-attr]
+    return [_address(v, deliverability=deliverability) for v in values]
 
 
 def _check_header(name: str, value: str) -> None:
@@ -204,12 +204,14 @@ def _set_body(
         return
     if text is None:
         msg.set_content(html, subtype="html")
-        html_part = msg
+        html_part: EmailMessage = msg
     else:
         msg.add_alternative(html, subtype="html")
         payload = msg.get_payload()
         assert isinstance(payload, list)
-        html_part = payload[-1]
+        last = payload[-1]
+        assert isinstance(last, EmailMessage)
+        html_part = last
     for content_id, spec in inline.items():
         filename, data, ctype = _load(spec)
         maintype, _, subtype = ctype.partition("/")
@@ -228,8 +230,6 @@ def _load(spec: AttachmentSpec) -> tuple[str, bytes, str]:
         if len(spec) != 3:
             raise ConfigError("an attachment tuple is (filename, data, content_type)")
         filename, data, ctype = spec
-        if isinstance(data, str):
-            data = data.encode()
         if "/" not in ctype:
             raise ConfigError(f"content type {ctype!r} is not type/subtype")
         return filename, bytes(data), ctype

@@ -347,7 +347,7 @@ def _tls_mode(scheme: str, base: str, tls: str | None) -> TLSMode:
         raise ConfigError(f"tls must be one of 'ssl', 'starttls', 'none', not {tls!r}")
     if scheme in _IMPLICIT_TLS and tls != "ssl":
         raise ConfigError(f"{scheme}:// always uses implicit TLS; use {base}:// with tls={tls!r}")
-    return tls  # type: ignore[return-value]  # checked against TLS_MODES just above
+    return tls
 
 
 def _safe(url: str) -> str:

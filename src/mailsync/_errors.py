@@ -200,6 +200,4 @@ def _lookup(exc: BaseException, mapping: ExceptionMap) -> type[MailsyncError] | 
 
 def _describe(exc: BaseException, context: str) -> str:
     text = str(exc).strip() or type(exc).__name__
-    if isinstance(exc, bytes | bytearray):  # pragma: no cover - defensive
-        text = repr(exc)
     return f"{context}: {text}" if context else text

@@ -268,7 +268,7 @@ class Message:
         if not isinstance(raw, bytes | bytearray | memoryview):
             raise TypeError(f"raw must be bytes, not {type(raw).__name__}")
         raw = bytes(raw)
-        values = {
+        values: dict[str, Any] = {
             "raw": raw,
             "id": id if id is not None else message_identity_of_raw(raw),
             "folder": folder,
@@ -320,7 +320,7 @@ class Message:
 
     def replace(self, **changes: Any) -> Message:
         """A copy with some of the constructor's attributes changed (e.g. ``flags``)."""
-        current = {
+        current: dict[str, Any] = {
             "id": self.id,
             "folder": self.folder,
             "uid": self.uid,
@@ -456,7 +456,7 @@ class Message:
         """The parsed DSN, MDN or bounce when this message is one, else None."""
         from mailsync._reports import parse_report
 
-        return self._cached("report", lambda: parse_report(self))  # type: ignore[no-any-return]
+        return self._cached("report", lambda: parse_report(self))  # type: ignore[no-any-return,unused-ignore]
 
     @property
     def identity(self) -> str:
@@ -700,11 +700,10 @@ def _filename(part: StdMessage) -> str | None:
         name = None
     if name is None:
         try:
-            name = part.get_param("name", header="content-type")  # type: ignore[assignment]
+            param: Any = part.get_param("name", header="content-type")
         except Exception:
-            name = None
-        if isinstance(name, tuple):
-            name = email.utils.collapse_rfc2231_value(name)
+            param = None
+        name = email.utils.collapse_rfc2231_value(param) if isinstance(param, tuple) else param
     if not name:
         return None
     return _one_line(decode_header_value(name))

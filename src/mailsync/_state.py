@@ -180,8 +180,8 @@ class SQLiteStateStore:
             chunk = wanted[start : start + 500]
             marks = ",".join("?" * len(chunk))
             rows = self._read(
-                "SELECT identity FROM delivered WHERE account = ? AND folder = ? "
-                f"AND identity IN ({marks})",
+                "SELECT identity FROM delivered WHERE account = ? AND folder = ? "  # noqa: S608
+                f"AND identity IN ({marks})",  # only placeholders are interpolated
                 (account, folder, *chunk),
             )
             found.update(row[0] for row in rows)
@@ -189,9 +189,8 @@ class SQLiteStateStore:
 
     def reset(self, account: str, folder: str | None = None) -> None:
         """Forget the cursor and delivered set of one folder, or of every folder."""
-        if folder is None:
-            where, args = "account = ?", (account,)
-        else:
+        where, args = "account = ?", tuple[str, ...]((account,))
+        if folder is not None:
             where, args = "account = ? AND folder = ?", (account, folder)
         self._write(
             [

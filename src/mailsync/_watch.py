@@ -69,7 +69,8 @@ def watch_many(
                 continue
             if isinstance(item, BaseException):
                 raise item
-            assert isinstance(item, Message) and consumed is not None
+            assert isinstance(item, Message)
+            assert consumed is not None
             yield box, item
             consumed.set()
     finally:
@@ -108,7 +109,8 @@ async def watch_many_async(
                 continue
             if isinstance(item, BaseException):
                 raise item
-            assert isinstance(item, Message) and consumed is not None
+            assert isinstance(item, Message)
+            assert consumed is not None
             yield box, item
             consumed.set()
     finally:
