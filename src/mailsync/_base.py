@@ -767,7 +767,7 @@ class Sender(abc.ABC):
         """
         return [self.send(message) for message in messages]
 
-    def close(self) -> None:  # noqa: B027 - optional for connectionless senders
+    def close(self) -> None:
         """Close the connection, if any."""
 
 
@@ -810,7 +810,7 @@ class AsyncSender(abc.ABC):
         """Send several messages in order; see :meth:`Sender.send_many`."""
         return [await self.send(message) for message in messages]
 
-    async def aclose(self) -> None:  # noqa: B027 - optional for connectionless senders
+    async def aclose(self) -> None:
         """Close the connection, if any."""
 
 

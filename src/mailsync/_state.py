@@ -180,7 +180,7 @@ class SQLiteStateStore:
             chunk = wanted[start : start + 500]
             marks = ",".join("?" * len(chunk))
             rows = self._read(
-                "SELECT identity FROM delivered WHERE account = ? AND folder = ? "  # noqa: S608
+                "SELECT identity FROM delivered WHERE account = ? AND folder = ? "
                 f"AND identity IN ({marks})",  # only placeholders are interpolated
                 (account, folder, *chunk),
             )
@@ -194,8 +194,8 @@ class SQLiteStateStore:
             where, args = "account = ? AND folder = ?", (account, folder)
         self._write(
             [
-                (f"DELETE FROM cursors WHERE {where}", args),  # noqa: S608 - fixed fragments
-                (f"DELETE FROM delivered WHERE {where}", args),  # noqa: S608
+                (f"DELETE FROM cursors WHERE {where}", args),
+                (f"DELETE FROM delivered WHERE {where}", args),
             ]
         )
 

@@ -1,0 +1,309 @@
+"""A local mbox file as a Retriever and a Sender, over the stdlib :mod:`mailbox`.
+
+One file is one folder (``INBOX``). mbox has no stable keys: positions change when a message
+is removed. So a message's id is its identity (Message-ID, else a digest of its bytes), with
+``#n`` appended for the n-th repeat of the same identity, and ``sync()`` remembers identities.
+Flags live in the ``Status``/``X-Status`` headers, as mutt and Thunderbird write them. Writes
+hold the mbox lock (fcntl and dot-lock) so other mail programs are not corrupted.
+"""
+
+from __future__ import annotations
+
+import mailbox
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mailsync._base import (
+    MessageRef,
+    OutgoingMessage,
+    Retriever,
+    Sender,
+    SendResult,
+    SyncStep,
+    ThreadedAsyncRetriever,
+    ThreadedAsyncSender,
+    message_refs,
+)
+from mailsync._compose import prepare
+from mailsync._config import Endpoint
+from mailsync._errors import FolderNotFound, MessageNotFound, map_exceptions
+from mailsync._message import Folder, Message, as_bytes, header_block, message_identity
+from mailsync._query import Q
+
+__all__ = ["AsyncMboxRetriever", "AsyncMboxSender", "MboxRetriever", "MboxSender"]
+
+_STATUS_FLAGS = {"R": "\\Seen"}
+_XSTATUS_FLAGS = {"A": "\\Answered", "F": "\\Flagged", "T": "\\Draft", "D": "\\Deleted"}
+_LETTERS = {"\\seen": "R", "\\answered": "A", "\\flagged": "F", "\\draft": "T", "\\deleted": "D"}
+
+
+def _flags(message: mailbox.mboxMessage) -> frozenset[str]:
+    letters = message.get_flags()
+    table = {**_STATUS_FLAGS, **_XSTATUS_FLAGS}
+    return frozenset(table[c] for c in letters if c in table)
+
+
+def _letters(flags: Iterable[str]) -> str:
+    # "O" (old) marks a message a mail client has already listed; mutt writes it with R.
+    letters = {_LETTERS[f.lower()] for f in flags if f.lower() in _LETTERS}
+    if "R" in letters:
+        letters.add("O")
+    return "".join(sorted(letters))
+
+
+def _strip_status(raw: bytes) -> bytes:
+    """The message without the Status/X-Status headers mailsync (or a client) added."""
+    head = header_block(raw)
+    lines = head.splitlines(keepends=True)
+    kept = [line for line in lines if not line.lower().startswith((b"status:", b"x-status:"))]
+    return b"".join(kept) + raw[len(head) :]
+
+
+class _MboxFile:
+    """The mbox file and the identity-based ids of its messages."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def open(self, *, create: bool = False) -> mailbox.mbox:
+        if not create and not self.path.exists():
+            raise FolderNotFound(f"no mbox file at {self.path}")
+        return mailbox.mbox(self.path, create=create)
+
+    def listing(self, box: mailbox.mbox) -> list[tuple[str, Any]]:
+        """``(id, key)`` for every message in file order."""
+        seen: dict[str, int] = {}
+        result = []
+        for key in box.keys():  # noqa: SIM118 - iterating a mailbox yields messages, not keys
+            raw = box.get_bytes(key)
+            identity = _identity(raw)
+            count = seen.get(identity, 0)
+            seen[identity] = count + 1
+            result.append((identity if count == 0 else f"{identity}#{count}", key))
+        return result
+
+
+def _identity(raw: bytes) -> str:
+    parsed = Message(header_block(raw), id="")
+    return message_identity(parsed.message_id, _strip_status(raw))
+
+
+class MboxRetriever(Retriever):
+    """Reads an mbox file (``mbox:PATH``)."""
+
+    scheme = "mbox"
+    capabilities = frozenset({"flags", "delete", "append", "search"})
+
+    def __init__(self, endpoint: Endpoint, *, state: Any = None) -> None:
+        super().__init__(endpoint, state=state)
+        self._file = _MboxFile(Path(endpoint.path))
+
+    def _check_folder(self, folder: str) -> None:
+        if folder.upper() != "INBOX":
+            raise FolderNotFound(f"an mbox file has one folder, INBOX, not {folder!r}")
+
+    def _message(self, box: mailbox.mbox, key: Any, message_id: str, headers_only: bool) -> Message:
+        raw = box.get_bytes(key)
+        stored = box.get_message(key)
+        clean = _strip_status(raw)
+        internal = _from_line_date(stored.get_from())
+        return Message(
+            header_block(clean) if headers_only else clean,
+            id=message_id,
+            folder="INBOX",
+            uid=message_id,
+            flags=_flags(stored),
+            size=len(clean),
+            headers_only=headers_only,
+            internal_date=internal,
+        )
+
+    def folders(self) -> list[Folder]:
+        """Just INBOX: the file itself."""
+        return [Folder("INBOX")]
+
+    def messages(
+        self,
+        folder: str = "INBOX",
+        *,
+        query: Q | None = None,
+        headers_only: bool = False,
+        limit: int | None = None,
+    ) -> Iterator[Message]:
+        """The messages of the file in order (see :meth:`Retriever.messages`)."""
+        self._check_folder(folder)
+        if not self._file.path.exists():
+            return iter(())
+        return self._iterate(query, headers_only, limit)
+
+    def _iterate(self, query: Q | None, headers_only: bool, limit: int | None) -> Iterator[Message]:
+        with map_exceptions(context=self.endpoint.display):
+            box = self._file.open()
+            try:
+                listing = self._file.listing(box)
+                count = 0
+                for message_id, key in listing:
+                    if limit is not None and count >= limit:
+                        return
+                    message = self._message(box, key, message_id, headers_only=False)
+                    if query is not None and not query.matches(message):
+                        continue
+                    if headers_only:
+                        message = message.replace(raw=header_block(message.raw), headers_only=True)
+                    count += 1
+                    yield message
+            finally:
+                box.close()
+
+    def get(self, id: str) -> Message:
+        """One message by id."""
+        with map_exceptions(context=self.endpoint.display):
+            if not self._file.path.exists():
+                raise MessageNotFound(f"no message {id!r}")
+            box = self._file.open()
+            try:
+                for message_id, key in self._file.listing(box):
+                    if message_id == id:
+                        return self._message(box, key, message_id, headers_only=False)
+            finally:
+                box.close()
+        raise MessageNotFound(f"no message {id!r} in {self._file.path}")
+
+    def _sync_steps(
+        self,
+        folder: str,
+        cursor: dict[str, Any] | None,
+        known: Callable[[Iterable[str]], set[str]],
+    ) -> Iterator[SyncStep]:
+        self._check_folder(folder)
+        state = {"v": 1}
+        if self._file.path.exists():
+            listing = [m.id for m in self.messages(headers_only=True)]
+            delivered = known(listing)
+            for message_id in listing:
+                if message_id in delivered:
+                    continue
+                try:
+                    message = self.get(message_id)
+                except MessageNotFound:
+                    continue  # removed by someone else meanwhile
+                yield SyncStep(message, state, message_id)
+        if cursor is None:
+            yield SyncStep(None, state)
+
+    def _change(self, msgs: MessageRef | Sequence[MessageRef], change: Callable[..., None]) -> None:
+        wanted = set(message_refs(msgs))
+        with map_exceptions(context=self.endpoint.display):
+            box = self._file.open()
+            box.lock()
+            try:
+                found = {mid: key for mid, key in self._file.listing(box) if mid in wanted}
+                missing = wanted - set(found)
+                if missing:
+                    raise MessageNotFound(f"no message {sorted(missing)[0]!r} in {self._file.path}")
+                for key in found.values():
+                    change(box, key)
+                box.flush()
+            finally:
+                box.unlock()
+                box.close()
+
+    def set_flags(
+        self,
+        msgs: MessageRef | Sequence[MessageRef],
+        *,
+        add: Iterable[str] = (),
+        remove: Iterable[str] = (),
+    ) -> None:
+        """Add and remove flags (Seen, Answered, Flagged, Draft, Deleted)."""
+        add, drop = list(add), {f.lower() for f in remove}
+
+        def change(box: mailbox.mbox, key: Any) -> None:
+            message = box.get_message(key)
+            flags = {f for f in _flags(message) if f.lower() not in drop} | set(add)
+            message.set_flags(_letters(flags))
+            box[key] = message
+
+        self._change(msgs, change)
+
+    def delete(self, msgs: MessageRef | Sequence[MessageRef], *, permanent: bool = False) -> None:
+        """Remove messages from the file (an mbox file has no Trash: always permanent)."""
+        self._change(msgs, lambda box, key: box.remove(key))
+
+    def append(
+        self, folder: str, message: OutgoingMessage, flags: Iterable[str] = ()
+    ) -> str | None:
+        """Append a message to the file (created if missing), under the mbox lock."""
+        self._check_folder(folder)
+        raw = as_bytes(message)
+        _append(self._file, raw, _letters(flags))
+        return None
+
+
+def _append(file: _MboxFile, raw: bytes, letters: str = "") -> None:
+    with map_exceptions(context=f"mbox:{file.path}"):
+        file.path.parent.mkdir(parents=True, exist_ok=True)
+        box = file.open(create=True)
+        box.lock()
+        try:
+            stored = mailbox.mboxMessage(raw)
+            if letters:
+                stored.set_flags(letters)
+            box.add(stored)
+            box.flush()
+        finally:
+            box.unlock()
+            box.close()
+
+
+def _from_line_date(from_line: str) -> datetime | None:
+    # "MAILER-DAEMON Thu Nov 26 15:00:00 2026": the delivery time, in the local zone by custom
+    parts = from_line.split()
+    if len(parts) < 5:
+        return None
+    try:
+        naive = datetime.strptime(" ".join(parts[-5:]), "%a %b %d %H:%M:%S %Y")
+    except ValueError:
+        return None
+    return naive.replace(tzinfo=UTC)
+
+
+class MboxSender(Sender):
+    """Appends sent messages to an mbox file (``mbox:PATH``), under the mbox lock."""
+
+    scheme = "mbox"
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        super().__init__(endpoint)
+        self._file = _MboxFile(Path(endpoint.path))
+
+    def send(
+        self,
+        message: OutgoingMessage,
+        *,
+        notify: Iterable[str] | str | None = None,
+        ret: str | None = None,
+        envid: str | None = None,
+        mail_from: str | None = None,
+        rcpt_to: Iterable[str] | None = None,
+    ) -> SendResult:
+        """Append one message; every recipient is accepted (DSN options are ignored)."""
+        envelope = prepare(message, mail_from=mail_from, rcpt_to=rcpt_to)
+        _append(self._file, envelope.data)
+        return SendResult(envelope.message_id, envelope.recipients, {}, envid)
+
+
+class AsyncMboxRetriever(ThreadedAsyncRetriever):
+    """The async mbox retriever (file I/O on a worker thread)."""
+
+    def __init__(self, endpoint: Endpoint, *, state: Any = None) -> None:
+        super().__init__(MboxRetriever(endpoint, state=state))
+
+
+class AsyncMboxSender(ThreadedAsyncSender):
+    """The async mbox sender (file I/O on a worker thread)."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        super().__init__(MboxSender(endpoint))

@@ -1,0 +1,119 @@
+"""The Retriever contract on the local backends: Maildir and mbox, sync and async."""
+
+from __future__ import annotations
+
+import mailbox
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import mailsync
+from mailsync.backends.maildir import info_from_flags
+from tests.contract import AsyncRetrieverContract, RetrieverContract
+
+_counter = 0
+
+
+def _maildir_seed(root: Path) -> Callable[..., None]:
+    """Write a message file directly, as an MDA would (never through mailsync)."""
+
+    def seed(raw: bytes, folder: str = "INBOX", flags: tuple[str, ...] = ()) -> None:
+        global _counter
+        _counter += 1
+        base = root if folder.upper() == "INBOX" else root / f".{folder}"
+        for sub in ("tmp", "new", "cur"):
+            (base / sub).mkdir(parents=True, exist_ok=True)
+        # Names start with the delivery time, as real MDAs write them: that gives the order.
+        name = f"{int(time.time())}.M{_counter:06d}P{os.getpid()}.seed"
+        tmp = base / "tmp" / name
+        tmp.write_bytes(raw)
+        target = base / "cur" / f"{name}:{info_from_flags(flags)}" if flags else base / "new" / name
+        tmp.rename(target)
+
+    return seed
+
+
+class MaildirFixtures:
+    @pytest.fixture
+    def root(self, tmp_path: Path) -> Path:
+        path = tmp_path / "Maildir"
+        for sub in ("tmp", "new", "cur"):
+            (path / sub).mkdir(parents=True)
+        return path
+
+    @pytest.fixture
+    def seed(self, root: Path) -> Callable[..., None]:
+        return _maildir_seed(root)
+
+    @pytest.fixture
+    def make_folder(self, root: Path) -> Callable[[str], None]:
+        def make(name: str) -> None:
+            for sub in ("tmp", "new", "cur"):
+                (root / f".{name}" / sub).mkdir(parents=True, exist_ok=True)
+
+        return make
+
+
+class TestMaildir(MaildirFixtures, RetrieverContract):
+    @pytest.fixture
+    def make_retriever(self, root: Path) -> Callable[..., Any]:
+        return lambda state: mailsync.connect(f"maildir:{root}", state=state)
+
+
+class TestAsyncMaildir(MaildirFixtures, AsyncRetrieverContract):
+    @pytest.fixture
+    def make_retriever(self, root: Path) -> Callable[..., Any]:
+        return lambda state: mailsync.connect_async(f"maildir:{root}", state=state)
+
+
+class MboxFixtures:
+    exact_bytes = False  # mbox stores LF line endings
+
+    @pytest.fixture
+    def path(self, tmp_path: Path) -> Path:
+        return tmp_path / "inbox.mbox"
+
+    @pytest.fixture
+    def seed(self, path: Path) -> Callable[..., None]:
+        def seed(raw: bytes, folder: str = "INBOX", flags: tuple[str, ...] = ()) -> None:
+            assert folder.upper() == "INBOX"
+            box = mailbox.mbox(path)
+            box.lock()
+            try:
+                message = mailbox.mboxMessage(raw)
+                letters = {"\\Seen": "RO", "\\Flagged": "F", "\\Answered": "A", "\\Draft": "T"}
+                message.set_flags("".join(letters.get(f, "") for f in flags))
+                box.add(message)
+                box.flush()
+            finally:
+                box.unlock()
+                box.close()
+
+        return seed
+
+    @pytest.fixture
+    def make_folder(self) -> Callable[[str], None]:
+        def make(name: str) -> None:
+            pytest.skip("an mbox file is a single folder")
+
+        return make
+
+
+class TestMbox(MboxFixtures, RetrieverContract):
+    exact_size = False
+
+    @pytest.fixture
+    def make_retriever(self, path: Path) -> Callable[..., Any]:
+        return lambda state: mailsync.connect(f"mbox:{path}", state=state)
+
+
+class TestAsyncMbox(MboxFixtures, AsyncRetrieverContract):
+    exact_size = False
+
+    @pytest.fixture
+    def make_retriever(self, path: Path) -> Callable[..., Any]:
+        return lambda state: mailsync.connect_async(f"mbox:{path}", state=state)
