@@ -1,0 +1,43 @@
+"""Developer tasks: ``nox -s lint typecheck tests`` (and ``docs``).
+
+Each session installs what it needs into its own virtualenv, so a fresh machine needs only
+``pip install nox``. The server tests start Dovecot and Postfix from the system binaries
+(``apt-get install dovecot-imapd dovecot-pop3d dovecot-lmtpd postfix``); without them those
+tests skip with the reason, except under CI, where they must run.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the whole test suite (pass pytest arguments after --)."""
+    session.install("-e", ".[dev,async]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", "src", "tests", "benchmarks", "noxfile.py")
+    session.run("ruff", "format", "--check", "src", "tests", "benchmarks", "noxfile.py")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the package."""
+    session.install("-e", ".[dev,async]")
+    session.run("mypy", "--strict", "src/mailsync")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site with mkdocs --strict."""
+    session.install("-e", ".[docs]")
+    session.run("mkdocs", "build", "--strict", "--site-dir", "site")
