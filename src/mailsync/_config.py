@@ -10,6 +10,7 @@ This module does no I/O beyond expanding ``~`` in local paths.
 from __future__ import annotations
 
 import os
+import re
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -51,6 +52,7 @@ DEFAULT_PORTS: Mapping[tuple[str, TLSMode], int] = {
 }
 
 _IMPLICIT_TLS = {"imaps": "imap", "pop3s": "pop3", "smtps": "smtp"}
+_SCHEME = re.compile(r"[a-z][a-z0-9+.-]*")  # RFC 3986 section 3.1
 
 
 class Secret:
@@ -251,7 +253,7 @@ def parse_url(
     url = url.strip()
     scheme, sep, rest = url.partition(":")
     scheme = scheme.lower()
-    if not sep or not scheme.isascii() or not scheme.replace("+", "").isalnum():
+    if not sep or not _SCHEME.fullmatch(scheme):
         raise ConfigError(
             f"{_safe(url)!r} is not a mailsync URL: it needs a scheme such as imaps://, "
             "pop3s://, smtps://, maildir: or mbox:"

@@ -1,0 +1,196 @@
+"""URL parsing, options, secrets and the scheme registry."""
+
+from __future__ import annotations
+
+import ssl
+
+import pytest
+
+import mailsync
+from mailsync import _registry
+from mailsync._config import Secret, Timeout, TokenProvider, parse_url
+
+
+def test_user_with_at_sign_and_default_ports() -> None:
+    ep = parse_url("imap://alice@example.test@mail.example.test")
+    assert (ep.scheme, ep.username, ep.host, ep.port, ep.tls) == (
+        "imap",
+        "alice@example.test",
+        "mail.example.test",
+        143,
+        "starttls",
+    )
+    assert parse_url("imaps://h").port == 993
+    assert parse_url("imaps://h").tls == "ssl"
+    assert parse_url("pop3s://h").port == 995
+    assert parse_url("pop3://h").port == 110
+    assert parse_url("smtps://h").port == 465
+    assert parse_url("smtp://h").port == 587
+    assert parse_url("smtp://h", tls="none").port == 25
+    assert parse_url("imap://h", tls="ssl").port == 993
+
+
+def test_explicit_port_and_ipv6() -> None:
+    assert parse_url("imap://u@127.0.0.1:10143").port == 10143
+    ep = parse_url("imaps://u@[::1]:1993")
+    assert (ep.host, ep.port) == ("::1", 1993)
+
+
+def test_password_in_url_is_decoded_and_hidden() -> None:
+    ep = parse_url("imaps://alice@example.test:p%40ss%3Aword@host")
+    assert ep.password is not None
+    assert ep.password.reveal() == "p@ss:word"
+    for text in (repr(ep), str(ep), ep.url, ep.display, ep.account_key):
+        assert "p@ss" not in text
+        assert "p%40ss" not in text
+
+
+def test_password_keyword_wins_over_url() -> None:
+    ep = parse_url("imaps://u:fromurl@host", password="fromkw")
+    assert ep.password is not None
+    assert ep.password.reveal() == "fromkw"
+
+
+def test_secret_never_shows() -> None:
+    secret = Secret("hunter2")
+    assert "hunter2" not in repr(secret)
+    assert "hunter2" not in str(secret)
+    assert "hunter2" not in f"{secret}"
+
+
+def test_token_callable_is_called_per_connection() -> None:
+    calls = []
+
+    def token() -> str:
+        calls.append(1)
+        return f"tok{len(calls)}"
+
+    provider = TokenProvider(token)
+    assert provider.fresh() == "tok1"
+    assert provider.get() == "tok1"  # cached
+    assert provider.fresh() == "tok2"
+    assert "tok" not in repr(provider)
+    with pytest.raises(mailsync.ConfigError):
+        TokenProvider(lambda: "").fresh()
+
+
+@pytest.mark.parametrize(
+    ("url", "fragment"),
+    [
+        ("", "empty"),
+        ("nonsense", "scheme"),
+        ("imap://", "no host"),
+        ("imap://user@host:99999", "port"),
+        ("imap://user@host:abc", "port"),
+        ("imap:host", "expected"),
+        ("maildir:", "path"),
+    ],
+)
+def test_bad_urls_say_what_is_wrong(url: str, fragment: str) -> None:
+    with pytest.raises(mailsync.ConfigError, match=fragment):
+        parse_url(url)
+
+
+def test_bad_url_message_hides_password() -> None:
+    with pytest.raises(mailsync.ConfigError) as info:
+        parse_url("imap://alice:topsecret@host:notaport")
+    assert "topsecret" not in str(info.value)
+
+
+def test_bad_tls_and_verify() -> None:
+    with pytest.raises(mailsync.ConfigError, match="tls must be"):
+        parse_url("imap://h", tls="maybe")
+    with pytest.raises(mailsync.ConfigError, match="implicit TLS"):
+        parse_url("imaps://h", tls="none")
+    with pytest.raises(mailsync.ConfigError, match="verify"):
+        parse_url("imap://h", verify="yes")  # type: ignore[arg-type]
+
+
+def test_config_error_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="scheme"):
+        mailsync.connect("nonsense")
+
+
+def test_timeouts() -> None:
+    assert Timeout.of(5).read == 5.0
+    assert Timeout.of(5).connect_timeout == 5.0
+    assert Timeout(read=30, connect=3).connect_timeout == 3
+    assert Timeout.of(None).read is None
+    with pytest.raises(mailsync.ConfigError):
+        Timeout.of(-1)
+    with pytest.raises(mailsync.ConfigError):
+        Timeout.of("fast")  # type: ignore[arg-type]
+
+
+def test_ssl_context_verifies_by_default() -> None:
+    ctx = parse_url("imaps://h").ssl_context()
+    assert ctx.verify_mode == ssl.CERT_REQUIRED
+    assert ctx.check_hostname
+    off = parse_url("imaps://h", verify=False).ssl_context()
+    assert off.verify_mode == ssl.CERT_NONE
+    mine = ssl.create_default_context()
+    assert parse_url("imaps://h", verify=mine).ssl_context() is mine
+
+
+def test_local_paths(tmp_path: object) -> None:
+    assert parse_url("maildir:///var/mail/x").path == "/var/mail/x"
+    assert parse_url("maildir:/var/mail/x").path == "/var/mail/x"
+    assert parse_url("mbox:~/inbox").path.endswith("/inbox")
+    assert not parse_url("mbox:~/inbox").path.startswith("~")
+    assert parse_url("maildir:relative/dir").path == "relative/dir"
+
+
+def test_account_key_is_stable_and_secret_free() -> None:
+    a = parse_url("imaps://Alice@Example.test:pw@HOST.example")
+    b = parse_url("imaps://Alice@Example.test@host.example", password="other")
+    assert a.account_key == b.account_key
+    assert "pw" not in a.account_key
+
+
+def test_registry_unknown_scheme_lists_known_ones() -> None:
+    with pytest.raises(mailsync.ConfigError, match="imaps"):
+        mailsync.connect("ftp://host")
+
+
+def test_registry_planned_backends_say_so() -> None:
+    with pytest.raises(mailsync.Unsupported, match="planned"):
+        mailsync.connect("gmail://me")
+
+
+def test_registry_roles_a_scheme_lacks() -> None:
+    with pytest.raises(mailsync.Unsupported, match="no sender"):
+        mailsync.sender("imap://host")
+    with pytest.raises(mailsync.Unsupported, match="no retriever"):
+        mailsync.connect("smtp://host")
+
+
+def test_registry_missing_extra_names_the_install() -> None:
+    spec = mailsync.BackendSpec(
+        retriever="mailsync_no_such_module:Retriever", extras=(("retriever", "fancy"),)
+    )
+    _registry.register("x-missing", spec)
+    try:
+        with pytest.raises(mailsync.ConfigError, match=r'pip install "mailsync\[fancy\]"'):
+            mailsync.connect("x-missing://host")
+    finally:
+        _registry._registered.pop("x-missing")
+
+
+def test_async_imap_is_in_the_async_extra() -> None:
+    spec = _registry._BUILTIN["imap"]
+    assert dict(spec.extras)["async_retriever"] == "async"
+
+
+def test_registry_plugins_can_add_schemes() -> None:
+    spec = mailsync.BackendSpec(retriever="mailsync.backends.maildir:MaildirRetriever")
+    _registry.register("x-test", spec)
+    try:
+        assert "x-test" in _registry.schemes()
+        assert _registry.load("x-test", "retriever").__name__ == "MaildirRetriever"
+    finally:
+        _registry._registered.pop("x-test")
+
+
+def test_retriever_repr_has_no_secret(tmp_path: object) -> None:
+    box = mailsync.connect("maildir:/tmp/x", state=":memory:")
+    assert "maildir" in repr(box)
