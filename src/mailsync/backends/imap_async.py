@@ -1,0 +1,1157 @@
+"""The async IMAP backend: :class:`AsyncIMAPRetriever`, natively async over aioimaplib.
+
+This module owns the I/O of the async IMAP client: connecting (implicit TLS, STARTTLS that
+fails closed, plaintext only when asked), logging in (password or OAuth2 token), running
+commands with read timeouts, noticing a dropped connection, reading aioimaplib's FETCH
+responses, IDLE, and translating every aioimaplib/asyncio/socket error into the mailsync
+hierarchy. Everything that is not I/O (SEARCH criteria, FETCH data → Message, flag names,
+modified UTF-7, LIST → Folder, cursor rules, message ids) comes from
+:mod:`mailsync.protocol.imap`, shared with the sync backend, so the two behave alike.
+
+aioimaplib is GPL-3.0 and lives in the ``async`` extra: this is the only module that imports
+it. Nothing here blocks the event loop or calls ``asyncio.run``; one retriever holds one
+connection, so folders fetched concurrently use one retriever each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import re
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import aioimaplib
+
+from mailsync._base import (
+    AsyncRetriever,
+    MessageRef,
+    OutgoingMessage,
+    SyncStep,
+    message_refs,
+)
+from mailsync._config import Endpoint
+from mailsync._errors import (
+    AuthenticationError,
+    ConfigError,
+    ConnectionFailed,
+    FolderNotFound,
+    MailsyncError,
+    MailTimeout,
+    MessageNotFound,
+    ProtocolError,
+    ServerError,
+    TemporaryFailure,
+    Unsupported,
+    map_exceptions,
+)
+from mailsync._message import Folder, Message, as_bytes, header_block
+from mailsync._query import Q
+from mailsync.protocol.imap import (
+    BODY_KEYS,
+    FETCH_BODY,
+    FETCH_GMAIL,
+    FETCH_HEADERS,
+    FolderStatus,
+    GmailRef,
+    SearchPlan,
+    UIDRef,
+    encode_folder,
+    fetched_identity,
+    folders_from_list,
+    format_message_id,
+    message_from_fetch,
+    parse_appenduid,
+    parse_message_id,
+    plan_sync,
+    quote,
+    render_criteria,
+    search_plan,
+    store_flags,
+    uid_set,
+)
+from mailsync.protocol.imap_literals import FetchResponse
+
+__all__ = ["AsyncIMAPRetriever"]
+
+log = logging.getLogger("mailsync.imap")
+
+_T = TypeVar("_T")
+
+#: Response codes (RFC 5530 and RFC 3501) that say which mailsync error a NO means.
+_NO_CODES: dict[str, type[ServerError]] = {
+    "NONEXISTENT": FolderNotFound,
+    "TRYCREATE": FolderNotFound,
+    "UNAVAILABLE": TemporaryFailure,
+    "INUSE": TemporaryFailure,
+    "EXPUNGEISSUED": TemporaryFailure,
+}
+_AUTH_CODES = frozenset({"AUTHENTICATIONFAILED", "AUTHORIZATIONFAILED", "EXPIRED"})
+_CODE_RE = re.compile(rb"^\[([A-Za-z0-9-]+)")
+_NUMBER_BEFORE_RE = re.compile(rb"^(\d+) (EXISTS|RECENT|EXPUNGE)\b", re.IGNORECASE)
+_CRLF = b"\r\n"
+
+
+def _quote(text: str) -> str:
+    """An IMAP quoted string (RFC 3501 section 4.3) for text without CR or LF."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _text(line: Any) -> str:
+    if isinstance(line, bytes | bytearray):
+        return bytes(line).decode("utf-8", "replace")
+    return str(line)
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+
+class _WireMixin:
+    """A command whose wire text after ``tag [UID] NAME`` is built here, not by aioimaplib.
+
+    aioimaplib joins ``str`` arguments with spaces and refuses CR/LF in them; building the
+    text ourselves lets a SEARCH carry a non-synchronising literal (LITERAL+) for UTF-8 text.
+    """
+
+    tag: str
+    name: str
+    prefix: str | None
+    wire: str
+
+    def __repr__(self) -> str:
+        return f"{self.tag} {self.prefix or ''}{self.name}{' ' if self.wire else ''}{self.wire}"
+
+
+class _Command(_WireMixin, aioimaplib.Command):  # type: ignore[misc]
+    def __init__(
+        self,
+        name: str,
+        tag: str,
+        wire: str,
+        *,
+        prefix: str | None,
+        untagged: str | None,
+        timeout: float | None,
+    ) -> None:
+        super().__init__(name, tag, prefix=prefix, untagged_resp_name=untagged, timeout=timeout)
+        self.wire = wire
+
+
+class _FetchCommand(_WireMixin, aioimaplib.FetchCommand):  # type: ignore[misc]
+    def __init__(self, tag: str, wire: str, *, timeout: float | None) -> None:
+        super().__init__(tag, prefix="UID", timeout=timeout)
+        self.wire = wire
+
+
+class _SASLCommand(aioimaplib.Command):  # type: ignore[misc]
+    """AUTHENTICATE: sends the initial response inline (SASL-IR) or when asked, and answers
+    a failure challenge (XOAUTH2/OAUTHBEARER send their error as one) so the server can say NO.
+    """
+
+    def __init__(
+        self,
+        tag: str,
+        mechanism: str,
+        initial: bytes,
+        *,
+        inline: bool,
+        abort_answer: bytes,
+        write: Callable[[bytes], None],
+        timeout: float | None,
+    ) -> None:
+        encoded = base64.b64encode(initial).decode("ascii") or "="
+        args = (mechanism, encoded) if inline else (mechanism,)
+        super().__init__("AUTHENTICATE", tag, *args, timeout=timeout)
+        self.secret = encoded
+        self._answers = [] if inline else [encoded.encode("ascii")]
+        self._abort_answer = abort_answer
+        self._write = write
+
+    def append_to_resp(self, line: Any, result: str = "Pending") -> None:
+        if result == "Pending" and isinstance(line, bytes) and line.startswith(b"+"):
+            answer = self._answers.pop(0) if self._answers else self._abort_answer
+            self._write(answer + _CRLF)
+            return
+        super().append_to_resp(line, result)
+
+
+# -- one connection ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Mailbox:
+    """What SELECT said about the selected folder."""
+
+    name: str
+    uidvalidity: int
+    uidnext: int | None
+    exists: int
+    highestmodseq: int | None
+
+
+class _Session:
+    """One logged-in aioimaplib connection: commands with timeouts, errors translated, and a
+    dropped connection noticed at once (aioimaplib itself would wait for the timeout).
+
+    Commands are serialised with :attr:`lock` by the caller, which keeps SELECT and the
+    commands that depend on it together.
+    """
+
+    def __init__(self, endpoint: Endpoint, tls_context: ssl.SSLContext | None) -> None:
+        self.endpoint = endpoint
+        self.context = f"IMAP {endpoint.host}:{endpoint.port}"
+        self.tls_context = tls_context
+        self.read_timeout = endpoint.timeout.read
+        self.lock = asyncio.Lock()
+        self.capabilities: frozenset[str] = frozenset()
+        self.mailbox: _Mailbox | None = None
+        self.alive = False
+        self._client: Any = None
+        self._lost: asyncio.Future[None] | None = None
+
+    # -- connecting ----------------------------------------------------------------------------
+
+    async def open(self, secret: Callable[[], Awaitable[tuple[str, str]]]) -> None:
+        """Connect, secure the connection as asked, and log in.
+
+        Args:
+            secret: Returns ``("password" | "token", value)``; called after the greeting, so
+                a token callable runs at every (re)connect.
+        """
+        loop = asyncio.get_running_loop()
+        self._lost = loop.create_future()
+        endpoint = self.endpoint
+        implicit = self.tls_context if endpoint.tls == "ssl" else None
+        with self._translate("connecting"):
+            self._client = aioimaplib.IMAP4(
+                host=endpoint.host,
+                port=endpoint.port,
+                timeout=endpoint.timeout.connect_timeout,
+                conn_lost_cb=self._on_lost,
+                ssl_context=implicit,
+            )
+            self.alive = True
+            await self._guard(self._client.wait_hello_from_server())
+            self.capabilities = _upper(self._client.protocol.capabilities)
+            if endpoint.tls == "starttls":
+                await self._starttls()
+            kind, value = await secret()
+            if kind == "token":
+                await self._authenticate_oauth(value)
+            else:
+                await self._authenticate_password(value)
+            self._client.timeout = self.read_timeout
+
+    def _on_lost(self, exc: Exception | None) -> None:
+        self.alive = False
+        self.mailbox = None
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(None)
+
+    async def _starttls(self) -> None:
+        if "STARTTLS" not in self.capabilities:
+            raise ConnectionFailed(
+                f"{self.context}: the server does not offer STARTTLS, so the connection "
+                "cannot be encrypted; use tls='ssl' for implicit TLS (or tls='none' to allow "
+                "plaintext)"
+            )
+        await self.command("STARTTLS")
+        protocol = self._client.protocol
+        loop = asyncio.get_running_loop()
+        assert self.tls_context is not None
+        transport = await self._guard(
+            loop.start_tls(
+                protocol.transport,
+                protocol,
+                self.tls_context,
+                server_hostname=self.endpoint.host,
+                ssl_handshake_timeout=self.endpoint.timeout.connect_timeout,
+            )
+        )
+        protocol.transport = transport
+        await self.refresh_capabilities()
+
+    async def refresh_capabilities(self) -> None:
+        """Ask the server for its capabilities again (after STARTTLS or a login)."""
+        lines = await self.command("CAPABILITY")
+        words = b" ".join(bytes(line) for line in lines[:-1]).split()
+        self._set_capabilities(w.decode("ascii", "replace") for w in words)
+
+    def _set_capabilities(self, names: Iterable[str]) -> None:
+        self.capabilities = _upper(names)
+        # aioimaplib checks its own copy before IDLE and MOVE.
+        self._client.protocol.capabilities = set(self.capabilities)
+
+    async def _authenticate_password(self, password: str) -> None:
+        user = self.endpoint.username or ""
+        if "AUTH=PLAIN" in self.capabilities:
+            # PLAIN carries UTF-8 user names and passwords, which LOGIN's quoted strings cannot.
+            initial = f"\0{user}\0{password}".encode()
+            await self._authenticate("PLAIN", initial, abort_answer=b"*")
+            return
+        if "LOGINDISABLED" in self.capabilities:
+            raise AuthenticationError(
+                f"{self.context}: the server refuses to log in on this connection "
+                "(LOGINDISABLED); use TLS"
+            )
+        tag = self._client.protocol.new_tag()
+        wire = f"{_quote(user)} {_quote(password)}"
+        command = _Command(
+            "LOGIN", tag, wire, prefix=None, untagged=None, timeout=self.read_timeout
+        )
+        response = await self._execute(command, what="LOGIN", scrub=_quote(password))
+        self._check(response, "LOGIN", auth=True)
+        await self._logged_in(response.lines)
+
+    async def _authenticate_oauth(self, token: str) -> None:
+        user = self.endpoint.username or ""
+        if "AUTH=OAUTHBEARER" in self.capabilities:
+            host, port = self.endpoint.host, self.endpoint.port
+            initial = f"n,a={user},\1host={host}\1port={port}\1auth=Bearer {token}\1\1".encode()
+            await self._authenticate("OAUTHBEARER", initial, abort_answer=b"AQ==")
+            return
+        if "AUTH=XOAUTH2" in self.capabilities:
+            initial = f"user={user}\1auth=Bearer {token}\1\1".encode()
+            await self._authenticate("XOAUTH2", initial, abort_answer=b"")
+            return
+        raise AuthenticationError(
+            f"{self.context}: a token was given but the server offers neither OAUTHBEARER "
+            "nor XOAUTH2"
+        )
+
+    async def _authenticate(self, mechanism: str, initial: bytes, *, abort_answer: bytes) -> None:
+        protocol = self._client.protocol
+        command = _SASLCommand(
+            protocol.new_tag(),
+            mechanism,
+            initial,
+            inline="SASL-IR" in self.capabilities,
+            abort_answer=abort_answer,
+            write=lambda data: protocol.transport.write(data),
+            timeout=self.read_timeout,
+        )
+        response = await self._execute(
+            command, what=f"AUTHENTICATE {mechanism}", scrub=command.secret
+        )
+        self._check(response, f"AUTHENTICATE {mechanism}", auth=True)
+        await self._logged_in(response.lines)
+
+    async def _logged_in(self, lines: Sequence[Any]) -> None:
+        self._client.protocol.state = aioimaplib.AUTH
+        last = bytes(lines[-1]) if lines else b""
+        if last.upper().startswith(b"[CAPABILITY "):
+            words = last[1 : last.index(b"]")].split()[1:]
+            self._set_capabilities(w.decode("ascii", "replace") for w in words)
+        else:
+            await self.refresh_capabilities()
+
+    # -- running commands ----------------------------------------------------------------------
+
+    async def command(
+        self,
+        name: str,
+        wire: str = "",
+        *,
+        uid: bool = False,
+        untagged: str | None = None,
+        what: str | None = None,
+    ) -> list[Any]:
+        """Run one command and return its response lines (the tagged text last).
+
+        Raises:
+            ServerError: The server said NO (a subclass when its response code says which).
+            ProtocolError: The server said BAD or something aioimaplib could not follow.
+        """
+        tag = self._client.protocol.new_tag()
+        prefix = "UID" if uid else None
+        command = _Command(
+            name, tag, wire, prefix=prefix, untagged=untagged, timeout=self.read_timeout
+        )
+        label = what or f"{prefix + ' ' if prefix else ''}{name}"
+        response = await self._execute(command, what=label)
+        return self._check(response, label)
+
+    async def fetch(self, wire: str) -> list[Any]:
+        """``UID FETCH <wire>``; the lines hold each literal as a ``bytearray``.
+
+        The read timeout applies to silence between chunks, not to the whole response.
+        """
+        command = _FetchCommand(self._client.protocol.new_tag(), wire, timeout=self.read_timeout)
+        response = await self._execute(command, what="UID FETCH")
+        return self._check(response, "UID FETCH")
+
+    async def _execute(self, command: Any, *, what: str, scrub: str | None = None) -> Any:
+        if not self.alive:
+            raise ConnectionFailed(f"{self.context}: the connection is closed")
+        with self._translate(what):
+            return await self._guard(self._client.protocol.execute(command, scrub=scrub))
+
+    async def _guard(self, awaitable: Awaitable[_T]) -> _T:
+        """Await ``awaitable``, but fail at once when the connection drops meanwhile."""
+        assert self._lost is not None
+        task = asyncio.ensure_future(awaitable)
+        try:
+            await asyncio.wait((task, self._lost), return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if task.done():
+            return task.result()
+        task.cancel()
+        raise ConnectionFailed(f"{self.context}: the connection was closed by the peer")
+
+    @contextlib.contextmanager
+    def _translate(self, what: str) -> Iterator[None]:
+        """aioimaplib, asyncio and socket errors → mailsync errors; a broken session is closed.
+
+        aioimaplib's own messages can quote the command (and so a password): they are not
+        repeated here.
+        """
+        try:
+            with map_exceptions(context=f"{self.context}: {what}"):
+                yield
+        except (ConnectionFailed, MailTimeout, ProtocolError):
+            self.abort()
+            raise
+        except aioimaplib.CommandTimeout as exc:
+            self.abort()
+            raise MailTimeout(
+                f"{self.context}: no answer to {what} within {self.read_timeout} s"
+            ) from exc
+        except aioimaplib.AioImapException as exc:
+            self.abort()
+            raise ProtocolError(f"{self.context}: {what} failed: {type(exc).__name__}") from exc
+        except ValueError as exc:  # aioimaplib refuses CR/LF/NUL in arguments
+            raise ConfigError(f"{self.context}: {what}: {exc}") from exc
+
+    def _check(self, response: Any, what: str, *, auth: bool = False) -> list[Any]:
+        lines: list[Any] = list(response.lines)
+        if response.result == "OK":
+            return lines
+        text = _text(lines[-1]) if lines else ""
+        if response.result == "BAD":
+            raise ProtocolError(f"{self.context}: {what} refused as malformed: {text}")
+        if response.result != "NO":
+            self.abort()
+            raise ProtocolError(f"{self.context}: {what}: unexpected answer {response.result}")
+        match = _CODE_RE.match(text.encode())
+        code = match.group(1).decode().upper() if match else None
+        if auth or code in _AUTH_CODES:
+            raise AuthenticationError(f"{self.context}: login refused: {text}")
+        error = _NO_CODES.get(code or "", ServerError)
+        raise error(f"{self.context}: {what}: {text}", code=code)
+
+    async def append(self, wire: str, data: bytes) -> list[Any]:
+        """APPEND with ``wire`` (folder, flags, ``{n}``); the message goes out when the server
+        asks for it. Returns the response lines (APPENDUID in the last)."""
+        tag = self._client.protocol.new_tag()
+        command = _Command(
+            "APPEND", tag, wire, prefix=None, untagged=None, timeout=self.read_timeout
+        )
+        self._client.protocol.literal_data = data
+        response = await self._execute(command, what="APPEND")
+        return self._check(response, "APPEND")
+
+    # -- folders -------------------------------------------------------------------------------
+
+    async def select(self, wire_name: str) -> _Mailbox:
+        """SELECT a folder (read-write; fetches use BODY.PEEK so nothing is marked seen).
+
+        Raises:
+            FolderNotFound: The server has no such folder.
+        """
+        if self.mailbox is not None and self.mailbox.name == wire_name:
+            return self.mailbox
+        condstore = " (CONDSTORE)" if "CONDSTORE" in self.capabilities else ""
+        self.mailbox = None
+        try:
+            lines = await self.command("SELECT", wire_name + condstore, what=f"SELECT {wire_name}")
+        except ServerError as exc:
+            # A failed SELECT leaves no folder selected (RFC 3501 6.3.1).
+            self._client.protocol.state = aioimaplib.AUTH
+            if type(exc) is ServerError:
+                raise FolderNotFound(str(exc), code=exc.code) from exc
+            raise
+        self._client.protocol.state = aioimaplib.SELECTED
+        self.mailbox = _parse_select(wire_name, lines)
+        return self.mailbox
+
+    # -- IDLE ----------------------------------------------------------------------------------
+
+    async def idle(self, seconds: float) -> bool:
+        """IDLE (RFC 2177) for up to ``seconds``; True when new mail (EXISTS) was announced.
+
+        The selected folder stays selected. The caller re-issues IDLE in time (servers may
+        drop a client idle for 30 minutes).
+        """
+        protocol = self._client.protocol
+        queue: asyncio.Queue[Any] = protocol.idle_queue
+        while not queue.empty():  # leftovers of an earlier IDLE
+            queue.get_nowait()
+        idle = asyncio.ensure_future(protocol.idle())
+        try:
+            await self._idle_started(idle)
+            changed = await self._idle_wait(queue, seconds)
+        except BaseException:
+            # Still idling, or broken: either way the connection cannot take a command now.
+            self.abort()
+            _discard(idle)
+            raise
+        await self._idle_done(idle)
+        return changed
+
+    async def _idle_started(self, idle: asyncio.Future[Any]) -> None:
+        ack = asyncio.ensure_future(self._client.protocol.wait_for_idle_response())
+        try:
+            with self._translate("IDLE"):
+                await self._guard(asyncio.wait((idle, ack), return_when=asyncio.FIRST_COMPLETED))
+        finally:
+            ack.cancel()
+        if idle.done():  # the server answered IDLE at once instead of "+ idling"
+            with self._translate("IDLE"):
+                response = idle.result()
+            self._check(response, "IDLE")
+            raise ProtocolError(f"{self.context}: the server ended IDLE at once")
+
+    async def _idle_wait(self, queue: asyncio.Queue[Any], seconds: float) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        assert self._lost is not None
+        while (remaining := deadline - loop.time()) > 0:
+            pushed = asyncio.ensure_future(queue.get())
+            try:
+                await asyncio.wait(
+                    (pushed, self._lost), timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                pushed.cancel()
+            if pushed.done() and not pushed.cancelled():
+                if any(_is_exists(line) for line in pushed.result()):
+                    return True
+            elif self._lost.done():
+                raise ConnectionFailed(f"{self.context}: the connection was closed during IDLE")
+        return False
+
+    async def _idle_done(self, idle: asyncio.Future[Any]) -> None:
+        with self._translate("IDLE"):
+            self._client.protocol.idle_done()
+            response = await self._guard(asyncio.wait_for(idle, self.read_timeout))
+        self._check(response, "IDLE")
+
+    # -- closing -------------------------------------------------------------------------------
+
+    async def logout(self) -> None:
+        """Say LOGOUT (briefly) and close; never raises."""
+        if self.alive and not self.lock.locked():
+            with contextlib.suppress(MailsyncError, asyncio.TimeoutError):
+                await asyncio.wait_for(self.command("LOGOUT"), 2.0)
+        self.abort()
+
+    def abort(self) -> None:
+        """Close the connection without a word (after an error, or from another task)."""
+        self.alive = False
+        self.mailbox = None
+        client = self._client
+        transport = getattr(getattr(client, "protocol", None), "transport", None)
+        if transport is not None:
+            transport.close()
+
+
+def _discard(task: asyncio.Future[Any]) -> None:
+    """Cancel a task we no longer wait for, retrieving its error so none is reported."""
+    task.cancel()
+    if task.done() and not task.cancelled():
+        task.exception()
+
+
+def _upper(names: Iterable[str]) -> frozenset[str]:
+    return frozenset(name.upper() for name in names)
+
+
+def _is_exists(line: Any) -> bool:
+    match = _NUMBER_BEFORE_RE.match(bytes(line)) if isinstance(line, bytes | bytearray) else None
+    return match is not None and match.group(2).upper() == b"EXISTS"
+
+
+_SELECT_CODES = {
+    "UIDVALIDITY": re.compile(rb"\[UIDVALIDITY (\d+)\]", re.IGNORECASE),
+    "UIDNEXT": re.compile(rb"\[UIDNEXT (\d+)\]", re.IGNORECASE),
+    "HIGHESTMODSEQ": re.compile(rb"\[HIGHESTMODSEQ (\d+)\]", re.IGNORECASE),
+}
+
+
+def _parse_select(name: str, lines: Sequence[Any]) -> _Mailbox:
+    found: dict[str, int] = {}
+    exists = 0
+    for line in lines:
+        data = bytes(line)
+        match = _NUMBER_BEFORE_RE.match(data)
+        if match is not None and match.group(2).upper() == b"EXISTS":
+            exists = int(match.group(1))
+        for key, pattern in _SELECT_CODES.items():
+            code = pattern.search(data)
+            if code is not None:
+                found[key] = int(code.group(1))
+    if "UIDVALIDITY" not in found:
+        raise ProtocolError(f"SELECT {name}: the server sent no UIDVALIDITY")
+    return _Mailbox(
+        name=name,
+        uidvalidity=found["UIDVALIDITY"],
+        uidnext=found.get("UIDNEXT"),
+        exists=exists,
+        highestmodseq=found.get("HIGHESTMODSEQ"),
+    )
+
+
+# -- aioimaplib responses → protocol values ----------------------------------------------------
+
+_FETCH_LINE = re.compile(rb"(\d+) FETCH \(", re.IGNORECASE)
+_LIST_LINE = re.compile(rb'\((?P<flags>[^)]*)\) (?P<delim>NIL|"(?:[^"\\]|\\.)*") ?(?P<name>.*)$')
+_QUOTED_ESCAPE = re.compile(rb"\\(.)")
+_BODY_ITEMS = frozenset(BODY_KEYS)
+
+
+def _fetch_responses(lines: Sequence[Any]) -> Iterator[FetchResponse]:
+    """Regroup aioimaplib's FETCH lines (text lines, each literal a ``bytearray`` after the
+    line announcing it) into the pure reader's :class:`FetchResponse` values."""
+    segments: list[bytes] | None = None
+    literals: list[bytes] = []
+    seq = 0
+    for line in lines:
+        if isinstance(line, bytearray):
+            literals.append(bytes(line))
+            continue
+        match = _FETCH_LINE.match(line)
+        if match is not None:
+            if segments is not None:
+                yield FetchResponse(seq, segments, literals)
+            seq, segments, literals = int(match.group(1)), [b"* " + line], []
+        elif segments is not None:
+            segments.append(line)
+    if segments is not None:
+        yield FetchResponse(seq, segments, literals)
+
+
+def _messages_from_fetch(lines: Sequence[Any], folder: str, uidvalidity: int) -> list[Message]:
+    """The messages of one ``UID FETCH`` answer, in UID order; unsolicited FETCH responses
+    (another client changed a flag) carry no body and are left out."""
+    out = []
+    for response in _fetch_responses(lines[:-1]):
+        attributes = response.attributes()
+        if b"UID" not in attributes or not _BODY_ITEMS.intersection(attributes):
+            continue
+        out.append(message_from_fetch(attributes, folder=folder, uidvalidity=uidvalidity))
+    out.sort(key=lambda message: message.uid or 0)
+    return out
+
+
+def _search_uids(lines: Sequence[Any]) -> list[int]:
+    """UIDs from aioimaplib's ``SEARCH`` lines (ignoring a CONDSTORE ``(MODSEQ n)`` tail)."""
+    uids: list[int] = []
+    for line in lines[:-1]:
+        data = bytes(line).split(b"(", 1)[0]
+        uids.extend(int(word) for word in data.split() if word.isdigit())
+    return sorted(set(uids))
+
+
+def _list_entries(lines: Sequence[Any]) -> list[tuple[list[bytes], bytes | None, bytes]]:
+    """``(attributes, delimiter, encoded name)`` from aioimaplib's LIST lines."""
+    entries = []
+    pending: tuple[list[bytes], bytes | None] | None = None
+    for line in lines[:-1]:
+        if isinstance(line, bytearray):  # a name sent as a literal
+            if pending is not None:
+                entries.append((*pending, bytes(line)))
+                pending = None
+            continue
+        match = _LIST_LINE.match(line)
+        if match is None:
+            continue
+        flags = match.group("flags").split()
+        delimiter = match.group("delim")
+        delim = None if delimiter.upper() == b"NIL" else _unquote(delimiter)
+        name = match.group("name").strip()
+        if name.startswith(b"{") and name.endswith(b"}"):
+            pending = (flags, delim)
+            continue
+        entries.append((flags, delim, _unquote(name)))
+    return entries
+
+
+def _unquote(value: bytes) -> bytes:
+    if len(value) >= 2 and value.startswith(b'"') and value.endswith(b'"'):
+        return _QUOTED_ESCAPE.sub(rb"\1", value[1:-1])
+    return value
+
+
+def _wire_folder(folder: str) -> str:
+    """A folder name as a SELECT/APPEND/MOVE argument: modified UTF-7, quoted."""
+    if folder.upper() == "INBOX":
+        return "INBOX"
+    return quote(encode_folder(folder)).decode("ascii")
+
+
+def _folder_name(folder: str) -> str:
+    return "INBOX" if folder.upper() == "INBOX" else folder
+
+
+def _status(mailbox: _Mailbox) -> FolderStatus:
+    return FolderStatus(
+        uidvalidity=mailbox.uidvalidity,
+        uidnext=mailbox.uidnext or 0,
+        exists=mailbox.exists,
+        highestmodseq=mailbox.highestmodseq,
+    )
+
+
+class _Batches:
+    """Batch sizes for streaming a folder: bounded by count and by the bytes the last batch
+    averaged, so a folder of large messages never sits in memory whole.
+
+    Small batches also suit aioimaplib, whose FETCH reader rescans the response so far for
+    every line it receives (quadratic in the batch's number of lines).
+    """
+
+    def __init__(self, first: int = 50, most: int = 200, budget: int = 8 << 20) -> None:
+        self.size = first
+        self.most = most
+        self.budget = budget
+
+    def take(self, uids: list[int], start: int) -> list[int]:
+        return uids[start : start + self.size]
+
+    def learn(self, messages: Sequence[Message]) -> None:
+        if not messages:
+            return
+        average = max(sum(len(m.raw) for m in messages) // len(messages), 1)
+        self.size = max(1, min(self.most, self.budget // average))
+
+
+# -- the retriever -----------------------------------------------------------------------------
+
+
+class AsyncIMAPRetriever(AsyncRetriever):
+    """IMAP over aioimaplib, natively async: one connection per retriever, opened lazily.
+
+    Behaves as :class:`mailsync.backends.imap.IMAPRetriever` does (same ids, flags, queries,
+    cursor rules). To read several folders at once, use one retriever per folder: IMAP has one
+    selected folder per connection, so commands on one retriever run one after another.
+
+    Args:
+        endpoint: The parsed ``imap://`` or ``imaps://`` URL and options.
+        state: Where sync cursors live (see :func:`mailsync.connect_async`).
+    """
+
+    scheme = "imap"
+    capabilities = frozenset({"folders", "flags", "move", "delete", "append", "search", "idle"})
+    #: IDLE is re-issued after this many seconds (servers may drop a client idle for 30 min).
+    idle_renew: float = 28 * 60.0
+
+    def __init__(self, endpoint: Endpoint, *, state: Any = None) -> None:
+        super().__init__(endpoint, state=state)
+        self._session_now: _Session | None = None
+        self._connecting = asyncio.Lock()
+        self._tls_context: ssl.SSLContext | None = None
+        self._highest_uid: dict[str, int] = {}
+
+    # -- connection ----------------------------------------------------------------------------
+
+    async def _session(self) -> _Session:
+        session = self._session_now
+        if session is not None and session.alive:
+            return session
+        async with self._connecting:
+            session = self._session_now
+            if session is not None and session.alive:
+                return session
+            session = await self._open()
+            self._session_now = session
+            return session
+
+    async def _open(self) -> _Session:
+        endpoint = self.endpoint
+        if endpoint.token is None and endpoint.password is None:
+            raise ConfigError(f"{endpoint.display}: give a password or a token to log in")
+        if endpoint.tls != "none" and self._tls_context is None:
+            # Loading the CA store reads files: not on the event loop.
+            self._tls_context = await asyncio.to_thread(endpoint.ssl_context)
+        session = _Session(endpoint, self._tls_context)
+        try:
+            await session.open(self._secret)
+        except BaseException:
+            session.abort()
+            raise
+        return session
+
+    async def _secret(self) -> tuple[str, str]:
+        endpoint = self.endpoint
+        if endpoint.token is not None:
+            # A token callable may refresh over the network: keep it off the event loop.
+            return "token", await asyncio.to_thread(endpoint.token.fresh)
+        assert endpoint.password is not None
+        return "password", endpoint.password.reveal()
+
+    @contextlib.asynccontextmanager
+    async def _selected(
+        self, folder: str, *, fresh: bool = False
+    ) -> AsyncIterator[tuple[_Session, _Mailbox]]:
+        """The session with ``folder`` selected, held for the caller's commands.
+
+        Args:
+            fresh: SELECT again even if selected, for an up-to-date UIDNEXT/HIGHESTMODSEQ.
+        """
+        session = await self._session()
+        async with session.lock:
+            if fresh:
+                session.mailbox = None
+            mailbox = await session.select(_wire_folder(folder))
+            yield session, mailbox
+
+    async def _disconnect(self) -> None:
+        session, self._session_now = self._session_now, None
+        if session is not None:
+            await session.logout()
+
+    # -- folders -------------------------------------------------------------------------------
+
+    async def folders(self) -> list[Folder]:
+        """Every folder, with its delimiter and special use (RFC 6154, else by name)."""
+        session = await self._session()
+        extended = {"LIST-EXTENDED", "SPECIAL-USE"} <= session.capabilities
+        wire = '"" "*" RETURN (SPECIAL-USE)' if extended else '"" "*"'
+        async with session.lock:
+            lines = await session.command("LIST", wire)
+        return folders_from_list(_list_entries(lines))
+
+    async def _trash(self) -> str | None:
+        for folder in await self.folders():
+            if folder.special_use == "\\Trash":
+                return folder.name
+        return None
+
+    # -- reading -------------------------------------------------------------------------------
+
+    async def messages(
+        self,
+        folder: str = "INBOX",
+        *,
+        query: Q | None = None,
+        headers_only: bool = False,
+        limit: int | None = None,
+    ) -> AsyncIterator[Message]:
+        """The messages of ``folder`` in ascending UID order, streamed in bounded batches.
+
+        Reading uses BODY.PEEK, so nothing is marked seen. The query goes to the server as
+        SEARCH; what SEARCH cannot say exactly is re-checked here.
+
+        Raises:
+            FolderNotFound: No such folder.
+        """
+        if limit is not None and limit <= 0:
+            return
+        name = _folder_name(folder)
+        plan = search_plan(query)
+        recheck = query if not plan.exact else None
+        # Checking body text on a headers-only fetch needs the body: fetch it, then trim.
+        trim = headers_only and recheck is not None and recheck.needs_body
+        async with self._selected(name, fresh=True) as (session, mailbox):
+            uids = await self._search(session, plan)
+        items = self._fetch_items(session, headers_only=headers_only and not trim)
+        delivered = 0
+        async for message in self._stream(name, mailbox.uidvalidity, uids, items):
+            if recheck is not None and not recheck.matches(message):
+                continue
+            if trim:
+                message = message.replace(raw=header_block(message.raw), headers_only=True)
+            yield message
+            delivered += 1
+            if limit is not None and delivered >= limit:
+                return
+
+    async def _search(self, session: _Session, plan: SearchPlan) -> list[int]:
+        literal_plus = "LITERAL+" in session.capabilities
+        criteria = render_criteria(plan.criteria, literal_plus=literal_plus)
+        charset = f"CHARSET {plan.charset} " if plan.charset else ""
+        wire = charset + criteria.decode("utf-8")
+        lines = await session.command("SEARCH", wire, uid=True, what="UID SEARCH")
+        return _search_uids(lines)
+
+    def _fetch_items(self, session: _Session, *, headers_only: bool) -> str:
+        items = FETCH_HEADERS if headers_only else FETCH_BODY
+        if "X-GM-EXT-1" in session.capabilities:
+            items += " " + FETCH_GMAIL
+        return items
+
+    async def _stream(
+        self, folder: str, uidvalidity: int, uids: list[int], items: str
+    ) -> AsyncIterator[Message]:
+        async for batch in self._stream_batches(folder, uidvalidity, uids, items):
+            for message in batch:
+                yield message
+
+    async def _fetch(
+        self, folder: str, uidvalidity: int, uids: Sequence[int], items: str
+    ) -> list[Message]:
+        async with self._selected(folder) as (session, mailbox):
+            if mailbox.uidvalidity != uidvalidity:
+                raise TemporaryFailure(
+                    f"{session.context}: folder {folder!r} was replaced while being read "
+                    "(UIDVALIDITY changed); read it again"
+                )
+            lines = await session.fetch(f"{uid_set(uids)} ({items})")
+        return _messages_from_fetch(lines, folder, uidvalidity)
+
+    async def get(self, id: str) -> Message:
+        """One message by its id.
+
+        Raises:
+            MessageNotFound: No message has this id (any more).
+        """
+        ref = parse_message_id(id)
+        if isinstance(ref, GmailRef):
+            return await self._get_gmail(ref, id)
+        try:
+            async with self._selected(ref.folder) as (session, mailbox):
+                if mailbox.uidvalidity != ref.uidvalidity:
+                    raise MessageNotFound(f"no message {id!r}: its folder was replaced")
+                items = self._fetch_items(session, headers_only=False)
+                lines = await session.fetch(f"{ref.uid} ({items})")
+        except FolderNotFound as exc:
+            raise MessageNotFound(f"no message {id!r}: {exc}") from exc
+        found = _messages_from_fetch(lines, ref.folder, ref.uidvalidity)
+        if not found or found[0].uid != ref.uid:
+            raise MessageNotFound(f"no message {id!r}")
+        return found[0]
+
+    async def _get_gmail(self, ref: GmailRef, id: str) -> Message:
+        folder = next((f.name for f in await self.folders() if f.special_use == "\\All"), None)
+        if folder is None:
+            raise MessageNotFound(f"no message {id!r}: the server has no All Mail folder")
+        async with self._selected(folder) as (session, mailbox):
+            lines = await session.command(
+                "SEARCH", f"X-GM-MSGID {ref.msgid}", uid=True, what="UID SEARCH"
+            )
+            uids = _search_uids(lines)
+            if not uids:
+                raise MessageNotFound(f"no message {id!r}")
+            items = self._fetch_items(session, headers_only=False)
+            fetched = await session.fetch(f"{uids[0]} ({items})")
+        found = _messages_from_fetch(fetched, folder, mailbox.uidvalidity)
+        if not found:
+            raise MessageNotFound(f"no message {id!r}")
+        return found[0]
+
+    # -- sync and watch ------------------------------------------------------------------------
+
+    async def _sync_steps(
+        self,
+        folder: str,
+        cursor: dict[str, Any] | None,
+        known: Callable[[Iterable[str]], set[str]],
+    ) -> AsyncIterator[SyncStep]:
+        name = _folder_name(folder)
+        async with self._selected(name, fresh=True) as (session, mailbox):
+            status = _status(mailbox)
+            plan = plan_sync(cursor, status)
+            uids: list[int] = []
+            if plan.mode != "unchanged":
+                uids = await self._uids_after(session, plan.since_uid)
+        current = plan.cursor
+        if not uids:
+            self._highest_uid[name] = current.uid
+            if current.as_dict() != cursor:
+                yield SyncStep(None, current.as_dict())
+            return
+        items = self._fetch_items(session, headers_only=False)
+        async for batch in self._stream_batches(name, status.uidvalidity, uids, items):
+            delivered: set[str] = set()
+            if plan.checks_identities:
+                identities = [fetched_identity(m.raw) for m in batch]
+                delivered = await asyncio.to_thread(known, identities)
+            for message in batch:
+                identity = fetched_identity(message.raw)
+                current = current.after(message.uid if isinstance(message.uid, int) else 0, status)
+                self._highest_uid[name] = current.uid
+                if identity in delivered:
+                    yield SyncStep(None, current.as_dict())
+                    continue
+                yield SyncStep(message, current.as_dict(), identity)
+
+    async def _uids_after(self, session: _Session, since_uid: int) -> list[int]:
+        wire = f"UID {since_uid + 1}:*" if since_uid else "ALL"
+        lines = await session.command("SEARCH", wire, uid=True, what="UID SEARCH")
+        # "n:*" always matches the highest UID, even one below n.
+        return [uid for uid in _search_uids(lines) if uid > since_uid]
+
+    async def _stream_batches(
+        self, folder: str, uidvalidity: int, uids: list[int], items: str
+    ) -> AsyncIterator[list[Message]]:
+        batches = _Batches()
+        start = 0
+        while start < len(uids):
+            batch = batches.take(uids, start)
+            start += len(batch)
+            fetched = await self._fetch(folder, uidvalidity, batch, items)
+            batches.learn(fetched)
+            yield fetched
+
+    async def _wait_for_change(self, folder: str, timeout: float) -> None:
+        """IDLE until new mail arrives (re-issued every :attr:`idle_renew` seconds), or, on a
+        server without IDLE, a NOOP after ``timeout`` seconds; returns early on :meth:`aclose`.
+        """
+        name = _folder_name(folder)
+        try:
+            session = await self._session()
+            if "IDLE" not in session.capabilities:
+                await asyncio.sleep(timeout)
+                async with self._selected(name) as (session, _mailbox):
+                    await session.command("NOOP")  # keeps the connection, notices a dead one
+                return
+            async with self._selected(name) as (session, _mailbox):
+                if await self._arrived_since_sync(session, name):
+                    return
+                await session.idle(self.idle_renew)
+        except ConnectionFailed:
+            if self._stopped:
+                return  # aclose() closed the connection to end the wait
+            raise
+
+    async def _arrived_since_sync(self, session: _Session, folder: str) -> bool:
+        """Whether mail came after the last sync but before IDLE, whose EXISTS aioimaplib
+        may have dropped while another command was running."""
+        highest = self._highest_uid.get(folder)
+        if highest is None:
+            return False
+        return bool(await self._uids_after(session, highest))
+
+    async def aclose(self) -> None:
+        """Close the connection and end any ``watch()``."""
+        self._stopped = True
+        session, self._session_now = self._session_now, None
+        if session is None:
+            return
+        if session.lock.locked():
+            session.abort()  # busy (IDLE, a FETCH): cut it, which also wakes the waiter
+            return
+        await session.logout()
+
+    # -- changing ------------------------------------------------------------------------------
+
+    async def set_flags(
+        self,
+        msgs: MessageRef | Sequence[MessageRef],
+        *,
+        add: Iterable[str] = (),
+        remove: Iterable[str] = (),
+    ) -> None:
+        """Add and remove flags (``\\Seen``, ``\\Flagged``, keywords ...).
+
+        Raises:
+            MessageNotFound: An id that names no message of this account.
+        """
+        adding, removing = _flag_list(add), _flag_list(remove)
+        for (folder, uidvalidity), uids in _by_folder(message_refs(msgs)).items():
+            async with self._selected(folder) as (session, mailbox):
+                _same_folder(mailbox, uidvalidity, folder)
+                for sign, flags in (("+", adding), ("-", removing)):
+                    if flags:
+                        wire = f"{uid_set(uids)} {sign}FLAGS.SILENT ({' '.join(flags)})"
+                        await session.command("STORE", wire, uid=True, untagged="FETCH")
+
+    async def move(self, msgs: MessageRef | Sequence[MessageRef], folder: str) -> None:
+        """Move messages to ``folder`` (MOVE, else COPY + STORE \\Deleted + EXPUNGE).
+
+        Raises:
+            FolderNotFound: No folder ``folder``.
+            MessageNotFound: An id that names no message of this account.
+        """
+        target = _wire_folder(folder)
+        for (source, uidvalidity), uids in _by_folder(message_refs(msgs)).items():
+            async with self._selected(source) as (session, mailbox):
+                _same_folder(mailbox, uidvalidity, source)
+                await self._move_uids(session, uids, target)
+
+    async def _move_uids(self, session: _Session, uids: list[int], target: str) -> None:
+        wire = f"{uid_set(uids)} {target}"
+        if "MOVE" in session.capabilities:
+            await session.command("MOVE", wire, uid=True)
+            return
+        await session.command("COPY", wire, uid=True)
+        await self._expunge_uids(session, uids)
+
+    async def _expunge_uids(self, session: _Session, uids: list[int]) -> None:
+        await session.command(
+            "STORE", f"{uid_set(uids)} +FLAGS.SILENT (\\Deleted)", uid=True, untagged="FETCH"
+        )
+        if "UIDPLUS" in session.capabilities:
+            await session.command("EXPUNGE", uid_set(uids), uid=True)
+        else:
+            await session.command("EXPUNGE")
+
+    async def delete(
+        self, msgs: MessageRef | Sequence[MessageRef], *, permanent: bool = False
+    ) -> None:
+        """Move messages to the Trash folder, or remove them for good (``permanent=True``,
+        or when they are in the Trash already, or there is no Trash folder).
+
+        Raises:
+            MessageNotFound: An id that names no message of this account.
+        """
+        groups = _by_folder(message_refs(msgs))
+        trash = None if permanent else await self._trash()
+        for (folder, uidvalidity), uids in groups.items():
+            async with self._selected(folder) as (session, mailbox):
+                _same_folder(mailbox, uidvalidity, folder)
+                if trash is None or trash == folder:
+                    await self._expunge_uids(session, uids)
+                else:
+                    await self._move_uids(session, uids, _wire_folder(trash))
+
+    async def append(
+        self, folder: str, message: OutgoingMessage, flags: Iterable[str] = ()
+    ) -> str | None:
+        """Store a message in ``folder``; returns its id when the server says (UIDPLUS).
+
+        Raises:
+            FolderNotFound: No folder ``folder``.
+        """
+        data = as_bytes(message)
+        flag_text = " ".join(_flag_list(flags))
+        name = _folder_name(folder)
+        wire = f"{_wire_folder(name)} ({flag_text}) {{{len(data)}}}"
+        session = await self._session()
+        async with session.lock:
+            lines = await session.append(wire, data)
+        found = parse_appenduid(bytes(lines[-1])) if lines else None
+        if found is None:
+            return None
+        return format_message_id(name, *found)
+
+
+def _flag_list(flags: Iterable[str]) -> list[str]:
+    try:
+        return store_flags([flags] if isinstance(flags, str) else flags)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def _by_folder(ids: Iterable[str]) -> dict[tuple[str, int], list[int]]:
+    """Message ids grouped by (folder, UIDVALIDITY), UIDs ascending."""
+    groups: dict[tuple[str, int], list[int]] = {}
+    for message_id in ids:
+        ref = parse_message_id(message_id)
+        if not isinstance(ref, UIDRef):
+            raise Unsupported("Gmail message ids are not supported by the async IMAP backend yet")
+        groups.setdefault((ref.folder, ref.uidvalidity), []).append(ref.uid)
+    return {key: sorted(set(uids)) for key, uids in groups.items()}
+
+
+def _same_folder(mailbox: _Mailbox, uidvalidity: int, folder: str) -> None:
+    if mailbox.uidvalidity != uidvalidity:
+        raise MessageNotFound(
+            f"the messages named are gone: folder {folder!r} was replaced (UIDVALIDITY changed)"
+        )
