@@ -1,0 +1,524 @@
+"""parse_report: DSNs, MDNs and bounces from the corpus in tests/data/reports, and broken input."""
+
+from __future__ import annotations
+
+import dataclasses
+import email
+import email.policy
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mailsync._message import Message
+from mailsync._reports import DeliveryReport, RecipientReport, parse_report
+
+CORPUS = Path(__file__).parent / "data" / "reports"
+
+
+def load(name: str) -> bytes:
+    return (CORPUS / name).read_bytes()
+
+
+def report_of(name: str) -> DeliveryReport:
+    report = parse_report(load(name))
+    assert report is not None, name
+    return report
+
+
+class Expected(NamedTuple):
+    kind: str
+    recipient: str
+    action: str
+    status: str | None
+    original_message_id: str | None
+    envid: str | None = None
+
+
+# The first recipient of each sample, and what the report is about.
+EXPECTED = {
+    "rfc3464-simple-failure.eml": Expected(
+        "dsn", "louisl@larry.example.net", "failed", "4.0.0", "202403280958.AA00071@example.com"
+    ),
+    "rfc3464-multi-recipient.eml": Expected(
+        "dsn", "carol@example.net", "failed", "5.1.1", "lunch-42@example.com", "QQ314159"
+    ),
+    "postfix-failed.eml": Expected(
+        "dsn", "bob@example.net", "failed", "5.1.1", "171205920112.4242.998877@client.example.com"
+    ),
+    "postfix-relayed-success.eml": Expected(
+        "dsn", "bob@mailsync.test", "relayed", "2.0.0", "dsn-test-0042@mailsync.test", "env-0042"
+    ),
+    "postfix-delivered.eml": Expected(
+        "dsn",
+        "frank@example.com",
+        "delivered",
+        "2.0.0",
+        "minutes-2024-04-03@example.com",
+        "8c1d2e3f4a5b",
+    ),
+    "postfix-delayed.eml": Expected(
+        "dsn", "grace@slow.example.org", "delayed", "4.4.1", "invoice-2024-117@example.com"
+    ),
+    "sendmail-dsn.eml": Expected(
+        "dsn", "ivan@example.net", "failed", "5.1.1", "seminar.2024.spring@example.edu"
+    ),
+    "sendmail-delay.eml": Expected(
+        "dsn", "judy@busy.example.com", "delayed", "4.4.1", "reading-list-7@example.edu"
+    ),
+    "sendmail-text.eml": Expected(
+        "bounce", "lena@example.at", "failed", "5.1.1", "200404012014.WAA04710@old.example.de"
+    ),
+    "exim-dsn.eml": Expected(
+        "dsn",
+        "nobody@example.net",
+        "failed",
+        "5.0.0",
+        "e6b1c7a0-5f0e-4d0e-9d3b-2a1f0c9e7b11@example.com",
+    ),
+    "exim-text-failed.eml": Expected(
+        "bounce", "olivia@example.net", "failed", "5.2.1", "E1K0aB8-0003Qb-2M@relay.example.org"
+    ),
+    "exim-text-delayed.eml": Expected(
+        "bounce", "rupert@slow.example.net", "delayed", "4.3.0", None
+    ),
+    "qmail-failed.eml": Expected(
+        "bounce",
+        "victor@example.net",
+        "failed",
+        "5.1.1",
+        "20240405073110.11229.qmail@mail.example.org",
+    ),
+    "gmail-dsn.eml": Expected(
+        "dsn",
+        "zed@example.net",
+        "failed",
+        "5.1.1",
+        "CAF7k9Z1q3xP0wQ7u+Yh2cJm4nE0v8RT=9bq@mail.example.com",
+    ),
+    "exchange-dsn.eml": Expected(
+        "dsn",
+        "alex@fabrikam.example",
+        "failed",
+        "5.1.10",
+        "AM0PR01MB99990E3F1A2B3C4D5E6F7A8B9C0D1E2F3A@AM0PR01MB9999.eurprd01.prod.exchangelabs.com",
+    ),
+    "exchange2003-text.eml": Expected(
+        "bounce",
+        "claude@partner.example",
+        "failed",
+        "5.1.1",
+        "000001c7a1b2$3c4d5e60$4d00000a@laptop",
+    ),
+    "lotus-notes.eml": Expected(
+        "bounce",
+        "emil@partner.example",
+        "failed",
+        None,
+        "OF99887766.55443322-ON80258A1B.0012AB00@notes.example.com",
+    ),
+    "generic-postmaster.eml": Expected(
+        "bounce", "pat@partner.example.biz", "failed", "5.7.1", "quote-request-5@example.com"
+    ),
+    "mdn-displayed.eml": Expected(
+        "mdn",
+        "Joe_Recipient@mega.example.com",
+        "displayed",
+        None,
+        "199509192301.23456@huge.example.com",
+    ),
+    "mdn-deleted-auto.eml": Expected(
+        "mdn", "frida@example.org", "deleted", None, "newsletter-2024-15@example.com"
+    ),
+    "dsn-base64-status.eml": Expected(
+        "dsn", "hank@example.net", "failed", "5.2.2", "photos-2024@example.com", "batch-7781"
+    ),
+    "dsn-mistyped-textplain.eml": Expected(
+        "dsn", "KIM@Example.NET", "failed", "5.1.1", "status-update-99@example.com"
+    ),
+    "dsn-global-utf8.eml": Expected(
+        "dsn", "jörg@büro.example", "failed", "5.1.1", "gruesse-1@example.de"
+    ),
+    "dsn-nested-in-mixed.eml": Expected(
+        "dsn", "nina@example.org", "failed", "5.4.4", "ping-1@example.com", "nested+2Denv"
+    ),
+}
+
+NEGATIVES = [
+    "neg-human-reply.eml",
+    "neg-newsletter.eml",
+    "neg-arf-feedback.eml",
+    "neg-forwarded-bounce.eml",
+    "neg-out-of-office.eml",
+    "neg-quota-warning.eml",
+    "neg-read-receipt-request.eml",
+    "neg-tlsrpt.eml",
+]
+
+
+def test_every_sample_is_checked() -> None:
+    assert {p.name for p in CORPUS.glob("*.eml")} == set(EXPECTED) | set(NEGATIVES)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_corpus_sample(name: str) -> None:
+    expected = EXPECTED[name]
+    report = report_of(name)
+    first = report.recipients[0]
+    assert report.kind == expected.kind
+    assert first.recipient == expected.recipient
+    assert first.action == expected.action
+    assert first.status == expected.status
+    assert report.original_message_id == expected.original_message_id
+    assert report.envid == expected.envid
+
+
+@pytest.mark.parametrize("name", NEGATIVES)
+def test_ordinary_messages_are_not_reports(name: str) -> None:
+    assert parse_report(load(name)) is None
+
+
+def test_multi_recipient_dsn_keeps_every_group() -> None:
+    report = report_of("rfc3464-multi-recipient.eml")
+    assert [r.action for r in report.recipients] == ["failed", "delayed", "delivered"]
+    assert [r.recipient for r in report.failed] == ["carol@example.net"]
+    assert [r.recipient for r in report.delayed] == ["dave@example.org"]
+    assert [r.recipient for r in report.delivered] == ["erin@example.com"]
+    carol, dave, _ = report.recipients
+    # Original-Recipient is the address as sent; Final-Recipient is where an alias led.
+    assert carol.original_recipient == "carol@example.net"
+    assert carol.final_recipient == "carol.jones@mail.example.net"
+    assert carol.remote_mta == "mail.example.net"
+    assert carol.diagnostic == "550 5.1.1 <carol.jones@mail.example.net>... User unknown"
+    cdt = timezone(timedelta(hours=-5))
+    assert dave.will_retry_until == datetime(2024, 4, 5, 10, 58, 27, tzinfo=cdt)
+    assert dave.last_attempt == datetime(2024, 4, 2, 10, 59, 51, tzinfo=cdt)
+    assert report.reporting_mta == "mx.example.com"
+    assert report.arrival_date == datetime(2024, 4, 2, 10, 58, 27, tzinfo=cdt)
+    assert report.original_headers["subject"] == "Team lunch"
+
+
+def test_postfix_folded_diagnostic_and_commented_date() -> None:
+    report = report_of("postfix-failed.eml")
+    (bob,) = report.recipients
+    assert bob.diagnostic == (
+        "550 5.1.1 <bob@example.net>: Recipient address rejected: "
+        "User unknown in virtual mailbox table"
+    )
+    assert bob.remote_mta == "mx.example.net"
+    assert report.arrival_date == datetime(2024, 4, 2, 12, 0, 2, tzinfo=UTC)
+    assert report.subject == "Undelivered Mail Returned to Sender"
+    assert report.original_headers.get("To") == "Bob <bob@example.net>"
+
+
+def test_postfix_delay_carries_retry_deadline() -> None:
+    (grace,) = report_of("postfix-delayed.eml").recipients
+    assert grace.will_retry_until == datetime(2024, 4, 7, 11, 58, 40, tzinfo=UTC)
+    assert grace.diagnostic == (
+        "connect to mx.slow.example.org[192.0.2.77]:25: Connection timed out"
+    )
+
+
+def test_gmail_remote_mta_comment_is_dropped() -> None:
+    report = report_of("gmail-dsn.eml")
+    (zed,) = report.recipients
+    assert zed.remote_mta == "mx.example.net"
+    assert zed.diagnostic is not None
+    assert zed.diagnostic.startswith("550-5.1.1 The email account that you tried to reach does not")
+    assert report.reporting_mta == "googlemail.com"
+
+
+def test_mistyped_status_part_with_comments_and_missing_blank_line() -> None:
+    report = report_of("dsn-mistyped-textplain.eml")
+    kim, leo = report.recipients
+    assert kim.action == "failed"  # "Failed (permanent failure)"
+    assert kim.status == "5.1.1"  # "5.1.1 (bad destination mailbox address)"
+    assert kim.diagnostic == "550 5.1.1 No such user here"
+    # No Action field: the status class says it failed.
+    assert (leo.recipient, leo.action, leo.status) == ("leo@example.net", "failed", "5.2.2")
+    assert report.reporting_mta == "legacy.example.net"
+
+
+def test_global_dsn_decodes_utf8_addresses_and_headers() -> None:
+    report = report_of("dsn-global-utf8.eml")
+    (jorg,) = report.recipients
+    assert jorg.original_recipient == "jörg@büro.example"  # from the \x{..} escapes
+    assert jorg.final_recipient == "jörg@büro.example"  # raw UTF-8
+    assert report.original_headers["Subject"] == "Grüße aus Köln"
+
+
+def test_qmail_lists_each_recipient_with_its_reason() -> None:
+    report = report_of("qmail-failed.eml")
+    assert [(r.recipient, r.action, r.status) for r in report.recipients] == [
+        ("victor@example.net", "failed", "5.1.1"),
+        ("walter@gone.example", "failed", "5.1.2"),
+    ]
+    assert report.reporting_mta == "mail.example.org"
+
+
+def test_exim_text_bounce_recipient_without_code() -> None:
+    report = report_of("exim-text-failed.eml")
+    peggy = report.recipients[1]
+    assert (peggy.recipient, peggy.action, peggy.status) == ("peggy@example.org", "failed", None)
+    assert peggy.diagnostic == "Unrouteable address"
+
+
+def test_lotus_notes_reason_paragraph_is_the_diagnostic() -> None:
+    (emil,) = report_of("lotus-notes.eml").recipients
+    assert emil.diagnostic == "User emil (emil@partner.example) not listed in Domino Directory"
+
+
+def test_exchange_2003_hash_code_and_quoted_printable_text() -> None:
+    (claude,) = report_of("exchange2003-text.eml").recipients
+    assert claude.diagnostic is not None
+    assert "does not exist at the organization this message was sent to." in claude.diagnostic
+
+
+def test_mdn_fields() -> None:
+    report = report_of("mdn-displayed.eml")
+    (joe,) = report.recipients
+    assert report.reporting_mta == "joes-pc.cs.mega.example.com"
+    assert joe.original_recipient == "Joe_Recipient@mega.example.com"
+    assert report.original_headers["Subject"] == "Meeting"
+    assert report.failed == ()
+
+
+def test_message_bytes_and_email_message_give_the_same_report() -> None:
+    raw = load("postfix-failed.eml")
+    from_bytes = parse_report(raw)
+    assert from_bytes is not None
+    assert parse_report(Message.from_bytes(raw)) == from_bytes
+    assert Message.from_bytes(raw).delivery_report == from_bytes
+    assert parse_report(email.message_from_bytes(raw, policy=email.policy.default)) == from_bytes
+    # The legacy compat32 policy hands out plain strings and Header objects.
+    assert parse_report(email.message_from_bytes(raw)) == from_bytes
+
+
+def test_anything_with_raw_bytes_is_accepted() -> None:
+    class Raw:
+        raw = load("qmail-failed.eml")
+
+    report = parse_report(Raw())
+    assert report is not None
+    assert report.kind == "bounce"
+
+
+def test_reports_are_frozen() -> None:
+    report = report_of("postfix-failed.eml")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        report.kind = "mdn"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        report.recipients[0].action = "delivered"  # type: ignore[misc]
+
+
+def dsn(status_part: str, *, headers: str = "") -> bytes:
+    """A minimal DSN around a hand-written delivery-status part."""
+    return (
+        "From: MAILER-DAEMON@mx.example.com\n"
+        "Subject: Undelivered Mail Returned to Sender\n"
+        f"{headers}"
+        "MIME-Version: 1.0\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\n'
+        "\n--b\nContent-Type: text/plain\n\nSorry.\n"
+        f"\n--b\nContent-Type: message/delivery-status\n\n{status_part}\n"
+        "\n--b--\n"
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    ("field", "expected"),
+    [
+        ("Status: 5.1.1", "5.1.1"),
+        ("Status: 4.04.01", "4.4.1"),
+        ("Status: 5.7.1 (delivery not authorized)", "5.7.1"),
+        ("Status: 9.9.9", None),  # only classes 2, 4 and 5 exist
+        ("Status: 5.1", None),
+        ("Status: 5.1.1234", None),
+        ("Status: unknown", None),
+    ],
+)
+def test_status_is_validated(field: str, expected: str | None) -> None:
+    report = parse_report(
+        dsn(
+            f"Reporting-MTA: dns; mx\n\nFinal-Recipient: rfc822; a@b.example\n"
+            f"Action: FAILED\n{field}\n"
+        )
+    )
+    assert report is not None
+    (entry,) = report.recipients
+    assert entry.status == expected
+    assert entry.action == "failed"
+
+
+def test_status_falls_back_to_the_diagnostic_code() -> None:
+    report = parse_report(
+        dsn(
+            "Reporting-MTA: dns; mx\n\nFinal-Recipient: rfc822;<a@b.example>\n"
+            "Action: failed\nDiagnostic-Code: smtp; 550 5.7.26 Unauthenticated email\n"
+        )
+    )
+    assert report is not None
+    assert report.recipients[0].status == "5.7.26"
+    assert report.recipients[0].recipient == "a@b.example"
+
+
+def test_in_reply_to_is_the_last_resort_for_the_original_id() -> None:
+    report = parse_report(
+        dsn(
+            "Reporting-MTA: dns; mx\n\nFinal-Recipient: rfc822; a@b.example\nAction: failed\n",
+            headers="In-Reply-To: <orig-1@example.com>\n",
+        )
+    )
+    assert report is not None
+    assert report.original_message_id == "orig-1@example.com"
+    assert not report.original_headers
+
+
+def test_a_status_part_without_fields_is_not_a_dsn() -> None:
+    assert parse_report(dsn("just some text\nwith no fields at all\n")) is None
+
+
+def test_truncated_report_gives_what_it_has() -> None:
+    raw = load("rfc3464-multi-recipient.eml")
+    cut = raw[: raw.index(b"Final-Recipient: rfc822;erin")]
+    report = parse_report(cut)
+    assert report is not None
+    assert [r.recipient for r in report.recipients] == ["carol@example.net", "dave@example.org"]
+    assert report.original_message_id is None
+
+
+@pytest.mark.parametrize("value", [b"", b"\x00\xff" * 50, b"From: x\n\n", 42, None, "text"])
+def test_junk_input_is_not_a_report(value: object) -> None:
+    assert parse_report(value) is None  # type: ignore[arg-type]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=2000))
+def test_random_bytes_never_raise(data: bytes) -> None:
+    result = parse_report(data)
+    assert result is None or isinstance(result, DeliveryReport)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from(sorted(EXPECTED)),
+    st.integers(min_value=0, max_value=6000),
+    st.binary(max_size=40),
+)
+def test_damaged_samples_never_raise(name: str, at: int, junk: bytes) -> None:
+    raw = load(name)
+    result = parse_report(raw[:at] + junk + raw[at + len(junk) :])
+    assert result is None or all(isinstance(r, RecipientReport) for r in result.recipients)
+
+
+@pytest.mark.parametrize(
+    ("diagnostic", "expected"),
+    [
+        ("smtp; 550 5.7.26 Unauthenticated email", "5.7.26"),
+        ("smtp; 452-4.2.2 The email account is over quota", "4.2.2"),
+        ("smtp; 550 User unknown", "5.0.0"),  # the reply code's class, detail undefined
+        ("X-Postfix; host mx said: 554 rejected", "5.0.0"),
+        ("smtp; Exim 4.96.1 refused this", None),  # a version number is not a status
+    ],
+)
+def test_status_from_the_diagnostic(diagnostic: str, expected: str | None) -> None:
+    report = parse_report(
+        dsn(
+            "Reporting-MTA: dns; mx\n\nFinal-Recipient: rfc822; a@b.example\n"
+            f"Action: failed\nDiagnostic-Code: {diagnostic}\n"
+        )
+    )
+    assert report is not None
+    assert report.recipients[0].status == expected
+
+
+def test_quoted_printable_status_part() -> None:
+    raw = (
+        b"From: MAILER-DAEMON@mx.example.com\nMIME-Version: 1.0\n"
+        b'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\n\n'
+        b"--b\nContent-Type: text/plain\n\nSorry.\n"
+        b"--b\nContent-Type: message/delivery-status\n"
+        b"Content-Transfer-Encoding: quoted-printable\n\n"
+        b"Reporting-MTA: dns; mx.example.com\n\n"
+        b"Final-Recipient: rfc822; a=3Db@example.net\nAction: failed\n"
+        b"Diagnostic-Code: smtp; 550 5.1.1 this line is long enough to be wrapped by=\n"
+        b" the encoder\n"
+        b"--b--\n"
+    )
+    report = parse_report(raw)
+    assert report is not None
+    (entry,) = report.recipients
+    assert entry.recipient == "a=b@example.net"
+    assert entry.diagnostic == "550 5.1.1 this line is long enough to be wrapped by the encoder"
+
+
+def test_mdn_with_modifier_and_error() -> None:
+    raw = (
+        b"From: ua@example.org\nMIME-Version: 1.0\n"
+        b'Content-Type: multipart/report; report-type=disposition-notification; boundary="b"\n\n'
+        b"--b\nContent-Type: text/plain\n\nRead receipt.\n"
+        b"--b\nContent-Type: message/disposition-notification\n\n"
+        b"Reporting-UA: ua.example.org\nFinal-Recipient: rfc822; r@example.org\n"
+        b"Original-Message-ID: <orig@example.com>\n"
+        b"Disposition: manual-action/MDN-sent-manually; Displayed/error (the UA crashed)\n"
+        b"Error: could not render the message\n"
+        b"--b--\n"
+    )
+    report = parse_report(raw)
+    assert report is not None
+    (entry,) = report.recipients
+    assert (entry.action, entry.diagnostic) == ("displayed", "could not render the message")
+    assert report.original_message_id == "orig@example.com"
+
+
+def test_html_only_bounce() -> None:
+    raw = (
+        b"From: Mail Delivery System <mailer-daemon@mx.example.com>\n"
+        b"Subject: Mail delivery failed\nMIME-Version: 1.0\n"
+        b"Content-Type: text/html; charset=utf-8\n\n"
+        b"<html><body><p>Delivery failed for one recipient:</p>"
+        b"<p>550 5.1.1 &lt;bob@example.net&gt;: User unknown</p></body></html>\n"
+    )
+    report = parse_report(raw)
+    assert report is not None
+    assert [(r.recipient, r.status) for r in report.recipients] == [("bob@example.net", "5.1.1")]
+
+
+def test_x_failed_recipients_when_the_text_names_nobody() -> None:
+    raw = (
+        b"From: MAILER-DAEMON@mx.example.com\nX-Failed-Recipients: a@example.net, b@example.net\n"
+        b"Subject: Mail delivery failed\n\nDelivery failed permanently.\n"
+    )
+    report = parse_report(raw)
+    assert report is not None
+    assert [(r.recipient, r.action) for r in report.recipients] == [
+        ("a@example.net", "failed"),
+        ("b@example.net", "failed"),
+    ]
+
+
+def test_a_bounce_never_blames_the_sender() -> None:
+    # Sendmail transcripts quote the MAIL FROM rejection with the sender's own address.
+    raw = (
+        b"From: MAILER-DAEMON@mx.example.com\nTo: alice@example.com\n"
+        b"Subject: Returned mail: see transcript for details\n\n"
+        b"<<< 553 5.1.8 <alice@example.com>... Domain of sender address does not exist\n"
+        b"<<< 550 5.1.1 <bob@example.net>... User unknown\n"
+    )
+    report = parse_report(raw)
+    assert report is not None
+    assert [r.recipient for r in report.recipients] == ["bob@example.net"]
+
+
+def test_a_stray_line_inside_a_recipient_group_does_not_split_it() -> None:
+    report = parse_report(
+        dsn(
+            "Reporting-MTA: dns; mx\n\nFinal-Recipient: rfc822; a@b.example\nAction: failed\n"
+            "this line is not a field\nStatus: 5.1.1\n"
+        )
+    )
+    assert report is not None
+    assert [(r.recipient, r.status) for r in report.recipients] == [("a@b.example", "5.1.1")]
