@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.message import Message as StdMessage
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias
 
@@ -201,7 +202,9 @@ class DeliveryTracker:
             self._store.set_item(_ENVIDS, result.envid, {"message_id": message_id})
         return _tracked(data)
 
-    def feed(self, message: DeliveryReport | _RawMessage | Any) -> TrackedMessage | None:
+    def feed(
+        self, message: DeliveryReport | _RawMessage | StdMessage | bytes
+    ) -> TrackedMessage | None:
         """Apply a report to the message it is about.
 
         Args:
