@@ -42,28 +42,12 @@ from mailsync._facade import connect, connect_async, sender, sender_async
 from mailsync._message import Address, Attachment, Folder, HeaderMap, Message, MessageList
 from mailsync._query import Q
 from mailsync._registry import BackendSpec
+from mailsync._reports import DeliveryReport, RecipientReport, parse_report
 from mailsync._state import SQLiteStateStore, StateStore
+from mailsync._tracker import DeliveryTracker, RecipientStatus, TrackedMessage
 from mailsync._watch import watch_many, watch_many_async
 
 __version__ = "0.1.0"
-
-_LAZY = {
-    "DeliveryReport": "mailsync._reports",
-    "RecipientReport": "mailsync._reports",
-    "parse_report": "mailsync._reports",
-    "DeliveryTracker": "mailsync._tracker",
-}
-
-
-def __getattr__(name: str) -> object:
-    # Report parsing is imported on first use: most programs never read a bounce.
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mailsync' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(module), name)
-
 
 __all__ = [
     "Account",
@@ -91,6 +75,7 @@ __all__ = [
     "Q",
     "RateLimited",
     "RecipientReport",
+    "RecipientStatus",
     "RecipientsRefused",
     "Retriever",
     "SQLiteStateStore",
@@ -102,6 +87,7 @@ __all__ = [
     "SyncRun",
     "TemporaryFailure",
     "Timeout",
+    "TrackedMessage",
     "Unsupported",
     "__version__",
     "account",
