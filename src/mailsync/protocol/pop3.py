@@ -1,0 +1,615 @@
+"""The POP3 client protocol without I/O: commands out as bytes, responses in as bytes, events out.
+
+Written by hand because no maintained library does this: the stdlib's :mod:`poplib` is
+blocking, owns its socket, and waits for every reply before sending the next command, so it
+can neither serve asyncio nor pipeline (RFC 2449 ``PIPELINING``); no maintained third-party
+package offers a sans-I/O or pipelined POP3 client. Following the h11 idea, this module never
+touches a socket: :class:`POP3Connection` turns commands into bytes and bytes (fed in chunks
+split anywhere) into :class:`Greeting`, :class:`Reply` and :class:`Challenge` events, keeping a
+queue of outstanding commands so several can be in flight at once. The blocking and the asyncio
+adapters in :mod:`mailsync.backends.pop3` drive the same object.
+
+What it owns:
+
+- framing: status lines, multi-line responses dot-unstuffed with their CRLFs kept (the message
+  bytes exactly as the server holds them), the ``.`` terminator, garbage detection;
+- ``CAPA`` (RFC 2449) parsing into :class:`Capabilities`; extended response codes (RFC 2449,
+  RFC 3206: ``[AUTH]``, ``[IN-USE]``, ``[SYS/TEMP]``, ``[SYS/PERM]``, ``[LOGIN-DELAY]``) and
+  their translation into the mailsync error hierarchy (:func:`reply_error`);
+- authentication pieces: the APOP digest (RFC 1939), SASL ``PLAIN`` (RFC 4616), ``XOAUTH2``
+  and ``OAUTHBEARER`` (RFC 7628) initial responses and the ``AUTH`` exchange (RFC 5034).
+
+It must not do I/O, sleep, or know about sessions, retries or :class:`~mailsync.Message`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeAlias
+
+from mailsync._errors import (
+    AuthenticationError,
+    ConnectionFailed,
+    MailsyncError,
+    MessageNotFound,
+    ProtocolError,
+    RateLimited,
+    ServerError,
+    TemporaryFailure,
+)
+
+__all__ = [
+    "MAX_COMMAND_LINE",
+    "Capabilities",
+    "Challenge",
+    "Command",
+    "Event",
+    "Greeting",
+    "POP3Connection",
+    "Reply",
+    "SASLExchange",
+    "apop_digest",
+    "reply_error",
+    "sasl_oauthbearer",
+    "sasl_plain",
+    "sasl_xoauth2",
+    "trim_to_octets",
+]
+
+#: RFC 2449 limits a command line (CRLF included) to 255 octets; RFC 5034 makes a client that
+#: would exceed it with an initial response wait for the server's empty challenge instead.
+MAX_COMMAND_LINE = 255
+#: A status line longer than this is not POP3 (RFC 2449 says 512 octets); refuse to buffer more.
+MAX_STATUS_LINE = 64 * 1024
+
+_MULTILINE_ALWAYS = frozenset({"CAPA", "RETR", "TOP"})
+_MULTILINE_WITHOUT_ARGS = frozenset({"LIST", "UIDL"})
+_PER_MESSAGE = frozenset({"RETR", "TOP", "DELE", "LIST", "UIDL"})
+_LOGIN_COMMANDS = frozenset({"USER", "PASS", "APOP", "AUTH"})
+_TERMINATOR = b"\r\n.\r\n"
+_TIMESTAMP = re.compile(r"<[^<>\s]+>")
+_OCTETS = re.compile(r"^(\d+)\s+octets", re.IGNORECASE)
+
+
+# -- commands and events ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One command sent to the server.
+
+    Attributes:
+        name: The keyword, upper case (``RETR``).
+        args: The arguments as sent.
+        multiline: Whether a positive reply carries a multi-line body.
+    """
+
+    name: str
+    args: tuple[str, ...] = ()
+    multiline: bool = False
+
+    @classmethod
+    def of(cls, name: str, *args: str) -> Command:
+        """A command, knowing from RFC 1939/2449 whether its ``+OK`` reply is multi-line.
+
+        Raises:
+            ValueError: A keyword or argument that would break the command line.
+        """
+        name = name.upper()
+        if not name.isascii() or not name.isalnum():
+            raise ValueError(f"not a POP3 keyword: {name!r}")
+        for arg in args:
+            if any(ch in arg for ch in "\r\n\0"):
+                raise ValueError("POP3 arguments cannot contain CR, LF or NUL")
+        multiline = name in _MULTILINE_ALWAYS or (name in _MULTILINE_WITHOUT_ARGS and not args)
+        return cls(name, tuple(args), multiline)
+
+    @property
+    def line(self) -> bytes:
+        """The wire form, CRLF included."""
+        return " ".join((self.name, *self.args)).encode("utf-8") + b"\r\n"
+
+    def __repr__(self) -> str:
+        # Arguments of login commands are secrets (PASS, APOP digest, AUTH initial response).
+        shown = ("...",) if self.name in _LOGIN_COMMANDS and self.args else self.args
+        return f"Command({' '.join((self.name, *shown))!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class Greeting:
+    """The server's first line.
+
+    Attributes:
+        ok: False when the server refuses the connection outright (``-ERR`` greeting).
+        text: The rest of the line.
+        timestamp: The APOP timestamp (``<1896.697170952@host>``) when the server offers APOP.
+    """
+
+    ok: bool
+    text: str
+    timestamp: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The complete reply to one command.
+
+    Attributes:
+        command: The command answered.
+        ok: ``+OK`` (True) or ``-ERR`` (False).
+        text: The status text after the indicator and any response code.
+        code: The extended response code (``IN-USE``, ``SYS/TEMP``, ``AUTH`` ...), or None.
+        data: For a positive multi-line reply: the body, dot-unstuffed, every line ending in
+            CRLF exactly as sent (the terminating ``.`` line excluded); else None.
+    """
+
+    command: Command
+    ok: bool
+    text: str
+    code: str | None = None
+    data: bytes | None = field(default=None, repr=False)
+
+    def lines(self) -> list[str]:
+        """The body as text lines (for ``CAPA``, ``LIST``, ``UIDL``)."""
+        if not self.data:
+            return []
+        return self.data.decode("utf-8", "replace").splitlines()
+
+    @property
+    def octets(self) -> int | None:
+        """The size a ``RETR``/``TOP`` status line announces (``+OK 1234 octets``), if any."""
+        match = _OCTETS.match(self.text)
+        return int(match.group(1)) if match else None
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """A SASL continuation (``+ <base64>``) during ``AUTH``.
+
+    Attributes:
+        command: The ``AUTH`` command being answered.
+        data: The decoded challenge (empty for the empty challenge).
+    """
+
+    command: Command
+    data: bytes
+
+
+Event: TypeAlias = Greeting | Reply | Challenge
+
+
+# -- the connection state machine ------------------------------------------------------------
+
+
+class POP3Connection:
+    """Client-side POP3 framing and the queue of commands awaiting replies.
+
+    Call :meth:`send` (or :meth:`auth`) for each command and write the bytes it returns; feed
+    whatever the socket delivers to :meth:`receive`, which returns the events completed so far
+    in the order the commands were sent. Several commands may be outstanding (pipelining); the
+    caller decides whether the server allows that.
+
+    Args:
+        greeting: Whether the server's greeting is still to come (False for tests that start
+            mid-session).
+    """
+
+    def __init__(self, *, greeting: bool = True) -> None:
+        self._buffer = bytearray()
+        self._pending: deque[Command] = deque()
+        self._greeted = not greeting
+        # While a multi-line body is arriving: its status and where it starts in the buffer.
+        self._body_status: tuple[str, str | None] | None = None
+        self._body_start = 0
+        self._scan = 0
+        self._broken = False
+
+    @property
+    def pending(self) -> int:
+        """How many commands still await their reply."""
+        return len(self._pending)
+
+    @property
+    def greeted(self) -> bool:
+        """Whether the greeting has arrived."""
+        return self._greeted
+
+    @property
+    def idle(self) -> bool:
+        """True when nothing is outstanding and no partial reply is buffered."""
+        return not self._pending and not self._buffer and self._greeted
+
+    def send(self, name: str, *args: str) -> bytes:
+        """Queue a command and return its bytes to write.
+
+        Raises:
+            ValueError: An argument with CR, LF or NUL.
+        """
+        command = Command.of(name, *args)
+        self._pending.append(command)
+        return command.line
+
+    def auth(self, exchange: SASLExchange) -> bytes:
+        """Queue ``AUTH`` for a SASL exchange and return the command bytes."""
+        return self.send("AUTH", *exchange.command_args())
+
+    def answer(self, response: str) -> bytes:
+        """The bytes of a line answering a :class:`Challenge` (not a new command).
+
+        Raises:
+            ProtocolError: No ``AUTH`` is waiting for an answer.
+        """
+        if not self._pending or self._pending[0].name != "AUTH":
+            raise ProtocolError("no AUTH exchange is in progress")
+        return response.encode("ascii") + b"\r\n"
+
+    def check_tls_start(self) -> None:
+        """Call after the ``+OK`` to ``STLS``, before the handshake.
+
+        Raises:
+            ProtocolError: Bytes arrived after the reply: they would be read as if they had
+                come over TLS (the STARTTLS command injection attack), so refuse.
+        """
+        if self._buffer or self._pending:
+            raise ProtocolError("the server sent data after its STLS reply; refusing TLS upgrade")
+
+    def receive(self, data: bytes) -> list[Event]:
+        """Feed bytes from the server; return every event they complete, in order.
+
+        Raises:
+            ProtocolError: The server sent something that is not POP3.
+            ConnectionFailed: The server announced it is closing the connection.
+        """
+        if self._broken:
+            raise ProtocolError("the POP3 connection is out of step after an earlier error")
+        self._buffer += data
+        events: list[Event] = []
+        pos = 0
+        try:
+            while True:
+                event, pos = self._next_event(pos)
+                if event is None:
+                    break
+                events.append(event)
+        except MailsyncError:
+            self._broken = True
+            raise
+        finally:
+            if pos:
+                del self._buffer[:pos]
+                self._scan = max(0, self._scan - pos)
+                self._body_start = max(0, self._body_start - pos)
+        return events
+
+    def receive_eof(self) -> None:
+        """Tell the core the server closed the connection.
+
+        Raises:
+            ConnectionFailed: Replies were still outstanding (or half received).
+        """
+        if self._pending or self._buffer or not self._greeted:
+            waiting = self._pending[0].name if self._pending else "the greeting"
+            self._broken = True
+            raise ConnectionFailed(
+                f"the POP3 server closed the connection while awaiting {waiting}"
+            )
+
+    # -- parsing -----------------------------------------------------------------------------
+
+    def _next_event(self, pos: int) -> tuple[Event | None, int]:
+        if self._body_status is not None:
+            return self._next_body(pos)
+        if pos >= len(self._buffer):
+            return None, pos
+        end = self._buffer.find(b"\n", pos)
+        if end < 0:
+            if len(self._buffer) - pos > MAX_STATUS_LINE:
+                raise ProtocolError("the POP3 server sent an overlong line without CRLF")
+            return None, pos
+        line = bytes(self._buffer[pos:end]).rstrip(b"\r").decode("utf-8", "replace")
+        return self._status_line(line, end + 1)
+
+    def _status_line(self, line: str, after: int) -> tuple[Event | None, int]:
+        if not self._greeted:
+            self._greeted = True
+            return _greeting(line), after
+        if not self._pending:
+            if _indicator(line) is False:
+                raise ConnectionFailed(f"the POP3 server is closing the connection: {line[:200]}")
+            raise ProtocolError(f"unsolicited POP3 reply: {line[:80]!r}")
+        command = self._pending[0]
+        ok = _indicator(line)
+        if ok is None:
+            return self._continuation(command, line), after
+        text = line.split(" ", 1)[1] if " " in line else ""
+        code, text = _split_code(text)
+        if ok and command.multiline:
+            self._body_status = (text, code)
+            self._body_start = self._scan = after
+            return self._next_body(after)
+        self._pending.popleft()
+        return Reply(command, ok, text, code), after
+
+    def _continuation(self, command: Command, line: str) -> Challenge:
+        if command.name != "AUTH" or not (line == "+" or line.startswith("+ ")):
+            raise ProtocolError(f"unexpected POP3 reply to {command.name}: {line[:80]!r}")
+        try:
+            data = base64.b64decode(line[2:].strip(), validate=True)
+        except ValueError as exc:
+            raise ProtocolError("the POP3 server sent a challenge that is not base64") from exc
+        return Challenge(command, data)
+
+    def _next_body(self, pos: int) -> tuple[Event | None, int]:
+        start = self._body_start
+        buffer = self._buffer
+        if len(buffer) - start < 3:
+            return None, pos
+        if buffer[start : start + 3] == b".\r\n":  # a first line "." can only be the end
+            body, after = b"", start + 3
+        else:
+            # Resume where the last scan stopped: linear however the bytes are chunked.
+            end = buffer.find(_TERMINATOR, max(self._scan, start))
+            if end < 0:
+                self._scan = max(start, len(buffer) - len(_TERMINATOR) + 1)
+                return None, pos
+            with memoryview(buffer) as view:
+                body = bytes(view[start : end + 2])
+            after = end + len(_TERMINATOR)
+        assert self._body_status is not None
+        text, code = self._body_status
+        self._body_status = None
+        command = self._pending.popleft()
+        return Reply(command, True, text, code, _unstuff(body)), after
+
+
+def _indicator(line: str) -> bool | None:
+    head = line.split(" ", 1)[0].upper()
+    if head == "+OK":
+        return True
+    if head == "-ERR":
+        return False
+    return None
+
+
+def _greeting(line: str) -> Greeting:
+    ok = _indicator(line)
+    if ok is None:
+        raise ProtocolError(f"not a POP3 server greeting: {line[:80]!r}")
+    text = line.split(" ", 1)[1] if " " in line else ""
+    match = _TIMESTAMP.search(text) if ok else None
+    return Greeting(ok, text, match.group(0) if match else None)
+
+
+def _split_code(text: str) -> tuple[str | None, str]:
+    if not text.startswith("["):
+        return None, text
+    close = text.find("]")
+    if close < 0:
+        return None, text
+    return text[1:close].upper(), text[close + 1 :].strip()
+
+
+def _unstuff(body: bytes) -> bytes:
+    # RFC 1939: a line starting with "." was sent with another "." in front.
+    if body.startswith(b".."):
+        body = body[1:]
+    return body.replace(b"\r\n..", b"\r\n.")
+
+
+def trim_to_octets(data: bytes, octets: int | None) -> bytes:
+    """Undo the CRLF a server adds to a message whose last line had none.
+
+    A multi-line response can only end in CRLF, so a message stored without a final line
+    break comes back two bytes longer than the size the server announced; when the sizes say
+    exactly that, the added CRLF is dropped and the bytes are the stored ones again.
+
+    Args:
+        data: The unstuffed ``RETR`` body.
+        octets: The size the status line (or ``LIST``) announced, if any.
+    """
+    if octets is not None and len(data) == octets + 2 and data.endswith(b"\r\n"):
+        return data[:-2]
+    return data
+
+
+# -- capabilities ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a ``CAPA`` reply (RFC 2449) says the server offers.
+
+    Attributes:
+        names: Capability name (upper case) -> its arguments.
+    """
+
+    names: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, lines: Iterable[str]) -> Capabilities:
+        """Parse the lines of a ``CAPA`` body."""
+        names: dict[str, tuple[str, ...]] = {}
+        for line in lines:
+            words = line.split()
+            if words:
+                names[words[0].upper()] = tuple(words[1:])
+        return cls(names)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.upper() in self.names
+
+    def __bool__(self) -> bool:
+        return bool(self.names)
+
+    @property
+    def pipelining(self) -> bool:
+        """Commands may be sent without waiting for replies."""
+        return "PIPELINING" in self.names
+
+    @property
+    def uidl(self) -> bool:
+        """``UIDL`` gives every message a persistent id."""
+        return "UIDL" in self.names
+
+    @property
+    def top(self) -> bool:
+        """``TOP`` returns headers and the first lines of the body."""
+        return "TOP" in self.names
+
+    @property
+    def stls(self) -> bool:
+        """``STLS`` upgrades the connection to TLS (RFC 2595)."""
+        return "STLS" in self.names
+
+    @property
+    def user(self) -> bool:
+        """``USER``/``PASS`` login is offered."""
+        return "USER" in self.names
+
+    @property
+    def resp_codes(self) -> bool:
+        """Replies carry extended response codes."""
+        return "RESP-CODES" in self.names
+
+    @property
+    def auth_resp_code(self) -> bool:
+        """A failed login caused by the credentials says ``[AUTH]`` (RFC 3206)."""
+        return "AUTH-RESP-CODE" in self.names
+
+    @property
+    def sasl(self) -> tuple[str, ...]:
+        """The SASL mechanisms offered for ``AUTH``, upper case."""
+        return tuple(m.upper() for m in self.names.get("SASL", ()))
+
+    @property
+    def login_delay(self) -> int | None:
+        """Seconds the server wants between logins (``LOGIN-DELAY``), if it says."""
+        args = self.names.get("LOGIN-DELAY", ())
+        return int(args[0]) if args and args[0].isdigit() else None
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+def reply_error(
+    reply: Reply,
+    *,
+    context: str = "",
+    auth_resp_code: bool = False,
+    login_delay: float | None = None,
+) -> MailsyncError:
+    """The mailsync error for a ``-ERR`` reply, from its response code and command.
+
+    Args:
+        reply: The negative reply.
+        context: Prefixed to the message, e.g. ``"POP3 127.0.0.1:110"``.
+        auth_resp_code: The server offers ``AUTH-RESP-CODE``, so a login failure without
+            ``[AUTH]`` is not about the credentials.
+        login_delay: The server's ``LOGIN-DELAY`` in seconds, for ``[LOGIN-DELAY]``.
+    """
+    name = reply.command.name
+    what = f"{context}: {name}" if context else name
+    text = reply.text or "no reason given"
+    code = reply.code
+    if code == "IN-USE":
+        return TemporaryFailure(
+            f"{what} refused: the mailbox is locked by another POP3 session ({text}); "
+            "retry once that session has ended",
+            code=code,
+        )
+    if code == "LOGIN-DELAY":
+        return RateLimited(
+            f"{what} refused: logged in again too soon ({text})",
+            retry_after=login_delay,
+            code=code,
+        )
+    if code == "SYS/TEMP":
+        return TemporaryFailure(f"{what} failed temporarily: {text}", code=code)
+    if code == "SYS/PERM":
+        return ServerError(f"{what} failed: {text}", code=code)
+    if code == "AUTH" or (name in _LOGIN_COMMANDS and not auth_resp_code):
+        return AuthenticationError(f"{what} refused: {text}")
+    if name in _LOGIN_COMMANDS:
+        return ServerError(f"{what} refused for a reason other than the credentials: {text}")
+    if name in _PER_MESSAGE and reply.command.args:
+        return MessageNotFound(f"{what} {reply.command.args[0]} failed: {text}", code=code)
+    return ServerError(f"{what} failed: {text}", code=code)
+
+
+# -- authentication --------------------------------------------------------------------------
+
+
+def apop_digest(timestamp: str, secret: str) -> str:
+    """The APOP digest (RFC 1939): hex MD5 of the greeting's timestamp followed by the secret."""
+    # MD5 is what the protocol defines; it is not used here for anything else.
+    return hashlib.md5((timestamp + secret).encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+def sasl_plain(username: str, password: str, authzid: str = "") -> bytes:
+    """The SASL PLAIN message (RFC 4616): ``authzid NUL authcid NUL passwd``."""
+    return f"{authzid}\0{username}\0{password}".encode()
+
+
+def sasl_xoauth2(username: str, token: str) -> bytes:
+    """The XOAUTH2 initial response (Google's and Microsoft's OAuth2 SASL mechanism)."""
+    return f"user={username}\x01auth=Bearer {token}\x01\x01".encode()
+
+
+def sasl_oauthbearer(username: str, token: str, host: str = "", port: int = 0) -> bytes:
+    """The OAUTHBEARER initial response (RFC 7628), with the GS2 header naming the user."""
+    saslname = username.replace("=", "=3D").replace(",", "=2C")
+    fields = [f"n,a={saslname},"]
+    if host:
+        fields.append(f"host={host}")
+    if port:
+        fields.append(f"port={port}")
+    fields.append(f"auth=Bearer {token}")
+    return ("\x01".join(fields) + "\x01\x01").encode()
+
+
+class SASLExchange:
+    """The client side of one ``AUTH`` exchange (RFC 5034) with an initial response.
+
+    The initial response goes on the ``AUTH`` line when the line stays within 255 octets,
+    else in answer to the server's empty challenge. A challenge after that is the server's
+    error report (XOAUTH2/OAUTHBEARER send one as JSON): it is answered so that the server
+    ends the exchange with ``-ERR``, whose text is then reported.
+
+    Args:
+        mechanism: ``PLAIN``, ``XOAUTH2``, ``OAUTHBEARER`` ...
+        initial: The initial response, not yet base64-encoded.
+    """
+
+    def __init__(self, mechanism: str, initial: bytes) -> None:
+        self.mechanism = mechanism.upper()
+        self._encoded = base64.b64encode(initial).decode("ascii") or "="
+        self._sent = False
+        self.error_detail: bytes | None = None
+
+    def __repr__(self) -> str:
+        return f"SASLExchange({self.mechanism!r})"
+
+    def command_args(self) -> tuple[str, ...]:
+        """The arguments of the ``AUTH`` command."""
+        line = len(f"AUTH {self.mechanism} {self._encoded}\r\n")
+        if line > MAX_COMMAND_LINE:
+            return (self.mechanism,)
+        self._sent = True
+        return (self.mechanism, self._encoded)
+
+    def respond(self, challenge: Challenge) -> str:
+        """The line answering a server challenge."""
+        if not self._sent:
+            self._sent = True
+            return self._encoded
+        self.error_detail = challenge.data
+        if self.mechanism == "OAUTHBEARER":
+            return "AQ=="  # RFC 7628 3.2.3: a single %x01 ends the failed exchange
+        if self.mechanism == "XOAUTH2":
+            return ""
+        return "*"  # RFC 5034: cancel
