@@ -1,0 +1,725 @@
+"""IMAP (``imap://``, ``imaps://``) as a sync :class:`~mailsync.Retriever`, over imapclient.
+
+imapclient does the conversation (connect, STARTTLS, LOGIN/AUTHENTICATE, SELECT, SEARCH, STORE,
+MOVE, APPEND, LIST, IDLE); the bulk ``UID FETCH`` of message bodies goes through the fast
+sans-I/O reader of :mod:`mailsync.protocol.imap_literals`, fed from the same socket in large
+reads, because imapclient's response parser is several times slower than the wire for bodies.
+Everything that is not I/O (SEARCH criteria, FETCH -> Message, folder names, message ids, cursor
+rules) lives in :mod:`mailsync.protocol.imap`, shared with the async backend.
+
+Errors from imapclient, imaplib, ssl and sockets are translated here into the mailsync hierarchy,
+the original chained. A broken connection is dropped, and the next call connects again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import imaplib
+import os
+import select
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+from imapclient import IMAPClient, SocketTimeout
+from imapclient import exceptions as imapclient_errors
+
+from mailsync._base import MessageRef, OutgoingMessage, Retriever, SyncStep, message_refs
+from mailsync._config import Endpoint
+from mailsync._errors import (
+    AuthenticationError,
+    ConfigError,
+    ConnectionFailed,
+    FolderNotFound,
+    MailsyncError,
+    MailTimeout,
+    MessageNotFound,
+    ProtocolError,
+    ServerError,
+)
+from mailsync._message import Folder, Message, as_bytes, header_block
+from mailsync._query import Q
+from mailsync.protocol import imap as proto
+from mailsync.protocol.imap_literals import FetchResponse, ResponseReader, Tagged, fetch_command
+
+__all__ = ["IMAPRetriever"]
+
+#: UIDs per FETCH: bounded memory, few round trips.
+BATCH_SIZE = 500
+#: RFC 2177: servers may drop an IDLE after 30 minutes; renew before that.
+IDLE_RENEW_SECONDS = 25 * 60
+#: Bytes asked of the socket per read while streaming bodies.
+READ_SIZE = 1 << 20
+#: How long a polite LOGOUT may take when closing.
+LOGOUT_TIMEOUT = 2.0
+
+_NONEXISTENT = (
+    "[NONEXISTENT]",
+    "[TRYCREATE]",
+    "DOESN'T EXIST",
+    "DOES NOT EXIST",
+    "NOT FOUND",
+    "UNKNOWN MAILBOX",
+    "NO SUCH MAILBOX",
+)
+_AUTH_FAILED = (
+    "[AUTHENTICATIONFAILED]",
+    "[AUTHORIZATIONFAILED]",
+    "AUTHENTICATION FAILED",
+    "LOGIN FAILED",
+    "INVALID CREDENTIALS",
+)
+
+
+def _canonical(folder: str) -> str:
+    return "INBOX" if folder.upper() == "INBOX" else folder
+
+
+class IMAPRetriever(Retriever):
+    """Reads and changes an IMAP account; get one with ``mailsync.connect("imaps://...")``.
+
+    Connects on first use and reconnects after a broken connection. Reading never marks
+    anything seen (``BODY.PEEK``); folders are opened read-only (EXAMINE) unless changing.
+    ``batch_size`` in the URL query or options sets the UIDs per FETCH (default 500).
+    """
+
+    scheme = "imap"
+    capabilities = frozenset({"folders", "flags", "move", "delete", "append", "search", "idle"})
+
+    def __init__(self, endpoint: Endpoint, *, state: Any = None) -> None:
+        super().__init__(endpoint, state=state)
+        try:
+            self.batch_size = int(endpoint.params.get("batch_size", BATCH_SIZE))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError("batch_size must be a positive number of messages") from exc
+        if self.batch_size < 1:
+            raise ConfigError("batch_size must be a positive number of messages")
+        self._client: IMAPClient | None = None
+        self._caps: frozenset[bytes] = frozenset()
+        self._selected: tuple[str, bool] | None = None
+        self._status: proto.FolderStatus | None = None
+        self._lock = threading.RLock()
+        self._wake: tuple[int, int] | None = None
+
+    # -- connection ---------------------------------------------------------------------------
+
+    def _conn(self) -> IMAPClient:
+        if self._client is None:
+            self._client = self._connect()
+        return self._client
+
+    def _connect(self) -> IMAPClient:
+        endpoint = self.endpoint
+        timeout = SocketTimeout(
+            connect=endpoint.timeout.connect_timeout, read=endpoint.timeout.read
+        )
+        with self._errors():
+            client = IMAPClient(
+                endpoint.host,
+                port=endpoint.port,
+                ssl=endpoint.tls == "ssl",
+                ssl_context=endpoint.ssl_context() if endpoint.tls == "ssl" else None,
+                timeout=timeout,
+            )
+        try:
+            with self._errors():
+                client.folder_encode = False  # names are encoded/decoded by protocol.imap
+                if endpoint.tls == "starttls":
+                    self._starttls(client)
+                self._authenticate(client)
+                self._caps = frozenset(c.upper() for c in client.capabilities())
+        except BaseException:
+            with contextlib.suppress(Exception):
+                client.shutdown()
+            raise
+        self._selected = None
+        self._status = None
+        return client
+
+    def _starttls(self, client: IMAPClient) -> None:
+        if b"STARTTLS" not in {c.upper() for c in client.capabilities()}:
+            # Fail closed: never send credentials in the clear because the server said nothing.
+            raise ConnectionFailed(
+                f"{self.endpoint.display} does not offer STARTTLS; refusing to continue "
+                "without TLS (use tls='ssl' for implicit TLS, or tls='none' to allow plaintext)"
+            )
+        client.starttls(self.endpoint.ssl_context())
+
+    def _authenticate(self, client: IMAPClient) -> None:
+        endpoint = self.endpoint
+        user = endpoint.username or ""
+        offered = {c.upper() for c in client.capabilities()}
+        try:
+            if endpoint.token is not None:
+                token = endpoint.token.fresh()  # a callable is asked at every (re)connect
+                if b"AUTH=OAUTHBEARER" in offered:
+                    client.oauthbearer_login(user, token)
+                else:
+                    client.oauth2_login(user, token)
+                return
+            if endpoint.password is None:
+                raise AuthenticationError(
+                    f"{endpoint.display}: no password or token given for {user or 'the login'}"
+                )
+            password = endpoint.password.reveal()
+            if b"AUTH=PLAIN" in offered:
+                client.plain_login(user, password)
+            else:
+                client.login(user, password)
+        except imapclient_errors.LoginError as exc:
+            # The server's text may echo the login but never the secret; still keep it short.
+            raise AuthenticationError(
+                f"{endpoint.display}: the server refused the credentials for {user!r}"
+            ) from exc
+
+    def _has(self, capability: bytes) -> bool:
+        return capability in self._caps
+
+    def _disconnect(self) -> None:
+        client, self._client = self._client, None
+        self._selected = None
+        self._status = None
+        if client is None:
+            return
+        with contextlib.suppress(Exception):
+            client.socket().settimeout(LOGOUT_TIMEOUT)
+            client.logout()
+        with contextlib.suppress(Exception):
+            client.shutdown()
+
+    def _drop(self) -> None:
+        """Forget a broken connection without talking to the server again."""
+        client, self._client = self._client, None
+        self._selected = None
+        self._status = None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.shutdown()
+
+    def close(self) -> None:
+        """Close the connection and stop ``watch()``; safe to call from another thread."""
+        self._stop.set()
+        self._signal_wake()
+        with self._lock:  # an IDLE wait gives the connection back at once
+            self._disconnect()
+            wake, self._wake = self._wake, None
+        if wake is not None:
+            for fd in wake:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    # -- error translation --------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _errors(self, folder: str | None = None) -> Iterator[None]:
+        """Translate imapclient/imaplib/socket errors; drop the connection when it broke."""
+        context = self.endpoint.display
+        try:
+            yield
+        except MailsyncError as exc:
+            if isinstance(exc, ConnectionFailed | MailTimeout):
+                self._drop()
+            raise
+        except imapclient_errors.LoginError as exc:
+            raise AuthenticationError(f"{context}: the server refused the login") from exc
+        except imaplib.IMAP4.abort as exc:
+            self._drop()
+            if "timed out" in str(exc).lower():
+                raise MailTimeout(f"{context}: the server did not answer in time") from exc
+            raise ConnectionFailed(f"{context}: connection lost ({exc})") from exc
+        except imapclient_errors.ProtocolError as exc:
+            self._drop()
+            raise ProtocolError(f"{context}: malformed response ({exc})") from exc
+        except imaplib.IMAP4.error as exc:
+            raise self._refusal(exc, folder) from exc
+        except TimeoutError as exc:
+            self._drop()
+            raise MailTimeout(f"{context}: the server did not answer in time") from exc
+        except ssl.SSLCertVerificationError as exc:
+            self._drop()
+            raise ConnectionFailed(f"{context}: certificate verification failed ({exc})") from exc
+        except OSError as exc:
+            self._drop()
+            raise ConnectionFailed(f"{context}: {exc}") from exc
+        except (ValueError, IndexError, KeyError, TypeError) as exc:
+            # imapclient's parsers fail this way on responses they cannot read.
+            self._drop()
+            raise ProtocolError(f"{context}: unreadable response ({exc!r})") from exc
+
+    def _refusal(self, exc: BaseException, folder: str | None) -> MailsyncError:
+        text = str(exc)
+        upper = text.upper()
+        context = self.endpoint.display
+        if folder is not None and any(marker in upper for marker in _NONEXISTENT):
+            return FolderNotFound(f"{context}: no folder {folder!r}")
+        if any(marker in upper for marker in _AUTH_FAILED):
+            return AuthenticationError(f"{context}: {text}")
+        if "BAD" in upper.split(":")[-1][:8] or "PARSE" in upper:
+            return ProtocolError(f"{context}: {text}")
+        return ServerError(f"{context}: {text}")
+
+    # -- folders ------------------------------------------------------------------------------
+
+    def folders(self) -> list[Folder]:
+        """Every folder, with delimiter and special use (RFC 6154, or guessed from names)."""
+        with self._errors():
+            entries = self._conn().list_folders()
+        return proto.folders_from_list(
+            (flags, delim, name if isinstance(name, bytes) else str(name).encode())
+            for flags, delim, name in entries
+        )
+
+    def _select(self, folder: str, *, readonly: bool, fresh: bool = True) -> proto.FolderStatus:
+        """Open ``folder`` (EXAMINE when ``readonly``) and return its status.
+
+        A folder already open read-write serves reads too; ``fresh=False`` reuses the status
+        of the folder already open instead of asking again.
+        """
+        client = self._conn()
+        current = self._selected
+        if (
+            not fresh
+            and current is not None
+            and current[0] == folder
+            and (current[1] == readonly or not current[1])
+            and self._status is not None
+        ):
+            return self._status
+        with self._errors(folder):
+            response = client.select_folder(proto.encode_folder(folder), readonly=readonly)
+            status = proto.FolderStatus.from_select(response)
+        self._selected = (folder, readonly)
+        self._status = status
+        return status
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def messages(
+        self,
+        folder: str = "INBOX",
+        *,
+        query: Q | None = None,
+        headers_only: bool = False,
+        limit: int | None = None,
+    ) -> Iterator[Message]:
+        """The messages of ``folder`` in ascending UID order, fetched in bounded batches.
+
+        The query goes to the server as SEARCH; what SEARCH cannot say exactly is checked
+        again client-side with :meth:`Q.matches`.
+        """
+        folder = _canonical(folder)
+        if limit is not None and limit <= 0:
+            return
+        status = self._select(folder, readonly=True)
+        plan = proto.search_plan(query)
+        uids = self._search(plan.criteria, plan.charset)
+        if plan.exact and limit is not None:
+            uids = uids[:limit]
+        recheck = query is not None and not plan.exact
+        full_for_query = recheck and query is not None and query.needs_body
+        items = proto.FETCH_HEADERS if headers_only and not full_for_query else proto.FETCH_BODY
+        count = 0
+        for batch in proto.uid_batches(uids, self.batch_size):
+            for message in self._fetch_messages(folder, status, batch, items):
+                if recheck and query is not None and not query.matches(message):
+                    continue
+                if headers_only and not message.headers_only:
+                    message = message.replace(raw=header_block(message.raw), headers_only=True)
+                yield message
+                count += 1
+                if limit is not None and count >= limit:
+                    return
+
+    def _search(self, criteria: list[proto.Criterion], charset: str | None) -> list[int]:
+        with self._errors():
+            found = self._conn().search(criteria, charset)
+        return sorted(int(uid) for uid in found)
+
+    def _fetch_items(self, base: str) -> str:
+        return f"{base} {proto.FETCH_GMAIL}" if self._has(b"X-GM-EXT-1") else base
+
+    def _fetch_messages(
+        self, folder: str, status: proto.FolderStatus, uids: list[int], items: str
+    ) -> Iterator[Message]:
+        wanted = set(uids)
+        for attributes in self._fetch(uids, self._fetch_items(items)):
+            uid = attributes.get(b"UID")
+            if uid not in wanted:
+                continue  # an unsolicited FETCH (a flag change) for another message
+            wanted.discard(uid)
+            yield proto.message_from_fetch(
+                attributes, folder=folder, uidvalidity=status.uidvalidity
+            )
+
+    def _fetch(self, uids: list[int], items: str) -> Iterator[dict[bytes, Any]]:
+        """``UID FETCH`` through the fast reader: the attributes of each response that carries
+        a body section, as they arrive (bodies are never all held at once)."""
+        if not uids:
+            return
+        client = self._conn()
+        imap = client._imap
+        stream = imap.file
+        with self._errors():
+            tag = imap._new_tag()
+            imap.send(fetch_command(tag.decode("ascii"), proto.uid_set(uids), items))
+        reader = ResponseReader()
+        done = False
+        try:
+            while not done:
+                event = reader.next_event()
+                if event is None:
+                    with self._errors():
+                        chunk = stream.read1(max(reader.wanted, READ_SIZE))
+                    if not chunk:
+                        self._drop()
+                        raise ConnectionFailed(
+                            f"{self.endpoint.display}: the server closed the connection"
+                        )
+                    reader.feed(chunk)
+                    continue
+                if isinstance(event, FetchResponse):
+                    attributes = self._attributes(event)
+                    if any(key.startswith(b"BODY[") for key in attributes):
+                        yield attributes
+                elif isinstance(event, Tagged):
+                    done = True
+                    self._check_tagged(event, tag)
+        finally:
+            if not done:
+                # Stopped early (limit, break, error): the rest of the response is still on
+                # the wire; read it off, or give the connection up if that fails.
+                self._drain(reader, tag)
+            imap.tagged_commands.pop(tag, None)
+
+    def _drain(self, reader: ResponseReader, tag: bytes) -> None:
+        client = self._client
+        if client is None:
+            return
+        try:
+            while True:
+                event = reader.next_event()
+                if event is None:
+                    chunk = client._imap.file.read1(max(reader.wanted, READ_SIZE))
+                    if not chunk:
+                        break
+                    reader.feed(chunk)
+                elif isinstance(event, Tagged) and event.tag == tag:
+                    return
+        except Exception:  # noqa: S110 - a connection that cannot be drained is dropped below
+            pass
+        self._drop()
+
+    def _attributes(self, event: FetchResponse) -> dict[bytes, Any]:
+        try:
+            return event.attributes()
+        except ProtocolError:
+            self._drop()
+            raise
+
+    def _check_tagged(self, event: Tagged, tag: bytes) -> None:
+        if event.tag != tag:
+            self._drop()
+            raise ProtocolError(f"{self.endpoint.display}: unexpected tagged reply {event!r}")
+        if not event.ok:
+            text = event.text.decode("utf-8", "replace")
+            raise ServerError(f"{self.endpoint.display}: FETCH failed: {text}")
+
+    def get(self, id: str) -> Message:
+        """One message by its id (``"<folder>;<uidvalidity>;<uid>"``).
+
+        Raises:
+            MessageNotFound: The id is malformed, its folder is gone or was recreated, or no
+                message has that UID any more.
+        """
+        ref = proto.parse_message_id(id)
+        folder, uid = self._locate(ref, readonly=True)
+        status = self._select(folder, readonly=True, fresh=False)
+        found = list(self._fetch_messages(folder, status, [uid], proto.FETCH_BODY))
+        if found:
+            return found[0]
+        raise MessageNotFound(f"{self.endpoint.display}: no message {id!r}")
+
+    def _locate(self, ref: proto.MessageRef, *, readonly: bool) -> tuple[str, int]:
+        """Open the folder a reference names and return ``(folder, uid)``."""
+        if isinstance(ref, proto.GmailRef):
+            return self._locate_gmail(ref, readonly=readonly)
+        try:
+            status = self._select(ref.folder, readonly=readonly, fresh=False)
+        except FolderNotFound as exc:
+            raise MessageNotFound(
+                f"{self.endpoint.display}: folder {ref.folder!r} is gone"
+            ) from exc
+        if status.uidvalidity != ref.uidvalidity:
+            status = self._select(ref.folder, readonly=readonly)  # maybe just stale
+        if status.uidvalidity != ref.uidvalidity:
+            raise MessageNotFound(
+                f"{self.endpoint.display}: folder {ref.folder!r} was recreated since that id "
+                "was given out"
+            )
+        return ref.folder, ref.uid
+
+    def _locate_gmail(self, ref: proto.GmailRef, *, readonly: bool) -> tuple[str, int]:
+        everything = next((f.name for f in self.folders() if f.special_use == "\\All"), None)
+        if everything is None:
+            raise MessageNotFound(f"{self.endpoint.display}: no \\All folder to look in")
+        self._select(everything, readonly=readonly)
+        uids = self._search([b"X-GM-MSGID", str(ref.msgid).encode()], None)
+        if not uids:
+            raise MessageNotFound(f"{self.endpoint.display}: no message {ref.msgid}")
+        return everything, uids[0]
+
+    # -- sync and watch -----------------------------------------------------------------------
+
+    def _sync_steps(
+        self,
+        folder: str,
+        cursor: dict[str, Any] | None,
+        known: Callable[[Iterable[str]], set[str]],
+    ) -> Iterator[SyncStep]:
+        folder = _canonical(folder)
+        status = self._select(folder, readonly=True)
+        plan = proto.plan_sync(cursor, status)
+        saved = proto.SyncCursor.from_dict(cursor)
+        position = plan.cursor
+        if plan.mode == "unchanged":
+            if saved != position:
+                yield SyncStep(None, position.as_dict())  # HIGHESTMODSEQ moved on
+            return
+        if plan.mode == "incremental":
+            found = self._search([b"UID", f"{plan.since_uid + 1}:*".encode()], None)
+            uids = [uid for uid in found if uid > plan.since_uid]
+        else:
+            uids = self._search([b"ALL"], None)
+        for batch in proto.uid_batches(uids, self.batch_size):
+            todo = self._unknown(batch, known) if plan.checks_identities else batch
+            for message in self._fetch_messages(folder, status, todo, proto.FETCH_BODY):
+                identity = proto.fetched_identity(message.raw)
+                assert isinstance(message.uid, int)
+                position = position.after(message.uid, status)
+                if plan.checks_identities and identity.startswith("sha256:") and known([identity]):
+                    continue  # no Message-ID, and these very bytes were delivered before
+                yield SyncStep(message, position.as_dict(), identity)
+            if batch[-1] > position.uid:
+                position = position.after(batch[-1], status)
+                yield SyncStep(None, position.as_dict())
+        if saved != position:
+            yield SyncStep(None, position.as_dict())
+
+    def _unknown(self, uids: list[int], known: Callable[[Iterable[str]], set[str]]) -> list[int]:
+        """The UIDs whose message was not delivered before, judged by Message-ID first (only
+        that header is fetched); messages without one are fetched and judged by digest."""
+        identities: dict[int, str] = {}
+        for attributes in self._fetch(uids, "UID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"):
+            header = next(v for k, v in attributes.items() if k.startswith(b"BODY["))
+            message_id = proto.fast_message_id(bytes(header) + b"\r\n")
+            uid = attributes.get(b"UID")
+            if message_id and isinstance(uid, int):
+                identities[uid] = "mid:" + message_id
+        delivered = known(identities.values())
+        return [uid for uid in uids if identities.get(uid) not in delivered]
+
+    def _wait_for_change(self, folder: str, timeout: float) -> None:
+        """IDLE (RFC 2177) until new mail, ``timeout`` or :meth:`close`; NOOP polling on
+        servers without IDLE."""
+        if self._stop.is_set():
+            return
+        with self._lock:
+            folder = _canonical(folder)
+            self._select(folder, readonly=True, fresh=False)
+            if self._has(b"IDLE"):
+                self._idle(timeout)
+            else:
+                self._poll(timeout)
+
+    def _idle(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        client: IMAPClient = self._conn()
+        while not self._stop.is_set():
+            until = min(deadline, time.monotonic() + IDLE_RENEW_SECONDS)
+            with self._errors():
+                client.idle()
+            changed = self._idle_wait(client, until)
+            if not self._is_current(client):
+                return  # dropped while waiting
+            with self._errors():
+                client.idle_done()
+            if changed or time.monotonic() >= deadline:
+                return
+
+    def _is_current(self, client: IMAPClient) -> bool:
+        return self._client is client
+
+    def _idle_wait(self, client: IMAPClient, until: float) -> bool:
+        """Read IDLE responses until EXISTS (True), ``until`` or a stop request (False)."""
+        imap = client._imap
+        sock = client.socket()
+        wake_fd = self._wake_pipe()[0]
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        poller.register(wake_fd, select.POLLIN)
+        while not self._stop.is_set():
+            if self._has_buffered(client, sock) and self._idle_line(imap):
+                return True
+            remaining = until - time.monotonic()
+            if remaining <= 0:
+                return False
+            events = dict(poller.poll(max(1, int(min(remaining, 60.0) * 1000))))
+            if wake_fd in events:
+                return False
+            if sock.fileno() in events and self._idle_line(imap):
+                return True
+        return False
+
+    def _idle_line(self, imap: imaplib.IMAP4) -> bool:
+        with self._errors():
+            line = imap._get_line()
+        words = line.split()
+        if len(words) >= 2 and words[0] == b"*" and words[1].upper() == b"BYE":
+            self._drop()
+            raise ConnectionFailed(f"{self.endpoint.display}: the server ended the session")
+        return len(words) >= 3 and words[0] == b"*" and words[2].upper() in (b"EXISTS",)
+
+    def _has_buffered(self, client: IMAPClient, sock: socket.socket) -> bool:
+        """Whether a line already waits in imaplib's buffer or the TLS layer, where poll()
+        cannot see it."""
+        sock.setblocking(False)
+        try:
+            return bool(client._imap.file.peek(1))
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return False
+        except OSError:
+            return True  # let the read report it
+        finally:
+            sock.settimeout(self.endpoint.timeout.read)
+
+    def _poll(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        client = self._conn()
+        while not self._stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._stop.wait(min(remaining, 60.0))
+            if self._stop.is_set():
+                return
+            with self._errors():
+                _text, responses = client.noop()
+            if any(len(r) >= 2 and r[1] == b"EXISTS" for r in responses):
+                return
+
+    def _wake_pipe(self) -> tuple[int, int]:
+        if self._wake is None:
+            read_fd, write_fd = os.pipe()
+            os.set_blocking(read_fd, False)
+            os.set_blocking(write_fd, False)
+            self._wake = (read_fd, write_fd)
+        with contextlib.suppress(OSError):
+            os.read(self._wake[0], 4096)  # forget wake-ups nobody waited for
+        return self._wake
+
+    def _signal_wake(self) -> None:
+        wake = self._wake
+        if wake is not None:
+            with contextlib.suppress(OSError):
+                os.write(wake[1], b"x")
+
+    # -- changing -----------------------------------------------------------------------------
+
+    def _grouped(self, msgs: MessageRef | Sequence[MessageRef]) -> dict[str, list[int]]:
+        """Ids grouped by folder (each checked for UIDVALIDITY), folders in first-seen order."""
+        groups: dict[str, list[int]] = {}
+        for ref in message_refs(msgs):
+            folder, uid = self._locate(proto.parse_message_id(ref), readonly=False)
+            groups.setdefault(folder, []).append(uid)
+        return groups
+
+    def set_flags(
+        self,
+        msgs: MessageRef | Sequence[MessageRef],
+        *,
+        add: Iterable[str] = (),
+        remove: Iterable[str] = (),
+    ) -> None:
+        """Add and remove flags (``\\Seen``, ``\\Flagged``, keywords ...) with UID STORE."""
+        try:
+            to_add, to_remove = proto.store_flags(add), proto.store_flags(remove)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        for folder, uids in self._grouped(msgs).items():
+            self._select(folder, readonly=False, fresh=False)
+            with self._errors(folder):
+                client = self._conn()
+                if to_add:
+                    client.add_flags(uids, to_add, silent=True)
+                if to_remove:
+                    client.remove_flags(uids, to_remove, silent=True)
+
+    def move(self, msgs: MessageRef | Sequence[MessageRef], folder: str) -> None:
+        """Move messages with MOVE (RFC 6851), else COPY + ``\\Deleted`` + UID EXPUNGE.
+
+        Raises:
+            FolderNotFound: The target folder does not exist.
+        """
+        target = _canonical(folder)
+        for source, uids in self._grouped(msgs).items():
+            if source == target:
+                continue
+            self._select(source, readonly=False, fresh=False)
+            with self._errors(target):
+                client = self._conn()
+                if self._has(b"MOVE"):
+                    client.move(uids, proto.encode_folder(target))
+                else:
+                    client.copy(uids, proto.encode_folder(target))
+                    self._expunge(client, uids)
+
+    def _expunge(self, client: IMAPClient, uids: list[int]) -> None:
+        client.add_flags(uids, ["\\Deleted"], silent=True)
+        if self._has(b"UIDPLUS"):
+            client.uid_expunge(uids)
+        else:
+            client.expunge()  # without UIDPLUS EXPUNGE cannot be limited to these UIDs
+
+    def delete(self, msgs: MessageRef | Sequence[MessageRef], *, permanent: bool = False) -> None:
+        """Move messages to the ``\\Trash`` folder; remove them for good when ``permanent``,
+        when they already are in the Trash, or when the account has no Trash folder."""
+        groups = self._grouped(msgs)
+        trash = None if permanent else self._trash()
+        for source, uids in groups.items():
+            self._select(source, readonly=False, fresh=False)
+            with self._errors(source):
+                client = self._conn()
+                if trash is None or trash == source:
+                    self._expunge(client, uids)
+                elif self._has(b"MOVE"):
+                    client.move(uids, proto.encode_folder(trash))
+                else:
+                    client.copy(uids, proto.encode_folder(trash))
+                    self._expunge(client, uids)
+
+    def _trash(self) -> str | None:
+        return next((f.name for f in self.folders() if f.special_use == "\\Trash"), None)
+
+    def append(
+        self, folder: str, message: OutgoingMessage, flags: Iterable[str] = ()
+    ) -> str | None:
+        """APPEND a message; returns its id when the server says it (UIDPLUS' APPENDUID).
+
+        Raises:
+            FolderNotFound: The folder does not exist.
+        """
+        folder = _canonical(folder)
+        try:
+            flag_list = proto.store_flags(flags)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        data = as_bytes(message)
+        with self._errors(folder):
+            response = self._conn().append(proto.encode_folder(folder), data, flag_list)
+        appended = proto.parse_appenduid(response or b"")
+        if appended is None:
+            return None
+        return proto.format_message_id(folder, appended[0], appended[1])
