@@ -1,0 +1,134 @@
+"""The SMTP client's pure pieces (no server): xtext, DSN options, reply parsing, EHLO
+features, the DATA payload, the retry options."""
+
+from __future__ import annotations
+
+import pytest
+
+import mailsync
+from mailsync.backends.smtp import (
+    Reply,
+    RetryPolicy,
+    _data_payload,
+    _dsn_options,
+    _Features,
+    _orcpt,
+    _ReplyParser,
+    xtext,
+)
+
+
+@pytest.mark.parametrize(
+    ("value", "encoded"),
+    [
+        ("abc@example.test", "abc@example.test"),
+        ("a+b=c", "a+2Bb+3Dc"),
+        ("two words", "two+20words"),
+        ("é", "+C3+A9"),
+        ("", ""),
+    ],
+)
+def test_xtext(value: str, encoded: str) -> None:
+    assert xtext(value) == encoded
+
+
+def test_orcpt_ascii_and_utf8() -> None:
+    assert _orcpt("a+b@example.test") == "rfc822;a+2Bb@example.test"
+    assert _orcpt("jörg+x@example.test") == "utf-8;jörg\\x{2B}x@example.test"
+
+
+def test_dsn_options_normalise_and_add_an_envid() -> None:
+    dsn = _dsn_options(["success", "FAILURE"], "hdrs", None)
+    assert dsn.notify == "SUCCESS,FAILURE"
+    assert dsn.ret == "HDRS"
+    assert dsn.envid is not None and len(dsn.envid) == 24
+    assert _dsn_options("success,delay", None, "my-id").envid == "my-id"
+    assert _dsn_options("never", None, None).envid is None
+    assert not _dsn_options(None, None, None).requested
+
+
+@pytest.mark.parametrize(
+    ("notify", "ret", "envid"),
+    [
+        ("sometimes", None, None),
+        (["never", "success"], None, None),
+        ("", None, None),
+        (None, "all", None),
+        (None, None, "x" * 101),
+        (None, None, "line\nbreak"),
+        (None, None, "é"),
+    ],
+)
+def test_dsn_options_refuse_invalid_values(
+    notify: object, ret: str | None, envid: str | None
+) -> None:
+    with pytest.raises(mailsync.ConfigError):
+        _dsn_options(notify, ret, envid)  # type: ignore[arg-type]
+
+
+def test_reply_parser_multiline_and_split_chunks() -> None:
+    parser = _ReplyParser()
+    assert parser.feed(b"250-mx.example.test\r\n250-PIPE") == []
+    assert parser.pending
+    replies = parser.feed(b"LINING\r\n250 SIZE 100\r\n354 go on\r\n")
+    assert replies == [
+        Reply(250, ("mx.example.test", "PIPELINING", "SIZE 100")),
+        Reply(354, ("go on",)),
+    ]
+    assert not parser.pending
+    assert parser.feed(b"250\n") == [Reply(250, ("",))]
+
+
+@pytest.mark.parametrize("line", [b"hello\r\n", b"25 ok\r\n", b"250xok\r\n"])
+def test_reply_parser_rejects_garbage(line: bytes) -> None:
+    with pytest.raises(mailsync.ProtocolError):
+        _ReplyParser().feed(line)
+
+
+def test_reply_parser_rejects_endless_lines() -> None:
+    with pytest.raises(mailsync.ProtocolError):
+        _ReplyParser().feed(b"250 " + b"x" * 10000)
+
+
+def test_features_from_ehlo() -> None:
+    reply = Reply(
+        250,
+        ("mx", "PIPELINING", "SIZE 52428800", "AUTH PLAIN LOGIN", "AUTH=XOAUTH2", "dsn", "SIZE"),
+    )
+    features = _Features.parse(reply)
+    assert "PIPELINING" in features and "DSN" in features and "STARTTLS" not in features
+    assert features.auth == {"PLAIN", "LOGIN", "XOAUTH2"}
+    assert features.size == 52428800
+    assert _Features.parse(Reply(250, ("mx", "SIZE"))).size is None
+
+
+@pytest.mark.parametrize(
+    ("data", "payload"),
+    [
+        (b"a\r\nb\r\n", b"a\r\nb\r\n.\r\n"),
+        (b"a\r\nb", b"a\r\nb\r\n.\r\n"),
+        (b".hidden\r\n..two\r\n", b"..hidden\r\n...two\r\n.\r\n"),
+        (b"bare\nlf\r\nand\rcr\r\n", b"bare\r\nlf\r\nand\r\ncr\r\n.\r\n"),
+        (b"\r\n.\r\n", b"\r\n..\r\n.\r\n"),
+    ],
+)
+def test_data_payload(data: bytes, payload: bytes) -> None:
+    assert _data_payload(data) == payload
+
+
+def test_retry_policy_from_options() -> None:
+    assert RetryPolicy.from_params({}) == RetryPolicy()
+    policy = RetryPolicy.from_params({"retries": "5", "retry_delay": "0.01", "reconnects": 0})
+    assert (policy.attempts, policy.delay, policy.reconnects) == (5, 0.01, 0)
+    with pytest.raises(mailsync.ConfigError):
+        RetryPolicy.from_params({"retries": "zero"})
+    with pytest.raises(mailsync.ConfigError):
+        RetryPolicy.from_params({"retries": 0})
+
+
+def test_registry_maps_smtp_schemes() -> None:
+    out = mailsync.sender("smtps://user@mail.example.test", password="pw")
+    assert type(out).__name__ == "SMTPSender"
+    assert "pw" not in repr(out)
+    aout = mailsync.sender_async("smtp://mail.example.test:587")
+    assert type(aout).__name__ == "AsyncSMTPSender"

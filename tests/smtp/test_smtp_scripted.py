@@ -1,0 +1,313 @@
+"""The SMTP sender against a scripted server (tests/smtp/scripted.py), for the cases the real
+Postfix cannot be made to produce: STARTTLS or DSN not offered, 4xx replies, a server that
+hangs up mid-run, XOAUTH2/OAUTHBEARER, SIZE, SMTPUTF8, no PIPELINING."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import mailsync
+from mailsync.backends.smtp import AsyncSMTPSender, SMTPSender
+from tests.smtp.scripted import DROP, ScriptedSMTP
+
+SENDER = "ann@example.test"
+RCPT = "bob@example.test"
+
+
+@pytest.fixture
+def server() -> Iterator[ScriptedSMTP]:
+    with ScriptedSMTP() as scripted:
+        yield scripted
+
+
+def _sender(server: ScriptedSMTP, **options: Any) -> SMTPSender:
+    options.setdefault("tls", "none")
+    options.setdefault("retry_delay", 0.01)
+    out = mailsync.sender(server.url(user=options.pop("user", None)), **options)
+    assert isinstance(out, SMTPSender)
+    return out
+
+
+def _message(n: int = 0, **fields: Any) -> Any:
+    fields.setdefault("to", RCPT)
+    fields.setdefault("text", f"message {n}\n")
+    return mailsync.compose(from_=SENDER, subject=f"m{n}", **fields)
+
+
+def test_pipelines_the_envelope_in_one_write(server: ScriptedSMTP) -> None:
+    with _sender(server) as out:
+        out.send(_message(to=[RCPT, "cy@example.test"]))
+    envelope = [c for c in server.chunks if c.startswith(b"MAIL FROM")]
+    assert len(envelope) == 1
+    assert envelope[0].count(b"\r\n") == 4  # MAIL, RCPT, RCPT, DATA together
+    assert server.verbs()[-1] == "QUIT"
+
+
+def test_lockstep_without_pipelining(server: ScriptedSMTP) -> None:
+    server.extensions = ["8BITMIME", "SIZE 100000"]
+    server.refuse["nobody@example.test"] = "550 5.1.1 no such user"
+    with _sender(server) as out:
+        first = out.send(_message(1, to=[RCPT, "nobody@example.test"]))
+        second = out.send(_message(2))
+    assert first.accepted == (RCPT,) and first.refused == {
+        "nobody@example.test": (550, "5.1.1 no such user")
+    }
+    assert second.ok
+    assert all(chunk.count(b"\r\n") == 1 for chunk in server.chunks if b"RCPT" in chunk)
+    assert server.verbs() == [
+        "EHLO", "MAIL", "RCPT", "RCPT", "DATA", "RSET", "MAIL", "RCPT", "DATA", "QUIT"
+    ]  # fmt: skip
+
+
+def test_starttls_required_but_not_offered_fails_closed(server: ScriptedSMTP) -> None:
+    out = _sender(server, tls="starttls", user=SENDER, password="secret-pw")
+    with pytest.raises(mailsync.ConnectionFailed, match="STARTTLS") as caught:
+        out.send(_message())
+    assert server.verbs() == ["EHLO"]  # no AUTH, no MAIL: nothing went out in plaintext
+    assert "secret-pw" not in str(caught.value)
+    assert server.messages == []
+
+
+def test_dsn_asked_but_not_offered_is_unsupported(server: ScriptedSMTP) -> None:
+    server.extensions = ["PIPELINING", "8BITMIME"]
+    with _sender(server) as out:
+        with pytest.raises(mailsync.Unsupported, match="DSN"):
+            out.send(_message(), notify="success")
+        assert out.send(_message()).ok  # without DSN it goes
+    assert "MAIL" in server.verbs() and len(server.messages) == 1
+
+
+def test_dsn_parameters_are_sent(server: ScriptedSMTP) -> None:
+    with _sender(server) as out:
+        result = out.send(
+            _message(to="b+x@example.test"), notify=["success", "failure"], ret="hdrs",
+            envid="id+1=2",
+        )  # fmt: skip
+    assert result.envid == "id+1=2"
+    received = server.messages[0]
+    assert "RET=HDRS" in received.mail_line and "ENVID=id+2B1+3D2" in received.mail_line
+    assert received.rcpt_lines == [
+        "RCPT TO:<b+x@example.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;b+2Bx@example.test"
+    ]
+
+
+def test_smtputf8_and_8bitmime(server: ScriptedSMTP) -> None:
+    server.extensions = ["PIPELINING", "8BITMIME", "SMTPUTF8"]
+    with _sender(server) as out:
+        out.send(_message(to="jörg@example.test", text="grüße\n"))
+    mail_line = server.messages[0].mail_line
+    assert "SMTPUTF8" in mail_line and "BODY=8BITMIME" in mail_line
+    assert server.messages[0].recipients == ["jörg@example.test"]
+
+
+def test_smtputf8_needed_but_not_offered(server: ScriptedSMTP) -> None:
+    with _sender(server) as out, pytest.raises(mailsync.Unsupported, match="SMTPUTF8"):
+        out.send(_message(to="jörg@example.test"))
+    assert "MAIL" not in server.verbs()
+
+
+def test_8bit_needed_but_not_offered(server: ScriptedSMTP) -> None:
+    server.extensions = ["PIPELINING"]
+    with _sender(server) as out, pytest.raises(mailsync.Unsupported, match="8BITMIME"):
+        out.send(_message(text="grüße\n"))
+
+
+def test_size_is_checked_before_data(server: ScriptedSMTP) -> None:
+    server.extensions = ["PIPELINING", "SIZE 500"]
+    with _sender(server) as out:
+        with pytest.raises(mailsync.SendError, match="at most 500"):
+            out.send(_message(text="x" * 1000))
+        assert "MAIL" not in server.verbs()
+        out.send(_message())
+    assert f"SIZE={len(server.messages[0].data)}" in server.messages[0].mail_line
+
+
+def test_4xx_is_retried_with_backoff(server: ScriptedSMTP) -> None:
+    server.queue("MAIL", "451 4.3.0 try again")
+    server.queue(".", "452 4.3.1 disk full")
+    with _sender(server, retries=3) as out:
+        result = out.send(_message())
+    assert result.ok and len(server.messages) == 1
+    assert server.verbs().count("MAIL") == 3
+
+
+def test_4xx_on_every_attempt_is_a_temporary_failure(server: ScriptedSMTP) -> None:
+    server.queue("MAIL", *["421 4.7.0 not now"] * 0, *["450 4.7.1 greylisted"] * 5)
+    with _sender(server, retries=2) as out, pytest.raises(mailsync.TemporaryFailure) as caught:
+        out.send(_message())
+    assert caught.value.code == 450
+    assert server.verbs().count("MAIL") == 2
+    assert server.messages == []
+
+
+def test_5xx_is_not_retried(server: ScriptedSMTP) -> None:
+    server.queue("MAIL", "550 5.7.1 sender rejected")
+    with _sender(server) as out:
+        with pytest.raises(mailsync.SendError, match="refused the sender"):
+            out.send(_message())
+        assert server.verbs().count("MAIL") == 1
+        assert out.send(_message()).ok  # the connection is still usable
+
+
+def test_deferred_recipient_is_retried_alone(server: ScriptedSMTP) -> None:
+    server.refuse["gone@example.test"] = "550 5.1.1 gone"
+    server.queue("RCPT", "250 2.1.5 Ok", "451 4.2.0 mailbox busy", "250 2.1.5 Ok")
+    with _sender(server) as out:
+        result = out.send(_message(to=[RCPT, "busy@example.test", "gone@example.test"]))
+    assert result.accepted == (RCPT, "busy@example.test")
+    assert result.refused == {"gone@example.test": (550, "5.1.1 gone")}
+    assert [m.recipients for m in server.messages] == [[RCPT], ["busy@example.test"]]
+
+
+def test_all_refused_raises_with_the_replies(server: ScriptedSMTP) -> None:
+    server.refuse[RCPT] = "550 5.1.1 <bob@example.test>: unknown"
+    with _sender(server) as out, pytest.raises(mailsync.RecipientsRefused) as caught:
+        out.send(_message())
+    assert caught.value.refused == {RCPT: (550, "5.1.1 <bob@example.test>: unknown")}
+    assert isinstance(caught.value, mailsync.SendError)
+
+
+def test_server_hanging_up_mid_send_many_resends_only_the_unaccepted(
+    server: ScriptedSMTP,
+) -> None:
+    server.drop_after_messages = 4  # closes the connection right after its 4th 250
+    messages = [_message(n) for n in range(12)]
+    with _sender(server) as out:
+        results = out.send_many(messages)
+    assert [r.ok for r in results] == [True] * 12
+    subjects = [m.data.split(b"Subject: ")[1].split(b"\r\n")[0] for m in server.messages]
+    assert subjects == [f"m{n}".encode() for n in range(12)]  # each exactly once, in order
+    assert server.connections == 2
+
+
+def test_421_before_end_of_data_is_sent_again_on_a_new_connection(server: ScriptedSMTP) -> None:
+    server.queue("DATA", "354 go ahead", "421 4.3.2 shutting down")
+    with _sender(server) as out:
+        results = out.send_many([_message(n) for n in range(3)])
+    assert all(r.ok for r in results)
+    assert len(server.messages) == 3 and server.connections == 2
+
+
+def test_drop_while_idle_reconnects(server: ScriptedSMTP) -> None:
+    server.queue("RSET", DROP)
+    with _sender(server) as out:
+        out.send(_message(1))
+        out.send(_message(2))  # the RSET finds the connection dead: a new one is opened
+        assert out.connections_opened == 2
+    assert len(server.messages) == 2
+
+
+def test_reconnects_are_bounded(server: ScriptedSMTP) -> None:
+    server.queue("MAIL", DROP, DROP, DROP)
+    with _sender(server, reconnects=2) as out, pytest.raises(mailsync.ConnectionFailed):
+        out.send(_message())
+    assert server.connections == 3
+
+
+def test_xoauth2_calls_the_token_callable_per_connection(server: ScriptedSMTP) -> None:
+    server.extensions = ["PIPELINING", "AUTH PLAIN XOAUTH2"]
+    blob = base64.b64encode(b"user=ann@example.test\x01auth=Bearer tok-1\x01\x01").decode()
+    server.auth["XOAUTH2"] = blob
+    tokens = iter(["tok-1", "tok-2"])
+    out = _sender(server, user=SENDER, token=lambda: next(tokens))
+    assert out.send(_message()).ok
+    out.close()
+    with pytest.raises(mailsync.AuthenticationError) as caught:
+        out.send(_message())  # new connection, new token, which the server refuses
+    assert "401" in str(caught.value) and "tok-2" not in str(caught.value)
+
+
+def test_oauthbearer(server: ScriptedSMTP) -> None:
+    server.extensions = ["AUTH OAUTHBEARER"]
+    blob = base64.b64encode(b"n,a=ann@example.test,\x01auth=Bearer tok\x01\x01").decode()
+    server.auth["OAUTHBEARER"] = blob
+    with _sender(server, user=SENDER, token="tok") as out:
+        assert out.send(_message()).ok
+
+
+def test_plain_and_login(server: ScriptedSMTP) -> None:
+    server.extensions = ["AUTH PLAIN"]
+    server.auth["PLAIN"] = base64.b64encode(b"\0ann@example.test\0p\xc3\xa4ss").decode()
+    with _sender(server, user=SENDER, password="päss") as out:
+        assert out.send(_message()).ok
+    server.extensions = ["AUTH LOGIN"]
+    server.auth["LOGIN"] = " ".join(base64.b64encode(x.encode()).decode() for x in (SENDER, "päss"))
+    with _sender(server, user=SENDER, password="päss") as out:
+        assert out.send(_message()).ok
+    with _sender(server, user=SENDER, password="wrong") as out:
+        with pytest.raises(mailsync.AuthenticationError, match="535"):
+            out.send(_message())
+
+
+def test_no_auth_without_credentials_and_none_offered(server: ScriptedSMTP) -> None:
+    with _sender(server) as out:
+        out.send(_message())
+    assert "AUTH" not in server.verbs()
+    with _sender(server, user=SENDER, password="pw") as out:
+        with pytest.raises(mailsync.AuthenticationError, match="no AUTH"):
+            out.send(_message())
+
+
+def test_secrets_stay_out_of_errors_and_logs(
+    server: ScriptedSMTP, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.extensions = ["AUTH PLAIN LOGIN"]
+    caplog.set_level(logging.DEBUG, logger="mailsync")
+    out = _sender(server, user=SENDER, password="hunter2-secret")
+    with pytest.raises(mailsync.AuthenticationError) as caught:
+        out.send(_message())
+    text = f"{caught.value} {caught.value!r} {out!r} {caplog.text}"
+    assert "hunter2-secret" not in text
+    assert base64.b64encode(b"hunter2-secret").decode() not in text
+
+
+def test_etrn(server: ScriptedSMTP) -> None:
+    server.extensions = ["ETRN"]
+    server.queue("ETRN", "250 2.0.0 Queuing started", "458 4.0.0 unable to queue")
+    with _sender(server) as out:
+        assert "Queuing started" in out.etrn("example.test")
+        with pytest.raises(mailsync.TemporaryFailure):
+            out.etrn("example.test")
+        with pytest.raises(mailsync.ConfigError):
+            out.etrn("bad domain")
+    server.extensions = []
+    with _sender(server) as out, pytest.raises(mailsync.Unsupported):
+        out.etrn("example.test")
+
+
+def test_connection_refused_is_connection_failed() -> None:
+    with ScriptedSMTP() as scripted:
+        url = scripted.url()
+    out = mailsync.sender(url, tls="none", timeout=5)
+    with pytest.raises(mailsync.ConnectionFailed) as caught:
+        out.send(_message())
+    assert isinstance(caught.value.__cause__, ConnectionRefusedError)
+
+
+def test_greeting_refusal(server: ScriptedSMTP) -> None:
+    server.queue("EHLO", "554 5.7.1 go away")
+    server.queue("HELO", "554 5.7.1 go away")
+    with _sender(server) as out, pytest.raises(mailsync.ProtocolError):
+        out.send(_message())
+
+
+async def test_async_sender_same_behaviour(server: ScriptedSMTP) -> None:
+    server.queue("MAIL", "451 4.3.0 try again")
+    server.refuse["nobody@example.test"] = "550 5.1.1 unknown"
+    server.drop_after_messages = 2
+    out = mailsync.sender_async(server.url(), tls="none", retry_delay=0.01)
+    assert isinstance(out, AsyncSMTPSender)
+    async with out:
+        first = await out.send(_message(0, to=[RCPT, "nobody@example.test"]), notify="failure")
+        results = await out.send_many([_message(n) for n in range(1, 6)])
+        with pytest.raises(mailsync.RecipientsRefused):
+            await out.send(_message(9, to="nobody@example.test"))
+    assert first.accepted == (RCPT,) and first.envid
+    assert all(r.ok for r in results)
+    assert len(server.messages) == 6 and server.connections == 2
+    assert server.verbs().count("MAIL") == 8
