@@ -41,7 +41,8 @@ def test_dsn_options_normalise_and_add_an_envid() -> None:
     dsn = _dsn_options(["success", "FAILURE"], "hdrs", None)
     assert dsn.notify == "SUCCESS,FAILURE"
     assert dsn.ret == "HDRS"
-    assert dsn.envid is not None and len(dsn.envid) == 24
+    assert dsn.envid is not None
+    assert len(dsn.envid) == 24
     assert _dsn_options("success,delay", None, "my-id").envid == "my-id"
     assert _dsn_options("never", None, None).envid is None
     assert not _dsn_options(None, None, None).requested
@@ -96,7 +97,9 @@ def test_features_from_ehlo() -> None:
         ("mx", "PIPELINING", "SIZE 52428800", "AUTH PLAIN LOGIN", "AUTH=XOAUTH2", "dsn", "SIZE"),
     )
     features = _Features.parse(reply)
-    assert "PIPELINING" in features and "DSN" in features and "STARTTLS" not in features
+    assert "PIPELINING" in features
+    assert "DSN" in features
+    assert "STARTTLS" not in features
     assert features.auth == {"PLAIN", "LOGIN", "XOAUTH2"}
     assert features.size == 52428800
     assert _Features.parse(Reply(250, ("mx", "SIZE"))).size is None

@@ -54,9 +54,8 @@ def test_lockstep_without_pipelining(server: ScriptedSMTP) -> None:
     with _sender(server) as out:
         first = out.send(_message(1, to=[RCPT, "nobody@example.test"]))
         second = out.send(_message(2))
-    assert first.accepted == (RCPT,) and first.refused == {
-        "nobody@example.test": (550, "5.1.1 no such user")
-    }
+    assert first.accepted == (RCPT,)
+    assert first.refused == {"nobody@example.test": (550, "5.1.1 no such user")}
     assert second.ok
     assert all(chunk.count(b"\r\n") == 1 for chunk in server.chunks if b"RCPT" in chunk)
     assert server.verbs() == [
@@ -79,7 +78,8 @@ def test_dsn_asked_but_not_offered_is_unsupported(server: ScriptedSMTP) -> None:
         with pytest.raises(mailsync.Unsupported, match="DSN"):
             out.send(_message(), notify="success")
         assert out.send(_message()).ok  # without DSN it goes
-    assert "MAIL" in server.verbs() and len(server.messages) == 1
+    assert "MAIL" in server.verbs()
+    assert len(server.messages) == 1
 
 
 def test_dsn_parameters_are_sent(server: ScriptedSMTP) -> None:
@@ -90,7 +90,8 @@ def test_dsn_parameters_are_sent(server: ScriptedSMTP) -> None:
         )  # fmt: skip
     assert result.envid == "id+1=2"
     received = server.messages[0]
-    assert "RET=HDRS" in received.mail_line and "ENVID=id+2B1+3D2" in received.mail_line
+    assert "RET=HDRS" in received.mail_line
+    assert "ENVID=id+2B1+3D2" in received.mail_line
     assert received.rcpt_lines == [
         "RCPT TO:<b+x@example.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;b+2Bx@example.test"
     ]
@@ -101,7 +102,8 @@ def test_smtputf8_and_8bitmime(server: ScriptedSMTP) -> None:
     with _sender(server) as out:
         out.send(_message(to="jörg@example.test", text="grüße\n"))
     mail_line = server.messages[0].mail_line
-    assert "SMTPUTF8" in mail_line and "BODY=8BITMIME" in mail_line
+    assert "SMTPUTF8" in mail_line
+    assert "BODY=8BITMIME" in mail_line
     assert server.messages[0].recipients == ["jörg@example.test"]
 
 
@@ -132,7 +134,8 @@ def test_4xx_is_retried_with_backoff(server: ScriptedSMTP) -> None:
     server.queue(".", "452 4.3.1 disk full")
     with _sender(server, retries=3) as out:
         result = out.send(_message())
-    assert result.ok and len(server.messages) == 1
+    assert result.ok
+    assert len(server.messages) == 1
     assert server.verbs().count("MAIL") == 3
 
 
@@ -190,7 +193,8 @@ def test_421_before_end_of_data_is_sent_again_on_a_new_connection(server: Script
     with _sender(server) as out:
         results = out.send_many([_message(n) for n in range(3)])
     assert all(r.ok for r in results)
-    assert len(server.messages) == 3 and server.connections == 2
+    assert len(server.messages) == 3
+    assert server.connections == 2
 
 
 def test_drop_while_idle_reconnects(server: ScriptedSMTP) -> None:
@@ -219,7 +223,8 @@ def test_xoauth2_calls_the_token_callable_per_connection(server: ScriptedSMTP) -
     out.close()
     with pytest.raises(mailsync.AuthenticationError) as caught:
         out.send(_message())  # new connection, new token, which the server refuses
-    assert "401" in str(caught.value) and "tok-2" not in str(caught.value)
+    assert "401" in str(caught.value)
+    assert "tok-2" not in str(caught.value)
 
 
 def test_oauthbearer(server: ScriptedSMTP) -> None:
@@ -307,7 +312,9 @@ async def test_async_sender_same_behaviour(server: ScriptedSMTP) -> None:
         results = await out.send_many([_message(n) for n in range(1, 6)])
         with pytest.raises(mailsync.RecipientsRefused):
             await out.send(_message(9, to="nobody@example.test"))
-    assert first.accepted == (RCPT,) and first.envid
+    assert first.accepted == (RCPT,)
+    assert first.envid
     assert all(r.ok for r in results)
-    assert len(server.messages) == 6 and server.connections == 2
+    assert len(server.messages) == 6
+    assert server.connections == 2
     assert server.verbs().count("MAIL") == 8
