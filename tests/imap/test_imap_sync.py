@@ -4,8 +4,13 @@ recreated, and every error the issue names."""
 
 from __future__ import annotations
 
+import base64
 import email
 import email.policy
+import socket
+import ssl
+import threading
+import time
 from collections.abc import Callable, Iterator
 from email.message import EmailMessage
 from typing import Any
@@ -14,8 +19,9 @@ import pytest
 
 import mailsync
 from mailsync.backends.imap import IMAPRetriever
-from tests.contract import RetrieverContract
-from tests.imap.conftest import TRICKY_MIME, IMAPTarget, imap_url
+from tests.contract import RetrieverContract, make_raw, wait_for
+from tests.imap.conftest import TRICKY_MIME, IMAPTarget, Seed, imap_url
+from tests.proxy import TCPProxy
 from tests.servers import Account, MailServers
 
 
@@ -107,3 +113,384 @@ def test_tricky_mime_headers_only_and_get(
         assert head.headers_only
         assert raw.startswith(head.raw)
         assert box.get(head.id).raw == raw
+
+
+# -- reconnects through a breaking proxy --------------------------------------------------------
+
+
+@pytest.fixture
+def proxied(
+    mail_servers: MailServers, account: Account, tcp_proxy: Callable[[str, int], TCPProxy]
+) -> tuple[IMAPTarget, TCPProxy]:
+    proxy = tcp_proxy(mail_servers.host, mail_servers.imap_port)
+    url = f"imap://{account.user}@{proxy.host}:{proxy.port}"
+    options = {"password": account.password, "tls": "none", "timeout": 10.0, "batch_size": 7}
+    return IMAPTarget(url, options), proxy
+
+
+def _seed_numbered(
+    servers: MailServers, account: Account, numbers: range, extra: int = 3000
+) -> list[str]:
+    servers.append_many(account, [make_raw(n, extra=extra) for n in numbers])
+    return [f"Message {n}" for n in numbers]
+
+
+def test_cut_mid_fetch_then_sync_again_loses_and_repeats_nothing(
+    proxied: tuple[IMAPTarget, TCPProxy], mail_servers: MailServers, account: Account
+) -> None:
+    target, proxy = proxied
+    expected = _seed_numbered(mail_servers, account, range(30))
+    got: list[str] = []
+    with connect(target) as box:
+        proxy.cut_after(45_000)  # in the middle of the second or third batch
+        run = box.sync()
+        with pytest.raises(mailsync.ConnectionFailed):
+            got.extend(message.subject for message in run)
+        assert 0 < len(got) < 30
+        assert proxy.cuts == 1
+        got.extend(m.subject for m in box.sync())  # reconnects by itself
+    assert got == expected
+
+
+def test_watch_reconnects_after_cuts_mid_fetch_and_during_idle(
+    proxied: tuple[IMAPTarget, TCPProxy],
+    mail_servers: MailServers,
+    account: Account,
+    seed: Seed,
+) -> None:
+    target, proxy = proxied
+    expected = _seed_numbered(mail_servers, account, range(20))
+    got: list[str] = []
+    errors: list[BaseException] = []
+    watcher = connect(target)
+    proxy.cut_after(40_000)  # the first sync breaks mid-FETCH
+
+    def consume() -> None:
+        try:
+            for message in watcher.watch(poll_interval=30):
+                got.append(message.subject)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    thread = threading.Thread(target=consume, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: len(got) >= 20 or bool(errors), 30)
+        assert proxy.cuts == 1
+        assert got == expected
+        wait_for(lambda: watcher._selected is not None and proxy.live == 1, 10)
+        # Now idling: cut the connection, then deliver while it is down.
+        assert proxy.cut_all() == 1
+        seed(make_raw(100))
+        wait_for(lambda: len(got) >= 21 or bool(errors), 30)
+        seed(make_raw(101))  # and IDLE on the new connection still works
+        wait_for(lambda: len(got) >= 22 or bool(errors), 30)
+    finally:
+        watcher.close()
+        thread.join(10)
+    assert not errors, errors
+    assert got == [*expected, "Message 100", "Message 101"]
+    assert not thread.is_alive()
+
+
+def test_close_wakes_an_idle_watch_at_once(target: IMAPTarget, seed: Seed) -> None:
+    seed(make_raw(0))
+    watcher = connect(target)
+    got: list[str] = []
+    thread = threading.Thread(
+        target=lambda: got.extend(m.subject for m in watcher.watch(poll_interval=600)),
+        daemon=True,
+    )
+    thread.start()
+    wait_for(lambda: got == ["Message 0"], 20)
+    wait_for(lambda: watcher._wake is not None, 10)  # idling now
+    started = time.monotonic()
+    watcher.close()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert time.monotonic() - started < 3
+
+
+def test_timeout_when_the_server_hangs(proxied: tuple[IMAPTarget, TCPProxy], seed: Seed) -> None:
+    target, proxy = proxied
+    seed(make_raw(1))
+    with connect(target, timeout=mailsync.Timeout(read=1.0, connect=5.0)) as box:
+        assert len(box.folders()) > 1
+        proxy.stall()
+        try:
+            with pytest.raises(mailsync.MailTimeout):
+                list(box.messages())
+        finally:
+            proxy.resume()
+        assert [m.subject for m in box.messages()] == ["Message 1"]  # reconnected
+
+
+def test_connection_refused(proxied: tuple[IMAPTarget, TCPProxy]) -> None:
+    target, proxy = proxied
+    with proxy.refusing(), connect(target) as box, pytest.raises(mailsync.ConnectionFailed):
+        box.folders()
+
+
+# -- resync -------------------------------------------------------------------------------------
+
+
+def test_folder_deleted_and_recreated_with_the_same_messages_yields_nothing_again(
+    box: IMAPRetriever, mail_servers: MailServers, account: Account
+) -> None:
+    folder = "Recreated"
+    mail_servers.create_folder(account, folder)
+    raws = [make_raw(n) for n in range(4)]
+    raws.append(b"Subject: no id\r\nFrom: x@example.test\r\n\r\nsame bytes\r\n")
+    mail_servers.append_many(account, raws, folder=folder)
+    first = list(box.sync(folder))
+    assert len(first) == 5
+    old = box._status
+    assert old is not None
+    mail_servers.delete_folder(account, folder)
+    stamp = int(time.time())
+    wait_for(lambda: int(time.time()) > stamp, 3)  # Dovecot's UIDVALIDITY is a timestamp
+    mail_servers.create_folder(account, folder)
+    mail_servers.append_many(account, [*raws, make_raw(99)], folder=folder)
+    again = list(box.sync(folder))
+    assert box._status is not None
+    assert box._status.uidvalidity != old.uidvalidity
+    assert [m.subject for m in again] == ["Message 99"]
+    assert list(box.sync(folder)) == []
+    with pytest.raises(mailsync.MessageNotFound):
+        box.get(first[0].id)  # ids of the old folder are gone
+
+
+def test_first_sync_of_an_empty_folder_remembers_uidvalidity(
+    box: IMAPRetriever, seed: Seed
+) -> None:
+    assert list(box.sync()) == []
+    cursor = box.state.load_cursor(box.account_key, "INBOX")
+    assert cursor is not None
+    assert cursor["uidvalidity"] > 0
+    assert cursor["uid"] == 0
+    seed(make_raw(1))
+    assert [m.subject for m in box.sync()] == ["Message 1"]
+    assert box.state.load_cursor(box.account_key, "INBOX")["uid"] == 1  # type: ignore[index]
+
+
+# -- connecting, TLS and errors -----------------------------------------------------------------
+
+
+def test_registry_maps_imap_and_imaps(target: IMAPTarget) -> None:
+    assert isinstance(mailsync.connect(target.url, password="x", tls="none"), IMAPRetriever)
+    assert isinstance(mailsync.connect("imaps://u@127.0.0.1:1", password="x"), IMAPRetriever)
+
+
+def test_starttls_with_verification(mail_servers: MailServers, account: Account) -> None:
+    mail_servers.append(account, make_raw(1))
+    with connect(imap_url(mail_servers, account, "starttls")) as box:
+        assert [m.subject for m in box.messages()] == ["Message 1"]
+        assert box._client is not None
+        assert isinstance(box._client.socket(), ssl.SSLSocket)
+
+
+def test_certificate_verification_is_on_by_default(
+    mail_servers: MailServers, account: Account
+) -> None:
+    target = imap_url(mail_servers, account, "tls")
+    options = {k: v for k, v in target.options.items() if k != "verify"}
+    with mailsync.connect(target.url, state=":memory:", **options) as box:
+        with pytest.raises(mailsync.ConnectionFailed, match="certificate"):
+            box.folders()
+    with mailsync.connect(target.url, state=":memory:", verify=False, **options) as box:
+        assert any(f.name == "INBOX" for f in box.folders())
+
+
+def test_wrong_password(mail_servers: MailServers, account: Account) -> None:
+    target = imap_url(mail_servers, account)
+    options = {**target.options, "password": "not-" + account.password}
+    with mailsync.connect(target.url, state=":memory:", **options) as box:
+        with pytest.raises(mailsync.AuthenticationError) as info:
+            box.folders()
+    assert account.password not in str(info.value)
+    assert account.password not in repr(box)
+
+
+def test_non_ascii_password(mail_servers: MailServers) -> None:
+    account = mail_servers.new_account("pw", password="pässwörd-日本")
+    with connect(imap_url(mail_servers, account)) as box:
+        assert any(f.name == "INBOX" for f in box.folders())
+
+
+def test_missing_folder_errors(box: IMAPRetriever, seed: Seed) -> None:
+    seed(make_raw(1))
+    (message,) = list(box.messages())
+    with pytest.raises(mailsync.FolderNotFound):
+        box.move(message, "Nowhere")
+    with pytest.raises(mailsync.FolderNotFound):
+        box.append("Nowhere", make_raw(2))
+    with pytest.raises(mailsync.FolderNotFound):
+        list(box.sync("Nowhere"))
+    with pytest.raises(mailsync.MessageNotFound):
+        box.get("Nowhere;1;1")
+    assert [m.subject for m in box.messages()] == ["Message 1"]  # the connection still works
+
+
+def test_folders_special_use_and_non_ascii_names(
+    box: IMAPRetriever, mail_servers: MailServers, account: Account
+) -> None:
+    name = "Entwürfe & 日本語;1;2"
+    mail_servers.create_folder(account, name)
+    mail_servers.append(account, make_raw(5), folder=name)
+    folders = {f.name: f for f in box.folders()}
+    assert folders["Sent"].special_use == "\\Sent"
+    assert folders["Trash"].special_use == "\\Trash"
+    assert folders["INBOX"].delimiter == "/"
+    assert name in folders
+    (message,) = list(box.messages(name))
+    assert message.folder == name
+    assert box.get(message.id).subject == "Message 5"
+    box.move(message, "INBOX")
+    assert [m.subject for m in box.messages()] == ["Message 5"]
+
+
+def test_append_returns_a_usable_id_and_delete_goes_to_trash(
+    box: IMAPRetriever, mail_servers: MailServers, account: Account
+) -> None:
+    new_id = box.append("INBOX", make_raw(1), flags=["\\Flagged", "$Custom"])
+    assert new_id is not None
+    message = box.get(new_id)
+    assert {"\\Flagged", "$Custom"} <= message.flags
+    box.delete(new_id)
+    assert list(box.messages()) == []
+    (trashed,) = list(box.messages("Trash"))
+    assert trashed.subject == "Message 1"
+    box.delete(trashed)  # already in the Trash: gone for good
+    assert mail_servers.imap_uids(account, "Trash") == []
+
+
+def test_query_needing_the_body_with_headers_only(box: IMAPRetriever, seed: Seed) -> None:
+    seed(make_raw(1, body="needle in the body\r\n"))
+    seed(make_raw(2, body="nothing here\r\n"))
+    (found,) = list(box.messages(query=mailsync.Q(text="NEEDLE"), headers_only=True))
+    assert found.subject == "Message 1"
+    assert found.headers_only
+    assert b"needle" not in found.raw
+
+
+def test_streams_in_bounded_batches(
+    mail_servers: MailServers, account: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mail_servers.append_many(account, [make_raw(n) for n in range(23)])
+    target = imap_url(mail_servers, account)
+    sizes: list[int] = []
+    original = IMAPRetriever._fetch
+
+    def spy(self: IMAPRetriever, uids: list[int], items: str) -> Any:
+        sizes.append(len(uids))
+        return original(self, uids, items)
+
+    monkeypatch.setattr(IMAPRetriever, "_fetch", spy)
+    with connect(target, batch_size=10) as box:
+        assert len(list(box.messages())) == 23
+        assert [m.subject for m in box.messages(limit=3)] == [f"Message {n}" for n in range(3)]
+    assert sizes == [10, 10, 3, 3]
+
+
+# -- a scripted server for what Dovecot here does not offer -------------------------------------
+
+
+class ScriptedIMAP:
+    """A one-connection-at-a-time IMAP server on loopback that speaks just enough for
+    connecting: configurable capabilities, AUTHENTICATE with SASL, LOGOUT. It records every
+    line it receives."""
+
+    def __init__(self, capabilities: str, accept_token: str | None = None) -> None:
+        self.capabilities = capabilities
+        self.accept_token = accept_token
+        self.received: list[bytes] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with conn, conn.makefile("rb") as reader:
+                self._session(conn, reader)
+
+    def _session(self, conn: socket.socket, reader: Any) -> None:
+        conn.sendall(b"* OK [CAPABILITY " + self.capabilities.encode() + b"] scripted\r\n")
+        while line := reader.readline():
+            self.received.append(line)
+            tag, _, rest = line.strip().partition(b" ")
+            command = rest.split(b" ")[0].upper()
+            if command == b"CAPABILITY":
+                conn.sendall(b"* CAPABILITY " + self.capabilities.encode() + b"\r\n")
+                conn.sendall(tag + b" OK done\r\n")
+            elif command == b"AUTHENTICATE":
+                conn.sendall(b"+ \r\n")
+                answer = base64.b64decode(reader.readline().strip())
+                self.received.append(answer)
+                ok = self.accept_token is not None and self.accept_token.encode() in answer
+                conn.sendall(
+                    tag + (b" OK authenticated\r\n" if ok else b" NO [AUTHENTICATIONFAILED] no\r\n")
+                )
+            elif command == b"LOGOUT":
+                conn.sendall(b"* BYE bye\r\n" + tag + b" OK bye\r\n")
+                return
+            else:
+                conn.sendall(tag + b" BAD unknown\r\n")
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def scripted() -> Iterator[Callable[..., ScriptedIMAP]]:
+    servers: list[ScriptedIMAP] = []
+
+    def make(capabilities: str, accept_token: str | None = None) -> ScriptedIMAP:
+        server = ScriptedIMAP(capabilities, accept_token)
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+def test_starttls_fails_closed_when_not_offered(scripted: Callable[..., ScriptedIMAP]) -> None:
+    server = scripted("IMAP4rev1 AUTH=PLAIN")
+    url = f"imap://alice@127.0.0.1:{server.port}"
+    with mailsync.connect(url, password="secret", state=":memory:") as box:  # starttls default
+        with pytest.raises(mailsync.ConnectionFailed, match="STARTTLS"):
+            box.folders()
+    sent = b"".join(server.received)
+    assert b"secret" not in sent
+    assert b"LOGIN" not in sent.upper()
+    assert b"AUTHENTICATE" not in sent.upper()
+
+
+@pytest.mark.parametrize("mechanism", ["OAUTHBEARER", "XOAUTH2"])
+def test_token_callable_is_called_at_every_connect(
+    scripted: Callable[..., ScriptedIMAP], mechanism: str
+) -> None:
+    server = scripted(f"IMAP4rev1 AUTH={mechanism}", accept_token="tok-2")
+    calls: list[int] = []
+
+    def token() -> str:
+        calls.append(1)
+        return f"tok-{len(calls)}"
+
+    url = f"imap://alice@example.test@127.0.0.1:{server.port}"
+    box = mailsync.connect(url, token=token, tls="none", state=":memory:")
+    with pytest.raises(mailsync.AuthenticationError):
+        box._conn()  # tok-1 is refused
+    box._conn()  # a new connection asks the callable again: tok-2 is accepted
+    box.close()
+    assert len(calls) == 2
+    answers = [line for line in server.received if b"auth=Bearer" in line]
+    assert answers[-1].startswith(
+        b"n,a=alice@example.test," if mechanism == "OAUTHBEARER" else b"user=alice@example.test\x01"
+    )
+    assert f"AUTHENTICATE {mechanism}".encode() in b"".join(server.received)
