@@ -82,6 +82,7 @@ class TCPProxy:
         self._cut_rst = True
         self._cut_remaining: dict[_Pipe, int] = {}
         self._flowing: asyncio.Event | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -137,6 +138,10 @@ class TCPProxy:
         await self._unlisten()
         for pipe in list(self._pipes):
             pipe.close(rst=True)
+        assert self._flowing is not None
+        self._flowing.set()  # let stalled pumps see that their connection is gone
+        if self._handlers:
+            await asyncio.wait(self._handlers, timeout=5)
 
     async def _listen(self) -> None:
         self._server = await asyncio.start_server(
@@ -147,8 +152,9 @@ class TCPProxy:
     async def _unlisten(self) -> None:
         server, self._server = self._server, None
         if server is not None:
+            # close() shuts the listening socket at once. Not wait_closed(): since Python
+            # 3.12 that also waits for the live connections, which refuse() keeps open.
             server.close()
-            await server.wait_closed()
 
     def _call(self, coro: Coroutine[Any, Any, _T]) -> _T:
         if self._loop is None:
@@ -255,6 +261,15 @@ class TCPProxy:
     # ----------------------------------------------------------------- forwarding
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            await self._forward(reader, writer)
+        finally:
+            self._handlers.discard(task)
+
+    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._reset_new:
             self.refused += 1
             sock = writer.get_extra_info("socket")
@@ -294,12 +309,11 @@ class TCPProxy:
         *,
         downstream: bool,
     ) -> None:
-        assert self._flowing is not None
         try:
             while not pipe.closed:
-                await self._flowing.wait()
+                await self._until_flowing(pipe)
                 data = await reader.read(_CHUNK)
-                await self._flowing.wait()
+                await self._until_flowing(pipe)
                 if not data or pipe.closed:
                     break
                 remaining = self._cut_remaining.get(pipe) if downstream else None
@@ -316,6 +330,13 @@ class TCPProxy:
             pass
         # One side finished or failed: the connection as a whole is over.
         pipe.close(rst=False)
+
+    async def _until_flowing(self, pipe: _Pipe) -> None:
+        assert self._flowing is not None
+        # While stalled, also notice a cut (cut_all() during stall()) to end the pump.
+        while not self._flowing.is_set() and not pipe.closed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._flowing.wait(), timeout=0.05)
 
     def _fire_cut(self, pipe: _Pipe) -> None:
         self._cut_after = None
