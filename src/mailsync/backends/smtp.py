@@ -46,6 +46,7 @@ import logging
 import re
 import secrets
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator
@@ -874,7 +875,13 @@ def _is_drop(exc: ConnectionFailed) -> bool:
     """True when an established connection broke (as opposed to TLS or a refusal)."""
     cause = exc.__cause__
     return isinstance(
-        cause, ConnectionResetError | BrokenPipeError | ConnectionAbortedError | EOFError
+        cause,
+        ConnectionResetError
+        | BrokenPipeError
+        | ConnectionAbortedError
+        | EOFError
+        | ssl.SSLEOFError  # a TLS connection cut without close_notify
+        | ssl.SSLZeroReturnError,
     )
 
 

@@ -1,0 +1,351 @@
+"""The SMTP senders against the real Postfix -> Dovecot of tests/servers.py.
+
+What arrives is read back with plain imaplib (``MailServers.imap_messages``), never with
+mailsync. Ports: the plain port takes mail for example.test without AUTH and relays nothing;
+the submission port needs STARTTLS + AUTH; the smtps port is implicit TLS + AUTH.
+"""
+
+from __future__ import annotations
+
+import collections
+import email
+import email.policy
+import time
+from collections.abc import Callable, Iterator
+from email.message import EmailMessage
+from typing import Any
+
+import pytest
+
+import mailsync
+from mailsync._compose import prepare
+from mailsync.backends.smtp import AsyncSMTPSender, SMTPSender
+from tests.proxy import TCPProxy
+from tests.servers import Account, MailServers
+
+ProxyFactory = Callable[[str, int], TCPProxy]
+OUTSIDE = "someone@outside.example"
+
+
+def _submission(
+    servers: MailServers, account: Account, *, port: int | None = None, **options: Any
+) -> Any:
+    options.setdefault("password", account.password)
+    options.setdefault("verify", servers.ssl_context())
+    url = f"smtp://{account.user}@{servers.host}:{port or servers.submission_port}"
+    maker = mailsync.sender_async if options.pop("asynchronous", False) else mailsync.sender
+    return maker(url, **options)
+
+
+def _plain(servers: MailServers, *, port: int | None = None, **options: Any) -> SMTPSender:
+    out = mailsync.sender(
+        f"smtp://{servers.host}:{port or servers.smtp_port}", tls="none", **options
+    )
+    assert isinstance(out, SMTPSender)
+    return out
+
+
+def _arrived(servers: MailServers, account: Account, count: int) -> list[bytes]:
+    """The raw messages in the INBOX once there are at least ``count`` (polled, deadline)."""
+
+    def ready() -> list[bytes] | None:
+        raws = [raw for _uid, _flags, raw in servers.imap_messages(account)]
+        return raws if len(raws) >= count else None
+
+    return servers.wait_for(ready, timeout=30, interval=0.1, message=f"{count} message(s)")
+
+
+def _rich(sender: Account, to: Account, **fields: Any) -> EmailMessage:
+    return mailsync.compose(
+        from_=("Ann Sender", sender.email),
+        to=[("Bob Empfänger", to.email)],
+        subject="Grüße — a test with ünïcode and a long subject line " + "x" * 40,
+        text="Hello,\n.a line starting with a dot\n\nçà et là\n",
+        html="<p>Hello <b>there</b></p>",
+        attachments=[("report.bin", bytes(range(256)) * 4, "application/octet-stream")],
+        **fields,
+    )
+
+
+def _message_ids(raws: list[bytes]) -> list[str]:
+    ids = []
+    for raw in raws:
+        parsed = email.message_from_bytes(raw, policy=email.policy.default)
+        ids.append(str(parsed["Message-ID"]).strip("<>"))
+    return ids
+
+
+def _small(sender: Account, to: Account, n: int) -> EmailMessage:
+    return mailsync.compose(from_=sender.email, to=to.email, subject=f"n{n}", text=f"body {n}\n")
+
+
+# -- arrival ---------------------------------------------------------------------------------
+
+
+def test_message_arrives_byte_correct_and_bcc_is_hidden(
+    mail_servers: MailServers, account: Account, other_account: Account
+) -> None:
+    hidden = mail_servers.new_account("h")
+    message = _rich(account, other_account, bcc=hidden.email)
+    expected = prepare(message).data
+    with _submission(mail_servers, account) as out:
+        result = out.send(message)
+    assert set(result.accepted) == {other_account.email, hidden.email}
+    assert result.message_id == str(message["Message-ID"]).strip("<>")
+
+    for mailbox in (other_account, hidden):
+        (raw,) = _arrived(mail_servers, mailbox, 1)
+        # Dovecot and Postfix only prepend trace headers: the rest is what was composed.
+        assert raw.endswith(expected)
+        received = email.message_from_bytes(raw, policy=email.policy.default)
+        assert "Bcc" not in received
+        assert received["Subject"] == message["Subject"]
+        assert received["To"] == message["To"]
+        assert received["Message-ID"] == message["Message-ID"]
+        body = received.get_body(("plain",))
+        assert body is not None
+        text = body.get_content().replace("\r\n", "\n")  # 8bit parts keep the wire's CRLF
+        assert text == "Hello,\n.a line starting with a dot\n\nçà et là\n"
+        (attachment,) = received.iter_attachments()
+        assert attachment.get_content() == bytes(range(256)) * 4
+    assert b"Bcc" not in expected
+
+
+def test_plain_port_without_auth_and_smtps_port(
+    mail_servers: MailServers, account: Account, other_account: Account
+) -> None:
+    with _plain(mail_servers) as out:
+        assert out.send(_small(account, other_account, 1)).ok
+    url = f"smtps://{account.user}@{mail_servers.host}:{mail_servers.smtps_port}"
+    with mailsync.sender(url, password=account.password, verify=mail_servers.ssl_context()) as out:
+        assert out.send(_small(account, other_account, 2)).ok
+    subjects = sorted(
+        email.message_from_bytes(raw)["Subject"] for raw in _arrived(mail_servers, other_account, 2)
+    )
+    assert subjects == ["n1", "n2"]
+
+
+def test_envelope_can_differ_from_the_headers(
+    mail_servers: MailServers, account: Account, other_account: Account
+) -> None:
+    third = mail_servers.new_account("c")
+    message = _small(account, other_account, 1)
+    with _submission(mail_servers, account) as out:
+        result = out.send(message, rcpt_to=[third.email], mail_from=account.email)
+    assert result.accepted == (third.email,)
+    (raw,) = _arrived(mail_servers, third, 1)
+    assert b"Return-Path: <" + account.email.encode() + b">" in raw
+    assert mail_servers.imap_uids(other_account) == []
+
+
+# -- refusals --------------------------------------------------------------------------------
+
+
+def test_relay_to_an_outside_domain_is_refused(mail_servers: MailServers, account: Account) -> None:
+    message = mailsync.compose(from_=account.email, to=OUTSIDE, subject="relay?")
+    with _plain(mail_servers) as out, pytest.raises(mailsync.RecipientsRefused) as caught:
+        out.send(message)
+    code, text = caught.value.refused[OUTSIDE]
+    assert code == 554
+    assert "Relay access denied" in text
+
+
+def test_partial_refusal_returns_the_accepted_part(
+    mail_servers: MailServers, account: Account, other_account: Account
+) -> None:
+    message = mailsync.compose(
+        from_=account.email, to=[OUTSIDE, other_account.email], subject="partial"
+    )
+    with _plain(mail_servers) as out:
+        result = out.send(message)
+    assert result.accepted == (other_account.email,)
+    assert result.refused[OUTSIDE][0] == 554
+    assert not result.ok
+    (raw,) = _arrived(mail_servers, other_account, 1)
+    assert b"Subject: partial" in raw
+
+
+def test_wrong_password_is_an_authentication_error(
+    mail_servers: MailServers, account: Account, other_account: Account
+) -> None:
+    out = _submission(mail_servers, account, password="not-the-password-123")
+    with pytest.raises(mailsync.AuthenticationError) as caught:
+        out.send(_small(account, other_account, 1))
+    assert "not-the-password-123" not in f"{caught.value} {caught.value!r} {out!r}"
+    assert "535" in str(caught.value)
+
+
+def test_password_on_a_port_without_auth(mail_servers: MailServers, account: Account) -> None:
+    url = f"smtp://{account.user}@{mail_servers.host}:{mail_servers.smtp_port}"
+    out = mailsync.sender(url, tls="none", password=account.password)
+    with pytest.raises(mailsync.AuthenticationError, match="no AUTH"):
+        out.send(_small(account, account, 1))
+
+
+# -- delivery reports ------------------------------------------------------------------------
+
+
+def _reports(servers: MailServers, account: Account, count: int) -> list[bytes]:
+    raws = _arrived(servers, account, count)
+    return [raw for raw in raws if b"multipart/report" in raw]
+
+
+def test_notify_success_comes_back_as_a_dsn_the_tracker_understands(
+    mail_servers: MailServers, account: Account, other_account: Account
+) -> None:
+    message = _small(account, other_account, 1)
+    with _submission(mail_servers, account) as out:
+        result = out.send(message, notify="success", envid="ms-success-1")
+    assert result.envid == "ms-success-1"
+    (raw,) = _reports(mail_servers, account, 1)
+
+    report = mailsync.parse_report(raw)
+    assert report is not None
+    assert report.kind == "dsn"
+    assert report.envid == "ms-success-1"
+    assert report.original_message_id == result.message_id
+    (recipient,) = report.recipients
+    assert recipient.recipient == other_account.email
+    # Postfix reports its hand-over to Dovecot's LMTP as "relayed" (2.0.0).
+    assert recipient.action in ("relayed", "delivered")
+    assert recipient.status is not None
+    assert recipient.status.startswith("2.")
+
+    tracker = mailsync.DeliveryTracker(mailsync.SQLiteStateStore(":memory:"))
+    tracker.record(result)
+    tracked = tracker.feed(raw)
+    assert tracked is not None
+    assert tracked.message_id == result.message_id
+    assert tracked.recipients[other_account.email].state in ("relayed", "delivered")
+    assert tracked.pending == ()
+
+
+def test_unknown_recipient_comes_back_as_a_failure_dsn(
+    mail_servers: MailServers, account: Account
+) -> None:
+    nobody = "nobody-here@example.test"
+    message = mailsync.compose(from_=account.email, to=nobody, subject="to nobody")
+    with _submission(mail_servers, account) as out:
+        result = out.send(message, notify=["failure", "delay"])
+    assert result.accepted == (nobody,)  # Postfix takes it; Dovecot's LMTP refuses it
+    (raw,) = _reports(mail_servers, account, 1)
+
+    report = mailsync.parse_report(raw)
+    assert report is not None
+    assert report.envid == result.envid
+    assert report.original_message_id == result.message_id
+    (recipient,) = report.recipients
+    assert recipient.action == "failed"
+    assert recipient.status is not None
+    assert recipient.status.startswith("5.")
+
+    tracker = mailsync.DeliveryTracker(mailsync.SQLiteStateStore(":memory:"))
+    tracker.record(result)
+    tracked = tracker.feed(raw)
+    assert tracked is not None
+    assert tracked.failed == (nobody,)
+
+
+# -- connections -----------------------------------------------------------------------------
+
+
+def test_send_many_100_uses_one_connection(
+    mail_servers: MailServers, account: Account, other_account: Account, tcp_proxy: ProxyFactory
+) -> None:
+    proxy = tcp_proxy(mail_servers.host, mail_servers.submission_port)
+    messages = [_small(account, other_account, n) for n in range(100)]
+    with _submission(mail_servers, account, port=proxy.port) as out:
+        results = out.send_many(messages)
+    assert proxy.connections == 1
+    assert [r.ok for r in results] == [True] * 100
+    assert [r.message_id for r in results] == [str(m["Message-ID"]).strip("<>") for m in messages]
+    arrived = _message_ids(_arrived(mail_servers, other_account, 100))
+    assert sorted(arrived) == sorted(r.message_id for r in results)
+
+
+def test_connection_kept_between_sends_and_reopened_when_stale(
+    mail_servers: MailServers, account: Account, other_account: Account, tcp_proxy: ProxyFactory
+) -> None:
+    proxy = tcp_proxy(mail_servers.host, mail_servers.submission_port)
+    with _submission(mail_servers, account, port=proxy.port) as out:
+        out.send(_small(account, other_account, 1))
+        out.send(_small(account, other_account, 2))
+        assert proxy.connections == 1
+        assert proxy.cut_all() == 1  # the network drops the idle connection
+        out.send(_small(account, other_account, 3))
+        assert proxy.connections == 2
+    subjects = sorted(
+        email.message_from_bytes(r)["Subject"] for r in _arrived(mail_servers, other_account, 3)
+    )
+    assert subjects == ["n1", "n2", "n3"]
+
+
+def test_dropped_connection_mid_send_many_resends_no_accepted_message(
+    mail_servers: MailServers, account: Account, other_account: Account, tcp_proxy: ProxyFactory
+) -> None:
+    proxy = tcp_proxy(mail_servers.host, mail_servers.smtp_port)
+
+    def messages() -> Iterator[EmailMessage]:
+        for n in range(30):
+            if n == 15:
+                # Pulled while message 14's final reply is on its way: let it arrive, then
+                # cut inside the next replies (RSET 14 bytes, MAIL 14, RCPT...), before the
+                # server could have the data of message 15.
+                time.sleep(0.5)
+                proxy.cut_after(30)
+            yield _small(account, other_account, n)
+
+    with _plain(mail_servers, port=proxy.port) as out:
+        results = out.send_many(messages())
+    assert proxy.cuts == 1
+    assert proxy.connections == 2
+    assert all(r.ok for r in results)
+    counts = collections.Counter(_message_ids(_arrived(mail_servers, other_account, 30)))
+    assert set(counts) == {r.message_id for r in results}
+    assert set(counts.values()) == {1}
+
+
+def test_etrn_against_postfix(mail_servers: MailServers) -> None:
+    # This Postfix has no fast-flush domains, so it declines with 459; the point is that the
+    # command goes through and the reply is translated.
+    with _plain(mail_servers) as out, pytest.raises(mailsync.TemporaryFailure) as caught:
+        out.etrn("example.test")
+    assert caught.value.code == 459
+
+
+# -- async -----------------------------------------------------------------------------------
+
+
+async def test_async_sender_sends_the_same(
+    mail_servers: MailServers, account: Account, other_account: Account, tcp_proxy: ProxyFactory
+) -> None:
+    hidden = mail_servers.new_account("h")
+    message = _rich(account, other_account, bcc=hidden.email)
+    expected = prepare(message).data
+    proxy = tcp_proxy(mail_servers.host, mail_servers.submission_port)
+    out = _submission(mail_servers, account, port=proxy.port, asynchronous=True)
+    assert isinstance(out, AsyncSMTPSender)
+    async with out:
+        result = await out.send(message, notify="success")
+        batch = await out.send_many([_small(account, other_account, n) for n in range(20)])
+    assert set(result.accepted) == {other_account.email, hidden.email}
+    assert all(r.ok for r in batch)
+    assert proxy.connections == 1
+    raws = _arrived(mail_servers, other_account, 21)
+    assert any(raw.endswith(expected) for raw in raws)
+    (hidden_raw,) = _arrived(mail_servers, hidden, 1)
+    assert hidden_raw.endswith(expected)
+    (report_raw,) = _reports(mail_servers, account, 1)
+    report = mailsync.parse_report(report_raw)
+    assert report is not None
+    assert report.envid == result.envid
+
+
+async def test_async_wrong_password(
+    mail_servers: MailServers, account: Account, other_account: Account
+) -> None:
+    out = _submission(mail_servers, account, password="wrong-one-456", asynchronous=True)
+    with pytest.raises(mailsync.AuthenticationError) as caught:
+        await out.send(_small(account, other_account, 1))
+    assert "wrong-one-456" not in str(caught.value)
+    await out.aclose()
