@@ -3,29 +3,46 @@
 A :class:`Message` holds the raw bytes a backend retrieved plus what the server said about them
 (id, folder, uid, flags, size, labels, thread). Everything else (headers, addresses, date, text,
 html, attachments) is parsed lazily with the stdlib :mod:`email` package on first access and
-cached. Mail in the wild is often broken, so every attribute is best-effort: a bad charset, bad
-base64, a garbled header or an impossible date gives a fallback value, never an exception.
+cached; constructing one does no parsing at all, because backends make thousands of them.
+Mail in the wild is often broken, so every attribute is best-effort: a bad charset, bad
+base64, a garbled header, an impossible date, a missing boundary or absurd nesting gives a
+fallback value, never an exception. The decoding rules themselves live in
+:mod:`mailsync._mime`; this module decides which part is the text, the html or an attachment.
 
 This module does no I/O except :meth:`Attachment.save`.
 """
 
 from __future__ import annotations
 
-import email
-import email.header
 import email.policy
 import email.utils
 import hashlib
+import io
 import os
 import re
-import unicodedata
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
+from email.generator import BytesGenerator
 from email.message import EmailMessage
 from email.message import Message as StdMessage
+from email.parser import BytesParser
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
+
+from mailsync._mime import (
+    decode_bytes,
+    decode_header_value,
+    decode_transfer,
+    guess_boundary,
+    parse_date,
+    safe_filename,
+    split_multipart,
+    split_params,
+    split_suffix,
+    unfold,
+    wire_bytes,
+)
 
 if TYPE_CHECKING:
     from mailsync._reports import DeliveryReport
@@ -37,7 +54,12 @@ __all__ = [
     "HeaderMap",
     "Message",
     "MessageList",
+    "decode_bytes",
+    "decode_header_value",
     "message_identity",
+    "parse_addresses",
+    "parse_date",
+    "safe_filename",
 ]
 
 
@@ -53,7 +75,17 @@ class Address(NamedTuple):
     email: str
 
     def __str__(self) -> str:
-        return email.utils.formataddr((self.name, self.email)) if self.name else self.email
+        # For people, not for the wire: the name stays readable Unicode (``formataddr`` would
+        # turn it into an encoded word), quoted when it holds specials.
+        if not self.name:
+            return self.email
+        name = self.name
+        if _NEEDS_QUOTES.search(name):
+            name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return f"{name} <{self.email}>"
+
+
+_NEEDS_QUOTES = re.compile(r'[][\\()<>@,:;".]')
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +116,8 @@ class Attachment:
     """A part of a message that is not its text or html body.
 
     Attributes:
-        filename: The decoded file name (RFC 2231 and encoded words understood), or None.
+        filename: The decoded file name (RFC 2231 and encoded words understood), or None. It
+            comes from the sender: use :meth:`save`, never this name, to make a path.
         content_type: e.g. ``"application/pdf"``.
         data: The decoded content.
         content_id: The Content-ID without angle brackets, for inline parts.
@@ -106,54 +139,41 @@ class Attachment:
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """Write the attachment into ``directory`` and return the path written.
 
-        The file name is made safe: directory parts are stripped, ``.`` and ``..`` are never
-        used, leading dots are removed so nothing hidden is written, control characters are
-        dropped, and an existing file is never overwritten (``name (1).pdf`` instead). The
-        file is created exclusively, so a concurrent writer cannot be clobbered either.
+        The file name is made safe with :func:`safe_filename`: directory parts are stripped,
+        ``.`` and ``..`` are never used, leading dots are removed so nothing hidden is
+        written, control characters are dropped, and an existing file (or symlink) is never
+        overwritten or followed (``name (1).pdf`` instead). The file is created exclusively,
+        so a concurrent writer cannot be clobbered either.
 
         Args:
             directory: An existing directory.
 
         Returns:
-            The path of the new file, inside ``directory``.
+            The absolute path of the new file, directly inside ``directory``.
+
+        Raises:
+            OSError: The directory does not exist or is not writable.
         """
         base = Path(directory).resolve()
-        stem, suffix = _split_name(safe_filename(self.filename, self.content_type))
+        stem, suffix = split_suffix(safe_filename(self.filename, self.content_type))
         for n in range(10_000):
             name = f"{stem}{suffix}" if n == 0 else f"{stem} ({n}){suffix}"
             target = base / name
-            if target.resolve().parent != base:  # pragma: no cover - safe_filename prevents it
-                raise ValueError(f"refusing to write outside {base}")
+            if target.parent != base or name in (".", ".."):  # pragma: no cover - defence in depth
+                raise ValueError(f"refusing to write {name!r} outside {base}")
             try:
-                with open(target, "xb") as fh:
-                    fh.write(self.data)
+                # "x" is O_CREAT|O_EXCL: it never follows a symlink planted under this name.
+                handle = open(target, "xb")  # noqa: SIM115 - closed below, removed on failure
             except FileExistsError:
                 continue
+            with handle:
+                try:
+                    handle.write(self.data)
+                except BaseException:
+                    target.unlink(missing_ok=True)
+                    raise
             return target
         raise FileExistsError(f"no free file name for {stem}{suffix} in {base}")
-
-
-def safe_filename(filename: str | None, content_type: str = "application/octet-stream") -> str:
-    """Reduce an untrusted attachment file name to one safe to create in a directory."""
-    name = (filename or "").replace("\\", "/").split("/")[-1]
-    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
-    name = name.strip().lstrip(".").strip()
-    if name in ("", ".", ".."):
-        name = "attachment" + _extension_for(content_type)
-    return name[:200]
-
-
-def _split_name(name: str) -> tuple[str, str]:
-    stem, dot, ext = name.rpartition(".")
-    if not dot or not stem:
-        return name, ""
-    return stem, "." + ext
-
-
-def _extension_for(content_type: str) -> str:
-    import mimetypes
-
-    return mimetypes.guess_extension(content_type) or ".bin"
 
 
 class HeaderMap(Mapping[str, str]):
@@ -210,10 +230,10 @@ class Message:
     """One email message, immutable, parsed lazily from its raw bytes.
 
     Backends construct messages; applications read them. :meth:`from_bytes` makes one from
-    bytes (an ``.eml`` file, a test).
+    bytes (an ``.eml`` file, a test). Construction only stores what it is given; every parsed
+    view is computed on first access and cached.
 
     Attributes:
-        id: Stable, unique in the account; give it to ``Retriever.get``.
         folder: The folder the message was read from.
         uid: The backend's own key (IMAP UID, POP3 UIDL, Maildir key), or None.
         flags: IMAP-spelled flags (``\\Seen``, ``\\Flagged``, ``\\Answered``, ``\\Draft``,
@@ -223,14 +243,15 @@ class Message:
         labels: Gmail-style labels, empty elsewhere.
         thread_id: The provider's conversation id, when it has one.
         headers_only: True when ``raw`` is the header block only.
+        internal_date: When the server received the message, if it says.
     """
 
     __slots__ = (
         "_cache",
+        "_id",
         "flags",
         "folder",
         "headers_only",
-        "id",
         "internal_date",
         "labels",
         "raw",
@@ -239,7 +260,6 @@ class Message:
         "uid",
     )
 
-    id: str
     folder: str
     uid: int | str | None
     flags: frozenset[str]
@@ -249,6 +269,7 @@ class Message:
     thread_id: str | None
     headers_only: bool
     internal_date: datetime | None
+    _id: str | None
     _cache: dict[str, Any]
 
     def __init__(
@@ -265,24 +286,24 @@ class Message:
         headers_only: bool = False,
         internal_date: datetime | None = None,
     ) -> None:
-        if not isinstance(raw, bytes | bytearray | memoryview):
-            raise TypeError(f"raw must be bytes, not {type(raw).__name__}")
-        raw = bytes(raw)
-        values: dict[str, Any] = {
-            "raw": raw,
-            "id": id if id is not None else message_identity_of_raw(raw),
-            "folder": folder,
-            "uid": uid,
-            "flags": frozenset(flags),
-            "size": len(raw) if size is None else size,
-            "labels": frozenset(labels),
-            "thread_id": thread_id,
-            "headers_only": headers_only,
-            "internal_date": internal_date,
-            "_cache": {},
-        }
-        for name, value in values.items():
-            object.__setattr__(self, name, value)
+        # Kept to plain stores: backends build 10,000s of these, and nothing is parsed (or
+        # even hashed: see ``id``) until someone reads an attribute.
+        if type(raw) is not bytes:
+            if not isinstance(raw, bytes | bytearray | memoryview):
+                raise TypeError(f"raw must be bytes, not {type(raw).__name__}")
+            raw = bytes(raw)
+        store = object.__setattr__
+        store(self, "raw", raw)
+        store(self, "_id", id)
+        store(self, "folder", folder)
+        store(self, "uid", uid)
+        store(self, "flags", frozenset((flags,) if isinstance(flags, str) else flags))
+        store(self, "size", len(raw) if size is None else size)
+        store(self, "labels", frozenset((labels,) if isinstance(labels, str) else labels))
+        store(self, "thread_id", thread_id)
+        store(self, "headers_only", headers_only)
+        store(self, "internal_date", internal_date)
+        store(self, "_cache", {})
 
     @classmethod
     def from_bytes(cls, raw: bytes, **attributes: Any) -> Message:
@@ -298,6 +319,15 @@ class Message:
     def from_email(cls, message: StdMessage, **attributes: Any) -> Message:
         """Make a message from a stdlib ``email.message.Message``/``EmailMessage``."""
         return cls(as_bytes(message), **attributes)
+
+    @property
+    def id(self) -> str:
+        """Stable, unique in the account; give it to ``Retriever.get``. Messages made from
+        bytes without one get a digest of their bytes, computed on first use."""
+        if self._id is None:
+            object.__setattr__(self, "_id", message_identity_of_raw(self.raw))
+        assert self._id is not None
+        return self._id
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"Message is immutable; cannot set {name!r}")
@@ -321,7 +351,7 @@ class Message:
     def replace(self, **changes: Any) -> Message:
         """A copy with some of the constructor's attributes changed (e.g. ``flags``)."""
         current: dict[str, Any] = {
-            "id": self.id,
+            "id": self._id,
             "folder": self.folder,
             "uid": self.uid,
             "flags": self.flags,
@@ -347,13 +377,19 @@ class Message:
     @property
     def email(self) -> EmailMessage:
         """The stdlib ``EmailMessage`` parsed with ``email.policy.default`` (cached; do not
-        modify it)."""
-        return self._cached("email", self._parse)  # type: ignore[no-any-return]
+        modify it). When the stdlib cannot parse the structure (absurd nesting), this holds
+        the headers and the undivided body."""
+        return self._cached("email", lambda: parse_email(self.raw))  # type: ignore[no-any-return]
 
-    def _parse(self) -> EmailMessage:
-        parsed = email.message_from_bytes(self.raw, policy=email.policy.default)
-        assert isinstance(parsed, EmailMessage)
-        return parsed
+    def _head(self) -> StdMessage:
+        # Reading a header must not parse a 50 MB body: parse the header block alone, unless
+        # the whole message was parsed already.
+        parsed = self._cache.get("email")
+        if parsed is not None:
+            return parsed  # type: ignore[no-any-return]
+        return self._cached(  # type: ignore[no-any-return]
+            "head", lambda: parse_email(header_block(self.raw), headers_only=True)
+        )
 
     @property
     def seen(self) -> bool:
@@ -366,15 +402,19 @@ class Message:
         return self._cached("headers", self._decode_headers)  # type: ignore[no-any-return]
 
     def _decode_headers(self) -> HeaderMap:
-        pairs = []
-        for name, value in self.email.raw_items():
-            pairs.append((name, decode_header_value(value)))
-        return HeaderMap(pairs)
+        return HeaderMap((name, decode_header_value(value)) for name, value in self._raw_headers())
+
+    def _raw_headers(self) -> tuple[tuple[str, str], ...]:
+        return self._cached("raw headers", lambda: raw_header_items(self._head()))  # type: ignore[no-any-return]
+
+    def _raw_values(self, name: str) -> list[str]:
+        key = name.lower()
+        return [value for item, value in self._raw_headers() if item.lower() == key]
 
     @property
     def subject(self) -> str:
-        """The decoded subject; empty when there is none."""
-        return _one_line(self.headers.get("Subject", ""))
+        """The decoded subject on one line; empty when there is none."""
+        return self.headers.get("Subject", "")
 
     @property
     def from_(self) -> Address | None:
@@ -403,8 +443,10 @@ class Message:
         return self._addresses("Reply-To")
 
     def _addresses(self, name: str) -> tuple[Address, ...]:
+        # Split the raw value first and decode display names after: a decoded name may hold
+        # the very commas and brackets that separate addresses.
         return self._cached(  # type: ignore[no-any-return]
-            "addr:" + name, lambda: parse_addresses(self.headers.get_all(name))
+            "addr:" + name, lambda: parse_addresses(self._raw_values(name))
         )
 
     @property
@@ -436,27 +478,37 @@ class Message:
     @property
     def text(self) -> str:
         """The plain-text body with ``\\n`` line endings; empty when there is none."""
-        return self._body()[0]
+        return self._cached("text", lambda: _body_text(self._layout().text))  # type: ignore[no-any-return]
 
     @property
     def html(self) -> str:
         """The html body with ``\\n`` line endings; empty when there is none."""
-        return self._body()[1]
+        return self._cached("html", lambda: _body_text(self._layout().html))  # type: ignore[no-any-return]
 
     @property
     def attachments(self) -> tuple[Attachment, ...]:
         """Every part that is not the text or html body, inline parts included."""
-        return self._body()[2]
+        return self._cached(  # type: ignore[no-any-return]
+            "attachments", lambda: tuple(_attachment(leaf) for leaf in self._layout().others)
+        )
 
-    def _body(self) -> tuple[str, str, tuple[Attachment, ...]]:
-        return self._cached("body", lambda: split_body(self.email))  # type: ignore[no-any-return]
+    def _layout(self) -> _Layout:
+        # Which part is which is decided once; decoding waits until a body or the
+        # attachments are asked for, so reading ``text`` never decodes a large attachment.
+        return self._cached("layout", lambda: layout(self.email))  # type: ignore[no-any-return]
 
     @property
     def delivery_report(self) -> DeliveryReport | None:
         """The parsed DSN, MDN or bounce when this message is one, else None."""
+        return self._cached("report", self._parse_report)  # type: ignore[no-any-return]
+
+    def _parse_report(self) -> DeliveryReport | None:
         from mailsync._reports import parse_report
 
-        return self._cached("report", lambda: parse_report(self))  # type: ignore[no-any-return,unused-ignore]
+        try:
+            return parse_report(self)
+        except Exception:  # best-effort like every other view: junk is "not a report"
+            return None
 
     @property
     def identity(self) -> str:
@@ -526,225 +578,293 @@ def as_bytes(message: StdMessage | EmailMessage | bytes | Message) -> bytes:
     raise TypeError(f"expected bytes, an EmailMessage or a Message, not {type(message).__name__}")
 
 
-def decode_header_value(value: Any) -> str:
-    """Decode one header value best-effort: encoded words, unknown charsets and raw 8-bit."""
-    try:
-        text = str(value)
-    except Exception:  # the policy's header classes can fail on broken input
-        text = _fallback_decode(value)
-    if "=?" in text:  # policy.default leaves encoded words it could not decode
-        text = _fallback_decode(text)
-    return text.replace("\r", "").replace("\n", "")
+def parse_email(raw: bytes, *, headers_only: bool = False) -> EmailMessage:
+    """Parse bytes with ``email.policy.default``, falling back rather than failing.
 
-
-def _fallback_decode(value: Any) -> str:
-    if isinstance(value, email.header.Header):
-        value = str(value)
-    raw = str(getattr(value, "_parse_tree", value)) if not isinstance(value, str) else value
-    try:
-        chunks = email.header.decode_header(raw)
-    except Exception:
-        return _to_text(raw)
-    out = []
-    for chunk, charset in chunks:
-        if isinstance(chunk, bytes):
-            out.append(decode_bytes(chunk, charset))
-        else:
-            out.append(chunk)
-    return "".join(out)
-
-
-def _to_text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return decode_bytes(value, None)
-    return str(value).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
-def decode_bytes(data: bytes, charset: str | None) -> str:
-    """Decode bytes in ``charset``; unknown or wrong charsets fall back to UTF-8, then Latin-1."""
-    for candidate in (charset, "utf-8"):
-        if not candidate:
-            continue
+    The stdlib parser recurses once per nesting level and gives up (RecursionError) on a few
+    hundred nested parts; then the headers are parsed alone and the body is kept whole, which
+    the part walker splits by hand.
+    """
+    parser = BytesParser(policy=email.policy.default)
+    for only_headers in dict.fromkeys((headers_only, True)):
         try:
-            return data.decode(_charset_alias(candidate))
-        except (LookupError, UnicodeDecodeError):
+            parsed = parser.parsebytes(raw, headersonly=only_headers)
+        except Exception:  # noqa: S112 - RecursionError on absurd nesting; parser bugs on junk
             continue
-    if charset:
-        try:
-            return data.decode(_charset_alias(charset), "replace")
-        except LookupError:
-            pass
-    return data.decode("latin-1")
+        if isinstance(parsed, EmailMessage):
+            return parsed
+    fallback = EmailMessage()  # pragma: no cover - the header-only parse does not fail
+    fallback.set_payload(raw.decode("ascii", "surrogateescape"))  # pragma: no cover
+    return fallback  # pragma: no cover
 
 
-_CHARSET_ALIASES = {
-    "unknown-8bit": "latin-1",
-    "x-unknown": "latin-1",
-    "ks_c_5601-1987": "cp949",
-    "gb2312": "gb18030",
-    "gbk": "gb18030",
-    "iso-8859-8-i": "iso-8859-8",
-    "windows-874": "cp874",
-    "x-mac-roman": "mac_roman",
-    "utf8": "utf-8",
-}
+def raw_header_items(message: StdMessage) -> tuple[tuple[str, str], ...]:
+    """The ``(name, value)`` pairs of a parsed message as on the wire, unfolded."""
+    try:
+        items = list(message.raw_items())
+    except Exception:  # pragma: no cover - raw_items only copies a list
+        return ()
+    return tuple((decode_header_value(name), unfold(str(value))) for name, value in items)
 
 
-def _charset_alias(charset: str) -> str:
-    name = charset.strip().strip('"').lower()
-    return _CHARSET_ALIASES.get(name, name)
+_ADDR_SPEC = re.compile(r"[^\s<>()\[\],;:\"]+@[^\s<>()\[\],;:\"]+")
 
 
 def parse_addresses(values: Sequence[str]) -> tuple[Address, ...]:
-    """Parse decoded address header values into :class:`Address` tuples, tolerant of junk."""
-    result = []
-    try:
-        pairs = email.utils.getaddresses(list(values))
-    except Exception:
-        return ()
-    for name, addr in pairs:
-        if not name and not addr:
-            continue
-        result.append(Address(_one_line(name), addr.strip()))
+    """Parse address header values into :class:`Address` tuples, tolerant of junk.
+
+    Values may be raw (encoded words, 8-bit) or decoded. Each value is split into addresses
+    first and the display names are decoded after, so an encoded name holding a comma stays
+    one address. Groups are flattened; empty entries are dropped.
+    """
+    result: list[Address] = []
+    for value in values:
+        text = unfold(str(value))
+        try:
+            pairs = email.utils.getaddresses([text])
+        except Exception:  # the stdlib address parser can fail on junk: salvage addr-specs
+            pairs = [("", found) for found in _ADDR_SPEC.findall(text)]
+        for name, addr in pairs:
+            decoded_name = decode_header_value(name)
+            decoded_addr = "".join(decode_header_value(addr).split())
+            if decoded_name or decoded_addr:
+                result.append(Address(decoded_name, decoded_addr))
     return tuple(result)
 
 
-def parse_date(value: str | None) -> datetime | None:
-    """An aware datetime from a Date header value, or None when it cannot be read."""
-    if not value:
-        return None
-    try:
-        parsed = email.utils.parsedate_to_datetime(value.strip())
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if parsed is None:
-        return None  # type: ignore[unreachable]
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+# -- which part is what ------------------------------------------------------------------------
+
+_MAX_DEPTH = 100  # deeper multiparts are kept whole as one part
+_MAX_PARTS = 10_000  # a message with more leaves is junk; the rest is ignored
+_CONTENT_TYPE = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+")
+_TRANSFER_ENCODING = re.compile(r"[^\s;()\"]+")
+_REGENERATE = email.policy.compat32.clone(linesep="\r\n", max_line_length=0)
+
+
+@dataclass(frozen=True, slots=True)
+class _Leaf:
+    """One leaf part and what its raw headers say about it."""
+
+    part: StdMessage
+    content_type: str
+    charset: str | None
+    disposition: str | None
+    filename: str | None
+    content_id: str | None
+    transfer_encoding: str
+    in_related: bool
+
+    @property
+    def is_body_candidate(self) -> bool:
+        return self.disposition != "attachment" and self.filename is None
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    text: _Leaf | None
+    html: _Leaf | None
+    others: tuple[_Leaf, ...]
+
+
+def layout(message: StdMessage) -> _Layout:
+    """Decide which leaf is the text body, which the html body, and which are attachments.
+
+    The first text/plain and the first text/html leaf that are not attachments (no
+    ``attachment`` disposition, no file name) are the bodies; every other leaf, and every
+    attached message, is an attachment. Attached messages are not descended into.
+    """
+    text: _Leaf | None = None
+    html: _Leaf | None = None
+    others: list[_Leaf] = []
+    for leaf in _leaves(message):
+        if leaf.is_body_candidate and leaf.content_type == "text/plain" and text is None:
+            text = leaf
+        elif leaf.is_body_candidate and leaf.content_type == "text/html" and html is None:
+            html = leaf
+        else:
+            others.append(leaf)
+    return _Layout(text, html, tuple(others))
 
 
 def split_body(message: StdMessage) -> tuple[str, str, tuple[Attachment, ...]]:
-    """Split a parsed message into (text, html, attachments), best-effort.
+    """Split a parsed message into (text, html, attachments), best-effort (see :func:`layout`)."""
+    parts = layout(message)
+    attachments = tuple(_attachment(leaf) for leaf in parts.others)
+    return _body_text(parts.text), _body_text(parts.html), attachments
 
-    The first text/plain and the first text/html part that are not attachments are the
-    bodies; every other leaf part (and every attached message) is an attachment.
-    """
-    text: str | None = None
-    html: str | None = None
-    attachments: list[Attachment] = []
-    for part, in_related in _leaf_parts(message, in_related=False):
-        ctype = _content_type(part)
-        disposition = _disposition(part)
-        filename = _filename(part)
-        is_body = disposition != "attachment" and filename is None
-        if is_body and ctype == "text/plain" and text is None:
-            text = _part_text(part)
+
+def _leaves(root: StdMessage) -> Iterator[_Leaf]:
+    # Iterative, not recursive: nesting depth is chosen by whoever sent the message.
+    stack: list[tuple[StdMessage, bool, int]] = [(root, False, 0)]
+    count = 0
+    while stack and count < _MAX_PARTS:
+        part, in_related, depth = stack.pop()
+        count += 1
+        fields = _part_fields(part)
+        content_type, params = split_params(fields.get("content-type", ""))
+        if not _CONTENT_TYPE.fullmatch(content_type):
+            content_type = _default_type(part) if not content_type else "text/plain"
+        children = _children(part, content_type, params, depth)
+        if children is not None:
+            related = in_related or content_type == "multipart/related"
+            stack.extend((child, related, depth + 1) for child in reversed(children))
             continue
-        if is_body and ctype == "text/html" and html is None:
-            html = _part_text(part)
-            continue
-        content_id = _msgid(_header_text(part, "Content-ID"))
-        inline = disposition == "inline" or (
-            disposition != "attachment" and in_related and content_id is not None
-        )
-        attachments.append(
-            Attachment(
-                filename=filename,
-                content_type=ctype,
-                data=_part_bytes(part),
-                content_id=content_id,
-                inline=inline,
-            )
-        )
-    return _newlines(text or ""), _newlines(html or ""), tuple(attachments)
+        if content_type.startswith("multipart/") and depth < _MAX_DEPTH:
+            content_type = "text/plain"  # no part boundary anywhere: it is just text
+        yield _make_leaf(part, fields, content_type, params, in_related)
 
 
-def _leaf_parts(part: StdMessage, *, in_related: bool) -> Iterator[tuple[StdMessage, bool]]:
-    if part.is_multipart() and _content_type(part).startswith("multipart/"):
-        related = in_related or _content_type(part) == "multipart/related"
+_PART_FIELDS = frozenset(
+    {"content-type", "content-disposition", "content-transfer-encoding", "content-id"}
+)
+
+
+def _part_fields(part: StdMessage) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    try:
+        items = list(part.raw_items())
+    except Exception:  # pragma: no cover - raw_items only copies a list
+        return fields
+    for name, value in items:
+        key = str(name).strip().lower()
+        if key in _PART_FIELDS and key not in fields:
+            fields[key] = unfold(str(value))
+    return fields
+
+
+def _default_type(part: StdMessage) -> str:
+    try:
+        return part.get_default_type()
+    except Exception:  # pragma: no cover - a plain attribute read
+        return "text/plain"
+
+
+def _children(
+    part: StdMessage, content_type: str, params: dict[str, str], depth: int
+) -> list[StdMessage] | None:
+    """The sub-parts of a container part, or None for a leaf."""
+    if content_type.startswith("message/") or depth >= _MAX_DEPTH:
+        return None
+    try:
         payload = part.get_payload()
-        if isinstance(payload, list):
-            for child in payload:
-                if isinstance(child, StdMessage):
-                    yield from _leaf_parts(child, in_related=related)
-        return
-    yield part, in_related
-
-
-def _content_type(part: StdMessage) -> str:
-    try:
-        return part.get_content_type().lower()
-    except Exception:
-        return "application/octet-stream"
-
-
-def _disposition(part: StdMessage) -> str | None:
-    try:
-        value = part.get_content_disposition()
-    except Exception:
+    except Exception:  # pragma: no cover - get_payload() without decode only returns it
         return None
-    return value.lower() if value else None
-
-
-def _header_text(part: StdMessage, name: str) -> str | None:
-    try:
-        value = part.get(name)
-    except Exception:
+    if isinstance(payload, list):
+        return [child for child in payload if isinstance(child, StdMessage)]
+    if not content_type.startswith("multipart/") or not isinstance(payload, str):
         return None
-    return None if value is None else decode_header_value(value)
-
-
-def _filename(part: StdMessage) -> str | None:
-    try:
-        name = part.get_filename()
-    except Exception:
-        name = None
-    if name is None:
-        try:
-            param: Any = part.get_param("name", header="content-type")
-        except Exception:
-            param = None
-        name = email.utils.collapse_rfc2231_value(param) if isinstance(param, tuple) else param
-    if not name:
+    # The stdlib left the body whole: no boundary parameter, one that never occurs, or a
+    # structure too deep for its recursive parser. Split it here instead.
+    body = wire_bytes(payload)
+    chunks = split_multipart(body, params["boundary"]) if params.get("boundary") else None
+    if chunks is None:
+        guessed = guess_boundary(body)
+        chunks = split_multipart(body, guessed) if guessed else None
+    if chunks is None:
         return None
-    return _one_line(decode_header_value(name))
+    children = [parse_email(chunk, headers_only=True) for chunk in chunks]
+    if content_type == "multipart/digest":
+        for child in children:
+            child.set_default_type("message/rfc822")
+    return list(children)
 
 
-def _part_bytes(part: StdMessage) -> bytes:
-    if _content_type(part) == "message/rfc822" or part.is_multipart():
-        payload = part.get_payload()
-        inner = payload[0] if isinstance(payload, list) and payload else payload
-        if isinstance(inner, StdMessage):
-            try:
-                return as_bytes(inner)
-            except Exception:
-                return str(inner).encode("utf-8", "replace")
+def _make_leaf(
+    part: StdMessage,
+    fields: dict[str, str],
+    content_type: str,
+    params: dict[str, str],
+    in_related: bool,
+) -> _Leaf:
+    disposition, disposition_params = split_params(fields.get("content-disposition", ""))
+    encoding = _TRANSFER_ENCODING.match(fields.get("content-transfer-encoding", "").strip())
+    return _Leaf(
+        part=part,
+        content_type=content_type,
+        charset=params.get("charset"),
+        disposition=disposition or None,
+        filename=_filename(disposition_params, params),
+        content_id=_msgid(decode_header_value(fields.get("content-id", ""))),
+        transfer_encoding=encoding.group(0).lower() if encoding else "7bit",
+        in_related=in_related,
+    )
+
+
+def _filename(disposition_params: dict[str, str], type_params: dict[str, str]) -> str | None:
+    candidates = (
+        disposition_params.get("filename"),
+        type_params.get("name"),
+        disposition_params.get("name"),
+        type_params.get("filename"),
+    )
+    for candidate in candidates:
+        if candidate:
+            name = decode_header_value(candidate)
+            if name:
+                return name
+    return None
+
+
+def _leaf_bytes(leaf: _Leaf) -> bytes:
     try:
-        data = part.get_payload(decode=True)
-    except Exception:
-        data = None
-    if isinstance(data, bytes):
-        return data
+        payload = leaf.part.get_payload()
+    except Exception:  # pragma: no cover - get_payload() without decode only returns it
+        return b""
+    if isinstance(payload, list):  # message/rfc822, message/delivery-status...
+        data = _regenerated_body(leaf.part)
+    elif isinstance(payload, str):
+        data = wire_bytes(payload)
+    elif isinstance(payload, bytes):  # pragma: no cover - only set by hand, never parsed
+        data = payload
+    else:  # pragma: no cover - None for an empty part
+        return b""
+    return decode_transfer(data, leaf.transfer_encoding)
+
+
+def _regenerated_body(part: StdMessage) -> bytes:
+    """The body of a parsed message/* part as wire bytes (the stdlib keeps no raw copy)."""
+    buffer = io.BytesIO()
+    try:
+        BytesGenerator(buffer, mangle_from_=False, policy=_REGENERATE).flatten(part)
+    except Exception:  # too deep for the recursive generator, or headers it chokes on
+        return _shallow_body(part)
+    full = buffer.getvalue()
+    if full.startswith(b"\r\n"):
+        return full[2:]
+    end = full.find(b"\r\n\r\n")
+    return full[end + 4 :] if end >= 0 else b""
+
+
+def _shallow_body(part: StdMessage) -> bytes:
+    blocks: list[bytes] = []
     payload = part.get_payload()
-    if isinstance(payload, str):
-        return payload.encode("utf-8", "surrogateescape")
-    return b""
+    for item in payload if isinstance(payload, list) else ():
+        if not isinstance(item, StdMessage):  # pragma: no cover - the parser only adds messages
+            continue
+        head = b"".join(wire_bytes(f"{name}: {value}\r\n") for name, value in item.raw_items())
+        inner = item.get_payload()
+        blocks.append(head + b"\r\n" + (wire_bytes(inner) if isinstance(inner, str) else b""))
+    return b"".join(blocks)
 
 
-def _part_text(part: StdMessage) -> str:
-    data = _part_bytes(part)
-    try:
-        charset = part.get_content_charset()
-    except Exception:
-        charset = None
-    return decode_bytes(data, charset)
-
-
-def _newlines(text: str) -> str:
+def _body_text(leaf: _Leaf | None) -> str:
+    if leaf is None:
+        return ""
+    text = decode_bytes(_leaf_bytes(leaf), leaf.charset)
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split()) if ("\n" in text or "\r" in text or "\t" in text) else text
+def _attachment(leaf: _Leaf) -> Attachment:
+    inline = leaf.disposition == "inline" or (
+        leaf.disposition != "attachment" and leaf.in_related and leaf.content_id is not None
+    )
+    return Attachment(
+        filename=leaf.filename,
+        content_type=leaf.content_type,
+        data=_leaf_bytes(leaf),
+        content_id=leaf.content_id,
+        inline=inline,
+    )
 
 
 _MSGID = re.compile(r"<([^<>\s]+)>")

@@ -1,0 +1,513 @@
+"""Best-effort decoding of MIME wire text, shared by the message model and the senders.
+
+Mail in the wild breaks every rule, so everything here takes untrusted text and returns a
+usable value, never raising: header unfolding, RFC 2047 encoded words (adjacent words joined
+before decoding so a character split across two words survives), raw 8-bit headers, MIME
+parameters with RFC 2231 charsets and continuations, charset labels mapped to the codec a
+mail client would really use, lenient base64 / quoted-printable / uuencode, multipart
+splitting for bodies the stdlib parser gave up on, Date parsing, and file names made safe to
+create on disk.
+
+The stdlib parser hands out header values and bodies as ``str`` in which every non-ASCII byte
+is a lone surrogate (``surrogateescape``); :func:`wire_bytes` turns them back into the bytes
+that were on the wire. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+import mimetypes
+import re
+import unicodedata
+import urllib.parse
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+__all__ = [
+    "decode_8bit",
+    "decode_bytes",
+    "decode_encoded_words",
+    "decode_header_value",
+    "decode_transfer",
+    "guess_boundary",
+    "parse_date",
+    "safe_filename",
+    "split_multipart",
+    "split_params",
+    "text_codec",
+    "unfold",
+    "wire_bytes",
+]
+
+
+def wire_bytes(text: str) -> bytes:
+    """The bytes a parsed ``str`` stood for (surrogate-escaped bytes back, the rest UTF-8)."""
+    return text.encode("utf-8", "surrogateescape")
+
+
+# -- charsets ------------------------------------------------------------------------------
+
+# Labels mapped to the codec mail clients really decode them with: supersets (Microsoft's
+# code pages, GB18030) so a mislabelled message still decodes, and names Python lacks.
+_CHARSET_ALIASES = {
+    "iso-8859-1": "cp1252",
+    "iso8859-1": "cp1252",
+    "latin1": "cp1252",
+    "latin-1": "cp1252",
+    "l1": "cp1252",
+    "ks_c_5601-1987": "cp949",
+    "ks_c_5601": "cp949",
+    "ksc5601": "cp949",
+    "euc-kr": "cp949",
+    "shift_jis": "cp932",
+    "shift-jis": "cp932",
+    "sjis": "cp932",
+    "x-sjis": "cp932",
+    "windows-31j": "cp932",
+    "iso-2022-jp": "iso2022_jp_ext",
+    "gb2312": "gb18030",
+    "gbk": "gb18030",
+    "x-gbk": "gb18030",
+    "euc-cn": "gb18030",
+    "cp936": "gb18030",
+    "big5": "cp950",
+    "x-x-big5": "cp950",
+    "iso-8859-8-i": "iso8859_8",
+    "iso-8859-6-i": "iso8859_6",
+    "tis-620": "cp874",
+    "windows-874": "cp874",
+    "x-mac-roman": "mac_roman",
+    "macintosh": "mac_roman",
+    "utf8": "utf-8",
+}
+# Labels that mean "we do not know": decoded by the fallback chain (UTF-8, then Windows-1252).
+_UNKNOWN_CHARSETS = frozenset(
+    {"unknown-8bit", "x-unknown", "unknown", "default", "x-user-defined", "8bit", "binary"}
+)
+# Codecs that exist in Python but are no mail charset; decoding with them only does harm.
+_REFUSED_CODECS = frozenset(
+    {"idna", "punycode", "undefined", "unicode-escape", "raw-unicode-escape", "mbcs", "oem"}
+)
+_NUMBERED_CODEPAGE = re.compile(r"(?:cp|windows|x-cp|ms)[-_]?(\d{3,5})")
+
+
+def text_codec(charset: str | None) -> str | None:
+    """The Python codec for a MIME charset label, or None when it is unknown or unusable."""
+    if not charset:
+        return None
+    name = charset.strip().strip("\"'").strip().lower().split("*", 1)[0]
+    if not name or len(name) > 64 or name in _UNKNOWN_CHARSETS:
+        return None
+    name = _CHARSET_ALIASES.get(name, name)
+    numbered = _NUMBERED_CODEPAGE.fullmatch(name)
+    if numbered:
+        name = "cp" + numbered.group(1)
+    try:
+        info = codecs.lookup(name)
+    except (LookupError, ValueError, TypeError):  # unknown, or a NUL in the label
+        return None
+    if info.name in _REFUSED_CODECS or not getattr(info, "_is_text_encoding", True):
+        return None
+    return info.name
+
+
+def decode_bytes(data: bytes, charset: str | None) -> str:
+    """Decode bytes labelled ``charset``, best-effort.
+
+    The declared charset first (as mail clients read it: ``iso-8859-1`` as Windows-1252,
+    ``shift_jis`` as CP932...), then UTF-8, then the declared charset with replacement
+    characters, then Windows-1252 (Latin-1 for its five unassigned bytes). Never raises.
+    """
+    codec = text_codec(charset)
+    if codec is not None:
+        try:
+            return data.decode(codec)
+        except (UnicodeError, ValueError, LookupError):  # mislabelled; try the usual suspects
+            pass
+    if data.isascii():
+        return data.decode("ascii")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    if codec is not None and codec not in ("ascii", "cp1252", "iso8859-1", "utf-7"):
+        try:
+            return data.decode(codec, "replace")
+        except (UnicodeError, ValueError, LookupError):
+            pass
+    return _decode_windows_1252(data)
+
+
+def _decode_windows_1252(data: bytes) -> str:
+    # Windows-1252 rather than Latin-1: it is what unlabelled Western 8-bit mail really is,
+    # and it gives the curly quotes and euro signs Latin-1 would turn into control codes.
+    return data.decode("cp1252", "replace")
+
+
+_NON_ASCII_RUN = re.compile(r"[^\x00-\x7f]+")
+
+
+def decode_8bit(text: str) -> str:
+    """Decode raw 8-bit bytes carried in a parsed ``str``: UTF-8, else Windows-1252.
+
+    Each run of non-ASCII bytes is judged on its own, because headers pasted together by
+    different software mix UTF-8 and Latin-1 words in one line.
+    """
+    if text.isascii():
+        return text
+    return _NON_ASCII_RUN.sub(lambda m: decode_bytes(wire_bytes(m.group(0)), None), text)
+
+
+# -- header values -------------------------------------------------------------------------
+
+_FOLD = re.compile(r"\r\n|\r|\n")
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?(.*?)\?=")
+_WHITESPACE_ONLY = re.compile(r"[ \t]*")
+
+
+def unfold(value: str) -> str:
+    """Undo header folding: line breaks go, the whitespace after them stays (RFC 5322 2.2.3)."""
+    return _FOLD.sub("", value)
+
+
+def decode_header_value(value: Any) -> str:
+    """Decode one header value best-effort into a single clean line.
+
+    Folding is undone, RFC 2047 encoded words are decoded (unknown charsets, bad base64 and
+    multibyte characters split across adjacent words included), raw 8-bit text is read as
+    UTF-8 or Windows-1252, line breaks a decoded word smuggled in become spaces, tabs become
+    spaces, other control characters are dropped, and the ends are stripped.
+    """
+    try:
+        text = value if isinstance(value, str) else str(value)
+    except Exception:  # a broken header object from the stdlib
+        return ""
+    text = decode_encoded_words(unfold(text))
+    text = _FOLD.sub(" ", text).replace("\t", " ")
+    return _CONTROLS.sub("", text).strip()
+
+
+def decode_encoded_words(text: str) -> str:
+    """Decode RFC 2047 encoded words anywhere in ``text`` and raw 8-bit outside them.
+
+    Whitespace between two encoded words is dropped, and the bytes of adjacent words in the
+    same charset are joined before decoding, as RFC 2047 section 6.2 asks.
+    """
+    if "=?" not in text:
+        return decode_8bit(text)
+    out: list[str] = []
+    run: list[tuple[str | None, bytes]] = []  # adjacent encoded words not yet decoded
+    position = 0
+    for match in _ENCODED_WORD.finditer(text):
+        gap = text[position : match.start()]
+        if gap and not (run and _WHITESPACE_ONLY.fullmatch(gap)):
+            out.append(_decode_run(run))
+            run = []
+            out.append(decode_8bit(gap))
+        charset, encoding, payload = match.groups()
+        decoded = _decode_word(encoding, payload)
+        if decoded is None:  # not really an encoded word: keep it as it was
+            out.append(_decode_run(run))
+            run = []
+            out.append(decode_8bit(match.group(0)))
+        else:
+            run.append((charset, decoded))
+        position = match.end()
+    out.append(_decode_run(run))
+    out.append(decode_8bit(text[position:]))
+    return "".join(out)
+
+
+def _decode_word(encoding: str, payload: str) -> bytes | None:
+    data = wire_bytes(payload)
+    if encoding in "qQ":
+        return _unquote_q(data.replace(b"_", b" "))
+    try:
+        return _lenient_base64(data)
+    except (binascii.Error, ValueError):
+        return None
+
+
+_HEX_ESCAPE = re.compile(rb"=([0-9A-Fa-f]{2})")
+
+
+def _unquote_q(data: bytes) -> bytes:
+    return _HEX_ESCAPE.sub(lambda m: bytes((int(m.group(1), 16),)), data)
+
+
+def _decode_run(run: list[tuple[str | None, bytes]]) -> str:
+    out: list[str] = []
+    charset: str | None = None
+    pending = b""
+    for word_charset, data in run:
+        if pending and word_charset != charset:
+            out.append(decode_bytes(pending, charset))
+            pending = b""
+        charset = word_charset
+        pending += data
+    if pending:
+        out.append(decode_bytes(pending, charset))
+    run.clear()
+    return "".join(out)
+
+
+# -- MIME parameters (Content-Type, Content-Disposition) ----------------------------------
+
+_PARAM_PIECE = re.compile(r'(?:"(?:\\.|[^"\\])*"?|[^;"])+')
+_PARAM_NAME = re.compile(r"(?P<base>[^*]+)\*(?P<section>\d{1,4})?(?P<encoded>\*)?")
+
+
+def split_params(value: str) -> tuple[str, dict[str, str]]:
+    """Split ``type/subtype; a=b; c="d"`` into the lower-cased main value and its parameters.
+
+    Parameter names are lower-cased; quoted values are unquoted; RFC 2231 values
+    (``name*=charset'lang'%XX``, ``name*0*=...; name*1=...``) are joined and decoded and win
+    over a plain value of the same name. Plain values are returned as they were on the wire
+    (callers decode encoded words where a value is text, such as a file name).
+    """
+    pieces = _PARAM_PIECE.findall(unfold(value))
+    if not pieces:
+        return "", {}
+    main = pieces[0].strip().lower()
+    plain: dict[str, str] = {}
+    sections: dict[str, dict[int, tuple[str, bool]]] = {}
+    for piece in pieces[1:]:
+        name, equals, raw = piece.partition("=")
+        name = name.strip().lower()
+        if not equals or not name:
+            continue
+        text = _unquote(raw.strip())
+        extended = _PARAM_NAME.fullmatch(name)
+        if extended is None:
+            plain.setdefault(name, text)
+            continue
+        number = int(extended.group("section") or 0)
+        encoded = extended.group("encoded") is not None or extended.group("section") is None
+        sections.setdefault(extended.group("base"), {}).setdefault(number, (text, encoded))
+    for base, parts in sections.items():
+        plain[base] = _join_rfc2231(parts)
+    return main, plain
+
+
+def _unquote(text: str) -> str:
+    if not text.startswith('"'):
+        return text
+    inner = text[1:-1] if len(text) > 1 and text.endswith('"') else text[1:]
+    # Only \\ and \" are unescaped, as the stdlib does: Windows paths in file names keep
+    # their backslashes, and safe_filename strips the directories they name.
+    return inner.replace('\\"', '"').replace("\\\\", "\\")
+
+
+def _join_rfc2231(parts: dict[int, tuple[str, bool]]) -> str:
+    charset: str | None = None
+    data = b""
+    for number in sorted(parts):
+        text, encoded = parts[number]
+        if not encoded:
+            data += wire_bytes(text)
+            continue
+        if number == 0 and text.count("'") >= 2:
+            charset, _language, text = text.split("'", 2)
+        data += urllib.parse.unquote_to_bytes(text)
+    return decode_bytes(data, charset or None)
+
+
+# -- bodies --------------------------------------------------------------------------------
+
+
+def decode_transfer(data: bytes, encoding: str | None) -> bytes:
+    """Undo a Content-Transfer-Encoding leniently; unknown encodings give the bytes as they are."""
+    name = (encoding or "").strip().strip('"').lower()
+    try:
+        if name == "base64":
+            return _lenient_base64(data)
+        if name == "quoted-printable":
+            return binascii.a2b_qp(data)
+        if name in ("x-uuencode", "uuencode", "x-uue", "uue"):
+            return _uudecode(data)
+    except (binascii.Error, ValueError):
+        return data
+    return data
+
+
+_NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/=]+")
+_PADDING = re.compile(rb"=+")
+
+
+def _lenient_base64(data: bytes) -> bytes:
+    """Decode base64 that may have junk characters, missing padding, or padding in the middle
+    (some mailers concatenate separately encoded blocks)."""
+    out: list[bytes] = []
+    for chunk in _PADDING.split(_NOT_BASE64.sub(b"", data)):
+        if len(chunk) % 4 == 1:  # one dangling character carries no whole byte
+            chunk = chunk[:-1]
+        if chunk:
+            out.append(base64.b64decode(chunk + b"=" * (-len(chunk) % 4)))
+    return b"".join(out)
+
+
+def _uudecode(data: bytes) -> bytes:
+    out: list[bytes] = []
+    started = False
+    for line in data.splitlines():
+        if not started:
+            started = line.startswith(b"begin ")
+            continue
+        if line.strip() == b"end":
+            break
+        try:
+            out.append(binascii.a2b_uu(line))
+        except binascii.Error:  # trailing garbage some encoders add: decode the counted bytes
+            count = (((line[:1] or b" ")[0] - 32) & 63) * 4 + 5
+            try:
+                out.append(binascii.a2b_uu(line[: count // 3]))
+            except binascii.Error:
+                continue
+    return b"".join(out) if started else data
+
+
+def split_multipart(body: bytes, boundary: str) -> list[bytes] | None:
+    """Split a multipart body on ``boundary`` by hand; None when the boundary never occurs.
+
+    Used where the stdlib parser gave up (a missing or wrong boundary, absurd nesting). The
+    line break before each delimiter belongs to the delimiter, as in RFC 2046.
+    """
+    delimiter = b"--" + wire_bytes(boundary)
+    parts: list[bytes] = []
+    current: list[bytes] | None = None
+    for line in body.splitlines(keepends=True):
+        kind = _delimiter_kind(line, delimiter)
+        if kind is None:
+            if current is not None:
+                current.append(line)
+            continue
+        if current is not None:
+            parts.append(_strip_last_break(b"".join(current)))
+        if kind == "close":
+            return parts
+        current = []
+    if current is None:
+        return None
+    parts.append(b"".join(current))  # truncated: keep what arrived
+    return parts
+
+
+def _delimiter_kind(line: bytes, delimiter: bytes) -> str | None:
+    if not line.startswith(delimiter):
+        return None
+    rest = line[len(delimiter) :].rstrip(b"\r\n")
+    if not rest.strip(b" \t"):
+        return "part"
+    if rest.startswith(b"--") and not rest[2:].strip(b" \t"):
+        return "close"
+    return None
+
+
+def _strip_last_break(data: bytes) -> bytes:
+    if data.endswith(b"\r\n"):
+        return data[:-2]
+    if data.endswith((b"\n", b"\r")):
+        return data[:-1]
+    return data
+
+
+_BOUNDARY_LINE = re.compile(rb"--([^\s]{1,200})[ \t]*\r?\n?")
+_HEADER_LINE = re.compile(rb"[!-9;-~]+:")
+
+
+def guess_boundary(body: bytes) -> str | None:
+    """The boundary a multipart body actually uses when its header names none or a wrong one:
+    the first ``--token`` line that is followed by a header line."""
+    lines = body.splitlines()
+    for index, line in enumerate(lines[:-1]):
+        match = _BOUNDARY_LINE.fullmatch(line)
+        if match and _HEADER_LINE.match(lines[index + 1]):
+            token = match.group(1)
+            return token.decode("ascii", "surrogateescape")
+    return None
+
+
+# -- dates ---------------------------------------------------------------------------------
+
+
+def parse_date(value: str | None) -> datetime | None:
+    """An aware datetime from a Date header value (naive means UTC), or None.
+
+    RFC 5322 dates, their common corruptions that the stdlib reads, and ISO 8601 are
+    understood; impossible dates and offsets give None.
+    """
+    if not value:
+        return None
+    text = value.strip()
+    parsed: datetime | None
+    try:
+        parsed = parsedate_to_datetime(text)
+    except Exception:  # the stdlib raises assorted errors on garbage
+        parsed = None
+    if parsed is None:
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+# -- file names ----------------------------------------------------------------------------
+
+# Names Windows reserves whatever the extension; harmless elsewhere, but the files we write
+# may be copied to a share.
+_RESERVED_NAMES = frozenset(
+    {"con", "prn", "aux", "nul", "conin$", "conout$", "clock$"}
+    | {f"com{n}" for n in "0123456789¹²³"}
+    | {f"lpt{n}" for n in "0123456789¹²³"}
+)
+_UNPORTABLE = re.compile(r'[<>:"|?*]')
+_MAX_NAME_BYTES = 200  # leaves room for " (9999)" under the common 255-byte limit
+_MAX_SUFFIX_CHARS = 16
+
+
+def safe_filename(filename: str | None, content_type: str = "application/octet-stream") -> str:
+    """Reduce an untrusted attachment file name to one that is safe to create in a directory.
+
+    The name is NFKC-normalised (so look-alike slashes and dots become real ones and are then
+    dealt with), directory parts are stripped (both ``/`` and ``\\``), control and invisible
+    format characters (bidi overrides) are dropped, characters Windows refuses become ``_``,
+    leading and trailing dots and spaces are removed (no hidden files, no ``..``), Windows
+    device names get a ``_`` prefix, and the result is cut to 200 UTF-8 bytes keeping the
+    extension. An empty result becomes ``attachment`` plus an extension for ``content_type``.
+    """
+    name = unicodedata.normalize("NFKC", filename or "")
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
+    name = _UNPORTABLE.sub("_", name).strip(" .")
+    if not name:
+        return "attachment" + _extension_for(content_type)
+    if name.split(".", 1)[0].strip().lower() in _RESERVED_NAMES:
+        name = "_" + name
+    return _fit(name, _MAX_NAME_BYTES)
+
+
+def split_suffix(name: str) -> tuple[str, str]:
+    """``("report", ".pdf")`` for ``"report.pdf"``; no suffix for ``"README"`` or long ones."""
+    stem, dot, ext = name.rpartition(".")
+    if not dot or not stem or len(ext) + 1 > _MAX_SUFFIX_CHARS:
+        return name, ""
+    return stem, "." + ext
+
+
+def _fit(name: str, limit: int) -> str:
+    if len(name.encode("utf-8")) <= limit:
+        return name
+    stem, suffix = split_suffix(name)
+    room = limit - len(suffix.encode("utf-8"))
+    stem = stem.encode("utf-8")[:room].decode("utf-8", "ignore").rstrip(" .")
+    return (stem or "attachment") + suffix
+
+
+def _extension_for(content_type: str) -> str:
+    guessed = mimetypes.guess_extension(content_type.split(";", 1)[0].strip().lower())
+    return guessed or ".bin"
