@@ -1,0 +1,507 @@
+"""IMAP fetch benchmark: mailsync against raw imaplib, imapclient and other IMAP clients.
+
+One run starts the test servers of ``tests/servers.py`` (Dovecot on loopback), seeds the
+deterministic corpus of ``benchmarks/_seed.py`` once (10,000 messages, ~505 MB by default), and
+then times every tool on the same folder. Each measurement is a whole process (a subprocess:
+interpreter start, imports, connect, login, fetch every body, exit): the median wall time of
+``--runs`` runs (3) and the largest peak RSS of those runs (``RUSAGE_CHILDREN`` of a helper
+process that runs just that one child).
+
+Cases:
+
+- full fetch, plain text: raw ``imaplib`` with 500-UID ``UID FETCH (BODY.PEEK[])`` batches,
+  imapclient's ``fetch`` in the same batches, mailsync ``messages()``, imap_tools (bulk and
+  default, when installed), mbsync (isync, ``FSync no``), getmail6 and offlineimap (when
+  installed and ``--slow-peers`` is given: they take minutes);
+- full fetch over implicit TLS: raw imaplib and mailsync;
+- incremental: +10 new messages in folders of 1,000 and N messages: raw imaplib
+  ``UID SEARCH UID n+1:*`` + FETCH, and mailsync ``sync()`` from a saved cursor.
+
+The async IMAP backend adds its cases (aioimaplib, mailsync async) through
+``benchmarks/imap_fetch_async.py`` if it exists: a module with ``CASES: dict[str, Callable[[dict],
+tuple[int, int]]]`` (config -> (messages, bytes)) and ``FULL_FETCH: list[str]`` naming those to
+run in the full-fetch table.
+
+    python benchmarks/imap_fetch.py                     # the full run (several minutes)
+    python benchmarks/imap_fetch.py --messages 500 --runs 1   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+
+BATCH = 500
+
+# -- the measured programs (run in a child process) ---------------------------------------------
+
+
+def _imaplib_connect(cfg: dict[str, Any]) -> Any:
+    import imaplib
+    import ssl
+
+    if cfg["tls"]:
+        context = ssl.create_default_context(cafile=cfg["cafile"])
+        conn = imaplib.IMAP4_SSL(cfg["host"], cfg["port"], ssl_context=context)
+    else:
+        conn = imaplib.IMAP4(cfg["host"], cfg["port"])
+    conn.login(cfg["user"], cfg["password"])
+    conn.select(f'"{cfg["folder"]}"', readonly=True)
+    return conn
+
+
+def _imaplib_fetch(conn: Any, uids: list[bytes]) -> tuple[int, int]:
+    count = total = 0
+    for start in range(0, len(uids), BATCH):
+        batch = b",".join(uids[start : start + BATCH]).decode()
+        typ, data = conn.uid("FETCH", batch, "(BODY.PEEK[])")
+        assert typ == "OK", data
+        for item in data:
+            if isinstance(item, tuple):
+                count += 1
+                total += len(item[1])
+    return count, total
+
+
+def case_raw_imaplib(cfg: dict[str, Any]) -> tuple[int, int]:
+    """Stdlib imaplib: UID SEARCH ALL, then 500-UID UID FETCH (BODY.PEEK[]) batches."""
+    conn = _imaplib_connect(cfg)
+    _typ, data = conn.uid("SEARCH", None, "ALL")
+    result = _imaplib_fetch(conn, (data[0] or b"").split())
+    conn.logout()
+    return result
+
+
+def case_raw_imaplib_since(cfg: dict[str, Any]) -> tuple[int, int]:
+    """Stdlib imaplib incremental: UID SEARCH UID n+1:*, then FETCH those."""
+    conn = _imaplib_connect(cfg)
+    since = cfg["since_uid"]
+    _typ, data = conn.uid("SEARCH", None, f"UID {since + 1}:*")
+    uids = [uid for uid in (data[0] or b"").split() if int(uid) > since]
+    result = _imaplib_fetch(conn, uids)
+    conn.logout()
+    return result
+
+
+def case_imapclient(cfg: dict[str, Any]) -> tuple[int, int]:
+    """imapclient: search ALL, fetch BODY.PEEK[] in 500-UID batches."""
+    import ssl
+
+    from imapclient import IMAPClient
+
+    context = ssl.create_default_context(cafile=cfg["cafile"]) if cfg["tls"] else None
+    client = IMAPClient(cfg["host"], port=cfg["port"], ssl=cfg["tls"], ssl_context=context)
+    client.login(cfg["user"], cfg["password"])
+    client.select_folder(cfg["folder"], readonly=True)
+    uids = client.search("ALL")
+    count = total = 0
+    for start in range(0, len(uids), BATCH):
+        for data in client.fetch(uids[start : start + BATCH], ["BODY.PEEK[]"]).values():
+            count += 1
+            total += len(data[b"BODY[]"])
+    client.logout()
+    return count, total
+
+
+def _mailsync_box(cfg: dict[str, Any], state: str) -> Any:
+    import ssl
+
+    import mailsync
+
+    scheme = "imaps" if cfg["tls"] else "imap"
+    url = f"{scheme}://{cfg['user']}@{cfg['host']}:{cfg['port']}"
+    options: dict[str, Any] = {"password": cfg["password"], "state": state}
+    if cfg["tls"]:
+        options["verify"] = ssl.create_default_context(cafile=cfg["cafile"])
+    else:
+        options["tls"] = "none"
+    return mailsync.connect(url, **options)
+
+
+def case_mailsync(cfg: dict[str, Any]) -> tuple[int, int]:
+    """mailsync: ``for m in box.messages(folder)``."""
+    count = total = 0
+    with _mailsync_box(cfg, ":memory:") as box:
+        for message in box.messages(cfg["folder"]):
+            count += 1
+            total += len(message.raw)
+    return count, total
+
+
+def case_mailsync_sync(cfg: dict[str, Any]) -> tuple[int, int]:
+    """mailsync: ``for m in box.sync(folder)`` from a saved cursor."""
+    count = total = 0
+    with _mailsync_box(cfg, cfg["state"]) as box:
+        for message in box.sync(cfg["folder"]):
+            count += 1
+            total += len(message.raw)
+    return count, total
+
+
+def _imap_tools(cfg: dict[str, Any], bulk: bool) -> tuple[int, int]:
+    import ssl
+
+    from imap_tools import MailBox, MailBoxUnencrypted
+
+    if cfg["tls"]:
+        context = ssl.create_default_context(cafile=cfg["cafile"])
+        mailbox: Any = MailBox(cfg["host"], cfg["port"], ssl_context=context)
+    else:
+        mailbox = MailBoxUnencrypted(cfg["host"], cfg["port"])
+    count = total = 0
+    with mailbox.login(cfg["user"], cfg["password"], initial_folder=cfg["folder"]) as box:
+        for message in box.fetch(mark_seen=False, bulk=BATCH if bulk else False):
+            count += 1
+            total += message.size_rfc822
+    return count, total
+
+
+def case_imap_tools_bulk(cfg: dict[str, Any]) -> tuple[int, int]:
+    """imap_tools: ``fetch(mark_seen=False, bulk=500)`` (parses every message)."""
+    return _imap_tools(cfg, True)
+
+
+def case_imap_tools(cfg: dict[str, Any]) -> tuple[int, int]:
+    """imap_tools: ``fetch(mark_seen=False)``, its default one FETCH per message."""
+    return _imap_tools(cfg, False)
+
+
+CASES: dict[str, Callable[[dict[str, Any]], tuple[int, int]]] = {
+    "raw imaplib": case_raw_imaplib,
+    "raw imaplib UID SEARCH": case_raw_imaplib_since,
+    "imapclient": case_imapclient,
+    "mailsync": case_mailsync,
+    "mailsync sync()": case_mailsync_sync,
+    "imap_tools (bulk)": case_imap_tools_bulk,
+    "imap_tools (default)": case_imap_tools,
+}
+FULL_FETCH = ["raw imaplib", "mailsync", "imapclient"]
+
+with contextlib.suppress(ImportError):
+    _async_cases = importlib.import_module("imap_fetch_async")
+    CASES.update(_async_cases.CASES)
+    FULL_FETCH.extend(_async_cases.FULL_FETCH)
+
+
+def child(name: str, cfg_json: str) -> None:
+    """Run one case in this process and print its result as JSON."""
+    cfg = json.loads(cfg_json)
+    count, total = CASES[name](cfg)
+    print(json.dumps({"messages": count, "bytes": total}))
+
+
+# -- external programs ------------------------------------------------------------------------
+
+
+def mbsync_command(cfg: dict[str, Any], workdir: Path) -> list[str] | None:
+    """An mbsync (isync) run pulling the folder into a fresh Maildir, without fsync."""
+    binary = shutil.which("mbsync")
+    if binary is None:
+        return None
+    maildir = workdir / "mbsync-mail"
+    shutil.rmtree(maildir, ignore_errors=True)
+    maildir.mkdir(parents=True)
+    config = workdir / "mbsyncrc"
+    ssl_type = "IMAPS" if cfg["tls"] else "None"
+    config.write_text(
+        f"FSync no\n\nIMAPAccount bench\nHost {cfg['host']}\nPort {cfg['port']}\n"
+        f"User {cfg['user']}\nPass {cfg['password']}\nSSLType {ssl_type}\n"
+        f"CertificateFile {cfg['cafile']}\nAuthMechs LOGIN PLAIN\n\n"
+        "IMAPStore remote\nAccount bench\n\n"
+        f"MaildirStore local\nPath {maildir}/\nInbox {maildir}/INBOX\n\n"
+        "Channel bench\nFar :remote:\nNear :local:\n"
+        f"Patterns {cfg['folder']}\nCreate Near\nSync Pull\nSyncState *\n"
+    )
+    return [binary, "-q", "-c", str(config), "bench"]
+
+
+# -- the parent: servers, seeding, runs, table --------------------------------------------------
+
+
+@dataclass
+class Result:
+    """The measurements of one case."""
+
+    section: str
+    name: str
+    times: list[float]
+    rss_mb: float
+    messages: int
+    megabytes: float
+    note: str = ""
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times) if self.times else float("nan")
+
+
+def run_process(command: Sequence[str], timeout: float) -> str:
+    """Run a command and return its stdout; raise with its stderr when it fails."""
+    completed = subprocess.run(
+        list(command), capture_output=True, cwd=str(ROOT), timeout=timeout, check=False
+    )
+    if completed.returncode != 0:
+        tail = completed.stderr.decode(errors="replace")[-2000:]
+        raise RuntimeError(f"{list(command)[:4]} failed ({completed.returncode}): {tail}")
+    return completed.stdout.decode(errors="replace")
+
+
+def run_case(
+    section: str,
+    name: str,
+    command: Sequence[str],
+    runs: int,
+    timeout: float,
+    before_each: Callable[[], None] | None = None,
+) -> Result:
+    """Time ``command`` ``runs`` times; RSS is measured in a fresh helper per run."""
+    times: list[float] = []
+    rss = 0.0
+    output: dict[str, Any] = {}
+    for _ in range(runs):
+        if before_each is not None:
+            before_each()
+        wrapped = [sys.executable, str(HERE / "imap_fetch.py"), "--measure", "--", *command]
+        report = json.loads(run_process(wrapped, timeout).strip().splitlines()[-1])
+        times.append(report["wall"])
+        rss = max(rss, report["rss_mb"])
+        output = report.get("output") or {}
+    return Result(
+        section,
+        name,
+        times,
+        rss,
+        int(output.get("messages", 0)),
+        float(output.get("bytes", 0)) / 1e6,
+    )
+
+
+def measure(command: Sequence[str]) -> None:
+    """Run ``command`` as a child, then print its wall time, peak RSS and JSON output.
+
+    A helper process per measurement, so that ``RUSAGE_CHILDREN`` is exactly that child's.
+    """
+    import resource
+
+    started = time.perf_counter()
+    completed = subprocess.run(list(command), capture_output=True, cwd=str(ROOT), check=False)
+    wall = time.perf_counter() - started
+    if completed.returncode != 0:
+        sys.stderr.write(completed.stderr.decode(errors="replace")[-4000:])
+        sys.exit(completed.returncode)
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    lines = completed.stdout.decode(errors="replace").strip().splitlines()
+    output = None
+    if lines:
+        with contextlib.suppress(ValueError):
+            output = json.loads(lines[-1])
+    print(json.dumps({"wall": wall, "rss_mb": rss, "output": output}))
+
+
+def python_case(name: str, cfg: dict[str, Any]) -> list[str]:
+    return [sys.executable, str(HERE / "imap_fetch.py"), "--child", name, json.dumps(cfg)]
+
+
+def format_table(results: list[Result], baselines: dict[str, float]) -> str:
+    lines = [
+        "| case | tool | messages | MB | median s | runs (s) | vs raw imaplib | peak RSS MB |",
+        "|---|---|---:|---:|---:|---|---:|---:|",
+    ]
+    for r in results:
+        base = baselines.get(r.section)
+        ratio = f"{r.median / base:.2f}×" if base and r.times else "—"
+        runs = ", ".join(f"{t:.2f}" for t in r.times) or r.note
+        median = f"{r.median:.2f}" if r.times else "skipped"
+        lines.append(
+            f"| {r.section} | {r.name} | {r.messages} | {r.megabytes:.0f} | {median} | {runs} "
+            f"| {ratio} | {r.rss_mb:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="IMAP fetch benchmark (see module docstring)")
+    parser.add_argument("--messages", type=int, default=10_000, help="messages in the folder")
+    parser.add_argument("--runs", type=int, default=3, help="runs per case (median reported)")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per run")
+    parser.add_argument("--no-peers", action="store_true", help="only raw imaplib and mailsync")
+    parser.add_argument("--slow-peers", action="store_true", help="also getmail6, offlineimap")
+    parser.add_argument("--markdown", type=Path, help="also write the table to this file")
+    parser.add_argument("--child", nargs=2, metavar=("CASE", "CONFIG"), help=argparse.SUPPRESS)
+    parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("command", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        child(*args.child)
+        return
+    if args.measure:
+        measure(args.command)
+        return
+    results = benchmark(args)
+    baselines = {
+        r.section: r.median for r in results if r.name.startswith("raw imaplib") and r.times
+    }
+    table = format_table(results, baselines)
+    print(table)
+    if args.markdown:
+        args.markdown.write_text(table + "\n")
+
+
+def benchmark(args: argparse.Namespace) -> list[Result]:
+    from _seed import corpus, seed_folder
+    from tests.servers import MailServers
+
+    results: list[Result] = []
+    workdir = Path(tempfile.mkdtemp(prefix="mailsync-bench-"))
+    with MailServers() as servers:
+        account = servers.new_account("bench")
+        started = time.perf_counter()
+        size = seed_folder(servers, account, args.messages)
+        print(
+            f"seeded {args.messages} messages ({size / 1e6:.0f} MB) in "
+            f"{time.perf_counter() - started:.1f}s",
+            file=sys.stderr,
+        )
+        base = {
+            "host": servers.host,
+            "user": account.user,
+            "password": account.password,
+            "cafile": servers.cafile,
+            "folder": "INBOX",
+        }
+        plain = {**base, "port": servers.imap_port, "tls": False}
+        tls = {**base, "port": servers.imaps_port, "tls": True}
+        section = f"full fetch {args.messages}, plain"
+        names = list(FULL_FETCH)
+        if not args.no_peers:
+            names += ["imap_tools (bulk)", "imap_tools (default)"]
+        else:
+            names = ["raw imaplib", "mailsync"]
+        for name in names:
+            results.append(_python(section, name, plain, args))
+        if not args.no_peers:
+            results.append(
+                _external(section, "mbsync (FSync no)", mbsync_command(plain, workdir), args)
+            )
+        section = f"full fetch {args.messages}, TLS"
+        for name in ("raw imaplib", "mailsync"):
+            results.append(_python(section, name, tls, args))
+        results.extend(_incremental(servers, account, plain, args, workdir, corpus, seed_folder))
+    shutil.rmtree(workdir, ignore_errors=True)
+    return results
+
+
+def _python(section: str, name: str, cfg: dict[str, Any], args: argparse.Namespace) -> Result:
+    if name not in CASES:
+        return Result(section, name, [], 0, 0, 0, "not available")
+    try:
+        __import__(
+            {"imap_tools (bulk)": "imap_tools", "imap_tools (default)": "imap_tools"}.get(
+                name, "json"
+            )
+        )
+    except ImportError:
+        return Result(section, name, [], 0, 0, 0, "not installed")
+    print(f"{section}: {name} ...", file=sys.stderr)
+    result = run_case(section, name, python_case(name, cfg), args.runs, args.timeout)
+    print(f"  median {result.median:.2f}s, RSS {result.rss_mb:.0f} MB", file=sys.stderr)
+    return result
+
+
+def _external(
+    section: str, name: str, command: list[str] | None, args: argparse.Namespace
+) -> Result:
+    if command is None:
+        return Result(section, name, [], 0, 0, 0, "not installed")
+    print(f"{section}: {name} ...", file=sys.stderr)
+    workdir = Path(command[command.index("-c") + 1]).parent if "-c" in command else None
+
+    def fresh() -> None:
+        if workdir is not None:
+            shutil.rmtree(workdir / "mbsync-mail", ignore_errors=True)
+            (workdir / "mbsync-mail").mkdir()
+
+    result = run_case(section, name, command, args.runs, args.timeout, before_each=fresh)
+    if workdir is not None:
+        files = list((workdir / "mbsync-mail").rglob("*"))
+        result.messages = sum(1 for f in files if f.is_file() and f.parent.name in ("cur", "new"))
+        result.megabytes = sum(f.stat().st_size for f in files if f.is_file()) / 1e6
+    print(f"  median {result.median:.2f}s", file=sys.stderr)
+    return result
+
+
+def _incremental(
+    servers: Any,
+    account: Any,
+    plain: dict[str, Any],
+    args: argparse.Namespace,
+    workdir: Path,
+    corpus: Any,
+    seed_folder: Any,
+) -> list[Result]:
+    """+10 new messages after a saved cursor, in folders of 1,000 and ``--messages``."""
+    import mailsync
+
+    results: list[Result] = []
+    sizes = sorted({min(1000, args.messages), args.messages})
+    for size in sizes:
+        folder = "INBOX" if size == args.messages else f"Sync{size}"
+        if folder != "INBOX":
+            seed_folder(servers, account, size, folder=folder)
+        cfg = {**plain, "folder": folder}
+        state = workdir / f"state-{size}.sqlite"
+        box = mailsync.connect(
+            f"imap://{account.user}@{servers.host}:{servers.imap_port}",
+            password=account.password,
+            tls="none",
+            state=str(state),
+        )
+        with box:
+            for _ in box.sync(folder):
+                pass
+        since = max(servers.imap_uids(account, folder))
+        seed_folder(servers, account, 10, folder=folder, start=10_000_000 + size, seed=1)
+        section = f"sync() +10 in {size}"
+        results.append(
+            _python(section, "raw imaplib UID SEARCH", {**cfg, "since_uid": since}, args)
+        )
+        pristine = workdir / f"state-{size}.pristine"
+        shutil.copy(state, pristine)
+
+        def restore(source: Path = pristine, target: Path = state) -> None:
+            shutil.copy(source, target)
+
+        print(f"{section}: mailsync sync() ...", file=sys.stderr)
+        results.append(
+            run_case(
+                section,
+                "mailsync sync()",
+                python_case("mailsync sync()", {**cfg, "state": str(state)}),
+                args.runs,
+                args.timeout,
+                before_each=restore,
+            )
+        )
+    del corpus
+    return results
+
+
+if __name__ == "__main__":
+    main()
