@@ -1,47 +1,84 @@
 """Building outgoing mail: :func:`compose`, address checks, and the envelope every sender uses.
 
 :func:`compose` builds a standard ``EmailMessage`` (text, html alternative, attachments, inline
-images, custom headers; Message-ID and Date set). :func:`prepare` turns any outgoing message
+images, custom headers; Message-ID and Date set). Everything that ends up in a header is
+checked first: addresses with email-validator (syntax, not policy), and no value may hold a
+line break, which is how header injection works. :func:`prepare` turns any outgoing message
 (``EmailMessage``, bytes, :class:`~mailsync.Message`) into an :class:`Envelope`: sender,
 recipients (To + Cc + Bcc), the bytes to transmit with Bcc removed, and the Message-ID. Every
 sender backend goes through :func:`prepare`, so they agree on who gets what.
 
-No I/O here except reading attachment files given as paths.
+No I/O here except reading attachment files given as paths (and DNS when deliverability
+checks are asked for).
 """
 
 from __future__ import annotations
 
-import email
 import email.policy
 import email.utils
 import mimetypes
 import os
-import socket
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from email.headerregistry import Address as HeaderAddress
 from email.message import EmailMessage
 from pathlib import Path
-from typing import TypeAlias
+from typing import NamedTuple, TypeAlias
 
 import email_validator
 
 from mailsync._errors import ConfigError, InvalidAddress
-from mailsync._message import Address, Message, as_bytes, header_block, parse_addresses
+from mailsync._message import Address, Message, _msgid, as_bytes, header_block, parse_addresses
 
 __all__ = ["AttachmentSpec", "Envelope", "check_address", "compose", "prepare"]
 
 #: An attachment for :func:`compose`: a path, or ``(filename, data, content_type)``.
 AttachmentSpec: TypeAlias = "str | os.PathLike[str] | tuple[str, bytes, str]"
+#: One address for :func:`compose`: ``"a@example.test"``, ``"Ann <a@example.test>"``,
+#: an :class:`~mailsync.Address`, or a ``(name, address)`` pair.
 AddressLike: TypeAlias = "str | Address | tuple[str, str]"
+
+# Everything str.splitlines() breaks on, plus NUL: the stdlib refuses these in headers with a
+# bare ValueError, and SMTP servers treat some of them as line ends.
+_LINE_BREAK = re.compile("[\r\n\x00\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+_HEADER_NAME = re.compile(r"[!-9;-~]+")
+_CONTENT_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+")
+_MSG_ID = re.compile(r"[^\s<>\"()\[\],;:\\]+")
+# email-validator refuses these as "not globally deliverable"; in a private deployment (and
+# in tests) they are perfectly good addresses, so syntax mode accepts them.
+_SPECIAL_USE_SUFFIXES = ("localhost", "local", "invalid", "onion", "arpa", "internal")
+# Headers compose() writes itself from its own arguments.
+_STRUCTURE_HEADERS = frozenset({"mime-version", "content-transfer-encoding", "content-type"})
+_ARGUMENT_HEADERS = {
+    "from": "from_",
+    "to": "to",
+    "cc": "cc",
+    "bcc": "bcc",
+    "reply-to": "reply_to",
+    "subject": "subject",
+}
+# Other headers that carry addresses: checked like the address arguments.
+_ADDRESS_HEADERS = frozenset(
+    {"sender", "disposition-notification-to", "return-receipt-to", "mail-followup-to"}
+)
+
+
+class _Checked(NamedTuple):
+    """An address that passed validation, spelled for the header."""
+
+    local: str
+    domain: str
+    needs_utf8: bool  # the local part is not ASCII: only SMTPUTF8 can carry it
 
 
 def check_address(address: str, *, deliverability: bool = False) -> str:
     """Check an address's syntax (and, on request, that its domain can receive mail).
 
-    Special-use domains such as ``.test``, ``.internal`` and ``localhost`` are accepted, as in
-    any private deployment: this checks syntax, not policy.
+    Special-use domains such as ``.test``, ``.internal``, ``.local`` and ``localhost`` are
+    accepted, as in any private deployment: this checks syntax, not policy. With
+    ``deliverability=True`` the domain must be a public one that has MX or A records.
 
     Args:
         address: The bare address (``local@domain``).
@@ -53,57 +90,103 @@ def check_address(address: str, *, deliverability: bool = False) -> str:
     Raises:
         InvalidAddress: The address is not valid.
     """
-    if not isinstance(address, str) or "\r" in address or "\n" in address:
+    checked = _check(address, deliverability=deliverability)
+    return f"{checked.local}@{checked.domain}"
+
+
+def _check(address: object, *, deliverability: bool) -> _Checked:
+    if not isinstance(address, str) or not address or _LINE_BREAK.search(address):
         raise InvalidAddress(f"invalid email address {address!r}", address=str(address))
+    probe, suffix = address, ""
+    domain = address.rpartition("@")[2].rstrip(".").lower()
+    if not deliverability:
+        suffix = next((s for s in _SPECIAL_USE_SUFFIXES if _ends_with_label(domain, s)), "")
+        if suffix:  # validate the same syntax with a suffix email-validator does not police
+            probe = address.rpartition("@")[0] + "@" + domain[: len(domain) - len(suffix)] + "test"
     try:
         result = email_validator.validate_email(
-            address,
+            probe,
             check_deliverability=deliverability,
             test_environment=not deliverability,
             allow_smtputf8=True,
+            allow_domain_literal=not deliverability,
             globally_deliverable=deliverability,
         )
     except email_validator.EmailNotValidError as exc:
         raise InvalidAddress(f"invalid email address {address!r}: {exc}", address=address) from exc
-    return str(result.normalized)
+    local = result.ascii_local_part or result.local_part
+    domain_part = result.ascii_domain or result.domain
+    if suffix:
+        domain_part = domain_part[: len(domain_part) - len("test")] + suffix
+    return _Checked(local, domain_part, needs_utf8=not local.isascii())
 
 
-def _address(value: AddressLike, *, deliverability: bool) -> HeaderAddress:
-    if isinstance(value, tuple):
-        name, addr = value
-    else:
-        parsed = parse_addresses([str(value)])
-        if len(parsed) != 1:
-            raise InvalidAddress(f"invalid email address {value!r}", address=str(value))
-        name, addr = parsed[0]
-    for text in (name, addr):
-        if "\r" in text or "\n" in text:
-            raise InvalidAddress(f"line break in address {value!r}", address=str(value))
-    normalised = check_address(addr, deliverability=deliverability)
-    local, _, domain = normalised.rpartition("@")
-    return HeaderAddress(display_name=name, username=local, domain=domain)
+def _ends_with_label(domain: str, label: str) -> bool:
+    return domain == label or domain.endswith("." + label)
+
+
+def _check_text(what: str, value: object) -> str:
+    """A header text: a str with no line break and encodable (no lone surrogates)."""
+    if not isinstance(value, str):
+        raise ConfigError(f"{what} must be a string, not {type(value).__name__}")
+    if _LINE_BREAK.search(value):
+        raise ConfigError(f"{what} contains a line break, which could inject headers: {value!r}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ConfigError(f"{what} is not valid text: {value!r}") from exc
+    return value
+
+
+def _check_header(name: object, value: object) -> None:
+    if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+        raise ConfigError(f"invalid header name {name!r}")
+    _check_text(f"header {name!r}", value)
+
+
+def _is_one_address(value: object) -> bool:
+    if isinstance(value, str | Address):
+        return True
+    # ("Ann", "a@x.test") is one address; ("a@x.test", "b@x.test") is two.
+    return (
+        isinstance(value, tuple)
+        and len(value) == 2
+        and all(isinstance(v, str) for v in value)
+        and "@" not in value[0]
+    )
+
+
+def _parse_address_item(item: object) -> list[tuple[str, str]]:
+    if isinstance(item, tuple):
+        if len(item) != 2 or not all(isinstance(v, str) for v in item):
+            raise InvalidAddress(f"an address pair is (name, address), not {item!r}", address="")
+        return [(item[0], item[1])]
+    if not isinstance(item, str):
+        raise InvalidAddress(f"not an address: {item!r}", address=str(item))
+    if _LINE_BREAK.search(item):
+        raise InvalidAddress(f"line break in address {item!r}", address=item)
+    parsed = parse_addresses([item])
+    if not parsed:
+        raise InvalidAddress(f"invalid email address {item!r}", address=item)
+    return [(a.name, a.email) for a in parsed]
 
 
 def _addresses(
     values: AddressLike | Iterable[AddressLike] | None, *, deliverability: bool
-) -> list[HeaderAddress]:
+) -> list[tuple[HeaderAddress, bool]]:
+    """Validated header addresses, each with whether it needs SMTPUTF8."""
     if values is None:
         return []
-    if isinstance(values, str | Address) or (
-        isinstance(values, tuple)
-        and len(values) == 2
-        and all(isinstance(v, str) for v in values)
-        and "@" in values[1]
-    ):
-        values = [values]  # type: ignore[list-item]
-    return [_address(v, deliverability=deliverability) for v in values]
-
-
-def _check_header(name: str, value: str) -> None:
-    if "\r" in name or "\n" in name or ":" in name or not name.strip():
-        raise ConfigError(f"invalid header name {name!r}")
-    if "\r" in value or "\n" in value:
-        raise ConfigError(f"header {name!r} contains a line break, which could inject headers")
+    items: Iterable[object] = [values] if _is_one_address(values) else values
+    out: list[tuple[HeaderAddress, bool]] = []
+    for item in items:
+        for name, addr in _parse_address_item(item):
+            if _LINE_BREAK.search(name) or _LINE_BREAK.search(addr):
+                raise InvalidAddress(f"line break in address {item!r}", address=str(addr))
+            checked = _check(addr, deliverability=deliverability)
+            header = HeaderAddress(display_name=name, username=checked.local, domain=checked.domain)
+            out.append((header, checked.needs_utf8))
+    return out
 
 
 def compose(
@@ -125,75 +208,124 @@ def compose(
 ) -> EmailMessage:
     """Build a message ready to send.
 
+    The structure follows what is given: ``text`` alone is one text/plain part; ``html`` adds a
+    multipart/alternative; ``inline`` parts go with the html in a multipart/related; and
+    ``attachments`` wrap it all in a multipart/mixed. Bodies are sent with ``\\n`` line ends
+    as CRLF, and a final line break is added when missing, as every line on the wire has one.
+    Non-ASCII subjects, names and file names are encoded (RFC 2047 / RFC 2231); a non-ASCII
+    local part makes an SMTPUTF8 message with UTF-8 headers.
+
     Args:
-        from_: The author: ``"a@example.test"``, ``"Ann <a@example.test>"`` or ``(name, addr)``.
-        to: One recipient or several.
+        from_: The author: ``"a@example.test"``, ``"Ann <a@example.test>"``, an
+            :class:`~mailsync.Address`, or ``(name, addr)``.
+        to: One recipient or several (an iterable, or one string of comma-separated
+            addresses). A 2-tuple is one ``(name, addr)`` unless its first item holds ``@``.
         subject: The subject (any language; encoded as needed).
         text: The plain-text body.
         html: An html body, sent as an alternative to ``text``.
         cc: Carbon-copy recipients.
         bcc: Blind recipients: kept in the returned message so senders know them, and removed
-            from what is transmitted.
+            from what is transmitted (see :func:`prepare`).
         reply_to: Where replies should go.
         attachments: Paths, or ``(filename, data, content_type)`` tuples.
-        headers: Extra headers.
+        headers: Extra headers; one replaces a header of the same name (Message-ID, Date).
+            Address headers (``Sender``...) are checked like the address arguments. Headers
+            that arguments set (From, To, Cc, Bcc, Reply-To, Subject) and the structure's own
+            (Content-Type, Content-Transfer-Encoding, MIME-Version) are refused.
         inline: Inline parts for the html, by Content-ID (``{"logo": "logo.png"}`` is shown by
             ``<img src="cid:logo">``).
         message_id: The Message-ID (without brackets); a new one by default.
         date: The Date; now by default.
-        check_deliverability: Also check that recipient domains can receive mail (network).
+        check_deliverability: Also check that the domains can receive mail (network).
 
     Returns:
         A standard ``EmailMessage``.
 
     Raises:
-        InvalidAddress: An address is not valid.
-        ConfigError: A header value contains a line break, or an attachment is unreadable.
+        InvalidAddress: An address is not valid, or holds a line break.
+        ConfigError: A header name or value is invalid or holds a line break, an attachment
+            is malformed or unreadable, or ``inline`` parts come without an html body.
     """
     check = {"deliverability": check_deliverability}
-    for name, value in (("Subject", subject),):
-        _check_header(name, value)
+    _check_text("subject", subject)
     author = _addresses(from_, **check)
     if len(author) != 1:
         raise InvalidAddress("from_ must be exactly one address", address=str(from_))
-    recipients = _addresses(to, **check)
-    copies = _addresses(cc, **check)
-    blind = _addresses(bcc, **check)
-    if not (recipients or copies or blind):
+    fields = {
+        "From": author,
+        "To": _addresses(to, **check),
+        "Cc": _addresses(cc, **check),
+        "Bcc": _addresses(bcc, **check),
+        "Reply-To": _addresses(reply_to, **check),
+    }
+    if not (fields["To"] or fields["Cc"] or fields["Bcc"]):
         raise InvalidAddress("a message needs at least one recipient", address="")
+    extra = _extra_headers(headers or {}, check_deliverability)
+    everyone = [*(a for values in fields.values() for a in values)]
+    everyone += [a for _, value in extra if isinstance(value, list) for a in value]
+    utf8 = any(needs for _, needs in everyone)
+    msg = EmailMessage(policy=email.policy.SMTPUTF8 if utf8 else email.policy.SMTP)
 
-    msg = EmailMessage(policy=email.policy.SMTP)
-    msg["From"] = author[0]
-    if recipients:
-        msg["To"] = recipients
-    if copies:
-        msg["Cc"] = copies
-    if blind:
-        msg["Bcc"] = blind
-    replies = _addresses(reply_to, **check)
-    if replies:
-        msg["Reply-To"] = replies
+    for name, addresses in fields.items():
+        if addresses:
+            msg[name] = [a for a, _ in addresses]
     msg["Subject"] = subject
     msg["Date"] = email.utils.format_datetime(date or email.utils.localtime())
-    domain = author[0].domain or socket.getfqdn()
-    msg["Message-ID"] = f"<{message_id}>" if message_id else email.utils.make_msgid(domain=domain)
-    for name, value in (headers or {}).items():
-        _check_header(name, value)
-        if name.lower() in msg:
-            del msg[name]
-        msg[name] = value
+    msg["Message-ID"] = _new_message_id(message_id, author[0][0].domain)
+    for name, value in extra:
+        del msg[name]
+        msg[name] = [a for a, _ in value] if isinstance(value, list) else value
 
     _set_body(msg, text, html, inline or {})
     for spec in attachments:
         filename, data, ctype = _load(spec)
         maintype, _, subtype = ctype.partition("/")
-        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
+        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename or None)
+    for part in msg.walk():  # the stdlib repeats MIME-Version in every part it adds
+        if part is not msg:
+            del part["MIME-Version"]
     return msg
+
+
+def _extra_headers(
+    headers: Mapping[str, str], deliverability: bool
+) -> list[tuple[str, str | list[tuple[HeaderAddress, bool]]]]:
+    out: list[tuple[str, str | list[tuple[HeaderAddress, bool]]]] = []
+    for name, value in headers.items():
+        _check_header(name, value)
+        key = name.lower()
+        if key in _STRUCTURE_HEADERS:
+            raise ConfigError(f"header {name!r} is set by compose() from the body and parts")
+        if key in _ARGUMENT_HEADERS:
+            argument = _ARGUMENT_HEADERS[key]
+            raise ConfigError(f"header {name!r} is set by compose()'s {argument}= argument")
+        if key in _ADDRESS_HEADERS:
+            addresses = _addresses(value, deliverability=deliverability)
+            if not addresses:
+                raise InvalidAddress(f"header {name!r} holds no address", address=value)
+            out.append((name, addresses))
+            continue
+        if key == "message-id" and _msgid(value) is None:
+            raise ConfigError(f"invalid Message-ID {value!r}")
+        out.append((name, value))
+    return out
+
+
+def _new_message_id(message_id: str | None, domain: str) -> str:
+    if message_id is None:
+        return email.utils.make_msgid(domain=domain or "localhost")
+    bare = message_id.strip().removeprefix("<").removesuffix(">")
+    if not _MSG_ID.fullmatch(bare.replace("@", "x", 1)) and not _MSG_ID.fullmatch(bare):
+        raise ConfigError(f"invalid message_id {message_id!r}")
+    return f"<{bare}>"
 
 
 def _set_body(
     msg: EmailMessage, text: str | None, html: str | None, inline: Mapping[str, AttachmentSpec]
 ) -> None:
+    for what, body in (("text", text), ("html", html)):
+        if body is not None and not isinstance(body, str):
+            raise ConfigError(f"{what} must be a string, not {type(body).__name__}")
     if text is None and html is None:
         text = ""
     if text is not None:
@@ -213,14 +345,17 @@ def _set_body(
         assert isinstance(last, EmailMessage)
         html_part = last
     for content_id, spec in inline.items():
+        bare = _check_text("inline content id", content_id).strip().strip("<>")
+        if not _MSG_ID.fullmatch(bare.replace("@", "x", 1)):
+            raise ConfigError(f"invalid inline content id {content_id!r}")
         filename, data, ctype = _load(spec)
         maintype, _, subtype = ctype.partition("/")
         html_part.add_related(
             data,
             maintype=maintype,
             subtype=subtype,
-            cid=f"<{content_id.strip('<>')}>",
-            filename=filename,
+            cid=f"<{bare}>",
+            filename=filename or None,
             disposition="inline",
         )
 
@@ -230,16 +365,20 @@ def _load(spec: AttachmentSpec) -> tuple[str, bytes, str]:
         if len(spec) != 3:
             raise ConfigError("an attachment tuple is (filename, data, content_type)")
         filename, data, ctype = spec
-        if "/" not in ctype:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise ConfigError(f"attachment data must be bytes, not {type(data).__name__}")
+        if not isinstance(ctype, str) or not _CONTENT_TYPE.fullmatch(ctype):
             raise ConfigError(f"content type {ctype!r} is not type/subtype")
-        return filename, bytes(data), ctype
+        return _check_text("attachment file name", filename), bytes(data), ctype.lower()
+    if not isinstance(spec, str | os.PathLike):
+        raise ConfigError(f"an attachment is a path or a tuple, not {type(spec).__name__}")
     path = Path(spec)
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read attachment {str(path)!r}: {exc.strerror}") from exc
     ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    return path.name, data, ctype
+    return _check_text("attachment file name", path.name), data, ctype
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +402,10 @@ class Envelope:
     eight_bit: bool
 
 
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+_BLIND_HEADERS = frozenset({b"bcc", b"resent-bcc"})
+
+
 def prepare(
     message: EmailMessage | bytes | Message,
     *,
@@ -271,61 +414,112 @@ def prepare(
 ) -> Envelope:
     """Work out the envelope of an outgoing message and the bytes to send.
 
-    A Message-ID and a Date are added when missing. Bcc is removed from the transmitted
-    header block but its addresses stay recipients.
+    The message's own bytes are kept as they are (so a DKIM signature stays valid) except
+    that line endings become CRLF, Bcc and Resent-Bcc header fields are removed (their
+    addresses stay recipients), and a Message-ID and a Date are added when missing.
+    Recipients are deduplicated, the domain compared case-insensitively.
+
+    Args:
+        message: The message to send.
+        mail_from: The envelope sender; by default the Sender, else the From address.
+        rcpt_to: The envelope recipients; by default everyone in To, Cc and Bcc.
 
     Raises:
         InvalidAddress: No recipient, or an envelope address is invalid.
+        ConfigError: The message cannot be serialised, or holds only headers.
     """
-    parsed = email.message_from_bytes(as_bytes(message), policy=email.policy.SMTP)
-    assert isinstance(parsed, EmailMessage)
-    if parsed["Message-ID"] is None:
-        sender_domain = _domain_of(parsed.get("From", ""))
-        parsed["Message-ID"] = email.utils.make_msgid(domain=sender_domain or socket.getfqdn())
-    if parsed["Date"] is None:
-        parsed["Date"] = email.utils.format_datetime(email.utils.localtime())
+    if isinstance(message, Message) and message.headers_only:
+        raise ConfigError("cannot send a message retrieved with headers_only=True")
+    raw = _wire_bytes(message)
+    head, body = _split_head(raw)
+    view = Message(head + b"\r\n")
+    fields = [f for f in _header_fields(head) if _field_name(f) not in _BLIND_HEADERS]
+    message_id = view.message_id
+    if message_id is None:
+        domain = _domain_of(view.from_.email if view.from_ else "")
+        message_id = email.utils.make_msgid(domain=domain)[1:-1]
+        fields.append(f"Message-ID: <{message_id}>\r\n".encode())
+    if "Date" not in view.headers:
+        now = email.utils.format_datetime(email.utils.localtime())
+        fields.append(f"Date: {now}\r\n".encode())
 
-    recipients = list(rcpt_to) if rcpt_to is not None else _header_recipients(parsed)
-    recipients = list(dict.fromkeys(r.strip() for r in recipients if r.strip()))
+    listed = [a.email for a in (*view.to, *view.cc, *view.bcc) if a.email]
+    recipients = _dedupe(list(rcpt_to) if rcpt_to is not None else listed)
     if not recipients:
         raise InvalidAddress("the message has no recipient (To, Cc, Bcc or rcpt_to)", address="")
     for rcpt in recipients:
         check_address(rcpt)
-    sender = mail_from if mail_from is not None else _header_sender(parsed)
+    sender = _envelope_sender(view) if mail_from is None else mail_from.strip().strip("<>")
     if sender:
         check_address(sender)
 
-    del parsed["Bcc"]
-    data = as_bytes(parsed)
-    head = header_block(data)
-    addresses = [sender, *recipients]
+    new_head = b"".join(fields)
     return Envelope(
         mail_from=sender,
         recipients=tuple(recipients),
-        data=data,
-        message_id=(str(parsed["Message-ID"]).strip().strip("<>")),
-        needs_smtputf8=not all(a.isascii() for a in addresses) or not head.isascii(),
-        eight_bit=not data.isascii(),
+        data=new_head + b"\r\n" + body,
+        message_id=message_id,
+        needs_smtputf8=not all(a.isascii() for a in (sender, *recipients))
+        or not new_head.isascii(),
+        eight_bit=not body.isascii(),
     )
 
 
-def _header_recipients(msg: EmailMessage) -> list[str]:
-    values: list[str] = []
-    for name in ("To", "Cc", "Bcc"):
-        values += [str(v) for v in msg.get_all(name, [])]
-    return [a.email for a in parse_addresses(values) if a.email]
+def _wire_bytes(message: EmailMessage | bytes | Message) -> bytes:
+    try:
+        raw = as_bytes(message)
+    except (TypeError, ValueError, LookupError, UnicodeError) as exc:
+        raise ConfigError(f"cannot serialise the message: {exc}") from exc
+    return _LINE_END.sub(b"\r\n", raw)
 
 
-def _header_sender(msg: EmailMessage) -> str:
-    for name in ("Sender", "From"):
-        found = parse_addresses([str(v) for v in msg.get_all(name, [])])
-        if found and found[0].email:
-            return found[0].email
-    return ""
+def _split_head(raw: bytes) -> tuple[bytes, bytes]:
+    """``(header fields with their CRLFs, body)``; the blank line between them is dropped."""
+    head = header_block(raw)
+    if head.endswith(b"\r\n\r\n"):
+        return head[:-2], raw[len(head) :]
+    if raw.startswith(b"\r\n"):  # no header at all
+        return b"", raw[2:]
+    return (head if head.endswith(b"\r\n") else head + b"\r\n"), raw[len(head) :]
 
 
-def _domain_of(value: object) -> str | None:
-    found = parse_addresses([str(value)])
-    if found and "@" in found[0].email:
-        return found[0].email.rpartition("@")[2]
-    return None
+def _header_fields(head: bytes) -> list[bytes]:
+    """Split a header block into fields, each with its continuation lines and CRLFs."""
+    fields: list[bytes] = []
+    for line in head.splitlines(keepends=True):
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1] += line
+        else:
+            fields.append(line)
+    return fields
+
+
+def _field_name(field: bytes) -> bytes:
+    return field.partition(b":")[0].strip().lower()
+
+
+def _dedupe(addresses: Iterable[str]) -> list[str]:
+    seen: dict[str, str] = {}
+    for address in addresses:
+        address = address.strip()
+        if not address:
+            continue
+        local, at, domain = address.rpartition("@")
+        key = f"{local}@{domain.lower()}" if at else address
+        seen.setdefault(key, address)
+    return list(seen.values())
+
+
+def _envelope_sender(view: Message) -> str:
+    sender = [a for a in parse_addresses(view._raw_values("Sender")) if a.email]
+    if sender:
+        return sender[0].email
+    return view.from_.email if view.from_ else ""
+
+
+def _domain_of(address: str) -> str:
+    domain = address.rpartition("@")[2] if "@" in address else ""
+    try:
+        return domain.encode("idna").decode("ascii") if domain else "localhost"
+    except UnicodeError:
+        return "localhost"
