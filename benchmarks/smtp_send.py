@@ -1,0 +1,361 @@
+"""SMTP send benchmark: mailsync's ``send_many`` against smtplib and aiosmtplib, on the private
+Postfix of tests/servers.py over loopback.
+
+Every contender sends the same 1,000 small composed messages (``mailsync.compose``) in a fresh
+process; the time is that process's whole wall time (interpreter start to exit), the median of
+several runs, plus the time of the sending alone as the process measured it. A message counts
+as sent when Postfix has answered 250 to its end of data: Postfix queues and delivers to
+Dovecot afterwards, so the benchmark waits for the queue to drain between runs and measures
+the client side only.
+
+Contenders:
+
+- ``mailsync send_many`` / ``mailsync async send_many``: one connection, pipelined.
+- ``smtplib, connection per message``: connect, (STARTTLS, AUTH,) ``send_message``, QUIT for
+  each message: what most wrappers do.
+- ``smtplib, one connection``: the hand-written loop: one connection, ``send_message`` each.
+- ``aiosmtplib, one connection``: the same loop with aiosmtplib, if it is installed.
+
+    python benchmarks/smtp_send.py                      # submission port, 1,000 x 3, table
+    python benchmarks/smtp_send.py --count 200 --runs 1 --ports plain
+    python benchmarks/smtp_send.py --write-docs         # also replace the SMTP section of
+                                                        # docs/performance.md
+
+Needs root and the Dovecot/Postfix packages, as the test servers do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs" / "performance.md"
+SECTION = "## SMTP send (`benchmarks/smtp_send.py`)"
+
+CONTENDERS = {
+    "mailsync": "mailsync send_many",
+    "mailsync-async": "mailsync async send_many",
+    "smtplib-per-message": "smtplib, connection per message",
+    "smtplib-loop": "smtplib, one connection (hand-written loop)",
+    "aiosmtplib-loop": "aiosmtplib, one connection",
+}
+
+
+# -- the child process: one contender, one run -------------------------------------------------
+
+
+def _messages(config: dict[str, Any]) -> list[Any]:
+    import mailsync
+
+    return [
+        mailsync.compose(
+            from_=config["sender"],
+            to=config["recipient"],
+            subject=f"Benchmark message {n}",
+            text=f"Hello,\nthis is benchmark message {n}.\n",
+        )
+        for n in range(config["count"])
+    ]
+
+
+def _context(config: dict[str, Any]) -> Any:
+    import ssl
+
+    return ssl.create_default_context(cafile=config["cafile"])
+
+
+def _run_mailsync(config: dict[str, Any]) -> None:
+    import mailsync
+
+    messages = _messages(config)
+    start = time.perf_counter()
+    with mailsync.sender(config["url"], **_mailsync_options(config)) as out:
+        results = out.send_many(messages)
+    _report(start, sum(r.ok for r in results))
+
+
+def _mailsync_options(config: dict[str, Any]) -> dict[str, Any]:
+    if config["tls"] == "none":
+        return {"tls": "none"}
+    return {"password": config["password"], "verify": _context(config)}
+
+
+def _run_mailsync_async(config: dict[str, Any]) -> None:
+    import asyncio
+
+    import mailsync
+
+    messages = _messages(config)
+
+    async def main() -> int:
+        async with mailsync.sender_async(config["url"], **_mailsync_options(config)) as out:
+            results = await out.send_many(messages)
+        return sum(r.ok for r in results)
+
+    start = time.perf_counter()
+    sent = asyncio.run(main())  # a benchmark script owns its loop
+    _report(start, sent)
+
+
+def _smtplib_connection(config: dict[str, Any]) -> Any:
+    import smtplib
+
+    conn = smtplib.SMTP(config["host"], config["port"], timeout=30)
+    if config["tls"] != "none":
+        conn.starttls(context=_context(config))
+        conn.login(config["user"], config["password"])
+    return conn
+
+
+def _run_smtplib_per_message(config: dict[str, Any]) -> None:
+    messages = _messages(config)
+    start = time.perf_counter()
+    for message in messages:
+        conn = _smtplib_connection(config)
+        conn.send_message(message)
+        conn.quit()
+    _report(start, len(messages))
+
+
+def _run_smtplib_loop(config: dict[str, Any]) -> None:
+    messages = _messages(config)
+    start = time.perf_counter()
+    conn = _smtplib_connection(config)
+    for message in messages:
+        conn.send_message(message)
+    conn.quit()
+    _report(start, len(messages))
+
+
+def _run_aiosmtplib_loop(config: dict[str, Any]) -> None:
+    import asyncio
+
+    import aiosmtplib
+
+    messages = _messages(config)
+
+    async def main() -> None:
+        tls = config["tls"] != "none"
+        client = aiosmtplib.SMTP(
+            hostname=config["host"],
+            port=config["port"],
+            start_tls=tls,
+            tls_context=_context(config) if tls else None,
+        )
+        await client.connect()
+        if tls:
+            await client.login(config["user"], config["password"])
+        for message in messages:
+            await client.send_message(message)
+        await client.quit()
+
+    start = time.perf_counter()
+    asyncio.run(main())
+    _report(start, len(messages))
+
+
+def _report(start: float, sent: int) -> None:
+    print(json.dumps({"send_seconds": time.perf_counter() - start, "sent": sent}))
+
+
+def child(name: str, config_json: str) -> None:
+    sys.path.insert(0, str(ROOT / "src"))
+    config = json.loads(config_json)
+    runner = {
+        "mailsync": _run_mailsync,
+        "mailsync-async": _run_mailsync_async,
+        "smtplib-per-message": _run_smtplib_per_message,
+        "smtplib-loop": _run_smtplib_loop,
+        "aiosmtplib-loop": _run_aiosmtplib_loop,
+    }[name]
+    runner(config)
+
+
+# -- the parent: servers, runs, table ----------------------------------------------------------
+
+
+@dataclass
+class Result:
+    name: str
+    port: str
+    walls: list[float] = field(default_factory=list)
+    sends: list[float] = field(default_factory=list)
+
+    @property
+    def wall(self) -> float:
+        return statistics.median(self.walls)
+
+    @property
+    def send(self) -> float:
+        return statistics.median(self.sends)
+
+
+def available(name: str) -> bool:
+    if not name.startswith("aiosmtplib"):
+        return True
+    try:
+        import aiosmtplib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def run_once(name: str, config: dict[str, Any]) -> tuple[float, float]:
+    command = [sys.executable, __file__, "--child", name, json.dumps(config)]
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"{name} failed:\n{done.stdout}\n{done.stderr}")
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    if report["sent"] != config["count"]:
+        raise RuntimeError(f"{name} sent {report['sent']} of {config['count']}")
+    return wall, float(report["send_seconds"])
+
+
+def wait_for_empty_queue(servers: Any, timeout: float = 300.0) -> None:
+    """Let Postfix deliver what the last run queued, so runs do not slow each other down."""
+
+    def empty() -> bool:
+        done = subprocess.run(
+            ["postqueue", "-c", servers.postfix_config_dir, "-j"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return done.returncode == 0 and not done.stdout.strip()
+
+    servers.wait_for(empty, timeout=timeout, interval=0.2, message="Postfix queue empty")
+
+
+def configs(servers: Any, ports: str, count: int) -> Iterator[tuple[str, dict[str, Any]]]:
+    sender = servers.new_account("bench")
+    recipient = servers.new_account("sink")
+    common = {
+        "host": servers.host,
+        "count": count,
+        "sender": sender.email,
+        "recipient": recipient.email,
+        "cafile": servers.cafile,
+        "user": sender.user,
+        "password": sender.password,
+    }
+    if ports in ("submission", "both"):
+        port = servers.submission_port
+        url = f"smtp://{sender.user}@{servers.host}:{port}"
+        yield (
+            "submission (STARTTLS + AUTH)",
+            {**common, "port": port, "tls": "starttls", "url": url},
+        )
+    if ports in ("plain", "both"):
+        port = servers.smtp_port
+        url = f"smtp://{servers.host}:{port}"
+        yield "plain (no TLS, no AUTH)", {**common, "port": port, "tls": "none", "url": url}
+
+
+def measure(servers: Any, ports: str, count: int, runs: int) -> list[Result]:
+    results: list[Result] = []
+    names = [name for name in CONTENDERS if available(name)]
+    for port_label, config in configs(servers, ports, count):
+        mine = [Result(name, port_label) for name in names]
+        for run in range(runs):
+            # Interleaved, and rotated each run, so drift on a shared machine hits all alike.
+            order = mine[run % len(mine) :] + mine[: run % len(mine)]
+            for result in order:
+                wait_for_empty_queue(servers)
+                wall, send = run_once(result.name, config)
+                result.walls.append(wall)
+                result.sends.append(send)
+                print(
+                    f"  {port_label:30} {CONTENDERS[result.name]:45} "
+                    f"wall {wall:6.2f}s  send {send:6.2f}s",
+                    file=sys.stderr,
+                )
+        results += mine
+    return results
+
+
+def table(results: list[Result], count: int, runs: int) -> str:
+    lines = [
+        SECTION,
+        "",
+        f"{count:,} small messages (`mailsync.compose`, about 450 bytes) to one local recipient "
+        "on the private Postfix of `tests/servers.py`, over loopback; each contender in a fresh "
+        f"process; median of {runs} run(s), runs interleaved. *Wall* is the whole process "
+        "(interpreter start to exit, composing included); *send* is the sending alone, until "
+        "Postfix answered 250 to the last message. The Postfix queue is drained between runs.",
+        "",
+    ]
+    for port in dict.fromkeys(r.port for r in results):
+        group = [r for r in results if r.port == port]
+        per_message = next(r for r in group if r.name == "smtplib-per-message")
+        loop = next(r for r in group if r.name == "smtplib-loop")
+        lines += [
+            f"**{port}**",
+            "",
+            "| contender | wall (s) | send (s) | msg/s | vs. connection per message | "
+            "vs. hand-written loop |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for r in group:
+            lines.append(
+                f"| {CONTENDERS[r.name]} | {r.wall:.2f} | {r.send:.2f} | {count / r.send:,.0f} "
+                f"| {per_message.wall / r.wall:.2f}x faster | {r.wall / loop.wall:.2f}x the time |"
+            )
+        lines.append("")
+    lines += [
+        f"Machine: {os.cpu_count()} CPU(s), shared with other work, so expect noise of some "
+        "10-20 %. Targets: `send_many` at least 3x faster than a connection per message, and "
+        "within 1.2x of the hand-written single-connection loop.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_docs(section: str) -> None:
+    """Replace this benchmark's section of docs/performance.md (or append it)."""
+    text = DOCS.read_text() if DOCS.exists() else "# Performance\n"
+    if SECTION in text:
+        start = text.index(SECTION)
+        following = text.find("\n## ", start + len(SECTION))
+        end = len(text) if following < 0 else following + 1
+        text = text[:start] + section + ("\n" if following >= 0 else "") + text[end:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    DOCS.write_text(text.rstrip("\n") + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--ports", choices=("submission", "plain", "both"), default="both")
+    parser.add_argument("--write-docs", action="store_true")
+    parser.add_argument("--child", nargs=2, metavar=("NAME", "CONFIG"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(*args.child)
+        return
+    sys.path.insert(0, str(ROOT / "tests"))
+    from servers import MailServers
+
+    with MailServers() as servers:
+        results = measure(servers, args.ports, args.count, args.runs)
+    section = table(results, args.count, args.runs)
+    print(section)
+    if args.write_docs:
+        write_docs(section)
+
+
+if __name__ == "__main__":
+    main()
