@@ -117,3 +117,47 @@ class TestAsyncMbox(MboxFixtures, AsyncRetrieverContract):
     @pytest.fixture
     def make_retriever(self, path: Path) -> Callable[..., Any]:
         return lambda state: mailsync.connect_async(f"mbox:{path}", state=state)
+
+
+_WRITER = """
+import mailbox, sys, time
+box = mailbox.mbox(sys.argv[1])
+for n in range(int(sys.argv[2])):
+    while True:
+        try:
+            box.lock()
+            break
+        except mailbox.ExternalClashError:  # the reader holds it for a moment
+            time.sleep(0.01)
+    try:
+        body = ("line of text\\n" * 20000).encode()
+        head = b"From: a@example.test\\nSubject: Concurrent %d\\n"
+        head += b"Message-ID: <c%d@example.test>\\n\\n"
+        box.add(head % (n, n) + body)
+        box.flush()
+    finally:
+        box.unlock()
+box.close()
+"""
+
+
+def test_mbox_sync_never_sees_a_half_written_message(tmp_path: Path) -> None:
+    """Another process appends under the mbox lock while sync() runs: every message comes
+    whole, exactly once (a reader without the lock used to record truncated messages)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "busy.mbox"
+    path.touch()
+    writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(path), "10"])
+    seen: list[str] = []
+    with mailsync.connect(f"mbox:{path}", state=":memory:") as box:
+        while True:
+            done = writer.poll() is not None
+            for message in box.sync():
+                assert message.text.count("line of text") == 20000, message.subject
+                seen.append(message.subject)
+            if done:
+                break
+    assert writer.wait(30) == 0
+    assert seen == [f"Concurrent {n}" for n in range(10)]

@@ -53,7 +53,12 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--insecure", action="store_true", help="do not verify the server certificate"
         )
-        sub.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
+        sub.add_argument(
+            "--timeout",
+            type=float,
+            default=None,
+            help="seconds per network operation (default: the account's, else 30)",
+        )
         return sub
 
     for name, text in (
@@ -111,7 +116,9 @@ def _resolve(target: str | None) -> tuple[str | None, Account | None]:
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
-    options: dict[str, Any] = {"timeout": args.timeout}
+    options: dict[str, Any] = {}
+    if args.timeout is not None:
+        options["timeout"] = args.timeout
     if args.tls:
         options["tls"] = args.tls
     if args.insecure:

@@ -9,7 +9,9 @@ hold the mbox lock (fcntl and dot-lock) so other mail programs are not corrupted
 
 from __future__ import annotations
 
+import contextlib
 import mailbox
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +30,7 @@ from mailsync._base import (
 )
 from mailsync._compose import prepare
 from mailsync._config import Endpoint
-from mailsync._errors import FolderNotFound, MessageNotFound, map_exceptions
+from mailsync._errors import FolderNotFound, MessageNotFound, TemporaryFailure, map_exceptions
 from mailsync._message import Folder, Message, as_bytes, header_block, message_identity
 from mailsync._query import Q
 
@@ -62,23 +64,49 @@ def _strip_status(raw: bytes) -> bytes:
 
 
 class _MboxFile:
-    """The mbox file and the identity-based ids of its messages."""
+    """The mbox file and the identity-based ids of its messages.
 
-    def __init__(self, path: Path) -> None:
+    A listing is taken under the mbox lock, so a message another program is appending is
+    never read half-written. :mod:`mailbox` keeps the file open and writers either append
+    or replace the file by rename, so the open handle keeps reading a consistent snapshot.
+    """
+
+    def __init__(self, path: Path, lock_timeout: float = 30.0) -> None:
         self.path = path
+        self.lock_timeout = lock_timeout
 
     def open(self, *, create: bool = False) -> mailbox.mbox:
         if not create and not self.path.exists():
             raise FolderNotFound(f"no mbox file at {self.path}")
         return mailbox.mbox(self.path, create=create)
 
+    @contextlib.contextmanager
+    def locked(self, box: mailbox.mbox) -> Iterator[None]:
+        # mailbox's lock does not wait: another program holding it makes it fail at once.
+        deadline = time.monotonic() + self.lock_timeout
+        while True:
+            try:
+                box.lock()
+                break
+            except mailbox.ExternalClashError:
+                if time.monotonic() > deadline:
+                    raise TemporaryFailure(
+                        f"{self.path} stayed locked by another program"
+                    ) from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            box.unlock()
+
     def listing(self, box: mailbox.mbox) -> list[tuple[str, Any]]:
         """``(id, key)`` for every message in file order."""
+        with self.locked(box):
+            keys = list(box.keys())
         seen: dict[str, int] = {}
         result = []
-        for key in box.keys():  # noqa: SIM118 - iterating a mailbox yields messages, not keys
-            raw = box.get_bytes(key)
-            identity = _identity(raw)
+        for key in keys:
+            identity = _identity(box.get_bytes(key))
             count = seen.get(identity, 0)
             seen[identity] = count + 1
             result.append((identity if count == 0 else f"{identity}#{count}", key))
@@ -138,15 +166,24 @@ class MboxRetriever(Retriever):
             return iter(())
         return self._iterate(query, headers_only, limit)
 
-    def _iterate(self, query: Q | None, headers_only: bool, limit: int | None) -> Iterator[Message]:
+    def _iterate(
+        self,
+        query: Q | None,
+        headers_only: bool,
+        limit: int | None,
+        skip: Callable[[list[str]], set[str]] | None = None,
+    ) -> Iterator[Message]:
         with map_exceptions(context=self.endpoint.display):
             box = self._file.open()
             try:
                 listing = self._file.listing(box)
+                skipped = skip([mid for mid, _ in listing]) if skip else set()
                 count = 0
                 for message_id, key in listing:
                     if limit is not None and count >= limit:
                         return
+                    if message_id in skipped:
+                        continue
                     message = self._message(box, key, message_id, headers_only=False)
                     if query is not None and not query.matches(message):
                         continue
@@ -180,16 +217,8 @@ class MboxRetriever(Retriever):
         self._check_folder(folder)
         state = {"v": 1}
         if self._file.path.exists():
-            listing = [m.id for m in self.messages(headers_only=True)]
-            delivered = known(listing)
-            for message_id in listing:
-                if message_id in delivered:
-                    continue
-                try:
-                    message = self.get(message_id)
-                except MessageNotFound:
-                    continue  # removed by someone else meanwhile
-                yield SyncStep(message, state, message_id)
+            for message in self._iterate(None, False, None, skip=known):
+                yield SyncStep(message, state, message.id)
         if cursor is None:
             yield SyncStep(None, state)
 
@@ -197,17 +226,16 @@ class MboxRetriever(Retriever):
         wanted = set(message_refs(msgs))
         with map_exceptions(context=self.endpoint.display):
             box = self._file.open()
-            box.lock()
             try:
                 found = {mid: key for mid, key in self._file.listing(box) if mid in wanted}
                 missing = wanted - set(found)
                 if missing:
                     raise MessageNotFound(f"no message {sorted(missing)[0]!r} in {self._file.path}")
-                for key in found.values():
-                    change(box, key)
-                box.flush()
+                with self._file.locked(box):
+                    for key in found.values():
+                        change(box, key)
+                    box.flush()
             finally:
-                box.unlock()
                 box.close()
 
     def set_flags(
@@ -246,15 +274,14 @@ def _append(file: _MboxFile, raw: bytes, letters: str = "") -> None:
     with map_exceptions(context=f"mbox:{file.path}"):
         file.path.parent.mkdir(parents=True, exist_ok=True)
         box = file.open(create=True)
-        box.lock()
         try:
-            stored = mailbox.mboxMessage(raw)
-            if letters:
-                stored.set_flags(letters)
-            box.add(stored)
-            box.flush()
+            with file.locked(box):
+                stored = mailbox.mboxMessage(raw)
+                if letters:
+                    stored.set_flags(letters)
+                box.add(stored)
+                box.flush()
         finally:
-            box.unlock()
             box.close()
 
 
