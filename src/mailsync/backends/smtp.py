@@ -813,9 +813,19 @@ class _Session:
         yield from self.ensure_open()
         if "ETRN" not in self.features:
             raise Unsupported(f"{self.display} does not offer ETRN")
-        yield _Write(f"ETRN {domain}".encode() + CRLF)
-        reply: Reply = yield _READ
-        _check_lost(reply)
+        try:
+            if self.used:  # ETRN is refused inside a transaction a failed send left open
+                yield _Write(b"RSET" + CRLF)
+                _check_lost((yield _READ))
+                self.used = False
+            yield _Write(f"ETRN {domain}".encode() + CRLF)
+            reply: Reply = yield _READ
+            _check_lost(reply)
+        except (_Lost, ConnectionFailed, MailTimeout, ProtocolError) as exc:
+            yield from self._drop()
+            if isinstance(exc, _Lost):
+                raise ConnectionFailed(f"{self.display}: {exc}") from exc
+            raise
         if reply.positive:
             return reply
         if reply.transient:
@@ -1091,6 +1101,15 @@ class _StreamDriver:
             self._replies.extend(self._parser.feed(data))
         return self._replies.pop(0)
 
+    def abandon(self) -> None:
+        """Forget a connection that belongs to an event loop no longer running."""
+        writer, self._reader, self._writer = self._writer, None, None
+        self._parser = _ReplyParser()
+        self._replies = []
+        if writer is not None:
+            with contextlib.suppress(Exception):
+                writer.transport.abort()
+
     async def close(self) -> None:
         writer, self._reader, self._writer = self._writer, None, None
         self._parser = _ReplyParser()
@@ -1229,6 +1248,7 @@ class AsyncSMTPSender(AsyncSender):
         self._session = _Session(endpoint)
         self._driver = _StreamDriver(endpoint)
         self._lock: asyncio.Lock | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def connections_opened(self) -> int:
@@ -1236,8 +1256,14 @@ class AsyncSMTPSender(AsyncSender):
         return self._session.connections
 
     async def _run(self, steps: _Steps[T]) -> T:
-        if self._lock is None:
-            self._lock = asyncio.Lock()  # created in the running loop, not at construction
+        loop = asyncio.get_running_loop()
+        if self._lock is None or self._loop is not loop:
+            # First use, or a new event loop (a second asyncio.run): the old loop's
+            # connection cannot be used from this one.
+            if self._loop is not None:
+                self._driver.abandon()
+                self._session.forget()
+            self._loop, self._lock = loop, asyncio.Lock()
         async with self._lock:
             return await self._driver.run(self._session, steps)
 
