@@ -232,6 +232,14 @@ def _free_ports(count: int) -> list[int]:
     return candidates
 
 
+def _base_dir() -> str:
+    """The temp dir, unless the mail users cannot traverse it or its path is so long that
+    the daemons' socket paths would pass the 108-byte limit of unix socket names."""
+    base = Path(tempfile.gettempdir()).resolve()
+    traversable = all(os.stat(path).st_mode & 0o001 for path in (base, *base.parents))
+    return str(base) if traversable and len(str(base)) <= 40 else "/tmp"
+
+
 def _read_tail(path: Path, max_chars: int) -> str:
     try:
         data = path.read_bytes()
@@ -384,7 +392,7 @@ class MailServers:
         self._mail_gid = grp.getgrnam("mail").gr_gid
         atexit.register(self.stop)
         for attempt in range(1, _START_ATTEMPTS + 1):
-            self.root = Path(tempfile.mkdtemp(prefix="mailsync-servers-"))
+            self.root = Path(tempfile.mkdtemp(prefix="mailsync-servers-", dir=_base_dir()))
             try:
                 self._start_once(binaries)
                 return self

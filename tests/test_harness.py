@@ -16,6 +16,7 @@ import smtplib
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -98,13 +99,20 @@ def test_imap_login_and_capabilities(mail_servers: MailServers, account: Account
         conn.logout()
 
 
-def test_wrong_password_fails_fast(mail_servers: MailServers, account: Account) -> None:
-    conn = imaplib.IMAP4(mail_servers.host, mail_servers.imap_port, timeout=10)
-    try:
-        with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
-            conn.login(account.user, account.password + "-wrong")
-    finally:
-        conn.logout()
+def test_failed_logins_do_not_slow_later_ones(mail_servers: MailServers, account: Account) -> None:
+    # All tests share 127.0.0.1, so Dovecot's per-IP auth penalty (>= 2 s after a failure)
+    # must be off, or one deliberate wrong password would slow every later login.
+    for _ in range(2):
+        conn = imaplib.IMAP4(mail_servers.host, mail_servers.imap_port, timeout=10)
+        try:
+            with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
+                conn.login(account.user, account.password + "-wrong")
+        finally:
+            conn.logout()
+    started = time.monotonic()
+    with mail_servers.imap(account):
+        pass
+    assert time.monotonic() - started < 1.5
 
 
 def test_list_shows_special_use(mail_servers: MailServers, account: Account) -> None:
@@ -118,6 +126,21 @@ def test_list_shows_special_use(mail_servers: MailServers, account: Account) -> 
         "Archive": "\\Archive",
     }.items():
         assert flag in folders[name], (name, folders[name])
+
+
+def test_idle_hears_new_mail(mail_servers: MailServers, account: Account) -> None:
+    with socket.create_connection((mail_servers.host, mail_servers.imap_port), timeout=5) as sock:
+        reader = sock.makefile("rb")
+        reader.readline()
+        login = f"a LOGIN {account.user} {account.password}\r\nb SELECT INBOX\r\nc IDLE\r\n"
+        sock.sendall(login.encode())
+        while not reader.readline().startswith(b"+ idling"):
+            pass
+        mail_servers.deliver(account, make_message("x@example.test", account.email, "push"))
+        line = reader.readline()  # a 5 s read timeout: far below the 30 s fallback poll
+        assert line == b"* 1 EXISTS\r\n"
+        sock.sendall(b"DONE\r\nd LOGOUT\r\n")
+        reader.close()
 
 
 def test_new_accounts_log_in_at_once(mail_servers: MailServers) -> None:
