@@ -49,7 +49,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias, TypeVar
 
@@ -430,7 +430,6 @@ class _Session:
         self.features = _Features()
         self.used = False  # a transaction was started on this connection: RSET first
         self.connections = 0
-        self._while_waiting: Callable[[], None] | None = None
 
     # -- connection ------------------------------------------------------------------------
 
@@ -573,11 +572,8 @@ class _Session:
         """Send each message in turn; a message whose recipients were all refused gives a
         result with nothing accepted instead of stopping the others."""
         results: list[SendResult] = []
-        upcoming = _Lookahead(items)
-        self._while_waiting = upcoming.fill
         try:
-            while (item := upcoming.pop()) is not None:
-                envelope, dsn = item
+            for envelope, dsn in items:
                 try:
                     results.append((yield from self.send(envelope, dsn)))
                 except RecipientsRefused as exc:
@@ -585,8 +581,6 @@ class _Session:
         except MailsyncError as exc:
             exc.add_note(f"{len(results)} message(s) of this send_many were sent before")
             raise
-        finally:
-            self._while_waiting = None
         return results
 
     def send(self, envelope: Envelope, dsn: _DSN) -> _Steps[SendResult]:
@@ -742,8 +736,6 @@ class _Session:
         if data_reply is None or data_reply.code != 354:
             return self._message_refused(outcome, data_reply)
         yield _Write(_data_payload(envelope.data))
-        if self._while_waiting is not None:
-            self._while_waiting()  # the server is busy storing the message meanwhile
         final: Reply = yield _READ
         _check_lost(final, after_data=True)
         if final.positive:
@@ -840,39 +832,6 @@ class _Session:
             yield _Write(b"QUIT" + CRLF)
             yield _READ
         yield from self._drop()
-
-
-class _Lookahead:
-    """The messages of a ``send_many``, each prepared one step ahead.
-
-    :meth:`fill` prepares the next message while the server stores the current one, so the
-    client's work (parsing, serialising) overlaps the server's. An error preparing it is kept
-    and raised when that message's turn comes, never in the middle of another's transaction.
-    """
-
-    def __init__(self, items: Iterator[tuple[Envelope, _DSN]]) -> None:
-        self._items = items
-        self._next: tuple[Envelope, _DSN] | None = None
-        self._error: Exception | None = None
-        self._done = False
-
-    def fill(self) -> None:
-        if self._next is not None or self._error is not None or self._done:
-            return
-        try:
-            self._next = next(self._items)
-        except StopIteration:
-            self._done = True
-        except Exception as exc:  # raised in pop(), at this message's turn
-            self._error = exc
-
-    def pop(self) -> tuple[Envelope, _DSN] | None:
-        self.fill()
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
-        item, self._next = self._next, None
-        return item
 
 
 def _check_lost(reply: Reply, *, after_data: bool = False) -> None:
