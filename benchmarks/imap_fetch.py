@@ -447,6 +447,19 @@ def _external(
     return result
 
 
+def _copy_database(source: Path, target: Path) -> None:
+    """Copy a SQLite state store whole (WAL included) with the backup API."""
+    import sqlite3
+
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{target}{suffix}").unlink(missing_ok=True)
+    with (
+        contextlib.closing(sqlite3.connect(source)) as src,
+        contextlib.closing(sqlite3.connect(target)) as dst,
+    ):
+        src.backup(dst)
+
+
 def _incremental(
     servers: Any,
     account: Any,
@@ -483,10 +496,10 @@ def _incremental(
             _python(section, "raw imaplib UID SEARCH", {**cfg, "since_uid": since}, args)
         )
         pristine = workdir / f"state-{size}.pristine"
-        shutil.copy(state, pristine)
+        _copy_database(state, pristine)
 
         def restore(source: Path = pristine, target: Path = state) -> None:
-            shutil.copy(source, target)
+            _copy_database(source, target)
 
         print(f"{section}: mailsync sync() ...", file=sys.stderr)
         results.append(

@@ -43,7 +43,13 @@ from mailsync._errors import (
 from mailsync._message import Folder, Message, as_bytes, header_block
 from mailsync._query import Q
 from mailsync.protocol import imap as proto
-from mailsync.protocol.imap_literals import FetchResponse, ResponseReader, Tagged, fetch_command
+from mailsync.protocol.imap_literals import (
+    MAX_LINE,
+    FetchResponse,
+    ResponseReader,
+    Tagged,
+    fetch_command,
+)
 
 __all__ = ["IMAPRetriever"]
 
@@ -51,8 +57,6 @@ __all__ = ["IMAPRetriever"]
 BATCH_SIZE = 500
 #: RFC 2177: servers may drop an IDLE after 30 minutes; renew before that.
 IDLE_RENEW_SECONDS = 25 * 60
-#: Bytes asked of the socket per read while streaming bodies.
-READ_SIZE = 1 << 20
 #: How long a polite LOGOUT may take when closing.
 LOGOUT_TIMEOUT = 2.0
 
@@ -216,38 +220,48 @@ class IMAPRetriever(Retriever):
     @contextlib.contextmanager
     def _errors(self, folder: str | None = None) -> Iterator[None]:
         """Translate imapclient/imaplib/socket errors; drop the connection when it broke."""
-        context = self.endpoint.display
         try:
             yield
         except MailsyncError as exc:
             if isinstance(exc, ConnectionFailed | MailTimeout):
                 self._drop()
             raise
-        except imapclient_errors.LoginError as exc:
-            raise AuthenticationError(f"{context}: the server refused the login") from exc
-        except imaplib.IMAP4.abort as exc:
+        except Exception as exc:
+            translated = self._translated(exc, folder)
+            if translated is None:
+                raise
+            raise translated from exc
+
+    def _translated(self, exc: Exception, folder: str | None = None) -> MailsyncError | None:
+        """The mailsync error for a library or socket error (None: not ours to translate);
+        drops the connection when the error means it is no longer usable."""
+        context = self.endpoint.display
+        if isinstance(exc, imapclient_errors.LoginError):
+            return AuthenticationError(f"{context}: the server refused the login")
+        if isinstance(exc, imaplib.IMAP4.abort):
             self._drop()
             if "timed out" in str(exc).lower():
-                raise MailTimeout(f"{context}: the server did not answer in time") from exc
-            raise ConnectionFailed(f"{context}: connection lost ({exc})") from exc
-        except imapclient_errors.ProtocolError as exc:
+                return MailTimeout(f"{context}: the server did not answer in time")
+            return ConnectionFailed(f"{context}: connection lost ({exc})")
+        if isinstance(exc, imapclient_errors.ProtocolError):
             self._drop()
-            raise ProtocolError(f"{context}: malformed response ({exc})") from exc
-        except imaplib.IMAP4.error as exc:
-            raise self._refusal(exc, folder) from exc
-        except TimeoutError as exc:
+            return ProtocolError(f"{context}: malformed response ({exc})")
+        if isinstance(exc, imaplib.IMAP4.error):
+            return self._refusal(exc, folder)
+        if isinstance(exc, TimeoutError):
             self._drop()
-            raise MailTimeout(f"{context}: the server did not answer in time") from exc
-        except ssl.SSLCertVerificationError as exc:
+            return MailTimeout(f"{context}: the server did not answer in time")
+        if isinstance(exc, ssl.SSLCertVerificationError):
             self._drop()
-            raise ConnectionFailed(f"{context}: certificate verification failed ({exc})") from exc
-        except OSError as exc:
+            return ConnectionFailed(f"{context}: certificate verification failed ({exc})")
+        if isinstance(exc, OSError):
             self._drop()
-            raise ConnectionFailed(f"{context}: {exc}") from exc
-        except (ValueError, IndexError, KeyError, TypeError) as exc:
+            return ConnectionFailed(f"{context}: {exc}")
+        if isinstance(exc, ValueError | IndexError | KeyError | TypeError):
             # imapclient's parsers fail this way on responses they cannot read.
             self._drop()
-            raise ProtocolError(f"{context}: unreadable response ({exc!r})") from exc
+            return ProtocolError(f"{context}: unreadable response ({exc!r})")
+        return None
 
     def _refusal(self, exc: BaseException, folder: str | None) -> MailsyncError:
         text = str(exc)
@@ -371,8 +385,14 @@ class IMAPRetriever(Retriever):
             while not done:
                 event = reader.next_event()
                 if event is None:
-                    with self._errors():
-                        chunk = stream.read1(max(reader.wanted, READ_SIZE))
+                    # Translated by hand: a context manager around every read costs too much.
+                    try:
+                        chunk = self._read(stream, reader.wanted)
+                    except Exception as exc:
+                        translated = self._translated(exc)
+                        if translated is None:
+                            raise
+                        raise translated from exc
                     if not chunk:
                         self._drop()
                         raise ConnectionFailed(
@@ -382,8 +402,8 @@ class IMAPRetriever(Retriever):
                     continue
                 if isinstance(event, FetchResponse):
                     attributes = self._attributes(event)
-                    if any(key.startswith(b"BODY[") for key in attributes):
-                        yield attributes
+                    if b"BODY[]" in attributes or any(k.startswith(b"BODY[") for k in attributes):
+                        yield attributes  # not an unsolicited flag update
                 elif isinstance(event, Tagged):
                     done = True
                     self._check_tagged(event, tag)
@@ -402,7 +422,7 @@ class IMAPRetriever(Retriever):
             while True:
                 event = reader.next_event()
                 if event is None:
-                    chunk = client._imap.file.read1(max(reader.wanted, READ_SIZE))
+                    chunk = self._read(client._imap.file, reader.wanted)
                     if not chunk:
                         break
                     reader.feed(chunk)
@@ -411,6 +431,15 @@ class IMAPRetriever(Retriever):
         except Exception:  # noqa: S110 - a connection that cannot be drained is dropped below
             pass
         self._drop()
+
+    @staticmethod
+    def _read(stream: Any, wanted: int) -> bytes:
+        """The next piece of the response: the rest of a literal in one read (the buffered
+        reader fills one bytes object straight from the socket, so a body is copied once),
+        else one line."""
+        if wanted:
+            return stream.read(wanted)  # type: ignore[no-any-return]
+        return stream.readline(MAX_LINE)  # type: ignore[no-any-return]
 
     def _attributes(self, event: FetchResponse) -> dict[bytes, Any]:
         try:

@@ -25,6 +25,7 @@ from raw response text for backends that read the wire themselves (aioimaplib, t
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -489,6 +490,13 @@ def parse_internaldate(value: bytes | str | datetime | None) -> datetime | None:
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
+    return _internaldate(text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _internaldate(text: str) -> datetime | None:
+    # Cached: messages appended or delivered together share their second, and a bulk FETCH
+    # parses one INTERNALDATE per message.
     match = _INTERNALDATE.fullmatch(text)
     if match is None:
         return None
