@@ -545,20 +545,30 @@ class _Session:
     # -- closing -------------------------------------------------------------------------------
 
     async def logout(self) -> None:
-        """Say LOGOUT (briefly) and close; never raises."""
+        """Say LOGOUT (briefly, unless a command is running) and close; never raises."""
         if self.alive and not self.lock.locked():
             with contextlib.suppress(MailsyncError, asyncio.TimeoutError):
                 await asyncio.wait_for(self.command("LOGOUT"), 2.0)
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the connection and wait until the socket is released; never raises."""
         self.abort()
+        if self._lost is not None and self._client is not None:
+            # The transport releases its socket one loop iteration later: wait for that, so
+            # that a loop stopped right after aclose() leaves no socket open.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._lost), 2.0)
 
     def abort(self) -> None:
-        """Close the connection without a word (after an error, or from another task)."""
+        """Drop the connection at once (after an error, or to end an IDLE from elsewhere)."""
         self.alive = False
         self.mailbox = None
-        client = self._client
-        transport = getattr(getattr(client, "protocol", None), "transport", None)
+        transport = getattr(getattr(self._client, "protocol", None), "transport", None)
         if transport is not None:
-            transport.close()
+            transport.abort()
+        elif self._lost is not None and not self._lost.done():
+            self._lost.set_result(None)  # never connected: nothing to wait for
 
 
 def _discard(task: asyncio.Future[Any]) -> None:
@@ -716,7 +726,7 @@ class _Batches:
     every line it receives (quadratic in the batch's number of lines).
     """
 
-    def __init__(self, first: int = 50, most: int = 200, budget: int = 8 << 20) -> None:
+    def __init__(self, first: int, most: int, budget: int) -> None:
         self.size = first
         self.most = most
         self.budget = budget
@@ -750,6 +760,11 @@ class AsyncIMAPRetriever(AsyncRetriever):
     capabilities = frozenset({"folders", "flags", "move", "delete", "append", "search", "idle"})
     #: IDLE is re-issued after this many seconds (servers may drop a client idle for 30 min).
     idle_renew: float = 28 * 60.0
+    #: Messages in the first FETCH of a stream, and at most in any.
+    batch_first: int = 50
+    batch_most: int = 200
+    #: Bytes a FETCH should bring at most, judged by the previous batch's average message.
+    batch_bytes: int = 8 << 20
 
     def __init__(self, endpoint: Endpoint, *, state: Any = None) -> None:
         super().__init__(endpoint, state=state)
@@ -782,7 +797,10 @@ class AsyncIMAPRetriever(AsyncRetriever):
         session = _Session(endpoint, self._tls_context)
         try:
             await session.open(self._secret)
-        except BaseException:
+        except Exception:
+            await session.close()
+            raise
+        except BaseException:  # cancelled: no awaiting now, the socket closes on its own
             session.abort()
             raise
         return session
@@ -990,7 +1008,7 @@ class AsyncIMAPRetriever(AsyncRetriever):
     async def _stream_batches(
         self, folder: str, uidvalidity: int, uids: list[int], items: str
     ) -> AsyncIterator[list[Message]]:
-        batches = _Batches()
+        batches = _Batches(self.batch_first, self.batch_most, self.batch_bytes)
         start = 0
         while start < len(uids):
             batch = batches.take(uids, start)
@@ -1034,9 +1052,8 @@ class AsyncIMAPRetriever(AsyncRetriever):
         session, self._session_now = self._session_now, None
         if session is None:
             return
-        if session.lock.locked():
-            session.abort()  # busy (IDLE, a FETCH): cut it, which also wakes the waiter
-            return
+        # Busy (IDLE, a FETCH in another task): logout() just cuts the connection, which
+        # also wakes the waiting task.
         await session.logout()
 
     # -- changing ------------------------------------------------------------------------------
