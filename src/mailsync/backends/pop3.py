@@ -103,7 +103,7 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 
 
 class _Read:
-    """Ask the driver for the next bytes from the server (b"" at end of stream)."""
+    """Ask the driver for the next events from the server (at least one)."""
 
 
 class _StartTLS:
@@ -123,8 +123,9 @@ class _Emit:
 _READ = _Read()
 _START_TLS = _StartTLS()
 _Action: TypeAlias = _Read | _StartTLS | _Write | _Emit
-#: A plan yields actions, is sent the bytes read (b"" after other actions), returns a value.
-Plan: TypeAlias = Generator[_Action, bytes, T]
+#: A plan yields actions, is sent the events read (nothing after other actions), returns a value.
+Plan: TypeAlias = Generator[_Action, list[Event], T]
+_NOTHING: list[Event] = []
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,11 +158,7 @@ class _State:
 
 def _next_event(state: _State) -> Plan[Event]:
     while not state.events:
-        data = yield _READ
-        if not data:
-            state.conn.receive_eof()
-            raise ConnectionFailed(f"{state.context}: the server closed the connection")
-        state.events.extend(state.conn.receive(data))
+        state.events.extend((yield _READ))
     return state.events.popleft()
 
 
@@ -371,10 +368,7 @@ def _drain_plan(state: _State) -> Plan[None]:
     """Read and drop the replies still outstanding (a stream the caller left early)."""
     state.events.clear()
     while state.conn.pending:
-        data = yield _READ
-        if not data:
-            state.conn.receive_eof()
-        state.conn.receive(data)
+        yield _READ
 
 
 def _delete_plan(state: _State, ids: Sequence[str]) -> Plan[None]:
@@ -437,7 +431,7 @@ def _index_plan(
 
 def _for_each(plan: Plan[None], handle: Callable[[Any], None]) -> Plan[None]:
     """Run a sub-plan, handing each value it emits to ``handle`` instead of the caller."""
-    value: bytes | None = None
+    value: list[Event] | None = None
     while True:
         try:
             action = _advance(plan, value, None)
@@ -445,7 +439,7 @@ def _for_each(plan: Plan[None], handle: Callable[[Any], None]) -> Plan[None]:
             return
         if isinstance(action, _Emit):
             handle(action.item)
-            value = b""
+            value = _NOTHING
             continue
         value = yield action
 
@@ -569,10 +563,11 @@ class _Policy:
 
 
 class _SocketIO:
-    """A blocking socket, plain or TLS."""
+    """A blocking socket, plain or TLS, reading straight into the protocol core's buffer."""
 
-    def __init__(self, endpoint: Endpoint) -> None:
+    def __init__(self, endpoint: Endpoint, conn: POP3Connection) -> None:
         self._endpoint = endpoint
+        self._conn = conn
         timeout = endpoint.timeout
         sock = socket.create_connection(
             (endpoint.host, endpoint.port), timeout=timeout.connect_timeout
@@ -592,8 +587,18 @@ class _SocketIO:
         context = self._endpoint.ssl_context()
         return context.wrap_socket(sock, server_hostname=self._endpoint.host)
 
-    def read(self) -> bytes:
-        return self.sock.recv(_READ_SIZE)
+    def read_events(self) -> list[Event]:
+        while True:
+            with self._conn.get_buffer() as view:
+                count = self.sock.recv_into(view)
+            if not count:
+                self._conn.receive_eof()
+                raise ConnectionFailed(
+                    f"{self._endpoint.display}: the server closed the connection"
+                )
+            events = self._conn.buffer_updated(count)
+            if events:
+                return events
 
     def write(self, data: bytes) -> None:
         self.sock.sendall(data)
@@ -608,21 +613,21 @@ class _SocketIO:
             self.sock.close()
 
 
-def _advance(plan: Plan[Any], value: bytes | None, error: MailsyncError | None) -> _Action:
-    """Resume a plan: start it, send it the bytes read, or throw a transport error into it."""
+def _advance(plan: Plan[Any], value: list[Event] | None, error: MailsyncError | None) -> _Action:
+    """Resume a plan: start it, send it the events read, or throw a transport error into it."""
     if error is not None:
         return plan.throw(error)
     return next(plan) if value is None else plan.send(value)
 
 
-def _perform(io: _SocketIO, action: _Action) -> bytes:
+def _perform(io: _SocketIO, action: _Action) -> list[Event]:
     if isinstance(action, _Read):
-        return io.read()
+        return io.read_events()
     if isinstance(action, _Write):
         io.write(action.data)
     elif isinstance(action, _StartTLS):
         io.start_tls()
-    return b""
+    return _NOTHING
 
 
 def _drive(io: _SocketIO, plan: Plan[T], context: str) -> Generator[Any, None, T]:
@@ -631,14 +636,14 @@ def _drive(io: _SocketIO, plan: Plan[T], context: str) -> Generator[Any, None, T
     Transport errors are translated and thrown into the plan at the point they happened, so
     a plan can say what they mean (e.g. for a QUIT that never got its answer).
     """
-    value: bytes | None = None
+    value: list[Event] | None = None
     error: MailsyncError | None = None
     while True:
         try:
             action = _advance(plan, value, error)
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
-        value, error = b"", None
+        value, error = _NOTHING, None
         if isinstance(action, _Emit):
             yield action.item
             continue
@@ -677,9 +682,9 @@ class POP3Retriever(_Policy, Retriever):
 
     def _open(self) -> _Session[_SocketIO]:
         context = self._context()
-        with map_exceptions(context=context):
-            io = _SocketIO(self.endpoint)
         state = _State(context)
+        with map_exceptions(context=context):
+            io = _SocketIO(self.endpoint, state.conn)
         try:
             _complete(io, _open_plan(state, self.endpoint), context)
         except BaseException:
@@ -892,74 +897,173 @@ _CURSOR: dict[str, Any] = {"v": 1}
 # -- the asyncio driver ----------------------------------------------------------------------
 
 
-class _StreamIO:
-    """An asyncio stream pair, plain or TLS."""
+class _StreamProtocol(asyncio.BufferedProtocol):
+    """asyncio delivers received bytes straight into the protocol core's buffer; the parsed
+    events wait here until the plan asks for them.
 
-    def __init__(
-        self, endpoint: Endpoint, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
+    Memory stays bounded without pausing the transport: the fetch window limits how much the
+    server may send ahead.
+    """
+
+    def __init__(self, conn: POP3Connection) -> None:
+        self.conn = conn
+        self.transport: asyncio.BaseTransport | None = None
+        self.events: list[Event] = []
+        self.error: BaseException | None = None
+        self.closed = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._lost = asyncio.Event()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.conn.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        try:
+            self.events.extend(self.conn.buffer_updated(nbytes))
+        except MailsyncError as exc:
+            self.error = exc
+        self._wake()
+
+    def eof_received(self) -> bool | None:
+        self.closed = True
+        self._wake()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if exc is not None and self.error is None:
+            self.error = exc
+        self._writable.set()
+        self._lost.set()
+        self._wake()
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def read_events(self) -> list[Event]:
+        while not self.events:
+            if self.error is not None:
+                raise self.error
+            if self.closed:
+                self.conn.receive_eof()
+                raise ConnectionFailed("the server closed the connection")
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        events, self.events = self.events, []
+        return events
+
+    async def writable(self) -> None:
+        await self._writable.wait()
+
+    async def lost(self) -> None:
+        await self._lost.wait()
+
+    @property
+    def is_lost(self) -> bool:
+        return self._lost.is_set()
+
+
+class _StreamIO:
+    """An asyncio connection, plain or TLS, with a :class:`_StreamProtocol`."""
+
+    def __init__(self, endpoint: Endpoint, protocol: _StreamProtocol) -> None:
         self._endpoint = endpoint
-        self.reader = reader
-        self.writer = writer
+        self._protocol = protocol
 
     @classmethod
-    async def connect(cls, endpoint: Endpoint) -> _StreamIO:
+    async def connect(cls, endpoint: Endpoint, conn: POP3Connection) -> _StreamIO:
         context = endpoint.ssl_context() if endpoint.tls == "ssl" else None
+        protocol = _StreamProtocol(conn)
+        loop = asyncio.get_running_loop()
         async with asyncio.timeout(endpoint.timeout.connect_timeout):
-            reader, writer = await asyncio.open_connection(
+            await loop.create_connection(
+                lambda: protocol,
                 endpoint.host,
                 endpoint.port,
                 ssl=context,
                 server_hostname=endpoint.host if context else None,
-                limit=_READ_SIZE,
             )
-        return cls(endpoint, reader, writer)
+        return cls(endpoint, protocol)
 
-    async def read(self) -> bytes:
+    @property
+    def _transport(self) -> asyncio.Transport:
+        transport = self._protocol.transport
+        assert isinstance(transport, asyncio.Transport)
+        return transport
+
+    async def read_events(self) -> list[Event]:
         async with asyncio.timeout(self._endpoint.timeout.read):
-            return await self.reader.read(_READ_SIZE)
+            return await self._protocol.read_events()
 
     async def write(self, data: bytes) -> None:
-        self.writer.write(data)
+        if self._protocol.closed:
+            raise ConnectionFailed(f"{self._endpoint.display}: the connection is closed")
+        self._transport.write(data)
         async with asyncio.timeout(self._endpoint.timeout.read):
-            await self.writer.drain()
+            await self._protocol.writable()
 
     async def start_tls(self) -> None:
+        loop = asyncio.get_running_loop()
         async with asyncio.timeout(self._endpoint.timeout.connect_timeout):
-            await self.writer.start_tls(
-                self._endpoint.ssl_context(), server_hostname=self._endpoint.host
+            transport = await loop.start_tls(
+                self._transport,
+                self._protocol,
+                self._endpoint.ssl_context(),
+                server_hostname=self._endpoint.host,
             )
+        if transport is None:
+            raise ConnectionFailed(f"{self._endpoint.display}: the TLS upgrade failed")
+        self._protocol.transport = transport
 
     async def close(self, *, abort: bool = False) -> None:
-        """Close the stream; the TLS shutdown gets a moment, then the socket is dropped."""
+        """Close the connection; the TLS shutdown gets a moment, then the socket is dropped."""
+        transport = self._protocol.transport
+        if transport is None or self._protocol.is_lost:
+            return
         if not abort:
-            self.writer.close()
-            with contextlib.suppress(OSError, TimeoutError, ssl.SSLError):
+            transport.close()
+            with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_CLOSE_GRACE):
-                    await self.writer.wait_closed()
+                    await self._protocol.lost()
                     return
-        self.writer.transport.abort()
+        if isinstance(transport, asyncio.Transport):
+            transport.abort()
+        else:
+            transport.close()
 
 
-async def _perform_async(io: _StreamIO, action: _Action) -> bytes:
+async def _perform_async(io: _StreamIO, action: _Action) -> list[Event]:
     if isinstance(action, _Read):
-        return await io.read()
+        return await io.read_events()
     if isinstance(action, _Write):
         await io.write(action.data)
     elif isinstance(action, _StartTLS):
         await io.start_tls()
-    return b""
+    return _NOTHING
 
 
 async def _complete_async(io: _StreamIO, plan: Plan[T], context: str) -> T:
-    value: bytes | None = None
+    value: list[Event] | None = None
     error: MailsyncError | None = None
     while True:
         try:
             action = _advance(plan, value, error)
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
-        value, error = b"", None
+        value, error = _NOTHING, None
         if isinstance(action, _Emit):
             raise AssertionError("a plan run to completion emitted a value")
         try:
@@ -970,14 +1074,14 @@ async def _complete_async(io: _StreamIO, plan: Plan[T], context: str) -> T:
 
 
 async def _drive_async(io: _StreamIO, plan: Plan[None], context: str) -> AsyncIterator[Any]:
-    value: bytes | None = None
+    value: list[Event] | None = None
     error: MailsyncError | None = None
     while True:
         try:
             action = _advance(plan, value, error)
         except StopIteration:
             return
-        value, error = b"", None
+        value, error = _NOTHING, None
         if isinstance(action, _Emit):
             yield action.item
             continue
@@ -1004,9 +1108,9 @@ class AsyncPOP3Retriever(_Policy, AsyncRetriever):
 
     async def _open(self) -> _Session[_StreamIO]:
         context = self._context()
-        with map_exceptions(context=context):
-            io = await _StreamIO.connect(self.endpoint)
         state = _State(context)
+        with map_exceptions(context=context):
+            io = await _StreamIO.connect(self.endpoint, state.conn)
         try:
             await _complete_async(io, _open_plan(state, self.endpoint), context)
         except BaseException:

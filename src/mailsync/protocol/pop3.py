@@ -67,6 +67,10 @@ MAX_COMMAND_LINE = 255
 #: A status line longer than this is not POP3 (RFC 2449 says 512 octets); refuse to buffer more.
 MAX_STATUS_LINE = 64 * 1024
 
+_INITIAL_BUFFER = 1024 * 1024
+_READ_HINT = 256 * 1024
+_LF = 0x0A
+
 _MULTILINE_ALWAYS = frozenset({"CAPA", "RETR", "TOP"})
 _MULTILINE_WITHOUT_ARGS = frozenset({"LIST", "UIDL"})
 _PER_MESSAGE = frozenset({"RETR", "TOP", "DELE", "LIST", "UIDL"})
@@ -192,7 +196,17 @@ class POP3Connection:
     Call :meth:`send` (or :meth:`auth`) for each command and write the bytes it returns; feed
     whatever the socket delivers to :meth:`receive`, which returns the events completed so far
     in the order the commands were sent. Several commands may be outstanding (pipelining); the
-    caller decides whether the server allows that.
+    caller decides whether the server allows that. :meth:`get_buffer` and
+    :meth:`buffer_updated` are the zero-copy alternative to :meth:`receive` (the shape of
+    ``asyncio.BufferedProtocol``): the socket reads straight into the parser's buffer.
+
+    A multi-line body normally has to be scanned for its terminator. When the status line
+    announces the size (``+OK 51234 octets``, as Dovecot and most servers do), the parser
+    waits until that many bytes have arrived and looks for the terminator exactly there: a
+    message without dot-stuffing is then framed without scanning it at all. Whenever the
+    announcement does not fit (dot-stuffing, a missing final CRLF, a server that counts
+    differently), or a read ends at a line end before the announced size is reached (a
+    server announcing more than it sends), it falls back to scanning.
 
     Args:
         greeting: Whether the server's greeting is still to come (False for tests that start
@@ -200,13 +214,18 @@ class POP3Connection:
     """
 
     def __init__(self, *, greeting: bool = True) -> None:
-        self._buffer = bytearray()
+        self._buffer = bytearray(_INITIAL_BUFFER)
+        self._start = 0  # first byte not yet parsed
+        self._end = 0  # end of the bytes received
         self._pending: deque[Command] = deque()
         self._greeted = not greeting
-        # While a multi-line body is arriving: its status and where it starts in the buffer.
+        # While a multi-line body is arriving: its status, where it starts in the buffer,
+        # how far it has been scanned, and the size announced for it.
         self._body_status: tuple[str, str | None] | None = None
         self._body_start = 0
         self._scan = 0
+        self._announced: int | None = None
+        self._line_end = False
         self._broken = False
 
     @property
@@ -222,7 +241,7 @@ class POP3Connection:
     @property
     def idle(self) -> bool:
         """True when nothing is outstanding and no partial reply is buffered."""
-        return not self._pending and not self._buffer and self._greeted
+        return not self._pending and self._start == self._end and self._greeted
 
     def send(self, name: str, *args: str) -> bytes:
         """Queue a command and return its bytes to write.
@@ -255,7 +274,7 @@ class POP3Connection:
             ProtocolError: Bytes arrived after the reply: they would be read as if they had
                 come over TLS (the STARTTLS command injection attack), so refuse.
         """
-        if self._buffer or self._pending:
+        if self._start != self._end or self._pending:
             raise ProtocolError("the server sent data after its STLS reply; refusing TLS upgrade")
 
     def receive(self, data: bytes) -> list[Event]:
@@ -265,11 +284,32 @@ class POP3Connection:
             ProtocolError: The server sent something that is not POP3.
             ConnectionFailed: The server announced it is closing the connection.
         """
+        with self.get_buffer(len(data)) as view:
+            view[: len(data)] = data
+        return self.buffer_updated(len(data))
+
+    def get_buffer(self, sizehint: int = -1) -> memoryview:
+        """Writable space for the next read (at least ``sizehint`` bytes when given).
+
+        Release the view (or let it go) before calling this again; then report how many
+        bytes were written with :meth:`buffer_updated`.
+        """
+        self._reserve(sizehint if sizehint > 0 else _READ_HINT)
+        return memoryview(self._buffer)[self._end :]
+
+    def buffer_updated(self, nbytes: int) -> list[Event]:
+        """Account for ``nbytes`` written into the last :meth:`get_buffer` view; parse.
+
+        Raises:
+            ProtocolError: The server sent something that is not POP3.
+            ConnectionFailed: The server announced it is closing the connection.
+        """
         if self._broken:
             raise ProtocolError("the POP3 connection is out of step after an earlier error")
-        self._buffer += data
+        self._end += nbytes
+        self._line_end = nbytes > 0 and self._buffer[self._end - 1] == _LF
         events: list[Event] = []
-        pos = 0
+        pos = self._start
         try:
             while True:
                 event, pos = self._next_event(pos)
@@ -280,10 +320,11 @@ class POP3Connection:
             self._broken = True
             raise
         finally:
-            if pos:
-                del self._buffer[:pos]
-                self._scan = max(0, self._scan - pos)
+            self._start = pos
+            if pos == self._end:  # all consumed: start over at the front, for free
+                self._start = self._end = 0
                 self._body_start = max(0, self._body_start - pos)
+                self._scan = max(0, self._scan - pos)
         return events
 
     def receive_eof(self) -> None:
@@ -292,23 +333,41 @@ class POP3Connection:
         Raises:
             ConnectionFailed: Replies were still outstanding (or half received).
         """
-        if self._pending or self._buffer or not self._greeted:
+        if self._pending or self._start != self._end or not self._greeted:
             waiting = self._pending[0].name if self._pending else "the greeting"
             self._broken = True
             raise ConnectionFailed(
                 f"the POP3 server closed the connection while awaiting {waiting}"
             )
 
+    # -- the buffer --------------------------------------------------------------------------
+
+    def _reserve(self, size: int) -> None:
+        """Make room for ``size`` more bytes: move unparsed bytes to the front, else grow."""
+        if len(self._buffer) - self._end >= size:
+            return
+        shift = self._start
+        if shift:
+            length = self._end - shift
+            with memoryview(self._buffer) as view:
+                view[:length] = view[shift : self._end]
+            self._start, self._end = 0, length
+            self._body_start = max(0, self._body_start - shift)
+            self._scan = max(0, self._scan - shift)
+        missing = size - (len(self._buffer) - self._end)
+        if missing > 0:
+            self._buffer.extend(bytes(max(missing, len(self._buffer))))
+
     # -- parsing -----------------------------------------------------------------------------
 
     def _next_event(self, pos: int) -> tuple[Event | None, int]:
         if self._body_status is not None:
             return self._next_body(pos)
-        if pos >= len(self._buffer):
+        if pos >= self._end:
             return None, pos
-        end = self._buffer.find(b"\n", pos)
+        end = self._buffer.find(b"\n", pos, self._end)
         if end < 0:
-            if len(self._buffer) - pos > MAX_STATUS_LINE:
+            if self._end - pos > MAX_STATUS_LINE:
                 raise ProtocolError("the POP3 server sent an overlong line without CRLF")
             return None, pos
         line = bytes(self._buffer[pos:end]).rstrip(b"\r").decode("utf-8", "replace")
@@ -331,6 +390,8 @@ class POP3Connection:
         if ok and command.multiline:
             self._body_status = (text, code)
             self._body_start = self._scan = after
+            match = _OCTETS.match(text)
+            self._announced = int(match.group(1)) if match else None
             return self._next_body(after)
         self._pending.popleft()
         return Reply(command, ok, text, code), after
@@ -345,26 +406,56 @@ class POP3Connection:
         return Challenge(command, data)
 
     def _next_body(self, pos: int) -> tuple[Event | None, int]:
-        start = self._body_start
-        buffer = self._buffer
-        if len(buffer) - start < 3:
+        start, end, buffer = self._body_start, self._end, self._buffer
+        if end - start < 3:
             return None, pos
         if buffer[start : start + 3] == b".\r\n":  # a first line "." can only be the end
-            body, after = b"", start + 3
-        else:
-            # Resume where the last scan stopped: linear however the bytes are chunked.
-            end = buffer.find(_TERMINATOR, max(self._scan, start))
-            if end < 0:
-                self._scan = max(start, len(buffer) - len(_TERMINATOR) + 1)
-                return None, pos
-            with memoryview(buffer) as view:
-                body = bytes(view[start : end + 2])
-            after = end + len(_TERMINATOR)
+            return self._body_done(b"", start + 3)
+        framed = self._frame_by_size(start)
+        if framed is not None:
+            return framed
+        if self._announced is not None:
+            return None, pos  # wait for the announced size
+        # Scan only what has not been scanned: linear however the bytes are chunked.
+        hit = buffer.find(_TERMINATOR, self._scan, end)
+        if hit < 0:
+            self._scan = max(start, end - len(_TERMINATOR) + 1)
+            return None, pos
+        with memoryview(buffer) as view:
+            body = bytes(view[start : hit + 2])
+        return self._body_done(_unstuff(body), hit + len(_TERMINATOR))
+
+    def _frame_by_size(self, start: int) -> tuple[Event | None, int] | None:
+        """Frame the body by its announced size; None when that is not (or no longer) fit."""
+        size = self._announced
+        if size is None:
+            return None
+        stop = start + size
+        if size < 2 or self._end >= stop + 3:
+            self._announced = None  # from here on: scan
+            if size >= 2 and self._buffer[stop - 2 : stop + 3] == _TERMINATOR:
+                with memoryview(self._buffer) as view:
+                    body = bytes(view[start:stop])
+                # No room for stuffed dots: they would have pushed the terminator further.
+                return self._body_done(body, stop + 3)
+            return None
+        if self._line_end:
+            # The read stopped at a line end short of the announced size: the server may have
+            # announced more than it sends, so look for the terminator in what is here.
+            hit = self._buffer.find(_TERMINATOR, self._scan, self._end)
+            if hit >= 0:
+                self._announced = None
+                return None
+            self._scan = max(start, self._end - len(_TERMINATOR) + 1)
+        return None, start
+
+    def _body_done(self, body: bytes, after: int) -> tuple[Event, int]:
         assert self._body_status is not None
         text, code = self._body_status
         self._body_status = None
+        self._announced = None
         command = self._pending.popleft()
-        return Reply(command, True, text, code, _unstuff(body)), after
+        return Reply(command, True, text, code, body), after
 
 
 def _indicator(line: str) -> bool | None:
