@@ -46,7 +46,6 @@ from mailsync._errors import (
     ProtocolError,
     ServerError,
     TemporaryFailure,
-    Unsupported,
     map_exceptions,
 )
 from mailsync._message import Folder, Message, as_bytes, header_block
@@ -59,8 +58,10 @@ from mailsync.protocol.imap import (
     FolderStatus,
     GmailRef,
     SearchPlan,
-    UIDRef,
+    SyncCursor,
+    SyncPlan,
     encode_folder,
+    fast_message_id,
     fetched_identity,
     folders_from_list,
     format_message_id,
@@ -458,13 +459,17 @@ class _Session:
 
     # -- folders -------------------------------------------------------------------------------
 
-    async def select(self, wire_name: str) -> _Mailbox:
+    async def select(self, wire_name: str, *, fresh: bool = False) -> _Mailbox:
         """SELECT a folder (read-write; fetches use BODY.PEEK so nothing is marked seen).
+
+        Args:
+            wire_name: The quoted, encoded folder name.
+            fresh: SELECT again even when selected, for current UIDNEXT/HIGHESTMODSEQ.
 
         Raises:
             FolderNotFound: The server has no such folder.
         """
-        if self.mailbox is not None and self.mailbox.name == wire_name:
+        if not fresh and self.mailbox is not None and self.mailbox.name == wire_name:
             return self.mailbox
         condstore = " (CONDSTORE)" if "CONDSTORE" in self.capabilities else ""
         self.mailbox = None
@@ -646,14 +651,24 @@ def _fetch_responses(lines: Sequence[Any]) -> Iterator[FetchResponse]:
         yield FetchResponse(seq, segments, literals)
 
 
-def _messages_from_fetch(lines: Sequence[Any], folder: str, uidvalidity: int) -> list[Message]:
-    """The messages of one ``UID FETCH`` answer, in UID order; unsolicited FETCH responses
-    (another client changed a flag) carry no body and are left out."""
-    out = []
+def _fetch_attributes(lines: Sequence[Any]) -> Iterator[dict[bytes, Any]]:
+    """The attributes of each FETCH response in aioimaplib's lines (the tagged text last)."""
     for response in _fetch_responses(lines[:-1]):
-        attributes = response.attributes()
-        if b"UID" not in attributes or not _BODY_ITEMS.intersection(attributes):
+        yield response.attributes()
+
+
+def _messages_from_fetch(
+    lines: Sequence[Any], folder: str, uidvalidity: int, uids: Iterable[int]
+) -> list[Message]:
+    """The messages of one ``UID FETCH`` answer for ``uids``, in UID order; unsolicited FETCH
+    responses (another client changed a flag) carry no body and are left out."""
+    wanted = set(uids)
+    out = []
+    for attributes in _fetch_attributes(lines):
+        uid = attributes.get(b"UID")
+        if uid not in wanted or not _BODY_ITEMS.intersection(attributes):
             continue
+        wanted.discard(uid)
         out.append(message_from_fetch(attributes, folder=folder, uidvalidity=uidvalidity))
     out.sort(key=lambda message: message.uid or 0)
     return out
@@ -731,10 +746,16 @@ class _Batches:
         self.most = most
         self.budget = budget
 
-    def take(self, uids: list[int], start: int) -> list[int]:
-        return uids[start : start + self.size]
+    def split(self, uids: Sequence[int]) -> Iterator[list[int]]:
+        """``uids`` in consecutive batches, each sized by what the previous one weighed."""
+        start = 0
+        while start < len(uids):
+            batch = list(uids[start : start + self.size])
+            start += len(batch)
+            yield batch
 
     def learn(self, messages: Sequence[Message]) -> None:
+        """Size the next batch from the messages of the last one."""
         if not messages:
             return
         average = max(sum(len(m.raw) for m in messages) // len(messages), 1)
@@ -745,11 +766,14 @@ class _Batches:
 
 
 class AsyncIMAPRetriever(AsyncRetriever):
-    """IMAP over aioimaplib, natively async: one connection per retriever, opened lazily.
+    """IMAP over aioimaplib, natively async: one connection per retriever, opened lazily and
+    opened again after it broke.
 
-    Behaves as :class:`mailsync.backends.imap.IMAPRetriever` does (same ids, flags, queries,
-    cursor rules). To read several folders at once, use one retriever per folder: IMAP has one
-    selected folder per connection, so commands on one retriever run one after another.
+    Behaves as the sync :class:`~mailsync.backends.imap.IMAPRetriever` does (same ids, flags,
+    queries, cursor rules). To read several folders at once, use one retriever per folder: IMAP
+    has one selected folder per connection, so the commands of one retriever run in turn.
+    ``batch_size`` in the URL query or options fixes the UIDs per FETCH; by default batches
+    adapt to the size of the messages.
 
     Args:
         endpoint: The parsed ``imap://`` or ``imaps://`` URL and options.
@@ -759,7 +783,9 @@ class AsyncIMAPRetriever(AsyncRetriever):
     scheme = "imap"
     capabilities = frozenset({"folders", "flags", "move", "delete", "append", "search", "idle"})
     #: IDLE is re-issued after this many seconds (servers may drop a client idle for 30 min).
-    idle_renew: float = 28 * 60.0
+    idle_renew: float = 25 * 60.0
+    #: Without IDLE, the longest wait between two NOOPs.
+    poll_most: float = 60.0
     #: Messages in the first FETCH of a stream, and at most in any.
     batch_first: int = 50
     batch_most: int = 200
@@ -768,10 +794,19 @@ class AsyncIMAPRetriever(AsyncRetriever):
 
     def __init__(self, endpoint: Endpoint, *, state: Any = None) -> None:
         super().__init__(endpoint, state=state)
+        fixed = endpoint.params.get("batch_size")
+        if fixed is not None:
+            try:
+                self.batch_first = self.batch_most = int(fixed)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError("batch_size must be a positive number of messages") from exc
+            if self.batch_most < 1:
+                raise ConfigError("batch_size must be a positive number of messages")
         self._session_now: _Session | None = None
         self._connecting = asyncio.Lock()
         self._tls_context: ssl.SSLContext | None = None
         self._highest_uid: dict[str, int] = {}
+        self._wake = asyncio.Event()
 
     # -- connection ----------------------------------------------------------------------------
 
@@ -790,7 +825,10 @@ class AsyncIMAPRetriever(AsyncRetriever):
     async def _open(self) -> _Session:
         endpoint = self.endpoint
         if endpoint.token is None and endpoint.password is None:
-            raise ConfigError(f"{endpoint.display}: give a password or a token to log in")
+            raise AuthenticationError(
+                f"{endpoint.display}: no password or token given for "
+                f"{endpoint.username or 'the login'}"
+            )
         if endpoint.tls != "none" and self._tls_context is None:
             # Loading the CA store reads files: not on the event loop.
             self._tls_context = await asyncio.to_thread(endpoint.ssl_context)
@@ -814,42 +852,65 @@ class AsyncIMAPRetriever(AsyncRetriever):
         return "password", endpoint.password.reveal()
 
     @contextlib.asynccontextmanager
+    async def _locked(self) -> AsyncIterator[_Session]:
+        """The connection, reserved for the caller's commands (SELECT and what depends on it)."""
+        session = await self._session()
+        async with session.lock:
+            yield session
+
+    @contextlib.asynccontextmanager
     async def _selected(
         self, folder: str, *, fresh: bool = False
     ) -> AsyncIterator[tuple[_Session, _Mailbox]]:
-        """The session with ``folder`` selected, held for the caller's commands.
-
-        Args:
-            fresh: SELECT again even if selected, for an up-to-date UIDNEXT/HIGHESTMODSEQ.
-        """
-        session = await self._session()
-        async with session.lock:
-            if fresh:
-                session.mailbox = None
-            mailbox = await session.select(_wire_folder(folder))
+        """The connection with ``folder`` selected (again when ``fresh``), reserved."""
+        async with self._locked() as session:
+            mailbox = await session.select(_wire_folder(folder), fresh=fresh)
             yield session, mailbox
+
+    async def _select_ref(self, session: _Session, folder: str, uidvalidity: int) -> _Mailbox:
+        """Select the folder a message id names and check it is still the same folder.
+
+        Raises:
+            MessageNotFound: The folder is gone, or was recreated since the id was given out.
+        """
+        wire = _wire_folder(folder)
+        try:
+            mailbox = await session.select(wire)
+            if mailbox.uidvalidity != uidvalidity:
+                mailbox = await session.select(wire, fresh=True)  # maybe just stale
+        except FolderNotFound as exc:
+            raise MessageNotFound(f"{session.context}: folder {folder!r} is gone") from exc
+        if mailbox.uidvalidity != uidvalidity:
+            raise MessageNotFound(
+                f"{session.context}: folder {folder!r} was recreated since that id was given out"
+            )
+        return mailbox
 
     async def _disconnect(self) -> None:
         session, self._session_now = self._session_now, None
         if session is not None:
             await session.logout()
 
+    def _closing(self) -> bool:
+        # A method, not the attribute: another task may set it while this one awaits.
+        return self._stopped
+
+    async def aclose(self) -> None:
+        """Close the connection and end any ``watch()`` (an IDLE is cut short)."""
+        self._stopped = True
+        self._wake.set()
+        await self._disconnect()
+
     # -- folders -------------------------------------------------------------------------------
 
     async def folders(self) -> list[Folder]:
-        """Every folder, with its delimiter and special use (RFC 6154, else by name)."""
-        session = await self._session()
-        extended = {"LIST-EXTENDED", "SPECIAL-USE"} <= session.capabilities
-        wire = '"" "*" RETURN (SPECIAL-USE)' if extended else '"" "*"'
-        async with session.lock:
-            lines = await session.command("LIST", wire)
+        """Every folder, with delimiter and special use (RFC 6154, or guessed from names)."""
+        async with self._locked() as session:
+            lines = await session.command("LIST", '"" "*"')
         return folders_from_list(_list_entries(lines))
 
     async def _trash(self) -> str | None:
-        for folder in await self.folders():
-            if folder.special_use == "\\Trash":
-                return folder.name
-        return None
+        return next((f.name for f in await self.folders() if f.special_use == "\\Trash"), None)
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -864,7 +925,7 @@ class AsyncIMAPRetriever(AsyncRetriever):
         """The messages of ``folder`` in ascending UID order, streamed in bounded batches.
 
         Reading uses BODY.PEEK, so nothing is marked seen. The query goes to the server as
-        SEARCH; what SEARCH cannot say exactly is re-checked here.
+        SEARCH; what SEARCH cannot say exactly is checked again with :meth:`Q.matches`.
 
         Raises:
             FolderNotFound: No such folder.
@@ -873,22 +934,25 @@ class AsyncIMAPRetriever(AsyncRetriever):
             return
         name = _folder_name(folder)
         plan = search_plan(query)
-        recheck = query if not plan.exact else None
-        # Checking body text on a headers-only fetch needs the body: fetch it, then trim.
-        trim = headers_only and recheck is not None and recheck.needs_body
         async with self._selected(name, fresh=True) as (session, mailbox):
             uids = await self._search(session, plan)
-        items = self._fetch_items(session, headers_only=headers_only and not trim)
-        delivered = 0
-        async for message in self._stream(name, mailbox.uidvalidity, uids, items):
-            if recheck is not None and not recheck.matches(message):
-                continue
-            if trim:
-                message = message.replace(raw=header_block(message.raw), headers_only=True)
-            yield message
-            delivered += 1
-            if limit is not None and delivered >= limit:
-                return
+        if plan.exact and limit is not None:
+            uids = uids[:limit]
+        recheck = query if not plan.exact else None
+        # Checking body text on a headers-only read needs the body: fetch it, then trim.
+        whole = headers_only and recheck is not None and recheck.needs_body
+        items = FETCH_HEADERS if headers_only and not whole else FETCH_BODY
+        count = 0
+        async for batch in self._batches(name, mailbox.uidvalidity, uids, items):
+            for message in batch:
+                if recheck is not None and not recheck.matches(message):
+                    continue
+                if headers_only and not message.headers_only:
+                    message = message.replace(raw=header_block(message.raw), headers_only=True)
+                yield message
+                count += 1
+                if limit is not None and count >= limit:
+                    return
 
     async def _search(self, session: _Session, plan: SearchPlan) -> list[int]:
         literal_plus = "LITERAL+" in session.capabilities
@@ -898,70 +962,72 @@ class AsyncIMAPRetriever(AsyncRetriever):
         lines = await session.command("SEARCH", wire, uid=True, what="UID SEARCH")
         return _search_uids(lines)
 
-    def _fetch_items(self, session: _Session, *, headers_only: bool) -> str:
-        items = FETCH_HEADERS if headers_only else FETCH_BODY
-        if "X-GM-EXT-1" in session.capabilities:
-            items += " " + FETCH_GMAIL
-        return items
+    async def _uids_after(self, session: _Session, since_uid: int) -> list[int]:
+        lines = await session.command(
+            "SEARCH", f"UID {since_uid + 1}:*", uid=True, what="UID SEARCH"
+        )
+        # "n:*" always matches the highest UID, even one below n.
+        return [uid for uid in _search_uids(lines) if uid > since_uid]
 
-    async def _stream(
-        self, folder: str, uidvalidity: int, uids: list[int], items: str
-    ) -> AsyncIterator[Message]:
-        async for batch in self._stream_batches(folder, uidvalidity, uids, items):
-            for message in batch:
-                yield message
+    async def _batches(
+        self, folder: str, uidvalidity: int, uids: Sequence[int], items: str
+    ) -> AsyncIterator[list[Message]]:
+        """The messages of ``uids``, one bounded FETCH at a time."""
+        sizes = _Batches(self.batch_first, self.batch_most, self.batch_bytes)
+        for batch in sizes.split(uids):
+            fetched = await self._fetch(folder, uidvalidity, batch, items)
+            sizes.learn(fetched)
+            yield fetched
 
     async def _fetch(
         self, folder: str, uidvalidity: int, uids: Sequence[int], items: str
     ) -> list[Message]:
+        """One ``UID FETCH`` of ``uids`` from ``folder`` as messages, in UID order."""
+        if not uids:
+            return []
         async with self._selected(folder) as (session, mailbox):
             if mailbox.uidvalidity != uidvalidity:
                 raise TemporaryFailure(
                     f"{session.context}: folder {folder!r} was replaced while being read "
                     "(UIDVALIDITY changed); read it again"
                 )
-            lines = await session.fetch(f"{uid_set(uids)} ({items})")
-        return _messages_from_fetch(lines, folder, uidvalidity)
+            lines = await session.fetch(f"{uid_set(uids)} ({self._items(session, items)})")
+        return _messages_from_fetch(lines, folder, uidvalidity, uids)
+
+    def _items(self, session: _Session, base: str) -> str:
+        return f"{base} {FETCH_GMAIL}" if "X-GM-EXT-1" in session.capabilities else base
 
     async def get(self, id: str) -> Message:
-        """One message by its id.
+        """One message by its id (``"<folder>;<uidvalidity>;<uid>"``).
 
         Raises:
-            MessageNotFound: No message has this id (any more).
+            MessageNotFound: The id is malformed, its folder is gone or was recreated, or no
+                message has that UID any more.
         """
         ref = parse_message_id(id)
         if isinstance(ref, GmailRef):
-            return await self._get_gmail(ref, id)
-        try:
-            async with self._selected(ref.folder) as (session, mailbox):
-                if mailbox.uidvalidity != ref.uidvalidity:
-                    raise MessageNotFound(f"no message {id!r}: its folder was replaced")
-                items = self._fetch_items(session, headers_only=False)
-                lines = await session.fetch(f"{ref.uid} ({items})")
-        except FolderNotFound as exc:
-            raise MessageNotFound(f"no message {id!r}: {exc}") from exc
-        found = _messages_from_fetch(lines, ref.folder, ref.uidvalidity)
-        if not found or found[0].uid != ref.uid:
-            raise MessageNotFound(f"no message {id!r}")
+            folder, uidvalidity, uid = await self._locate_gmail(ref)
+        else:
+            folder, uidvalidity, uid = ref.folder, ref.uidvalidity, ref.uid
+            async with self._locked() as session:
+                await self._select_ref(session, folder, uidvalidity)
+        found = await self._fetch(folder, uidvalidity, [uid], FETCH_BODY)
+        if not found:
+            raise MessageNotFound(f"{self.endpoint.display}: no message {id!r}")
         return found[0]
 
-    async def _get_gmail(self, ref: GmailRef, id: str) -> Message:
-        folder = next((f.name for f in await self.folders() if f.special_use == "\\All"), None)
-        if folder is None:
-            raise MessageNotFound(f"no message {id!r}: the server has no All Mail folder")
-        async with self._selected(folder) as (session, mailbox):
+    async def _locate_gmail(self, ref: GmailRef) -> tuple[str, int, int]:
+        everything = next((f.name for f in await self.folders() if f.special_use == "\\All"), None)
+        if everything is None:
+            raise MessageNotFound(f"{self.endpoint.display}: no \\All folder to look in")
+        async with self._selected(everything) as (session, mailbox):
             lines = await session.command(
                 "SEARCH", f"X-GM-MSGID {ref.msgid}", uid=True, what="UID SEARCH"
             )
-            uids = _search_uids(lines)
-            if not uids:
-                raise MessageNotFound(f"no message {id!r}")
-            items = self._fetch_items(session, headers_only=False)
-            fetched = await session.fetch(f"{uids[0]} ({items})")
-        found = _messages_from_fetch(fetched, folder, mailbox.uidvalidity)
-        if not found:
-            raise MessageNotFound(f"no message {id!r}")
-        return found[0]
+        uids = _search_uids(lines)
+        if not uids:
+            raise MessageNotFound(f"{self.endpoint.display}: no message {ref.msgid}")
+        return everything, mailbox.uidvalidity, uids[0]
 
     # -- sync and watch ------------------------------------------------------------------------
 
@@ -975,88 +1041,133 @@ class AsyncIMAPRetriever(AsyncRetriever):
         async with self._selected(name, fresh=True) as (session, mailbox):
             status = _status(mailbox)
             plan = plan_sync(cursor, status)
-            uids: list[int] = []
-            if plan.mode != "unchanged":
+            if plan.mode == "unchanged":
+                uids: list[int] = []
+            elif plan.mode == "incremental":
                 uids = await self._uids_after(session, plan.since_uid)
-        current = plan.cursor
-        if not uids:
-            self._highest_uid[name] = current.uid
-            if current.as_dict() != cursor:
-                yield SyncStep(None, current.as_dict())
-            return
-        items = self._fetch_items(session, headers_only=False)
-        async for batch in self._stream_batches(name, status.uidvalidity, uids, items):
-            delivered: set[str] = set()
-            if plan.checks_identities:
-                identities = [fetched_identity(m.raw) for m in batch]
-                delivered = await asyncio.to_thread(known, identities)
-            for message in batch:
+            else:
+                uids = await self._search(session, search_plan(None))
+        saved = SyncCursor.from_dict(cursor)
+        position = plan.cursor
+        sizes = _Batches(self.batch_first, self.batch_most, self.batch_bytes)
+        for batch in sizes.split(uids):
+            todo = (
+                await self._unknown(name, status, batch, known) if plan.checks_identities else batch
+            )
+            fetched = await self._fetch(name, status.uidvalidity, todo, FETCH_BODY)
+            sizes.learn(fetched)
+            for message in fetched:
                 identity = fetched_identity(message.raw)
-                current = current.after(message.uid if isinstance(message.uid, int) else 0, status)
-                self._highest_uid[name] = current.uid
-                if identity in delivered:
-                    yield SyncStep(None, current.as_dict())
-                    continue
-                yield SyncStep(message, current.as_dict(), identity)
+                assert isinstance(message.uid, int)
+                position = position.after(message.uid, status)
+                if await self._delivered_bytes(plan, identity, known):
+                    continue  # no Message-ID, and these very bytes were delivered before
+                yield SyncStep(message, position.as_dict(), identity)
+            if batch[-1] > position.uid:
+                position = position.after(batch[-1], status)
+                yield SyncStep(None, position.as_dict())
+        self._highest_uid[name] = position.uid
+        if saved != position:
+            yield SyncStep(None, position.as_dict())
 
-    async def _uids_after(self, session: _Session, since_uid: int) -> list[int]:
-        wire = f"UID {since_uid + 1}:*" if since_uid else "ALL"
-        lines = await session.command("SEARCH", wire, uid=True, what="UID SEARCH")
-        # "n:*" always matches the highest UID, even one below n.
-        return [uid for uid in _search_uids(lines) if uid > since_uid]
+    @staticmethod
+    async def _delivered_bytes(
+        plan: SyncPlan, identity: str, known: Callable[[Iterable[str]], set[str]]
+    ) -> bool:
+        if not plan.checks_identities or not identity.startswith("sha256:"):
+            return False
+        return bool(await asyncio.to_thread(known, [identity]))
 
-    async def _stream_batches(
-        self, folder: str, uidvalidity: int, uids: list[int], items: str
-    ) -> AsyncIterator[list[Message]]:
-        batches = _Batches(self.batch_first, self.batch_most, self.batch_bytes)
-        start = 0
-        while start < len(uids):
-            batch = batches.take(uids, start)
-            start += len(batch)
-            fetched = await self._fetch(folder, uidvalidity, batch, items)
-            batches.learn(fetched)
-            yield fetched
+    async def _unknown(
+        self,
+        folder: str,
+        status: FolderStatus,
+        uids: list[int],
+        known: Callable[[Iterable[str]], set[str]],
+    ) -> list[int]:
+        """The UIDs whose message was not delivered before, judged by Message-ID first (only
+        that header is fetched); messages without one are fetched and judged by digest."""
+        async with self._selected(folder) as (session, mailbox):
+            if mailbox.uidvalidity != status.uidvalidity:
+                raise TemporaryFailure(f"{session.context}: folder {folder!r} was replaced")
+            lines = await session.fetch(
+                f"{uid_set(uids)} (UID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])"
+            )
+        identities: dict[int, str] = {}
+        for attributes in _fetch_attributes(lines):
+            header = next((v for k, v in attributes.items() if k.startswith(b"BODY[")), None)
+            uid = attributes.get(b"UID")
+            if header is None or not isinstance(uid, int):
+                continue
+            message_id = fast_message_id(bytes(header) + b"\r\n")
+            if message_id:
+                identities[uid] = "mid:" + message_id
+        delivered = await asyncio.to_thread(known, identities.values())
+        return [uid for uid in uids if identities.get(uid) not in delivered]
 
     async def _wait_for_change(self, folder: str, timeout: float) -> None:
-        """IDLE until new mail arrives (re-issued every :attr:`idle_renew` seconds), or, on a
-        server without IDLE, a NOOP after ``timeout`` seconds; returns early on :meth:`aclose`.
-        """
+        """IDLE (RFC 2177, re-issued every :attr:`idle_renew` seconds) until new mail,
+        ``timeout`` or :meth:`aclose`; NOOP polling on servers without IDLE."""
+        if self._stopped:
+            return
         name = _folder_name(folder)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         try:
             session = await self._session()
             if "IDLE" not in session.capabilities:
-                await asyncio.sleep(timeout)
-                async with self._selected(name) as (session, _mailbox):
-                    await session.command("NOOP")  # keeps the connection, notices a dead one
+                await self._poll(name, deadline)
                 return
             async with self._selected(name) as (session, _mailbox):
                 if await self._arrived_since_sync(session, name):
                     return
-                await session.idle(self.idle_renew)
+                while not self._stopped:
+                    seconds = min(deadline - loop.time(), self.idle_renew)
+                    if seconds <= 0 or await session.idle(seconds):
+                        return
         except ConnectionFailed:
-            if self._stopped:
-                return  # aclose() closed the connection to end the wait
+            if self._closing():
+                return  # aclose() cut the connection to end the wait
             raise
 
     async def _arrived_since_sync(self, session: _Session, folder: str) -> bool:
-        """Whether mail came after the last sync but before IDLE, whose EXISTS aioimaplib
-        may have dropped while another command was running."""
+        """Whether mail came after the last sync and before IDLE: its EXISTS may have come
+        while another command ran, and aioimaplib drops such responses."""
         highest = self._highest_uid.get(folder)
         if highest is None:
             return False
         return bool(await self._uids_after(session, highest))
 
-    async def aclose(self) -> None:
-        """Close the connection and end any ``watch()``."""
-        self._stopped = True
-        session, self._session_now = self._session_now, None
-        if session is None:
-            return
-        # Busy (IDLE, a FETCH in another task): logout() just cuts the connection, which
-        # also wakes the waiting task.
-        await session.logout()
+    async def _poll(self, folder: str, deadline: float) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._stopped:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), min(remaining, self.poll_most))
+            if self._closing():
+                return
+            async with self._selected(folder) as (session, _mailbox):
+                lines = await session.command("NOOP")
+            if any(_is_exists(line) for line in lines):
+                return
 
     # -- changing ------------------------------------------------------------------------------
+
+    async def _grouped(
+        self, msgs: MessageRef | Sequence[MessageRef]
+    ) -> list[tuple[str, int, list[int]]]:
+        """``(folder, uidvalidity, uids)`` for the messages named, folders in first-seen order."""
+        groups: dict[tuple[str, int], list[int]] = {}
+        for message_id in message_refs(msgs):
+            ref = parse_message_id(message_id)
+            if isinstance(ref, GmailRef):
+                folder, uidvalidity, uid = await self._locate_gmail(ref)
+            else:
+                folder, uidvalidity, uid = ref.folder, ref.uidvalidity, ref.uid
+            groups.setdefault((folder, uidvalidity), []).append(uid)
+        return [(folder, v, sorted(set(uids))) for (folder, v), uids in groups.items()]
 
     async def set_flags(
         self,
@@ -1065,35 +1176,37 @@ class AsyncIMAPRetriever(AsyncRetriever):
         add: Iterable[str] = (),
         remove: Iterable[str] = (),
     ) -> None:
-        """Add and remove flags (``\\Seen``, ``\\Flagged``, keywords ...).
+        """Add and remove flags (``\\Seen``, ``\\Flagged``, keywords ...) with UID STORE.
 
         Raises:
-            MessageNotFound: An id that names no message of this account.
+            MessageNotFound: An id names a folder that is gone or was recreated.
         """
         adding, removing = _flag_list(add), _flag_list(remove)
-        for (folder, uidvalidity), uids in _by_folder(message_refs(msgs)).items():
-            async with self._selected(folder) as (session, mailbox):
-                _same_folder(mailbox, uidvalidity, folder)
+        for folder, uidvalidity, uids in await self._grouped(msgs):
+            async with self._locked() as session:
+                await self._select_ref(session, folder, uidvalidity)
                 for sign, flags in (("+", adding), ("-", removing)):
                     if flags:
                         wire = f"{uid_set(uids)} {sign}FLAGS.SILENT ({' '.join(flags)})"
                         await session.command("STORE", wire, uid=True, untagged="FETCH")
 
     async def move(self, msgs: MessageRef | Sequence[MessageRef], folder: str) -> None:
-        """Move messages to ``folder`` (MOVE, else COPY + STORE \\Deleted + EXPUNGE).
+        """Move messages with MOVE (RFC 6851), else COPY + ``\\Deleted`` + UID EXPUNGE.
 
         Raises:
-            FolderNotFound: No folder ``folder``.
-            MessageNotFound: An id that names no message of this account.
+            FolderNotFound: The target folder does not exist.
+            MessageNotFound: An id names a folder that is gone or was recreated.
         """
-        target = _wire_folder(folder)
-        for (source, uidvalidity), uids in _by_folder(message_refs(msgs)).items():
-            async with self._selected(source) as (session, mailbox):
-                _same_folder(mailbox, uidvalidity, source)
+        target = _folder_name(folder)
+        for source, uidvalidity, uids in await self._grouped(msgs):
+            if source == target:
+                continue
+            async with self._locked() as session:
+                await self._select_ref(session, source, uidvalidity)
                 await self._move_uids(session, uids, target)
 
     async def _move_uids(self, session: _Session, uids: list[int], target: str) -> None:
-        wire = f"{uid_set(uids)} {target}"
+        wire = f"{uid_set(uids)} {_wire_folder(target)}"
         if "MOVE" in session.capabilities:
             await session.command("MOVE", wire, uid=True)
             return
@@ -1101,52 +1214,50 @@ class AsyncIMAPRetriever(AsyncRetriever):
         await self._expunge_uids(session, uids)
 
     async def _expunge_uids(self, session: _Session, uids: list[int]) -> None:
-        await session.command(
-            "STORE", f"{uid_set(uids)} +FLAGS.SILENT (\\Deleted)", uid=True, untagged="FETCH"
-        )
+        wire = f"{uid_set(uids)} +FLAGS.SILENT (\\Deleted)"
+        await session.command("STORE", wire, uid=True, untagged="FETCH")
         if "UIDPLUS" in session.capabilities:
             await session.command("EXPUNGE", uid_set(uids), uid=True)
         else:
-            await session.command("EXPUNGE")
+            await session.command("EXPUNGE")  # without UIDPLUS it cannot be limited to these
 
     async def delete(
         self, msgs: MessageRef | Sequence[MessageRef], *, permanent: bool = False
     ) -> None:
-        """Move messages to the Trash folder, or remove them for good (``permanent=True``,
-        or when they are in the Trash already, or there is no Trash folder).
+        """Move messages to the ``\\Trash`` folder; remove them for good when ``permanent``,
+        when they already are in the Trash, or when the account has no Trash folder.
 
         Raises:
-            MessageNotFound: An id that names no message of this account.
+            MessageNotFound: An id names a folder that is gone or was recreated.
         """
-        groups = _by_folder(message_refs(msgs))
+        groups = await self._grouped(msgs)
         trash = None if permanent else await self._trash()
-        for (folder, uidvalidity), uids in groups.items():
-            async with self._selected(folder) as (session, mailbox):
-                _same_folder(mailbox, uidvalidity, folder)
-                if trash is None or trash == folder:
+        for source, uidvalidity, uids in groups:
+            async with self._locked() as session:
+                await self._select_ref(session, source, uidvalidity)
+                if trash is None or trash == source:
                     await self._expunge_uids(session, uids)
                 else:
-                    await self._move_uids(session, uids, _wire_folder(trash))
+                    await self._move_uids(session, uids, trash)
 
     async def append(
         self, folder: str, message: OutgoingMessage, flags: Iterable[str] = ()
     ) -> str | None:
-        """Store a message in ``folder``; returns its id when the server says (UIDPLUS).
+        """APPEND a message; returns its id when the server says it (UIDPLUS' APPENDUID).
 
         Raises:
-            FolderNotFound: No folder ``folder``.
+            FolderNotFound: The folder does not exist.
         """
-        data = as_bytes(message)
-        flag_text = " ".join(_flag_list(flags))
         name = _folder_name(folder)
+        flag_text = " ".join(_flag_list(flags))
+        data = as_bytes(message)
         wire = f"{_wire_folder(name)} ({flag_text}) {{{len(data)}}}"
-        session = await self._session()
-        async with session.lock:
+        async with self._locked() as session:
             lines = await session.append(wire, data)
-        found = parse_appenduid(bytes(lines[-1])) if lines else None
-        if found is None:
+        appended = parse_appenduid(bytes(lines[-1])) if lines else None
+        if appended is None:
             return None
-        return format_message_id(name, *found)
+        return format_message_id(name, appended[0], appended[1])
 
 
 def _flag_list(flags: Iterable[str]) -> list[str]:
@@ -1154,21 +1265,3 @@ def _flag_list(flags: Iterable[str]) -> list[str]:
         return store_flags([flags] if isinstance(flags, str) else flags)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-
-
-def _by_folder(ids: Iterable[str]) -> dict[tuple[str, int], list[int]]:
-    """Message ids grouped by (folder, UIDVALIDITY), UIDs ascending."""
-    groups: dict[tuple[str, int], list[int]] = {}
-    for message_id in ids:
-        ref = parse_message_id(message_id)
-        if not isinstance(ref, UIDRef):
-            raise Unsupported("Gmail message ids are not supported by the async IMAP backend yet")
-        groups.setdefault((ref.folder, ref.uidvalidity), []).append(ref.uid)
-    return {key: sorted(set(uids)) for key, uids in groups.items()}
-
-
-def _same_folder(mailbox: _Mailbox, uidvalidity: int, folder: str) -> None:
-    if mailbox.uidvalidity != uidvalidity:
-        raise MessageNotFound(
-            f"the messages named are gone: folder {folder!r} was replaced (UIDVALIDITY changed)"
-        )
