@@ -17,13 +17,11 @@ from __future__ import annotations
 import email.policy
 import email.utils
 import hashlib
-import io
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from email.generator import BytesGenerator
 from email.message import EmailMessage
 from email.message import Message as StdMessage
 from email.parser import BytesParser
@@ -37,11 +35,11 @@ from mailsync._mime import (
     guess_boundary,
     parse_date,
     safe_filename,
+    split_header_block,
     split_multipart,
     split_params,
     split_suffix,
     unfold,
-    wire_bytes,
 )
 
 if TYPE_CHECKING:
@@ -381,15 +379,11 @@ class Message:
         the headers and the undivided body."""
         return self._cached("email", lambda: parse_email(self.raw))  # type: ignore[no-any-return]
 
-    def _head(self) -> StdMessage:
-        # Reading a header must not parse a 50 MB body: parse the header block alone, unless
-        # the whole message was parsed already.
-        parsed = self._cache.get("email")
-        if parsed is not None:
-            return parsed  # type: ignore[no-any-return]
-        return self._cached(  # type: ignore[no-any-return]
-            "head", lambda: parse_email(header_block(self.raw), headers_only=True)
-        )
+    def _root(self) -> _Node:
+        # Our own header-block split, not the stdlib parser: reading a header must not parse
+        # a 50 MB body, and even a header-only stdlib parse re-parses Content-Type, which a
+        # hostile header makes take seconds.
+        return self._cached("root", lambda: parse_node(self.raw))  # type: ignore[no-any-return]
 
     @property
     def seen(self) -> bool:
@@ -405,7 +399,7 @@ class Message:
         return HeaderMap((name, decode_header_value(value)) for name, value in self._raw_headers())
 
     def _raw_headers(self) -> tuple[tuple[str, str], ...]:
-        return self._cached("raw headers", lambda: raw_header_items(self._head()))  # type: ignore[no-any-return]
+        return self._cached("raw headers", lambda: tuple(self._root().fields))  # type: ignore[no-any-return]
 
     def _raw_values(self, name: str) -> list[str]:
         key = name.lower()
@@ -495,7 +489,10 @@ class Message:
     def _layout(self) -> _Layout:
         # Which part is which is decided once; decoding waits until a body or the
         # attachments are asked for, so reading ``text`` never decodes a large attachment.
-        return self._cached("layout", lambda: layout(self.email))  # type: ignore[no-any-return]
+        # The structure is split here, not taken from ``email``: the stdlib parser recurses
+        # per nesting level and re-parses Content-Type in quadratic time, both of which a
+        # hostile message can make take minutes.
+        return self._cached("layout", lambda: layout(self._root()))  # type: ignore[no-any-return]
 
     @property
     def delivery_report(self) -> DeliveryReport | None:
@@ -598,15 +595,6 @@ def parse_email(raw: bytes, *, headers_only: bool = False) -> EmailMessage:
     return fallback  # pragma: no cover
 
 
-def raw_header_items(message: StdMessage) -> tuple[tuple[str, str], ...]:
-    """The ``(name, value)`` pairs of a parsed message as on the wire, unfolded."""
-    try:
-        items = list(message.raw_items())
-    except Exception:  # pragma: no cover - raw_items only copies a list
-        return ()
-    return tuple((decode_header_value(name), unfold(str(value))) for name, value in items)
-
-
 _ADDR_SPEC = re.compile(r"[^\s<>()\[\],;:\"]+@[^\s<>()\[\],;:\"]+")
 
 
@@ -638,14 +626,35 @@ _MAX_DEPTH = 100  # deeper multiparts are kept whole as one part
 _MAX_PARTS = 10_000  # a message with more leaves is junk; the rest is ignored
 _CONTENT_TYPE = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+")
 _TRANSFER_ENCODING = re.compile(r"[^\s;()\"]+")
-_REGENERATE = email.policy.compat32.clone(linesep="\r\n", max_line_length=0)
+
+
+@dataclass(frozen=True, slots=True)
+class _Node:
+    """A message or MIME part as on the wire: raw header fields (unfolded, not decoded) and
+    the undecoded body bytes."""
+
+    fields: list[tuple[str, str]]
+    body: bytes
+    default_type: str = "text/plain"
+
+    def field(self, name: str) -> str:
+        """The first value of header ``name`` (raw), or ``""``."""
+        key = name.lower()
+        return next((value for item, value in self.fields if item.lower() == key), "")
+
+
+def parse_node(raw: bytes, default_type: str = "text/plain") -> _Node:
+    """Split raw message or part bytes into header fields and body (see
+    :func:`mailsync._mime.split_header_block`)."""
+    fields, offset = split_header_block(raw)
+    return _Node(fields, raw[offset:], default_type)
 
 
 @dataclass(frozen=True, slots=True)
 class _Leaf:
-    """One leaf part and what its raw headers say about it."""
+    """One leaf part and what its headers say about it."""
 
-    part: StdMessage
+    body: bytes
     content_type: str
     charset: str | None
     disposition: str | None
@@ -666,7 +675,7 @@ class _Layout:
     others: tuple[_Leaf, ...]
 
 
-def layout(message: StdMessage) -> _Layout:
+def layout(root: _Node) -> _Layout:
     """Decide which leaf is the text body, which the html body, and which are attachments.
 
     The first text/plain and the first text/html leaf that are not attachments (no
@@ -676,7 +685,7 @@ def layout(message: StdMessage) -> _Layout:
     text: _Leaf | None = None
     html: _Leaf | None = None
     others: list[_Leaf] = []
-    for leaf in _leaves(message):
+    for leaf in _leaves(root):
         if leaf.is_body_candidate and leaf.content_type == "text/plain" and text is None:
             text = leaf
         elif leaf.is_body_candidate and leaf.content_type == "text/html" and html is None:
@@ -686,105 +695,60 @@ def layout(message: StdMessage) -> _Layout:
     return _Layout(text, html, tuple(others))
 
 
-def split_body(message: StdMessage) -> tuple[str, str, tuple[Attachment, ...]]:
-    """Split a parsed message into (text, html, attachments), best-effort (see :func:`layout`)."""
-    parts = layout(message)
+def split_body(
+    message: StdMessage | EmailMessage | bytes | Message,
+) -> tuple[str, str, tuple[Attachment, ...]]:
+    """Split a message into (text, html, attachments), best-effort, as :class:`Message` does."""
+    parts = layout(parse_node(as_bytes(message)))
     attachments = tuple(_attachment(leaf) for leaf in parts.others)
     return _body_text(parts.text), _body_text(parts.html), attachments
 
 
-def _leaves(root: StdMessage) -> Iterator[_Leaf]:
-    # Iterative, not recursive: nesting depth is chosen by whoever sent the message.
-    stack: list[tuple[StdMessage, bool, int]] = [(root, False, 0)]
+def _leaves(root: _Node) -> Iterator[_Leaf]:
+    # Iterative, not recursive: the nesting depth is chosen by whoever sent the message.
+    stack: list[tuple[_Node, bool, int]] = [(root, False, 0)]
     count = 0
     while stack and count < _MAX_PARTS:
-        part, in_related, depth = stack.pop()
+        node, in_related, depth = stack.pop()
         count += 1
-        fields = _part_fields(part)
-        content_type, params = split_params(fields.get("content-type", ""))
+        content_type, params = split_params(node.field("Content-Type"))
         if not _CONTENT_TYPE.fullmatch(content_type):
-            content_type = _default_type(part) if not content_type else "text/plain"
-        children = _children(part, content_type, params, depth)
+            content_type = "text/plain" if content_type else node.default_type
+        children = _children(node, content_type, params) if depth < _MAX_DEPTH else None
         if children is not None:
             related = in_related or content_type == "multipart/related"
             stack.extend((child, related, depth + 1) for child in reversed(children))
             continue
         if content_type.startswith("multipart/") and depth < _MAX_DEPTH:
             content_type = "text/plain"  # no part boundary anywhere: it is just text
-        yield _make_leaf(part, fields, content_type, params, in_related)
+        yield _make_leaf(node, content_type, params, in_related)
 
 
-_PART_FIELDS = frozenset(
-    {"content-type", "content-disposition", "content-transfer-encoding", "content-id"}
-)
-
-
-def _part_fields(part: StdMessage) -> dict[str, str]:
-    fields: dict[str, str] = {}
-    try:
-        items = list(part.raw_items())
-    except Exception:  # pragma: no cover - raw_items only copies a list
-        return fields
-    for name, value in items:
-        key = str(name).strip().lower()
-        if key in _PART_FIELDS and key not in fields:
-            fields[key] = unfold(str(value))
-    return fields
-
-
-def _default_type(part: StdMessage) -> str:
-    try:
-        return part.get_default_type()
-    except Exception:  # pragma: no cover - a plain attribute read
-        return "text/plain"
-
-
-def _children(
-    part: StdMessage, content_type: str, params: dict[str, str], depth: int
-) -> list[StdMessage] | None:
-    """The sub-parts of a container part, or None for a leaf."""
-    if content_type.startswith("message/") or depth >= _MAX_DEPTH:
+def _children(node: _Node, content_type: str, params: dict[str, str]) -> list[_Node] | None:
+    """The parts of a multipart, or None for a leaf (attached messages are leaves)."""
+    if not content_type.startswith("multipart/"):
         return None
-    try:
-        payload = part.get_payload()
-    except Exception:  # pragma: no cover - get_payload() without decode only returns it
-        return None
-    if isinstance(payload, list):
-        return [child for child in payload if isinstance(child, StdMessage)]
-    if not content_type.startswith("multipart/") or not isinstance(payload, str):
-        return None
-    # The stdlib left the body whole: no boundary parameter, one that never occurs, or a
-    # structure too deep for its recursive parser. Split it here instead.
-    body = wire_bytes(payload)
-    chunks = split_multipart(body, params["boundary"]) if params.get("boundary") else None
-    if chunks is None:
-        guessed = guess_boundary(body)
-        chunks = split_multipart(body, guessed) if guessed else None
+    boundary = params.get("boundary")
+    chunks = split_multipart(node.body, boundary) if boundary else None
+    if chunks is None:  # no boundary parameter, or one that never occurs: find the real one
+        guessed = guess_boundary(node.body)
+        chunks = split_multipart(node.body, guessed) if guessed else None
     if chunks is None:
         return None
-    children = [parse_email(chunk, headers_only=True) for chunk in chunks]
-    if content_type == "multipart/digest":
-        for child in children:
-            child.set_default_type("message/rfc822")
-    return list(children)
+    default = "message/rfc822" if content_type == "multipart/digest" else "text/plain"
+    return [parse_node(chunk, default) for chunk in chunks]
 
 
-def _make_leaf(
-    part: StdMessage,
-    fields: dict[str, str],
-    content_type: str,
-    params: dict[str, str],
-    in_related: bool,
-) -> _Leaf:
-    disposition, disposition_params = split_params(fields.get("content-disposition", ""))
-    encoding = _TRANSFER_ENCODING.match(fields.get("content-transfer-encoding", "").strip())
+def _make_leaf(node: _Node, content_type: str, params: dict[str, str], in_related: bool) -> _Leaf:
+    disposition, disposition_params = split_params(node.field("Content-Disposition"))
+    encoding = _TRANSFER_ENCODING.match(node.field("Content-Transfer-Encoding").strip())
     return _Leaf(
-        part=part,
+        body=node.body,
         content_type=content_type,
         charset=params.get("charset"),
         disposition=disposition or None,
         filename=_filename(disposition_params, params),
-        content_id=_msgid(decode_header_value(fields.get("content-id", ""))),
+        content_id=_msgid(decode_header_value(node.field("Content-ID"))),
         transfer_encoding=encoding.group(0).lower() if encoding else "7bit",
         in_related=in_related,
     )
@@ -805,52 +769,10 @@ def _filename(disposition_params: dict[str, str], type_params: dict[str, str]) -
     return None
 
 
-def _leaf_bytes(leaf: _Leaf) -> bytes:
-    try:
-        payload = leaf.part.get_payload()
-    except Exception:  # pragma: no cover - get_payload() without decode only returns it
-        return b""
-    if isinstance(payload, list):  # message/rfc822, message/delivery-status...
-        data = _regenerated_body(leaf.part)
-    elif isinstance(payload, str):
-        data = wire_bytes(payload)
-    elif isinstance(payload, bytes):  # pragma: no cover - only set by hand, never parsed
-        data = payload
-    else:  # pragma: no cover - None for an empty part
-        return b""
-    return decode_transfer(data, leaf.transfer_encoding)
-
-
-def _regenerated_body(part: StdMessage) -> bytes:
-    """The body of a parsed message/* part as wire bytes (the stdlib keeps no raw copy)."""
-    buffer = io.BytesIO()
-    try:
-        BytesGenerator(buffer, mangle_from_=False, policy=_REGENERATE).flatten(part)
-    except Exception:  # too deep for the recursive generator, or headers it chokes on
-        return _shallow_body(part)
-    full = buffer.getvalue()
-    if full.startswith(b"\r\n"):
-        return full[2:]
-    end = full.find(b"\r\n\r\n")
-    return full[end + 4 :] if end >= 0 else b""
-
-
-def _shallow_body(part: StdMessage) -> bytes:
-    blocks: list[bytes] = []
-    payload = part.get_payload()
-    for item in payload if isinstance(payload, list) else ():
-        if not isinstance(item, StdMessage):  # pragma: no cover - the parser only adds messages
-            continue
-        head = b"".join(wire_bytes(f"{name}: {value}\r\n") for name, value in item.raw_items())
-        inner = item.get_payload()
-        blocks.append(head + b"\r\n" + (wire_bytes(inner) if isinstance(inner, str) else b""))
-    return b"".join(blocks)
-
-
 def _body_text(leaf: _Leaf | None) -> str:
     if leaf is None:
         return ""
-    text = decode_bytes(_leaf_bytes(leaf), leaf.charset)
+    text = decode_bytes(decode_transfer(leaf.body, leaf.transfer_encoding), leaf.charset)
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
@@ -861,7 +783,7 @@ def _attachment(leaf: _Leaf) -> Attachment:
     return Attachment(
         filename=leaf.filename,
         content_type=leaf.content_type,
-        data=_leaf_bytes(leaf),
+        data=decode_transfer(leaf.body, leaf.transfer_encoding),
         content_id=leaf.content_id,
         inline=inline,
     )

@@ -35,6 +35,7 @@ __all__ = [
     "guess_boundary",
     "parse_date",
     "safe_filename",
+    "split_header_block",
     "split_multipart",
     "split_params",
     "text_codec",
@@ -159,6 +160,48 @@ def decode_8bit(text: str) -> str:
     if text.isascii():
         return text
     return _NON_ASCII_RUN.sub(lambda m: decode_bytes(wire_bytes(m.group(0)), None), text)
+
+
+# -- header block --------------------------------------------------------------------------
+
+_LINE = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n)?")
+_FIELD_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+:")
+
+
+def split_header_block(raw: bytes) -> tuple[list[tuple[str, str]], int]:
+    """Split the header block off raw message (or MIME part) bytes, by the stdlib's rules.
+
+    Returns the fields as ``(name, value)`` with the value unfolded but not decoded (8-bit
+    bytes surrogate-escaped, as the stdlib parser gives them), and the offset where the body
+    starts. The block ends at the first empty line, or at the first line that is neither a
+    field nor a continuation (that line is then the first line of the body). A leading
+    ``From `` envelope line and lines with an empty field name are skipped. Only the header
+    lines are looked at, so this is cheap for a message of any size.
+    """
+    fields: list[tuple[str, list[bytes]]] = []
+    position = 0
+    size = len(raw)
+    while position < size:
+        end = _LINE.match(raw, position).end()  # type: ignore[union-attr]
+        line = raw[position:end].rstrip(b"\r\n")
+        if not line:
+            return _joined(fields), end
+        if line[:1] in (b" ", b"\t"):
+            if fields:
+                fields[-1][1].append(line)
+        elif line.startswith(b":") or (position == 0 and line.startswith(b"From ")):
+            pass
+        elif _FIELD_NAME.match(line):
+            name, _, value = line.partition(b":")
+            fields.append((name.decode("ascii"), [value.lstrip(b" \t")]))
+        else:
+            return _joined(fields), position
+        position = end
+    return _joined(fields), size
+
+
+def _joined(fields: list[tuple[str, list[bytes]]]) -> list[tuple[str, str]]:
+    return [(name, b"".join(lines).decode("ascii", "surrogateescape")) for name, lines in fields]
 
 
 # -- header values -------------------------------------------------------------------------
