@@ -10,7 +10,6 @@ from __future__ import annotations
 import collections
 import email
 import email.policy
-import time
 from collections.abc import Callable, Iterator
 from email.message import EmailMessage
 from typing import Any
@@ -288,10 +287,9 @@ def test_dropped_connection_mid_send_many_resends_no_accepted_message(
     def messages() -> Iterator[EmailMessage]:
         for n in range(30):
             if n == 15:
-                # Pulled while message 14's final reply is on its way: let it arrive, then
-                # cut inside the next replies (RSET 14 bytes, MAIL 14, RCPT...), before the
-                # server could have the data of message 15.
-                time.sleep(0.5)
+                # Pulled once message 14 was accepted, when no reply is in flight: cut inside
+                # the next replies (RSET 14 bytes, MAIL 14, RCPT...), before the server can
+                # have had the data of message 15.
                 proxy.cut_after(30)
             yield _small(account, other_account, n)
 

@@ -58,9 +58,31 @@ def test_lockstep_without_pipelining(server: ScriptedSMTP) -> None:
     assert first.refused == {"nobody@example.test": (550, "5.1.1 no such user")}
     assert second.ok
     assert all(chunk.count(b"\r\n") == 1 for chunk in server.chunks if b"RCPT" in chunk)
+    # No RSET after an accepted message: its end of data ended the transaction.
     assert server.verbs() == [
-        "EHLO", "MAIL", "RCPT", "RCPT", "DATA", "RSET", "MAIL", "RCPT", "DATA", "QUIT"
+        "EHLO", "MAIL", "RCPT", "RCPT", "DATA", "MAIL", "RCPT", "DATA", "QUIT"
     ]  # fmt: skip
+
+
+def test_rset_after_an_unfinished_transaction(server: ScriptedSMTP) -> None:
+    server.refuse["nobody@example.test"] = "550 5.1.1 no such user"
+    with _sender(server) as out:
+        with pytest.raises(mailsync.RecipientsRefused):
+            out.send(_message(1, to="nobody@example.test"))  # MAIL accepted, no recipient
+        assert out.send(_message(2)).ok
+    assert server.verbs() == [
+        "EHLO",
+        "MAIL",
+        "RCPT",
+        "DATA",
+        "RSET",
+        "MAIL",
+        "RCPT",
+        "DATA",
+        "QUIT",
+    ]
+    (rset_group,) = [c for c in server.chunks if c.startswith(b"RSET")]
+    assert rset_group.startswith(b"RSET\r\nMAIL FROM:")  # pipelined with the next envelope
 
 
 def test_starttls_required_but_not_offered_fails_closed(server: ScriptedSMTP) -> None:
@@ -120,13 +142,16 @@ def test_8bit_needed_but_not_offered(server: ScriptedSMTP) -> None:
 
 
 def test_size_is_checked_before_data(server: ScriptedSMTP) -> None:
-    server.extensions = ["PIPELINING", "SIZE 500"]
+    server.extensions = ["PIPELINING", "SIZE 100000"]
     with _sender(server) as out:
-        with pytest.raises(mailsync.SendError, match="at most 500"):
-            out.send(_message(text="x" * 1000))
+        with pytest.raises(mailsync.SendError, match="at most 100000"):
+            out.send(_message(text="x\n" * 60_000))
         assert "MAIL" not in server.verbs()
-        out.send(_message())
-    assert f"SIZE={len(server.messages[0].data)}" in server.messages[0].mail_line
+        out.send(_message(1))
+        out.send(_message(2, text="y\n" * 25_000))
+    small, big = server.messages
+    assert "SIZE=" not in small.mail_line  # small messages need not declare it
+    assert f"SIZE={len(big.data)}" in big.mail_line
 
 
 def test_4xx_is_retried_with_backoff(server: ScriptedSMTP) -> None:
@@ -198,10 +223,10 @@ def test_421_before_end_of_data_is_sent_again_on_a_new_connection(server: Script
 
 
 def test_drop_while_idle_reconnects(server: ScriptedSMTP) -> None:
-    server.queue("RSET", DROP)
+    server.queue("MAIL", "250 2.1.0 Ok", DROP)
     with _sender(server) as out:
         out.send(_message(1))
-        out.send(_message(2))  # the RSET finds the connection dead: a new one is opened
+        out.send(_message(2))  # MAIL finds the connection dead: sent on a new one
         assert out.connections_opened == 2
     assert len(server.messages) == 2
 
