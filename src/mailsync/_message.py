@@ -322,10 +322,9 @@ class Message:
     def id(self) -> str:
         """Stable, unique in the account; give it to ``Retriever.get``. Messages made from
         bytes without one get a digest of their bytes, computed on first use."""
-        if self._id is None:
-            object.__setattr__(self, "_id", message_identity_of_raw(self.raw))
-        assert self._id is not None
-        return self._id
+        if self._id is not None:
+            return self._id
+        return self._cached("id", lambda: message_identity_of_raw(self.raw))  # type: ignore[no-any-return]
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"Message is immutable; cannot set {name!r}")
@@ -360,6 +359,8 @@ class Message:
             "internal_date": self.internal_date,
         }
         raw = changes.pop("raw", self.raw)
+        if raw is not self.raw and self.size == len(self.raw):
+            current["size"] = None  # the size was the old bytes' length: measure the new ones
         current.update(changes)
         return Message(raw, **current)
 
