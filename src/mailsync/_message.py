@@ -358,9 +358,9 @@ class Message:
             "headers_only": self.headers_only,
             "internal_date": self.internal_date,
         }
+        # The size is kept even when raw changes: trimming a message to its header block
+        # (headers_only) must still report the full message's size.
         raw = changes.pop("raw", self.raw)
-        if raw is not self.raw and self.size == len(self.raw):
-            current["size"] = None  # the size was the old bytes' length: measure the new ones
         current.update(changes)
         return Message(raw, **current)
 
