@@ -50,8 +50,12 @@ TARGET_MEAN_SIZE = 50_800  # 10,000 messages of this mean size make ~508 MB
 
 
 def make_message(n: int, rng: random.Random) -> bytes:
-    """A plausible text message of varying size, including the lines POP3 must dot-stuff
-    (a few per message, as in real mail: a line of ".", one of "..", one starting with ".")."""
+    """A plausible text message of varying size.
+
+    One message in ten has lines POP3 must dot-stuff (a line of ".", one of "..", one starting
+    with "."): generous for real mail, where quoted-printable and base64 bodies never start a
+    line with a dot and plain text rarely does.
+    """
     size = int(rng.triangular(2_000, 2 * TARGET_MEAN_SIZE - 2_000, TARGET_MEAN_SIZE))
     head = (
         f"From: Sender {n % 97} <sender{n % 97}@example.test>\r\n"
@@ -63,13 +67,14 @@ def make_message(n: int, rng: random.Random) -> bytes:
         "Content-Type: text/plain; charset=utf-8\r\n\r\n"
     ).encode()
     words = [b"mail", b"sync", b"quick", b"brown", b"fox", b"lazy", b"dog.", b"POP3", b"12345"]
-    lines = [b".signature-like line starting with a dot"]
-    length = len(head) + len(lines[0]) + 2
-    while length < size - 12:
+    lines: list[bytes] = []
+    length = len(head)
+    while length < size - 60:
         line = b" ".join(rng.choice(words) for _ in range(rng.randint(3, 14)))
         lines.append(line)
         length += len(line) + 2
-    lines[len(lines) // 2 : len(lines) // 2] = [b".", b".."]
+    if n % 10 == 0:
+        lines[len(lines) // 2 : len(lines) // 2] = [b".", b"..", b".leading dot"]
     return head + b"\r\n".join(lines) + b"\r\n"
 
 
@@ -306,10 +311,13 @@ def table(results: list[Result], count: int, total: int, runs: int) -> str:
     lines += [
         "",
         "mailsync sends RETR commands in windows (at most 64 in flight, 8 MiB announced) when "
-        "the server offers PIPELINING, so the download is not one round trip per message; the "
-        "sans-I/O core finds each reply's end with one `bytes.find` and un-stuffs dots with one "
-        "`bytes.replace`. The poplib loop waits for every reply before sending the next command "
-        "and splits every message into a list of lines.",
+        "the server offers PIPELINING, so the download is not one round trip per message. The "
+        "socket reads straight into the sans-I/O core's buffer (`recv_into`, or asyncio's "
+        "`BufferedProtocol`), and a reply whose status line announces its size "
+        "(`+OK 51234 octets`) is framed by that size without scanning the body; dot-stuffed "
+        "messages (one in ten here) fall back to one `find` and one `replace`. The poplib loop "
+        "waits for every reply before sending the next command and splits every message into "
+        "a list of lines. One message in ten of the corpus contains dot-stuffed lines.",
         "",
     ]
     return "\n".join(lines)
