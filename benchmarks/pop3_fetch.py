@@ -248,16 +248,18 @@ class Result:
 def run_once(contender: Contender, workdir: Path) -> tuple[float, float, str]:
     """Wall time and peak RSS (MB) of one run in a fresh process."""
     reset_peer_state(workdir)
-    out = tempfile.TemporaryFile()
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        contender.command, stdout=out, stderr=subprocess.STDOUT, env=contender.env
-    )
-    _, status, usage = os.wait4(process.pid, 0)
-    elapsed = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
-    out.seek(0)
-    output = out.read().decode(errors="replace").strip()
+    with tempfile.TemporaryFile() as out:
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            contender.command, stdout=out, stderr=subprocess.STDOUT, env=contender.env
+        )
+        # wait4 gives this child's own peak RSS (including its children), not the maximum
+        # over every child this script ever had.
+        _, status, usage = os.wait4(process.pid, 0)
+        elapsed = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        output = out.read().decode(errors="replace").strip()
     if process.returncode != 0:
         raise RuntimeError(f"{contender.name} failed ({process.returncode}): {output[-2000:]}")
     return elapsed, usage.ru_maxrss / 1024, output
