@@ -3,7 +3,7 @@ fetchmail and getmail6, on a private Dovecot over loopback.
 
 Every contender downloads every message of one maildrop (10,000 messages, about 508 MB, by
 default) in a fresh process; the time is the whole process's wall time (interpreter start to
-exit), the median of several runs, and the peak RSS is that process's own (``wait4``). Nothing
+exit), the median of several runs, and the peak RSS is that process's own (GNU time). Nothing
 is deleted and nothing is marked (mailsync ends with RSET; the peers keep mail on the server).
 
     python benchmarks/pop3_fetch.py                    # 10,000 messages, 3 runs, table
@@ -41,6 +41,7 @@ from servers import Account, MailServers  # noqa: E402
 
 DOCS = ROOT / "docs" / "performance.md"
 SECTION = "## POP3 full download (`benchmarks/pop3_fetch.py`)"
+TIME = "/usr/bin/time"  # GNU time (Debian package "time")
 NOBODY = 65534
 AS_NOBODY = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
 TARGET_MEAN_SIZE = 50_800  # 10,000 messages of this mean size make ~508 MB
@@ -248,21 +249,22 @@ class Result:
 def run_once(contender: Contender, workdir: Path) -> tuple[float, float, str]:
     """Wall time and peak RSS (MB) of one run in a fresh process."""
     reset_peer_state(workdir)
+    rss_file = workdir / "maxrss"
+    # GNU time reports the peak RSS of the process it starts. Measured here with wait4, a
+    # child forked from this (larger) process would inherit this process's high-water mark.
+    command = [TIME, "-f", "%M", "-o", str(rss_file), *contender.command]
     with tempfile.TemporaryFile() as out:
         started = time.perf_counter()
-        process = subprocess.Popen(
-            contender.command, stdout=out, stderr=subprocess.STDOUT, env=contender.env
+        process = subprocess.run(
+            command, stdout=out, stderr=subprocess.STDOUT, env=contender.env, check=False
         )
-        # wait4 gives this child's own peak RSS (including its children), not the maximum
-        # over every child this script ever had.
-        _, status, usage = os.wait4(process.pid, 0)
         elapsed = time.perf_counter() - started
-        process.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         output = out.read().decode(errors="replace").strip()
     if process.returncode != 0:
         raise RuntimeError(f"{contender.name} failed ({process.returncode}): {output[-2000:]}")
-    return elapsed, usage.ru_maxrss / 1024, output
+    peak_kb = int(rss_file.read_text().split()[-1])
+    return elapsed, peak_kb / 1024, output
 
 
 def reset_peer_state(workdir: Path) -> None:
@@ -273,7 +275,7 @@ def reset_peer_state(workdir: Path) -> None:
     for sub in ("", "tmp", "new", "cur"):
         (maildir / sub).mkdir(parents=True, exist_ok=True)
         os.chown(maildir / sub, NOBODY, NOBODY)
-    for pattern in ("getmail/oldmail-*", "fetchmail-home/.fetchids"):
+    for pattern in ("getmail/oldmail-*", "fetchmail-home/.fetchids", "maxrss"):
         for path in workdir.glob(pattern):
             path.unlink()
 
