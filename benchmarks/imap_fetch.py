@@ -32,6 +32,7 @@ import argparse
 import contextlib
 import importlib
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -232,6 +233,67 @@ def mbsync_command(cfg: dict[str, Any], workdir: Path) -> list[str] | None:
     return [binary, "-q", "-c", str(config), "bench"]
 
 
+def getmail_command(cfg: dict[str, Any], workdir: Path) -> list[str] | None:
+    """A getmail6 run retrieving every message of the folder into a Maildir."""
+    binary = shutil.which("getmail")
+    if binary is None:
+        return None
+    maildir = workdir / "getmail-mail"
+    rc = workdir / "getmailrc"
+    rc.write_text(
+        "[retriever]\ntype = SimpleIMAPRetriever\n"
+        f"server = {cfg['host']}\nport = {cfg['port']}\n"
+        f"username = {cfg['user']}\npassword = {cfg['password']}\n"
+        f'mailboxes = ("{cfg["folder"]}",)\n\n'
+        f"[destination]\ntype = Maildir\npath = {maildir}/\n"
+        # getmail refuses to deliver as root: deliver as the unprivileged mail user.
+        + ("user = mail\n\n" if os.geteuid() == 0 else "\n")
+        + "[options]\nread_all = true\ndelete = false\nverbose = 0\n"
+    )
+    return [binary, f"--getmaildir={workdir}", f"--rcfile={rc}"]
+
+
+def offlineimap_command(cfg: dict[str, Any], workdir: Path) -> list[str] | None:
+    """An offlineimap run pulling the folder into a Maildir, without fsync."""
+    binary = shutil.which("offlineimap")
+    if binary is None:
+        return None
+    rc = workdir / "offlineimaprc"
+    rc.write_text(
+        f"[general]\naccounts = bench\nmetadata = {workdir}/offlineimap-meta\n"
+        "fsync = false\n\n[Account bench]\nlocalrepository = local\n"
+        "remoterepository = remote\n\n"
+        f"[Repository local]\ntype = Maildir\nlocalfolders = {workdir}/offlineimap-mail\n\n"
+        f"[Repository remote]\ntype = IMAP\nremotehost = {cfg['host']}\n"
+        f"remoteport = {cfg['port']}\nremoteuser = {cfg['user']}\n"
+        f"remotepass = {cfg['password']}\nssl = no\nstarttls = no\nreadonly = true\n"
+        f"folderfilter = lambda name: name == '{cfg['folder']}'\n"
+    )
+    return [binary, "-c", str(rc), "-o", "-u", "quiet"]
+
+
+def _fresh_dirs(workdir: Path) -> None:
+    for name in ("mbsync-mail", "getmail-mail", "offlineimap-mail", "offlineimap-meta"):
+        shutil.rmtree(workdir / name, ignore_errors=True)
+    for sub in ("cur", "new", "tmp"):
+        (workdir / "getmail-mail" / sub).mkdir(parents=True)
+    if os.geteuid() == 0:  # getmail delivers as the mail user (see getmail_command)
+        import pwd
+
+        mail = pwd.getpwnam("mail")
+        workdir.chmod(0o755)
+        for path in [workdir / "getmail-mail", *(workdir / "getmail-mail").iterdir()]:
+            os.chown(path, mail.pw_uid, mail.pw_gid)
+    (workdir / "mbsync-mail").mkdir()
+    for path in workdir.glob("oldmail-*"):  # getmail's record of what it retrieved
+        path.unlink()
+
+
+def _maildir_count(root: Path) -> tuple[int, float]:
+    files = [f for f in root.rglob("*") if f.is_file() and f.parent.name in ("cur", "new")]
+    return len(files), sum(f.stat().st_size for f in files) / 1e6
+
+
 # -- the parent: servers, seeding, runs, table --------------------------------------------------
 
 
@@ -397,9 +459,43 @@ def benchmark(args: argparse.Namespace) -> list[Result]:
         for name in names:
             results.append(_python(section, name, plain, args))
         if not args.no_peers:
+            _fresh_dirs(workdir)
             results.append(
-                _external(section, "mbsync (FSync no)", mbsync_command(plain, workdir), args)
+                _external(
+                    section,
+                    "mbsync (FSync no)",
+                    mbsync_command(plain, workdir),
+                    args,
+                    workdir,
+                    "mbsync-mail",
+                )
             )
+        if args.slow_peers:  # minutes per run: measured once
+            results.append(
+                _external(
+                    section,
+                    "getmail6 (1 run)",
+                    getmail_command(plain, workdir),
+                    args,
+                    workdir,
+                    "getmail-mail",
+                    runs=1,
+                )
+            )
+            results.append(
+                _external(
+                    section,
+                    "offlineimap (1 run)",
+                    offlineimap_command(plain, workdir),
+                    args,
+                    workdir,
+                    "offlineimap-mail",
+                    runs=1,
+                )
+            )
+        elif not args.no_peers:
+            for peer in ("getmail6", "offlineimap"):
+                results.append(Result(section, peer, [], 0, 0, 0, "not run: --slow-peers"))
         section = f"full fetch {args.messages}, TLS"
         for name in ("raw imaplib", "mailsync"):
             results.append(_python(section, name, tls, args))
@@ -426,23 +522,31 @@ def _python(section: str, name: str, cfg: dict[str, Any], args: argparse.Namespa
 
 
 def _external(
-    section: str, name: str, command: list[str] | None, args: argparse.Namespace
+    section: str,
+    name: str,
+    command: list[str] | None,
+    args: argparse.Namespace,
+    workdir: Path,
+    maildir: str,
+    runs: int | None = None,
 ) -> Result:
     if command is None:
         return Result(section, name, [], 0, 0, 0, "not installed")
     print(f"{section}: {name} ...", file=sys.stderr)
-    workdir = Path(command[command.index("-c") + 1]).parent if "-c" in command else None
-
-    def fresh() -> None:
-        if workdir is not None:
-            shutil.rmtree(workdir / "mbsync-mail", ignore_errors=True)
-            (workdir / "mbsync-mail").mkdir()
-
-    result = run_case(section, name, command, args.runs, args.timeout, before_each=fresh)
-    if workdir is not None:
-        files = list((workdir / "mbsync-mail").rglob("*"))
-        result.messages = sum(1 for f in files if f.is_file() and f.parent.name in ("cur", "new"))
-        result.megabytes = sum(f.stat().st_size for f in files if f.is_file()) / 1e6
+    try:
+        result = run_case(
+            section,
+            name,
+            command,
+            runs or args.runs,
+            args.timeout,
+            before_each=lambda: _fresh_dirs(workdir),
+        )
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        reason = str(exc).strip().splitlines()[-1][:120]
+        print(f"  failed: {reason}", file=sys.stderr)
+        return Result(section, name, [], 0, 0, 0, f"failed here: {reason}")
+    result.messages, result.megabytes = _maildir_count(workdir / maildir)
     print(f"  median {result.median:.2f}s", file=sys.stderr)
     return result
 
