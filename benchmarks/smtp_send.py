@@ -1,12 +1,16 @@
 """SMTP send benchmark: mailsync's ``send_many`` against smtplib and aiosmtplib, on the private
-Postfix of tests/servers.py over loopback.
+Postfix of tests/servers.py.
 
-Every contender sends the same 1,000 small messages (composed once, read from a file) in a fresh
+Every contender sends the same small messages (composed once, read from a file) in a fresh
 process; the time is that process's whole wall time (interpreter start to exit), the median of
 several runs, plus the time of the sending alone as the process measured it. A message counts
 as sent when Postfix has answered 250 to its end of data: Postfix queues and delivers to
 Dovecot afterwards, so the benchmark waits for the queue to drain between runs and measures
 the client side only.
+
+Setups: the submission port (STARTTLS + AUTH) and the plain port (neither) over loopback, and
+the submission port through a user-space proxy that adds a round-trip time (10 ms by default),
+where the number of round trips per message, not Postfix, sets the pace.
 
 Contenders:
 
@@ -16,8 +20,8 @@ Contenders:
 - ``smtplib, one connection``: the hand-written loop: one connection, ``sendmail`` each.
 - ``aiosmtplib, one connection``: the same loop with aiosmtplib, if it is installed.
 
-    python benchmarks/smtp_send.py                      # both ports, 1,000 x 3, table
-    python benchmarks/smtp_send.py --count 200 --runs 1 --ports plain
+    python benchmarks/smtp_send.py                      # all setups, 1,000 (100) x 3, table
+    python benchmarks/smtp_send.py --count 200 --runs 1 --setups plain
     python benchmarks/smtp_send.py --write-docs         # also replace the SMTP section of
                                                         # docs/performance.md
 
@@ -27,14 +31,16 @@ Needs root and the Dovecot/Postfix packages, as the test servers do.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,7 +186,8 @@ def child(name: str) -> None:
 @dataclass
 class Result:
     name: str
-    port: str
+    setup: str
+    count: int
     walls: list[float] = field(default_factory=list)
     sends: list[float] = field(default_factory=list)
 
@@ -211,7 +218,7 @@ def run_once(name: str, config: dict[str, Any]) -> tuple[float, float]:
         input=json.dumps(config),
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,
         check=False,
     )
     wall = time.perf_counter() - start
@@ -238,8 +245,110 @@ def wait_for_empty_queue(servers: Any, timeout: float = 300.0) -> None:
     servers.wait_for(empty, timeout=timeout, interval=0.2, message="Postfix queue empty")
 
 
-def write_messages(path: Path, sender: str, recipient: str, count: int) -> int:
-    """Compose the messages once with ``mailsync.compose``; returns their mean size."""
+class DelayProxy:
+    """Forwards 127.0.0.1:<port> to a local port, holding every chunk back ``one_way``
+    seconds in each direction: a network path with that much latency, in user space."""
+
+    def __init__(self, target_port: int, one_way: float) -> None:
+        self.target_port = target_port
+        self.one_way = one_way
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    def __enter__(self) -> DelayProxy:
+        self._thread.start()
+        server = asyncio.run_coroutine_threadsafe(self._listen(), self._loop).result(10)
+        self.port = server.sockets[0].getsockname()[1]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    async def _listen(self) -> asyncio.Server:
+        return await asyncio.start_server(self._handle, "127.0.0.1", 0)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream = await asyncio.open_connection("127.0.0.1", self.target_port)
+        await asyncio.gather(self._pump(reader, upstream[1]), self._pump(upstream[0], writer))
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def deliver() -> None:
+            while True:
+                due, data = await queue.get()
+                if not data:
+                    writer.close()
+                    return
+                await asyncio.sleep(max(0.0, due - loop.time()))
+                writer.write(data)
+                await writer.drain()
+
+        task = asyncio.create_task(deliver())
+        with contextlib.suppress(OSError):
+            while data := await reader.read(65536):
+                queue.put_nowait((loop.time() + self.one_way, data))
+        queue.put_nowait((0.0, b""))
+        with contextlib.suppress(OSError):
+            await task
+
+
+@dataclass
+class Setup:
+    label: str
+    count: int
+    port: int
+    tls: str
+    rtt_ms: float = 0.0
+
+
+def setups(servers: Any, args: argparse.Namespace) -> list[Setup]:
+    chosen = []
+    if "submission" in args.setups:
+        chosen.append(
+            Setup("submission (STARTTLS + AUTH)", args.count, servers.submission_port, "starttls")
+        )
+    if "plain" in args.setups:
+        chosen.append(Setup("plain (no TLS, no AUTH)", args.count, servers.smtp_port, "none"))
+    if "rtt" in args.setups:
+        chosen.append(
+            Setup(
+                f"submission over a {args.rtt_ms:g} ms round-trip path",
+                args.rtt_count,
+                servers.submission_port,
+                "starttls",
+                args.rtt_ms,
+            )
+        )
+    return chosen
+
+
+def config_for(servers: Any, setup: Setup, port: int, workdir: Path) -> dict[str, Any]:
+    sender = servers.new_account("bench")
+    recipient = servers.new_account("sink")
+    messages = workdir / f"messages-{setup.count}.bin"
+    write_messages(messages, sender.email, recipient.email, setup.count)
+    user = f"{sender.user}@" if setup.tls != "none" else ""
+    return {
+        "messages": str(messages),
+        "host": servers.host,
+        "port": port,
+        "tls": setup.tls,
+        "url": f"smtp://{user}{servers.host}:{port}",
+        "count": setup.count,
+        "sender": sender.email,
+        "recipient": recipient.email,
+        "cafile": servers.cafile,
+        "user": sender.user,
+        "password": sender.password,
+    }
+
+
+def write_messages(path: Path, sender: str, recipient: str, count: int) -> None:
+    """Compose the messages once with ``mailsync.compose``, NUL-separated in one file."""
     sys.path.insert(0, str(ROOT / "src"))
     import mailsync
 
@@ -253,44 +362,17 @@ def write_messages(path: Path, sender: str, recipient: str, count: int) -> int:
         for n in range(count)
     ]
     path.write_bytes(b"\0".join(raws))
-    return sum(map(len, raws)) // count
 
 
-def configs(
-    servers: Any, ports: str, count: int, workdir: Path
-) -> Iterator[tuple[str, dict[str, Any]]]:
-    sender = servers.new_account("bench")
-    recipient = servers.new_account("sink")
-    messages = workdir / "messages.bin"
-    write_messages(messages, sender.email, recipient.email, count)
-    common = {
-        "messages": str(messages),
-        "host": servers.host,
-        "count": count,
-        "sender": sender.email,
-        "recipient": recipient.email,
-        "cafile": servers.cafile,
-        "user": sender.user,
-        "password": sender.password,
-    }
-    if ports in ("submission", "both"):
-        port = servers.submission_port
-        url = f"smtp://{sender.user}@{servers.host}:{port}"
-        yield (
-            "submission (STARTTLS + AUTH)",
-            {**common, "port": port, "tls": "starttls", "url": url},
-        )
-    if ports in ("plain", "both"):
-        port = servers.smtp_port
-        url = f"smtp://{servers.host}:{port}"
-        yield "plain (no TLS, no AUTH)", {**common, "port": port, "tls": "none", "url": url}
-
-
-def measure(servers: Any, ports: str, count: int, runs: int, workdir: Path) -> list[Result]:
-    results: list[Result] = []
-    names = [name for name in CONTENDERS if available(name)]
-    for port_label, config in configs(servers, ports, count, workdir):
-        mine = [Result(name, port_label) for name in names]
+def measure_setup(
+    servers: Any, setup: Setup, runs: int, workdir: Path, names: list[str]
+) -> list[Result]:
+    with contextlib.ExitStack() as stack:
+        port = setup.port
+        if setup.rtt_ms:
+            port = stack.enter_context(DelayProxy(setup.port, setup.rtt_ms / 2000)).port
+        config = config_for(servers, setup, port, workdir)
+        mine = [Result(name, setup.label, setup.count) for name in names]
         for run in range(runs):
             # Interleaved, and rotated each run, so drift on a shared machine hits all alike.
             order = mine[run % len(mine) :] + mine[: run % len(mine)]
@@ -300,34 +382,34 @@ def measure(servers: Any, ports: str, count: int, runs: int, workdir: Path) -> l
                 result.walls.append(wall)
                 result.sends.append(send)
                 print(
-                    f"  {port_label:30} {CONTENDERS[result.name]:45} "
-                    f"wall {wall:6.2f}s  send {send:6.2f}s",
+                    f"  {setup.label:38} {CONTENDERS[result.name]:45} "
+                    f"wall {wall:7.2f}s  send {send:7.2f}s",
                     file=sys.stderr,
                 )
-        results += mine
-    return results
+    return mine
 
 
-def table(results: list[Result], count: int, runs: int) -> str:
+def table(results: list[Result], runs: int) -> str:
     lines = [
         SECTION,
         "",
-        f"{count:,} small messages (made once by `mailsync.compose`, about 450 bytes, read from "
-        "a file by each contender) to one local recipient on the private Postfix of "
-        "`tests/servers.py`, over loopback; each contender in a fresh process; median of "
-        f"{runs} run(s), runs interleaved. *Wall* is the whole process (interpreter start, "
-        "imports, connecting, sending, exit); *send* is the sending alone, until Postfix "
-        "answered 250 to the last message. The Postfix queue is drained between runs. "
-        "mailsync takes the messages as bytes and works out each envelope from the headers "
-        "(`prepare()`); the smtplib and aiosmtplib loops are handed the envelope.",
+        "Small messages (made once by `mailsync.compose`, about 450 bytes, read from a file by "
+        "each contender) to one local recipient on the private Postfix of `tests/servers.py`; "
+        f"each contender in a fresh process; median of {runs} runs, interleaved. *Wall* is the "
+        "whole process (interpreter start, imports, connecting, sending, exit); *send* is the "
+        "sending alone, until Postfix answered 250 to the last message. The Postfix queue is "
+        "drained between runs. mailsync takes the messages as bytes and works out each "
+        "envelope from the headers (`prepare()`); the smtplib and aiosmtplib loops are handed "
+        "the envelope. The round-trip path is loopback through a user-space proxy that holds "
+        "every chunk back half the round trip in each direction.",
         "",
     ]
-    for port in dict.fromkeys(r.port for r in results):
-        group = [r for r in results if r.port == port]
+    for setup in dict.fromkeys(r.setup for r in results):
+        group = [r for r in results if r.setup == setup]
         per_message = next(r for r in group if r.name == "smtplib-per-message")
         loop = next(r for r in group if r.name == "smtplib-loop")
         lines += [
-            f"**{port}**",
+            f"**{setup}**, {group[0].count:,} messages",
             "",
             "| contender | wall (s) | send (s) | msg/s | vs. connection per message | "
             "vs. hand-written loop |",
@@ -335,14 +417,15 @@ def table(results: list[Result], count: int, runs: int) -> str:
         ]
         for r in group:
             lines.append(
-                f"| {CONTENDERS[r.name]} | {r.wall:.2f} | {r.send:.2f} | {count / r.send:,.0f} "
-                f"| {per_message.wall / r.wall:.2f}x faster | {r.wall / loop.wall:.2f}x the time |"
+                f"| {CONTENDERS[r.name]} | {r.wall:.2f} | {r.send:.2f} | "
+                f"{r.count / r.send:,.0f} | {per_message.wall / r.wall:.2f}x faster | "
+                f"{r.wall / loop.wall:.2f}x the time |"
             )
         lines.append("")
     lines += [
-        f"Machine: {os.cpu_count()} CPU(s), shared with other work, so expect noise of some "
-        "10-20 %. Targets: `send_many` at least 3x faster than a connection per message, and "
-        "within 1.2x of the hand-written single-connection loop.",
+        f"Machine: {os.cpu_count()} CPUs shared with other work, so runs vary by 10-30 %. "
+        "Targets: `send_many` at least 3x faster than a connection per message, and within "
+        "1.2x of the hand-written single-connection loop.",
         "",
     ]
     return "\n".join(lines)
@@ -365,7 +448,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--ports", choices=("submission", "plain", "both"), default="both")
+    parser.add_argument(
+        "--setups",
+        default="submission,plain,rtt",
+        help="comma-separated: submission, plain, rtt (default: all)",
+    )
+    parser.add_argument("--rtt-ms", type=float, default=10.0)
+    parser.add_argument("--rtt-count", type=int, default=100)
     parser.add_argument("--write-docs", action="store_true")
     parser.add_argument("--child", metavar="NAME", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -375,9 +464,12 @@ def main() -> None:
     sys.path.insert(0, str(ROOT / "tests"))
     from servers import MailServers
 
+    names = [name for name in CONTENDERS if available(name)]
+    results: list[Result] = []
     with MailServers() as servers, tempfile.TemporaryDirectory() as workdir:
-        results = measure(servers, args.ports, args.count, args.runs, Path(workdir))
-    section = table(results, args.count, args.runs)
+        for setup in setups(servers, args):
+            results += measure_setup(servers, setup, args.runs, Path(workdir), names)
+    section = table(results, args.runs)
     print(section)
     if args.write_docs:
         write_docs(section)
