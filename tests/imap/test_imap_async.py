@@ -239,6 +239,23 @@ async def test_tricky_mime_is_read_back_byte_exact(
         assert head.size == message.size
 
 
+async def test_aioimaplib_parser_and_fast_reader_agree(
+    mail_servers: MailServers, account: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Bulk FETCH goes through the pure reader; aioimaplib's own parser is the fallback.
+    await _seed(mail_servers, account, [*TRICKY_MIME.values(), make_raw(1, extra=300_000)])
+    async with _connect(mail_servers, account) as box:
+        fast = await _collect(box.messages())
+        fast_heads = await _collect(box.messages(headers_only=True))
+    monkeypatch.setattr("mailsync.backends.imap_async._Session.fast_fetch", False)
+    async with _connect(mail_servers, account) as box:
+        slow = await _collect(box.messages())
+        slow_heads = await _collect(box.messages(headers_only=True))
+    assert len(fast) == len(TRICKY_MIME) + 1
+    assert fast == slow
+    assert fast_heads == slow_heads
+
+
 async def test_non_ascii_folder_names(mail_servers: MailServers, account: Account) -> None:
     name = "Prüfung/Ärger & Co"
     await asyncio.to_thread(mail_servers.create_folder, account, name)

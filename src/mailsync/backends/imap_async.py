@@ -75,7 +75,13 @@ from mailsync.protocol.imap import (
     store_flags,
     uid_set,
 )
-from mailsync.protocol.imap_literals import FetchResponse
+from mailsync.protocol.imap_literals import (
+    Continuation,
+    FetchResponse,
+    ResponseReader,
+    Tagged,
+    fetch_command,
+)
 
 __all__ = ["AsyncIMAPRetriever"]
 
@@ -183,6 +189,56 @@ class _SASLCommand(aioimaplib.Command):  # type: ignore[misc]
 # -- one connection ----------------------------------------------------------------------------
 
 
+class _FetchReader:
+    """Takes the place of aioimaplib's ``data_received`` for one ``UID FETCH``: feeds the
+    pure :class:`ResponseReader` and keeps the FETCH responses until the tagged completion.
+
+    Safe because nothing else is in flight: the caller holds the session lock, and IMAP
+    servers only speak in answer to a command.
+    """
+
+    def __init__(self, tag: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        self.tag = tag
+        self.reader = ResponseReader()
+        self.responses: list[FetchResponse] = []
+        self.done: asyncio.Future[Tagged] = loop.create_future()
+        self.last = loop.time()
+        self._loop = loop
+
+    def feed(self, data: bytes) -> None:
+        self.last = self._loop.time()
+        if self.done.done():
+            return
+        try:
+            self.reader.feed(data)
+            while (event := self.reader.next_event()) is not None:
+                self._take(event)
+        except ProtocolError as exc:
+            self.done.set_exception(exc)
+
+    def _take(self, event: Any) -> None:
+        if isinstance(event, FetchResponse):
+            self.responses.append(event)
+        elif isinstance(event, Tagged):
+            if event.tag != self.tag or self.reader.buffered:
+                raise ProtocolError(f"unexpected tagged response {event.tag!r} during FETCH")
+            self.done.set_result(event)
+        elif isinstance(event, Continuation):
+            raise ProtocolError("unexpected continuation request during FETCH")
+        # Other untagged responses (EXISTS, EXPUNGE, flag news) change nothing here.
+
+
+def _parser_idle(protocol: Any) -> bool:
+    """Whether aioimaplib has nothing half-read and no command in flight."""
+    return (
+        not protocol.incomplete_line
+        and protocol.current_command is None
+        and protocol.pending_sync_command is None
+        and not protocol.pending_async_commands
+    )
+
+
 @dataclass(slots=True)
 class _Mailbox:
     """What SELECT said about the selected folder."""
@@ -201,6 +257,9 @@ class _Session:
     Commands are serialised with :attr:`lock` by the caller, which keeps SELECT and the
     commands that depend on it together.
     """
+
+    #: Read bulk FETCH responses with the pure reader (False: aioimaplib's own parser).
+    fast_fetch = True
 
     def __init__(self, endpoint: Endpoint, tls_context: ssl.SSLContext | None) -> None:
         self.endpoint = endpoint
@@ -376,14 +435,64 @@ class _Session:
         response = await self._execute(command, what=label)
         return self._check(response, label)
 
-    async def fetch(self, wire: str) -> list[Any]:
-        """``UID FETCH <wire>``; the lines hold each literal as a ``bytearray``.
+    async def fetch(self, uids: str, items: str) -> list[dict[bytes, Any]]:
+        """``UID FETCH <uids> (<items>)``: the attributes of every FETCH response.
 
-        The read timeout applies to silence between chunks, not to the whole response.
+        The response is read by the pure :class:`ResponseReader` rather than aioimaplib's
+        parser, which rescans the response for every line and copies each chunk's tail
+        per literal (quadratic in the batch); see :class:`_FetchReader`. The read timeout
+        applies to silence between chunks, not to the whole response.
         """
-        command = _FetchCommand(self._client.protocol.new_tag(), wire, timeout=self.read_timeout)
+        protocol = self._client.protocol
+        if not self.fast_fetch or not _parser_idle(protocol):
+            return await self._fetch_via_aioimaplib(uids, items)
+        if not self.alive:
+            raise ConnectionFailed(f"{self.context}: the connection is closed")
+        tag = protocol.new_tag()
+        reader = _FetchReader(tag.encode("ascii"))
+        protocol.data_received = reader.feed  # the transport looks it up for every chunk
+        try:
+            with self._translate("UID FETCH"):
+                protocol.transport.write(fetch_command(tag, uids, items))
+                tagged = await self._await_reader(reader)
+        except BaseException:
+            self.abort()  # cut short (error, cancel): the rest of the answer is still coming
+            raise
+        finally:
+            del protocol.data_received
+        if not tagged.ok:
+            text = tagged.text.decode("utf-8", "replace")
+            if tagged.status == b"BAD":
+                raise ProtocolError(f"{self.context}: UID FETCH refused as malformed: {text}")
+            raise ServerError(f"{self.context}: UID FETCH: {text}")
+        with self._translate("UID FETCH"):
+            return [response.attributes() for response in reader.responses]
+
+    async def _await_reader(self, reader: _FetchReader) -> Tagged:
+        assert self._lost is not None
+        loop = asyncio.get_running_loop()
+        limit = self.read_timeout
+        while not reader.done.done():
+            wait = None if limit is None else max(limit - (loop.time() - reader.last), 0.0)
+            await asyncio.wait(
+                (reader.done, self._lost), timeout=wait, return_when=asyncio.FIRST_COMPLETED
+            )
+            if reader.done.done():
+                break
+            if self._lost.done():
+                raise ConnectionFailed(f"{self.context}: the connection was closed by the peer")
+            if limit is not None and loop.time() - reader.last >= limit:
+                raise MailTimeout(f"{self.context}: no answer to UID FETCH within {limit} s")
+        return reader.done.result()
+
+    async def _fetch_via_aioimaplib(self, uids: str, items: str) -> list[dict[bytes, Any]]:
+        command = _FetchCommand(
+            self._client.protocol.new_tag(), f"{uids} ({items})", timeout=self.read_timeout
+        )
         response = await self._execute(command, what="UID FETCH")
-        return self._check(response, "UID FETCH")
+        lines = self._check(response, "UID FETCH")
+        with self._translate("UID FETCH"):
+            return list(_fetch_attributes(lines))
 
     async def _execute(self, command: Any, *, what: str, scrub: str | None = None) -> Any:
         if not self.alive:
@@ -658,13 +767,13 @@ def _fetch_attributes(lines: Sequence[Any]) -> Iterator[dict[bytes, Any]]:
 
 
 def _messages_from_fetch(
-    lines: Sequence[Any], folder: str, uidvalidity: int, uids: Iterable[int]
+    fetched: Iterable[dict[bytes, Any]], folder: str, uidvalidity: int, uids: Iterable[int]
 ) -> list[Message]:
     """The messages of one ``UID FETCH`` answer for ``uids``, in UID order; unsolicited FETCH
     responses (another client changed a flag) carry no body and are left out."""
     wanted = set(uids)
     out = []
-    for attributes in _fetch_attributes(lines):
+    for attributes in fetched:
         uid = attributes.get(b"UID")
         if uid not in wanted or not _BODY_ITEMS.intersection(attributes):
             continue
@@ -991,8 +1100,8 @@ class AsyncIMAPRetriever(AsyncRetriever):
                     f"{session.context}: folder {folder!r} was replaced while being read "
                     "(UIDVALIDITY changed); read it again"
                 )
-            lines = await session.fetch(f"{uid_set(uids)} ({self._items(session, items)})")
-        return _messages_from_fetch(lines, folder, uidvalidity, uids)
+            fetched = await session.fetch(uid_set(uids), self._items(session, items))
+        return _messages_from_fetch(fetched, folder, uidvalidity, uids)
 
     def _items(self, session: _Session, base: str) -> str:
         return f"{base} {FETCH_GMAIL}" if "X-GM-EXT-1" in session.capabilities else base
@@ -1090,11 +1199,11 @@ class AsyncIMAPRetriever(AsyncRetriever):
         async with self._selected(folder) as (session, mailbox):
             if mailbox.uidvalidity != status.uidvalidity:
                 raise TemporaryFailure(f"{session.context}: folder {folder!r} was replaced")
-            lines = await session.fetch(
-                f"{uid_set(uids)} (UID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])"
+            fetched = await session.fetch(
+                uid_set(uids), "UID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"
             )
         identities: dict[int, str] = {}
-        for attributes in _fetch_attributes(lines):
+        for attributes in fetched:
             header = next((v for k, v in attributes.items() if k.startswith(b"BODY[")), None)
             uid = attributes.get(b"UID")
             if header is None or not isinstance(uid, int):
