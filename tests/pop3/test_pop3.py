@@ -8,20 +8,27 @@ which adds trace headers), never with mailsync.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 import mailsync
-from mailsync.backends.pop3 import AsyncPOP3Retriever, POP3Retriever
-from tests.contract import AsyncRetrieverContract, RetrieverContract
+from mailsync.backends.pop3 import AsyncPOP3Retriever, POP3Retriever, _SocketIO, _StreamIO
+from tests.contract import AsyncRetrieverContract, RetrieverContract, make_raw
+from tests.proxy import TCPProxy
 from tests.servers import Account, MailServers
 
 
-def _url(servers: MailServers, account: Account, *, tls: bool, port: int | None = None) -> str:
-    scheme = "pop3s" if tls else "pop3"
-    default = servers.pop3s_port if tls else servers.pop3_port
+def _url(
+    servers: MailServers, account: Account, *, implicit_tls: bool, port: int | None = None
+) -> str:
+    scheme = "pop3s" if implicit_tls else "pop3"
+    default = servers.pop3s_port if implicit_tls else servers.pop3_port
     return f"{scheme}://{account.user}@{servers.host}:{port or default}"
 
 
@@ -29,7 +36,7 @@ def _connect(
     servers: MailServers,
     account: Account,
     *,
-    tls: bool = False,
+    implicit_tls: bool = False,
     port: int | None = None,
     asynchronous: bool = False,
     **options: Any,
@@ -37,7 +44,7 @@ def _connect(
     connect = mailsync.connect_async if asynchronous else mailsync.connect
     options.setdefault("password", account.password)
     options.setdefault("verify", servers.ssl_context())
-    return connect(_url(servers, account, tls=tls, port=port), **options)
+    return connect(_url(servers, account, implicit_tls=implicit_tls, port=port), **options)
 
 
 class DovecotPOP3:
@@ -54,7 +61,7 @@ class DovecotPOP3:
             return _connect(
                 mail_servers,
                 account,
-                tls=self.implicit_tls,
+                implicit_tls=self.implicit_tls,
                 asynchronous=self.asynchronous,
                 state=state,
             )
@@ -99,3 +106,393 @@ class TestAsyncPOP3(DovecotPOP3, AsyncRetrieverContract):
 class TestAsyncPOP3S(DovecotPOP3, AsyncRetrieverContract):
     implicit_tls = True
     asynchronous = True
+
+
+# -- failures, through proxies -----------------------------------------------------------------
+
+
+class RewritingProxy:
+    """A loopback TCP forwarder that rewrites bytes on the way (a man in the middle), and
+    records what the client sent."""
+
+    def __init__(
+        self,
+        port: int,
+        *,
+        downstream: Callable[[bytes], bytes] = lambda data: data,
+        upstream: Callable[[bytes], bytes] = lambda data: data,
+    ) -> None:
+        self._target = port
+        self._downstream = downstream
+        self._upstream = upstream
+        self.sent = bytearray()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._sockets: list[socket.socket] = [self._listener]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self._target))
+            self._sockets += [client, server]
+            for source, sink, rewrite, record in (
+                (server, client, self._downstream, False),
+                (client, server, self._upstream, True),
+            ):
+                args = (source, sink, rewrite, record)
+                threading.Thread(target=self._pump, args=args, daemon=True).start()
+
+    def _pump(
+        self,
+        source: socket.socket,
+        sink: socket.socket,
+        rewrite: Callable[[bytes], bytes],
+        record: bool,
+    ) -> None:
+        try:
+            while data := source.recv(65536):
+                if record:
+                    self.sent += data
+                sink.sendall(rewrite(data))
+        except OSError:
+            pass
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+@pytest.fixture
+def rewriting_proxy() -> Iterator[Callable[..., RewritingProxy]]:
+    proxies: list[RewritingProxy] = []
+
+    def make(port: int, **rewrites: Callable[[bytes], bytes]) -> RewritingProxy:
+        proxy = RewritingProxy(port, **rewrites)
+        proxies.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in proxies:
+        proxy.close()
+
+
+def _subjects(count: int, extra: int = 0) -> list[bytes]:
+    return [make_raw(i, extra=extra) for i in range(count)]
+
+
+_RUNNER: asyncio.Runner | None = None
+
+
+def _run(asynchronous: bool, box: Any, method: str, *args: Any, **kwargs: Any) -> Any:
+    """Call a retriever method, sync or async, returning a list for iterators.
+
+    Async calls of one test share one event loop (the retriever's connection lives in it).
+    """
+    if not asynchronous:
+        result = getattr(box, method)(*args, **kwargs)
+        return list(result) if method in ("messages", "sync") else result
+
+    async def call() -> Any:
+        result = getattr(box, method)(*args, **kwargs)
+        if method in ("messages", "sync"):
+            return [message async for message in result]
+        return await result
+
+    assert _RUNNER is not None
+    return _RUNNER.run(call())
+
+
+def _close(asynchronous: bool, box: Any) -> None:
+    if not asynchronous:
+        box.close()
+        return
+    assert _RUNNER is not None
+    _RUNNER.run(box.aclose())
+
+
+@pytest.fixture(autouse=True)
+def _event_loop() -> Iterator[None]:
+    global _RUNNER
+    with asyncio.Runner() as runner:
+        _RUNNER = runner
+        try:
+            yield
+        finally:
+            _RUNNER = None
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+class TestFailures:
+    def test_cut_mid_retr_loses_nothing_and_sync_resumes(
+        self,
+        mail_servers: MailServers,
+        account: Account,
+        tcp_proxy: Callable[[str, int], TCPProxy],
+        asynchronous: bool,
+    ) -> None:
+        raws = _subjects(12, extra=20_000)
+        mail_servers.append_many(account, raws)
+        proxy = tcp_proxy(mail_servers.host, mail_servers.pop3_port)
+        state = mailsync.SQLiteStateStore(":memory:")
+        box = _connect(
+            mail_servers,
+            account,
+            port=proxy.port,
+            tls="none",
+            asynchronous=asynchronous,
+            state=state,
+        )
+        got: list[str] = []
+        proxy.cut_after(70_000)  # inside the fourth RETR: greeting and listing are small
+
+        async def consume_async() -> None:
+            async for message in box.sync():
+                got.append(message.subject)
+
+        def consume() -> None:
+            if asynchronous:
+                assert _RUNNER is not None
+                _RUNNER.run(consume_async())
+                return
+            for message in box.sync():
+                got.append(message.subject)
+
+        try:
+            with pytest.raises(mailsync.ConnectionFailed) as caught:
+                consume()
+            assert proxy.cuts == 1, caught.value
+            assert 0 < len(got) < 12
+            rest = [m.subject for m in _run(asynchronous, box, "sync")]
+        finally:
+            _close(asynchronous, box)
+        assert got + rest == [f"Message {i}" for i in range(12)]
+        assert len(mail_servers.pop3_uidls(account)) == 12  # nothing lost on the server
+
+    def test_delete_is_reported_only_when_quit_succeeds(
+        self,
+        mail_servers: MailServers,
+        account: Account,
+        tcp_proxy: Callable[[str, int], TCPProxy],
+        monkeypatch: pytest.MonkeyPatch,
+        asynchronous: bool,
+    ) -> None:
+        mail_servers.append_many(account, _subjects(3))
+        proxy = tcp_proxy(mail_servers.host, mail_servers.pop3_port)
+        box = _connect(
+            mail_servers, account, port=proxy.port, tls="none", asynchronous=asynchronous
+        )
+        try:
+            first, *_ = _run(asynchronous, box, "messages")
+            _break_before_quit(monkeypatch, proxy, asynchronous)
+            with pytest.raises(mailsync.ConnectionFailed, match="reported not deleted"):
+                _run(asynchronous, box, "delete", first)
+            monkeypatch.undo()
+            assert len(mail_servers.pop3_uidls(account)) == 3  # DELE without QUIT: no effect
+            assert _run(asynchronous, box, "messages")[0].id == first.id
+            _run(asynchronous, box, "delete", first)  # now QUIT succeeds
+            assert first.uid not in mail_servers.pop3_uidls(account)
+            assert len(_run(asynchronous, box, "messages")) == 2
+        finally:
+            _close(asynchronous, box)
+
+    def test_delete_unknown_id_deletes_nothing(
+        self, mail_servers: MailServers, account: Account, asynchronous: bool
+    ) -> None:
+        mail_servers.append_many(account, _subjects(2))
+        box = _connect(mail_servers, account, asynchronous=asynchronous)
+        try:
+            first, _ = _run(asynchronous, box, "messages")
+            with pytest.raises(mailsync.MessageNotFound):
+                _run(asynchronous, box, "delete", [first.id, "no-such-id"])
+            assert len(_run(asynchronous, box, "messages")) == 2
+        finally:
+            _close(asynchronous, box)
+
+    def test_wrong_password(
+        self, mail_servers: MailServers, account: Account, asynchronous: bool
+    ) -> None:
+        box = _connect(
+            mail_servers, account, password="not-the-password", asynchronous=asynchronous
+        )
+        try:
+            with pytest.raises(mailsync.AuthenticationError) as caught:
+                _run(asynchronous, box, "messages")
+            assert "not-the-password" not in str(caught.value)
+        finally:
+            _close(asynchronous, box)
+
+    def test_stripped_stls_fails_closed(
+        self,
+        mail_servers: MailServers,
+        account: Account,
+        rewriting_proxy: Callable[..., RewritingProxy],
+        asynchronous: bool,
+    ) -> None:
+        # A man in the middle hides STLS from CAPA: tls="starttls" (the pop3:// default)
+        # must refuse to go on in plaintext, and must not have sent any credential.
+        proxy = rewriting_proxy(
+            mail_servers.pop3_port, downstream=lambda data: data.replace(b"STLS\r\n", b"")
+        )
+        box = _connect(mail_servers, account, port=proxy.port, asynchronous=asynchronous)
+        try:
+            with pytest.raises(mailsync.ConnectionFailed, match="STLS"):
+                _run(asynchronous, box, "messages")
+        finally:
+            _close(asynchronous, box)
+        assert bytes(proxy.sent) == b"CAPA\r\n"
+
+    def test_server_without_uidl_falls_back_to_header_digests(
+        self,
+        mail_servers: MailServers,
+        account: Account,
+        rewriting_proxy: Callable[..., RewritingProxy],
+        asynchronous: bool,
+    ) -> None:
+        # The proxy makes Dovecot look like a server without UIDL.
+        proxy = rewriting_proxy(
+            mail_servers.pop3_port,
+            downstream=lambda data: data.replace(b"\r\nUIDL\r\n", b"\r\n"),
+            upstream=lambda data: data.replace(b"UIDL\r\n", b"XUIDL\r\n"),
+        )
+        mail_servers.append_many(account, _subjects(3))
+        box = _connect(
+            mail_servers,
+            account,
+            port=proxy.port,
+            tls="none",
+            asynchronous=asynchronous,
+            state=mailsync.SQLiteStateStore(":memory:"),
+        )
+        try:
+            listed = _run(asynchronous, box, "messages")
+            assert all(m.id.startswith("hdr:") and m.uid is None for m in listed)
+            assert len({m.id for m in listed}) == 3
+            assert _run(asynchronous, box, "get", listed[2].id).subject == "Message 2"
+            assert [m.subject for m in _run(asynchronous, box, "sync")] == [
+                "Message 0",
+                "Message 1",
+                "Message 2",
+            ]
+            mail_servers.append(account, make_raw(7))
+            assert [m.subject for m in _run(asynchronous, box, "sync")] == ["Message 7"]
+            assert _run(asynchronous, box, "sync") == []
+        finally:
+            _close(asynchronous, box)
+        assert b"UIDL\r\n" in bytes(proxy.sent)  # asked, was refused, coped
+
+    def test_stalled_server_times_out(
+        self,
+        mail_servers: MailServers,
+        account: Account,
+        tcp_proxy: Callable[[str, int], TCPProxy],
+        asynchronous: bool,
+    ) -> None:
+        mail_servers.append_many(account, _subjects(1))
+        proxy = tcp_proxy(mail_servers.host, mail_servers.pop3_port)
+        box = _connect(
+            mail_servers, account, port=proxy.port, timeout=1.0, asynchronous=asynchronous
+        )
+        try:
+            assert len(_run(asynchronous, box, "messages")) == 1
+            proxy.stall()
+            started = time.monotonic()
+            with pytest.raises(mailsync.MailTimeout):
+                _run(asynchronous, box, "messages")
+            assert time.monotonic() - started < 10
+        finally:
+            proxy.resume()
+            _close(asynchronous, box)
+
+    def test_reading_marks_nothing_seen(
+        self, mail_servers: MailServers, account: Account, asynchronous: bool
+    ) -> None:
+        mail_servers.append_many(account, _subjects(3))
+        box = _connect(mail_servers, account, implicit_tls=True, asynchronous=asynchronous)
+        try:
+            listed = _run(asynchronous, box, "messages")
+            _run(asynchronous, box, "get", listed[1].id)
+            _run(asynchronous, box, "messages", headers_only=True)
+            _run(asynchronous, box, "messages", limit=1)
+        finally:
+            _close(asynchronous, box)
+        flags = mail_servers.imap_flags(account)
+        assert not any("\\Seen" in f for f in flags.values()), flags
+
+    def test_apop_asked_but_not_offered(
+        self, mail_servers: MailServers, account: Account, asynchronous: bool
+    ) -> None:
+        box = _connect(mail_servers, account, apop=True, asynchronous=asynchronous)
+        try:
+            with pytest.raises(mailsync.Unsupported, match="APOP"):
+                _run(asynchronous, box, "messages")
+        finally:
+            _close(asynchronous, box)
+
+    def test_token_needs_an_oauth_mechanism(
+        self, mail_servers: MailServers, account: Account, asynchronous: bool
+    ) -> None:
+        box = _connect(mail_servers, account, token="t0ken", asynchronous=asynchronous)
+        try:
+            with pytest.raises(mailsync.Unsupported, match="XOAUTH2") as caught:
+                _run(asynchronous, box, "messages")
+            assert "t0ken" not in str(caught.value)
+        finally:
+            _close(asynchronous, box)
+
+    def test_certificate_is_verified_by_default(
+        self, mail_servers: MailServers, account: Account, asynchronous: bool
+    ) -> None:
+        box = _connect(
+            mail_servers, account, implicit_tls=True, verify=True, asynchronous=asynchronous
+        )
+        try:
+            with pytest.raises(mailsync.ConnectionFailed):
+                _run(asynchronous, box, "messages")
+        finally:
+            _close(asynchronous, box)
+
+
+def _break_before_quit(
+    monkeypatch: pytest.MonkeyPatch, proxy: TCPProxy, asynchronous: bool
+) -> None:
+    """Cut the connection at the moment the client sends QUIT (after every DELE)."""
+    if asynchronous:
+        original_async = _StreamIO.write
+
+        async def write_async(self: _StreamIO, data: bytes) -> None:
+            if data == b"QUIT\r\n":
+                proxy.cut_all()
+                await asyncio.sleep(0.2)
+            await original_async(self, data)
+
+        monkeypatch.setattr(_StreamIO, "write", write_async)
+        return
+    original = _SocketIO.write
+
+    def write(self: _SocketIO, data: bytes) -> None:
+        if data == b"QUIT\r\n":
+            proxy.cut_all()
+            time.sleep(0.2)
+        original(self, data)
+
+    monkeypatch.setattr(_SocketIO, "write", write)
+
+
+def test_polling_never_outpaces_login_delay(mail_servers: MailServers, account: Account) -> None:
+    box = _connect(mail_servers, account)
+    try:
+        assert box._poll_wait(0.5) == 0.5
+        box._last_login = time.monotonic()
+        box._login_delay = 300  # as a server saying "LOGIN-DELAY 300" would
+        assert 299 < box._poll_wait(0.5) <= 300
+        assert 299 < box._poll_wait(120) <= 300
+        assert box._poll_wait(900) == 900
+    finally:
+        box.close()
