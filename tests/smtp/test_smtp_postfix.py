@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import email
 import email.policy
+import threading
 from collections.abc import Callable, Iterator
 from email.message import EmailMessage
 from typing import Any
@@ -284,13 +285,17 @@ def test_dropped_connection_mid_send_many_resends_no_accepted_message(
 ) -> None:
     proxy = tcp_proxy(mail_servers.host, mail_servers.smtp_port)
 
+    def cut_and_resume() -> None:
+        proxy.cut_all()
+        proxy.resume()
+
     def messages() -> Iterator[EmailMessage]:
         for n in range(30):
             if n == 15:
-                # Pulled once message 14 was accepted, when no reply is in flight: cut inside
-                # the next replies (RSET 14 bytes, MAIL 14, RCPT...), before the server can
-                # have had the data of message 15.
-                proxy.cut_after(30)
+                # Message 14's data is about to go out with message 15's envelope: hold it in
+                # the proxy and cut the connection, so the server never sees either.
+                proxy.stall()
+                threading.Timer(0.3, cut_and_resume).start()
             yield _small(account, other_account, n)
 
     with _plain(mail_servers, port=proxy.port) as out:

@@ -343,3 +343,66 @@ async def test_async_sender_same_behaviour(server: ScriptedSMTP) -> None:
     assert len(server.messages) == 6
     assert server.connections == 2
     assert server.verbs().count("MAIL") == 8
+
+
+# -- send_many's chain: each message's data travels with the next envelope -------------------
+
+
+def _subjects(server: ScriptedSMTP) -> list[str]:
+    return [m.data.split(b"Subject: ")[1].split(b"\r\n")[0].decode() for m in server.messages]
+
+
+def test_send_many_sends_data_with_the_next_envelope(server: ScriptedSMTP) -> None:
+    with _sender(server) as out:
+        results = out.send_many([_message(n) for n in range(5)])
+    assert all(r.ok for r in results)
+    assert _subjects(server) == [f"m{n}" for n in range(5)]
+    chained = [c for c in server.chunks if b"\r\n.\r\nMAIL FROM:" in c]
+    assert len(chained) == 3  # m1..m3 ride with the next envelope; m0 and m4 go alone
+    assert "RSET" not in server.verbs()
+    assert server.connections == 1
+
+
+def test_chain_retries_a_4xx_end_of_data(server: ScriptedSMTP) -> None:
+    server.queue(".", "250 2.0.0 Ok", "451 4.3.0 try again")
+    messages = [_message(n) for n in range(5)]
+    with _sender(server) as out:
+        results = out.send_many(messages)
+    assert [r.message_id for r in results] == [str(m["Message-ID"]).strip("<>") for m in messages]
+    assert all(r.ok for r in results)
+    assert sorted(_subjects(server)) == [f"m{n}" for n in range(5)]
+    assert _subjects(server)[:3] == ["m0", "m2", "m1"]  # m1 went again once the chain ended
+
+
+def test_chain_keeps_going_past_a_refused_message(server: ScriptedSMTP) -> None:
+    server.refuse["nobody@example.test"] = "550 5.1.1 unknown"
+    messages = [_message(0), _message(1, to="nobody@example.test"), _message(2), _message(3)]
+    with _sender(server) as out:
+        results = out.send_many(messages)
+    assert [r.accepted for r in results] == [(RCPT,), (), (RCPT,), (RCPT,)]
+    assert results[1].refused == {"nobody@example.test": (550, "5.1.1 unknown")}
+    assert _subjects(server) == ["m0", "m2", "m3"]
+    assert server.verbs().count("RSET") == 1  # m1's transaction stayed open: cleared once
+
+
+def test_chain_stops_at_a_refused_message_with_a_note(server: ScriptedSMTP) -> None:
+    server.queue(".", "250 2.0.0 Ok", "554 5.7.1 looks like spam")
+    with _sender(server) as out:
+        with pytest.raises(mailsync.SendError, match="spam") as caught:
+            out.send_many([_message(n) for n in range(4)])
+        assert any("1 message(s)" in note for note in caught.value.__notes__)
+        assert out.send(_message(9)).ok  # the sender is still usable
+    assert _subjects(server) == ["m0", "m9"]
+
+
+def test_chain_finishes_the_waiting_message_before_an_error(server: ScriptedSMTP) -> None:
+    with _sender(server) as out, pytest.raises(mailsync.Unsupported, match="SMTPUTF8"):
+        out.send_many([_message(0), _message(1), _message(2, to="jörg@example.test")])
+    assert _subjects(server) == ["m0", "m1"]
+
+
+def test_pipelining_can_be_turned_off(server: ScriptedSMTP) -> None:
+    with _sender(server, pipelining="off") as out:
+        results = out.send_many([_message(n) for n in range(3)])
+    assert all(r.ok for r in results)
+    assert all(c.count(b"\r\n") == 1 for c in server.chunks if c.startswith((b"MAIL", b"RCPT")))

@@ -18,6 +18,13 @@ blocks the event loop and never calls ``asyncio.run()`` (it works inside Jupyter
 
 Behaviour worth knowing:
 
+- With PIPELINING, MAIL, every RCPT and DATA go out in one write, and ``send_many`` sends each
+  message's data in the same write as the next message's envelope (RFC 2920 allows message
+  content as the first "command" of a group): one round trip per message, against four for
+  smtplib. Anything but a clean acceptance ends that chain and the message goes through the
+  careful one-at-a-time path with its retries. ``pipelining=off`` (URL query or keyword)
+  turns all of this off for a server that mishandles it.
+
 - The connection opens lazily and stays open between ``send`` calls. A transaction that did
   not end with an accepted message (a refused sender, recipients or data) is cleared with RSET
   before the next one, in the same write as MAIL/RCPT/DATA when the server offers PIPELINING.
@@ -436,7 +443,8 @@ class _Session:
         self.hello_name: str | None = endpoint.params.get("local_hostname")
         self.connected = False
         self.features = _Features()
-        self.dirty = False  # a transaction is open that did not end in an accepted message
+        self.dirty = False  # a transaction is open that no end of data closed
+        self.pipelining = _flag(endpoint.params.get("pipelining", True))
         self.connections = 0
 
     # -- connection ------------------------------------------------------------------------
@@ -578,21 +586,133 @@ class _Session:
 
     def send_many(self, items: Iterator[tuple[Envelope, _DSN]]) -> _Steps[list[SendResult]]:
         """Send each message in turn; a message whose recipients were all refused gives a
-        result with nothing accepted instead of stopping the others."""
-        results: list[SendResult] = []
+        result with nothing accepted instead of stopping the others.
+
+        With PIPELINING, each message's data goes out in the same write as the next message's
+        envelope (RFC 2920 allows message content first in a group), so a message costs one
+        round trip. Anything but a clean acceptance (a refusal, a 4xx, a dropped connection)
+        finishes the chain and goes through :meth:`send`, retries and all.
+        """
+        slots: list[SendResult | None] = []
+        chain = _Chain()
         try:
             for envelope, dsn in items:
-                try:
-                    results.append((yield from self.send(envelope, dsn)))
-                except RecipientsRefused as exc:
-                    results.append(SendResult(envelope.message_id, (), exc.refused, dsn.envid))
+                index = len(slots)
+                slots.append(None)
+                if chain.waiting is None and not self._can_chain():
+                    slots[index] = yield from self._send_counting_refusals(envelope, dsn, None)
+                    continue
+                yield from self._chain_step(_Pending(index, envelope, dsn), slots, chain)
+                if chain.later:  # something needs the careful path: finish the chain first
+                    yield from self._finish_chain(slots, chain)
+            yield from self._finish_chain(slots, chain)
         except MailsyncError as exc:
-            exc.add_note(f"{len(results)} message(s) of this send_many were sent before")
+            done = sum(slot is not None for slot in slots)
+            exc.add_note(f"{done} message(s) of this send_many were sent before")
             raise
-        return results
+        return [slot for slot in slots if slot is not None]
 
-    def send(self, envelope: Envelope, dsn: _DSN) -> _Steps[SendResult]:
+    def _can_chain(self) -> bool:
+        return self.connected and self.pipelining and "PIPELINING" in self.features
+
+    def _send_counting_refusals(
+        self, envelope: Envelope, dsn: _DSN, first: _Outcome | None
+    ) -> _Steps[SendResult]:
+        try:
+            return (yield from self.send(envelope, dsn, first))
+        except RecipientsRefused as exc:
+            return SendResult(envelope.message_id, (), exc.refused, dsn.envid)
+
+    def _chain_step(
+        self, item: _Pending, slots: list[SendResult | None], chain: _Chain
+    ) -> _Steps[None]:
+        """Write the waiting message's data with this message's envelope; read both answers."""
+        envelope, dsn = item.envelope, item.dsn
+        try:
+            self._check_extensions(envelope, dsn)
+        except MailsyncError:
+            yield from self._finish_chain(slots, chain)  # the waiting message still goes
+            raise
+        waiting, chain.waiting = chain.waiting, None
+        recipients = list(envelope.recipients)
+        mail, rcpts = self._envelope_commands(envelope, dsn, recipients)
+        carry = b""
+        if waiting is not None:
+            carry = _data_payload(waiting.envelope.data)
+            self.dirty = False  # the server ends that transaction before it reads on
+        commands = self._group(mail, rcpts)
+        outstanding = True  # answers are on their way until the group is read
+        try:
+            yield _Write(carry + b"".join(command + CRLF for command in commands))
+            if waiting is not None:
+                final: Reply = yield _READ
+                self._settle(waiting, final, slots, chain)
+                waiting = None
+            replies = yield from self._read_group(commands, len(rcpts))
+            outstanding = False
+            outcome, ready = yield from self._after_envelope(envelope, recipients, *replies)
+        except (_Lost, ConnectionFailed) as exc:
+            yield from self._drop()
+            if isinstance(exc, ConnectionFailed) and not _is_drop(exc):
+                raise
+            log.info("%s: %s; sending again on a new connection", self.display, exc)
+            if waiting is not None:  # its data went out but no answer came back
+                chain.later.append(_Pending(waiting.index, waiting.envelope, waiting.dsn))
+            chain.later.append(item)
+            return
+        except MailsyncError:
+            if outstanding:  # the connection is out of step with its answers
+                yield from self._drop()
+            raise
+        if ready:
+            chain.waiting = _Pending(item.index, envelope, dsn, outcome)
+        else:
+            chain.later.append(_Pending(item.index, envelope, dsn, outcome))
+
+    def _settle(
+        self, waiting: _Pending, final: Reply, slots: list[SendResult | None], chain: _Chain
+    ) -> None:
+        assert waiting.outcome is not None
+        outcome = self._after_data(waiting.outcome, final)
+        if outcome.temporary is None and not outcome.deferred:
+            slots[waiting.index] = SendResult(
+                waiting.envelope.message_id,
+                tuple(outcome.accepted),
+                outcome.refused,
+                waiting.dsn.envid,
+            )
+        else:
+            chain.later.append(_Pending(waiting.index, waiting.envelope, waiting.dsn, outcome))
+
+    def _finish_chain(self, slots: list[SendResult | None], chain: _Chain) -> _Steps[None]:
+        """Send the waiting message's data alone, then what needs retries, one by one."""
+        waiting, chain.waiting = chain.waiting, None
+        if waiting is not None:
+            try:
+                yield _Write(_data_payload(waiting.envelope.data))
+                final: Reply = yield _READ
+                self._settle(waiting, final, slots, chain)
+            except (_Lost, ConnectionFailed) as exc:
+                yield from self._drop()
+                if isinstance(exc, ConnectionFailed) and not _is_drop(exc):
+                    raise
+                chain.later.append(_Pending(waiting.index, waiting.envelope, waiting.dsn))
+            except (MailTimeout, ProtocolError):
+                yield from self._drop()
+                raise
+        later, chain.later = chain.later, []
+        for item in later:
+            slots[item.index] = yield from self._send_counting_refusals(
+                item.envelope, item.dsn, item.outcome
+            )
+
+    def send(
+        self, envelope: Envelope, dsn: _DSN, first: _Outcome | None = None
+    ) -> _Steps[SendResult]:
         """Send one message, retrying 4xx replies and reconnecting after a dropped connection.
+
+        ``first`` is the outcome of a first attempt made elsewhere (by ``send_many``'s chain),
+        to be judged, and retried if need be, as if this method had made it.
 
         Raises:
             RecipientsRefused: Every recipient was refused.
@@ -607,7 +727,10 @@ class _Session:
         attempts = losses = 0
         while pending:
             try:
-                outcome = yield from self._attempt(envelope, dsn, pending)
+                if first is not None:
+                    outcome, first = first, None
+                else:
+                    outcome = yield from self._attempt(envelope, dsn, pending)
             except _Lost as exc:
                 losses += 1
                 if losses > self.policy.reconnects:
@@ -718,51 +841,34 @@ class _Session:
     ) -> _Steps[_Outcome]:
         mail, rcpts = self._envelope_commands(envelope, dsn, recipients)
         replies: tuple[Reply, list[Reply], Reply | None]
-        if "PIPELINING" in self.features:
-            replies = yield from self._pipelined(mail, rcpts)
+        if self.pipelining and "PIPELINING" in self.features:
+            commands = self._group(mail, rcpts)
+            yield _Write(b"".join(command + CRLF for command in commands))
+            replies = yield from self._read_group(commands, len(rcpts))
         else:
             replies = yield from self._lockstep(mail, rcpts)
-        mail_reply, rcpt_replies, data_reply = replies
-        outcome = _Outcome()
-        for address, reply in zip(recipients, rcpt_replies, strict=False):
-            _check_lost(reply)
-            if reply.positive:
-                outcome.accepted.append(address)
-            elif reply.transient:
-                outcome.deferred[address] = (reply.code, reply.text)
-            else:
-                outcome.refused[address] = (reply.code, reply.text)
-        _check_lost(mail_reply)
-        if not mail_reply.positive:
-            yield from self._abort_data(data_reply)
-            return self._sender_refused(envelope, mail_reply)
-        if data_reply is not None:
-            _check_lost(data_reply)
-        if not outcome.accepted:
-            yield from self._abort_data(data_reply)
+        outcome, ready = yield from self._after_envelope(envelope, recipients, *replies)
+        if not ready:
             return outcome
-        if data_reply is None or data_reply.code != 354:
-            return self._message_refused(outcome, data_reply)
         yield _Write(_data_payload(envelope.data))
         final: Reply = yield _READ
-        _check_lost(final, after_data=True)
-        if final.positive:
-            self.dirty = False  # the end of data ended the transaction
-            return outcome
-        return self._message_refused(outcome, final)
+        return self._after_data(outcome, final)
 
-    def _pipelined(
-        self, mail: bytes, rcpts: list[bytes]
-    ) -> _Steps[tuple[Reply, list[Reply], Reply]]:
+    def _group(self, mail: bytes, rcpts: list[bytes]) -> list[bytes]:
+        """One pipelined group: [RSET,] MAIL, RCPT..., DATA."""
         commands = [mail, *rcpts, b"DATA"]
         if self.dirty:
             commands.insert(0, b"RSET")
-        self.dirty = True  # until the end of data is accepted
-        yield _Write(b"".join(command + CRLF for command in commands))
+        self.dirty = True  # until an end of data is answered
+        return commands
+
+    def _read_group(
+        self, commands: list[bytes], rcpt_count: int
+    ) -> _Steps[tuple[Reply, list[Reply], Reply]]:
         replies: list[Reply] = []
         for _ in commands:
             replies.append((yield _READ))
-        if len(commands) > len(rcpts) + 2:
+        if len(commands) > rcpt_count + 2:
             _check_lost(replies.pop(0))  # RSET
         return replies[0], replies[1:-1], replies[-1]
 
@@ -772,7 +878,7 @@ class _Session:
         if self.dirty:
             yield _Write(b"RSET" + CRLF)
             _check_lost((yield _READ))
-        self.dirty = True  # until the end of data is accepted
+        self.dirty = True  # until an end of data is answered
         yield _Write(mail + CRLF)
         mail_reply: Reply = yield _READ
         if not mail_reply.positive:
@@ -785,6 +891,45 @@ class _Session:
             return mail_reply, rcpt_replies, None
         yield _Write(b"DATA" + CRLF)
         return mail_reply, rcpt_replies, (yield _READ)
+
+    def _after_envelope(
+        self,
+        envelope: Envelope,
+        recipients: list[str],
+        mail_reply: Reply,
+        rcpt_replies: list[Reply],
+        data_reply: Reply | None,
+    ) -> _Steps[tuple[_Outcome, bool]]:
+        """Judge the replies to MAIL, RCPT and DATA; True when the server awaits the data."""
+        outcome = _Outcome()
+        for address, reply in zip(recipients, rcpt_replies, strict=False):
+            _check_lost(reply)
+            if reply.positive:
+                outcome.accepted.append(address)
+            elif reply.transient:
+                outcome.deferred[address] = (reply.code, reply.text)
+            else:
+                outcome.refused[address] = (reply.code, reply.text)
+        _check_lost(mail_reply)
+        if not mail_reply.positive:
+            yield from self._abort_data(data_reply)
+            return self._sender_refused(envelope, mail_reply), False
+        if data_reply is not None:
+            _check_lost(data_reply)
+        if not outcome.accepted:
+            yield from self._abort_data(data_reply)
+            return outcome, False
+        if data_reply is None or data_reply.code != 354:
+            return self._message_refused(outcome, data_reply), False
+        return outcome, True
+
+    def _after_data(self, outcome: _Outcome, final: Reply) -> _Outcome:
+        """Judge the reply to the end of data, which ends the transaction either way."""
+        _check_lost(final, after_data=True)
+        self.dirty = False
+        if final.positive:
+            return outcome
+        return self._message_refused(outcome, final)
 
     def _abort_data(self, data_reply: Reply | None) -> _Steps[None]:
         # A server that said 354 although no recipient was accepted expects a message: give
@@ -841,6 +986,32 @@ class _Session:
             yield _Write(b"QUIT" + CRLF)
             yield _READ
         yield from self._drop()
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A message of a ``send_many`` on its way, with the outcome of its envelope if known."""
+
+    index: int
+    envelope: Envelope
+    dsn: _DSN
+    outcome: _Outcome | None = None
+
+
+@dataclass(slots=True)
+class _Chain:
+    """``send_many``'s pipeline: the message whose data goes out with the next envelope, and
+    those that need the careful path (:meth:`_Session.send`) once the chain is finished."""
+
+    waiting: _Pending | None = None
+    later: list[_Pending] = field(default_factory=list)
+
+
+def _flag(value: object) -> bool:
+    """An on/off option from a URL query (``"0"``, ``"false"``, ``"no"``, ``"off"``) or code."""
+    if isinstance(value, str):
+        return value.strip().lower() not in ("0", "false", "no", "off", "")
+    return bool(value)
 
 
 def _check_lost(reply: Reply, *, after_data: bool = False) -> None:
@@ -1111,7 +1282,8 @@ class SMTPSender(Sender):
 
     Options (URL query or keyword arguments of :func:`mailsync.sender`): ``retries`` (tries
     for 4xx replies, default 3), ``retry_delay`` (first backoff delay in seconds, default 1),
-    ``reconnects`` (per message, default 3), ``local_hostname`` (the EHLO name).
+    ``reconnects`` (per message, default 3), ``local_hostname`` (the EHLO name),
+    ``pipelining`` (default on; ``off`` sends one command at a time).
     """
 
     scheme = "smtp"
