@@ -4,8 +4,8 @@
 The session logic (login, listing, pipelined retrieval, delete-then-QUIT) is written once as
 *plans*: generators that yield what they need done (write these bytes, read some, start TLS,
 hand this message to the caller) and never touch a socket. :class:`POP3Retriever` drives them
-over a blocking socket, :class:`AsyncPOP3Retriever` over asyncio streams (natively, not on a
-thread), so both behave identically.
+over a blocking socket, :class:`AsyncPOP3Retriever` over an asyncio ``BufferedProtocol``
+(natively, not on a thread), so both behave identically.
 
 What POP3 is, and how the Retriever API maps onto it honestly:
 
@@ -18,8 +18,10 @@ What POP3 is, and how the Retriever API maps onto it honestly:
   from a digest of the header block and the size.
 - Retrieval pipelines ``RETR``/``TOP`` in bounded windows when the server offers PIPELINING
   (RFC 2449), so a download is not one round trip per message and memory stays flat.
-- Reading has no side effects: every session ends with ``RSET`` before ``QUIT`` (Dovecot, for
-  one, would otherwise mark retrieved messages ``\\Seen`` for IMAP clients).
+- Reading has no side effects: every retrieval is followed by ``RSET`` and every session
+  ends with ``RSET`` before ``QUIT`` (Dovecot, for one, otherwise marks retrieved messages
+  ``\\Seen`` for IMAP clients, even when the connection just drops). Only a connection lost
+  in the middle of a retrieval can leave such marks behind; that is the server's doing.
 - ``delete()`` marks with ``DELE``, which POP3 applies only when ``QUIT`` succeeds; it runs in
   its own session ending with that QUIT, and reports nothing deleted unless QUIT said ``+OK``.
 - ``watch()`` polls by logging in again, never more often than ``LOGIN-DELAY`` allows.
@@ -85,8 +87,6 @@ log = logging.getLogger("mailsync.pop3")
 T = TypeVar("T")
 IO = TypeVar("IO")
 
-#: Bytes asked of the socket per read.
-_READ_SIZE = 256 * 1024
 #: At most this many RETR/TOP commands in flight ...
 _WINDOW_COMMANDS = 64
 #: ... announcing at most this many bytes (LIST sizes): what may sit unread in buffers.
@@ -365,18 +365,25 @@ def _fetch_plan(
 
 
 def _drain_plan(state: _State) -> Plan[None]:
-    """Read and drop the replies still outstanding (a stream the caller left early)."""
+    """Read and drop the replies still outstanding (a stream the caller left early), then
+    RSET, so that the messages retrieved are not marked when the session ends."""
     state.events.clear()
     while state.conn.pending:
         yield _READ
+    state.events.clear()
+    yield from _command(state, "RSET")
 
 
 def _delete_plan(state: _State, ids: Sequence[str]) -> Plan[None]:
     """DELE every message, then QUIT: POP3 removes them only if QUIT succeeds."""
+    yield from _command(state, "RSET")  # so QUIT commits nothing but these DELEs
     entries = yield from _listing_plan(state)
     numbers = yield from _resolve_ids(state, entries, ids)
-    replies = yield from _commands(state, *(("DELE", str(n)) for n in numbers))
-    refused = [reply for reply in replies if not reply.ok]
+    refused: list[Reply] = []
+    for first in range(0, len(numbers), _WINDOW_COMMANDS):
+        batch = numbers[first : first + _WINDOW_COMMANDS]
+        replies = yield from _commands(state, *(("DELE", str(n)) for n in batch))
+        refused += [reply for reply in replies if not reply.ok]
     if refused:
         yield from _commands(state, ("RSET",), ("QUIT",))
         raise _not_deleted(state.error(refused[0]), "a DELE was refused; nothing was deleted")
@@ -392,7 +399,11 @@ def _delete_plan(state: _State, ids: Sequence[str]) -> Plan[None]:
             "which)",
         ) from exc
     if not reply.ok:
-        raise _not_deleted(state.error(reply), "the server refused QUIT, so it deleted nothing")
+        raise _not_deleted(
+            state.error(reply),
+            "QUIT failed, and POP3 then leaves some or all of the messages in place: none is "
+            "reported deleted (messages() shows which remain)",
+        )
 
 
 def _not_deleted(error: MailsyncError, why: str) -> MailsyncError:
@@ -472,6 +483,16 @@ def _message(entry: _Entry, reply: Reply, *, top: bool) -> Message:
     octets = reply.octets if reply.octets is not None else entry.size
     raw = trim_to_octets(data, octets)
     return Message(raw, id=entry.uid or _digest_id(raw, entry.size), uid=entry.uid)
+
+
+def _usable_after(outcome: BaseException | None) -> bool:
+    """Whether a session may be kept after a stream ended this way (None: it ran out).
+
+    Leaving early (``GeneratorExit``) or a ``-ERR`` leaves the session in step once the
+    outstanding replies are read; a broken, timed-out or garbled connection does not, and
+    waiting for its replies would only wait for another timeout.
+    """
+    return outcome is None or isinstance(outcome, GeneratorExit | ServerError)
 
 
 def _check_folder(folder: str) -> None:
@@ -735,24 +756,25 @@ class POP3Retriever(_Policy, Retriever):
         self, session: _Session[_SocketIO], entries: Sequence[_Entry], *, top: bool
     ) -> Iterator[tuple[_Entry, Reply]]:
         session.busy = True
-        finished = False
+        outcome: BaseException | None = None
         try:
             yield from _drive(
                 session.io, _fetch_plan(session.state, entries, top=top), self._context()
             )
-            finished = True
+        except BaseException as exc:
+            outcome = exc
+            raise
         finally:
             session.busy = False
-            self._finish_stream(session, finished)
+            self._finish_stream(session, _usable_after(outcome))
 
-    def _finish_stream(self, session: _Session[_SocketIO], finished: bool) -> None:
-        if not finished and session.state.conn.pending:
+    def _finish_stream(self, session: _Session[_SocketIO], usable: bool) -> None:
+        if usable and session.state.conn.pending:
             try:
                 _complete(session.io, _drain_plan(session.state), session.state.context)
             except MailsyncError:
-                self._release(session, polite=False)
-                return
-        if not session.state.conn.idle:
+                usable = False
+        if not usable or not session.state.conn.idle:
             self._release(session, polite=False)
         elif self._session is not session:
             self._release(session)
@@ -883,8 +905,10 @@ class POP3Retriever(_Policy, Retriever):
         ids = message_refs(msgs)
         if not ids:
             return
-        self._disconnect()
-        session = self._open()
+        # A fresh snapshot (mail that arrived since can be deleted too), unless LOGIN-DELAY
+        # forbids logging in again so soon: then the open session serves.
+        session = self._acquire(fresh=True)
+        self._session = None  # this session ends with the QUIT that applies the DELEs
         try:
             _complete(session.io, _delete_plan(session.state, ids), self._context())
         finally:
@@ -1156,24 +1180,25 @@ class AsyncPOP3Retriever(_Policy, AsyncRetriever):
         self, session: _Session[_StreamIO], entries: Sequence[_Entry], *, top: bool
     ) -> AsyncGenerator[tuple[_Entry, Reply], None]:
         session.busy = True
-        finished = False
+        outcome: BaseException | None = None
         try:
             plan = _fetch_plan(session.state, entries, top=top)
             async for item in _drive_async(session.io, plan, self._context()):
                 yield item
-            finished = True
+        except BaseException as exc:
+            outcome = exc
+            raise
         finally:
             session.busy = False
-            await self._finish_stream(session, finished)
+            await self._finish_stream(session, _usable_after(outcome))
 
-    async def _finish_stream(self, session: _Session[_StreamIO], finished: bool) -> None:
-        if not finished and session.state.conn.pending:
+    async def _finish_stream(self, session: _Session[_StreamIO], usable: bool) -> None:
+        if usable and session.state.conn.pending:
             try:
                 await _complete_async(session.io, _drain_plan(session.state), self._context())
             except MailsyncError:
-                await self._release(session, polite=False)
-                return
-        if not session.state.conn.idle:
+                usable = False
+        if not usable or not session.state.conn.idle:
             await self._release(session, polite=False)
         elif self._session is not session:
             await self._release(session)
@@ -1315,8 +1340,8 @@ class AsyncPOP3Retriever(_Policy, AsyncRetriever):
         ids = message_refs(msgs)
         if not ids:
             return
-        await self._disconnect()
-        session = await self._open()
+        session = await self._acquire(fresh=True)  # see POP3Retriever.delete
+        self._session = None
         try:
             await _complete_async(session.io, _delete_plan(session.state, ids), self._context())
         finally:
