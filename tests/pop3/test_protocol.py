@@ -418,3 +418,55 @@ def test_bad_base64_challenge() -> None:
 def test_answer_needs_an_auth_in_progress() -> None:
     with pytest.raises(mailsync.ProtocolError):
         POP3Connection(greeting=False).answer("x")
+
+
+# -- framing by the announced size -----------------------------------------------------------
+
+
+def _retr(message: bytes, announced: int | None) -> bytes:
+    status = b"+OK\r\n" if announced is None else b"+OK %d octets\r\n" % announced
+    return status + message.replace(b"\r\n.", b"\r\n..") + b".\r\n"
+
+
+@pytest.mark.parametrize(
+    "announced",
+    [None, 0, 1, 41, 42, 43, 44, 45, 46, 90, 10**9],
+    ids=lambda n: f"announced={n}",
+)
+def test_any_announced_size_frames_the_same(announced: int | None) -> None:
+    # Right (43 stored, 45 sent), wrong by a little or by a lot, or absent: the bytes must
+    # come out the same, also when nothing follows the terminator (a server that stops there).
+    message = b"Subject: s\r\n\r\nfirst line\r\nlast line\r\nabcdef"  # no final CRLF
+    assert len(message) == 43
+    wire = _retr(message + b"\r\n", announced)
+    for events in [*every_split(wire, [("RETR", "1")])]:
+        assert [e.data for e in events if isinstance(e, Reply)] == [message + b"\r\n"]
+    pipelined = wire + b"+OK 2 octets\r\nx\r\n.\r\n+OK\r\n"
+    commands = [("RETR", "1"), ("RETR", "2"), ("RSET",)]
+    for events in every_split(pipelined, commands):
+        data = [e.data for e in events if isinstance(e, Reply)]
+        assert data == [message + b"\r\n", b"x\r\n", None]
+
+
+def test_announced_size_with_dot_stuffing() -> None:
+    message = b"Subject: s\r\n\r\n.\r\n..\r\n.x\r\n"
+    (reply,) = the_same(_retr(message, len(message)), [("RETR", "1")])
+    assert isinstance(reply, Reply)
+    assert reply.data == message
+
+
+def test_message_larger_than_the_buffer_through_get_buffer() -> None:
+    message = b"Subject: big\r\n\r\n" + b"".join(b"%08d .line\r\n" % i for i in range(200_000))
+    wire = _retr(message, len(message))
+    conn = POP3Connection(greeting=False)
+    conn.send("RETR", "1")
+    events: list[Event] = []
+    position = 0
+    while position < len(wire):
+        with conn.get_buffer() as view:
+            count = min(len(view), 300_000, len(wire) - position)
+            view[:count] = wire[position : position + count]
+        position += count
+        events += conn.buffer_updated(count)
+    assert [e.data for e in events if isinstance(e, Reply)] == [message]
+    assert conn.idle
