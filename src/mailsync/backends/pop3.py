@@ -540,7 +540,6 @@ class _Session(Generic[IO]):
 
     io: IO
     state: _State
-    opened: float
     listed: bool = False
     entries: list[_Entry] | None = None
     busy: bool = False
@@ -712,7 +711,7 @@ class POP3Retriever(_Policy, Retriever):
             io.close()
             raise
         self._note_login(state)
-        return _Session(io, state, time.monotonic())
+        return _Session(io, state)
 
     def _acquire(self, *, fresh: bool) -> _Session[_SocketIO]:
         session = self._session
@@ -1141,7 +1140,7 @@ class AsyncPOP3Retriever(_Policy, AsyncRetriever):
             await io.close(abort=True)
             raise
         self._note_login(state)
-        return _Session(io, state, time.monotonic())
+        return _Session(io, state)
 
     async def _acquire(self, *, fresh: bool) -> _Session[_StreamIO]:
         session = self._session
