@@ -282,6 +282,16 @@ async def test_query_with_non_ascii_text(mail_servers: MailServers, account: Acc
         assert [m.subject for m in found] == ["Hello"]
 
 
+async def test_search_text_cannot_inject_a_command(
+    mail_servers: MailServers, account: Account
+) -> None:
+    await _seed(mail_servers, account, [make_raw(1)])
+    async with _connect(mail_servers, account) as box:
+        with pytest.raises(mailsync.ConfigError):
+            await _collect(box.messages(query=Q(subject='x"\r\nA1 DELETE INBOX\r\n')))
+        assert [m.subject for m in await _collect(box.messages())] == ["Message 1"]
+
+
 async def test_streams_in_bounded_batches(
     mail_servers: MailServers, account: Account, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -103,6 +103,18 @@ _NUMBER_BEFORE_RE = re.compile(rb"^(\d+) (EXISTS|RECENT|EXPUNGE)\b", re.IGNORECA
 _CRLF = b"\r\n"
 
 
+_LINE_BREAKS = re.compile(r"[\r\n\0]")
+
+
+def _strings(criteria: Iterable[Any]) -> Iterator[str]:
+    """The string arguments in SEARCH criteria (nested lists included)."""
+    for item in criteria:
+        if isinstance(item, list):
+            yield from _strings(item)
+        elif isinstance(item, str):
+            yield item
+
+
 def _quote(text: str) -> str:
     """An IMAP quoted string (RFC 3501 section 4.3) for text without CR or LF."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -358,6 +370,9 @@ class _Session:
                 f"{self.context}: the server refuses to log in on this connection "
                 "(LOGINDISABLED); use TLS"
             )
+        if _LINE_BREAKS.search(user + password):
+            # A quoted string cannot carry them: they would end the command line.
+            raise AuthenticationError(f"{self.context}: LOGIN cannot send line breaks")
         tag = self._client.protocol.new_tag()
         wire = f"{_quote(user)} {_quote(password)}"
         command = _Command(
@@ -1064,6 +1079,9 @@ class AsyncIMAPRetriever(AsyncRetriever):
                     return
 
     async def _search(self, session: _Session, plan: SearchPlan) -> list[int]:
+        if any(_LINE_BREAKS.search(text) for text in _strings(plan.criteria)):
+            # Sent quoted, a line break would end the command line and start another.
+            raise ConfigError("IMAP search text cannot contain line breaks or NUL")
         literal_plus = "LITERAL+" in session.capabilities
         criteria = render_criteria(plan.criteria, literal_plus=literal_plus)
         charset = f"CHARSET {plan.charset} " if plan.charset else ""
