@@ -910,7 +910,7 @@ class AsyncIMAPRetriever(AsyncRetriever):
     batch_first: int = 50
     batch_most: int = 500
     #: Bytes a FETCH should bring at most, judged by the previous batch's average message.
-    batch_bytes: int = 16 << 20
+    batch_bytes: int = 8 << 20
 
     def __init__(self, endpoint: Endpoint, *, state: Any = None) -> None:
         super().__init__(endpoint, state=state)
