@@ -352,10 +352,14 @@ async def test_folder_recreated_resyncs_without_repeats(
 
 
 async def _watch_into(
-    box: mailsync.AsyncRetriever, got: list[mailsync.Message], errors: list[BaseException]
+    box: mailsync.AsyncRetriever,
+    got: list[mailsync.Message],
+    errors: list[BaseException],
+    *,
+    poll_interval: float = 0.2,
 ) -> None:
     try:
-        async for message in box.watch(poll_interval=0.2):
+        async for message in box.watch(poll_interval=poll_interval):
             got.append(message)
     except BaseException as exc:
         errors.append(exc)
@@ -412,6 +416,65 @@ async def test_watch_survives_a_cut_mid_fetch_and_during_idle(
     subjects = [m.subject for m in got]
     assert subjects == [f"Message {i}" for i in [*range(30), 100, 101, 102]]
     assert len({m.id for m in got}) == len(got)
+
+
+async def test_idle_is_renewed_and_still_sees_new_mail(
+    mail_servers: MailServers, account: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mailsync.backends import imap_async
+
+    idles: list[float] = []
+    original = imap_async._Session.idle
+
+    async def counting(self: Any, seconds: float) -> bool:
+        idles.append(seconds)
+        return await original(self, seconds)
+
+    monkeypatch.setattr(imap_async._Session, "idle", counting)
+    box = _connect(mail_servers, account)
+    assert isinstance(box, AsyncIMAPRetriever)
+    box.idle_renew = 0.2  # stands in for the 25 minutes a real server allows
+    got: list[mailsync.Message] = []
+    errors: list[BaseException] = []
+    watcher = asyncio.create_task(_watch_into(box, got, errors, poll_interval=60.0))
+    try:
+        await _until(lambda: len(idles) >= 3 or bool(errors))
+        assert max(idles) <= 0.2
+        await _seed(mail_servers, account, [make_raw(1)])
+        await _until(lambda: len(got) == 1 or bool(errors))
+    finally:
+        await box.aclose()
+        await asyncio.wait_for(watcher, 10)
+    assert not errors
+    assert [m.subject for m in got] == ["Message 1"]
+
+
+async def test_watch_polls_with_noop_without_idle(
+    mail_servers: MailServers, account: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mailsync.backends import imap_async
+
+    original = imap_async._Session._set_capabilities
+
+    def without_idle(self: Any, names: Iterable[str]) -> None:
+        original(self, [name for name in names if name.upper() != "IDLE"])
+
+    monkeypatch.setattr(imap_async._Session, "_set_capabilities", without_idle)
+    box = _connect(mail_servers, account)
+    got: list[mailsync.Message] = []
+    errors: list[BaseException] = []
+    watcher = asyncio.create_task(_watch_into(box, got, errors, poll_interval=0.2))
+    try:
+        await _seed(mail_servers, account, [make_raw(1)])
+        await _until(lambda: len(got) == 1 or bool(errors))
+        await _seed(mail_servers, account, [make_raw(2)])
+        await _until(lambda: len(got) == 2 or bool(errors))
+        assert not _idling(box)
+    finally:
+        await box.aclose()
+        await asyncio.wait_for(watcher, 10)
+    assert not errors
+    assert [m.subject for m in got] == ["Message 1", "Message 2"]
 
 
 async def test_aclose_ends_watch_promptly(mail_servers: MailServers, account: Account) -> None:
