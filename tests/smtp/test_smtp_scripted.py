@@ -4,6 +4,7 @@ hangs up mid-run, XOAUTH2/OAUTHBEARER, SIZE, SMTPUTF8, no PIPELINING."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 from collections.abc import Iterator
@@ -406,3 +407,22 @@ def test_pipelining_can_be_turned_off(server: ScriptedSMTP) -> None:
         results = out.send_many([_message(n) for n in range(3)])
     assert all(r.ok for r in results)
     assert all(c.count(b"\r\n") == 1 for c in server.chunks if c.startswith((b"MAIL", b"RCPT")))
+
+
+async def test_async_sender_does_not_block_the_event_loop(server: ScriptedSMTP) -> None:
+    ticks = 0
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not done.is_set():
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(ticker())
+    async with mailsync.sender_async(server.url(), tls="none") as out:
+        results = await out.send_many([_message(n) for n in range(20)])
+    done.set()
+    await task
+    assert all(r.ok for r in results)
+    assert ticks > 40  # the loop ran other work at every read and write

@@ -24,12 +24,11 @@ Behaviour worth knowing:
   smtplib. Anything but a clean acceptance ends that chain and the message goes through the
   careful one-at-a-time path with its retries. ``pipelining=off`` (URL query or keyword)
   turns all of this off for a server that mishandles it.
-
-- The connection opens lazily and stays open between ``send`` calls. A transaction that did
-  not end with an accepted message (a refused sender, recipients or data) is cleared with RSET
-  before the next one, in the same write as MAIL/RCPT/DATA when the server offers PIPELINING.
-  After an accepted message no RSET is sent: the end of data already ended the transaction
-  (RFC 5321 4.1.1.4), and Postfix measurably spends time on each RSET. The first command on a
+- The connection opens lazily and stays open between ``send`` calls. A transaction that never
+  reached its end of data (recipients or DATA refused) is cleared with RSET before the next
+  one, in the same write as MAIL/RCPT/DATA when the server offers PIPELINING. Otherwise no
+  RSET is sent: the reply to the end of data already ended the transaction (RFC 5321
+  4.1.1.4), and Postfix measurably spends time on each RSET. The first command on a
   reused connection is its liveness check: a connection the server dropped while idle fails
   there, before any message data went out, and the message is sent on a new connection.
 - SIZE is declared in MAIL FROM only for messages over 64 KiB (the limit is always checked
@@ -355,7 +354,7 @@ class RetryPolicy:
 
 @dataclass(frozen=True, slots=True)
 class _Connect:
-    """Open the TCP connection (and implicit TLS); the result is the local IP address."""
+    """Open the TCP connection (and implicit TLS); the result is ``(local IP, host FQDN)``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -413,11 +412,10 @@ def _local_fqdn() -> str:
     return socket.getfqdn()
 
 
-def _hello_name(configured: str | None, local_ip: str) -> str:
+def _hello_name(configured: str | None, local_ip: str, fqdn: str) -> str:
     """The EHLO argument: the configured name, the host's FQDN, or an address literal."""
     if configured:
         return configured
-    fqdn = _local_fqdn()
     if "." in fqdn and not fqdn.startswith("localhost"):
         return fqdn
     try:
@@ -441,6 +439,13 @@ class _Session:
         self.policy = RetryPolicy.from_params(endpoint.params)
         self.display = endpoint.display
         self.hello_name: str | None = endpoint.params.get("local_hostname")
+        if self.hello_name is not None and (
+            not isinstance(self.hello_name, str)
+            or not self.hello_name.isprintable()
+            or " " in self.hello_name
+            or not self.hello_name.isascii()
+        ):
+            raise ConfigError("local_hostname must be a host name or an address literal")
         self.connected = False
         self.features = _Features()
         self.dirty = False  # a transaction is open that no end of data closed
@@ -462,12 +467,12 @@ class _Session:
         """Connect, greet, STARTTLS and authenticate unless a connection is open."""
         if self.connected:
             return
-        local_ip = yield _Connect()
+        local_ip, fqdn = yield _Connect()
         self.connected = True
         self.dirty = False
         self.connections += 1
         try:
-            yield from self._handshake(_hello_name(self.hello_name, local_ip))
+            yield from self._handshake(_hello_name(self.hello_name, local_ip, fqdn))
         except MailsyncError:
             yield from self._drop()
             raise
@@ -1095,7 +1100,7 @@ class _SocketDriver:
             raise ConnectionFailed(f"{self.endpoint.display}: not connected")
         return self._sock
 
-    def _connect(self) -> str:
+    def _connect(self) -> tuple[str, str]:
         self.close()
         endpoint = self.endpoint
         timeout = endpoint.timeout
@@ -1111,7 +1116,7 @@ class _SocketDriver:
             sock.close()
             raise
         self._sock = sock
-        return str(sock.getsockname()[0])
+        return str(sock.getsockname()[0]), _local_fqdn()
 
     def _start_tls(self) -> None:
         if self._parser.pending or self._replies:
@@ -1202,7 +1207,7 @@ class _StreamDriver:
             raise ConnectionFailed(f"{self.endpoint.display}: not connected")
         return self._reader, self._writer
 
-    async def _connect(self) -> str:
+    async def _connect(self) -> tuple[str, str]:
         await self.close()
         endpoint = self.endpoint
         context = endpoint.ssl_context() if endpoint.tls == "ssl" else None
@@ -1219,7 +1224,8 @@ class _StreamDriver:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         local = writer.get_extra_info("sockname")
-        return str(local[0]) if local else "127.0.0.1"
+        fqdn = await asyncio.to_thread(_local_fqdn)  # may ask DNS, once per process
+        return (str(local[0]) if local else "127.0.0.1"), fqdn
 
     async def _start_tls(self) -> None:
         if self._parser.pending or self._replies:
