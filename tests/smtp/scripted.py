@@ -186,6 +186,8 @@ class ScriptedSMTP:
         if verb == "AUTH":
             return self._auth(line, reader)
         if verb == "MAIL":
+            if state.mail_line is not None:
+                return ["503 5.5.1 Error: nested MAIL command"]  # as Postfix says
             reply = self._next("MAIL", "250 2.1.0 Ok")
             state.mail_line = line if reply.startswith("2") else None
             state.rcpt_lines, state.accepted = [], []

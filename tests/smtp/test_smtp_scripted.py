@@ -386,6 +386,18 @@ def test_chain_keeps_going_past_a_refused_message(server: ScriptedSMTP) -> None:
     assert server.verbs().count("RSET") == 1  # m1's transaction stayed open: cleared once
 
 
+def test_chain_clears_a_transaction_left_open_mid_chain(server: ScriptedSMTP) -> None:
+    # m2's envelope goes out with m1's data; m2's recipient is refused, leaving its MAIL
+    # transaction open, so m3 must start with RSET (else: "nested MAIL command").
+    server.refuse["nobody@example.test"] = "550 5.1.1 unknown"
+    messages = [_message(0), _message(1), _message(2, to="nobody@example.test"), _message(3)]
+    with _sender(server) as out:
+        results = out.send_many(messages)
+    assert [r.accepted for r in results] == [(RCPT,), (RCPT,), (), (RCPT,)]
+    assert _subjects(server) == ["m0", "m1", "m3"]
+    assert server.verbs().count("RSET") == 1
+
+
 def test_chain_stops_at_a_refused_message_with_a_note(server: ScriptedSMTP) -> None:
     server.queue(".", "250 2.0.0 Ok", "554 5.7.1 looks like spam")
     with _sender(server) as out:

@@ -696,6 +696,7 @@ class _Session:
             try:
                 yield _Write(_data_payload(waiting.envelope.data))
                 final: Reply = yield _READ
+                self.dirty = False  # any reply to the end of data ends the transaction
                 self._settle(waiting, final, slots, chain)
             except (_Lost, ConnectionFailed) as exc:
                 yield from self._drop()
@@ -857,6 +858,7 @@ class _Session:
             return outcome
         yield _Write(_data_payload(envelope.data))
         final: Reply = yield _READ
+        self.dirty = False  # any reply to the end of data ends the transaction
         return self._after_data(outcome, final)
 
     def _group(self, mail: bytes, rcpts: list[bytes]) -> list[bytes]:
@@ -929,9 +931,8 @@ class _Session:
         return outcome, True
 
     def _after_data(self, outcome: _Outcome, final: Reply) -> _Outcome:
-        """Judge the reply to the end of data, which ends the transaction either way."""
+        """Judge the reply to the end of data (which ended the transaction either way)."""
         _check_lost(final, after_data=True)
-        self.dirty = False
         if final.positive:
             return outcome
         return self._message_refused(outcome, final)
