@@ -263,6 +263,31 @@ def test_send_many_100_uses_one_connection(
     assert sorted(arrived) == sorted(r.message_id for r in results)
 
 
+def test_send_many_with_refusals_mixed_in(
+    mail_servers: MailServers, account: Account, other_account: Account
+) -> None:
+    messages = []
+    for n in range(10):
+        to: list[str] = [other_account.email]
+        if n in (3, 6, 7):
+            to = [OUTSIDE]  # refused by Postfix: nothing to send
+        elif n == 5:
+            to = [OUTSIDE, other_account.email]  # partly refused
+        messages.append(
+            mailsync.compose(from_=account.email, to=to, subject=f"n{n}", text=f"body {n}\n")
+        )
+    with _plain(mail_servers) as out:
+        results = out.send_many(messages)
+        assert out.connections_opened == 1
+    assert [bool(r.accepted) for r in results] == [n not in (3, 6, 7) for n in range(10)]
+    assert results[5].accepted == (other_account.email,)
+    assert results[5].refused[OUTSIDE][0] == 554
+    assert results[6].refused[OUTSIDE][0] == 554
+    arrived = _arrived(mail_servers, other_account, 7)
+    subjects = sorted(email.message_from_bytes(raw)["Subject"] for raw in arrived)
+    assert subjects == sorted(f"n{n}" for n in range(10) if n not in (3, 6, 7))
+
+
 def test_connection_kept_between_sends_and_reopened_when_stale(
     mail_servers: MailServers, account: Account, other_account: Account, tcp_proxy: ProxyFactory
 ) -> None:
