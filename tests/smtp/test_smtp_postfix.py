@@ -377,3 +377,18 @@ async def test_async_wrong_password(
         await out.send(_small(account, other_account, 1))
     assert "wrong-one-456" not in str(caught.value)
     await out.aclose()
+
+
+async def test_async_sender_reconnects_after_a_cut(
+    mail_servers: MailServers, account: Account, other_account: Account, tcp_proxy: ProxyFactory
+) -> None:
+    proxy = tcp_proxy(mail_servers.host, mail_servers.submission_port)
+    async with _submission(mail_servers, account, port=proxy.port, asynchronous=True) as out:
+        first = await out.send_many([_small(account, other_account, n) for n in range(5)])
+        assert proxy.cut_all() == 1
+        second = await out.send_many([_small(account, other_account, n) for n in range(5, 10)])
+    assert all(r.ok for r in first + second)
+    assert proxy.connections == 2
+    counts = collections.Counter(_message_ids(_arrived(mail_servers, other_account, 10)))
+    assert set(counts.values()) == {1}
+    assert len(counts) == 10

@@ -615,7 +615,9 @@ class _Session:
             done = sum(slot is not None for slot in slots)
             exc.add_note(f"{done} message(s) of this send_many were sent before")
             raise
-        return [slot for slot in slots if slot is not None]
+        results = [slot for slot in slots if slot is not None]
+        assert len(results) == len(slots), "send_many lost track of a message"
+        return results
 
     def _can_chain(self) -> bool:
         return self.connected and self.pipelining and "PIPELINING" in self.features
