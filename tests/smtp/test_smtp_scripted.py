@@ -437,4 +437,4 @@ async def test_async_sender_does_not_block_the_event_loop(server: ScriptedSMTP) 
     done.set()
     await task
     assert all(r.ok for r in results)
-    assert ticks > 40  # the loop ran other work at every read and write
+    assert ticks > 10  # a blocking sender would leave the loop no turn at all
