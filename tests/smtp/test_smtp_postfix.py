@@ -333,6 +333,24 @@ def test_dropped_connection_mid_send_many_resends_no_accepted_message(
     assert set(counts.values()) == {1}
 
 
+def test_a_hung_server_is_a_timeout_and_the_next_send_reconnects(
+    mail_servers: MailServers, account: Account, other_account: Account, tcp_proxy: ProxyFactory
+) -> None:
+    proxy = tcp_proxy(mail_servers.host, mail_servers.smtp_port)
+    with _plain(mail_servers, port=proxy.port, timeout=1.0) as out:
+        assert out.send(_small(account, other_account, 1)).ok
+        proxy.stall()
+        with pytest.raises(mailsync.MailTimeout):
+            out.send(_small(account, other_account, 2))
+        proxy.resume()
+        assert out.send(_small(account, other_account, 3)).ok
+        assert out.connections_opened == 2
+    subjects = sorted(
+        email.message_from_bytes(raw)["Subject"] for raw in _arrived(mail_servers, other_account, 2)
+    )
+    assert subjects == ["n1", "n3"]
+
+
 def test_etrn_against_postfix(mail_servers: MailServers) -> None:
     # This Postfix has no fast-flush domains, so it declines with 459; the point is that the
     # command goes through and the reply is translated.
