@@ -48,6 +48,7 @@ from mailsync.protocol.imap_literals import (
     FetchResponse,
     ResponseReader,
     Tagged,
+    Untagged,
     fetch_command,
 )
 
@@ -107,6 +108,7 @@ class IMAPRetriever(Retriever):
         self._status: proto.FolderStatus | None = None
         self._lock = threading.RLock()
         self._wake: tuple[int, int] | None = None
+        self._new_mail = False
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -135,6 +137,9 @@ class IMAPRetriever(Retriever):
                     self._starttls(client)
                 self._authenticate(client)
                 self._caps = frozenset(c.upper() for c in client.capabilities())
+                if b"CONDSTORE" in self._caps and b"ENABLE" in self._caps:
+                    # SELECT then reports HIGHESTMODSEQ, which the sync cursor records.
+                    client.enable("CONDSTORE")
         except BaseException:
             with contextlib.suppress(Exception):
                 client.shutdown()
@@ -404,6 +409,8 @@ class IMAPRetriever(Retriever):
                     attributes = self._attributes(event)
                     if b"BODY[]" in attributes or any(k.startswith(b"BODY[") for k in attributes):
                         yield attributes  # not an unsolicited flag update
+                elif isinstance(event, Untagged):
+                    self._note_untagged(event)
                 elif isinstance(event, Tagged):
                     done = True
                     self._check_tagged(event, tag)
@@ -431,6 +438,11 @@ class IMAPRetriever(Retriever):
         except Exception:  # noqa: S110 - a connection that cannot be drained is dropped below
             pass
         self._drop()
+
+    def _note_untagged(self, event: Untagged) -> None:
+        words = event.text.split()
+        if len(words) == 2 and words[1].upper() == b"EXISTS":
+            self._new_mail = True  # arrived during this FETCH: the next wait returns at once
 
     @staticmethod
     def _read(stream: Any, wanted: int) -> bytes:
@@ -510,6 +522,7 @@ class IMAPRetriever(Retriever):
     ) -> Iterator[SyncStep]:
         folder = _canonical(folder)
         status = self._select(folder, readonly=True)
+        self._forget_new_mail()
         plan = proto.plan_sync(cursor, status)
         saved = proto.SyncCursor.from_dict(cursor)
         position = plan.cursor
@@ -558,10 +571,21 @@ class IMAPRetriever(Retriever):
         with self._lock:
             folder = _canonical(folder)
             self._select(folder, readonly=True, fresh=False)
+            if self._forget_new_mail():
+                return  # announced while the last sync ran: IDLE would not say it again
             if self._has(b"IDLE"):
                 self._idle(timeout)
             else:
                 self._poll(timeout)
+
+    def _forget_new_mail(self) -> bool:
+        """Whether EXISTS arrived unasked since the last call (during a FETCH, or in the
+        responses imaplib collected), forgetting it."""
+        seen, self._new_mail = self._new_mail, False
+        client = self._client
+        if client is not None and client._imap.untagged_responses.pop("EXISTS", None):
+            seen = True
+        return seen
 
     def _idle(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
