@@ -106,7 +106,7 @@ def test_the_envid_finds_the_message_before_the_message_id(tracker: DeliveryTrac
     tracked = tracker.feed(load("postfix-relayed-success.eml"))
     assert tracked is not None
     assert tracked.message_id == "rewritten-by-a-gateway@mailsync.test"
-    assert tracked.recipients["bob@mailsync.test"].state == "relayed"
+    assert tracked.recipients["bob@mailsync.test"].state == "delivered"
     assert tracked.pending == ()  # a relay sends no further news
 
 
@@ -142,7 +142,8 @@ def test_recipients_match_by_original_recipient_ignoring_case(tracker: DeliveryT
         ([("dsn", "failed"), ("dsn", "relayed")], "failed"),
         ([("dsn", "delayed"), ("dsn", "delivered")], "delivered"),
         ([("dsn", "relayed"), ("bounce", "failed")], "failed"),
-        ([("dsn", "relayed"), ("dsn", "delayed")], "delayed"),
+        ([("dsn", "relayed"), ("dsn", "delayed")], "delivered"),
+        ([("dsn", "relayed")], "delivered"),
         ([("dsn", "expanded")], "delivered"),
         ([("dsn", "delivered"), ("mdn", "displayed")], "displayed"),
         ([("mdn", "displayed"), ("dsn", "delivered")], "displayed"),

@@ -3,8 +3,10 @@
 This module owns :class:`DeliveryTracker`. It records what a sender returned
 (:class:`~mailsync._base.SendResult`), reads the DSNs, MDNs and bounces that come back
 (:func:`~mailsync._reports.parse_report`), ties each to the message it is about (by ENVID, then
-by Message-ID) and moves every recipient along ``sent -> delayed/relayed -> delivered/failed ->
-displayed``. State lives in a :class:`~mailsync._state.StateStore`'s key/value area as JSON, so
+by Message-ID) and moves every recipient along ``sent -> delayed -> delivered/failed ->
+displayed``. A DSN's ``relayed`` (handed to a server that sends no reports, e.g. Postfix handing
+over to the final LMTP hop) and ``expanded`` are the last news that will come, so they count as
+``delivered``; the report's own action stays readable through :func:`parse_report`. State lives in a :class:`~mailsync._state.StateStore`'s key/value area as JSON, so
 it survives restarts and can be shared with other processes using the same store.
 
 It must not do I/O of its own: mail arrives through the retriever it is handed.
@@ -28,20 +30,17 @@ if TYPE_CHECKING:
 
 __all__ = ["DeliveryTracker", "ItemStore", "RecipientState", "RecipientStatus", "TrackedMessage"]
 
-#: Where a recipient stands. ``relayed`` means handed to a server that sends no reports, so no
-#: further news is expected; ``displayed`` comes from a read receipt (MDN).
-RecipientState: TypeAlias = Literal[
-    "sent", "delayed", "relayed", "delivered", "failed", "displayed"
-]
+#: Where a recipient stands; ``displayed`` comes from a read receipt (MDN).
+RecipientState: TypeAlias = Literal["sent", "delayed", "delivered", "failed", "displayed"]
 
 #: States after which the tracker still expects news.
 _OPEN_STATES = frozenset({"sent", "delayed"})
 # A report may only move a recipient to a state of the same or a higher rank: a late "delayed"
-# never undoes "delivered" or "failed", while a bounce after "relayed" still counts.
+# never undoes "delivered" or "failed". A "relayed" report ranks like "delayed" (see
+# _report_rank) so that it never undoes a failure, while a bounce after it still counts.
 _RANK: Mapping[str, int] = {
     "sent": 0,
     "delayed": 1,
-    "relayed": 1,
     "delivered": 2,
     "failed": 2,
     "displayed": 3,
@@ -51,7 +50,7 @@ _DSN_STATES: Mapping[str, RecipientState] = {
     "delayed": "delayed",
     "delivered": "delivered",
     "expanded": "delivered",  # delivered to a list, which then forwarded it
-    "relayed": "relayed",
+    "relayed": "delivered",  # handed to a server that sends no reports: the last news
 }
 
 _MESSAGES = "mailsync.delivery"
@@ -303,11 +302,17 @@ class DeliveryTracker:
             if address is None or new is None:
                 continue
             current = states[address].get("state", "sent")
-            if _RANK[new] < _RANK.get(current, 0):
+            if _report_rank(report.kind, entry.action, new) < _RANK.get(current, 0):
                 continue
             states[address] = _entry(new, entry, self._clock())
             changed = True
         return changed
+
+
+def _report_rank(kind: str, action: str, state: str) -> int:
+    if kind == "dsn" and action == "relayed":
+        return _RANK["delayed"]
+    return _RANK[state]
 
 
 def _utc_now() -> datetime:
