@@ -6,8 +6,10 @@ This module owns :class:`DeliveryTracker`. It records what a sender returned
 by Message-ID) and moves every recipient along ``sent -> delayed -> delivered/failed ->
 displayed``. A DSN's ``relayed`` (handed to a server that sends no reports, e.g. Postfix handing
 over to the final LMTP hop) and ``expanded`` are the last news that will come, so they count as
-``delivered``; the report's own action stays readable through :func:`parse_report`. State lives in a :class:`~mailsync._state.StateStore`'s key/value area as JSON, so
-it survives restarts and can be shared with other processes using the same store.
+``delivered``; the report's own action stays readable through :func:`parse_report`.
+
+State lives in a :class:`~mailsync._state.StateStore`'s key/value area as JSON, so it survives
+restarts and can be shared with other processes using the same store.
 
 It must not do I/O of its own: mail arrives through the retriever it is handed.
 """
