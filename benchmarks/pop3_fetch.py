@@ -124,6 +124,28 @@ conn.quit()
 print(count, total)
 """
 
+# Not a client: the floor. Every RETR sent at once, the replies read and thrown away
+# unparsed; what is left is the server's own speed.
+RAW_FLOOR = """
+import socket, sys, threading
+host, port, user, password = sys.argv[1:5]
+sock = socket.create_connection((host, int(port)))
+sock.sendall(f"USER {user}\\r\\nPASS {password}\\r\\nSTAT\\r\\n".encode())
+data = b""
+while data.count(b"\\r\\n") < 4:
+    data += sock.recv(4096)
+count = int(data.split(b"\\r\\n")[3].split()[1])
+commands = b"".join(b"RETR %d\\r\\n" % n for n in range(1, count + 1)) + b"RSET\\r\\nQUIT\\r\\n"
+writer = threading.Thread(target=sock.sendall, args=(commands,))
+writer.start()
+buffer = bytearray(1 << 20)
+total = 0
+while received := sock.recv_into(buffer):
+    total += received
+writer.join()
+print(count, total)
+"""
+
 MAILSYNC_SYNC = """
 import sys, mailsync
 host, port, user, password = sys.argv[1:5]
@@ -159,6 +181,7 @@ class Contender:
     command: list[str]
     note: str = ""
     env: dict[str, str] | None = None
+    peer: bool = False
 
 
 def python_contenders(servers: MailServers, account: Account) -> list[Contender]:
@@ -166,6 +189,11 @@ def python_contenders(servers: MailServers, account: Account) -> list[Contender]
     python = sys.executable
     return [
         Contender("stdlib poplib RETR loop", [python, "-c", POPLIB, *args]),
+        Contender(
+            "floor: raw socket, every RETR at once, bytes discarded",
+            [python, "-c", RAW_FLOOR, *args],
+            note="not a client: the server's own speed",
+        ),
         Contender("mailsync POP3Retriever (sync)", [python, "-c", MAILSYNC_SYNC, *args]),
         Contender("mailsync AsyncPOP3Retriever", [python, "-c", MAILSYNC_ASYNC, *args]),
     ]
@@ -189,6 +217,7 @@ def peer_contenders(servers: MailServers, account: Account, workdir: Path) -> li
                 "fetchmail (--bsmtp /dev/null)",
                 [fetchmail, "-f", str(rc), "--bsmtp", "/dev/null", "--nodetach", "--silent"],
                 env={**os.environ, "HOME": str(home), "FETCHMAILHOME": str(home)},
+                peer=True,
             )
         )
     getmail = shutil.which("getmail")
@@ -226,6 +255,7 @@ def peer_contenders(servers: MailServers, account: Account, workdir: Path) -> li
                 "getmail6 (to a Maildir)",
                 [*AS_NOBODY, getmail, "--getmaildir", str(config), "--rcfile", "getmailrc"],
                 note="writes each message to a Maildir file",
+                peer=True,
             )
         )
     return peers
@@ -240,10 +270,11 @@ class Result:
     times: list[float]
     rss_mb: list[float]
     output: str
+    failures: list[str]
 
     @property
     def median(self) -> float:
-        return statistics.median(self.times)
+        return statistics.median(self.times) if self.times else float("nan")
 
 
 def run_once(contender: Contender, workdir: Path) -> tuple[float, float, str]:
@@ -282,13 +313,25 @@ def reset_peer_state(workdir: Path) -> None:
 
 def measure(contenders: list[Contender], runs: int, workdir: Path) -> Iterator[Result]:
     for contender in contenders:
-        times, rss, output = [], [], ""
+        times: list[float] = []
+        rss: list[float] = []
+        output = ""
+        failures: list[str] = []
         for _ in range(runs):
-            elapsed, peak, output = run_once(contender, workdir)
+            try:
+                elapsed, peak, output = run_once(contender, workdir)
+            except RuntimeError as exc:
+                if not contender.peer:
+                    raise
+                # A peer failing is a result too (getmail6 loses SIGCHLD under load); its
+                # failed runs are reported, not timed.
+                failures.append(str(exc).splitlines()[-1][:120])
+                print(f"  {contender.name}: FAILED {failures[-1]}", flush=True)
+                continue
             times.append(elapsed)
             rss.append(peak)
             print(f"  {contender.name}: {elapsed:.2f} s, {peak:.0f} MB  {output[:60]}", flush=True)
-        yield Result(contender, times, rss, output)
+        yield Result(contender, times, rss, output, failures)
 
 
 def table(results: list[Result], count: int, total: int, runs: int) -> str:
@@ -306,8 +349,13 @@ def table(results: list[Result], count: int, total: int, runs: int) -> str:
     ]
     for result in results:
         runs_text = ", ".join(f"{t:.2f}" for t in result.times)
-        speedup = baseline.median / result.median
+        if result.failures:
+            runs_text += f"; {len(result.failures)} failed: {result.failures[0]}"
         note = f" ({result.contender.note})" if result.contender.note else ""
+        if not result.times:
+            lines.append(f"| {result.contender.name}{note} | — | {runs_text} | — | — |")
+            continue
+        speedup = baseline.median / result.median
         lines.append(
             f"| {result.contender.name}{note} | {result.median:.2f} s | {runs_text} | "
             f"{speedup:.1f}× | {max(result.rss_mb):.0f} MB |"
