@@ -496,3 +496,17 @@ def test_polling_never_outpaces_login_delay(mail_servers: MailServers, account: 
         assert box._poll_wait(900) == 900
     finally:
         box.close()
+
+
+def test_get_while_a_listing_is_suspended(mail_servers: MailServers, account: Account) -> None:
+    # The listing's pipelined RETRs are in flight on its own connection; get() must not
+    # read their replies as its own.
+    mail_servers.append_many(account, _subjects(5, extra=10_000))
+    with _connect(mail_servers, account) as box:
+        listing = box.messages()
+        first = next(listing)
+        again = box.get(first.id)
+        assert again.raw == first.raw
+        assert [m.subject for m in listing] == [f"Message {i}" for i in range(1, 5)]
+        last = box.get(again.id)
+        assert last.subject == "Message 0", last.raw[:200]

@@ -147,6 +147,11 @@ class _State:
     caps: Capabilities = field(default_factory=Capabilities)
     greeting: Greeting | None = None
 
+    @property
+    def idle(self) -> bool:
+        """Nothing outstanding, nothing half read, no reply parsed but not yet taken."""
+        return self.conn.idle and not self.events
+
     def error(self, reply: Reply) -> MailsyncError:
         return reply_error(
             reply,
@@ -463,6 +468,7 @@ def _digest_id(data: bytes, size: int) -> str:
 
 def _close_plan(state: _State) -> Plan[None]:
     """Leave politely: RSET (so nothing read ends up marked) and QUIT."""
+    state.events.clear()  # replies parsed but never taken (a stream left early)
     yield from _commands(state, ("RSET",), ("QUIT",))
 
 
@@ -568,7 +574,7 @@ class _Policy:
     def _reusable(self, session: _Session[Any] | None, *, fresh: bool) -> bool:
         if session is None or session.busy:
             return False
-        if not session.state.conn.idle:
+        if not session.state.idle:
             return False
         if fresh and session.listed:
             # A login sees a snapshot; a new listing needs a new login, when allowed.
@@ -742,7 +748,7 @@ class POP3Retriever(_Policy, Retriever):
     def _after_failure(self, session: _Session[_SocketIO]) -> None:
         # A -ERR leaves the session usable; anything else (broken, timed out, out of step)
         # does not.
-        if not session.state.conn.idle:
+        if not session.state.idle:
             self._release(session, polite=False)
 
     def _listing(self, session: _Session[_SocketIO]) -> list[_Entry]:
@@ -768,12 +774,12 @@ class POP3Retriever(_Policy, Retriever):
             self._finish_stream(session, _usable_after(outcome))
 
     def _finish_stream(self, session: _Session[_SocketIO], usable: bool) -> None:
-        if usable and session.state.conn.pending:
+        if usable and not session.state.idle:
             try:
                 _complete(session.io, _drain_plan(session.state), session.state.context)
             except MailsyncError:
                 usable = False
-        if not usable or not session.state.conn.idle:
+        if not usable or not session.state.idle:
             self._release(session, polite=False)
         elif self._session is not session:
             self._release(session)
@@ -1165,7 +1171,7 @@ class AsyncPOP3Retriever(_Policy, AsyncRetriever):
         try:
             return await _complete_async(session.io, plan, self._context())
         except BaseException:
-            if not session.state.conn.idle:
+            if not session.state.idle:
                 await self._release(session, polite=False)
             raise
 
@@ -1192,12 +1198,12 @@ class AsyncPOP3Retriever(_Policy, AsyncRetriever):
             await self._finish_stream(session, _usable_after(outcome))
 
     async def _finish_stream(self, session: _Session[_StreamIO], usable: bool) -> None:
-        if usable and session.state.conn.pending:
+        if usable and not session.state.idle:
             try:
                 await _complete_async(session.io, _drain_plan(session.state), self._context())
             except MailsyncError:
                 usable = False
-        if not usable or not session.state.conn.idle:
+        if not usable or not session.state.idle:
             await self._release(session, polite=False)
         elif self._session is not session:
             await self._release(session)
