@@ -14,6 +14,7 @@ checks are asked for).
 
 from __future__ import annotations
 
+import base64
 import email.policy
 import email.utils
 import mimetypes
@@ -44,6 +45,8 @@ AddressLike: TypeAlias = "str | Address | tuple[str, str]"
 # bare ValueError, and SMTP servers treat some of them as line ends.
 _LINE_BREAK = re.compile("[\r\n\x00\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 _HEADER_NAME = re.compile(r"[!-9;-~]+")
+_NEEDS_QUOTES = re.compile(r'[][\\()<>@,:;".]|^\s|\s$|\s\s')
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _CONTENT_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+")
 _MSG_ID = re.compile(r"[^\s<>\"()\[\],;:\\]+")
 # email-validator refuses these as "not globally deliverable"; in a private deployment (and
@@ -166,7 +169,9 @@ def _parse_address_item(item: object) -> list[tuple[str, str]]:
     if _LINE_BREAK.search(item):
         raise InvalidAddress(f"line break in address {item!r}", address=item)
     parsed = parse_addresses([item])
-    if not parsed:
+    # The stdlib parser "repairs" junk ("a b@x" becomes "ab@x"): an address it found must
+    # be spelled in the input exactly, or the input was not what it looked like.
+    if not parsed or any(not a.email or a.email not in item for a in parsed):
         raise InvalidAddress(f"invalid email address {item!r}", address=item)
     return [(a.name, a.email) for a in parsed]
 
@@ -183,6 +188,8 @@ def _addresses(
         for name, addr in _parse_address_item(item):
             if _LINE_BREAK.search(name) or _LINE_BREAK.search(addr):
                 raise InvalidAddress(f"line break in address {item!r}", address=str(addr))
+            if _CONTROL.search(name):
+                raise InvalidAddress(f"control character in name {name!r}", address=str(addr))
             checked = _check(addr, deliverability=deliverability)
             header = HeaderAddress(display_name=name, username=checked.local, domain=checked.domain)
             out.append((header, checked.needs_utf8))
@@ -264,17 +271,23 @@ def compose(
     everyone = [*(a for values in fields.values() for a in values)]
     everyone += [a for _, value in extra if isinstance(value, list) for a in value]
     utf8 = any(needs for _, needs in everyone)
-    msg = EmailMessage(policy=email.policy.SMTPUTF8 if utf8 else email.policy.SMTP)
+    # refold_source="none": the address fields set_raw() stores below are written as folded
+    # here; every other header is a header object, which the policy folds as usual.
+    policy = email.policy.SMTPUTF8 if utf8 else email.policy.SMTP
+    msg = EmailMessage(policy=policy.clone(refold_source="none"))
 
     for name, addresses in fields.items():
         if addresses:
-            msg[name] = [a for a, _ in addresses]
+            msg.set_raw(name, _address_field([a for a, _ in addresses], utf8=utf8))
     msg["Subject"] = subject
     msg["Date"] = email.utils.format_datetime(date or email.utils.localtime())
     msg["Message-ID"] = _new_message_id(message_id, author[0][0].domain)
     for name, value in extra:
         del msg[name]
-        msg[name] = [a for a, _ in value] if isinstance(value, list) else value
+        if isinstance(value, list):
+            msg.set_raw(name, _address_field([a for a, _ in value], utf8=utf8))
+        else:
+            msg[name] = value
 
     _set_body(msg, text, html, inline or {})
     for spec in attachments:
@@ -285,6 +298,55 @@ def compose(
         if part is not msg:
             del part["MIME-Version"]
     return msg
+
+
+def _address_field(addresses: list[HeaderAddress], *, utf8: bool) -> str:
+    """An address header value, encoded and folded here rather than by the stdlib.
+
+    Python's folder (3.11) can pull the comma after an encoded display name into an encoded
+    word (``=?utf-8?q?=2C?=``), which merges two recipients into one broken address. So each
+    address is formatted on its own, non-ASCII names as RFC 2047 words of at most 75
+    characters (raw UTF-8 in an SMTPUTF8 message), and lines are folded between addresses.
+    """
+    pieces = [_format_address(a, utf8=utf8) for a in addresses]
+    lines: list[str] = []
+    for index, piece in enumerate(pieces):
+        piece += "," if index < len(pieces) - 1 else ""
+        if lines and len(lines[-1]) + 1 + len(piece) <= _FOLD_WIDTH:
+            lines[-1] += " " + piece
+        else:
+            lines.append(piece)
+    return "\n ".join(lines)
+
+
+_FOLD_WIDTH = 66  # 78 less room for the longest field name this writes ("Reply-To: ")
+_WORD_BYTES = 45  # base64 of 45 bytes is 60 characters: an encoded word of 72
+
+
+def _format_address(address: HeaderAddress, *, utf8: bool) -> str:
+    spec = address.addr_spec
+    name = address.display_name
+    if not name:
+        return spec
+    if (name.isascii() or utf8) and "=?" not in name:
+        phrase = f'"{email.utils.quote(name)}"' if _NEEDS_QUOTES.search(name) else name
+    else:
+        phrase = "\n ".join(_encoded_words(name))
+    return f"{phrase} <{spec}>"
+
+
+def _encoded_words(text: str) -> list[str]:
+    words: list[str] = []
+    chunk = ""
+    for char in text:
+        if len((chunk + char).encode("utf-8")) > _WORD_BYTES:
+            words.append(chunk)
+            chunk = ""
+        chunk += char
+    words.append(chunk)
+    return [
+        "=?utf-8?b?" + base64.b64encode(w.encode("utf-8")).decode("ascii") + "?=" for w in words
+    ]
 
 
 def _extra_headers(
