@@ -9,10 +9,11 @@ every body, exit): the median wall time of ``--runs`` runs (3), and the largest 
 
 Cases:
 
-- full fetch of INBOX: aioimaplib with 500-UID ``UID FETCH (BODY.PEEK[])`` batches (the batch
-  size of the raw imaplib baseline), aioimaplib with 100-UID batches (its reader rescans the
-  response for every line, so smaller batches suit it), mailsync ``async for m in
-  box.messages()``, and raw stdlib imaplib (500-UID batches) for reference;
+- full fetch of INBOX (plain text, and with ``--tls`` over implicit TLS): aioimaplib with
+  500-UID ``UID FETCH (BODY.PEEK[])`` batches (the batch size of the raw imaplib baseline),
+  aioimaplib with 100-UID batches (its reader rescans the response for every line, so smaller
+  batches suit it), mailsync ``async for m in box.messages()``, and raw stdlib imaplib
+  (500-UID batches) for reference;
 - 20 folders: mailsync async, one retriever reading the folders one after another, against 20
   retrievers (one connection each) reading them concurrently with ``asyncio.gather``.
 
@@ -311,7 +312,11 @@ def benchmark(args: argparse.Namespace) -> tuple[list[Result], dict[str, str]]:
             tls = {**cfg, "port": servers.imaps_port, "tls": True}
             section = f"full fetch {args.messages}, TLS"
             baselines[section] = "aioimaplib (500-UID batches)"
-            for name in ("aioimaplib (500-UID batches)", "mailsync async"):
+            for name in (
+                "aioimaplib (500-UID batches)",
+                "mailsync async",
+                "raw imaplib (500-UID batches)",
+            ):
                 results.append(run_case(section, name, tls, args.runs, args.timeout))
         section = f"{FOLDERS} folders × {args.folder_messages}, plain"
         baselines[section] = "20 folders one after another"

@@ -934,11 +934,17 @@ class AsyncIMAPRetriever(AsyncRetriever):
         session = self._session_now
         if session is not None and session.alive:
             return session
+        if self._closing():
+            # A connection opened now (say by a watch() racing aclose()) would never be closed.
+            raise ConnectionFailed(f"{self.endpoint.display}: the retriever is closed")
         async with self._connecting:
             session = self._session_now
             if session is not None and session.alive:
                 return session
             session = await self._open()
+            if self._closing():  # aclose() while connecting
+                await session.close()
+                raise ConnectionFailed(f"{self.endpoint.display}: the retriever is closed")
             self._session_now = session
             return session
 
@@ -1016,7 +1022,8 @@ class AsyncIMAPRetriever(AsyncRetriever):
         return self._stopped
 
     async def aclose(self) -> None:
-        """Close the connection and end any ``watch()`` (an IDLE is cut short)."""
+        """Close the connection and end any ``watch()`` (an IDLE is cut short). A closed
+        retriever does not connect again."""
         self._stopped = True
         self._wake.set()
         await self._disconnect()
@@ -1160,6 +1167,8 @@ class AsyncIMAPRetriever(AsyncRetriever):
         cursor: dict[str, Any] | None,
         known: Callable[[Iterable[str]], set[str]],
     ) -> AsyncIterator[SyncStep]:
+        if self._closing():
+            return  # aclose() during watch(): end quietly, no new connection
         name = _folder_name(folder)
         async with self._selected(name, fresh=True) as (session, mailbox):
             status = _status(mailbox)
