@@ -573,3 +573,18 @@ def test_prepare_accepts_every_message_form() -> None:
     assert prepare(legacy).recipients == ("b@example.test",)
     with pytest.raises(ConfigError, match="headers_only"):
         prepare(Message(as_bytes(message), headers_only=True))
+
+
+def test_prepare_drops_an_mbox_envelope_line_and_handles_headerless_input() -> None:
+    raw = (
+        b"From MAILER-DAEMON Tue Apr  2 12:00:00 2024\n"
+        b"From: a@example.test\nTo: b@example.test\n\nx"
+    )
+    envelope = prepare(raw)
+    assert envelope.data.startswith(b"From: a@example.test\r\n")
+    headerless = prepare(b"\r\nbody only\r\n", mail_from="", rcpt_to=["b@example.test"])
+    received = Message(headerless.data)
+    assert received.message_id == headerless.message_id
+    assert received.text == "body only\n"
+    only_headers = prepare(b"To: b@example.test")
+    assert Message(only_headers.data).to == (Address("", "b@example.test"),)

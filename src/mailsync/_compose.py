@@ -31,7 +31,8 @@ from typing import NamedTuple, TypeAlias
 import email_validator
 
 from mailsync._errors import ConfigError, InvalidAddress
-from mailsync._message import Address, Message, _msgid, as_bytes, header_block, parse_addresses
+from mailsync._message import Address, Message, _msgid, as_bytes, parse_addresses
+from mailsync._mime import split_header_block
 
 __all__ = ["AttachmentSpec", "Envelope", "check_address", "compose", "prepare"]
 
@@ -536,22 +537,29 @@ def _wire_bytes(message: EmailMessage | bytes | Message) -> bytes:
 
 
 def _split_head(raw: bytes) -> tuple[bytes, bytes]:
-    """``(header fields with their CRLFs, body)``; the blank line between them is dropped."""
-    head = header_block(raw)
+    """``(header fields with their CRLFs, body)``, split where the Message model splits
+    them; the blank line between them is dropped (and added back by the caller)."""
+    _, offset = split_header_block(raw)
+    head = raw[:offset]
     if head.endswith(b"\r\n\r\n"):
-        return head[:-2], raw[len(head) :]
-    if raw.startswith(b"\r\n"):  # no header at all
-        return b"", raw[2:]
-    return (head if head.endswith(b"\r\n") else head + b"\r\n"), raw[len(head) :]
+        return head[:-2], raw[offset:]
+    if head == b"\r\n":  # a blank first line: there is no header at all
+        return b"", raw[offset:]
+    return (head if not head or head.endswith(b"\r\n") else head + b"\r\n"), raw[offset:]
+
+
+_FIELD_START = re.compile(rb"[\x21-\x39\x3b-\x7e]+:")
 
 
 def _header_fields(head: bytes) -> list[bytes]:
-    """Split a header block into fields, each with its continuation lines and CRLFs."""
+    """Split a header block into fields, each with its continuation lines and CRLFs; lines
+    that are no field (an mbox ``From `` envelope line) are dropped."""
     fields: list[bytes] = []
     for line in head.splitlines(keepends=True):
-        if line[:1] in (b" ", b"\t") and fields:
-            fields[-1] += line
-        else:
+        if line[:1] in (b" ", b"\t"):
+            if fields:
+                fields[-1] += line
+        elif _FIELD_START.match(line):
             fields.append(line)
     return fields
 
