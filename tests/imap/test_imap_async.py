@@ -314,6 +314,36 @@ async def test_streams_in_bounded_batches(
     assert sum(sizes) == 25
 
 
+@pytest.mark.parametrize("hidden", [{"MOVE"}, {"MOVE", "UIDPLUS"}])
+async def test_move_without_move_extension(
+    mail_servers: MailServers,
+    account: Account,
+    monkeypatch: pytest.MonkeyPatch,
+    hidden: set[str],
+) -> None:
+    # COPY + STORE \Deleted + (UID) EXPUNGE, for servers without MOVE (or UIDPLUS).
+    from mailsync.backends import imap_async
+
+    original = imap_async._Session._set_capabilities
+
+    def without(self: Any, names: Iterable[str]) -> None:
+        original(self, [name for name in names if name.upper() not in hidden])
+
+    monkeypatch.setattr(imap_async._Session, "_set_capabilities", without)
+    await asyncio.to_thread(mail_servers.create_folder, account, "Elsewhere")
+    await _seed(mail_servers, account, [make_raw(i) for i in range(3)])
+    async with _connect(mail_servers, account) as box:
+        first, second, third = await _collect(box.messages())
+        await box.move([first, third], "Elsewhere")
+        assert [m.subject for m in await _collect(box.messages())] == ["Message 1"]
+        moved = await _collect(box.messages("Elsewhere"))
+        assert [m.subject for m in moved] == ["Message 0", "Message 2"]
+        assert [m.raw for m in moved] == [first.raw, third.raw]
+        await box.delete(second)
+        assert await _collect(box.messages()) == []
+        assert [m.subject for m in await _collect(box.messages("Trash"))] == ["Message 1"]
+
+
 async def test_folders_concurrently_on_separate_retrievers(
     mail_servers: MailServers, account: Account
 ) -> None:
