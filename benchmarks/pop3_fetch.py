@@ -30,7 +30,6 @@ import tempfile
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -311,27 +310,30 @@ def reset_peer_state(workdir: Path) -> None:
             path.unlink()
 
 
-def measure(contenders: list[Contender], runs: int, workdir: Path) -> Iterator[Result]:
-    for contender in contenders:
-        times: list[float] = []
-        rss: list[float] = []
-        output = ""
-        failures: list[str] = []
-        for _ in range(runs):
+def measure(contenders: list[Contender], runs: int, workdir: Path) -> list[Result]:
+    """Run every contender ``runs`` times, in rounds (one run of each per round), so that the
+    load of a shared machine drifting over the minutes weighs on all of them alike."""
+    results = [Result(contender, [], [], "", []) for contender in contenders]
+    for _ in range(runs):
+        for result in results:
+            contender = result.contender
+            if result.failures:
+                continue  # a peer that failed once is not run again (each failure is slow)
             try:
                 elapsed, peak, output = run_once(contender, workdir)
             except RuntimeError as exc:
                 if not contender.peer:
                     raise
-                # A peer failing is a result too (getmail6 loses SIGCHLD under load); its
-                # failed runs are reported, not timed.
-                failures.append(str(exc).splitlines()[-1][:120])
-                print(f"  {contender.name}: FAILED {failures[-1]}", flush=True)
+                # A peer failing is a result too (getmail6 loses SIGCHLD under load): its
+                # failure is reported, not timed.
+                result.failures.append(str(exc).splitlines()[-1][:120])
+                print(f"  {contender.name}: FAILED {result.failures[-1]}", flush=True)
                 continue
-            times.append(elapsed)
-            rss.append(peak)
+            result.times.append(elapsed)
+            result.rss_mb.append(peak)
+            result.output = output
             print(f"  {contender.name}: {elapsed:.2f} s, {peak:.0f} MB  {output[:60]}", flush=True)
-        yield Result(contender, times, rss, output, failures)
+    return results
 
 
 def table(results: list[Result], count: int, total: int, runs: int) -> str:
@@ -341,8 +343,10 @@ def table(results: list[Result], count: int, total: int, runs: int) -> str:
         "",
         f"Download every message of one maildrop: {count:,} messages, {total / 1e6:.0f} MB, "
         f"from a local Dovecot 2.3 POP3 server over loopback (plaintext port), each run a fresh "
-        f"process; wall time of the whole process, median of {runs} runs; peak RSS of that "
-        f"process. Machine: {os.cpu_count()} shared cores.",
+        f"process; wall time of the whole process, median of {runs} runs taken in rounds (one "
+        f"run of each client per round); peak RSS of that process. Machine: "
+        f"{os.cpu_count()} cores shared with other work, so absolute times drift; compare "
+        f"within the table.",
         "",
         "| client | wall time (median) | runs | vs poplib | peak RSS |",
         "|---|---:|---|---:|---:|",
@@ -407,7 +411,7 @@ def main() -> None:
             contenders += peer_contenders(servers, account, workdir)
         # One untimed pass builds Dovecot's indexes, so no contender pays for that.
         run_once(contenders[0], workdir)
-        results = list(measure(contenders, args.runs, workdir))
+        results = measure(contenders, args.runs, workdir)
     section = table(results, args.count, total, args.runs)
     print()
     print(section)

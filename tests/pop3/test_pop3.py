@@ -510,3 +510,22 @@ def test_get_while_a_listing_is_suspended(mail_servers: MailServers, account: Ac
         assert [m.subject for m in listing] == [f"Message {i}" for i in range(1, 5)]
         last = box.get(again.id)
         assert last.subject == "Message 0", last.raw[:200]
+
+
+def test_async_get_while_a_listing_is_suspended(
+    mail_servers: MailServers, account: Account
+) -> None:
+    mail_servers.append_many(account, _subjects(5, extra=10_000))
+
+    async def scenario() -> None:
+        async with _connect(mail_servers, account, asynchronous=True) as box:
+            listing = box.messages()
+            first = await anext(listing)
+            again = await box.get(first.id)
+            assert again.raw == first.raw
+            assert [m.subject async for m in listing] == [f"Message {i}" for i in range(1, 5)]
+            assert (await box.get(again.id)).subject == "Message 0"
+            assert (await box.get(again.id)).subject == "Message 0"
+
+    assert _RUNNER is not None
+    _RUNNER.run(scenario())

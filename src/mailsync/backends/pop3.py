@@ -953,10 +953,14 @@ class _StreamProtocol(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         try:
-            self.events.extend(self.conn.buffer_updated(nbytes))
+            events = self.conn.buffer_updated(nbytes)
         except MailsyncError as exc:
             self.error = exc
-        self._wake()
+            self._wake()
+            return
+        if events:  # a read in the middle of a message wakes nobody
+            self.events.extend(events)
+            self._wake()
 
     def eof_received(self) -> bool | None:
         self.closed = True
