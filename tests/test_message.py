@@ -591,6 +591,15 @@ def test_reading_a_header_does_not_parse_the_body() -> None:
     assert "attachments" not in message._cache  # the bodies alone do not decode attachments
 
 
+def test_reading_headers_of_a_large_message_does_not_touch_the_body() -> None:
+    raw = b"Subject: big\r\nFrom: a@example.test\r\n\r\n" + b"x" * 20_000_000
+    messages = [Message(raw) for _ in range(100)]
+    start = time.perf_counter()
+    assert all(m.subject == "big" and m.from_ is not None for m in messages)
+    elapsed = time.perf_counter() - start
+    assert elapsed < 0.3, f"100 header reads of a 20 MB message took {elapsed:.2f}s"
+
+
 def test_delivery_report_never_raises(monkeypatch: pytest.MonkeyPatch) -> None:
     import mailsync._reports
 

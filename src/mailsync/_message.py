@@ -632,11 +632,17 @@ _TRANSFER_ENCODING = re.compile(r"[^\s;()\"]+")
 @dataclass(frozen=True, slots=True)
 class _Node:
     """A message or MIME part as on the wire: raw header fields (unfolded, not decoded) and
-    the undecoded body bytes."""
+    where its undecoded body starts in ``raw``."""
 
     fields: list[tuple[str, str]]
-    body: bytes
+    raw: bytes
+    offset: int
     default_type: str = "text/plain"
+
+    @property
+    def body(self) -> bytes:
+        # Sliced when asked for: reading a header must not copy a 50 MB body.
+        return self.raw[self.offset :]
 
     def field(self, name: str) -> str:
         """The first value of header ``name`` (raw), or ``""``."""
@@ -648,7 +654,7 @@ def parse_node(raw: bytes, default_type: str = "text/plain") -> _Node:
     """Split raw message or part bytes into header fields and body (see
     :func:`mailsync._mime.split_header_block`)."""
     fields, offset = split_header_block(raw)
-    return _Node(fields, raw[offset:], default_type)
+    return _Node(fields, raw, offset, default_type)
 
 
 @dataclass(frozen=True, slots=True)
@@ -729,11 +735,12 @@ def _children(node: _Node, content_type: str, params: dict[str, str]) -> list[_N
     """The parts of a multipart, or None for a leaf (attached messages are leaves)."""
     if not content_type.startswith("multipart/"):
         return None
+    body = node.body
     boundary = params.get("boundary")
-    chunks = split_multipart(node.body, boundary) if boundary else None
+    chunks = split_multipart(body, boundary) if boundary else None
     if chunks is None:  # no boundary parameter, or one that never occurs: find the real one
-        guessed = guess_boundary(node.body)
-        chunks = split_multipart(node.body, guessed) if guessed else None
+        guessed = guess_boundary(body)
+        chunks = split_multipart(body, guessed) if guessed else None
     if chunks is None:
         return None
     default = "message/rfc822" if content_type == "multipart/digest" else "text/plain"
