@@ -588,3 +588,30 @@ def test_prepare_drops_an_mbox_envelope_line_and_handles_headerless_input() -> N
     assert received.text == "body only\n"
     only_headers = prepare(b"To: b@example.test")
     assert Message(only_headers.data).to == (Address("", "b@example.test"),)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(
+        [
+            b"From: a@example.test\r\nTo: b@example.test, =?utf-8?q?C=2C_D?= <c@example.test>\r\n"
+            b"Bcc: e@example.test\r\nSubject: s\r\n\r\nbody\r\n",
+            b'From: a@example.test\nCc: "x, y" <c@example.test>\nMessage-ID: <m@x>\n\nb',
+        ]
+    ),
+    st.lists(st.tuples(st.integers(0, 200), st.binary(min_size=1, max_size=8)), max_size=4),
+)
+def test_prepare_on_mangled_input_raises_only_mailsync_errors(
+    raw: bytes, edits: list[tuple[int, bytes]]
+) -> None:
+    data = bytearray(raw)
+    for position, junk in edits:
+        data[position : position + len(junk)] = junk
+    try:
+        envelope = prepare(bytes(data))
+    except mailsync.MailsyncError:
+        return
+    assert envelope.recipients
+    assert b"\nBcc:" not in envelope.data
+    assert b"\n" not in envelope.data.replace(b"\r\n", b"")
+    assert Message(envelope.data).message_id == envelope.message_id

@@ -580,8 +580,9 @@ def parse_email(raw: bytes, *, headers_only: bool = False) -> EmailMessage:
     """Parse bytes with ``email.policy.default``, falling back rather than failing.
 
     The stdlib parser recurses once per nesting level and gives up (RecursionError) on a few
-    hundred nested parts; then the headers are parsed alone and the body is kept whole, which
-    the part walker splits by hand.
+    hundred nested parts; then the headers are parsed alone and the body is kept whole as
+    one payload. (:class:`Message` itself splits parts by hand and only uses this for its
+    ``email`` attribute.)
     """
     parser = BytesParser(policy=email.policy.default)
     for only_headers in dict.fromkeys((headers_only, True)):
