@@ -588,6 +588,8 @@ def test_prepare_drops_an_mbox_envelope_line_and_handles_headerless_input() -> N
     assert received.text == "body only\n"
     only_headers = prepare(b"To: b@example.test")
     assert Message(only_headers.data).to == (Address("", "b@example.test"),)
+    with pytest.raises(ConfigError, match="no header field"):
+        prepare(b"To: b@example.test\r\nnot a header\r\nBcc: secret@example.test\r\n\r\nx")
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -612,6 +614,7 @@ def test_prepare_on_mangled_input_raises_only_mailsync_errors(
     except mailsync.MailsyncError:
         return
     assert envelope.recipients
-    assert b"\nBcc:" not in envelope.data
+    head = envelope.data.split(b"\r\n\r\n", 1)[0]
+    assert not [line for line in head.split(b"\r\n") if line.lower().startswith(b"bcc:")]
     assert b"\n" not in envelope.data.replace(b"\r\n", b"")
     assert Message(envelope.data).message_id == envelope.message_id

@@ -254,6 +254,13 @@ def test_split_params_rfc2231_continuations_and_quotes() -> None:
     assert "bad" not in params
 
 
+def test_rfc2231_value_with_raw_8bit_bytes() -> None:
+    # Found by the mutation fuzzer: percent-decoding choked on an undecodable byte.
+    raw = b"Content-Disposition: attachment; filename*=utf-8''\xe9t\xc3\xa9%20x.txt\r\n\r\nx"
+    _, params = split_params(Message(raw)._raw_values("Content-Disposition")[0])
+    assert params["filename"] == "\ufffdté x.txt"
+
+
 def test_nested_mixed_alternative_related() -> None:
     message = load("nested-mixed-alternative-related.eml")
     assert message.text == "Hello in plain text ✓\nSecond line"

@@ -489,7 +489,8 @@ def prepare(
 
     Raises:
         InvalidAddress: No recipient, or an envelope address is invalid.
-        ConfigError: The message cannot be serialised, or holds only headers.
+        ConfigError: The message cannot be serialised, its header block is malformed, or it
+            was retrieved with ``headers_only``.
     """
     if isinstance(message, Message) and message.headers_only:
         raise ConfigError("cannot send a message retrieved with headers_only=True")
@@ -545,7 +546,12 @@ def _split_head(raw: bytes) -> tuple[bytes, bytes]:
         return head[:-2], raw[offset:]
     if head == b"\r\n":  # a blank first line: there is no header at all
         return b"", raw[offset:]
-    return (head if not head or head.endswith(b"\r\n") else head + b"\r\n"), raw[offset:]
+    if offset < len(raw):
+        # A line that is no header field ends the header block without a blank line: what
+        # follows (a Bcc line, say) would be sent as body text. Outgoing mail must be sound.
+        line = raw[offset:].split(b"\r\n", 1)[0][:60]
+        raise ConfigError(f"the header block has a line that is no header field: {line!r}")
+    return (head if not head or head.endswith(b"\r\n") else head + b"\r\n"), b""
 
 
 _FIELD_START = re.compile(rb"[\x21-\x39\x3b-\x7e]+:")

@@ -355,7 +355,7 @@ def _join_rfc2231(parts: dict[int, tuple[str, bool]]) -> str:
             continue
         if number == 0 and text.count("'") >= 2:
             charset, _language, text = text.split("'", 2)
-        data += urllib.parse.unquote_to_bytes(text)
+        data += urllib.parse.unquote_to_bytes(wire_bytes(text))
     return decode_bytes(data, charset or None)
 
 
