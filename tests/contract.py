@@ -440,6 +440,13 @@ class SyncProxy:
             if aclose is not None and not self._closed:
                 self._run(aclose())
 
+    @staticmethod
+    async def _drain() -> None:
+        current = asyncio.current_task()
+        pending = [task for task in asyncio.all_tasks() if task is not current]
+        if pending:
+            await asyncio.wait(pending, timeout=10)
+
     def folders(self) -> list[mailsync.Folder]:
         return self._run(self.inner.folders())  # type: ignore[no-any-return]
 
@@ -477,6 +484,9 @@ class SyncProxy:
             self._shutdown()
 
     def _shutdown(self) -> None:
+        # Let iterations still in flight (a watch() another thread consumes) see the close
+        # and finish, before the loop that would complete them stops.
+        self._run(self._drain())
         self._run(self._loop.shutdown_asyncgens())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)

@@ -143,3 +143,60 @@ def test_message_list_renders_in_notebooks() -> None:
     assert "<table>" in html
     assert "&lt;b&gt;hi&lt;/b&gt;" in html
     assert "1 message" in html
+
+
+def test_aclose_wakes_a_watch_waiting_between_polls(tmp_path: Path) -> None:
+    """watch() with a long poll interval must end promptly when another task closes it."""
+
+    _deliver(tmp_path, "first")
+
+    async def main() -> float:
+        box = mailsync.connect_async(f"maildir:{tmp_path}", state=":memory:")
+
+        async def consume() -> None:
+            async for _ in box.watch(poll_interval=3600):
+                pass
+
+        task = asyncio.create_task(consume())
+        await asyncio.sleep(0.3)  # let it reach the wait between polls
+        started = time.monotonic()
+        await box.aclose()
+        await asyncio.wait_for(task, 10)
+        return time.monotonic() - started
+
+    assert asyncio.run(main()) < 5
+
+
+def test_base_async_watch_default_wait_is_woken_by_aclose() -> None:
+    """The AsyncRetriever default poll wait (for native async backends without push)."""
+    from collections.abc import AsyncIterator
+
+    from mailsync._config import parse_url
+
+    class Quiet(mailsync.AsyncRetriever):
+        async def folders(self) -> list[mailsync.Folder]:
+            return [mailsync.Folder("INBOX")]
+
+        async def messages(
+            self, folder: str = "INBOX", **_: object
+        ) -> AsyncIterator[mailsync.Message]:  # type: ignore[override]
+            return
+            yield
+
+        async def get(self, id: str) -> mailsync.Message:
+            raise mailsync.MessageNotFound(id)
+
+        async def _sync_steps(self, folder, cursor, known):  # type: ignore[no-untyped-def,override]
+            return
+            yield
+
+    async def main() -> float:
+        box = Quiet(parse_url("maildir:/nonexistent"), state=":memory:")
+        task = asyncio.create_task(anext(box.watch(poll_interval=3600), None))
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        await box.aclose()
+        assert await asyncio.wait_for(task, 10) is None
+        return time.monotonic() - started
+
+    assert asyncio.run(main()) < 2

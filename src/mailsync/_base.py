@@ -453,6 +453,8 @@ class AsyncRetriever(_StateMixin, abc.ABC):
         self._state_arg = state
         self._store: StateStore | None = None
         self._stopped = False
+        # Set by aclose(): wakes a watch() that is waiting between polls or backing off.
+        self._stop_event = asyncio.Event()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.endpoint.url}>"
@@ -500,8 +502,20 @@ class AsyncRetriever(_StateMixin, abc.ABC):
         return self._stopped
 
     async def _wait_for_change(self, folder: str, timeout: float) -> None:
-        """Wait until the folder may have changed or ``timeout`` passed (default: sleep)."""
-        await asyncio.sleep(timeout)
+        """Wait until the folder may have changed or ``timeout`` passed (default: sleep).
+
+        Backends with IDLE or push override this. It returns early when :meth:`aclose` is
+        called from another task.
+        """
+        await self._sleep_unless_stopped(timeout)
+
+    async def _sleep_unless_stopped(self, seconds: float) -> None:
+        """Sleep, but wake as soon as :meth:`aclose` is called."""
+        try:
+            async with asyncio.timeout(seconds):
+                await self._stop_event.wait()
+        except TimeoutError:
+            pass
 
     async def _disconnect(self) -> None:
         """Drop the connection so that the next call reconnects."""
@@ -509,6 +523,7 @@ class AsyncRetriever(_StateMixin, abc.ABC):
     async def aclose(self) -> None:
         """Close the connection and stop any ``watch()`` loop."""
         self._stopped = True
+        self._stop_event.set()
         await self._disconnect()
 
     def sync(self, folder: str = "INBOX") -> AsyncSyncRun:
@@ -537,7 +552,7 @@ class AsyncRetriever(_StateMixin, abc.ABC):
                 delay = backoff.next()
                 log.warning("%s: %s; reconnecting in %.1fs", self.endpoint.display, exc, delay)
                 await self._disconnect()
-                await asyncio.sleep(delay)
+                await self._sleep_unless_stopped(delay)
             finally:
                 await run.aclose()
 
@@ -669,6 +684,7 @@ class ThreadedAsyncRetriever(AsyncRetriever):
     async def aclose(self) -> None:
         """Close the inner retriever and the worker thread."""
         self._stopped = True
+        self._stop_event.set()
         self.inner._stop.set()  # wakes a poll wait at once
         await self._worker.run(self.inner.close)
         self._worker.shutdown()
