@@ -18,9 +18,9 @@ Cases:
   ``UID SEARCH UID n+1:*`` + FETCH, and mailsync ``sync()`` from a saved cursor.
 
 The async IMAP backend adds its cases (aioimaplib, mailsync async) through
-``benchmarks/imap_fetch_async.py`` if it exists: a module with ``CASES: dict[str, Callable[[dict],
+``benchmarks/imap_async_fetch.py``: a module with ``CASES: dict[str, Callable[[dict],
 tuple[int, int]]]`` (config -> (messages, bytes)) and ``FULL_FETCH: list[str]`` naming those to
-run in the full-fetch table.
+run in the full-fetch table (see :data:`PLUGINS`).
 
     python benchmarks/imap_fetch.py                     # the full run (several minutes)
     python benchmarks/imap_fetch.py --messages 500 --runs 1   # a quick look
@@ -200,15 +200,29 @@ CASES: dict[str, Callable[[dict[str, Any]], tuple[int, int]]] = {
 }
 FULL_FETCH = ["raw imaplib", "mailsync", "imapclient"]
 
-with contextlib.suppress(ImportError):
-    _async_cases = importlib.import_module("imap_fetch_async")
-    CASES.update(_async_cases.CASES)
-    FULL_FETCH.extend(_async_cases.FULL_FETCH)
+#: Modules that add cases (the async backend's benchmark), loaded only when needed so that
+#: their imports never weigh on the processes measuring other cases.
+PLUGINS = ("imap_async_fetch", "imap_fetch_async")
+
+
+def load_plugins() -> list[str]:
+    """Add the plug-in modules' cases to CASES; returns their full-fetch case names."""
+    names: list[str] = []
+    for module_name in PLUGINS:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        CASES.update(module.CASES)
+        names.extend(name for name in module.FULL_FETCH if name not in names)
+    return names
 
 
 def child(name: str, cfg_json: str) -> None:
     """Run one case in this process and print its result as JSON."""
     cfg = json.loads(cfg_json)
+    if name not in CASES:
+        load_plugins()
     count, total = CASES[name](cfg)
     print(json.dumps({"messages": count, "bytes": total}))
 
@@ -460,7 +474,7 @@ def benchmark(args: argparse.Namespace) -> list[Result]:
         plain = {**base, "port": servers.imap_port, "tls": False}
         tls = {**base, "port": servers.imaps_port, "tls": True}
         section = f"full fetch {args.messages}, plain"
-        names = list(FULL_FETCH)
+        names = [*FULL_FETCH, *load_plugins()]
         if not args.no_peers:
             names += ["imap_tools (bulk)", "imap_tools (default)"]
         else:
