@@ -387,6 +387,26 @@ class TestFailures:
             _close(asynchronous, box)
         assert b"UIDL\r\n" in bytes(proxy.sent)  # asked, was refused, coped
 
+    def test_garbage_from_the_server_is_a_protocol_error(
+        self,
+        mail_servers: MailServers,
+        account: Account,
+        rewriting_proxy: Callable[..., RewritingProxy],
+        asynchronous: bool,
+    ) -> None:
+        # Something that is not POP3 answers (here: Dovecot's greeting made to look like IMAP).
+        proxy = rewriting_proxy(
+            mail_servers.pop3_port,
+            downstream=lambda data: data.replace(b"+OK Dovecot", b"* OK Dovecot"),
+        )
+        box = _connect(mail_servers, account, port=proxy.port, asynchronous=asynchronous)
+        try:
+            with pytest.raises(mailsync.ProtocolError, match="greeting"):
+                _run(asynchronous, box, "messages")
+        finally:
+            _close(asynchronous, box)
+        assert bytes(proxy.sent) == b""  # not even CAPA went to a server that is not POP3
+
     def test_stalled_server_times_out(
         self,
         mail_servers: MailServers,
