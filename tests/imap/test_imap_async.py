@@ -525,18 +525,36 @@ async def test_sync_and_async_backends_give_identical_messages(
     mail_servers: MailServers, account: Account
 ) -> None:
     pytest.importorskip("mailsync.backends.imap")
+    await asyncio.to_thread(mail_servers.create_folder, account, "Ünïcode/Sub")
     await _seed(mail_servers, account, [*TRICKY_MIME.values(), make_raw(5)])
     await _seed(mail_servers, account, [make_raw(6)], flags=["\\Seen", "$Label1"])
     target = imap_url(mail_servers, account)
+    query = Q(subject="message") | Q(seen=True)
 
-    def read_sync() -> list[mailsync.Message]:
+    def read_sync() -> tuple[Any, ...]:
         with mailsync.connect(target.url, state=":memory:", **target.options) as box:
-            return list(box.messages())
+            messages = list(box.messages())
+            return (
+                messages,
+                list(box.messages(headers_only=True)),
+                list(box.messages(query=query)),
+                box.folders(),
+                box.get(messages[-1].id),
+                list(box.sync()),
+            )
 
     expected = await asyncio.to_thread(read_sync)
     async with _connect(mail_servers, account) as box:
-        got = await _collect(box.messages())
-    assert [(m.id, m.uid, m.flags, m.size, m.raw, m.internal_date) for m in got] == [
-        (m.id, m.uid, m.flags, m.size, m.raw, m.internal_date) for m in expected
+        messages = await _collect(box.messages())
+        got = (
+            messages,
+            await _collect(box.messages(headers_only=True)),
+            await _collect(box.messages(query=query)),
+            await box.folders(),
+            await box.get(messages[-1].id),
+            await _collect(box.sync()),
+        )
+    assert [(m.id, m.uid, m.flags, m.size, m.raw, m.internal_date) for m in got[0]] == [
+        (m.id, m.uid, m.flags, m.size, m.raw, m.internal_date) for m in expected[0]
     ]
     assert got == expected
