@@ -344,6 +344,31 @@ async def test_move_without_move_extension(
         assert [m.subject for m in await _collect(box.messages("Trash"))] == ["Message 1"]
 
 
+async def test_reading_never_blocks_the_event_loop(
+    mail_servers: MailServers, account: Account
+) -> None:
+    await _seed(mail_servers, account, [make_raw(i, extra=300_000) for i in range(40)])
+    loop = asyncio.get_running_loop()
+    gaps: list[float] = []
+    reading = True
+
+    async def ticker() -> None:
+        while reading:
+            before = loop.time()
+            await asyncio.sleep(0.005)
+            gaps.append(loop.time() - before)
+
+    task = asyncio.create_task(ticker())
+    try:
+        async with _connect(mail_servers, account, "tls") as box:
+            assert len(await _collect(box.messages())) == 40
+    finally:
+        reading = False
+        await task
+    assert len(gaps) > 5
+    assert max(gaps) < 0.5, f"the loop stalled for {max(gaps):.2f}s"
+
+
 async def test_folders_concurrently_on_separate_retrievers(
     mail_servers: MailServers, account: Account
 ) -> None:
