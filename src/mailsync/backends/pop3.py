@@ -739,11 +739,16 @@ class POP3Retriever(_Policy, Retriever):
         session.io.close()
 
     def _run(self, session: _Session[_SocketIO], plan: Plan[T]) -> T:
+        # Busy while talking: close() from another thread (ending a watch) then drops the
+        # socket instead of writing RSET/QUIT in the middle of this exchange.
+        busy, session.busy = session.busy, True
         try:
             return _complete(session.io, plan, session.state.context)
         except BaseException:
             self._after_failure(session)
             raise
+        finally:
+            session.busy = busy
 
     def _after_failure(self, session: _Session[_SocketIO]) -> None:
         # A -ERR leaves the session usable; anything else (broken, timed out, out of step)
@@ -1172,12 +1177,15 @@ class AsyncPOP3Retriever(_Policy, AsyncRetriever):
         await session.io.close(abort=not polite)
 
     async def _run(self, session: _Session[_StreamIO], plan: Plan[T]) -> T:
+        busy, session.busy = session.busy, True  # see POP3Retriever._run
         try:
             return await _complete_async(session.io, plan, self._context())
         except BaseException:
             if not session.state.idle:
                 await self._release(session, polite=False)
             raise
+        finally:
+            session.busy = busy
 
     async def _listing(self, session: _Session[_StreamIO]) -> list[_Entry]:
         if session.entries is None:

@@ -325,6 +325,9 @@ class POP3Connection:
                 self._start = self._end = 0
                 self._body_start = max(0, self._body_start - pos)
                 self._scan = max(0, self._scan - pos)
+                if len(self._buffer) > 4 * _INITIAL_BUFFER:
+                    # One huge message grew the buffer: give the memory back.
+                    self._buffer = bytearray(_INITIAL_BUFFER)
         return events
 
     def receive_eof(self) -> None:
