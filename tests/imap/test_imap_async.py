@@ -11,6 +11,7 @@ Seeding and checking go through tests/servers.py (stdlib imaplib/LMTP), never th
 from __future__ import annotations
 
 import asyncio
+import base64
 import email
 import email.policy
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -144,6 +145,98 @@ async def test_starttls_fails_closed_when_not_offered() -> None:
         server.close()
         await server.wait_closed()
     assert not any(b"hunter2" in line or b"AUTHENTICATE" in line for line in received)
+
+
+class _ScriptedIMAP:
+    """A tiny IMAP server for what the test Dovecot cannot do (it has no OAuth2 set up):
+    greets, answers CAPABILITY, AUTHENTICATE (accepting the token "good"), LIST, LOGOUT."""
+
+    def __init__(self, capabilities: str) -> None:
+        self.capabilities = capabilities
+        self.initial: list[bytes] = []  # decoded SASL initial responses
+        self.answers: list[bytes] = []  # what the client sent after a failure challenge
+        self.handlers: list[asyncio.Task[None]] = []
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> int:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await asyncio.wait_for(asyncio.gather(*self.handlers), 5)
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.handlers.append(task)
+        try:
+            writer.write(b"* OK ready\r\n")
+            while line := await reader.readline():
+                tag, _, rest = line.rstrip(b"\r\n").partition(b" ")
+                reply = await self._answer(tag, rest.split(b" "), reader, writer)
+                writer.write(reply)
+                if rest.upper() == b"LOGOUT":
+                    break
+        finally:
+            writer.close()
+
+    async def _answer(
+        self,
+        tag: bytes,
+        words: list[bytes],
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> bytes:
+        command = words[0].upper()
+        if command == b"CAPABILITY":
+            return f"* CAPABILITY {self.capabilities}\r\n".encode() + tag + b" OK done\r\n"
+        if command == b"LIST":
+            return b'* LIST (\\HasNoChildren) "/" INBOX\r\n' + tag + b" OK done\r\n"
+        if command == b"LOGOUT":
+            return b"* BYE\r\n" + tag + b" OK bye\r\n"
+        if command != b"AUTHENTICATE":
+            return tag + b" BAD unknown\r\n"
+        if len(words) < 3:  # no SASL-IR: ask for the initial response
+            writer.write(b"+ \r\n")
+            words.append((await reader.readline()).strip())
+        initial = base64.b64decode(words[2])
+        self.initial.append(initial)
+        if b"auth=Bearer good\1" in initial:
+            return tag + b" OK [CAPABILITY IMAP4rev1] logged in\r\n"
+        writer.write(b"+ " + base64.b64encode(b'{"status":"401"}') + b"\r\n")
+        self.answers.append((await reader.readline()).strip())
+        return tag + b" NO [AUTHENTICATIONFAILED] invalid token\r\n"
+
+
+@pytest.mark.parametrize(
+    ("mechanism", "sasl_ir"),
+    [("XOAUTH2", True), ("OAUTHBEARER", True), ("XOAUTH2", False)],
+)
+async def test_oauth_on_the_wire(mechanism: str, sasl_ir: bool) -> None:
+    capabilities = f"IMAP4rev1 AUTH={mechanism}" + (" SASL-IR" if sasl_ir else "")
+    scripted = _ScriptedIMAP(capabilities)
+    async with scripted as port:
+        url = f"imap://alice@example.test@127.0.0.1:{port}"
+        bad = mailsync.connect_async(url, token="expired", tls="none", state=":memory:")
+        with pytest.raises(mailsync.AuthenticationError):
+            await bad.folders()
+        await bad.aclose()
+        good = mailsync.connect_async(url, token=lambda: "good", tls="none", state=":memory:")
+        assert [f.name for f in await good.folders()] == ["INBOX"]
+        await good.aclose()
+    expected = {
+        "XOAUTH2": b"user=alice@example.test\1auth=Bearer good\1\1",
+        "OAUTHBEARER": (
+            b"n,a=alice@example.test,\1host=127.0.0.1\1port=%d\1auth=Bearer good\1\1" % port
+        ),
+    }[mechanism]
+    assert scripted.initial[-1] == expected
+    # After the error challenge the client must answer so the server can say NO (an empty
+    # line for XOAUTH2, a ^A for OAUTHBEARER) rather than leave the exchange hanging.
+    assert scripted.answers == [b"" if mechanism == "XOAUTH2" else b"AQ=="]
 
 
 async def test_wrong_password(mail_servers: MailServers, account: Account) -> None:
