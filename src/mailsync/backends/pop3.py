@@ -635,6 +635,10 @@ class _SocketIO:
         self.sock.settimeout(self._endpoint.timeout.read)
 
     def close(self) -> None:
+        # shutdown() first: it wakes a recv() blocked in another thread (close() alone does
+        # not), so close() from another thread ends a watch() at once.
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
             self.sock.close()
 
