@@ -6,6 +6,8 @@ middle of a FETCH and during IDLE (watch() must lose nothing and repeat nothing)
 fetched concurrently, and the sync backend giving identical messages.
 
 Seeding and checking go through tests/servers.py (stdlib imaplib/LMTP), never through mailsync.
+Two things the test Dovecot cannot show (a server without STARTTLS, OAuth2 logins) are checked
+against small scripted servers in this module.
 """
 
 from __future__ import annotations
