@@ -397,13 +397,19 @@ def test_streams_in_bounded_batches(
 
 
 class ScriptedIMAP:
-    """A one-connection-at-a-time IMAP server on loopback that speaks just enough for
-    connecting: configurable capabilities, AUTHENTICATE with SASL, LOGOUT. It records every
-    line it receives."""
+    """A one-connection-at-a-time IMAP server on loopback that speaks just enough:
+    configurable capabilities, LOGIN and AUTHENTICATE, EXAMINE of a one-message folder, UID
+    SEARCH, a canned UID FETCH reply, LOGOUT. It records every line it receives."""
 
-    def __init__(self, capabilities: str, accept_token: str | None = None) -> None:
+    def __init__(
+        self,
+        capabilities: str,
+        accept_token: str | None = None,
+        fetch_reply: bytes = b"",
+    ) -> None:
         self.capabilities = capabilities
         self.accept_token = accept_token
+        self.fetch_reply = fetch_reply
         self.received: list[bytes] = []
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
@@ -436,6 +442,18 @@ class ScriptedIMAP:
                 conn.sendall(
                     tag + (b" OK authenticated\r\n" if ok else b" NO [AUTHENTICATIONFAILED] no\r\n")
                 )
+            elif command in (b"LOGIN", b"ENABLE", b"NOOP"):
+                conn.sendall(tag + b" OK done\r\n")
+            elif command in (b"EXAMINE", b"SELECT"):
+                conn.sendall(
+                    b"* 1 EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT 2] n\r\n"
+                    + tag
+                    + b" OK [READ-ONLY] done\r\n"
+                )
+            elif command == b"UID" and b" SEARCH " in line.upper():
+                conn.sendall(b"* SEARCH 1\r\n" + tag + b" OK done\r\n")
+            elif command == b"UID" and b" FETCH " in line.upper():
+                conn.sendall(self.fetch_reply + tag + b" OK done\r\n")
             elif command == b"LOGOUT":
                 conn.sendall(b"* BYE bye\r\n" + tag + b" OK bye\r\n")
                 return
@@ -450,8 +468,8 @@ class ScriptedIMAP:
 def scripted() -> Iterator[Callable[..., ScriptedIMAP]]:
     servers: list[ScriptedIMAP] = []
 
-    def make(capabilities: str, accept_token: str | None = None) -> ScriptedIMAP:
-        server = ScriptedIMAP(capabilities, accept_token)
+    def make(capabilities: str, accept_token: str | None = None, **kw: Any) -> ScriptedIMAP:
+        server = ScriptedIMAP(capabilities, accept_token, **kw)
         servers.append(server)
         return server
 
@@ -495,3 +513,73 @@ def test_token_callable_is_called_at_every_connect(
         b"n,a=alice@example.test," if mechanism == "OAUTHBEARER" else b"user=alice@example.test\x01"
     )
     assert f"AUTHENTICATE {mechanism}".encode() in b"".join(server.received)
+
+
+GMAIL_BODY = b"Subject: labelled\r\nMessage-ID: <gm@example.test>\r\n\r\nhi\r\n"
+
+
+def test_gmail_extensions(scripted: Callable[..., ScriptedIMAP]) -> None:
+    reply = (
+        b"* 1 FETCH (X-GM-THRID 1278455344230334865 X-GM-MSGID 1278455344230334866 "
+        b'X-GM-LABELS ("\\\\Important" "Entw&APw-rfe" Work) UID 1 FLAGS (\\Seen) '
+        b'RFC822.SIZE %d INTERNALDATE "01-Jan-2026 12:00:00 +0000" BODY[] {%d}\r\n'
+        % (len(GMAIL_BODY), len(GMAIL_BODY))
+        + GMAIL_BODY
+        + b")\r\n"
+    )
+    server = scripted("IMAP4rev1 X-GM-EXT-1 IDLE", fetch_reply=reply)
+    url = f"imap://alice@127.0.0.1:{server.port}"
+    with mailsync.connect(url, password="pw", tls="none", state=":memory:") as box:
+        (message,) = list(box.messages())
+    assert message.labels == {"\\Important", "Entwürfe", "Work"}
+    assert message.thread_id == "1278455344230334865"
+    assert message.id == "gmail;1278455344230334866"
+    assert message.seen
+    assert message.subject == "labelled"
+    fetch = next(line for line in server.received if b"UID FETCH" in line)
+    assert b"X-GM-LABELS X-GM-THRID X-GM-MSGID" in fetch
+    assert b"BODY.PEEK[]" in fetch
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"* 1 FETCH (UID 1 BODY[] {5}\r\nabcde UNBALANCED\r\n",
+        b"* 1 FETCH (UID 1 FLAGS (\\Seen BODY[] {3}\r\nabc)\r\n",
+        b"* 1 FETCH (UID one BODY[] {3}\r\nabc)\r\n",
+        b"garbage without a tag\r\n",
+    ],
+)
+def test_malformed_fetch_response_is_a_protocol_error(
+    scripted: Callable[..., ScriptedIMAP], reply: bytes
+) -> None:
+    server = scripted("IMAP4rev1", fetch_reply=reply)
+    url = f"imap://alice@127.0.0.1:{server.port}"
+    with mailsync.connect(url, password="pw", tls="none", state=":memory:") as box:
+        with pytest.raises(mailsync.ProtocolError):
+            list(box.messages())
+        assert box._client is None  # the connection is not trusted any further
+
+
+def test_noop_polling_without_idle(
+    target: IMAPTarget, seed: Seed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = IMAPRetriever._has
+    monkeypatch.setattr(
+        IMAPRetriever, "_has", lambda self, cap: cap != b"IDLE" and original(self, cap)
+    )
+    watcher = connect(target)
+    got: list[str] = []
+    thread = threading.Thread(
+        target=lambda: got.extend(m.subject for m in watcher.watch(poll_interval=0.3)),
+        daemon=True,
+    )
+    thread.start()
+    try:
+        wait_for(lambda: watcher._selected is not None, 10)
+        seed(make_raw(1))
+        wait_for(lambda: got == ["Message 1"], 20)
+    finally:
+        watcher.close()
+        thread.join(10)
+    assert not thread.is_alive()

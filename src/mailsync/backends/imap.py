@@ -366,6 +366,9 @@ class IMAPRetriever(Retriever):
         wanted = set(uids)
         for attributes in self._fetch(uids, self._fetch_items(items)):
             uid = attributes.get(b"UID")
+            if not isinstance(uid, int):
+                self._drop()
+                raise ProtocolError(f"{self.endpoint.display}: a FETCH response without a UID")
             if uid not in wanted:
                 continue  # an unsolicited FETCH (a flag change) for another message
             wanted.discard(uid)
