@@ -132,6 +132,9 @@ class IMAPRetriever(Retriever):
             )
         try:
             with self._errors():
+                # imaplib writes an AUTHENTICATE answer and its CRLF in two sends: with Nagle's
+                # algorithm the second waits for the server's delayed ACK, 40 ms per login.
+                client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 client.folder_encode = False  # names are encoded/decoded by protocol.imap
                 if endpoint.tls == "starttls":
                     self._starttls(client)
