@@ -603,6 +603,12 @@ class IMAPRetriever(Retriever):
             changed = self._idle_wait(client, until)
             if not self._is_current(client):
                 return  # dropped while waiting
+            if self._stop.is_set():
+                # close() is waiting for this connection: end IDLE politely, but briefly.
+                with contextlib.suppress(Exception):
+                    client.socket().settimeout(LOGOUT_TIMEOUT)
+                    client.idle_done()
+                return
             with self._errors():
                 client.idle_done()
             if changed or time.monotonic() >= deadline:
