@@ -12,6 +12,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
@@ -583,3 +584,15 @@ def test_noop_polling_without_idle(
         watcher.close()
         thread.join(10)
     assert not thread.is_alive()
+
+
+def test_date_queries_keep_messages_without_a_date_header(box: IMAPRetriever, seed: Seed) -> None:
+    # Such messages are dated by their arrival (Message.date), which SENTSINCE never sees.
+    seed(b"Subject: no date\r\nMessage-ID: <nd@example.test>\r\n\r\nbody\r\n")
+    seed(b"Subject: bad date\r\nDate: not a date\r\nMessage-ID: <bd@example.test>\r\n\r\nb\r\n")
+    seed(make_raw(1, date=datetime(2020, 5, 5, tzinfo=UTC)))
+    now = datetime.now(UTC)
+    since = [m.subject for m in box.messages(query=mailsync.Q(since=now - timedelta(hours=1)))]
+    assert since == ["no date", "bad date"]
+    before = [m.subject for m in box.messages(query=mailsync.Q(before=now - timedelta(days=30)))]
+    assert before == ["Message 1"]

@@ -41,7 +41,9 @@ from mailsync._query import Q, as_datetime
 __all__ = [
     "BODY_KEYS",
     "FETCH_BODY",
+    "FETCH_GMAIL",
     "FETCH_HEADERS",
+    "Criterion",
     "FolderStatus",
     "GmailRef",
     "MessageRef",
@@ -269,7 +271,9 @@ def search_plan(query: Q | None) -> SearchPlan:
     only narrows, so the result is re-checked client-side: ``from_``/``to``/``subject``/``text``
     (the server's substring matching and MIME decoding are its own, and FROM/TO also see the
     raw header), and ``since``/``before`` (SENTSINCE/SENTBEFORE compare whole days of the Date
-    header in its own time zone; the window is widened by the largest zone offsets). A ``~``
+    header in its own time zone, so the window is widened by the largest zone offsets; and
+    since a message without a readable Date header is dated by its arrival, each is ORed with
+    SINCE/BEFORE on the arrival date, which is all servers such as Dovecot compare then). A ``~``
     over an inexact part cannot be sent (its complement is not a superset) and is left to the
     client; so is an ``|`` with such a branch.
     """
@@ -351,13 +355,13 @@ def _translate_leaf(query: Q) -> tuple[list[Criterion], bool]:
             exact = False
         elif name == "since":
             # The Date header's own day can be up to a day behind UTC (zones down to -12:00).
-            day = as_datetime(value).date() - timedelta(days=1)
-            out.extend([b"SENTSINCE", imap_date(day)])
+            day = imap_date(as_datetime(value).date() - timedelta(days=1))
+            out.extend([b"OR", [b"SENTSINCE", day], [b"SINCE", day]])
             exact = False
         elif name == "before":
             # ... and up to a day ahead (zones up to +14:00); SENTBEFORE excludes the day given.
-            day = as_datetime(value).date() + timedelta(days=2)
-            out.extend([b"SENTBEFORE", imap_date(day)])
+            day = imap_date(as_datetime(value).date() + timedelta(days=2))
+            out.extend([b"OR", [b"SENTBEFORE", day], [b"BEFORE", day]])
             exact = False
     return out, exact
 
