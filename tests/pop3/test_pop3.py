@@ -549,3 +549,37 @@ def test_async_get_while_a_listing_is_suspended(
 
     assert _RUNNER is not None
     _RUNNER.run(scenario())
+
+
+def test_close_from_another_thread_ends_a_download(
+    mail_servers: MailServers, account: Account, tcp_proxy: Callable[[str, int], TCPProxy]
+) -> None:
+    # More messages than one pipelining window: the reader must come back to the socket.
+    mail_servers.append_many(account, _subjects(100, extra=20_000))
+    proxy = tcp_proxy(mail_servers.host, mail_servers.pop3_port)
+    box = _connect(mail_servers, account, port=proxy.port, tls="none", timeout=30)
+    outcome: list[BaseException | None] = []
+    first = threading.Event()
+
+    def download() -> None:
+        try:
+            for _ in box.messages():
+                first.set()
+                proxy.stall()  # the reader now blocks in recv() for the next reply
+        except BaseException as exc:
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    thread = threading.Thread(target=download, daemon=True)
+    thread.start()
+    assert first.wait(20)
+    time.sleep(0.2)
+    started = time.monotonic()
+    box.close()
+    thread.join(10)
+    proxy.resume()
+    assert not thread.is_alive(), "close() did not wake the blocked reader"
+    assert time.monotonic() - started < 5
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], mailsync.ConnectionFailed)
