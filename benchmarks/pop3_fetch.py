@@ -396,11 +396,27 @@ def section(scenarios: list[tuple[str, list[Result]]], runs: int) -> str:
         "misses the child's exit and gives up (`waiting child pid ... timed out`); a run that "
         "failed is shown as such, not timed.",
         "",
-        "Reproduce with `python benchmarks/pop3_fetch.py --write-docs` (root, Dovecot, "
-        "fetchmail, getmail6 and GNU time installed).",
+        f"Versions: {versions()}. Reproduce with `python benchmarks/pop3_fetch.py "
+        "--write-docs` (root, Dovecot, fetchmail, getmail6 and GNU time installed).",
         "",
     ]
     return "\n".join(lines)
+
+
+def versions() -> str:
+    """The versions of the server and the peers (Debian packages) and of Python."""
+    found = []
+    for package in ("dovecot-core", "fetchmail", "getmail6"):
+        result = subprocess.run(
+            ["dpkg-query", "-W", "-f", "${Version}", package],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode == 0 and result.stdout:
+            found.append(f"{package} {result.stdout.strip()}")
+    found.append(f"Python {sys.version.split()[0]}")
+    return ", ".join(found)
 
 
 def targets(results: list[Result]) -> str:
