@@ -4,7 +4,7 @@ fetchmail and getmail6, on a private Dovecot over loopback.
 Every contender downloads every message of one maildrop (10,000 messages, about 508 MB, by
 default) in a fresh process; the time is the whole process's wall time (interpreter start to
 exit), the median of several runs, and the peak RSS is that process's own (GNU time). Nothing
-is deleted and nothing is marked (mailsync ends with RSET; the peers keep mail on the server).
+is deleted (mailsync and the poplib loop end with RSET; the peers keep mail on the server).
 
     python benchmarks/pop3_fetch.py                    # 10,000 messages, 3 runs, table
     python benchmarks/pop3_fetch.py --count 500 --runs 1 --no-peers
