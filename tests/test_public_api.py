@@ -200,3 +200,52 @@ def test_base_async_watch_default_wait_is_woken_by_aclose() -> None:
         return time.monotonic() - started
 
     assert asyncio.run(main()) < 2
+
+
+def test_watch_rides_out_temporary_failures_and_rate_limits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A busy mailbox (POP3 [IN-USE]) or a rate limit makes watch() back off and retry;
+    an authentication error ends it."""
+    from collections.abc import Iterator
+
+    from mailsync import _base
+    from mailsync._config import parse_url
+
+    monkeypatch.setattr(_base.Backoff, "next", lambda self: 0.01)
+    failures: list[Exception] = [
+        mailsync.TemporaryFailure("[IN-USE] mailbox locked"),
+        mailsync.RateLimited("slow down", retry_after=0.05),
+        mailsync.AuthenticationError("bad password"),
+    ]
+    raw = b"Subject: after the storm\r\n\r\nx\r\n"
+
+    class Flaky(mailsync.Retriever):
+        def folders(self) -> list[mailsync.Folder]:
+            return [mailsync.Folder("INBOX")]
+
+        def messages(self, folder: str = "INBOX", **_: object) -> Iterator[mailsync.Message]:  # type: ignore[override]
+            return iter(())
+
+        def get(self, id: str) -> mailsync.Message:
+            raise mailsync.MessageNotFound(id)
+
+        def _sync_steps(self, folder, cursor, known):  # type: ignore[no-untyped-def]
+            if len(failures) == 3:
+                raise failures.pop(0)
+            if len(failures) == 2:
+                failures.pop(0)
+                yield _base.SyncStep(mailsync.Message(raw, id="1"), {"n": 1}, "1")
+                raise mailsync.RateLimited("slow down", retry_after=0.05)
+            raise failures.pop(0)
+
+    box = Flaky(parse_url("maildir:/nonexistent"), state=":memory:")
+    got: list[str] = []
+
+    def consume() -> None:
+        for message in box.watch(poll_interval=0.01):
+            got.append(message.subject)
+
+    with pytest.raises(mailsync.AuthenticationError):
+        consume()
+    assert got == ["after the storm"]

@@ -20,9 +20,6 @@ Secrets are only read when a connection is made, and never stored on the objects
 from __future__ import annotations
 
 import os
-import shlex
-import subprocess
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,6 +88,9 @@ class Account:
         return None
 
     def _run_command(self, command: str) -> str:
+        import shlex
+        import subprocess
+
         try:
             done = subprocess.run(
                 shlex.split(command), capture_output=True, text=True, timeout=60, check=True
@@ -155,6 +155,8 @@ def _embedded_default() -> Account:
 
 
 def _load() -> tuple[dict[str, Account], str | None]:
+    import tomllib
+
     path = config_path()
     try:
         text = path.read_text(encoding="utf-8")

@@ -31,7 +31,13 @@ from types import TracebackType
 from typing import Any, ClassVar, TypeAlias, TypeVar
 
 from mailsync._config import Endpoint
-from mailsync._errors import ConnectionFailed, MailTimeout, Unsupported
+from mailsync._errors import (
+    ConnectionFailed,
+    MailTimeout,
+    RateLimited,
+    TemporaryFailure,
+    Unsupported,
+)
 from mailsync._message import Folder, Message
 from mailsync._query import Q
 from mailsync._state import StateStore, open_state_store
@@ -125,6 +131,18 @@ class Backoff:
     def reset(self) -> None:
         """Start again from the smallest delay."""
         self.attempt = 0
+
+
+#: What watch() rides out by reconnecting: a broken or slow connection, a busy mailbox
+#: (POP3 [IN-USE], 4xx), a rate limit. Anything else (bad password, missing folder) ends it.
+_RECOVERABLE = (ConnectionFailed, MailTimeout, TemporaryFailure, RateLimited)
+
+
+def _retry_delay(backoff: Backoff, exc: BaseException) -> float:
+    delay = backoff.next()
+    if isinstance(exc, RateLimited) and exc.retry_after:
+        return max(delay, exc.retry_after)
+    return delay
 
 
 # -- sync ------------------------------------------------------------------------------------
@@ -391,8 +409,8 @@ class Retriever(_StateMixin, abc.ABC):
                 if self._stop.is_set():
                     return
                 self._wait_for_change(folder, poll_interval)
-            except (ConnectionFailed, MailTimeout) as exc:
-                delay = backoff.next()
+            except _RECOVERABLE as exc:
+                delay = _retry_delay(backoff, exc)
                 log.warning("%s: %s; reconnecting in %.1fs", self.endpoint.display, exc, delay)
                 self._disconnect()
                 self._stop.wait(delay)
@@ -548,8 +566,8 @@ class AsyncRetriever(_StateMixin, abc.ABC):
                 if self._is_stopped():
                     return
                 await self._wait_for_change(folder, poll_interval)
-            except (ConnectionFailed, MailTimeout) as exc:
-                delay = backoff.next()
+            except _RECOVERABLE as exc:
+                delay = _retry_delay(backoff, exc)
                 log.warning("%s: %s; reconnecting in %.1fs", self.endpoint.display, exc, delay)
                 await self._disconnect()
                 await self._sleep_unless_stopped(delay)

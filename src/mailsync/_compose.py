@@ -28,8 +28,6 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import NamedTuple, TypeAlias
 
-import email_validator
-
 from mailsync._errors import ConfigError, InvalidAddress
 from mailsync._message import Address, Message, _msgid, as_bytes, parse_addresses
 from mailsync._mime import split_header_block
@@ -108,6 +106,8 @@ def _check(address: object, *, deliverability: bool) -> _Checked:
         if suffix:  # validate the same syntax with a suffix email-validator does not police
             probe = address.rpartition("@")[0] + "@" + domain[: len(domain) - len(suffix)] + "test"
     try:
+        import email_validator  # imported on first use: it costs ~20 ms at start-up
+
         result = email_validator.validate_email(
             probe,
             check_deliverability=deliverability,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import Any, Literal
 
 from mailsync._errors import ConfigError, Unsupported
@@ -95,6 +94,8 @@ def _plugins() -> dict[str, BackendSpec]:
     global _entry_points_loaded
     if not _entry_points_loaded:
         _entry_points_loaded = True
+        from importlib.metadata import entry_points  # slow to import; only needed here
+
         for ep in entry_points(group="mailsync.backends"):
             try:
                 spec = ep.load()
