@@ -384,6 +384,9 @@ class IMAPRetriever(Retriever):
         a body section, as they arrive (bodies are never all held at once)."""
         if not uids:
             return
+        # The command goes out on imapclient's own imaplib connection, with a tag imaplib
+        # hands out and forgets again below, and the reply is read from imaplib's buffered
+        # socket file; imaplib's state is untouched between commands, so imapclient carries on.
         client = self._conn()
         imap = client._imap
         stream = imap.file
