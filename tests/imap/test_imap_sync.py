@@ -531,7 +531,9 @@ def test_gmail_extensions(scripted: Callable[..., ScriptedIMAP]) -> None:
     server = scripted("IMAP4rev1 X-GM-EXT-1 IDLE", fetch_reply=reply)
     url = f"imap://alice@127.0.0.1:{server.port}"
     with mailsync.connect(url, password="pw", tls="none", state=":memory:") as box:
+        assert "labels" not in box.capabilities  # not known before connecting
         (message,) = list(box.messages())
+        assert {"labels", "threads"} <= box.capabilities
     assert message.labels == {"\\Important", "Entwürfe", "Work"}
     assert message.thread_id == "1278455344230334865"
     assert message.id == "gmail;1278455344230334866"

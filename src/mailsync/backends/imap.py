@@ -88,6 +88,8 @@ class IMAPRetriever(Retriever):
 
     Connects on first use and reconnects after a broken connection. Reading never marks
     anything seen (``BODY.PEEK``); folders are opened read-only (EXAMINE) unless changing.
+    On Gmail (X-GM-EXT-1) messages carry labels and thread ids, and ``capabilities`` gains
+    ``"labels"`` and ``"threads"`` once connected.
     ``batch_size`` in the URL query or options sets the UIDs per FETCH (default 500).
     """
 
@@ -140,6 +142,8 @@ class IMAPRetriever(Retriever):
                     self._starttls(client)
                 self._authenticate(client)
                 self._caps = frozenset(c.upper() for c in client.capabilities())
+                if b"X-GM-EXT-1" in self._caps:  # Gmail: labels and threads come with FETCH
+                    self.capabilities = type(self).capabilities | {"labels", "threads"}
                 if b"CONDSTORE" in self._caps and b"ENABLE" in self._caps:
                     # SELECT then reports HIGHESTMODSEQ, which the sync cursor records.
                     client.enable("CONDSTORE")
