@@ -22,8 +22,12 @@ The async IMAP backend adds its cases (aioimaplib, mailsync async) through
 tuple[int, int]]]`` (config -> (messages, bytes)) and ``FULL_FETCH: list[str]`` naming those to
 run in the full-fetch table (see :data:`PLUGINS`).
 
+Peers that are not installed are listed as skipped; they install with
+``pip install imap-tools`` and ``apt-get install isync getmail6 offlineimap3``.
+
     python benchmarks/imap_fetch.py                     # the full run (several minutes)
-    python benchmarks/imap_fetch.py --messages 500 --runs 1   # a quick look
+    python benchmarks/imap_fetch.py --slow-peers        # also getmail6 and offlineimap
+    python benchmarks/imap_fetch.py --messages 500 --runs 1 --no-peers   # a quick look
 """
 
 from __future__ import annotations
