@@ -34,7 +34,7 @@ from typing import Any, Literal, TypeAlias
 
 from imapclient import imap_utf7
 
-from mailsync._errors import MessageNotFound, ProtocolError
+from mailsync._errors import ConfigError, MessageNotFound, ProtocolError
 from mailsync._message import Folder, Message, header_block, message_identity
 from mailsync._query import Q, as_datetime
 
@@ -151,8 +151,16 @@ def decode_folder(raw: bytes | str) -> str:
 
 
 def quote(value: str | bytes) -> bytes:
-    """An IMAP quoted string (backslash and double quote escaped)."""
+    """An IMAP quoted string (backslash and double quote escaped).
+
+    Raises:
+        ConfigError: The value holds CR, LF or NUL. A quoted string cannot carry them
+            (RFC 3501 section 4.3), and a line break would end the command line and let the
+            rest run as a command of its own.
+    """
     data = value.encode("utf-8") if isinstance(value, str) else value
+    if b"\r" in data or b"\n" in data or b"\0" in data:
+        raise ConfigError(f"IMAP strings cannot contain a line break or NUL: {value!r}")
     return b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
 
 
@@ -351,6 +359,7 @@ def _translate_leaf(query: Q) -> tuple[list[Criterion], bool]:
         elif name in ("larger", "smaller"):
             out.extend([name.upper().encode(), str(max(value, 0)).encode()])
         elif name in _LEAF_STRINGS:
+            quote(value)  # refuses line breaks: imapclient would send them raw
             out.extend([_LEAF_STRINGS[name], value])
             exact = False
         elif name == "since":

@@ -1,0 +1,62 @@
+"""Untrusted text must never end an IMAP command line: a line break inside a search string,
+folder name or flag would let the rest run as a command of its own."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import mailsync
+from mailsync import Q
+from mailsync.protocol.imap import quote, render_criteria
+from tests.contract import make_raw
+from tests.imap.conftest import imap_url
+from tests.servers import Account, MailServers
+
+pytestmark = pytest.mark.servers
+
+HOSTILE = [
+    "x\r\nA999 DELETE INBOX",
+    "x\nA999 DELETE INBOX",
+    "x\rA999 DELETE INBOX",
+    "x\x00y",
+]
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_quote_refuses_line_breaks_and_nul(text: str) -> None:
+    with pytest.raises(mailsync.ConfigError, match=r"line break|NUL"):
+        quote(text)
+    with pytest.raises(mailsync.ConfigError):
+        render_criteria(["SUBJECT", text])
+
+
+def test_quote_still_escapes() -> None:
+    assert quote('a "b" \\c') == b'"a \\"b\\" \\\\c"'
+
+
+@pytest.mark.parametrize("text", HOSTILE[:2])
+def test_sync_search_cannot_inject(mail_servers: MailServers, account: Account, text: str) -> None:
+    mail_servers.append(account, make_raw(1))
+    target = imap_url(mail_servers, account)
+    with mailsync.connect(target.url, state=":memory:", **target.options) as box:
+        with pytest.raises(mailsync.ConfigError):
+            list(box.messages(query=Q(subject=text)))
+        assert [m.subject for m in box.messages()] == ["Message 1"]
+    assert "INBOX" in mail_servers.folders(account)
+
+
+@pytest.mark.parametrize("text", HOSTILE[:2])
+def test_async_search_cannot_inject(mail_servers: MailServers, account: Account, text: str) -> None:
+    mail_servers.append(account, make_raw(1))
+    target = imap_url(mail_servers, account)
+
+    async def main() -> list[str]:
+        async with mailsync.connect_async(target.url, state=":memory:", **target.options) as box:
+            with pytest.raises(mailsync.ConfigError):
+                _ = [m async for m in box.messages(query=Q(subject=text))]
+            return [m.subject async for m in box.messages()]
+
+    assert asyncio.run(main()) == ["Message 1"]
+    assert "INBOX" in mail_servers.folders(account)
