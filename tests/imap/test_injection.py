@@ -60,3 +60,44 @@ def test_async_search_cannot_inject(mail_servers: MailServers, account: Account,
 
     assert asyncio.run(main()) == ["Message 1"]
     assert "INBOX" in mail_servers.folders(account)
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_folder_names_and_flags_cannot_inject(
+    mail_servers: MailServers, account: Account, asynchronous: bool
+) -> None:
+    mail_servers.append(account, make_raw(1))
+    mail_servers.create_folder(account, "Victim")
+    target = imap_url(mail_servers, account)
+    evil_folder = "x\r\nA999 DELETE Victim"
+    evil_flag = "$x\r\nA998 DELETE Victim"
+
+    def sync_attempts() -> None:
+        with mailsync.connect(target.url, state=":memory:", **target.options) as box:
+            (message,) = list(box.messages())
+            with pytest.raises(mailsync.MailsyncError):
+                list(box.messages(evil_folder))
+            with pytest.raises(mailsync.MailsyncError):
+                box.move(message, evil_folder)
+            with pytest.raises(mailsync.MailsyncError):
+                box.set_flags(message, add=[evil_flag])
+            with pytest.raises(mailsync.MailsyncError):
+                box.append(evil_folder, make_raw(2))
+
+    async def async_attempts() -> None:
+        async with mailsync.connect_async(target.url, state=":memory:", **target.options) as box:
+            (message,) = [m async for m in box.messages()]
+            with pytest.raises(mailsync.MailsyncError):
+                _ = [m async for m in box.messages(evil_folder)]
+            with pytest.raises(mailsync.MailsyncError):
+                await box.move(message, evil_folder)
+            with pytest.raises(mailsync.MailsyncError):
+                await box.set_flags(message, add=[evil_flag])
+            with pytest.raises(mailsync.MailsyncError):
+                await box.append(evil_folder, make_raw(2))
+
+    if asynchronous:
+        asyncio.run(async_attempts())
+    else:
+        sync_attempts()
+    assert "Victim" in mail_servers.folders(account)
