@@ -9,18 +9,11 @@ Everything public is re-exported here; the modules behind it are private.
 
 from __future__ import annotations
 
-from mailsync._accounts import Account, account, accounts
-from mailsync._base import (
-    AsyncRetriever,
-    AsyncSender,
-    AsyncSyncRun,
-    Retriever,
-    Sender,
-    SendResult,
-    SyncRun,
-)
-from mailsync._compose import check_address, compose
-from mailsync._config import Timeout
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+# Errors are imported at once (they are small, and ``except mailsync.X`` must always work);
+# everything else loads on first use through __getattr__ below, so that ``import mailsync``
+# and a sync-only program pay only for what they touch.
 from mailsync._errors import (
     AuthenticationError,
     ConfigError,
@@ -38,16 +31,84 @@ from mailsync._errors import (
     TemporaryFailure,
     Unsupported,
 )
-from mailsync._facade import connect, connect_async, sender, sender_async
-from mailsync._message import Address, Attachment, Folder, HeaderMap, Message, MessageList
-from mailsync._query import Q
-from mailsync._registry import BackendSpec
-from mailsync._reports import DeliveryReport, RecipientReport, parse_report
-from mailsync._state import SQLiteStateStore, StateStore
-from mailsync._tracker import DeliveryTracker, RecipientStatus, TrackedMessage
-from mailsync._watch import watch_many, watch_many_async
+
+if _TYPE_CHECKING:
+    from mailsync._accounts import Account, account, accounts
+    from mailsync._base import (
+        AsyncRetriever,
+        AsyncSender,
+        AsyncSyncRun,
+        Retriever,
+        Sender,
+        SendResult,
+        SyncRun,
+    )
+    from mailsync._compose import check_address, compose
+    from mailsync._config import Timeout
+    from mailsync._facade import connect, connect_async, sender, sender_async
+    from mailsync._message import Address, Attachment, Folder, HeaderMap, Message, MessageList
+    from mailsync._query import Q
+    from mailsync._registry import BackendSpec
+    from mailsync._reports import DeliveryReport, RecipientReport, parse_report
+    from mailsync._state import SQLiteStateStore, StateStore
+    from mailsync._tracker import DeliveryTracker, RecipientStatus, TrackedMessage
+    from mailsync._watch import watch_many, watch_many_async
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "Account": "mailsync._accounts",
+    "account": "mailsync._accounts",
+    "accounts": "mailsync._accounts",
+    "Address": "mailsync._message",
+    "AsyncRetriever": "mailsync._base",
+    "AsyncSender": "mailsync._base",
+    "AsyncSyncRun": "mailsync._base",
+    "Attachment": "mailsync._message",
+    "BackendSpec": "mailsync._registry",
+    "check_address": "mailsync._compose",
+    "compose": "mailsync._compose",
+    "connect": "mailsync._facade",
+    "connect_async": "mailsync._facade",
+    "DeliveryReport": "mailsync._reports",
+    "DeliveryTracker": "mailsync._tracker",
+    "Folder": "mailsync._message",
+    "HeaderMap": "mailsync._message",
+    "Message": "mailsync._message",
+    "MessageList": "mailsync._message",
+    "parse_report": "mailsync._reports",
+    "Q": "mailsync._query",
+    "RecipientReport": "mailsync._reports",
+    "RecipientStatus": "mailsync._tracker",
+    "Retriever": "mailsync._base",
+    "Sender": "mailsync._base",
+    "sender": "mailsync._facade",
+    "sender_async": "mailsync._facade",
+    "SendResult": "mailsync._base",
+    "SQLiteStateStore": "mailsync._state",
+    "StateStore": "mailsync._state",
+    "SyncRun": "mailsync._base",
+    "Timeout": "mailsync._config",
+    "TrackedMessage": "mailsync._tracker",
+    "watch_many": "mailsync._watch",
+    "watch_many_async": "mailsync._watch",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mailsync' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "Account",

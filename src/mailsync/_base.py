@@ -13,14 +13,13 @@ turns those into the public behaviour that must be identical everywhere:
 - :class:`ThreadedAsyncRetriever`/:class:`ThreadedAsyncSender`: the async API over a sync
   backend, running its blocking calls on one worker thread (never ``asyncio.run``).
 
-No protocol code lives here.
+No protocol code lives here. asyncio is imported inside the async code paths only: it costs
+~20 ms at start-up, which sync programs (a cron job, a CLI call) should not pay.
 """
 
 from __future__ import annotations
 
 import abc
-import asyncio
-import concurrent.futures
 import logging
 import random
 import threading
@@ -216,6 +215,8 @@ class AsyncSyncRun(AsyncIterator[Message]):
         return self
 
     async def __anext__(self) -> Message:
+        import asyncio
+
         await self.commit()
         if self._done:
             raise StopAsyncIteration
@@ -236,6 +237,8 @@ class AsyncSyncRun(AsyncIterator[Message]):
         if step is None:
             return
         identities = [step.identity] if step.identity else []
+        import asyncio
+
         await asyncio.to_thread(
             self._store.save_cursor, self._account, self._folder, step.cursor, identities
         )
@@ -471,6 +474,8 @@ class AsyncRetriever(_StateMixin, abc.ABC):
         self._state_arg = state
         self._store: StateStore | None = None
         self._stopped = False
+        import asyncio
+
         # Set by aclose(): wakes a watch() that is waiting between polls or backing off.
         self._stop_event = asyncio.Event()
 
@@ -529,6 +534,8 @@ class AsyncRetriever(_StateMixin, abc.ABC):
 
     async def _sleep_unless_stopped(self, seconds: float) -> None:
         """Sleep, but wake as soon as :meth:`aclose` is called."""
+        import asyncio
+
         try:
             async with asyncio.timeout(seconds):
                 await self._stop_event.wait()
@@ -619,9 +626,13 @@ class _Worker:
     """
 
     def __init__(self, name: str) -> None:
+        import concurrent.futures
+
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
 
     async def run(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        import asyncio
+
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, lambda: func(*args, **kwargs))
 

@@ -8,7 +8,6 @@ previous one) until the consumer has asked for the next pair.
 
 from __future__ import annotations
 
-import asyncio
 import queue
 import threading
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -83,6 +82,8 @@ async def watch_many_async(
     retrievers: Iterable[AsyncRetriever], folder: str = "INBOX", *, poll_interval: float = 60.0
 ) -> AsyncIterator[tuple[AsyncRetriever, Message]]:
     """The async twin of :func:`watch_many`: one task per account."""
+    import asyncio  # only async programs pay for importing it
+
     boxes = list(retrievers)
     results: asyncio.Queue[tuple[AsyncRetriever, object, asyncio.Event | None]] = asyncio.Queue()
 

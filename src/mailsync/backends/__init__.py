@@ -12,11 +12,50 @@ the parsed :class:`Endpoint` a backend is constructed from, :class:`SyncStep` fo
 :func:`map_exceptions` for translating errors at the boundary, and small message helpers.
 """
 
-from mailsync._base import SyncStep, ThreadedAsyncRetriever, ThreadedAsyncSender, message_refs
-from mailsync._compose import Envelope, prepare
-from mailsync._config import Endpoint, Secret, Timeout, TokenProvider
-from mailsync._errors import map_exceptions
-from mailsync._message import as_bytes, header_block, message_identity
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mailsync._base import (
+        SyncStep,
+        ThreadedAsyncRetriever,
+        ThreadedAsyncSender,
+        message_refs,
+    )
+    from mailsync._compose import Envelope, prepare
+    from mailsync._config import Endpoint, Secret, Timeout, TokenProvider
+    from mailsync._errors import map_exceptions
+    from mailsync._message import as_bytes, header_block, message_identity
+
+# Loaded on first use, like the names of the mailsync package itself: importing one backend
+# module (which imports this package first) must not pay for the whole kit.
+_LAZY = {
+    "SyncStep": "mailsync._base",
+    "ThreadedAsyncRetriever": "mailsync._base",
+    "ThreadedAsyncSender": "mailsync._base",
+    "message_refs": "mailsync._base",
+    "Envelope": "mailsync._compose",
+    "prepare": "mailsync._compose",
+    "Endpoint": "mailsync._config",
+    "Secret": "mailsync._config",
+    "Timeout": "mailsync._config",
+    "TokenProvider": "mailsync._config",
+    "map_exceptions": "mailsync._errors",
+    "as_bytes": "mailsync._message",
+    "header_block": "mailsync._message",
+    "message_identity": "mailsync._message",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mailsync.backends' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "Endpoint",
