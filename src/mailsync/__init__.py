@@ -11,9 +11,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 
-# Errors are imported at once (they are small, and ``except mailsync.X`` must always work);
-# everything else loads on first use through __getattr__ below, so that ``import mailsync``
-# and a sync-only program pay only for what they touch.
 from mailsync._errors import (
     AuthenticationError,
     ConfigError,
@@ -31,6 +28,11 @@ from mailsync._errors import (
     TemporaryFailure,
     Unsupported,
 )
+
+# Errors are imported at once (they are small, and ``except mailsync.X`` must always work);
+# everything else loads on first use through __getattr__ below, so that ``import mailsync``
+# and a sync-only program pay only for what they touch.
+from mailsync._lazy import lazy_loader as _lazy_loader
 
 if _TYPE_CHECKING:
     from mailsync._accounts import Account, account, accounts
@@ -95,20 +97,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mailsync' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
-
+__getattr__, __dir__ = _lazy_loader("mailsync", _LAZY, globals())
 
 __all__ = [
     "Account",

@@ -12,9 +12,11 @@ the parsed :class:`Endpoint` a backend is constructed from, :class:`SyncStep` fo
 :func:`map_exceptions` for translating errors at the boundary, and small message helpers.
 """
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING as _TYPE_CHECKING
 
-if TYPE_CHECKING:
+from mailsync._lazy import lazy_loader as _lazy_loader
+
+if _TYPE_CHECKING:
     from mailsync._base import (
         SyncStep,
         ThreadedAsyncRetriever,
@@ -46,16 +48,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mailsync.backends' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
+__getattr__, __dir__ = _lazy_loader("mailsync.backends", _LAZY, globals())
 
 __all__ = [
     "Endpoint",
