@@ -25,6 +25,10 @@ What POP3 is, and how the Retriever API maps onto it honestly:
 - ``delete()`` marks with ``DELE``, which POP3 applies only when ``QUIT`` succeeds; it runs in
   its own session ending with that QUIT, and reports nothing deleted unless QUIT said ``+OK``.
 - ``watch()`` polls by logging in again, never more often than ``LOGIN-DELAY`` allows.
+- ``timeout`` bounds every wait for the server, and a stalled server costs one of them: when
+  the previous session leaves its RSET/QUIT unanswered, the call raises ``MailTimeout`` instead
+  of waiting once more for a new login's greeting, and a connection that failed or timed out is
+  dropped without waiting for a TLS goodbye.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ from mailsync._errors import (
     ConnectionFailed,
     FolderNotFound,
     MailsyncError,
+    MailTimeout,
     MessageNotFound,
     ProtocolError,
     ServerError,
@@ -94,7 +99,8 @@ _WINDOW_BYTES = 8 * 1024 * 1024
 #: The window is refilled once it has drained to this many commands, in one write.
 _WINDOW_LOW = _WINDOW_COMMANDS // 2
 _CAPABILITIES = frozenset({"delete"})
-#: Seconds a closing TLS stream may take to say goodbye before the socket is dropped.
+#: Seconds a closing TLS stream may take to say goodbye before the socket is dropped (never
+#: more than the read timeout).
 _CLOSE_GRACE = 1.0
 _TRUE = frozenset({"1", "true", "yes", "on"})
 
@@ -501,6 +507,25 @@ def _usable_after(outcome: BaseException | None) -> bool:
     return outcome is None or isinstance(outcome, GeneratorExit | ServerError)
 
 
+def _raise_if_silent(error: MailsyncError | None) -> None:
+    """Raise the timeout met while closing the previous session, rather than log in again.
+
+    That session's RSET/QUIT went unanswered for a whole read timeout: the server has stopped
+    answering, and a new login would only wait one more timeout for its greeting (and a server
+    that locks the maildrop would refuse it while the old session holds the lock). Going on
+    turned ``timeout=1.0`` into a ``MailTimeout`` after two seconds (three over TLS, with the
+    close grace). The old connection is dropped by now; the next call logs in afresh.
+    """
+    if isinstance(error, MailTimeout):
+        raise error
+
+
+def _no_answer(endpoint: Endpoint) -> MailTimeout:
+    return MailTimeout(
+        f"{endpoint.display}: no answer from the server within {endpoint.timeout.read:g} s"
+    )
+
+
 def _check_folder(folder: str) -> None:
     if folder.upper() != "INBOX":
         raise FolderNotFound(f"POP3 has only the INBOX, not {folder!r}")
@@ -615,8 +640,11 @@ class _SocketIO:
 
     def read_events(self) -> list[Event]:
         while True:
-            with self._conn.get_buffer() as view:
-                count = self.sock.recv_into(view)
+            try:
+                with self._conn.get_buffer() as view:
+                    count = self.sock.recv_into(view)
+            except TimeoutError as exc:
+                raise _no_answer(self._endpoint) from exc
             if not count:
                 self._conn.receive_eof()
                 raise ConnectionFailed(
@@ -728,19 +756,26 @@ class POP3Retriever(_Policy, Retriever):
         if session is not None and self._reusable(session, fresh=fresh):
             return session
         if session is not None and not session.busy:
-            self._release(session)
+            _raise_if_silent(self._release(session))
         self._session = self._open()
         return self._session
 
-    def _release(self, session: _Session[_SocketIO], *, polite: bool = True) -> None:
+    def _release(
+        self, session: _Session[_SocketIO], *, polite: bool = True
+    ) -> MailsyncError | None:
+        """Close a session, with RSET and QUIT first when polite and in step; return the error
+        that ended the goodbye, if any (the socket is closed either way)."""
         if self._session is session:
             self._session = None
+        error = None
         if polite and session.state.conn.idle:
             try:
                 _complete(session.io, _close_plan(session.state), session.state.context)
             except MailsyncError as exc:
                 log.debug("%s: closing: %s", session.state.context, exc)
+                error = exc
         session.io.close()
+        return error
 
     def _run(self, session: _Session[_SocketIO], plan: Plan[T]) -> T:
         # Busy while talking: close() from another thread (ending a watch) then drops the
@@ -1047,8 +1082,11 @@ class _StreamIO:
         return transport
 
     async def read_events(self) -> list[Event]:
-        async with asyncio.timeout(self._endpoint.timeout.read):
-            return await self._protocol.read_events()
+        try:
+            async with asyncio.timeout(self._endpoint.timeout.read):
+                return await self._protocol.read_events()
+        except TimeoutError as exc:
+            raise _no_answer(self._endpoint) from exc
 
     async def write(self, data: bytes) -> None:
         if self._protocol.closed:
@@ -1071,14 +1109,20 @@ class _StreamIO:
         self._protocol.transport = transport
 
     async def close(self, *, abort: bool = False) -> None:
-        """Close the connection; the TLS shutdown gets a moment, then the socket is dropped."""
+        """Close the connection; the TLS shutdown gets a moment, then the socket is dropped.
+
+        ``abort`` drops it at once: for a connection that failed or stopped answering, whose
+        TLS goodbye would only wait out the grace.
+        """
         transport = self._protocol.transport
         if transport is None or self._protocol.is_lost:
             return
         if not abort:
             transport.close()
+            read = self._endpoint.timeout.read
+            grace = _CLOSE_GRACE if read is None else min(_CLOSE_GRACE, read)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(_CLOSE_GRACE):
+                async with asyncio.timeout(grace):
                     await self._protocol.lost()
                     return
         if isinstance(transport, asyncio.Transport):
@@ -1166,19 +1210,26 @@ class AsyncPOP3Retriever(_Policy, AsyncRetriever):
         if session is not None and self._reusable(session, fresh=fresh):
             return session
         if session is not None and not session.busy:
-            await self._release(session)
+            _raise_if_silent(await self._release(session))
         self._session = await self._open()
         return self._session
 
-    async def _release(self, session: _Session[_StreamIO], *, polite: bool = True) -> None:
+    async def _release(
+        self, session: _Session[_StreamIO], *, polite: bool = True
+    ) -> MailsyncError | None:
+        """See :meth:`POP3Retriever._release`; a connection whose goodbye failed is dropped at
+        once, without the TLS close grace."""
         if self._session is session:
             self._session = None
+        error = None
         if polite and session.state.conn.idle:
             try:
                 await _complete_async(session.io, _close_plan(session.state), self._context())
             except MailsyncError as exc:
                 log.debug("%s: closing: %s", self._context(), exc)
-        await session.io.close(abort=not polite)
+                error = exc
+        await session.io.close(abort=not polite or error is not None)
+        return error
 
     async def _run(self, session: _Session[_StreamIO], plan: Plan[T]) -> T:
         busy, session.busy = session.busy, True  # see POP3Retriever._run
