@@ -47,6 +47,7 @@ from mailsync._mime import (
     split_header_block,
     split_multipart,
     split_params,
+    wire_bytes,
 )
 
 if TYPE_CHECKING:
@@ -258,12 +259,14 @@ _TOKEN = re.compile(r"[^\s;()\"]+")
 @dataclass(slots=True)
 class _Part:
     """A message or MIME part as :mod:`mailsync._mime` splits it: raw header fields
-    (unfolded, not decoded), the undecoded body, and the parts of a multipart."""
+    (unfolded, not decoded), the undecoded body, whether the body lost its end to a cap,
+    and the parts of a multipart."""
 
     fields: list[tuple[str, str]]
     body: bytes
     content_type: str
     params: dict[str, str]
+    cut: bool = False
     children: list[_Part] = field(default_factory=list)
 
     def header(self, name: str) -> str:
@@ -294,15 +297,16 @@ class _Part:
         return split_params(self.header("Content-Disposition"))[0]
 
 
-def _new_part(raw: bytes, default_type: str, limit: int | None = None) -> _Part:
-    """Split ``raw`` into header fields and body (the first ``limit`` bytes of it)."""
+def _new_part(raw: bytes, default_type: str, *, limit: int | None = None, cut: bool) -> _Part:
+    """Split ``raw`` into header fields and body (the first ``limit`` bytes of it); ``cut``
+    says ``raw`` itself already lost its end."""
     fields, offset = split_header_block(raw)
     body = raw[offset:] if limit is None else raw[offset : offset + limit]
     content_type = next((value for name, value in fields if name.lower() == "content-type"), "")
     main, params = split_params(content_type)
     if not _VALID_TYPE.fullmatch(main):
         main = "text/plain" if main else default_type
-    return _Part(fields, body, main, params)
+    return _Part(fields, body, main, params, cut or len(body) < len(raw) - offset)
 
 
 class _Splitter:
@@ -319,37 +323,44 @@ class _Splitter:
         self.parts.append(part)
         if not part.content_type.startswith("multipart/") or depth >= _MAX_DEPTH:
             return
-        chunks = self._chunks(part)
-        if chunks is None:
+        split = self._split(part)
+        if split is None:
             return
+        chunks, boundary = split
+        # A cut multipart that never closed ends in a cut part.
+        last_cut = part.cut and b"--" + wire_bytes(boundary) + b"--" not in part.body
         default = "message/rfc822" if part.content_type == "multipart/digest" else "text/plain"
-        for chunk in chunks:
+        for index, chunk in enumerate(chunks):
             if len(self.parts) >= _MAX_PARTS:
                 return
-            child = _new_part(chunk, default)
+            child = _new_part(chunk, default, cut=last_cut and index == len(chunks) - 1)
             part.children.append(child)
             self.visit(child, depth + 1)
 
-    def _chunks(self, part: _Part) -> list[bytes] | None:
+    def _split(self, part: _Part) -> tuple[list[bytes], str] | None:
+        """The multipart's parts and the boundary that split them, or None."""
         body = part.body
         self.budget -= len(body)
         if self.budget < 0:
             return None  # kept whole, as a multipart: not read as text either
         boundary = part.params.get("boundary")
         chunks = split_multipart(body, boundary) if boundary else None
-        if chunks is None:  # no boundary parameter, or one that never occurs: find the real one
-            self.budget -= 2 * len(body)
-            guessed = guess_boundary(body) if self.budget >= 0 else None
-            chunks = split_multipart(body, guessed) if guessed else None
-        if chunks is None:
-            part.content_type = "text/plain"  # no part boundary anywhere: it is just text
-        return chunks
+        if boundary and chunks is not None:
+            return chunks, boundary
+        # No boundary parameter, or one that never occurs: find the real one.
+        self.budget -= 2 * len(body)
+        guessed = guess_boundary(body) if self.budget >= 0 else None
+        chunks = split_multipart(body, guessed) if guessed else None
+        if guessed and chunks is not None:
+            return chunks, guessed
+        part.content_type = "text/plain"  # no part boundary anywhere: it is just text
+        return None
 
 
 def _parts(raw: bytes) -> list[_Part]:
     """The message and every part nested in it, in order, within the caps above."""
     splitter = _Splitter()
-    splitter.visit(_new_part(raw, "text/plain", _SCAN_LIMIT), 0)
+    splitter.visit(_new_part(raw, "text/plain", limit=_SCAN_LIMIT, cut=False), 0)
     return splitter.parts
 
 
@@ -368,7 +379,7 @@ def _body(part: _Part, limit: int) -> tuple[bytes, bool]:
     # Quoted-printable takes up to three bytes per byte it encodes.
     encoded = _head(part.body, 3 * limit)
     data = decode_transfer(encoded, part.transfer_encoding)
-    return _head(data, limit), len(encoded) < len(part.body) or len(data) > limit
+    return _head(data, limit), part.cut or len(encoded) < len(part.body) or len(data) > limit
 
 
 def _text(part: _Part, limit: int, default_charset: str | None = None) -> tuple[str, bool]:
