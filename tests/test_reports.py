@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import email
 import email.policy
+import time
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import NamedTuple
@@ -522,3 +523,169 @@ def test_a_stray_line_inside_a_recipient_group_does_not_split_it() -> None:
     )
     assert report is not None
     assert [(r.recipient, r.status) for r in report.recipients] == [("a@b.example", "5.1.1")]
+
+
+# -- hostile input ----------------------------------------------------------------------------
+# A mail library parses untrusted mail: one crafted message must not stall a sync() loop or a
+# DeliveryTracker. Each case below took the stdlib-based parser from 5 s to minutes (or tens
+# of GB of memory); the bound is generous for a slow shared machine.
+
+HOSTILE_SECONDS = 2.0
+DAEMON_HEADERS = (
+    b"From: MAILER-DAEMON@mx.example.com\nReturn-Path: <>\n"
+    b"Subject: Undelivered Mail Returned to Sender\nMIME-Version: 1.0\n"
+)
+REPORT_TYPE = b'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\n\n'
+STATUS_START = (
+    b"--b\nContent-Type: text/plain\n\nSorry.\n"
+    b"--b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.com\n\n"
+)
+
+
+def read_in_time(message: object) -> DeliveryReport | None:
+    start = time.perf_counter()
+    report = parse_report(message)  # type: ignore[arg-type]
+    elapsed = time.perf_counter() - start
+    assert elapsed < HOSTILE_SECONDS, f"parse_report took {elapsed:.1f} s"
+    return report
+
+
+def with_subject(raw: bytes, subject: bytes) -> bytes:
+    start = raw.index(b"\nSubject:") + 1
+    end = raw.index(b"\n", start)
+    return raw[:start] + b"Subject: " + subject + raw[end:]
+
+
+def recipients_of(report: DeliveryReport | None) -> list[tuple[str, str]]:
+    assert report is not None
+    return [(r.recipient, r.action) for r in report.recipients]
+
+
+def test_a_megabyte_subject() -> None:
+    subject = b"word " * 200_000
+    report = read_in_time(with_subject(load("postfix-failed.eml"), subject))
+    assert recipients_of(report) == [("bob@example.net", "failed")]
+    assert report is not None
+    assert report.subject == subject.decode().strip()
+    ordinary = b"From: Bob <bob@example.net>\nSubject: " + subject + b"\n\nHello.\n"
+    assert read_in_time(ordinary) is None
+
+
+@pytest.mark.parametrize("kind", ["bytes", "Message", "EmailMessage", "compat32"])
+def test_fifty_thousand_encoded_words(kind: str) -> None:
+    words = b" ".join(b"=?utf-8?q?w=C3=B6rd%d?=" % i for i in range(50_000))
+    raw = with_subject(load("postfix-failed.eml"), words)
+    message: object = {
+        "bytes": raw,
+        "Message": Message.from_bytes(raw),
+        "EmailMessage": email.message_from_bytes(raw, policy=email.policy.default),
+        "compat32": email.message_from_bytes(raw),
+    }[kind]
+    report = read_in_time(message)
+    assert recipients_of(report) == [("bob@example.net", "failed")]
+    assert report is not None
+    # Adjacent encoded words join without the space between them (RFC 2047 6.2).
+    assert report.subject == "".join(f"wörd{i}" for i in range(50_000))
+
+
+def test_ten_thousand_parts() -> None:
+    parts = b"".join(b"--b\nContent-Type: text/plain\n\npart %d\n" % i for i in range(10_000))
+    status = b"Final-Recipient: rfc822; bob@example.net\nAction: failed\nStatus: 5.1.1\n"
+    raw = DAEMON_HEADERS + REPORT_TYPE + STATUS_START + status + parts + b"--b--\n"
+    assert recipients_of(read_in_time(raw)) == [("bob@example.net", "failed")]
+
+
+def test_a_twenty_megabyte_body() -> None:
+    notice = b"\nDelivery failed permanently:\n\n  bob@example.net\n\n"
+    report = read_in_time(DAEMON_HEADERS + notice + b"\n" * 20_000_000)
+    assert recipients_of(report) == [("bob@example.net", "failed")]
+
+
+def test_a_twenty_megabyte_original_still_gives_its_headers() -> None:
+    raw = load("postfix-failed.eml").replace(
+        b"Here are the numbers.\n", (b"z" * 75 + b"\n") * 270_000
+    )
+    report = read_in_time(raw)
+    assert report is not None
+    assert report.original_headers["Subject"] == "Quarterly numbers"
+
+
+def test_deeply_nested_multiparts() -> None:
+    depth = 400
+    opening = b"".join(
+        b'--n%d\nContent-Type: multipart/mixed; boundary="n%d"\n\n' % (i, i + 1)
+        for i in range(depth)
+    )
+    closing = b"".join(b"\n--n%d--\n" % i for i in reversed(range(depth + 1)))
+    raw = (
+        DAEMON_HEADERS
+        + b'Content-Type: multipart/mixed; boundary="n0"\n\n'
+        + opening
+        + b"--n%d\nContent-Type: text/plain\n\nDelivery failed:\n\n  bob@example.net\n\n" % depth
+        + b"\n" * 100_000
+        + closing
+    )
+    # Only the first few levels are looked into: no mail system nests a notice this deep.
+    assert read_in_time(raw) is None
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        # Each once made a pattern backtrack quadratically over the notice.
+        (b"text/plain", b"-" * 60_000 + b"\n"),  # the "copy of the message" marker
+        (b"text/plain", b"carol@example.net" + b" " * 60_000 + b"x\n"),  # an address line
+        (b"text/plain", b" " * 60_000 + b"x\n"),
+        (b"text/plain", b"\n" * 60_000),  # Lotus Notes' "because:" paragraph
+        (b"text/html", b"<" * 600_000),  # tags
+        (b"text/html", b"<script>" * 70_000),  # scripts
+    ],
+    ids=["dashes", "address-spaces", "spaces", "newlines", "open-tags", "open-scripts"],
+)
+def test_pathological_bounce_text(content_type: bytes, body: bytes) -> None:
+    raw = (
+        DAEMON_HEADERS
+        + b"Content-Type: "
+        + content_type
+        + b"\n\nDelivery failed:\n\n  bob@example.net\n\n"
+        + body
+    )
+    report = read_in_time(raw)
+    assert recipients_of(report)[0] == ("bob@example.net", "failed")
+
+
+def test_a_hundred_thousand_recipient_groups() -> None:
+    groups = b"".join(
+        b"Final-Recipient: rfc822; user%d@example.net\nAction: failed\nStatus: 5.1.1\n"
+        b"Diagnostic-Code: smtp; 550 5.1.1 <user%d@example.net>: User unknown\n\n" % (i, i)
+        for i in range(100_000)
+    )
+    report = read_in_time(DAEMON_HEADERS + REPORT_TYPE + STATUS_START + groups + b"--b--\n")
+    assert report is not None
+    # The status part is read up to a megabyte: thousands of recipients, never a cut one.
+    assert 1_000 < len(report.recipients) < 100_000
+    assert report.recipients[0].recipient == "user0@example.net"
+    assert all(r.action == "failed" and r.status == "5.1.1" for r in report.recipients)
+
+
+def test_a_report_wrapped_by_an_ordinary_sender_is_still_read() -> None:
+    # AS2 (RFC 4130) signs its MDNs: a multipart/signed around the multipart/report, from a
+    # trading partner's system under any subject. The headers alone do not give it away.
+    raw = (
+        b"From: as2@partner.example\nSubject: Your message\nMIME-Version: 1.0\n"
+        b"Content-Type: multipart/signed; protocol=application/pkcs7-signature;"
+        b' boundary="s"\n\n'
+        b'--s\nContent-Type: multipart/report; report-type=disposition-notification; boundary="r"\n'
+        b"\n--r\nContent-Type: text/plain\n\nThe message was received.\n"
+        b"--r\nContent-Type: message/disposition-notification\n\n"
+        b"Reporting-UA: as2.partner.example\nFinal-Recipient: rfc822; orders@partner.example\n"
+        b"Original-Message-ID: <order-7@example.com>\n"
+        b"Disposition: automatic-action/MDN-sent-automatically; processed\n"
+        b"--r--\n"
+        b"--s\nContent-Type: application/pkcs7-signature\n\nMIAGCSqGSIb3DQEHAqCAMIACAQEx\n"
+        b"--s--\n"
+    )
+    report = parse_report(raw)
+    assert report is not None
+    assert (report.kind, report.original_message_id) == ("mdn", "order-7@example.com")
+    assert recipients_of(report) == [("orders@partner.example", "processed")]
