@@ -194,3 +194,22 @@ def test_registry_plugins_can_add_schemes() -> None:
 def test_retriever_repr_has_no_secret(tmp_path: object) -> None:
     box = mailsync.connect("maildir:/tmp/x", state=":memory:")
     assert "maildir" in repr(box)
+
+
+def test_builtin_schemes_do_not_scan_entry_points(monkeypatch: pytest.MonkeyPatch) -> None:
+    """connect("imap://...") must not pay for (or be hijacked by) an entry-point scan."""
+    monkeypatch.setattr(_registry, "_entry_points_loaded", False)
+
+    def boom() -> dict[str, mailsync.BackendSpec]:
+        raise AssertionError("entry points scanned for a built-in scheme")
+
+    monkeypatch.setattr(_registry, "_plugins", boom)
+    assert _registry.load("imaps", "retriever").__name__ == "IMAPRetriever"
+    assert _registry.load("maildir", "sender").__name__ == "MaildirSender"
+
+
+def test_plugins_may_fill_planned_schemes_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = mailsync.BackendSpec(retriever="mailsync.backends.maildir:MaildirRetriever")
+    monkeypatch.setattr(_registry, "_plugins", lambda: {"gmail": fake, "imap": fake})
+    assert _registry.load("gmail", "retriever").__name__ == "MaildirRetriever"
+    assert _registry.load("imap", "retriever").__name__ == "IMAPRetriever"
