@@ -589,7 +589,12 @@ def test_fifty_thousand_encoded_words(kind: str) -> None:
 
 
 def test_ten_thousand_parts() -> None:
-    parts = b"".join(b"--b\nContent-Type: text/plain\n\npart %d\n" % i for i in range(10_000))
+    parts = b"".join(
+        b'--b\nContent-Type: text/plain; charset="utf-8"; name="part%d.txt"\n'
+        b'Content-Disposition: attachment; filename="part%d.txt"\n'
+        b"Content-Transfer-Encoding: base64\n\ncGFydA==\n" % (i, i)
+        for i in range(10_000)
+    )
     status = b"Final-Recipient: rfc822; bob@example.net\nAction: failed\nStatus: 5.1.1\n"
     raw = DAEMON_HEADERS + REPORT_TYPE + STATUS_START + status + parts + b"--b--\n"
     assert recipients_of(read_in_time(raw)) == [("bob@example.net", "failed")]
