@@ -7,6 +7,8 @@ import email
 import email.policy
 import time
 from datetime import UTC, datetime, timedelta, timezone
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
 from pathlib import Path
 from typing import NamedTuple
 
@@ -694,3 +696,17 @@ def test_a_report_wrapped_by_an_ordinary_sender_is_still_read() -> None:
     assert report is not None
     assert (report.kind, report.original_message_id) == ("mdn", "order-7@example.com")
     assert recipients_of(report) == [("orders@partner.example", "processed")]
+
+
+def test_a_stdlib_message_built_in_code_is_read_and_left_as_it_was() -> None:
+    report = MIMEMultipart("report", report_type="delivery-status")
+    report["From"] = "MAILER-DAEMON@mx.example.com"
+    report.attach(MIMEText("Sorry."))
+    report.attach(
+        MIMEText(
+            "Reporting-MTA: dns; mx\n\nFinal-Recipient: rfc822; a@b.example\n"
+            "Action: failed\nStatus: 5.1.1\n"
+        )
+    )
+    assert recipients_of(parse_report(report)) == [("a@b.example", "failed")]
+    assert report.get_boundary() is None  # writing it out would have set one

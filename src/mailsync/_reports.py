@@ -29,6 +29,7 @@ the few helpers it shares with the message model are imported where they are use
 
 from __future__ import annotations
 
+import copy
 import email.utils
 import html
 import re
@@ -186,7 +187,18 @@ def _as_model(message: object) -> Message | None:
 
 def _stdlib_bytes(message: StdMessage) -> bytes:
     """The bytes of a stdlib message, each header written as it was parsed."""
+    # Writing gives a multipart without a boundary one, in place; reading must not change
+    # the caller's message (only one built in code lacks a boundary, and copies cheaply).
+    if any(_lacks_boundary(part) for part in message.walk()):
+        message = copy.deepcopy(message)
     return message.as_bytes(policy=_AS_PARSED)
+
+
+def _lacks_boundary(part: StdMessage) -> bool:
+    # The raw value: reading it through the policy would parse it, at a hostile header's cost.
+    value = next((str(v) for name, v in part.raw_items() if name.lower() == "content-type"), "")
+    value = value.lower()
+    return value.lstrip().startswith("multipart/") and "boundary" not in value
 
 
 class _AsParsed(Compat32):
