@@ -27,18 +27,16 @@ from mailsync._base import (
     MessageRef,
     OutgoingMessage,
     Retriever,
-    Sender,
-    SendResult,
     SyncStep,
     ThreadedAsyncRetriever,
     ThreadedAsyncSender,
     message_refs,
 )
-from mailsync._compose import prepare
 from mailsync._config import Endpoint
 from mailsync._errors import FolderNotFound, MessageNotFound, map_exceptions
 from mailsync._message import Folder, Message, as_bytes, header_block
 from mailsync._query import Q
+from mailsync.backends._local import LocalSender
 
 __all__ = ["AsyncMaildirRetriever", "AsyncMaildirSender", "MaildirRetriever", "MaildirSender"]
 
@@ -443,7 +441,7 @@ def _mtimes(path: Path) -> tuple[float, ...]:
         return ()
 
 
-class MaildirSender(Sender):
+class MaildirSender(LocalSender):
     """Delivers into a Maildir's INBOX (``maildir:PATH``), creating it if needed.
 
     Every recipient is accepted: the Maildir is the one mailbox they all land in.
@@ -455,24 +453,10 @@ class MaildirSender(Sender):
         super().__init__(endpoint)
         self._store_fs = _MaildirStore(Path(endpoint.path))
 
-    def send(
-        self,
-        message: OutgoingMessage,
-        *,
-        notify: Iterable[str] | str | None = None,
-        ret: str | None = None,
-        envid: str | None = None,
-        mail_from: str | None = None,
-        rcpt_to: Iterable[str] | None = None,
-    ) -> SendResult:
-        """Deliver one message atomically (tmp/ then rename into new/).
-
-        DSN options are accepted and ignored: local delivery is final at once.
-        """
-        envelope = prepare(message, mail_from=mail_from, rcpt_to=rcpt_to)
+    def _store(self, data: bytes) -> None:
+        """Deliver atomically: written to tmp/, synced, then renamed into new/."""
         with map_exceptions(context=self.endpoint.display):
-            self._store_fs.deliver("INBOX", envelope.data)
-        return SendResult(envelope.message_id, envelope.recipients, {}, envid)
+            self._store_fs.deliver("INBOX", data)
 
 
 class AsyncMaildirRetriever(ThreadedAsyncRetriever):

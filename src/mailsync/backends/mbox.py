@@ -21,18 +21,16 @@ from mailsync._base import (
     MessageRef,
     OutgoingMessage,
     Retriever,
-    Sender,
-    SendResult,
     SyncStep,
     ThreadedAsyncRetriever,
     ThreadedAsyncSender,
     message_refs,
 )
-from mailsync._compose import prepare
 from mailsync._config import Endpoint
 from mailsync._errors import FolderNotFound, MessageNotFound, TemporaryFailure, map_exceptions
 from mailsync._message import Folder, Message, as_bytes, header_block, message_identity
 from mailsync._query import Q
+from mailsync.backends._local import LocalSender
 
 __all__ = ["AsyncMboxRetriever", "AsyncMboxSender", "MboxRetriever", "MboxSender"]
 
@@ -297,7 +295,7 @@ def _from_line_date(from_line: str) -> datetime | None:
     return naive.replace(tzinfo=UTC)
 
 
-class MboxSender(Sender):
+class MboxSender(LocalSender):
     """Appends sent messages to an mbox file (``mbox:PATH``), under the mbox lock."""
 
     scheme = "mbox"
@@ -306,20 +304,9 @@ class MboxSender(Sender):
         super().__init__(endpoint)
         self._file = _MboxFile(Path(endpoint.path))
 
-    def send(
-        self,
-        message: OutgoingMessage,
-        *,
-        notify: Iterable[str] | str | None = None,
-        ret: str | None = None,
-        envid: str | None = None,
-        mail_from: str | None = None,
-        rcpt_to: Iterable[str] | None = None,
-    ) -> SendResult:
-        """Append one message; every recipient is accepted (DSN options are ignored)."""
-        envelope = prepare(message, mail_from=mail_from, rcpt_to=rcpt_to)
-        _append(self._file, envelope.data)
-        return SendResult(envelope.message_id, envelope.recipients, {}, envid)
+    def _store(self, data: bytes) -> None:
+        """Append under the mbox lock."""
+        _append(self._file, data)
 
 
 class AsyncMboxRetriever(ThreadedAsyncRetriever):
