@@ -984,6 +984,7 @@ class _StreamProtocol(asyncio.BufferedProtocol):
         self.events: list[Event] = []
         self.error: BaseException | None = None
         self.closed = False
+        self.activity = 0.0  # loop time of the last bytes received
         self._waiter: asyncio.Future[None] | None = None
         self._writable = asyncio.Event()
         self._writable.set()
@@ -996,6 +997,8 @@ class _StreamProtocol(asyncio.BufferedProtocol):
         return self.conn.get_buffer(sizehint)
 
     def buffer_updated(self, nbytes: int) -> None:
+        # Only a timestamp, not a wake-up: the reader checks it when its idle wait runs out.
+        self.activity = asyncio.get_running_loop().time()
         try:
             events = self.conn.buffer_updated(nbytes)
         except MailsyncError as exc:
@@ -1030,17 +1033,38 @@ class _StreamProtocol(asyncio.BufferedProtocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def read_events(self) -> list[Event]:
+    async def read_events(self, idle_timeout: float | None = None) -> list[Event]:
+        """The next complete replies. ``idle_timeout`` bounds the silence between bytes, not
+        the whole reply: a large message streaming over a slow link is not cut off, while a
+        server that stops sending is (TimeoutError)."""
+        loop = asyncio.get_running_loop()
+        self.activity = max(self.activity, loop.time())
         while not self.events:
             if self.error is not None:
                 raise self.error
             if self.closed:
                 self.conn.receive_eof()
                 raise ConnectionFailed("the server closed the connection")
-            self._waiter = asyncio.get_running_loop().create_future()
-            await self._waiter
+            self._waiter = loop.create_future()
+            await self._wait_idle(self._waiter, idle_timeout)
         events, self.events = self.events, []
         return events
+
+    async def _wait_idle(self, waiter: asyncio.Future[None], idle_timeout: float | None) -> None:
+        if idle_timeout is None:
+            await waiter
+            return
+        loop = asyncio.get_running_loop()
+        while True:
+            remaining = self.activity + idle_timeout - loop.time()
+            if remaining <= 0:
+                raise TimeoutError
+            try:
+                async with asyncio.timeout(remaining):
+                    await asyncio.shield(waiter)
+                return
+            except TimeoutError:
+                continue  # bytes may have arrived meanwhile: the loop re-checks
 
     async def writable(self) -> None:
         await self._writable.wait()
@@ -1083,8 +1107,7 @@ class _StreamIO:
 
     async def read_events(self) -> list[Event]:
         try:
-            async with asyncio.timeout(self._endpoint.timeout.read):
-                return await self._protocol.read_events()
+            return await self._protocol.read_events(self._endpoint.timeout.read)
         except TimeoutError as exc:
             raise _no_answer(self._endpoint) from exc
 
