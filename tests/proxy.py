@@ -82,6 +82,7 @@ class TCPProxy:
         self._cut_rst = True
         self._cut_remaining: dict[_Pipe, int] = {}
         self._flowing: asyncio.Event | None = None
+        self._pace: tuple[int, float] | None = None
         self._handlers: set[asyncio.Task[None]] = set()
 
     # ----------------------------------------------------------------- lifecycle
@@ -251,6 +252,11 @@ class TCPProxy:
     def resume(self) -> None:
         self._call(self._set_flowing(True))
 
+    def throttle(self, chunk: int, pause: float) -> None:
+        """Pass server->client bytes ``chunk`` at a time with ``pause`` seconds between: a
+        slow link that keeps sending (unlike :meth:`stall`)."""
+        self._pace = (chunk, pause)
+
     async def _set_flowing(self, flowing: bool) -> None:
         assert self._flowing is not None
         if flowing:
@@ -324,12 +330,23 @@ class TCPProxy:
                     return
                 if remaining is not None:
                     self._cut_remaining[pipe] = remaining - len(data)
-                writer.write(data)
-                await writer.drain()
+                await self._send(writer, data, paced=downstream)
         except (ConnectionError, OSError):
             pass
         # One side finished or failed: the connection as a whole is over.
         pipe.close(rst=False)
+
+    async def _send(self, writer: asyncio.StreamWriter, data: bytes, *, paced: bool) -> None:
+        pace = self._pace if paced else None
+        if pace is None:
+            writer.write(data)
+            await writer.drain()
+            return
+        chunk, pause = pace
+        for start in range(0, len(data), chunk):
+            writer.write(data[start : start + chunk])
+            await writer.drain()
+            await asyncio.sleep(pause)
 
     async def _until_flowing(self, pipe: _Pipe) -> None:
         assert self._flowing is not None
