@@ -87,6 +87,59 @@ def test_several_processes_share_one_file(tmp_path: Path) -> None:
     store.close()
 
 
+def test_update_item_reads_changes_and_writes() -> None:
+    store = SQLiteStateStore(":memory:")
+    assert store.update_item("ns", "k", lambda current: None) is None  # absent, nothing written
+    assert store.get_item("ns", "k") is None
+    assert store.update_item("ns", "k", lambda current: {"n": 1, "when": Path("x")}) == {
+        "n": 1,
+        "when": "x",  # stored as JSON, as set_item stores it
+    }
+    assert store.update_item("ns", "k", lambda current: None) == {"n": 1, "when": "x"}
+    store.update_item("ns", "k", lambda current: {**(current or {}), "n": 2})
+    assert store.get_item("ns", "k") == {"n": 2, "when": "x"}
+
+
+def test_update_item_rolls_back_when_the_update_raises() -> None:
+    store = SQLiteStateStore(":memory:")
+    store.set_item("ns", "k", {"n": 1})
+
+    def broken(current: dict[str, object] | None) -> dict[str, object]:
+        raise KeyError("boom")
+
+    with pytest.raises(KeyError):
+        store.update_item("ns", "k", broken)
+    assert store.get_item("ns", "k") == {"n": 1}
+    store.set_item("ns", "k", {"n": 3})  # the store is usable afterwards
+    assert store.get_item("ns", "k") == {"n": 3}
+
+
+def _increment(current: dict[str, int] | None) -> dict[str, int]:
+    return {"n": (current or {"n": 0})["n"] + 1}
+
+
+def _incrementer(path: str) -> None:
+    store = SQLiteStateStore(path)
+    for _ in range(100):
+        store.update_item("ns", "counter", _increment)
+    store.close()
+
+
+def test_update_item_loses_no_update_across_processes(tmp_path: Path) -> None:
+    path = str(tmp_path / "state.sqlite3")
+    SQLiteStateStore(path).close()
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_incrementer, args=(path,)) for _ in range(3)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(60)
+        assert proc.exitcode == 0
+    store = SQLiteStateStore(path)
+    assert store.get_item("ns", "counter") == {"n": 300}
+    store.close()
+
+
 def test_open_state_store_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MAILSYNC_DATA_DIR", str(tmp_path / "data"))
     default = open_state_store(None)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import time
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -315,3 +317,80 @@ def test_clock_defaults_to_aware_utc(store: SQLiteStateStore) -> None:
     tracked = DeliveryTracker(store).record(sent("m-6@example.com", "a@example.net"))
     assert tracked.sent_at.tzinfo is not None
     assert abs(tracked.sent_at - datetime.now(UTC)) < timedelta(minutes=1)
+
+
+# -- several processes -------------------------------------------------------------------
+
+FEEDERS = 4
+SHARED_MESSAGES = 20
+
+
+def shared_recipient(worker: int) -> str:
+    return f"rcpt{worker}@example.net"
+
+
+def _slow_clock() -> datetime:
+    # The tracker reads the clock while applying a report, between reading the record and
+    # writing it back: a slow moment there (a busy machine, a GC pause) is when another
+    # process's update can be overwritten. Make that moment long enough to happen every time.
+    time.sleep(0.01)
+    return datetime.now(UTC)
+
+
+def _feed_one_recipient(path: str, worker: int, step: Any) -> None:
+    """Child process: feed a report about ``worker``'s recipient of every shared message."""
+    store = SQLiteStateStore(path)
+    tracker = DeliveryTracker(store, clock=_slow_clock)
+    for number in range(SHARED_MESSAGES):
+        step.wait(60)  # all processes on the same message at once
+        tracker.feed(report(f"shared-{number}@example.com", shared_recipient(worker), "delivered"))
+    store.close()
+
+
+def test_processes_feeding_one_message_lose_no_report(tmp_path: Path) -> None:
+    # Each process applies a different recipient's report to the same messages at the same
+    # time. A read-modify-write outside one transaction lets a process write back a record it
+    # read before another process's update, and that update is lost.
+    path = str(tmp_path / "state.sqlite3")
+    store = SQLiteStateStore(path)
+    tracker = DeliveryTracker(store)
+    everyone = [shared_recipient(worker) for worker in range(FEEDERS)]
+    for number in range(SHARED_MESSAGES):
+        tracker.record(sent(f"shared-{number}@example.com", *everyone))
+    ctx = multiprocessing.get_context("spawn")
+    step = ctx.Barrier(FEEDERS)
+    procs = [
+        ctx.Process(target=_feed_one_recipient, args=(path, worker, step))
+        for worker in range(FEEDERS)
+    ]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(60)
+        assert proc.exitcode == 0
+    lost = []
+    for number in range(SHARED_MESSAGES):
+        tracked = tracker.status(f"shared-{number}@example.com")
+        assert tracked is not None
+        lost += [(number, a) for a, s in tracked.recipients.items() if s.state != "delivered"]
+    store.close()
+    assert lost == []
+
+
+def test_update_item_is_used_and_writes_only_on_change(store: SQLiteStateStore) -> None:
+    calls: list[str] = []
+    original = store.update_item
+
+    def spy(namespace: str, key: str, update: Any) -> dict[str, Any] | None:
+        calls.append(key)
+        return original(namespace, key, update)
+
+    store.update_item = spy  # type: ignore[method-assign]
+    tracker = DeliveryTracker(store, clock=Clock())
+    tracker.record(sent("m-7@example.com", "a@example.net"))
+    first = tracker.feed(report("m-7@example.com", "a@example.net", "delivered"))
+    again = tracker.feed(report("m-7@example.com", "a@example.net", "delayed"))  # no change
+    assert calls == ["m-7@example.com", "m-7@example.com"]
+    assert first is not None
+    assert again == first
+    assert tracker.feed(report("unknown@example.com", "a@example.net", "failed")) is None

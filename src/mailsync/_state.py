@@ -7,7 +7,9 @@ that when a server invalidates a cursor (UIDVALIDITY changed, history expired) t
 skip what was delivered before. Cursor and identities are saved in one transaction.
 
 There is also a small namespaced key/value area (JSON objects) for other features that need
-to remember things, such as the delivery tracker.
+to remember things, such as the delivery tracker. :meth:`SQLiteStateStore.update_item` changes
+one such object in a single transaction, so processes updating the same object never lose each
+other's changes.
 
 The SQLite store uses WAL and a busy timeout so several processes can share one file. This
 module must not import any backend.
@@ -20,7 +22,8 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -128,19 +131,27 @@ class SQLiteStateStore:
     def __repr__(self) -> str:
         return f"SQLiteStateStore({self.path!r})"
 
-    def _write(self, statements: Iterable[tuple[str, tuple[Any, ...]]]) -> None:
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: BEGIN IMMEDIATE takes the database's write lock before the
+        first read, so a read-modify-write inside it cannot interleave with another
+        process's; committed on success, rolled back on any exception."""
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    for sql, args in statements:
-                        self._db.execute(sql, args)
+                    yield self._db
                 except BaseException:
                     self._db.execute("ROLLBACK")
                     raise
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise MailsyncError(f"the state store {self.path!r} failed: {exc}") from exc
+
+    def _write(self, statements: Iterable[tuple[str, tuple[Any, ...]]]) -> None:
+        with self._transaction() as db:
+            for sql, args in statements:
+                db.execute(sql, args)
 
     def _read(self, sql: str, args: tuple[Any, ...]) -> list[Any]:
         with self._lock:
@@ -214,6 +225,40 @@ class SQLiteStateStore:
     def delete_item(self, namespace: str, key: str) -> None:
         """Remove a stored object if present."""
         self._write([("DELETE FROM items WHERE namespace = ? AND key = ?", (namespace, key))])
+
+    def update_item(
+        self,
+        namespace: str,
+        key: str,
+        update: Callable[[dict[str, Any] | None], Mapping[str, Any] | None],
+    ) -> dict[str, Any] | None:
+        """Read, change and write one stored object in a single transaction.
+
+        Other processes and threads sharing the store wait while ``update`` runs, so none of
+        their changes to the same object is lost (``get_item`` then ``set_item`` can lose
+        one). Keep ``update`` quick and free of I/O, and do not use the store inside it.
+
+        Args:
+            namespace: The object's namespace.
+            key: The object's key.
+            update: Called with the stored object (None when there is none); returns the
+                object to store, or None to leave the store as it was. An exception it raises
+                rolls the transaction back and propagates.
+
+        Returns:
+            The object as stored after the call (None when there is none).
+        """
+        select = "SELECT value FROM items WHERE namespace = ? AND key = ?"
+        with self._transaction() as db:
+            rows = db.execute(select, (namespace, key)).fetchall()
+            current = json.loads(rows[0][0]) if rows else None
+            value = update(current)
+            if value is None:
+                return current
+            data = json.dumps(dict(value), sort_keys=True, default=str)
+            db.execute("INSERT OR REPLACE INTO items VALUES (?, ?, ?)", (namespace, key, data))
+        stored: dict[str, Any] = json.loads(data)  # what get_item would now give
+        return stored
 
     def items(self, namespace: str) -> Iterator[tuple[str, dict[str, Any]]]:
         """Every ``(key, value)`` in a namespace, in key order."""

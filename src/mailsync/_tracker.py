@@ -9,7 +9,9 @@ over to the final LMTP hop) and ``expanded`` are the last news that will come, s
 ``delivered``; the report's own action stays readable through :func:`parse_report`.
 
 State lives in a :class:`~mailsync._state.StateStore`'s key/value area as JSON, so it survives
-restarts and can be shared with other processes using the same store.
+restarts and can be shared with other processes using the same store. Each report is applied
+in one transaction where the store offers ``update_item`` (the SQLite store does), so
+processes feeding reports about the same message concurrently lose none of them.
 
 It must not do I/O of its own: mail arrives through the retriever it is handed.
 """
@@ -22,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import Message as StdMessage
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, runtime_checkable
 
 from mailsync._message import _msgid
 from mailsync._reports import DeliveryReport, RecipientReport, _status_in_text, parse_report
@@ -77,6 +79,19 @@ class ItemStore(Protocol):
     def items(self, namespace: str) -> Iterator[tuple[str, dict[str, Any]]]:
         """Every ``(key, value)`` in a namespace."""
         ...
+
+
+@runtime_checkable
+class _UpdatingItemStore(Protocol):
+    """A store that can read-modify-write one item atomically
+    (:meth:`~mailsync._state.SQLiteStateStore.update_item`)."""
+
+    def update_item(
+        self,
+        namespace: str,
+        key: str,
+        update: Callable[[dict[str, Any] | None], Mapping[str, Any] | None],
+    ) -> dict[str, Any] | None: ...
 
 
 class _RawMessage(Protocol):
@@ -146,13 +161,15 @@ class DeliveryTracker:
 
     ``record()`` what a sender returned, then ``feed()`` incoming messages (or let ``scan()``
     or ``watch()`` feed a retriever's new mail); ``status()`` and ``pending()`` say where things
-    stand. Updates are read-modify-write on the store: feed one message's reports from one
-    process at a time.
+    stand. With a store that has ``update_item`` (:class:`~mailsync._state.SQLiteStateStore`),
+    each report is applied in one transaction, so several processes or threads may feed
+    reports about the same message at once; with a store that has only ``get_item`` and
+    ``set_item``, feed one message's reports from one process at a time.
 
     Args:
         store: Where the state lives: a :class:`~mailsync._state.StateStore` such as a
             retriever's ``state``, or anything with its ``get_item``, ``set_item``,
-            ``delete_item`` and ``items``.
+            ``delete_item`` and ``items`` (and ``update_item`` for atomic updates).
         clock: Returns the current time; for tests.
     """
 
@@ -219,12 +236,11 @@ class DeliveryTracker:
         report = message if isinstance(message, DeliveryReport) else parse_report(message)
         if report is None:
             return None
-        record = self._find(report)
-        if record is None:
-            return None
-        if self._apply(report, record["recipients"]):
-            self._store.set_item(_MESSAGES, record["message_id"], record)
-        return _tracked(record)
+        for key in self._candidate_keys(report):
+            record = self._update(key, report)
+            if record is not None:
+                return _tracked(record)
+        return None
 
     def scan(self, retriever: _SyncingRetriever, folder: str = "INBOX") -> list[TrackedMessage]:
         """Feed every message new since the last ``sync()`` of ``folder``.
@@ -274,12 +290,23 @@ class DeliveryTracker:
             self._store.delete_item(_ENVIDS, record["envid"])
         self._store.delete_item(_MESSAGES, key)
 
-    def _find(self, report: DeliveryReport) -> dict[str, Any] | None:
-        for key in self._candidate_keys(report):
-            record = self._store.get_item(_MESSAGES, key)
-            if record is not None:
-                return record
-        return None
+    def _update(self, key: str, report: DeliveryReport) -> dict[str, Any] | None:
+        """Apply ``report`` to the message tracked under ``key``; its record as it now is,
+        or None when no message is tracked under ``key``."""
+
+        def apply(record: dict[str, Any] | None) -> dict[str, Any] | None:
+            if record is None or not self._apply(report, record["recipients"]):
+                return None  # nothing to write
+            return record
+
+        if isinstance(self._store, _UpdatingItemStore):
+            # Read and write in one transaction: another process's report in between would
+            # otherwise be overwritten by this one.
+            return self._store.update_item(_MESSAGES, key, apply)
+        record = self._store.get_item(_MESSAGES, key)
+        if apply(record) is not None:
+            self._store.set_item(_MESSAGES, key, record)  # type: ignore[arg-type]
+        return record
 
     def _candidate_keys(self, report: DeliveryReport) -> Iterator[str]:
         """Message-IDs the report may be about, most trustworthy first: the ENVID we chose,
