@@ -414,6 +414,64 @@ def test_chain_finishes_the_waiting_message_before_an_error(server: ScriptedSMTP
     assert _subjects(server) == ["m0", "m1"]
 
 
+_NO_RECIPIENT = b"From: ann@example.test\r\nSubject: bad\r\n\r\nno recipient\r\n"
+
+
+@pytest.mark.parametrize("position", [0, 1, 2, 3])
+def test_a_message_prepare_refuses_fails_at_its_turn(server: ScriptedSMTP, position: int) -> None:
+    # The chain prepares each next message early; its error must still come at its turn,
+    # after every message before it was sent, and leave the connection usable.
+    messages = [*(_message(n) for n in range(position)), _NO_RECIPIENT, _message(8)]
+    with _sender(server, timeout=5) as out:
+        with pytest.raises(mailsync.InvalidAddress, match="no recipient") as caught:
+            out.send_many(messages)
+        assert caught.value.__notes__ == [
+            f"{position} message(s) of this send_many were sent before"
+        ]
+        assert out.send(_message(9)).ok
+    assert _subjects(server) == [*(f"m{n}" for n in range(position)), "m9"]
+    assert server.connections == 1
+
+
+async def test_async_a_message_prepare_refuses_fails_at_its_turn(server: ScriptedSMTP) -> None:
+    messages = [_message(0), _message(1), _message(2), _NO_RECIPIENT, _message(8)]
+    async with mailsync.sender_async(server.url(), tls="none", timeout=5) as out:
+        with pytest.raises(mailsync.InvalidAddress) as caught:
+            await out.send_many(messages)
+        assert caught.value.__notes__ == ["3 message(s) of this send_many were sent before"]
+        assert (await out.send(_message(9))).ok
+    assert _subjects(server) == ["m0", "m1", "m2", "m9"]
+
+
+def test_an_error_from_the_messages_iterator_comes_after_the_earlier_messages(
+    server: ScriptedSMTP,
+) -> None:
+    def messages() -> Iterator[Any]:
+        yield from (_message(n) for n in range(3))
+        raise RuntimeError("the caller's generator broke")
+
+    with _sender(server) as out, pytest.raises(RuntimeError, match="generator broke"):
+        out.send_many(messages())
+    assert _subjects(server) == ["m0", "m1", "m2"]
+
+
+def test_send_many_pulls_messages_at_most_one_ahead(server: ScriptedSMTP) -> None:
+    ahead: list[int] = []
+
+    def messages() -> Iterator[Any]:
+        for n in range(40):
+            # Message n is pulled once n-2 was answered (n-1's envelope and n-2's data
+            # are on their way): a lazy iterator streams, however long it is.
+            ahead.append(n - len(server.messages))
+            yield _message(n)
+
+    with _sender(server) as out:
+        results = out.send_many(messages())
+    assert len(results) == 40
+    assert all(r.ok for r in results)
+    assert max(ahead) <= 2
+
+
 def test_pipelining_can_be_turned_off(server: ScriptedSMTP) -> None:
     with _sender(server, pipelining="off") as out:
         results = out.send_many([_message(n) for n in range(3)])

@@ -600,14 +600,26 @@ class _Session:
         """
         slots: list[SendResult | None] = []
         chain = _Chain()
+        upcoming = _Upcoming(items)
         try:
-            for envelope, dsn in items:
+            while True:
+                try:
+                    item = upcoming.take()
+                except Exception:
+                    # A message that could not be prepared fails at its own turn: the ones
+                    # before it are sent and settled first.
+                    yield from self._finish_chain(slots, chain)
+                    raise
+                if item is None:
+                    break
+                envelope, dsn = item
                 index = len(slots)
                 slots.append(None)
                 if chain.waiting is None and not self._can_chain():
                     slots[index] = yield from self._send_counting_refusals(envelope, dsn, None)
                     continue
-                yield from self._chain_step(_Pending(index, envelope, dsn), slots, chain)
+                step = _Pending(index, envelope, dsn)
+                yield from self._chain_step(step, slots, chain, upcoming)
                 if chain.later:  # something needs the careful path: finish the chain first
                     yield from self._finish_chain(slots, chain)
             yield from self._finish_chain(slots, chain)
@@ -631,9 +643,12 @@ class _Session:
             return SendResult(envelope.message_id, (), exc.refused, dsn.envid)
 
     def _chain_step(
-        self, item: _Pending, slots: list[SendResult | None], chain: _Chain
+        self, item: _Pending, slots: list[SendResult | None], chain: _Chain, upcoming: _Upcoming
     ) -> _Steps[None]:
-        """Write the waiting message's data with this message's envelope; read both answers."""
+        """Write the waiting message's data with this message's envelope; read both answers.
+
+        The next message is prepared between the write and the reads, while the server works.
+        """
         envelope, dsn = item.envelope, item.dsn
         try:
             self._check_extensions(envelope, dsn)
@@ -651,6 +666,7 @@ class _Session:
         outstanding = True  # answers are on their way until the group is read
         try:
             yield _Write(carry + b"".join(command + CRLF for command in commands))
+            upcoming.prefetch()
             if waiting is not None:
                 final: Reply = yield _READ
                 self._settle(waiting, final, slots, chain)
@@ -1004,6 +1020,42 @@ class _Pending:
     envelope: Envelope
     dsn: _DSN
     outcome: _Outcome | None = None
+
+
+class _Upcoming:
+    """``send_many``'s messages, pulled one ahead so that the next one is prepared while the
+    server works on the current one (the iterator stays lazy: one message ahead, no more).
+
+    An error from pulling (``prepare()`` refusing a message) is kept and raised by
+    :meth:`take` at that message's own turn.
+    """
+
+    __slots__ = ("_error", "_item", "_items", "_pulled")
+
+    def __init__(self, items: Iterator[tuple[Envelope, _DSN]]) -> None:
+        self._items = items
+        self._pulled = False
+        self._item: tuple[Envelope, _DSN] | None = None
+        self._error: Exception | None = None
+
+    def prefetch(self) -> None:
+        """Pull the next message now, unless it has been pulled already."""
+        if self._pulled:
+            return
+        self._pulled = True
+        try:
+            self._item = next(self._items, None)
+        except Exception as exc:  # raised at its turn, by take()
+            self._error = exc
+
+    def take(self) -> tuple[Envelope, _DSN] | None:
+        """The next message (None at the end), or the error pulling it raised."""
+        self.prefetch()
+        item, error = self._item, self._error
+        self._pulled, self._item, self._error = False, None, None
+        if error is not None:
+            raise error
+        return item
 
 
 @dataclass(slots=True)
