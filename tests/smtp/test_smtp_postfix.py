@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import email
 import email.policy
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from email.message import EmailMessage
@@ -305,6 +306,18 @@ def test_connection_kept_between_sends_and_reopened_when_stale(
     assert subjects == ["n1", "n2", "n3"]
 
 
+def _wait_for_unread(servers: MailServers, out: SMTPSender, marker: bytes) -> None:
+    """Poll (with a deadline) until ``marker`` waits, not yet read, in the sender's socket."""
+    sock = out._driver._sock
+    assert sock is not None
+    servers.wait_for(
+        lambda: marker in sock.recv(65536, socket.MSG_PEEK),
+        timeout=10,
+        interval=0.01,
+        message=f"{marker!r} received",
+    )
+
+
 def test_dropped_connection_mid_send_many_resends_no_accepted_message(
     mail_servers: MailServers, account: Account, other_account: Account, tcp_proxy: ProxyFactory
 ) -> None:
@@ -317,8 +330,11 @@ def test_dropped_connection_mid_send_many_resends_no_accepted_message(
     def messages() -> Iterator[EmailMessage]:
         for n in range(30):
             if n == 15:
-                # Message 14's data is about to go out with message 15's envelope: hold it in
-                # the proxy and cut the connection, so the server never sees either.
+                # send_many pulls message 15 once message 13's data and message 14's envelope
+                # are out. When their answers are back, message 14's data and message 15's
+                # envelope go out next: hold them in the proxy and cut the connection, so the
+                # server never sees either.
+                _wait_for_unread(mail_servers, out, b"354 ")
                 proxy.stall()
                 threading.Timer(0.3, cut_and_resume).start()
             yield _small(account, other_account, n)
