@@ -287,8 +287,8 @@ def test_starttls_with_verification(mail_servers: MailServers, account: Account)
     mail_servers.append(account, make_raw(1))
     with connect(imap_url(mail_servers, account, "starttls")) as box:
         assert [m.subject for m in box.messages()] == ["Message 1"]
-        assert box._client is not None
-        assert isinstance(box._client.socket(), ssl.SSLSocket)
+        assert box._imap is not None
+        assert isinstance(box._imap.sock, ssl.SSLSocket)
 
 
 def test_certificate_verification_is_on_by_default(
@@ -561,7 +561,7 @@ def test_malformed_fetch_response_is_a_protocol_error(
     with mailsync.connect(url, password="pw", tls="none", state=":memory:") as box:
         with pytest.raises(mailsync.ProtocolError):
             list(box.messages())
-        assert box._client is None  # the connection is not trusted any further
+        assert box._imap is None  # the connection is not trusted any further
 
 
 def test_noop_polling_without_idle(

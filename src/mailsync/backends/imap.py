@@ -1,11 +1,16 @@
 """IMAP (``imap://``, ``imaps://``) as a sync :class:`~mailsync.Retriever`, over imapclient.
 
-imapclient does the conversation (connect, STARTTLS, LOGIN/AUTHENTICATE, SELECT, SEARCH, STORE,
-MOVE, APPEND, LIST, IDLE); the bulk ``UID FETCH`` of message bodies goes through the fast
-sans-I/O reader of :mod:`mailsync.protocol.imap_literals`, fed from the same socket in large
-reads, because imapclient's response parser is several times slower than the wire for bodies.
-Everything that is not I/O (SEARCH criteria, FETCH -> Message, folder names, message ids, cursor
-rules) lives in :mod:`mailsync.protocol.imap`, shared with the async backend.
+One connection, an :class:`imaplib.IMAP4`, carries everything. imapclient does the commands
+whose answers need real parsing (LIST, STORE, MOVE, COPY, EXPUNGE, APPEND, IDLE): it is put over
+that connection when the first of them comes. The path every ``sync()`` and ``messages()`` takes
+is spoken directly on the imaplib connection: connect, STARTTLS, LOGIN/AUTHENTICATE, ENABLE,
+SELECT/EXAMINE, UID SEARCH (criteria rendered by :mod:`mailsync.protocol.imap`), and the bulk
+``UID FETCH`` through the fast sans-I/O reader of :mod:`mailsync.protocol.imap_literals`, fed from
+the same socket in large reads. That is written by hand for speed, not taste: imapclient's FETCH
+parser is several times slower than the wire for bodies, and importing imapclient costs more
+than a whole incremental ``sync()`` against a local server, so a program that only syncs never
+imports it. Everything that is not I/O (SEARCH criteria, FETCH -> Message, folder names, message
+ids, cursor rules) lives in :mod:`mailsync.protocol.imap`, shared with the async backend.
 
 Errors from imapclient, imaplib, ssl and sockets are translated here into the mailsync hierarchy,
 the original chained. A broken connection is dropped, and the next call connects again.
@@ -14,18 +19,17 @@ the original chained. A broken connection is dropped, and the next call connects
 from __future__ import annotations
 
 import contextlib
+import functools
 import imaplib
 import os
 import select
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
-
-from imapclient import IMAPClient, SocketTimeout
-from imapclient import exceptions as imapclient_errors
+from typing import TYPE_CHECKING, Any
 
 from mailsync._base import MessageRef, OutgoingMessage, Retriever, SyncStep, message_refs
 from mailsync._config import Endpoint
@@ -51,6 +55,9 @@ from mailsync.protocol.imap_literals import (
     Untagged,
     fetch_command,
 )
+
+if TYPE_CHECKING:
+    from imapclient import IMAPClient
 
 __all__ = ["IMAPRetriever"]
 
@@ -83,6 +90,68 @@ def _canonical(folder: str) -> str:
     return "INBOX" if folder.upper() == "INBOX" else folder
 
 
+def _open(endpoint: Endpoint) -> imaplib.IMAP4:
+    """A connection that has read the greeting and the capabilities (imaplib asks for them)."""
+    connect_timeout = endpoint.timeout.connect_timeout
+    if endpoint.tls == "ssl":
+        imap: imaplib.IMAP4 = imaplib.IMAP4_SSL(
+            endpoint.host,
+            endpoint.port,
+            ssl_context=endpoint.ssl_context(),
+            timeout=connect_timeout,
+        )
+    else:
+        imap = imaplib.IMAP4(endpoint.host, endpoint.port, timeout=connect_timeout)
+    try:
+        # imaplib writes an AUTHENTICATE answer and its CRLF in two sends: with Nagle's
+        # algorithm the second waits for the server's delayed ACK, 40 ms per login.
+        imap.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        imap.sock.settimeout(endpoint.timeout.read)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            imap.shutdown()
+        raise
+    return imap
+
+
+def _offered(imap: imaplib.IMAP4) -> frozenset[bytes]:
+    return frozenset(str(c).upper().encode() for c in imap.capabilities)
+
+
+def _sasl(answer: bytes) -> Callable[[bytes], bytes]:
+    """imaplib's AUTHENTICATE callback: ``answer`` to the first challenge, an empty line to
+    any other (XOAUTH2 explains a failure in a challenge that expects one)."""
+    answers = iter([answer])
+    return lambda _challenge: next(answers, b"")
+
+
+@functools.cache
+def _adopting_client() -> type[IMAPClient]:
+    """An IMAPClient class that takes over a connection this module opened and logged in,
+    instead of opening its own (imapclient opens it in ``_create_IMAP4``)."""
+    from imapclient import IMAPClient
+
+    class AdoptingIMAPClient(IMAPClient):  # type: ignore[misc]
+        def __init__(self, imap: imaplib.IMAP4, endpoint: Endpoint) -> None:
+            from imapclient import SocketTimeout
+
+            self._adopted = imap
+            timeout = endpoint.timeout
+            super().__init__(
+                endpoint.host,
+                port=endpoint.port,
+                ssl=endpoint.tls == "ssl",
+                timeout=SocketTimeout(connect=timeout.connect_timeout, read=timeout.read),
+            )
+            self._starttls_done = endpoint.tls == "starttls"
+            self.folder_encode = False  # names are encoded/decoded by protocol.imap
+
+        def _create_IMAP4(self) -> imaplib.IMAP4:  # noqa: N802 - imapclient's name
+            return self._adopted
+
+    return AdoptingIMAPClient
+
+
 class IMAPRetriever(Retriever):
     """Reads and changes an IMAP account; get one with ``mailsync.connect("imaps://...")``.
 
@@ -104,6 +173,7 @@ class IMAPRetriever(Retriever):
             raise ConfigError("batch_size must be a positive number of messages") from exc
         if self.batch_size < 1:
             raise ConfigError("batch_size must be a positive number of messages")
+        self._imap: imaplib.IMAP4 | None = None
         self._client: IMAPClient | None = None
         self._caps: frozenset[bytes] = frozenset()
         self._selected: tuple[str, bool] | None = None
@@ -114,106 +184,138 @@ class IMAPRetriever(Retriever):
 
     # -- connection ---------------------------------------------------------------------------
 
-    def _conn(self) -> IMAPClient:
-        if self._client is None:
-            self._client = self._connect()
-        return self._client
+    def _session(self) -> imaplib.IMAP4:
+        """The connection, opened and logged in on first use."""
+        if self._imap is None:
+            self._imap = self._connect()
+        return self._imap
 
-    def _connect(self) -> IMAPClient:
-        endpoint = self.endpoint
-        timeout = SocketTimeout(
-            connect=endpoint.timeout.connect_timeout, read=endpoint.timeout.read
-        )
+    def _conn(self) -> IMAPClient:
+        """imapclient over the same connection, for the commands it parses for us."""
+        imap = self._session()
+        client = self._client
+        if client is None or client._imap is not imap:
+            with self._errors():
+                client = _adopting_client()(imap, self.endpoint)
+            self._client = client
+        return client
+
+    def _connect(self) -> imaplib.IMAP4:
         with self._errors():
-            client = IMAPClient(
-                endpoint.host,
-                port=endpoint.port,
-                ssl=endpoint.tls == "ssl",
-                ssl_context=endpoint.ssl_context() if endpoint.tls == "ssl" else None,
-                timeout=timeout,
-            )
+            imap = _open(self.endpoint)
         try:
             with self._errors():
-                # imaplib writes an AUTHENTICATE answer and its CRLF in two sends: with Nagle's
-                # algorithm the second waits for the server's delayed ACK, 40 ms per login.
-                client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                client.folder_encode = False  # names are encoded/decoded by protocol.imap
-                if endpoint.tls == "starttls":
-                    self._starttls(client)
-                self._authenticate(client)
-                self._caps = frozenset(c.upper() for c in client.capabilities())
+                if self.endpoint.tls == "starttls":
+                    self._starttls(imap)
+                self._caps = self._authenticate(imap)
                 if b"X-GM-EXT-1" in self._caps:  # Gmail: labels and threads come with FETCH
                     self.capabilities = type(self).capabilities | {"labels", "threads"}
                 if b"CONDSTORE" in self._caps and b"ENABLE" in self._caps:
-                    # SELECT then reports HIGHESTMODSEQ, which the sync cursor records.
-                    client.enable("CONDSTORE")
+                    # SELECT then reports HIGHESTMODSEQ, which the sync cursor records. A server
+                    # that refuses just leaves the cursor without it.
+                    imap.enable("CONDSTORE")
         except BaseException:
             with contextlib.suppress(Exception):
-                client.shutdown()
+                imap.shutdown()
             raise
+        self._client = None
         self._selected = None
         self._status = None
-        return client
+        return imap
 
-    def _starttls(self, client: IMAPClient) -> None:
-        if b"STARTTLS" not in {c.upper() for c in client.capabilities()}:
+    def _starttls(self, imap: imaplib.IMAP4) -> None:
+        if b"STARTTLS" not in _offered(imap):
             # Fail closed: never send credentials in the clear because the server said nothing.
             raise ConnectionFailed(
                 f"{self.endpoint.display} does not offer STARTTLS; refusing to continue "
                 "without TLS (use tls='ssl' for implicit TLS, or tls='none' to allow plaintext)"
             )
-        client.starttls(self.endpoint.ssl_context())
+        imap.starttls(self.endpoint.ssl_context())
 
-    def _authenticate(self, client: IMAPClient) -> None:
+    def _authenticate(self, imap: imaplib.IMAP4) -> frozenset[bytes]:
+        """Log in; returns the capabilities the server has after login."""
         endpoint = self.endpoint
         user = endpoint.username or ""
-        offered = {c.upper() for c in client.capabilities()}
+        offered = _offered(imap)
         try:
             if endpoint.token is not None:
                 token = endpoint.token.fresh()  # a callable is asked at every (re)connect
                 if b"AUTH=OAUTHBEARER" in offered:
-                    client.oauthbearer_login(user, token)
+                    name = user.replace("=", "=3D").replace(",", "=2C")
+                    blob = f"n,a={name},\x01auth=Bearer {token}\x01\x01"
+                    reply = imap.authenticate("OAUTHBEARER", _sasl(blob.encode()))
                 else:
-                    client.oauth2_login(user, token)
-                return
-            if endpoint.password is None:
+                    blob = f"user={user}\x01auth=Bearer {token}\x01\x01"
+                    reply = imap.authenticate("XOAUTH2", _sasl(blob.encode()))
+            elif endpoint.password is None:
                 raise AuthenticationError(
                     f"{endpoint.display}: no password or token given for {user or 'the login'}"
                 )
-            password = endpoint.password.reveal()
-            if b"AUTH=PLAIN" in offered:
-                client.plain_login(user, password)
+            elif b"AUTH=PLAIN" in offered:
+                # PLAIN carries UTF-8 user names and passwords, which LOGIN's strings cannot.
+                answer = f"\0{user}\0{endpoint.password.reveal()}".encode()
+                reply = imap.authenticate("PLAIN", _sasl(answer))
             else:
-                client.login(user, password)
-        except imapclient_errors.LoginError as exc:
+                reply = self._login(imap, user, endpoint.password.reveal())
+        except imaplib.IMAP4.abort:
+            raise  # the connection broke: translated as such by the caller
+        except imaplib.IMAP4.error as exc:
             # The server's text may echo the login but never the secret; still keep it short.
             raise AuthenticationError(
                 f"{endpoint.display}: the server refused the credentials for {user!r}"
             ) from exc
+        return self._capabilities_after_login(imap, reply)
+
+    def _login(self, imap: imaplib.IMAP4, user: str, password: str) -> tuple[str, Any]:
+        if b"LOGINDISABLED" in _offered(imap):
+            raise AuthenticationError(
+                f"{self.endpoint.display} refuses LOGIN without TLS (LOGINDISABLED); use TLS"
+            )
+        if not (user + password).isascii() or any(c in user + password for c in "\r\n\0"):
+            raise AuthenticationError(
+                f"{self.endpoint.display}: LOGIN cannot carry line breaks or non-ASCII "
+                "characters, and the server offers no AUTH=PLAIN"
+            )
+        # imaplib quotes the password but sends the user name as it is.
+        return imap.login(proto.quote(user).decode("ascii"), password)
+
+    def _capabilities_after_login(
+        self, imap: imaplib.IMAP4, reply: tuple[str, Any]
+    ) -> frozenset[bytes]:
+        """What the server offers once logged in: from the login reply's response code when
+        it has one (Dovecot does), else asked for. imaplib is told too, as it checks some."""
+        data = reply[1]
+        caps = proto.capability_code(data[-1] if data else None)
+        if caps is None:
+            _typ, lines = imap.capability()
+            caps = frozenset(bytes(lines[-1] or b"").upper().split())
+        imap.untagged_responses.pop("CAPABILITY", None)
+        imap.capabilities = tuple(c.decode("ascii", "replace") for c in caps)
+        return caps
 
     def _has(self, capability: bytes) -> bool:
         return capability in self._caps
 
     def _disconnect(self) -> None:
-        client, self._client = self._client, None
+        imap, self._imap, self._client = self._imap, None, None
         self._selected = None
         self._status = None
-        if client is None:
+        if imap is None:
             return
         with contextlib.suppress(Exception):
-            client.socket().settimeout(LOGOUT_TIMEOUT)
-            client.logout()
+            imap.sock.settimeout(LOGOUT_TIMEOUT)
+            imap.logout()
         with contextlib.suppress(Exception):
-            client.shutdown()
+            imap.shutdown()
 
     def _drop(self) -> None:
         """Forget a broken connection without talking to the server again."""
-        client, self._client = self._client, None
+        imap, self._imap, self._client = self._imap, None, None
         self._selected = None
         self._status = None
-        if client is not None:
+        if imap is not None:
             with contextlib.suppress(Exception):
-                client.shutdown()
+                imap.shutdown()
 
     def close(self) -> None:
         """Close the connection and stop ``watch()``; safe to call from another thread."""
@@ -248,14 +350,18 @@ class IMAPRetriever(Retriever):
         """The mailsync error for a library or socket error (None: not ours to translate);
         drops the connection when the error means it is no longer usable."""
         context = self.endpoint.display
-        if isinstance(exc, imapclient_errors.LoginError):
+        # imapclient's errors can only come from imapclient, which may never have been loaded.
+        imapclient_errors: Any = sys.modules.get("imapclient.exceptions")
+        if imapclient_errors and isinstance(exc, imapclient_errors.LoginError):
             return AuthenticationError(f"{context}: the server refused the login")
+        if isinstance(exc, imaplib.IMAP4.readonly):
+            return ServerError(f"{context}: the folder is read-only ({exc})")
         if isinstance(exc, imaplib.IMAP4.abort):
             self._drop()
             if "timed out" in str(exc).lower():
                 return MailTimeout(f"{context}: the server did not answer in time")
             return ConnectionFailed(f"{context}: connection lost ({exc})")
-        if isinstance(exc, imapclient_errors.ProtocolError):
+        if imapclient_errors and isinstance(exc, imapclient_errors.ProtocolError):
             self._drop()
             return ProtocolError(f"{context}: malformed response ({exc})")
         if isinstance(exc, imaplib.IMAP4.error):
@@ -304,7 +410,7 @@ class IMAPRetriever(Retriever):
         A folder already open read-write serves reads too; ``fresh=False`` reuses the status
         of the folder already open instead of asking again.
         """
-        client = self._conn()
+        imap = self._session()
         current = self._selected
         if (
             not fresh
@@ -315,8 +421,12 @@ class IMAPRetriever(Retriever):
         ):
             return self._status
         with self._errors(folder):
-            response = client.select_folder(proto.encode_folder(folder), readonly=readonly)
-            status = proto.FolderStatus.from_select(response)
+            wire = proto.quote(proto.encode_folder(folder))
+            typ, data = imap.select(wire, readonly)  # type: ignore[arg-type]
+            if typ != "OK":
+                command = "EXAMINE" if readonly else "SELECT"
+                raise imaplib.IMAP4.error(f"{command} failed: {_text(data)}")
+            status = proto.FolderStatus.from_select(_select_codes(imap.untagged_responses))
         self._selected = (folder, readonly)
         self._status = status
         return status
@@ -360,9 +470,16 @@ class IMAPRetriever(Retriever):
                     return
 
     def _search(self, criteria: list[proto.Criterion], charset: str | None) -> list[int]:
+        imap = self._session()
+        # 8-bit text goes as a LITERAL+ literal where offered, else quoted UTF-8 after CHARSET.
+        wire = proto.render_criteria(criteria or [b"ALL"], literal_plus=self._has(b"LITERAL+"))
+        if charset:
+            wire = b"CHARSET " + charset.encode("ascii") + b" " + wire
         with self._errors():
-            found = self._conn().search(criteria, charset)
-        return sorted(int(uid) for uid in found)
+            typ, data = imap.uid("SEARCH", wire)  # type: ignore[arg-type]
+            if typ != "OK":
+                raise imaplib.IMAP4.error(f"SEARCH failed: {_text(data)}")
+        return proto.search_uids(data)
 
     def _fetch_items(self, base: str) -> str:
         return f"{base} {proto.FETCH_GMAIL}" if self._has(b"X-GM-EXT-1") else base
@@ -388,11 +505,10 @@ class IMAPRetriever(Retriever):
         a body section, as they arrive (bodies are never all held at once)."""
         if not uids:
             return
-        # The command goes out on imapclient's own imaplib connection, with a tag imaplib
-        # hands out and forgets again below, and the reply is read from imaplib's buffered
-        # socket file; imaplib's state is untouched between commands, so imapclient carries on.
-        client = self._conn()
-        imap = client._imap
+        # The command goes out on the imaplib connection, with a tag imaplib hands out and
+        # forgets again below, and the reply is read from imaplib's buffered socket file;
+        # imaplib's state is untouched between commands, so it (and imapclient) carries on.
+        imap = self._session()
         stream = imap.file
         with self._errors():
             tag = imap._new_tag()
@@ -435,14 +551,14 @@ class IMAPRetriever(Retriever):
             imap.tagged_commands.pop(tag, None)
 
     def _drain(self, reader: ResponseReader, tag: bytes) -> None:
-        client = self._client
-        if client is None:
+        imap = self._imap
+        if imap is None:
             return
         try:
             while True:
                 event = reader.next_event()
                 if event is None:
-                    chunk = self._read(client._imap.file, reader.wanted)
+                    chunk = self._read(imap.file, reader.wanted)
                     if not chunk:
                         break
                     reader.feed(chunk)
@@ -595,8 +711,9 @@ class IMAPRetriever(Retriever):
         """Whether EXISTS arrived unasked since the last call (during a FETCH, or in the
         responses imaplib collected), forgetting it."""
         seen, self._new_mail = self._new_mail, False
-        client = self._client
-        if client is not None and client._imap.untagged_responses.pop("EXISTS", None):
+        imap = self._imap
+        untagged: dict[str, Any] = imap.untagged_responses if imap is not None else {}
+        if untagged.pop("EXISTS", None):
             seen = True
         return seen
 
@@ -607,7 +724,7 @@ class IMAPRetriever(Retriever):
             until = min(deadline, time.monotonic() + IDLE_RENEW_SECONDS)
             with self._errors():
                 client.idle()
-            changed = self._idle_wait(client, until)
+            changed = self._idle_wait(client._imap, until)
             if not self._is_current(client):
                 return  # dropped while waiting
             if self._stop.is_set():
@@ -624,16 +741,15 @@ class IMAPRetriever(Retriever):
     def _is_current(self, client: IMAPClient) -> bool:
         return self._client is client
 
-    def _idle_wait(self, client: IMAPClient, until: float) -> bool:
+    def _idle_wait(self, imap: imaplib.IMAP4, until: float) -> bool:
         """Read IDLE responses until EXISTS (True), ``until`` or a stop request (False)."""
-        imap = client._imap
-        sock = client.socket()
+        sock = imap.sock
         wake_fd = self._wake_pipe()[0]
         poller = select.poll()
         poller.register(sock.fileno(), select.POLLIN)
         poller.register(wake_fd, select.POLLIN)
         while not self._stop.is_set():
-            if self._has_buffered(client, sock) and self._idle_line(imap):
+            if self._has_buffered(imap, sock) and self._idle_line(imap):
                 return True
             remaining = until - time.monotonic()
             if remaining <= 0:
@@ -654,12 +770,13 @@ class IMAPRetriever(Retriever):
             raise ConnectionFailed(f"{self.endpoint.display}: the server ended the session")
         return len(words) >= 3 and words[0] == b"*" and words[2].upper() in (b"EXISTS",)
 
-    def _has_buffered(self, client: IMAPClient, sock: socket.socket) -> bool:
+    def _has_buffered(self, imap: imaplib.IMAP4, sock: socket.socket) -> bool:
         """Whether a line already waits in imaplib's buffer or the TLS layer, where poll()
         cannot see it."""
         sock.setblocking(False)
         try:
-            return bool(client._imap.file.peek(1))
+            buffered: Any = imap.file
+            return bool(buffered.peek(1))
         except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             return False
         except OSError:
@@ -669,7 +786,7 @@ class IMAPRetriever(Retriever):
 
     def _poll(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        client = self._conn()
+        imap = self._session()
         while not self._stop.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -678,8 +795,8 @@ class IMAPRetriever(Retriever):
             if self._stop.is_set():
                 return
             with self._errors():
-                _text, responses = client.noop()
-            if any(len(r) >= 2 and r[1] == b"EXISTS" for r in responses):
+                imap.noop()
+            if self._forget_new_mail():
                 return
 
     def _wake_pipe(self) -> tuple[int, int]:
@@ -795,3 +912,16 @@ class IMAPRetriever(Retriever):
         if appended is None:
             return None
         return proto.format_message_id(folder, appended[0], appended[1])
+
+
+def _text(data: Sequence[Any]) -> str:
+    """The text of a tagged NO/BAD reply as imaplib hands it over."""
+    last = data[-1] if data else b""
+    return last.decode("utf-8", "replace") if isinstance(last, bytes) else str(last)
+
+
+def _select_codes(untagged: dict[str, list[Any]]) -> dict[bytes, Any]:
+    """What SELECT reported, from imaplib's untagged responses (it files each ``OK [CODE n]``
+    under the code), in the shape :meth:`FolderStatus.from_select` reads."""
+    wanted = ("UIDVALIDITY", "UIDNEXT", "EXISTS", "HIGHESTMODSEQ")
+    return {key.encode(): untagged[key][-1] for key in wanted if untagged.get(key)}

@@ -73,6 +73,7 @@ from mailsync.protocol.imap import (
     quote,
     render_criteria,
     search_plan,
+    search_uids,
     store_flags,
     uid_set,
 )
@@ -800,12 +801,8 @@ def _messages_from_fetch(
 
 
 def _search_uids(lines: Sequence[Any]) -> list[int]:
-    """UIDs from aioimaplib's ``SEARCH`` lines (ignoring a CONDSTORE ``(MODSEQ n)`` tail)."""
-    uids: list[int] = []
-    for line in lines[:-1]:
-        data = bytes(line).split(b"(", 1)[0]
-        uids.extend(int(word) for word in data.split() if word.isdigit())
-    return sorted(set(uids))
+    """UIDs from aioimaplib's ``SEARCH`` lines (the last line is the tagged reply)."""
+    return search_uids(lines[:-1])
 
 
 def _list_entries(lines: Sequence[Any]) -> list[tuple[list[bytes], bytes | None, bytes]]:

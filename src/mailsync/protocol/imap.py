@@ -32,8 +32,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any, Literal, TypeAlias
 
-from imapclient import imap_utf7
-
 from mailsync._errors import ConfigError, MessageNotFound, ProtocolError
 from mailsync._message import Folder, Message, header_block, message_identity
 from mailsync._query import Q, as_datetime
@@ -51,6 +49,7 @@ __all__ = [
     "SyncCursor",
     "SyncPlan",
     "UIDRef",
+    "capability_code",
     "decode_folder",
     "encode_folder",
     "fast_message_id",
@@ -70,6 +69,7 @@ __all__ = [
     "quote",
     "render_criteria",
     "search_plan",
+    "search_uids",
     "special_use_by_name",
     "store_flags",
     "uid_batches",
@@ -131,8 +131,14 @@ def encode_folder(name: str) -> str:
     """A folder name in IMAP's modified UTF-7 (RFC 3501 §5.1.3), ready to quote.
 
     Uses imapclient's encoder, which is correct for the whole of Unicode (astral characters go
-    through UTF-16 surrogate pairs as the RFC says) and escapes ``&`` as ``&-``.
+    through UTF-16 surrogate pairs as the RFC says) and escapes ``&`` as ``&-``. Printable
+    ASCII other than ``&`` stands for itself, so the common names never import imapclient
+    (whose import costs more than a whole incremental ``sync()`` on a local server).
     """
+    if name.isascii() and name.isprintable() and "&" not in name:
+        return name
+    from imapclient import imap_utf7
+
     return imap_utf7.encode(name).decode("ascii")  # type: ignore[no-any-return]
 
 
@@ -144,6 +150,8 @@ def decode_folder(raw: bytes | str) -> str:
         return data.decode("utf-8", "replace")
     if b"&" not in data:
         return data.decode("ascii")
+    from imapclient import imap_utf7
+
     try:
         return imap_utf7.decode(data)  # type: ignore[no-any-return]
     except (UnicodeDecodeError, ValueError):
@@ -395,6 +403,36 @@ def render_criteria(criteria: Sequence[Criterion], *, literal_plus: bool = False
             else:
                 parts.append(quote(data))
     return b" ".join(parts)
+
+
+def search_uids(lines: Iterable[bytes | bytearray | None]) -> list[int]:
+    """The UIDs of ``SEARCH`` responses, ascending and without repeats.
+
+    Each line may still start with ``SEARCH`` (aioimaplib) or hold just the numbers (imaplib);
+    a CONDSTORE ``(MODSEQ n)`` tail is ignored.
+    """
+    uids: set[int] = set()
+    for line in lines:
+        if line:
+            words = bytes(line).split(b"(", 1)[0].split()
+            uids.update(int(word) for word in words if word.isdigit())
+    return sorted(uids)
+
+
+_CAPABILITY_CODE = re.compile(rb"\[CAPABILITY ([^\]]*)\]", re.IGNORECASE)
+
+
+def capability_code(text: bytes | str | None) -> frozenset[bytes] | None:
+    """The capabilities in a ``[CAPABILITY ...]`` response code (servers send one with the
+    greeting or the login reply, sparing a CAPABILITY round trip), upper-cased; None if the
+    text has none."""
+    if not text:
+        return None
+    data = text.encode("utf-8", "replace") if isinstance(text, str) else bytes(text)
+    match = _CAPABILITY_CODE.search(data)
+    if match is None:
+        return None
+    return frozenset(word.upper() for word in match.group(1).split())
 
 
 # -- UID sets ---------------------------------------------------------------------------------
