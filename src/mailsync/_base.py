@@ -25,9 +25,8 @@ import random
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from email.message import EmailMessage
 from types import TracebackType
-from typing import Any, ClassVar, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias, TypeVar
 
 from mailsync._config import Endpoint
 from mailsync._errors import (
@@ -40,6 +39,9 @@ from mailsync._errors import (
 from mailsync._message import Folder, Message
 from mailsync._query import Q
 from mailsync._state import StateStore, open_state_store
+
+if TYPE_CHECKING:
+    from email.message import EmailMessage
 
 __all__ = [
     "AsyncRetriever",
@@ -62,7 +64,8 @@ log = logging.getLogger("mailsync")
 #: What the changing methods accept: messages, or their ids.
 MessageRef: TypeAlias = Message | str
 #: What senders and ``append`` accept.
-OutgoingMessage: TypeAlias = EmailMessage | bytes | Message
+# A string, so that the stdlib email package loads only when a program uses it.
+OutgoingMessage: TypeAlias = "EmailMessage | bytes | Message"
 
 CAPABILITIES = frozenset(
     {"folders", "flags", "move", "delete", "append", "search", "idle", "labels", "threads"}

@@ -14,17 +14,11 @@ This module does no I/O except :meth:`Attachment.save`.
 
 from __future__ import annotations
 
-import email.policy
-import email.utils
-import hashlib
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from email.message import EmailMessage
-from email.message import Message as StdMessage
-from email.parser import BytesParser
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -43,6 +37,9 @@ from mailsync._mime import (
 )
 
 if TYPE_CHECKING:
+    from email.message import EmailMessage
+    from email.message import Message as StdMessage
+
     from mailsync._reports import DeliveryReport
 
 __all__ = [
@@ -550,11 +547,15 @@ def message_identity(message_id: str | None, raw: bytes) -> str:
     """The identity a resync compares: ``mid:<Message-ID>``, else ``sha256:<digest>``."""
     if message_id:
         return "mid:" + message_id
+    import hashlib
+
     return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
 def message_identity_of_raw(raw: bytes) -> str:
     """A content-derived id for messages made from bytes."""
+    import hashlib
+
     return "sha256:" + hashlib.sha256(raw).hexdigest()[:32]
 
 
@@ -570,6 +571,8 @@ def as_bytes(message: StdMessage | EmailMessage | bytes | Message) -> bytes:
         return message.raw
     if isinstance(message, bytes | bytearray):
         return bytes(message)
+    from email.message import Message as StdMessage
+
     if isinstance(message, StdMessage):
         policy = message.policy.clone(linesep="\r\n")
         return message.as_bytes(policy=policy)
@@ -584,6 +587,10 @@ def parse_email(raw: bytes, *, headers_only: bool = False) -> EmailMessage:
     one payload. (:class:`Message` itself splits parts by hand and only uses this for its
     ``email`` attribute.)
     """
+    import email.policy
+    from email.message import EmailMessage
+    from email.parser import BytesParser
+
     parser = BytesParser(policy=email.policy.default)
     for only_headers in dict.fromkeys((headers_only, True)):
         try:
@@ -607,11 +614,13 @@ def parse_addresses(values: Sequence[str]) -> tuple[Address, ...]:
     first and the display names are decoded after, so an encoded name holding a comma stays
     one address. Groups are flattened; empty entries are dropped.
     """
+    from email.utils import getaddresses  # the stdlib email package loads only when used
+
     result: list[Address] = []
     for value in values:
         text = unfold(str(value))
         try:
-            pairs = email.utils.getaddresses([text])
+            pairs = getaddresses([text])
         except Exception:  # the stdlib address parser can fail on junk: salvage addr-specs
             pairs = [("", found) for found in _ADDR_SPEC.findall(text)]
         for name, addr in pairs:
