@@ -598,3 +598,70 @@ def test_date_queries_keep_messages_without_a_date_header(box: IMAPRetriever, se
     assert since == ["no date", "bad date"]
     before = [m.subject for m in box.messages(query=mailsync.Q(before=now - timedelta(days=30)))]
     assert before == ["Message 1"]
+
+
+def test_login_quotes_the_user_and_refuses_line_breaks(
+    scripted: Callable[..., ScriptedIMAP],
+) -> None:
+    server = scripted("IMAP4rev1")  # no AUTH=PLAIN: LOGIN it is
+    url = f"imap://al ice@127.0.0.1:{server.port}"
+    with mailsync.connect(url, password='p"w', tls="none", state=":memory:") as box:
+        box._conn()
+    login = next(line for line in server.received if b" LOGIN " in line.upper())
+    assert login.endswith(b' LOGIN "al ice" "p\\"w"\r\n')
+
+    received = len(server.received)
+    with mailsync.connect(url, password="pw\r\nA1 DELETE INBOX", tls="none") as box:
+        with pytest.raises(mailsync.AuthenticationError, match="line breaks"):
+            list(box.messages())
+    assert not any(b"DELETE" in line for line in server.received[received:])
+
+
+def test_capabilities_are_the_post_login_list(target: IMAPTarget, seed: Seed) -> None:
+    seed(make_raw(1))
+    with connect(target) as box:
+        list(box.messages())
+        # Dovecot's post-login list (the greeting's pre-login one lacks these)
+        assert box._has(b"IDLE")
+        assert box._has(b"CONDSTORE")
+        assert box._imap is not None
+        assert b"ENABLE" in {c.encode() for c in box._imap.capabilities}
+
+
+SYNC_WITHOUT_IMAPCLIENT = """
+import json, sys
+import mailsync
+options = json.loads(sys.stdin.read())
+with mailsync.connect(options.pop("url"), **options) as box:
+    count = sum(1 for _ in box.sync())
+print(json.dumps({"count": count, "imapclient": "imapclient" in sys.modules}))
+"""
+
+
+def test_sync_does_not_import_imapclient(
+    mail_servers: MailServers, account: Account, tmp_path: Any
+) -> None:
+    # Importing imapclient costs more than an incremental sync() against a local server:
+    # the hot path speaks imaplib directly, and imapclient loads only for LIST/STORE/....
+    import json
+    import subprocess
+    import sys
+
+    mail_servers.append(account, make_raw(1))
+    target = imap_url(mail_servers, account, "plain")
+    options = {"url": target.url, "password": account.password, "tls": "none"}
+    options["state"] = str(tmp_path / "state.sqlite")
+    done = subprocess.run(
+        [sys.executable, "-c", SYNC_WITHOUT_IMAPCLIENT],
+        input=json.dumps(options),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert json.loads(done.stdout) == {"count": 1, "imapclient": False}
+    with connect(target) as box:  # and what does need imapclient works on that connection
+        assert "INBOX" in [f.name for f in box.folders()]
+        (message,) = list(box.messages())
+        box.set_flags(message, add=["\\Flagged"])
+        assert box.get(message.id).flags >= {"\\Flagged"}
