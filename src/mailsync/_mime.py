@@ -24,7 +24,10 @@ import unicodedata
 import urllib.parse
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 __all__ = [
     "decode_8bit",
@@ -285,15 +288,16 @@ def _unquote_q(data: bytes) -> bytes:
 def _decode_run(run: list[tuple[str | None, bytes]]) -> str:
     out: list[str] = []
     charset: str | None = None
-    pending = b""
+    pending: list[bytes] = []  # joined once: adding bytes to bytes is quadratic on long runs
     for word_charset, data in run:
         if pending and word_charset != charset:
-            out.append(decode_bytes(pending, charset))
-            pending = b""
+            out.append(decode_bytes(b"".join(pending), charset))
+            pending = []
         charset = word_charset
-        pending += data
+        if data:  # an empty word changes the charset but starts no group of its own
+            pending.append(data)
     if pending:
-        out.append(decode_bytes(pending, charset))
+        out.append(decode_bytes(b"".join(pending), charset))
     run.clear()
     return "".join(out)
 
@@ -421,22 +425,42 @@ def split_multipart(body: bytes, boundary: str) -> list[bytes] | None:
     """
     delimiter = b"--" + wire_bytes(boundary)
     parts: list[bytes] = []
-    current: list[bytes] | None = None
-    for line in body.splitlines(keepends=True):
-        kind = _delimiter_kind(line, delimiter)
+    start: int | None = None  # where the content of the current part begins
+    for found in _lines_starting_with(body, delimiter):
+        end = _LINE.match(body, found).end()  # type: ignore[union-attr]
+        kind = _delimiter_kind(body[found:end], delimiter)
         if kind is None:
-            if current is not None:
-                current.append(line)
             continue
-        if current is not None:
-            parts.append(_strip_last_break(b"".join(current)))
+        if start is not None:
+            parts.append(_strip_last_break(body[start:found]))
         if kind == "close":
             return parts
-        current = []
-    if current is None:
+        start = end
+    if start is None:
         return None
-    parts.append(b"".join(current))  # truncated: keep what arrived
+    parts.append(body[start:])  # truncated: keep what arrived
     return parts
+
+
+def _lines_starting_with(body: bytes, delimiter: bytes) -> Iterator[int]:
+    """Where each line that starts with ``delimiter`` begins, in order; lines as
+    ``bytes.splitlines`` cuts them.
+
+    A body can be megabytes of short lines, so this finds the delimiter after each kind of
+    line break with ``bytes.find`` instead of looking at every line. A lone CR ends a line
+    here because the delimiter starts with "-", never with the LF of a CRLF.
+    """
+    if body.startswith(delimiter):
+        yield 0
+    after_lf, after_cr = b"\n" + delimiter, b"\r" + delimiter
+    lf, cr = body.find(after_lf), body.find(after_cr)
+    while lf >= 0 or cr >= 0:
+        if lf >= 0 and (cr < 0 or lf < cr):
+            yield lf + 1
+            lf = body.find(after_lf, lf + 1)
+        else:
+            yield cr + 1
+            cr = body.find(after_cr, cr + 1)
 
 
 def _delimiter_kind(line: bytes, delimiter: bytes) -> str | None:
@@ -458,20 +482,32 @@ def _strip_last_break(data: bytes) -> bytes:
     return data
 
 
-_BOUNDARY_LINE = re.compile(rb"--([^\s]{1,200})[ \t]*\r?\n?")
-_HEADER_LINE = re.compile(rb"[!-9;-~]+:")
+# A "--token" line (then blanks) and the line after it, which must start like a header field.
+# Searched from a line start three ways (the body's start, after an LF, after a lone CR), each
+# led by a literal the regex engine finds quickly; a leading lookbehind or a class of line
+# breaks would make it try every position. Compiled on first use, which re caches, so
+# importing this module stays cheap.
+_BOUNDARY_THEN_HEADER = rb"--([^\s]{1,200})[ \t]*(?:\r\n|\r|\n)[!-9;-~]+:"
 
 
 def guess_boundary(body: bytes) -> str | None:
     """The boundary a multipart body actually uses when its header names none or a wrong one:
     the first ``--token`` line that is followed by a header line."""
-    lines = body.splitlines()
-    for index, line in enumerate(lines[:-1]):
-        match = _BOUNDARY_LINE.fullmatch(line)
-        if match and _HEADER_LINE.match(lines[index + 1]):
-            token = match.group(1)
-            return token.decode("ascii", "surrogateescape")
-    return None
+    at_start = re.match(_BOUNDARY_THEN_HEADER, body)
+    if at_start:
+        return at_start.group(1).decode("ascii", "surrogateescape")
+    found = [
+        match
+        for match in (
+            re.search(b"\n" + _BOUNDARY_THEN_HEADER, body),
+            re.search(b"\r" + _BOUNDARY_THEN_HEADER, body),  # "\r-" is never half a CRLF
+        )
+        if match
+    ]
+    if not found:
+        return None
+    first = min(found, key=lambda match: match.start())
+    return first.group(1).decode("ascii", "surrogateescape")
 
 
 # -- dates ---------------------------------------------------------------------------------
