@@ -357,25 +357,30 @@ def run_case(
     before_each: Callable[[], None] | None = None,
 ) -> Result:
     """Time ``command`` ``runs`` times; RSS is measured in a fresh helper per run."""
-    times: list[float] = []
-    rss = 0.0
-    output: dict[str, Any] = {}
+    return run_alternating(section, [(name, command, before_each)], runs, timeout)[0]
+
+
+def run_alternating(
+    section: str,
+    cases: Sequence[tuple[str, Sequence[str], Callable[[], None] | None]],
+    runs: int,
+    timeout: float,
+) -> list[Result]:
+    """Time several ``(name, command, before_each)`` cases, taking turns run by run, so that
+    a burst of background load hits every contender alike instead of one of them."""
+    results = [Result(section, name, [], 0.0, 0, 0.0) for name, _, _ in cases]
     for _ in range(runs):
-        if before_each is not None:
-            before_each()
-        wrapped = [sys.executable, str(HERE / "imap_fetch.py"), "--measure", "--", *command]
-        report = json.loads(run_process(wrapped, timeout).strip().splitlines()[-1])
-        times.append(report["wall"])
-        rss = max(rss, report["rss_mb"])
-        output = report.get("output") or {}
-    return Result(
-        section,
-        name,
-        times,
-        rss,
-        int(output.get("messages", 0)),
-        float(output.get("bytes", 0)) / 1e6,
-    )
+        for result, (_name, command, before_each) in zip(results, cases, strict=True):
+            if before_each is not None:
+                before_each()
+            wrapped = [sys.executable, str(HERE / "imap_fetch.py"), "--measure", "--", *command]
+            report = json.loads(run_process(wrapped, timeout).strip().splitlines()[-1])
+            result.times.append(report["wall"])
+            result.rss_mb = max(result.rss_mb, report["rss_mb"])
+            output = report.get("output") or {}
+            result.messages = int(output.get("messages", 0))
+            result.megabytes = float(output.get("bytes", 0)) / 1e6
+    return results
 
 
 def measure(command: Sequence[str]) -> None:
@@ -623,26 +628,18 @@ def _incremental(
         since = max(servers.imap_uids(account, folder))
         seed_folder(servers, account, 10, folder=folder, start=10_000_000 + size, seed=1)
         section = f"sync() +10 in {size}"
-        results.append(
-            _python(section, "raw imaplib UID SEARCH", {**cfg, "since_uid": since}, args)
-        )
         pristine = workdir / f"state-{size}.pristine"
         _copy_database(state, pristine)
 
         def restore(source: Path = pristine, target: Path = state) -> None:
             _copy_database(source, target)
 
-        print(f"{section}: mailsync sync() ...", file=sys.stderr)
-        results.append(
-            run_case(
-                section,
-                "mailsync sync()",
-                python_case("mailsync sync()", {**cfg, "state": str(state)}),
-                args.runs,
-                args.timeout,
-                before_each=restore,
-            )
-        )
+        # A case this short (about 0.1 s) is at the mercy of background load: alternate.
+        print(f"{section}: raw imaplib UID SEARCH and mailsync sync() ...", file=sys.stderr)
+        raw = python_case("raw imaplib UID SEARCH", {**cfg, "since_uid": since})
+        ours = python_case("mailsync sync()", {**cfg, "state": str(state)})
+        cases = [("raw imaplib UID SEARCH", raw, None), ("mailsync sync()", ours, restore)]
+        results.extend(run_alternating(section, cases, args.runs, args.timeout))
     del corpus
     return results
 

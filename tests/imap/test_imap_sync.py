@@ -621,7 +621,7 @@ def test_capabilities_are_the_post_login_list(target: IMAPTarget, seed: Seed) ->
     seed(make_raw(1))
     with connect(target) as box:
         list(box.messages())
-        # Dovecot's post-login list (the greeting's pre-login one lacks these)
+        # Dovecot's post-login list (its greeting's pre-login one lacks CONDSTORE)
         assert box._has(b"IDLE")
         assert box._has(b"CONDSTORE")
         assert box._imap is not None
