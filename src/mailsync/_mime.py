@@ -18,12 +18,10 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
-import mimetypes
 import re
 import unicodedata
 import urllib.parse
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -521,6 +519,8 @@ def parse_date(value: str | None) -> datetime | None:
     """
     if not value:
         return None
+    from email.utils import parsedate_to_datetime  # the email package loads only when used
+
     text = value.strip()
     parsed: datetime | None
     try:
@@ -588,5 +588,7 @@ def _fit(name: str, limit: int) -> str:
 
 
 def _extension_for(content_type: str) -> str:
+    import mimetypes
+
     guessed = mimetypes.guess_extension(content_type.split(";", 1)[0].strip().lower())
     return guessed or ".bin"
