@@ -710,3 +710,25 @@ def test_a_stdlib_message_built_in_code_is_read_and_left_as_it_was() -> None:
     )
     assert recipients_of(parse_report(report)) == [("a@b.example", "failed")]
     assert report.get_boundary() is None  # writing it out would have set one
+
+
+def test_the_header_block_the_model_split_is_not_split_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import mailsync._reports as reports
+
+    raw = load("postfix-failed.eml")
+    split: list[bytes] = []
+    real = reports.split_header_block
+
+    def spy(data: bytes) -> tuple[list[tuple[str, str]], int]:
+        split.append(data)
+        return real(data)
+
+    monkeypatch.setattr(reports, "split_header_block", spy)
+    message = Message.from_bytes(raw)
+    report = parse_report(message)
+    assert report is not None
+    assert report.failed
+    assert split  # the parts are still split here
+    assert raw not in split  # the message itself only by the model

@@ -309,10 +309,24 @@ class _Part:
         return split_params(self.header("Content-Disposition"))[0]
 
 
-def _new_part(raw: bytes, default_type: str, *, limit: int | None = None, cut: bool) -> _Part:
-    """Split ``raw`` into header fields and body (the first ``limit`` bytes of it); ``cut``
-    says ``raw`` itself already lost its end."""
+def _new_part(raw: bytes, default_type: str, *, cut: bool) -> _Part:
+    """Split ``raw`` into header fields and body; ``cut`` says ``raw`` itself already lost
+    its end."""
     fields, offset = split_header_block(raw)
+    return _split_part(fields, raw, offset, default_type, cut=cut)
+
+
+def _split_part(
+    fields: list[tuple[str, str]],
+    raw: bytes,
+    offset: int,
+    default_type: str,
+    *,
+    limit: int | None = None,
+    cut: bool,
+) -> _Part:
+    """The part whose header ``fields`` end at ``offset`` in ``raw`` and whose body (the first
+    ``limit`` bytes of it) follows."""
     body = raw[offset:] if limit is None else raw[offset : offset + limit]
     content_type = next((value for name, value in fields if name.lower() == "content-type"), "")
     main, params = split_params(content_type)
@@ -369,10 +383,16 @@ class _Splitter:
         return None
 
 
-def _parts(raw: bytes) -> list[_Part]:
+def _parts(message: Message) -> list[_Part]:
     """The message and every part nested in it, in order, within the caps above."""
+    # The model has split the header block already (reading its headers did) and caches the
+    # split: the same split_header_block on the same bytes, so it is not done again here.
+    root = message._root()
+    top = _split_part(
+        list(root.fields), root.raw, root.offset, "text/plain", limit=_SCAN_LIMIT, cut=False
+    )
     splitter = _Splitter()
-    splitter.visit(_new_part(raw, "text/plain", limit=_SCAN_LIMIT, cut=False), 0)
+    splitter.visit(top, 0)
     return splitter.parts
 
 
@@ -453,7 +473,7 @@ def _worth_reading(message: Message) -> _Mail | None:
         or bounce_subject
         or (content_type.startswith("multipart/") and _mentions_report(message.raw))
     )
-    return _Mail(headers, _parts(message.raw), from_daemon, bounce_subject) if worth else None
+    return _Mail(headers, _parts(message), from_daemon, bounce_subject) if worth else None
 
 
 def _mentions_report(raw: bytes) -> bool:
