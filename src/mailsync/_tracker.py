@@ -304,8 +304,9 @@ class DeliveryTracker:
             # otherwise be overwritten by this one.
             return self._store.update_item(_MESSAGES, key, apply)
         record = self._store.get_item(_MESSAGES, key)
-        if apply(record) is not None:
-            self._store.set_item(_MESSAGES, key, record)  # type: ignore[arg-type]
+        updated = apply(record)
+        if updated is not None:
+            self._store.set_item(_MESSAGES, key, updated)
         return record
 
     def _candidate_keys(self, report: DeliveryReport) -> Iterator[str]:
