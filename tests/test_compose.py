@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import mailsync
 from mailsync import Address, ConfigError, InvalidAddress, Message, check_address, compose
 from mailsync._compose import prepare
-from mailsync._message import as_bytes
+from mailsync._message import as_bytes, parse_addresses
 
 FROM = "Alice <alice@example.test>"
 TO = "bob@example.test"
@@ -322,6 +322,79 @@ def test_deliverability_is_checked_only_on_request() -> None:
         check_address("a@localhost", deliverability=True)
     with pytest.raises(InvalidAddress):
         compose(from_=FROM, to="a@localhost", subject="s", text="t", check_deliverability=True)
+
+
+def test_syntax_checks_are_remembered_but_not_refusals_or_dns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import email_validator
+
+    calls: list[tuple[str, bool]] = []
+    validate = email_validator.validate_email
+
+    def counting(address: str, **options: Any) -> Any:
+        calls.append((address, options["check_deliverability"]))
+        return validate(address, **{**options, "check_deliverability": False})  # no network
+
+    monkeypatch.setattr(email_validator, "validate_email", counting)
+    address = "remembered.once@example.test"  # no other test checks it: not cached yet
+    assert check_address(address) == check_address(address) == address
+    assert len(calls) == 1
+    messages = set()
+    for _ in range(2):  # a refusal is checked afresh, and raises the same way each time
+        with pytest.raises(InvalidAddress) as caught:
+            check_address("refused.twice@@example.test")
+        assert isinstance(caught.value.__cause__, email_validator.EmailNotValidError)
+        messages.add(str(caught.value))
+    assert len(messages) == 1
+    assert len(calls) == 3
+    check_address("twice@example.com", deliverability=True)
+    check_address("twice@example.com", deliverability=True)  # DNS answers change: asked again
+    assert calls[-2:] == [("twice@example.com", True)] * 2
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                b"To: b@example.test, =?utf-8?q?C=2C_D?= <c@example.test>",
+                b"to: B <b@EXAMPLE.test>",
+                b'Cc: "x, y" <c@example.test>',
+                b"Bcc: e@example.test",
+                b"From: Ann <a@example.test>",
+                b"Sender: s@example.test",
+                b"Message-ID: <m@x>",
+                b"message-id: <second@x>",
+                b"Date: Mon, 1 Jan 2024 00:00:00 +0000",
+                b"Subject: =?utf-8?q?caf=C3=A9?=",
+                b" , folded@example.test",
+            ]
+        ),
+        max_size=8,
+    )
+)
+def test_prepare_reads_the_header_block_as_the_message_model_does(lines: list[bytes]) -> None:
+    raw = b"\r\n".join(lines) + b"\r\n\r\nbody\r\n"
+    view = Message(raw)
+    listed = [a.email for a in (*view.to, *view.cc, *view.bcc)]
+    try:
+        envelope = prepare(raw)
+    except InvalidAddress:
+        assert not listed
+        return
+    expected: dict[str, str] = {}
+    for address in listed:  # deduplicated with the domain compared case-insensitively
+        local, _, domain = address.rpartition("@")
+        expected.setdefault(f"{local}@{domain.lower()}", address)
+    assert envelope.recipients == tuple(expected.values())
+    senders = [a.email for a in parse_addresses(view.headers.get_all("Sender")) if a.email]
+    author = view.from_.email if view.from_ else ""
+    assert envelope.mail_from == (senders[0] if senders else author)
+    if view.message_id is not None:
+        assert envelope.message_id == view.message_id
+    assert "Date" in Message(envelope.data).headers
+    assert envelope.data.endswith(b"\r\n\r\nbody\r\n")
 
 
 def test_address_forms() -> None:

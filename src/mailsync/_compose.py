@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import email.policy
 import email.utils
+import functools
 import mimetypes
 import os
 import re
@@ -30,7 +31,7 @@ from typing import NamedTuple, TypeAlias
 
 from mailsync._errors import ConfigError, InvalidAddress
 from mailsync._message import Address, Message, _msgid, as_bytes, parse_addresses
-from mailsync._mime import split_header_block
+from mailsync._mime import decode_header_value, split_header_block
 
 __all__ = ["AttachmentSpec", "Envelope", "check_address", "compose", "prepare"]
 
@@ -99,6 +100,20 @@ def check_address(address: str, *, deliverability: bool = False) -> str:
 def _check(address: object, *, deliverability: bool) -> _Checked:
     if not isinstance(address, str) or not address or _LINE_BREAK.search(address):
         raise InvalidAddress(f"invalid email address {address!r}", address=str(address))
+    if deliverability:  # DNS answers change: never remembered
+        return _validate(address, deliverability=True)
+    return _check_syntax(address)
+
+
+@functools.lru_cache(maxsize=4096)
+def _check_syntax(address: str) -> _Checked:
+    """:func:`_validate` without DNS: a pure function of the address, so remembered (bulk
+    mail repeats its sender and often its recipients, and each check costs ~20 us). Only
+    accepted addresses are cached; a refused one is checked, and raises, afresh each time."""
+    return _validate(address, deliverability=False)
+
+
+def _validate(address: str, *, deliverability: bool) -> _Checked:
     probe, suffix = address, ""
     domain = address.rpartition("@")[2].rstrip(".").lower()
     if not deliverability:
@@ -495,19 +510,21 @@ def prepare(
     if isinstance(message, Message) and message.headers_only:
         raise ConfigError("cannot send a message retrieved with headers_only=True")
     raw = _wire_bytes(message)
-    head, body = _split_head(raw)
-    view = Message(head + b"\r\n")
+    parsed, offset = split_header_block(raw)
+    head, body = _split_head(raw, offset)
+    view = _HeaderView(parsed)
     fields = [f for f in _header_fields(head) if _field_name(f) not in _BLIND_HEADERS]
-    message_id = view.message_id
+    message_id = view.message_id()
     if message_id is None:
-        domain = _domain_of(view.from_.email if view.from_ else "")
+        author = view.addresses("from")
+        domain = _domain_of(author[0].email if author else "")
         message_id = email.utils.make_msgid(domain=domain)[1:-1]
         fields.append(f"Message-ID: <{message_id}>\r\n".encode())
-    if "Date" not in view.headers:
+    if not view.has("date"):
         now = email.utils.format_datetime(email.utils.localtime())
         fields.append(f"Date: {now}\r\n".encode())
 
-    listed = [a.email for a in (*view.to, *view.cc, *view.bcc) if a.email]
+    listed = [a.email for a in view.addresses("to", "cc", "bcc") if a.email]
     recipients = _dedupe(list(rcpt_to) if rcpt_to is not None else listed)
     if not recipients:
         raise InvalidAddress("the message has no recipient (To, Cc, Bcc or rcpt_to)", address="")
@@ -529,6 +546,48 @@ def prepare(
     )
 
 
+class _HeaderView:
+    """What :func:`prepare` reads from a header block, read as :class:`~mailsync.Message`
+    reads it (first decoded Message-ID; addresses parsed from the raw values), from the
+    fields :func:`~mailsync._mime.split_header_block` gave: the block is split once, and
+    only the fields asked for are decoded."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, fields: list[tuple[str, str]]) -> None:
+        values: dict[str, list[str]] = {}
+        for name, value in fields:
+            values.setdefault(name.lower(), []).append(value)
+        self._values = values
+
+    def has(self, name: str) -> bool:
+        return name in self._values
+
+    def message_id(self) -> str | None:
+        values = self._values.get("message-id")
+        return _msgid(decode_header_value(values[0])) if values else None
+
+    def addresses(self, *names: str) -> list[Address]:
+        return [a for name in names for v in self._values.get(name, ()) for a in _parsed(v)]
+
+
+#: Longer header values are parsed each time rather than kept in the cache.
+_CACHED_VALUE_MAX = 256
+
+
+def _parsed(value: str) -> tuple[Address, ...]:
+    """The addresses in one raw header value."""
+    if len(value) > _CACHED_VALUE_MAX:
+        return parse_addresses([value])
+    return _parsed_short(value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed_short(value: str) -> tuple[Address, ...]:
+    # A pure function, and bulk mail repeats its From and often its To: remembered.
+    return parse_addresses([value])
+
+
 def _wire_bytes(message: EmailMessage | bytes | Message) -> bytes:
     try:
         raw = as_bytes(message)
@@ -537,10 +596,10 @@ def _wire_bytes(message: EmailMessage | bytes | Message) -> bytes:
     return _LINE_END.sub(b"\r\n", raw)
 
 
-def _split_head(raw: bytes) -> tuple[bytes, bytes]:
-    """``(header fields with their CRLFs, body)``, split where the Message model splits
-    them; the blank line between them is dropped (and added back by the caller)."""
-    _, offset = split_header_block(raw)
+def _split_head(raw: bytes, offset: int) -> tuple[bytes, bytes]:
+    """``(header fields with their CRLFs, body)``, split at ``offset``, where the Message
+    model splits them (:func:`~mailsync._mime.split_header_block`); the blank line between
+    them is dropped (and added back by the caller)."""
     head = raw[:offset]
     if head.endswith(b"\r\n\r\n"):
         return head[:-2], raw[offset:]
@@ -586,11 +645,12 @@ def _dedupe(addresses: Iterable[str]) -> list[str]:
     return list(seen.values())
 
 
-def _envelope_sender(view: Message) -> str:
-    sender = [a for a in parse_addresses(view._raw_values("Sender")) if a.email]
+def _envelope_sender(view: _HeaderView) -> str:
+    sender = [a for a in view.addresses("sender") if a.email]
     if sender:
         return sender[0].email
-    return view.from_.email if view.from_ else ""
+    author = view.addresses("from")
+    return author[0].email if author else ""
 
 
 def _domain_of(address: str) -> str:
