@@ -349,16 +349,16 @@ def _unquote(text: str) -> str:
 
 def _join_rfc2231(parts: dict[int, tuple[str, bool]]) -> str:
     charset: str | None = None
-    data = b""
+    pieces: list[bytes] = []  # joined once: sections come by the thousand in hostile mail
     for number in sorted(parts):
         text, encoded = parts[number]
         if not encoded:
-            data += wire_bytes(text)
+            pieces.append(wire_bytes(text))
             continue
         if number == 0 and text.count("'") >= 2:
             charset, _language, text = text.split("'", 2)
-        data += urllib.parse.unquote_to_bytes(wire_bytes(text))
-    return decode_bytes(data, charset or None)
+        pieces.append(urllib.parse.unquote_to_bytes(wire_bytes(text)))
+    return decode_bytes(b"".join(pieces), charset or None)
 
 
 # -- bodies --------------------------------------------------------------------------------
