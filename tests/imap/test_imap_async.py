@@ -678,3 +678,33 @@ async def test_sync_and_async_backends_give_identical_messages(
         (m.id, m.uid, m.flags, m.size, m.raw, m.internal_date) for m in expected[0]
     ]
     assert got == expected
+
+
+@pytest.mark.parametrize("cut", [0, 1, 90, 250, 600, 1000, 1700, 3000, 9000, 24000, 33000])
+async def test_sync_broken_anywhere_loses_and_repeats_nothing(
+    mail_servers: MailServers,
+    account: Account,
+    tcp_proxy: Callable[[str, int], TCPProxy],
+    tmp_path: Any,
+    cut: int,
+) -> None:
+    # Byte counts from the greeting, through login, EXAMINE and SEARCH, into the FETCH batches.
+    proxy = tcp_proxy("127.0.0.1", mail_servers.imap_port)
+    await _seed(mail_servers, account, [make_raw(n, extra=3000) for n in range(9)])
+    expected = [f"Message {n}" for n in range(9)]
+    state = str(tmp_path / "state.sqlite")
+    box = _connect(mail_servers, account, port=proxy.port, state=state, batch_size=7)
+    got: list[str] = []
+    failures: list[BaseException] = []
+    async with box:
+        proxy.cut_after(cut)
+        for _attempt in range(3):
+            try:
+                async for message in box.sync():
+                    got.append(message.subject)
+                break
+            except (mailsync.ConnectionFailed, mailsync.MailTimeout) as exc:
+                failures.append(exc)
+        assert await _collect(box.sync()) == []
+    assert got == expected
+    assert len(failures) == proxy.cuts == 1

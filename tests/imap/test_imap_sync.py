@@ -154,6 +154,37 @@ def test_cut_mid_fetch_then_sync_again_loses_and_repeats_nothing(
     assert got == expected
 
 
+# Server-to-client byte counts after which the connection breaks: in the greeting, the
+# CAPABILITY reply, the login reply, EXAMINE, SEARCH, and all through the FETCH batches.
+CUT_POINTS = [0, 1, 30, 90, 160, 250, 400, 600, 800, 1000, 1300, 1700, 2200, 3000, 6000]
+CUT_POINTS += [9000, 15000, 24000, 33000]
+
+
+@pytest.mark.parametrize("cut", CUT_POINTS)
+def test_sync_broken_anywhere_loses_and_repeats_nothing(
+    proxied: tuple[IMAPTarget, TCPProxy],
+    mail_servers: MailServers,
+    account: Account,
+    tmp_path: Any,
+    cut: int,
+) -> None:
+    target, proxy = proxied
+    expected = _seed_numbered(mail_servers, account, range(9))
+    got: list[str] = []
+    failures: list[BaseException] = []
+    with connect(target, state=str(tmp_path / "state.sqlite")) as box:
+        proxy.cut_after(cut)
+        for _attempt in range(3):
+            try:
+                got.extend(message.subject for message in box.sync())
+                break
+            except (mailsync.ConnectionFailed, mailsync.MailTimeout) as exc:
+                failures.append(exc)
+        assert list(box.sync()) == []  # and the cursor says everything was delivered
+    assert got == expected
+    assert len(failures) == proxy.cuts == 1
+
+
 def test_watch_reconnects_after_cuts_mid_fetch_and_during_idle(
     proxied: tuple[IMAPTarget, TCPProxy],
     mail_servers: MailServers,
