@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import email
 import email.policy
+import imaplib
 import socket
 import ssl
 import threading
@@ -596,16 +597,29 @@ def test_malformed_fetch_response_is_a_protocol_error(
 
 
 def test_noop_polling_without_idle(
-    target: IMAPTarget, seed: Seed, monkeypatch: pytest.MonkeyPatch
+    target: IMAPTarget,
+    seed: Seed,
+    monkeypatch: pytest.MonkeyPatch,
+    mail_servers: MailServers,
+    account: Account,
 ) -> None:
     original = IMAPRetriever._has
     monkeypatch.setattr(
         IMAPRetriever, "_has", lambda self, cap: cap != b"IDLE" and original(self, cap)
     )
+    noops = [0]
+    noop = imaplib.IMAP4.noop
+
+    def counting_noop(self: imaplib.IMAP4) -> Any:
+        noops[0] += 1
+        return noop(self)
+
+    monkeypatch.setattr(imaplib.IMAP4, "noop", counting_noop)
+    monkeypatch.setattr("mailsync.backends.imap.NOOP_INTERVAL", 0.1)
     watcher = connect(target)
     got: list[str] = []
     thread = threading.Thread(
-        target=lambda: got.extend(m.subject for m in watcher.watch(poll_interval=0.3)),
+        target=lambda: got.extend(m.subject for m in watcher.watch(poll_interval=30)),
         daemon=True,
     )
     thread.start()
@@ -613,6 +627,16 @@ def test_noop_polling_without_idle(
         wait_for(lambda: watcher._selected is not None, 10)
         seed(make_raw(1))
         wait_for(lambda: got == ["Message 1"], 20)
+        # Flag changes from elsewhere come as unasked FETCH responses on each NOOP; a watch
+        # that polls for months must not pile them up.
+        polls = noops[0]
+        with mail_servers.imap(account) as other:
+            other.select("INBOX")
+            for flag in ("\\Flagged", "\\Answered", "$Label1"):
+                other.store("1", "+FLAGS", flag)
+        wait_for(lambda: noops[0] >= polls + 3, 20)
+        assert watcher._imap is not None
+        assert "FETCH" not in watcher._imap.untagged_responses
     finally:
         watcher.close()
         thread.join(10)

@@ -65,6 +65,8 @@ __all__ = ["IMAPRetriever"]
 BATCH_SIZE = 500
 #: RFC 2177: servers may drop an IDLE after 30 minutes; renew before that.
 IDLE_RENEW_SECONDS = 25 * 60
+#: Without IDLE: how often NOOP asks for news within one ``poll_interval``.
+NOOP_INTERVAL = 60.0
 #: How long a polite LOGOUT may take when closing.
 LOGOUT_TIMEOUT = 2.0
 
@@ -791,12 +793,17 @@ class IMAPRetriever(Retriever):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            self._stop.wait(min(remaining, 60.0))
+            self._stop.wait(min(remaining, NOOP_INTERVAL))
             if self._stop.is_set():
                 return
             with self._errors():
                 imap.noop()
-            if self._forget_new_mail():
+            changed = self._forget_new_mail()
+            # imaplib files every unasked response (FETCH flag changes, EXPUNGE ...) until
+            # someone takes it; only EXISTS matters here, and a watch may poll for months.
+            untagged: dict[str, Any] = imap.untagged_responses
+            untagged.clear()
+            if changed:
                 return
 
     def _wake_pipe(self) -> tuple[int, int]:
