@@ -3,7 +3,11 @@ features, the DATA payload, the retry options."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import mailsync
 from mailsync.backends.smtp import (
@@ -86,6 +90,21 @@ def test_reply_parser_rejects_garbage(line: bytes) -> None:
         _ReplyParser().feed(line)
 
 
+@given(st.lists(st.integers(0, 60), max_size=6))
+def test_reply_parser_gives_the_same_replies_however_the_bytes_arrive(cuts: list[int]) -> None:
+    data = b"250-mx.example.test\r\n250-PIPELINING\r\n250 SIZE 100\n354 go on\r\n221 bye\r\n"
+    parser = _ReplyParser()
+    replies: list[Reply] = []
+    start = 0
+    for end in [*sorted(cuts), len(data)]:
+        replies += parser.feed(data[start:end])
+        start = max(start, end)
+    assert replies == _ReplyParser().feed(data)
+    assert [r.code for r in replies] == [250, 354, 221]
+    assert replies[0].lines == ("mx.example.test", "PIPELINING", "SIZE 100")
+    assert not parser.pending
+
+
 def test_reply_parser_rejects_endless_lines() -> None:
     with pytest.raises(mailsync.ProtocolError):
         _ReplyParser().feed(b"250 " + b"x" * 10000)
@@ -113,10 +132,24 @@ def test_features_from_ehlo() -> None:
         (b".hidden\r\n..two\r\n", b"..hidden\r\n...two\r\n.\r\n"),
         (b"bare\nlf\r\nand\rcr\r\n", b"bare\r\nlf\r\nand\r\ncr\r\n.\r\n"),
         (b"\r\n.\r\n", b"\r\n..\r\n.\r\n"),
+        (b"a\n.b\r\n", b"a\r\n..b\r\n.\r\n"),
+        (b"a\r.b\r\n", b"a\r\n..b\r\n.\r\n"),
+        (b"a\r\r\nb\r\n", b"a\r\n\r\nb\r\n.\r\n"),
+        (b"", b"\r\n.\r\n"),
     ],
 )
 def test_data_payload(data: bytes, payload: bytes) -> None:
     assert _data_payload(data) == payload
+
+
+@given(st.lists(st.sampled_from([b"a", b".", b"\r", b"\n", b"\r\n"]), max_size=12))
+def test_data_payload_fast_paths_change_nothing(pieces: list[bytes]) -> None:
+    # The payload skips its regular expressions when the data needs no fixing: the result
+    # must be what applying them always gives.
+    data = b"".join(pieces)
+    expected = re.sub(rb"(?m)^\.", b"..", re.sub(rb"\r\n|\r|\n", b"\r\n", data))
+    expected += b"" if expected.endswith(b"\r\n") else b"\r\n"
+    assert _data_payload(data) == expected + b".\r\n"
 
 
 def test_retry_policy_from_options() -> None:

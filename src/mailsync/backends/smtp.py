@@ -139,10 +139,11 @@ def _orcpt(address: str) -> str:
 
 def _data_payload(data: bytes) -> bytes:
     """The DATA payload: CRLF line endings, leading dots doubled, and the final ``.`` line."""
-    inner = data.replace(CRLF, b"")
-    if b"\r" in inner or b"\n" in inner:
+    line_ends = data.count(CRLF)
+    if data.count(b"\r") != line_ends or data.count(b"\n") != line_ends:
         data = _BARE_LINE_ENDS.sub(CRLF, data)
-    data = _DOT_AT_LINE_START.sub(b"..", data)
+    if data.startswith(b".") or b"\n." in data:
+        data = _DOT_AT_LINE_START.sub(b"..", data)
     if not data.endswith(CRLF):
         data += CRLF
     return data + b"." + CRLF
@@ -197,18 +198,16 @@ class _ReplyParser:
         Raises:
             ProtocolError: A line is not ``NNN[ -]text`` or is absurdly long.
         """
-        self._buffer += data
+        lines = (self._buffer + data).split(b"\n")
+        self._buffer = lines.pop()  # the start of a line still to come
         replies: list[Reply] = []
-        while True:
-            end = self._buffer.find(b"\n")
-            if end < 0:
-                if len(self._buffer) > _MAX_LINE:
-                    raise ProtocolError("the server sent a reply line longer than 8 KiB")
-                return replies
-            line, self._buffer = self._buffer[:end].rstrip(b"\r"), self._buffer[end + 1 :]
-            reply = self._line(line)
+        for line in lines:
+            reply = self._line(line.rstrip(b"\r"))
             if reply is not None:
                 replies.append(reply)
+        if len(self._buffer) > _MAX_LINE:
+            raise ProtocolError("the server sent a reply line longer than 8 KiB")
+        return replies
 
     def _line(self, line: bytes) -> Reply | None:
         if len(line) < 3 or not line[:3].isdigit() or line[3:4] not in (b"", b" ", b"-"):
@@ -368,6 +367,13 @@ class _Read:
 
 
 @dataclass(frozen=True, slots=True)
+class _ReadReplies:
+    """Read ``count`` replies (a pipelined group's); the result is a list of :class:`Reply`."""
+
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
 class _StartTLS:
     """Wrap the connection in TLS (after the server's 220 to STARTTLS)."""
 
@@ -387,7 +393,7 @@ class _Close:
     """Drop the connection without a word."""
 
 
-_Op: TypeAlias = _Connect | _Write | _Read | _StartTLS | _Sleep | _Token | _Close
+_Op: TypeAlias = _Connect | _Write | _Read | _ReadReplies | _StartTLS | _Sleep | _Token | _Close
 _Steps: TypeAlias = Generator[_Op, Any, T]
 _READ = _Read()
 
@@ -890,9 +896,7 @@ class _Session:
     def _read_group(
         self, commands: list[bytes], rcpt_count: int
     ) -> _Steps[tuple[Reply, list[Reply], Reply]]:
-        replies: list[Reply] = []
-        for _ in commands:
-            replies.append((yield _READ))
+        replies: list[Reply] = yield _ReadReplies(len(commands))
         if len(commands) > rcpt_count + 2:
             _check_lost(replies.pop(0))  # RSET
         return replies[0], replies[1:-1], replies[-1]
@@ -1097,11 +1101,27 @@ def _is_drop(exc: ConnectionFailed) -> bool:
 # -- drivers ---------------------------------------------------------------------------------
 
 
+def _translated(exc: Exception, context: str) -> MailsyncError:
+    """The mailsync error :func:`~mailsync._errors.map_exceptions` makes of a library or
+    socket error; an error it does not translate is raised again as it is.
+
+    The drivers call this only when an operation failed, rather than entering
+    ``map_exceptions`` around every operation (several per message in ``send_many``).
+    """
+    try:
+        with map_exceptions(context=context):
+            raise exc
+    except MailsyncError as mapped:
+        return mapped
+    raise AssertionError("unreachable: map_exceptions raises")  # pragma: no cover
+
+
 class _SocketDriver:
     """Performs the core's operations on a blocking socket."""
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
+        self._display = endpoint.display
         self._sock: socket.socket | None = None
         self._parser = _ReplyParser()
         self._replies: list[Reply] = []
@@ -1117,10 +1137,11 @@ class _SocketDriver:
                     return stop.value  # type: ignore[no-any-return]
                 result, error = None, None
                 try:
-                    with map_exceptions(context=self.endpoint.display):
-                        result = self._perform(op)
+                    result = self._perform(op)
                 except MailsyncError as exc:
                     error = exc
+                except Exception as exc:
+                    error = _translated(exc, self._display)
         except BaseException as exc:
             # Anything the core did not handle leaves the connection in an unknown state
             # unless it was a clean refusal (the core keeps it open for those).
@@ -1134,6 +1155,8 @@ class _SocketDriver:
     def _perform(self, op: _Op) -> Any:
         if isinstance(op, _Read):
             return self._read()
+        if isinstance(op, _ReadReplies):
+            return [self._read() for _ in range(op.count)]
         if isinstance(op, _Write):
             self._socket().sendall(op.data)
             return None
@@ -1207,6 +1230,7 @@ class _StreamDriver:
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
+        self._display = endpoint.display
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._parser = _ReplyParser()
@@ -1223,10 +1247,11 @@ class _StreamDriver:
                     return stop.value  # type: ignore[no-any-return]
                 result, error = None, None
                 try:
-                    with map_exceptions(context=self.endpoint.display):
-                        result = await self._perform(op)
+                    result = await self._perform(op)
                 except MailsyncError as exc:
                     error = exc
+                except Exception as exc:
+                    error = _translated(exc, self._display)
         except BaseException as exc:
             if not isinstance(exc, MailsyncError | _Lost) or not session.connected:
                 await self.close()
@@ -1238,6 +1263,8 @@ class _StreamDriver:
     async def _perform(self, op: _Op) -> Any:
         if isinstance(op, _Read):
             return await self._read()
+        if isinstance(op, _ReadReplies):
+            return [await self._read() for _ in range(op.count)]
         if isinstance(op, _Write):
             writer = self._stream()[1]
             writer.write(op.data)
