@@ -6,11 +6,24 @@ process; the time is that process's whole wall time (interpreter start to exit),
 several runs, plus the time of the sending alone as the process measured it. A message counts
 as sent when Postfix has answered 250 to its end of data: Postfix queues and delivers to
 Dovecot afterwards, so the benchmark waits for the queue to drain between runs and measures
-the client side only.
+the client side only. Each setup first sends 20 untimed messages, so that Postfix's daemons
+for that port are running before the first measured run.
 
 Setups: the submission port (STARTTLS + AUTH) and the plain port (neither) over loopback, and
 the submission port through a user-space proxy that adds a round-trip time (10 ms by default),
 where the number of round trips per message, not Postfix, sets the pace.
+
+Where the servers keep their files: on tmpfs (``/dev/shm``) when it is there and usable, else
+(and with ``--disk``) in the temp dir, on disk. Postfix fsyncs every queue file it writes
+(about 0.8 ms per message on this machine's disk) before it answers the end of data, and that
+wait sets the pace of every single-connection client alike: on disk the benchmark measures
+the disk, not the client. (The IMAP peers in benchmarks/imap_fetch.py run without fsync for
+the same reason.) The table says which file system was used.
+
+mailsync is compiled to bytecode before any run and the children may write bytecode, so wall
+times do not include compiling mailsync from source (a ``PYTHONDONTWRITEBYTECODE``
+development shell would otherwise make every run compile it, while the stdlib that smtplib
+uses ships compiled).
 
 Contenders:
 
@@ -22,6 +35,7 @@ Contenders:
 
     python benchmarks/smtp_send.py                      # all setups, 1,000 (100) x 3, table
     python benchmarks/smtp_send.py --count 200 --runs 1 --setups plain
+    python benchmarks/smtp_send.py --disk               # servers on disk (fsync per message)
     python benchmarks/smtp_send.py --write-docs         # also replace the SMTP section of
                                                         # docs/performance.md
 
@@ -32,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import compileall
 import contextlib
 import json
 import os
@@ -45,19 +60,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 DOCS = ROOT / "docs" / "performance.md"
+TMPFS = Path("/dev/shm")
+# Children run mailsync as users do, from bytecode (see the module docstring).
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 SECTION = "## SMTP send (`benchmarks/smtp_send.py`)"
 
 READING = (
-    "How to read this: on loopback every single-connection client runs at Postfix's own pace "
-    "(its queue-file work for each message, a few milliseconds on this machine), so they "
-    "finish within noise of one another, and all a client can still save is the connection "
+    "How to read this: the servers run on tmpfs because Postfix fsyncs every queue file "
+    "before it answers the end of data; on this machine's disk that is about 0.8 ms per "
+    "message, and every single-connection client then waits for the disk alike and ties "
+    "(`--disk` shows it). The IMAP peers were measured without fsync for the same reason. "
+    "Without the disk, Postfix's own work for each message (smtpd, cleanup, and the "
+    "delivery to Dovecot running beside it on the same 2 CPUs) sets the pace on loopback, "
+    "and what a client can still save is its own CPU time, round trips, and the connection "
     "set-up: expensive with STARTTLS + AUTH, cheap without, which is why a connection per "
-    "message costs about 3x on the submission port and next to nothing on the plain one. Over "
-    "a network the round trips per message dominate: `send_many` needs one (each message's "
-    "data travels with the next envelope), smtplib and aiosmtplib four (MAIL, RCPT, DATA, "
-    "end of data), a connection per message about a dozen."
+    "message costs several times the loop on the submission port and far less on the plain "
+    "one. Over a network the round trips per message dominate: `send_many` needs one (each "
+    "message's data travels with the next envelope, and the next message is prepared while "
+    "the server answers), smtplib and aiosmtplib four (MAIL, RCPT, DATA, end of data), a "
+    "connection per message about a dozen."
 )
 
 CONTENDERS = {
@@ -222,7 +246,8 @@ def available(name: str) -> bool:
 
 
 def run_once(name: str, config: dict[str, Any]) -> tuple[float, float]:
-    command = [sys.executable, __file__, "--child", name]
+    # Imported, not run as a script, so this file too is loaded from its bytecode.
+    command = [sys.executable, "-c", "import sys, smtp_send; smtp_send.child(sys.argv[1])", name]
     start = time.perf_counter()
     done = subprocess.run(
         command,
@@ -231,6 +256,8 @@ def run_once(name: str, config: dict[str, Any]) -> tuple[float, float]:
         text=True,
         timeout=900,
         check=False,
+        cwd=HERE,
+        env=ENV,
     )
     wall = time.perf_counter() - start
     if done.returncode != 0:
@@ -375,6 +402,15 @@ def write_messages(path: Path, sender: str, recipient: str, count: int) -> None:
     path.write_bytes(b"\0".join(raws))
 
 
+def warm_up(config: dict[str, Any], count: int = 20) -> None:
+    """Send a few untimed messages, so that Postfix has started the daemons this port
+    uses (smtpd, cleanup, trivial-rewrite, TLS) before the first measured run pays for it."""
+    conn = _smtplib_connection(config)
+    for message in _messages(config)[:count]:
+        conn.sendmail(config["sender"], [config["recipient"]], message)
+    conn.quit()
+
+
 def measure_setup(
     servers: Any, setup: Setup, runs: int, workdir: Path, names: list[str]
 ) -> list[Result]:
@@ -383,6 +419,7 @@ def measure_setup(
         if setup.rtt_ms:
             port = stack.enter_context(DelayProxy(setup.port, setup.rtt_ms / 2000)).port
         config = config_for(servers, setup, port, workdir)
+        warm_up(config)
         mine = [Result(name, setup.label, setup.count) for name in names]
         for run in range(runs):
             # Interleaved, and rotated each run, so drift on a shared machine hits all alike.
@@ -400,7 +437,7 @@ def measure_setup(
     return mine
 
 
-def table(results: list[Result], runs: int) -> str:
+def table(results: list[Result], runs: int, storage: str) -> str:
     lines = [
         SECTION,
         "",
@@ -408,8 +445,10 @@ def table(results: list[Result], runs: int) -> str:
         "each contender) to one local recipient on the private Postfix of `tests/servers.py`; "
         f"each contender in a fresh process; median of {runs} runs, interleaved. *Wall* is the "
         "whole process (interpreter start, imports, connecting, sending, exit); *send* is the "
-        "sending alone, until Postfix answered 250 to the last message. The Postfix queue is "
-        "drained between runs. mailsync takes the messages as bytes and works out each "
+        "sending alone, until Postfix answered 250 to the last message. Each setup is warmed "
+        "up with 20 untimed messages, and the Postfix queue is "
+        f"drained between runs; its queue and the mailboxes are {storage}. mailsync takes "
+        "the messages as bytes and works out each "
         "envelope from the headers (`prepare()`); the smtplib and aiosmtplib loops are handed "
         "the envelope. The round-trip path is loopback through a user-space proxy that holds "
         "every chunk back half the round trip in each direction.",
@@ -457,6 +496,47 @@ def write_docs(section: str) -> None:
     DOCS.write_text(text.rstrip("\n") + "\n")
 
 
+def tmpfs_usable(path: Path) -> bool:
+    """Whether ``path`` is a tmpfs mount the test servers can live in: writable, and
+    reachable by the mail users (tests/servers.py falls back to /tmp otherwise)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    return (
+        filesystem(path) == "tmpfs"
+        and os.access(path, os.W_OK | os.X_OK)
+        and bool(mode & 0o001)  # others may traverse it
+    )
+
+
+def filesystem(path: Path) -> str:
+    """The type of the file system ``path`` is on, from /proc/mounts ("unknown" without)."""
+    try:
+        mounts = Path("/proc/mounts").read_text()
+    except OSError:
+        return "unknown"
+    best, kind = "", "unknown"
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1]
+        inside = str(path) == point or str(path).startswith(point.rstrip("/") + "/")
+        if inside and len(point) > len(best):
+            best, kind = point, fields[2]
+    return kind
+
+
+def describe_storage(root: Path) -> str:
+    """Where the servers' files are, for the table."""
+    kind = filesystem(root)
+    where = str(root.parent)
+    if kind == "tmpfs":
+        return f"on tmpfs (`{where}`: no disk behind Postfix's fsync)"
+    return f"on disk ({kind}, `{where}`: Postfix fsyncs each queue file)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=1000)
@@ -468,6 +548,11 @@ def main() -> None:
     )
     parser.add_argument("--rtt-ms", type=float, default=10.0)
     parser.add_argument("--rtt-count", type=int, default=100)
+    parser.add_argument(
+        "--disk",
+        action="store_true",
+        help="keep the servers' files in the temp dir on disk instead of on tmpfs",
+    )
     parser.add_argument("--write-docs", action="store_true")
     parser.add_argument("--child", metavar="NAME", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -478,11 +563,19 @@ def main() -> None:
     from servers import MailServers
 
     names = [name for name in CONTENDERS if available(name)]
+    if not args.disk and tmpfs_usable(TMPFS):
+        # tests/servers.py makes its directory in tempfile.gettempdir().
+        tempfile.tempdir = str(TMPFS)
+    compileall.compile_dir(ROOT / "src", quiet=1)
+    compileall.compile_dir(HERE, quiet=1, maxlevels=0)
     results: list[Result] = []
     with MailServers() as servers, tempfile.TemporaryDirectory() as workdir:
+        assert servers.root is not None
+        storage = describe_storage(servers.root)
+        print(f"servers in {servers.root}: {storage}", file=sys.stderr)
         for setup in setups(servers, args):
             results += measure_setup(servers, setup, args.runs, Path(workdir), names)
-    section = table(results, args.runs)
+    section = table(results, args.runs, storage)
     print(section)
     if args.write_docs:
         write_docs(section)
