@@ -21,9 +21,12 @@ Behaviour worth knowing:
 - With PIPELINING, MAIL, every RCPT and DATA go out in one write, and ``send_many`` sends each
   message's data in the same write as the next message's envelope (RFC 2920 allows message
   content as the first "command" of a group): one round trip per message, against four for
-  smtplib. Anything but a clean acceptance ends that chain and the message goes through the
-  careful one-at-a-time path with its retries. ``pipelining=off`` (URL query or keyword)
-  turns all of this off for a server that mishandles it.
+  smtplib. While the server works on a group, the next message is prepared (pulled from the
+  caller's iterable, one ahead, no more); one that cannot be prepared still fails at its own
+  turn, after the messages before it were sent. Anything but a clean acceptance ends that
+  chain and the message goes through the careful one-at-a-time path with its retries.
+  ``pipelining=off`` (URL query or keyword) turns all of this off for a server that
+  mishandles it.
 - The connection opens lazily and stays open between ``send`` calls. A transaction that never
   reached its end of data (recipients or DATA refused) is cleared with RSET before the next
   one, in the same write as MAIL/RCPT/DATA when the server offers PIPELINING. Otherwise no
