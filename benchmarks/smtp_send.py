@@ -477,10 +477,33 @@ def table(results: list[Result], runs: int, storage: str) -> str:
         "",
         f"Machine: {os.cpu_count()} CPUs shared with other work, so runs vary by 10-30 %. "
         "Targets: `send_many` at least 3x faster than a connection per message, and within "
-        "1.2x of the hand-written single-connection loop.",
+        "1.2x of the hand-written single-connection loop (wall times). This run:",
+        "",
+        *verdicts(results),
         "",
     ]
     return "\n".join(lines)
+
+
+def verdicts(results: list[Result]) -> list[str]:
+    """Per setup and mailsync sender: both targets, met or missed, in this run's numbers."""
+    lines = []
+    for setup in dict.fromkeys(r.setup for r in results):
+        group = {r.name: r for r in results if r.setup == setup}
+        per_message, loop = group["smtplib-per-message"], group["smtplib-loop"]
+        parts = []
+        for name, label in (("mailsync", "sync"), ("mailsync-async", "async")):
+            if name not in group:
+                continue
+            faster = per_message.wall / group[name].wall
+            share = group[name].wall / loop.wall
+            parts.append(
+                f"{label} {faster:.2f}x faster than a connection per message "
+                f"({'met' if faster >= 3 else '**missed**'}) and {share:.2f}x the loop's time "
+                f"({'met' if share <= 1.2 else '**missed**'})"
+            )
+        lines.append(f"- {setup}: " + "; ".join(parts) + ".")
+    return lines
 
 
 def write_docs(section: str) -> None:
