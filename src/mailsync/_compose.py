@@ -15,23 +15,24 @@ checks are asked for).
 from __future__ import annotations
 
 import base64
-import email.policy
-import email.utils
 import functools
-import mimetypes
 import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from email.headerregistry import Address as HeaderAddress
-from email.message import EmailMessage
 from pathlib import Path
-from typing import NamedTuple, TypeAlias
+from typing import TYPE_CHECKING, NamedTuple, TypeAlias
 
 from mailsync._errors import ConfigError, InvalidAddress
 from mailsync._message import Address, Message, _msgid, as_bytes, parse_addresses
 from mailsync._mime import decode_header_value, split_header_block
+
+if TYPE_CHECKING:
+    # The stdlib email package loads where a message is built, not with this module:
+    # sending bytes or a Message needs little of it.
+    from email.headerregistry import Address as HeaderAddress
+    from email.message import EmailMessage
 
 __all__ = ["AttachmentSpec", "Envelope", "check_address", "compose", "prepare"]
 
@@ -196,6 +197,8 @@ def _addresses(
     values: AddressLike | Iterable[AddressLike] | None, *, deliverability: bool
 ) -> list[tuple[HeaderAddress, bool]]:
     """Validated header addresses, each with whether it needs SMTPUTF8."""
+    from email.headerregistry import Address as HeaderAddress
+
     if values is None:
         return []
     items: Iterable[object] = [values] if _is_one_address(values) else values
@@ -269,6 +272,10 @@ def compose(
         ConfigError: A header name or value is invalid or holds a line break, an attachment
             is malformed or unreadable, or ``inline`` parts come without an html body.
     """
+    import email.policy
+    import email.utils
+    from email.message import EmailMessage
+
     check = {"deliverability": check_deliverability}
     _check_text("subject", subject)
     author = _addresses(from_, **check)
@@ -340,6 +347,8 @@ _WORD_BYTES = 45  # base64 of 45 bytes is 60 characters: an encoded word of 72
 
 
 def _format_address(address: HeaderAddress, *, utf8: bool) -> str:
+    import email.utils
+
     spec = address.addr_spec
     name = address.display_name
     if not name:
@@ -390,6 +399,8 @@ def _extra_headers(
 
 
 def _new_message_id(message_id: str | None, domain: str) -> str:
+    import email.utils
+
     if message_id is None:
         return email.utils.make_msgid(domain=domain or "localhost")
     bare = message_id.strip().removeprefix("<").removesuffix(">")
@@ -401,6 +412,8 @@ def _new_message_id(message_id: str | None, domain: str) -> str:
 def _set_body(
     msg: EmailMessage, text: str | None, html: str | None, inline: Mapping[str, AttachmentSpec]
 ) -> None:
+    from email.message import EmailMessage
+
     for what, body in (("text", text), ("html", html)):
         if body is not None and not isinstance(body, str):
             raise ConfigError(f"{what} must be a string, not {type(body).__name__}")
@@ -455,6 +468,8 @@ def _load(spec: AttachmentSpec) -> tuple[str, bytes, str]:
         data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read attachment {str(path)!r}: {exc.strerror}") from exc
+    import mimetypes
+
     ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     return _check_text("attachment file name", path.name), data, ctype
 
@@ -516,11 +531,15 @@ def prepare(
     fields = [f for f in _header_fields(head) if _field_name(f) not in _BLIND_HEADERS]
     message_id = view.message_id()
     if message_id is None:
+        import email.utils
+
         author = view.addresses("from")
         domain = _domain_of(author[0].email if author else "")
         message_id = email.utils.make_msgid(domain=domain)[1:-1]
         fields.append(f"Message-ID: <{message_id}>\r\n".encode())
     if not view.has("date"):
+        import email.utils
+
         now = email.utils.format_datetime(email.utils.localtime())
         fields.append(f"Date: {now}\r\n".encode())
 
