@@ -488,8 +488,10 @@ def benchmark(args: argparse.Namespace) -> list[Result]:
             names += ["imap_tools (bulk)", "imap_tools (default)"]
         else:
             names = ["raw imaplib", "mailsync"]
+        results.extend(_head_to_head(section, plain, args))
         for name in names:
-            results.append(_python(section, name, plain, args))
+            if name not in ("raw imaplib", "mailsync"):
+                results.append(_python(section, name, plain, args))
         if not args.no_peers:
             _fresh_dirs(workdir)
             results.append(
@@ -528,12 +530,17 @@ def benchmark(args: argparse.Namespace) -> list[Result]:
         elif not args.no_peers:
             for peer in ("getmail6", "offlineimap"):
                 results.append(Result(section, peer, [], 0, 0, 0, "not run: --slow-peers"))
-        section = f"full fetch {args.messages}, TLS"
-        for name in ("raw imaplib", "mailsync"):
-            results.append(_python(section, name, tls, args))
+        results.extend(_head_to_head(f"full fetch {args.messages}, TLS", tls, args))
         results.extend(_incremental(servers, account, plain, args, workdir, corpus, seed_folder))
     shutil.rmtree(workdir, ignore_errors=True)
     return results
+
+
+def _head_to_head(section: str, cfg: dict[str, Any], args: argparse.Namespace) -> list[Result]:
+    """Raw imaplib and mailsync, taking turns run by run (see :func:`run_alternating`)."""
+    print(f"{section}: raw imaplib and mailsync ...", file=sys.stderr)
+    cases = [(name, python_case(name, cfg), None) for name in ("raw imaplib", "mailsync")]
+    return run_alternating(section, cases, args.runs, args.timeout)
 
 
 def _python(section: str, name: str, cfg: dict[str, Any], args: argparse.Namespace) -> Result:
