@@ -720,3 +720,20 @@ def test_sync_does_not_import_imapclient(
         (message,) = list(box.messages())
         box.set_flags(message, add=["\\Flagged"])
         assert box.get(message.id).flags >= {"\\Flagged"}
+
+
+@pytest.mark.parametrize("literal_plus", [True, False])
+def test_non_ascii_search_with_and_without_literal_plus(
+    box: IMAPRetriever, seed: Seed, monkeypatch: pytest.MonkeyPatch, literal_plus: bool
+) -> None:
+    # With LITERAL+ the text travels as a literal; without, quoted UTF-8 after CHARSET UTF-8.
+    original = IMAPRetriever._has
+    monkeypatch.setattr(
+        IMAPRetriever,
+        "_has",
+        lambda self, cap: (literal_plus or cap != b"LITERAL+") and original(self, cap),
+    )
+    seed(make_raw(1, subject="Grüße aus Köln"))
+    seed(make_raw(2, subject="Hello"))
+    found = [m.subject for m in box.messages(query=mailsync.Q(subject="grüße"))]
+    assert found == ["Grüße aus Köln"]
