@@ -468,8 +468,12 @@ class ScriptedIMAP:
                 conn.sendall(b"* CAPABILITY " + self.capabilities.encode() + b"\r\n")
                 conn.sendall(tag + b" OK done\r\n")
             elif command == b"AUTHENTICATE":
-                conn.sendall(b"+ \r\n")
-                answer = base64.b64decode(reader.readline().strip())
+                words = rest.split()
+                if len(words) > 2:  # SASL-IR: the answer came with the command
+                    answer = base64.b64decode(words[2])
+                else:
+                    conn.sendall(b"+ \r\n")
+                    answer = base64.b64decode(reader.readline().strip())
                 self.received.append(answer)
                 ok = self.accept_token is not None and self.accept_token.encode() in answer
                 conn.sendall(
@@ -737,3 +741,29 @@ def test_non_ascii_search_with_and_without_literal_plus(
     seed(make_raw(2, subject="Hello"))
     found = [m.subject for m in box.messages(query=mailsync.Q(subject="grüße"))]
     assert found == ["Grüße aus Köln"]
+
+
+def test_plain_answer_goes_with_the_command_where_sasl_ir_is_offered(
+    scripted: Callable[..., ScriptedIMAP],
+) -> None:
+    server = scripted("IMAP4rev1 SASL-IR AUTH=PLAIN", accept_token="\0alice\0pw")
+    url = f"imap://alice@127.0.0.1:{server.port}"
+    with mailsync.connect(url, password="pw", tls="none", state=":memory:") as box:
+        box._session()
+    (line,) = [line for line in server.received if b"AUTHENTICATE" in line.upper()]
+    assert line.split()[1:3] == [b"AUTHENTICATE", b"PLAIN"]
+    assert base64.b64decode(line.split()[3]) == b"\0alice\0pw"
+
+    with mailsync.connect(url, password="wrong", tls="none", state=":memory:") as box:
+        with pytest.raises(mailsync.AuthenticationError):
+            box._session()
+
+
+def test_sync_cursor_records_highestmodseq(target: IMAPTarget, seed: Seed) -> None:
+    # CONDSTORE is switched on by the EXAMINE itself (RFC 7162), not by a separate ENABLE.
+    seed(make_raw(1))
+    with connect(target) as box:
+        assert [m.subject for m in box.sync()] == ["Message 1"]
+        cursor = box.state.load_cursor(box.account_key, "INBOX")
+    assert cursor is not None
+    assert int(cursor["modseq"]) >= 1

@@ -18,6 +18,7 @@ the original chained. A broken connection is dropped, and the next call connects
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
 import imaplib
@@ -212,10 +213,6 @@ class IMAPRetriever(Retriever):
                 self._caps = self._authenticate(imap)
                 if b"X-GM-EXT-1" in self._caps:  # Gmail: labels and threads come with FETCH
                     self.capabilities = type(self).capabilities | {"labels", "threads"}
-                if b"CONDSTORE" in self._caps and b"ENABLE" in self._caps:
-                    # SELECT then reports HIGHESTMODSEQ, which the sync cursor records. A server
-                    # that refuses just leaves the cursor without it.
-                    imap.enable("CONDSTORE")
         except BaseException:
             with contextlib.suppress(Exception):
                 imap.shutdown()
@@ -256,7 +253,10 @@ class IMAPRetriever(Retriever):
             elif b"AUTH=PLAIN" in offered:
                 # PLAIN carries UTF-8 user names and passwords, which LOGIN's strings cannot.
                 answer = f"\0{user}\0{endpoint.password.reveal()}".encode()
-                reply = imap.authenticate("PLAIN", _sasl(answer))
+                if b"SASL-IR" in offered:
+                    reply = self._authenticate_inline(imap, b"PLAIN", answer)
+                else:
+                    reply = imap.authenticate("PLAIN", _sasl(answer))
             else:
                 reply = self._login(imap, user, endpoint.password.reveal())
         except imaplib.IMAP4.abort:
@@ -267,6 +267,26 @@ class IMAPRetriever(Retriever):
                 f"{endpoint.display}: the server refused the credentials for {user!r}"
             ) from exc
         return self._capabilities_after_login(imap, reply)
+
+    @staticmethod
+    def _authenticate_inline(
+        imap: imaplib.IMAP4, mechanism: bytes, answer: bytes
+    ) -> tuple[str, Any]:
+        """AUTHENTICATE with the answer in the command line (SASL-IR, RFC 4959): one round
+        trip less per connection than imaplib's ``authenticate``, which waits for a ``+``.
+
+        Only for PLAIN, which a server answers with OK or NO and never a challenge. The line
+        is sent as the fast FETCH path sends its commands (imaplib's tag and reply handling),
+        not through imaplib's command log, which would keep the secret in memory.
+        """
+        tag = imap._new_tag()
+        imap.tagged_commands[tag] = None
+        imap.send(tag + b" AUTHENTICATE " + mechanism + b" " + base64.b64encode(answer) + b"\r\n")
+        typ, data = imap._command_complete("AUTHENTICATE", tag)
+        if typ != "OK":
+            raise imaplib.IMAP4.error(_text(data))
+        imap.state = "AUTH"
+        return typ, data
 
     def _login(self, imap: imaplib.IMAP4, user: str, password: str) -> tuple[str, Any]:
         if b"LOGINDISABLED" in _offered(imap):
@@ -424,6 +444,10 @@ class IMAPRetriever(Retriever):
             return self._status
         with self._errors(folder):
             wire = proto.quote(proto.encode_folder(folder))
+            if self._has(b"CONDSTORE"):
+                # Enables CONDSTORE (RFC 7162) on the way: SELECT reports HIGHESTMODSEQ, which
+                # the sync cursor records, without a round trip for ENABLE.
+                wire += b" (CONDSTORE)"
             typ, data = imap.select(wire, readonly)  # type: ignore[arg-type]
             if typ != "OK":
                 command = "EXAMINE" if readonly else "SELECT"
