@@ -690,8 +690,8 @@ async def test_sync_broken_anywhere_loses_and_repeats_nothing(
 ) -> None:
     # Byte counts from the greeting, through login, EXAMINE and SEARCH, into the FETCH batches.
     proxy = tcp_proxy("127.0.0.1", mail_servers.imap_port)
-    await _seed(mail_servers, account, [make_raw(n, extra=3000) for n in range(9)])
-    expected = [f"Message {n}" for n in range(9)]
+    await _seed(mail_servers, account, [make_raw(n, extra=3000) for n in range(12)])
+    expected = [f"Message {n}" for n in range(12)]
     state = str(tmp_path / "state.sqlite")
     box = _connect(mail_servers, account, port=proxy.port, state=state, batch_size=7)
     got: list[str] = []

@@ -170,7 +170,7 @@ def test_sync_broken_anywhere_loses_and_repeats_nothing(
     cut: int,
 ) -> None:
     target, proxy = proxied
-    expected = _seed_numbered(mail_servers, account, range(9))
+    expected = _seed_numbered(mail_servers, account, range(12))
     got: list[str] = []
     failures: list[BaseException] = []
     with connect(target, state=str(tmp_path / "state.sqlite")) as box:
@@ -767,3 +767,50 @@ def test_sync_cursor_records_highestmodseq(target: IMAPTarget, seed: Seed) -> No
         cursor = box.state.load_cursor(box.account_key, "INBOX")
     assert cursor is not None
     assert int(cursor["modseq"]) >= 1
+
+
+def _commands_sent(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Record the command words of every line imaplib sends (tag dropped)."""
+    sent: list[bytes] = []
+    send = imaplib.IMAP4.send
+
+    def recording(self: imaplib.IMAP4, data: bytes) -> None:
+        words = bytes(data).split(b" ", 3)
+        sent.append(b" ".join(words[1:3]).strip().upper())
+        send(self, data)
+
+    monkeypatch.setattr(imaplib.IMAP4, "send", recording)
+    return sent
+
+
+@pytest.mark.parametrize("transport", ["plain", "starttls"])
+def test_an_incremental_sync_costs_no_needless_round_trip(
+    mail_servers: MailServers,
+    account: Account,
+    seed: Seed,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Any,
+    transport: str,
+) -> None:
+    # On a network path the round trips, not the bytes, set the time of a small sync().
+    target = imap_url(mail_servers, account, transport)
+    state = str(tmp_path / "state.sqlite")
+    seed(make_raw(1))
+    with connect(target, state=state) as box:
+        list(box.sync())
+    seed(make_raw(2))
+    sent = _commands_sent(monkeypatch)
+    with connect(target, state=state) as box:
+        assert [m.subject for m in box.sync()] == ["Message 2"]
+    # The greeting's and the login reply's capabilities are used; CONDSTORE comes with
+    # EXAMINE; PLAIN's answer with AUTHENTICATE (SASL-IR). After STARTTLS the capabilities
+    # are asked again: what was said before TLS is not trusted.
+    tls = [b"STARTTLS", b"CAPABILITY"] if transport == "starttls" else []
+    assert sent == [
+        *tls,
+        b"AUTHENTICATE PLAIN",
+        b'EXAMINE "INBOX"',
+        b"UID SEARCH",
+        b"UID FETCH",
+        b"LOGOUT",
+    ]

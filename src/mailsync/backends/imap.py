@@ -93,18 +93,44 @@ def _canonical(folder: str) -> str:
     return "INBOX" if folder.upper() == "INBOX" else folder
 
 
+class _GreetingCapabilities(imaplib.IMAP4):
+    """imaplib asks for CAPABILITY right after the greeting, even when the greeting carried
+    them in a ``[CAPABILITY ...]`` code (Dovecot's does, and imaplib files it with the
+    untagged responses): take those and spare the round trip. Only the greeting's: after
+    STARTTLS imaplib asks again, and anything said before TLS is not trusted."""
+
+    _greeted = False
+
+    def _get_capabilities(self) -> None:
+        untagged: dict[str, Any] = self.untagged_responses
+        filed = untagged.pop("CAPABILITY", None) if not self._greeted else None
+        self._greeted = True
+        if not filed:
+            super()._get_capabilities()  # type: ignore[misc]
+            return
+        self.capabilities = tuple(bytes(filed[-1]).decode("ascii", "replace").upper().split())
+
+
+class _IMAP4(_GreetingCapabilities, imaplib.IMAP4):
+    pass
+
+
+class _IMAP4SSL(_GreetingCapabilities, imaplib.IMAP4_SSL):
+    pass
+
+
 def _open(endpoint: Endpoint) -> imaplib.IMAP4:
-    """A connection that has read the greeting and the capabilities (imaplib asks for them)."""
+    """A connection that has read the greeting and the capabilities."""
     connect_timeout = endpoint.timeout.connect_timeout
     if endpoint.tls == "ssl":
-        imap: imaplib.IMAP4 = imaplib.IMAP4_SSL(
+        imap: imaplib.IMAP4 = _IMAP4SSL(
             endpoint.host,
             endpoint.port,
             ssl_context=endpoint.ssl_context(),
             timeout=connect_timeout,
         )
     else:
-        imap = imaplib.IMAP4(endpoint.host, endpoint.port, timeout=connect_timeout)
+        imap = _IMAP4(endpoint.host, endpoint.port, timeout=connect_timeout)
     try:
         # imaplib writes an AUTHENTICATE answer and its CRLF in two sends: with Nagle's
         # algorithm the second waits for the server's delayed ACK, 40 ms per login.
@@ -304,14 +330,19 @@ class IMAPRetriever(Retriever):
     def _capabilities_after_login(
         self, imap: imaplib.IMAP4, reply: tuple[str, Any]
     ) -> frozenset[bytes]:
-        """What the server offers once logged in: from the login reply's response code when
-        it has one (Dovecot does), else asked for. imaplib is told too, as it checks some."""
+        """What the server offers once logged in: from the login reply's ``[CAPABILITY ...]``
+        code when it has one (Dovecot does; imaplib files it with the untagged responses),
+        else asked for. imaplib is told too, as it checks some."""
+        untagged: dict[str, Any] = imap.untagged_responses
         data = reply[1]
-        caps = proto.capability_code(data[-1] if data else None)
-        if caps is None:
+        filed = untagged.pop("CAPABILITY", None)
+        if filed:
+            caps = frozenset(bytes(filed[-1]).upper().split())
+        elif (code := proto.capability_code(data[-1] if data else None)) is not None:
+            caps = code
+        else:
             _typ, lines = imap.capability()
             caps = frozenset(bytes(lines[-1] or b"").upper().split())
-        imap.untagged_responses.pop("CAPABILITY", None)
         imap.capabilities = tuple(c.decode("ascii", "replace") for c in caps)
         return caps
 
