@@ -15,7 +15,9 @@ Cases:
   installed and ``--slow-peers`` is given: they take minutes);
 - full fetch over implicit TLS: raw imaplib and mailsync;
 - incremental: +10 new messages in folders of 1,000 and N messages: raw imaplib
-  ``UID SEARCH UID n+1:*`` + FETCH, and mailsync ``sync()`` from a saved cursor.
+  ``UID SEARCH UID n+1:*`` + FETCH, and mailsync ``sync()`` from a saved cursor; and the
+  1,000 case again through a proxy that adds ``--rtt-ms`` of round-trip time (10 ms), where
+  the number of round trips, not the bytes, sets the time.
 
 The async IMAP backend adds its cases (aioimaplib, mailsync async) through
 ``benchmarks/imap_async_fetch.py``: a module with ``CASES: dict[str, Callable[[dict],
@@ -436,6 +438,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--no-peers", action="store_true", help="only raw imaplib and mailsync")
     parser.add_argument("--slow-peers", action="store_true", help="also getmail6, offlineimap")
     parser.add_argument("--markdown", type=Path, help="also write the table to this file")
+    parser.add_argument(
+        "--rtt-ms",
+        type=float,
+        default=10.0,
+        help="round-trip time of the delayed path for the incremental case (0: skip it)",
+    )
     parser.add_argument("--child", nargs=2, metavar=("CASE", "CONFIG"), help=argparse.SUPPRESS)
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("command", nargs="*", help=argparse.SUPPRESS)
@@ -612,43 +620,63 @@ def _incremental(
     corpus: Any,
     seed_folder: Any,
 ) -> list[Result]:
-    """+10 new messages after a saved cursor, in folders of 1,000 and ``--messages``."""
-    import mailsync
+    """+10 new messages after a saved cursor, in folders of 1,000 and ``--messages``, and
+    in the 1,000 folder again over a path with ``--rtt-ms`` of round-trip time."""
+    from smtp_send import DelayProxy
 
     results: list[Result] = []
     sizes = sorted({min(1000, args.messages), args.messages})
-    for size in sizes:
-        folder = "INBOX" if size == args.messages else f"Sync{size}"
-        if folder != "INBOX":
-            seed_folder(servers, account, size, folder=folder)
-        cfg = {**plain, "folder": folder}
-        state = workdir / f"state-{size}.sqlite"
-        box = mailsync.connect(
-            f"imap://{account.user}@{servers.host}:{servers.imap_port}",
-            password=account.password,
-            tls="none",
-            state=str(state),
-        )
-        with box:
-            for _ in box.sync(folder):
-                pass
-        since = max(servers.imap_uids(account, folder))
-        seed_folder(servers, account, 10, folder=folder, start=10_000_000 + size, seed=1)
-        section = f"sync() +10 in {size}"
-        pristine = workdir / f"state-{size}.pristine"
-        _copy_database(state, pristine)
-
-        def restore(source: Path = pristine, target: Path = state) -> None:
-            _copy_database(source, target)
-
-        # A case this short (about 0.1 s) is at the mercy of background load: alternate.
-        print(f"{section}: raw imaplib UID SEARCH and mailsync sync() ...", file=sys.stderr)
-        raw = python_case("raw imaplib UID SEARCH", {**cfg, "since_uid": since})
-        ours = python_case("mailsync sync()", {**cfg, "state": str(state)})
-        cases = [("raw imaplib UID SEARCH", raw, None), ("mailsync sync()", ours, restore)]
-        results.extend(run_alternating(section, cases, args.runs, args.timeout))
+    with contextlib.ExitStack() as stack:
+        delayed = None
+        if args.rtt_ms > 0:
+            delayed = stack.enter_context(DelayProxy(servers.imap_port, args.rtt_ms / 2000))
+        for size in sizes:
+            folder = "INBOX" if size == args.messages else f"Sync{size}"
+            if folder != "INBOX":
+                seed_folder(servers, account, size, folder=folder)
+            # A cursor per path: the port is part of the account a cursor belongs to.
+            paths = [("", {**plain, "folder": folder})]
+            if delayed is not None and size == sizes[0]:
+                label = f" over a {args.rtt_ms:g} ms round-trip path"
+                paths.append((label, {**plain, "folder": folder, "port": delayed.port}))
+            states = []
+            for label, cfg in paths:
+                state = workdir / f"state-{size}{'-rtt' if label else ''}.sqlite"
+                _initial_sync(account, cfg, state)
+                states.append(state)
+            since = max(servers.imap_uids(account, folder))
+            seed_folder(servers, account, 10, folder=folder, start=10_000_000 + size, seed=1)
+            for (label, cfg), state in zip(paths, states, strict=True):
+                section = f"sync() +10 in {size}{label}"
+                results.extend(_incremental_runs(section, cfg, since, state, args))
     del corpus
     return results
+
+
+def _initial_sync(account: Any, cfg: dict[str, Any], state: Path) -> None:
+    import mailsync
+
+    url = f"imap://{account.user}@{cfg['host']}:{cfg['port']}"
+    with mailsync.connect(url, password=account.password, tls="none", state=str(state)) as box:
+        for _ in box.sync(cfg["folder"]):
+            pass
+
+
+def _incremental_runs(
+    section: str, cfg: dict[str, Any], since: int, state: Path, args: argparse.Namespace
+) -> list[Result]:
+    pristine = state.with_suffix(".pristine")
+    _copy_database(state, pristine)
+
+    def restore() -> None:
+        _copy_database(pristine, state)
+
+    # A case this short (about 0.1 s) is at the mercy of background load: alternate.
+    print(f"{section}: raw imaplib UID SEARCH and mailsync sync() ...", file=sys.stderr)
+    raw = python_case("raw imaplib UID SEARCH", {**cfg, "since_uid": since})
+    ours = python_case("mailsync sync()", {**cfg, "state": str(state)})
+    cases = [("raw imaplib UID SEARCH", raw, None), ("mailsync sync()", ours, restore)]
+    return run_alternating(section, cases, args.runs, args.timeout)
 
 
 if __name__ == "__main__":
