@@ -708,3 +708,36 @@ async def test_sync_broken_anywhere_loses_and_repeats_nothing(
         assert await _collect(box.sync()) == []
     assert got == expected
     assert len(failures) == proxy.cuts == 1
+
+
+@pytest.mark.parametrize("transport", ["plain", "starttls"])
+async def test_an_incremental_sync_costs_no_needless_round_trip(
+    mail_servers: MailServers,
+    account: Account,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Any,
+    transport: str,
+) -> None:
+    # The greeting's and the login reply's capabilities are used (after STARTTLS they are
+    # asked again: what was said before TLS is not trusted); CONDSTORE comes with SELECT,
+    # PLAIN's answer with AUTHENTICATE (SASL-IR).
+    state = str(tmp_path / "state.sqlite")
+    await _seed(mail_servers, account, [make_raw(1)])
+    async with _connect(mail_servers, account, transport, state=state) as box:
+        await _collect(box.sync())
+    await _seed(mail_servers, account, [make_raw(2)])
+    import aioimaplib
+
+    sent: list[str] = []
+    send = aioimaplib.IMAP4ClientProtocol.send
+
+    def recording(self: Any, line: str, scrub: str | None = None) -> None:
+        sent.append(" ".join(line.split(" ", 3)[1:3]).upper())
+        send(self, line, scrub)
+
+    monkeypatch.setattr(aioimaplib.IMAP4ClientProtocol, "send", recording)
+    async with _connect(mail_servers, account, transport, state=state) as box:
+        assert [m.subject for m in await _collect(box.sync())] == ["Message 2"]
+    tls = ["STARTTLS", "CAPABILITY"] if transport == "starttls" else []
+    # UID FETCH is written by the fast reader's own path, not through aioimaplib's send.
+    assert sent == [*tls, "AUTHENTICATE PLAIN", "SELECT INBOX", "UID SEARCH", "LOGOUT"]

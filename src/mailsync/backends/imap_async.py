@@ -61,6 +61,7 @@ from mailsync.protocol.imap import (
     SearchPlan,
     SyncCursor,
     SyncPlan,
+    capability_code,
     encode_folder,
     fast_message_id,
     fetched_identity,
@@ -307,6 +308,7 @@ class _Session:
                 conn_lost_cb=self._on_lost,
                 ssl_context=implicit,
             )
+            _use_greeting_capabilities(self._client.protocol)
             self.alive = True
             await self._guard(self._client.wait_hello_from_server())
             self.capabilities = _upper(self._client.protocol.capabilities)
@@ -418,13 +420,20 @@ class _Session:
         await self._logged_in(response.lines)
 
     async def _logged_in(self, lines: Sequence[Any]) -> None:
+        """Take the post-login capabilities the server sent with its OK (Dovecot sends an
+        untagged CAPABILITY; others a ``[CAPABILITY ...]`` code), or ask for them."""
         self._client.protocol.state = aioimaplib.AUTH
-        last = bytes(lines[-1]) if lines else b""
-        if last.upper().startswith(b"[CAPABILITY "):
-            words = last[1 : last.index(b"]")].split()[1:]
-            self._set_capabilities(w.decode("ascii", "replace") for w in words)
-        else:
+        caps = None
+        for line in lines:
+            data = bytes(line)
+            if data[:11].upper() == b"CAPABILITY ":
+                caps = frozenset(data.upper().split()[1:])
+        if caps is None and lines:
+            caps = capability_code(bytes(lines[-1]))
+        if caps is None:
             await self.refresh_capabilities()
+            return
+        self._set_capabilities(c.decode("ascii", "replace") for c in caps)
 
     # -- running commands ----------------------------------------------------------------------
 
@@ -707,6 +716,34 @@ def _discard(task: asyncio.Future[Any]) -> None:
     task.cancel()
     if task.done() and not task.cancelled():
         task.exception()
+
+
+def _use_greeting_capabilities(protocol: Any) -> None:
+    """aioimaplib asks CAPABILITY right after the greeting even when the greeting carried
+    them in a ``[CAPABILITY ...]`` code (Dovecot's does): take those and spare the round trip.
+
+    Only the greeting's: after STARTTLS the capabilities are asked afresh. The state change
+    follows aioimaplib's own ``welcome`` (under its state condition, waking the waiters).
+    """
+    ask = protocol.welcome
+
+    async def welcome(line: bytes) -> None:
+        caps = capability_code(line)
+        if caps is None or not caps & {b"IMAP4REV1", b"IMAP4REV2"}:
+            await ask(line)
+            return
+        async with protocol.state_condition:
+            if b"PREAUTH" in line:
+                protocol.state = aioimaplib.AUTH
+            elif b"OK" in line:
+                protocol.state = aioimaplib.NONAUTH
+            else:
+                raise aioimaplib.Error(line.decode("utf-8", "replace"))
+            protocol.capabilities = {c.decode("ascii", "replace") for c in caps}
+            protocol.imap_version = "IMAP4REV1" if b"IMAP4REV1" in caps else "IMAP4REV2"
+            protocol.state_condition.notify_all()
+
+    protocol.welcome = welcome
 
 
 def _upper(names: Iterable[str]) -> frozenset[str]:
