@@ -4,7 +4,9 @@
 instance (SMTP, submission, SMTPS) from the system binaries, with all configuration, sockets,
 queues, logs and mail in a fresh temporary directory and every listener on 127.0.0.1 at free
 high ports, so several harnesses can run side by side. Nothing is sent beyond loopback: Postfix
-delivers ``@example.test`` to Dovecot over LMTP and turns every other destination into a bounce.
+delivers ``@example.test`` to Dovecot over LMTP, delivers ``@utf8.test`` itself (its virtual(8)
+agent, into a Maildir in the temp dir; Dovecot's LMTP does not offer SMTPUTF8, so this is
+where SMTPUTF8 mail can arrive), and turns every other destination into a bounce.
 
 The seeding and inspection helpers use the standard library only (never mailsync), so tests
 of mailsync do not depend on the code under test to set up or check their data.
@@ -47,6 +49,7 @@ from typing import TypeVar
 __all__ = [
     "DOMAIN",
     "HOST",
+    "UTF8_DOMAIN",
     "Account",
     "MailServers",
     "ServerStartError",
@@ -60,6 +63,8 @@ __all__ = [
 
 HOST = "127.0.0.1"
 DOMAIN = "example.test"
+# Delivered by Postfix itself, which takes SMTPUTF8 mail (any local part is a mailbox).
+UTF8_DOMAIN = "utf8.test"
 SPECIAL_USE = {
     "Drafts": "\\Drafts",
     "Sent": "\\Sent",
@@ -285,6 +290,7 @@ class MailServers:
 
     host: str = HOST
     domain: str = DOMAIN
+    utf8_domain: str = UTF8_DOMAIN
     wait_for = staticmethod(wait_for)
 
     def __init__(self, *, keep: bool | None = None) -> None:
@@ -341,6 +347,26 @@ class MailServers:
         Dovecot creates it on the first login or delivery.
         """
         return account.maildir
+
+    def utf8_maildir(self, localpart: str) -> list[Path]:
+        """The message files Postfix delivered to ``<localpart>@utf8.test``, oldest first.
+
+        Postfix's own virtual(8) agent writes them, as it received them plus its trace
+        headers (Return-Path, Delivered-To, Received), into one Maildir under the temp dir
+        shared by the whole domain: every local part is a recipient there, non-ASCII ones
+        included, which is what makes SMTPUTF8 testable (Dovecot's LMTP does not offer it).
+        The files are told apart by the ``Delivered-To`` header virtual(8) prepends, compared
+        case-insensitively. An empty list until the first delivery; poll with
+        :func:`wait_for`.
+        """
+        wanted = f"{localpart}@{UTF8_DOMAIN}".casefold()
+        try:
+            entries = list(os.scandir(self._path("utf8mail", "new")))
+        except FileNotFoundError:  # virtual(8) creates the Maildir at the first delivery
+            return []
+        files = [entry for entry in entries if _delivered_to(Path(entry.path)) == wanted]
+        files.sort(key=lambda entry: (entry.stat().st_mtime_ns, entry.name))
+        return [Path(entry.path) for entry in files]
 
     def log_text(self, max_chars: int = 20000) -> str:
         """The tails of the Dovecot and Postfix logs, for failure messages."""
@@ -659,9 +685,12 @@ local_recipient_maps =
 local_transport = error:local delivery is disabled in tests
 default_transport = error:outside mail is disabled in tests
 relay_transport = error:outside mail is disabled in tests
-virtual_mailbox_domains = {DOMAIN}
+virtual_mailbox_domains = {DOMAIN}, {UTF8_DOMAIN}
 virtual_mailbox_maps =
 virtual_transport = lmtp:unix:{self.lmtp_socket}
+# {UTF8_DOMAIN} goes to Postfix's own virtual(8) agent ("utf8virtual" in master.cf), which
+# takes SMTPUTF8 mail; Dovecot's LMTP would bounce it (5.6.7).
+transport_maps = inline:{{ {UTF8_DOMAIN}=utf8virtual: }}
 # Dovecot decides which users exist, so that an unknown one yields a failure DSN.
 smtpd_reject_unlisted_recipient = no
 smtpd_relay_restrictions = permit_sasl_authenticated, reject_unauth_destination
@@ -735,6 +764,13 @@ lmtp      unix  -       -       n       -       -       lmtp
 anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
+utf8virtual unix -      n       n       -       -       virtual
+  -o virtual_mailbox_base={self._path()}
+  -o virtual_mailbox_maps=static:utf8mail/
+  -o virtual_uid_maps=static:{self._mail_uid}
+  -o virtual_gid_maps=static:{self._mail_gid}
+  -o virtual_minimum_uid={self._mail_uid}
+  -o virtual_mailbox_limit=0
 """
 
     def _start_postfix(self, postfix: str) -> None:
@@ -742,6 +778,9 @@ postlog   unix-dgram n  -       n       -       1       postlogd
         etc.mkdir(parents=True, mode=0o755)
         self._path("postfix").chmod(0o755)
         self._path("postfix", "spool").mkdir(mode=0o755)
+        utf8mail = self._path("utf8mail")
+        utf8mail.mkdir(mode=0o755)
+        os.chown(utf8mail, self._mail_uid, self._mail_gid)  # virtual(8) writes as mail
         for name, text in (
             ("main.cf", self._postfix_main_cf()),
             ("master.cf", self._postfix_master_cf()),
@@ -1060,6 +1099,21 @@ def group_processes(pgid: int, *, leader: bool = False) -> list[int]:
         if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
             members.append(int(entry.name))
     return members
+
+
+def _delivered_to(path: Path) -> str | None:
+    """The casefolded first ``Delivered-To`` address of a delivered file, if any."""
+    try:
+        with open(path, "rb") as file:
+            for line in file:
+                if line in (b"\n", b"\r\n"):
+                    return None  # end of the header block
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"delivered-to":
+                    return value.strip().decode("utf-8", "replace").casefold()
+    except FileNotFoundError:
+        return None
+    return None
 
 
 def _is_postfix_master(pid: int) -> bool:
