@@ -17,9 +17,12 @@ import mailsync
 from mailsync._config import Endpoint, parse_url
 from mailsync.backends.pop3 import (
     Plan,
+    _close_plan,
+    _delete_plan,
     _Emit,
     _Entry,
     _fetch_plan,
+    _listing_plan,
     _open_plan,
     _Read,
     _StartTLS,
@@ -39,10 +42,12 @@ class Script:
         self.output = bytearray(greeting)
         self.replies = replies
         self.lines: list[str] = []
+        self.writes: list[bytes] = []
         self.tls_started = False
         self.max_outstanding = 0
 
     def handle(self, data: bytes) -> None:
+        self.writes.append(data)
         for line in data.decode().split("\r\n")[:-1]:
             self.lines.append(line)
             reply = self.replies.get(line, self.replies.get(line.split(" ")[0]))
@@ -198,14 +203,109 @@ def test_in_use_is_a_temporary_failure() -> None:
         _login(script, _endpoint())
 
 
-def test_login_delay_is_learnt_after_login() -> None:
-    capas = iter([DOVECOT_CAPA + b".\r\n", DOVECOT_CAPA + b"LOGIN-DELAY 900\r\n.\r\n"])
-    script = Script(
-        b"+OK ready\r\n",
-        {"CAPA": lambda line: next(capas), "USER": b"+OK\r\n", "PASS": b"+OK\r\n"},
+LISTING = {
+    "UIDL": b"+OK\r\n1 u1\r\n2 u2\r\n.\r\n",
+    "LIST": b"+OK\r\n1 20\r\n2 20\r\n.\r\n",
+}
+
+
+def _two_capas(before: bytes, after: bytes) -> Script:
+    """A server answering CAPA with ``before`` until a USER/PASS login, ``after`` from then."""
+    logged_in: list[bool] = []
+
+    def capa(line: str) -> bytes:
+        return after if logged_in else before
+
+    def password(line: str) -> bytes:
+        logged_in.append(True)
+        return b"+OK Logged in.\r\n"
+
+    replies = {"CAPA": capa, "USER": b"+OK\r\n", "PASS": password, "RSET": b"+OK\r\n"}
+    return Script(b"+OK ready\r\n", {**replies, **LISTING, "RETR": _retr_handler})
+
+
+@pytest.mark.parametrize("pipelining_before_login", [True, False], ids=["deferred", "alone"])
+def test_login_delay_is_learnt_after_login(pipelining_before_login: bool) -> None:
+    before = DOVECOT_CAPA if pipelining_before_login else DOVECOT_CAPA.replace(b"PIPE", b"XPIPE")
+    script = _two_capas(before + b".\r\n", DOVECOT_CAPA + b"LOGIN-DELAY 900\r\n.\r\n")
+    told: list[int | None] = []
+    state = _State("POP3 test", on_login_caps=lambda caps: told.append(caps.login_delay))
+    script.run(state, _open_plan(state, _endpoint()))
+    assert told == ([] if pipelining_before_login else [900])
+    script.run(state, _listing_plan(state))
+    assert state.caps.login_delay == 900
+    assert told == [900]  # once, whichever way the CAPA went
+
+
+def test_post_login_capa_rides_with_the_first_commands() -> None:
+    # PIPELINING before login (RFC 2449 section 5: then after it too): the CAPA goes in the
+    # listing's write, its reply is read first, and what it says counts from then on.
+    script = _two_capas(
+        DOVECOT_CAPA + b".\r\n",
+        b"+OK\r\nUIDL\r\nPIPELINING\r\nEXPIRE 30\r\nLOGIN-DELAY 60\r\n.\r\n",
     )
     state = _login(script, _endpoint())
-    assert state.caps.login_delay == 900
+    assert script.writes == [b"CAPA\r\n", b"USER mrose\r\n", b"PASS tanstaaf\r\n"]
+    entries = script.run(state, _listing_plan(state))[0]
+    assert [e.uid for e in entries] == ["u1", "u2"]
+    assert script.writes[3:] == [b"CAPA\r\nUIDL\r\nLIST\r\n"]
+    assert state.caps.login_delay == 60
+    assert "EXPIRE" in state.caps
+    assert not state.caps.top  # the post-login set replaces the one from before login
+    assert not state.capa_due
+    assert not state.capa_awaited
+    assert state.idle
+
+
+def test_pipelining_only_after_login_keeps_the_capa_alone() -> None:
+    # No PIPELINING before login: the CAPA after it is a round trip of its own, as the server
+    # may not take pipelined commands yet; what it says (PIPELINING) counts from then on.
+    script = _two_capas(b"+OK\r\nUIDL\r\nUSER\r\n.\r\n", DOVECOT_CAPA + b".\r\n")
+    state = _login(script, _endpoint())
+    assert state.caps.pipelining
+    assert script.writes == [
+        b"CAPA\r\n",
+        b"USER mrose\r\n",
+        b"PASS tanstaaf\r\n",
+        b"CAPA\r\n",
+    ]
+    script.run(state, _listing_plan(state))
+    assert script.writes[4:] == [b"UIDL\r\nLIST\r\n"]
+
+
+@pytest.mark.parametrize("pipelining_before_login", [True, False], ids=["deferred", "alone"])
+def test_post_login_capa_refused_means_no_capabilities(pipelining_before_login: bool) -> None:
+    before = DOVECOT_CAPA if pipelining_before_login else DOVECOT_CAPA.replace(b"PIPE", b"XPIPE")
+    script = _two_capas(before + b".\r\n", b"-ERR not now\r\n")
+    told: list[Capabilities] = []
+    state = _State("POP3 test", on_login_caps=told.append)
+    script.run(state, _open_plan(state, _endpoint()))
+    entries, _ = script.run(state, _listing_plan(state))
+    assert told == [Capabilities()]
+    assert state.caps == Capabilities()
+    if pipelining_before_login:  # the CAPA went with the listing, pipelined as announced
+        assert script.writes[3:] == [b"CAPA\r\nUIDL\r\nLIST\r\n"]
+    else:  # the CAPA alone, and after its -ERR nothing is pipelined
+        assert script.writes[3:] == [b"CAPA\r\n", b"UIDL\r\n", b"LIST\r\n"]
+    # No PIPELINING any more: one RETR at a time, then RSET on its own.
+    _, emitted = script.run(state, _fetch_plan(state, entries, top=False))
+    assert len(emitted) == 2
+    assert script.writes[-3:] == [b"RETR 1\r\n", b"RETR 2\r\n", b"RSET\r\n"]
+
+
+def test_post_login_capa_rides_with_whatever_comes_first() -> None:
+    # delete() starts with RSET, a session closed unused with RSET/QUIT: the CAPA goes with
+    # them, so LOGIN-DELAY is known whatever the session did.
+    for plan, first in (
+        (lambda s: _delete_plan(s, ["u2"]), b"CAPA\r\nRSET\r\n"),
+        (_close_plan, b"CAPA\r\nRSET\r\nQUIT\r\n"),
+    ):
+        script = _two_capas(DOVECOT_CAPA + b".\r\n", DOVECOT_CAPA + b"LOGIN-DELAY 60\r\n.\r\n")
+        script.replies.update(DELE=b"+OK\r\n", QUIT=b"+OK\r\n")
+        state = _login(script, _endpoint())
+        script.run(state, plan(state))
+        assert script.writes[3] == first
+        assert state.caps.login_delay == 60
 
 
 def _retr_handler(line: str) -> bytes:

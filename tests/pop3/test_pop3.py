@@ -616,3 +616,57 @@ def test_close_from_another_thread_ends_a_download(
     assert time.monotonic() - started < 5
     assert len(outcome) == 1
     assert isinstance(outcome[0], mailsync.ConnectionFailed)
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_sync_command_sequence(
+    mail_servers: MailServers,
+    account: Account,
+    monkeypatch: pytest.MonkeyPatch,
+    asynchronous: bool,
+) -> None:
+    # Pinned against Dovecot, which offers PIPELINING before login: the post-login CAPA goes
+    # in the listing's write (RFC 2449 section 5), so a session costs no round trip for it.
+    mail_servers.append_many(account, _subjects(2))
+    writes = _record_writes(monkeypatch, asynchronous)
+    box = _connect(mail_servers, account, tls="none", asynchronous=asynchronous, state=":memory:")
+    try:
+        assert len(_run(asynchronous, box, "sync")) == 2
+        assert _run(asynchronous, box, "sync") == []  # a watch() poll: a new login
+    finally:
+        _close(asynchronous, box)
+    login = [b"CAPA\r\n", b"AUTH PLAIN ...\r\n", b"CAPA\r\nUIDL\r\nLIST\r\n"]
+    assert [_masked(data) for data in writes] == [
+        *login,
+        b"RETR 1\r\nRETR 2\r\nRSET\r\n",
+        b"RSET\r\nQUIT\r\n",
+        *login,
+        b"RSET\r\nQUIT\r\n",
+    ]
+
+
+def _masked(data: bytes) -> bytes:
+    """A write with the AUTH initial response (the credentials) left out."""
+    return b"AUTH PLAIN ...\r\n" if data.startswith(b"AUTH PLAIN ") else data
+
+
+def _record_writes(monkeypatch: pytest.MonkeyPatch, asynchronous: bool) -> list[bytes]:
+    """Record every write of the driver, one entry per write (pipelined commands together)."""
+    writes: list[bytes] = []
+    if asynchronous:
+        original_async = _StreamIO.write
+
+        async def write_async(self: _StreamIO, data: bytes) -> None:
+            writes.append(data)
+            await original_async(self, data)
+
+        monkeypatch.setattr(_StreamIO, "write", write_async)
+        return writes
+    original = _SocketIO.write
+
+    def write(self: _SocketIO, data: bytes) -> None:
+        writes.append(data)
+        original(self, data)
+
+    monkeypatch.setattr(_SocketIO, "write", write)
+    return writes

@@ -152,6 +152,14 @@ class _State:
     events: deque[Event] = field(default_factory=deque)
     caps: Capabilities = field(default_factory=Capabilities)
     greeting: Greeting | None = None
+    #: The post-login CAPA is still to be sent: it goes in front of the next command group
+    #: (see :func:`_open_plan`).
+    capa_due: bool = False
+    #: That CAPA was sent and its reply, the next one to arrive, is still to be taken.
+    capa_awaited: bool = False
+    #: Told the capabilities of the logged-in session once they are known (then dropped, so
+    #: the session does not keep its owner alive).
+    on_login_caps: Callable[[Capabilities], None] | None = None
 
     @property
     def idle(self) -> bool:
@@ -174,15 +182,31 @@ def _next_event(state: _State) -> Plan[Event]:
 
 
 def _next_reply(state: _State) -> Plan[Reply]:
-    event = yield from _next_event(state)
-    if not isinstance(event, Reply):
-        raise ProtocolError(f"{state.context}: unexpected {type(event).__name__} from the server")
-    return event
+    """The next reply; a post-login CAPA sent in front of it is taken (and applied) first."""
+    while True:
+        event = yield from _next_event(state)
+        if not isinstance(event, Reply):
+            raise ProtocolError(
+                f"{state.context}: unexpected {type(event).__name__} from the server"
+            )
+        if not (state.capa_awaited and event.command.name == "CAPA"):
+            return event
+        state.capa_awaited = False
+        _learn_login_capabilities(state, event)
+
+
+def _send(state: _State, *commands: tuple[str, ...]) -> _Write:
+    """One write for a group of commands, led by the post-login CAPA while that is due."""
+    lead = b""
+    if state.capa_due:
+        state.capa_due, state.capa_awaited = False, True
+        lead = state.conn.send("CAPA")
+    return _Write(lead + b"".join(state.conn.send(name, *args) for name, *args in commands))
 
 
 def _command(state: _State, name: str, *args: str) -> Plan[Reply]:
     """Send one command, wait for its reply, raise the translated error on ``-ERR``."""
-    yield _Write(state.conn.send(name, *args))
+    yield _send(state, (name, *args))
     reply = yield from _next_reply(state)
     if not reply.ok:
         raise state.error(reply)
@@ -193,11 +217,11 @@ def _commands(state: _State, *commands: tuple[str, ...]) -> Plan[list[Reply]]:
     """Send several commands (in one write when the server pipelines); return every reply."""
     if not state.caps.pipelining:
         replies = []
-        for name, *args in commands:
-            yield _Write(state.conn.send(name, *args))
+        for command in commands:
+            yield _send(state, command)
             replies.append((yield from _next_reply(state)))
         return replies
-    yield _Write(b"".join(state.conn.send(name, *args) for name, *args in commands))
+    yield _send(state, *commands)
     replies = []
     for _ in commands:
         replies.append((yield from _next_reply(state)))
@@ -205,13 +229,40 @@ def _commands(state: _State, *commands: tuple[str, ...]) -> Plan[list[Reply]]:
 
 
 def _capabilities(state: _State) -> Plan[Capabilities]:
-    yield _Write(state.conn.send("CAPA"))
-    reply = yield from _next_reply(state)
+    reply = yield from _command_reply(state, "CAPA")
+    return _parsed_capabilities(reply)
+
+
+def _command_reply(state: _State, name: str) -> Plan[Reply]:
+    """Send one command and return its reply, ``-ERR`` included."""
+    yield _send(state, (name,))
+    return (yield from _next_reply(state))
+
+
+def _parsed_capabilities(reply: Reply) -> Capabilities:
+    # A server that refuses CAPA is treated as offering nothing beyond RFC 1939.
     return Capabilities.parse(reply.lines()) if reply.ok else Capabilities()
 
 
+def _learn_login_capabilities(state: _State, reply: Reply) -> None:
+    """Apply the post-login CAPA reply: to the session, and once to its owner's policy."""
+    state.caps = _parsed_capabilities(reply)
+    notify, state.on_login_caps = state.on_login_caps, None
+    if notify is not None:
+        notify(state.caps)
+
+
 def _open_plan(state: _State, endpoint: Endpoint) -> Plan[None]:
-    """Greeting, CAPA, STLS when asked (failing closed), login, CAPA again."""
+    """Greeting, CAPA, STLS when asked (failing closed), login, CAPA again.
+
+    RFC 2449 lets capabilities change at login (LOGIN-DELAY, EXPIRE, PIPELINING often do), so
+    CAPA is asked again after it. Its section 5 also says a capability of the AUTHORIZATION
+    state is announced in the TRANSACTION state too: a server that pipelined before login
+    still does after it. Then that CAPA is not a round trip of its own: it is left due, goes
+    in the write of the first command group of the transaction (UIDL and LIST), and its reply,
+    the first to come back, is applied before theirs are read (:func:`_next_reply`). Without
+    PIPELINING before login it is asked here, alone, as the server may not pipeline yet.
+    """
     greeting = yield from _next_event(state)
     assert isinstance(greeting, Greeting)
     if not greeting.ok:
@@ -229,8 +280,11 @@ def _open_plan(state: _State, endpoint: Endpoint) -> Plan[None]:
         yield _START_TLS
         state.caps = yield from _capabilities(state)  # RFC 2595: forget pre-TLS capabilities
     yield from _login_plan(state, endpoint)
-    # RFC 2449: capabilities may change after login (LOGIN-DELAY, PIPELINING often do).
-    state.caps = yield from _capabilities(state)
+    if state.caps.pipelining:
+        state.capa_due = True
+        return
+    reply = yield from _command_reply(state, "CAPA")
+    _learn_login_capabilities(state, reply)
 
 
 def _login_plan(state: _State, endpoint: Endpoint) -> Plan[None]:
@@ -583,9 +637,16 @@ class _Policy:
     _last_login: float | None = None
     _login_delay: int | None = None
 
-    def _note_login(self, state: _State) -> None:
+    def _new_state(self) -> _State:
+        return _State(self._context(), on_login_caps=self._note_login_capabilities)
+
+    def _note_login(self) -> None:
         self._last_login = time.monotonic()
-        self._login_delay = state.caps.login_delay
+
+    def _note_login_capabilities(self, caps: Capabilities) -> None:
+        # Told by the plans when the post-login CAPA is answered: at the end of the login, or
+        # with the first replies of the transaction when that CAPA rode along with them.
+        self._login_delay = caps.login_delay
 
     def _login_allowed_in(self) -> float:
         """Seconds until LOGIN-DELAY allows logging in again (0 when it does now)."""
@@ -740,7 +801,7 @@ class POP3Retriever(_Policy, Retriever):
 
     def _open(self) -> _Session[_SocketIO]:
         context = self._context()
-        state = _State(context)
+        state = self._new_state()
         with map_exceptions(context=context):
             io = _SocketIO(self.endpoint, state.conn)
         try:
@@ -748,7 +809,7 @@ class POP3Retriever(_Policy, Retriever):
         except BaseException:
             io.close()
             raise
-        self._note_login(state)
+        self._note_login()
         return _Session(io, state)
 
     def _acquire(self, *, fresh: bool) -> _Session[_SocketIO]:
@@ -1217,7 +1278,7 @@ class AsyncPOP3Retriever(_Policy, AsyncRetriever):
 
     async def _open(self) -> _Session[_StreamIO]:
         context = self._context()
-        state = _State(context)
+        state = self._new_state()
         with map_exceptions(context=context):
             io = await _StreamIO.connect(self.endpoint, state.conn)
         try:
@@ -1225,7 +1286,7 @@ class AsyncPOP3Retriever(_Policy, AsyncRetriever):
         except BaseException:
             await io.close(abort=True)
             raise
-        self._note_login(state)
+        self._note_login()
         return _Session(io, state)
 
     async def _acquire(self, *, fresh: bool) -> _Session[_StreamIO]:
