@@ -2,7 +2,8 @@
 
 What arrives is read back with plain imaplib (``MailServers.imap_messages``), never with
 mailsync. Ports: the plain port takes mail for example.test without AUTH and relays nothing;
-the submission port needs STARTTLS + AUTH; the smtps port is implicit TLS + AUTH.
+the submission port needs STARTTLS + AUTH; the smtps port is implicit TLS + AUTH. SMTPUTF8 mail
+goes to utf8.test, which Postfix delivers itself, read back with ``MailServers.utf8_maildir``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import collections
 import email
 import email.policy
+import re
+import secrets
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -426,3 +429,159 @@ async def test_async_sender_reconnects_after_a_cut(
     counts = collections.Counter(_message_ids(_arrived(mail_servers, other_account, 10)))
     assert set(counts.values()) == {1}
     assert len(counts) == 10
+
+
+# -- SMTPUTF8 (RFC 6531) ---------------------------------------------------------------------
+# Dovecot's LMTP does not offer SMTPUTF8, so SMTPUTF8 mail is sent to utf8.test, which Postfix
+# delivers itself into a Maildir (MailServers.utf8_maildir). Every test takes local parts of
+# its own: the servers and that Maildir live for the whole session.
+
+_RECEIVED_WITH = re.compile(rb"^Received:.*?\bwith (\S+)", re.MULTILINE | re.DOTALL)
+
+
+def _utf8_names() -> tuple[str, str]:
+    """A fresh non-ASCII sender and recipient local part."""
+    tag = secrets.token_hex(3)
+    return f"josé-{tag}", f"用户-{tag}"
+
+
+def _utf8_arrived(servers: MailServers, localpart: str, count: int = 1) -> list[bytes]:
+    """The files delivered to ``<localpart>@utf8.test`` once there are ``count`` (polled)."""
+
+    def ready() -> list[bytes]:
+        files = servers.utf8_maildir(localpart)
+        return [path.read_bytes() for path in files] if len(files) >= count else []
+
+    return servers.wait_for(ready, timeout=30, interval=0.05, message=f"{localpart}: {count}")
+
+
+def _utf8_message(sender: str, recipient: str, **fields: Any) -> EmailMessage:
+    return mailsync.compose(
+        from_=("Jösé Müller", sender),
+        to=[("王小明", recipient)],
+        subject="Grüße aus Köln — 你好",
+        text="Hallo 用户,\n.a line starting with a dot\nçà et là\n",
+        **fields,
+    )
+
+
+def _head(raw: bytes) -> bytes:
+    return raw.partition(b"\n\n")[0]
+
+
+def _check_utf8_arrival(raw: bytes, message: EmailMessage, sender: str, recipient: str) -> None:
+    """``raw`` is ``message`` byte for byte after Postfix's trace headers, its UTF-8 header
+    fields unencoded, with the UTF-8 envelope in the trace headers."""
+    expected = prepare(message).data
+    assert raw.replace(b"\n", b"\r\n").endswith(expected)  # virtual(8) stores LF line ends
+    head = _head(raw.replace(b"\r\n", b"\n"))
+    assert "Subject: Grüße aus Köln — 你好".encode() in head
+    assert f"From: Jösé Müller <{sender}>".encode() in head
+    assert f"To: 王小明 <{recipient}>".encode() in head
+    assert b"=?" not in head  # nothing was RFC 2047-encoded
+    assert f"Return-Path: <{sender}>".encode() in head
+    assert f"Delivered-To: {recipient}".encode() in head
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert parsed["Subject"] == "Grüße aus Köln — 你好"
+    assert parsed["Message-ID"] == message["Message-ID"]
+    body = parsed.get_body(("plain",))
+    assert body is not None
+    assert body.get_content() == "Hallo 用户,\n.a line starting with a dot\nçà et là\n"
+
+
+def test_smtputf8_message_arrives_byte_correct(mail_servers: MailServers, account: Account) -> None:
+    local_from, local_to = _utf8_names()
+    sender, recipient = f"{local_from}@utf8.test", f"{local_to}@utf8.test"
+    message = _utf8_message(sender, recipient)
+    assert prepare(message).needs_smtputf8
+    with _submission(mail_servers, account) as out:
+        result = out.send(message)
+    assert result.accepted == (recipient,)
+    assert result.ok
+
+    (raw,) = _utf8_arrived(mail_servers, local_to)
+    _check_utf8_arrival(raw, message, sender, recipient)
+    # RFC 6531 section 3.7.3: "UTF8SMTPSA" is SMTPUTF8 over TLS with AUTH; without
+    # SMTPUTF8 in MAIL FROM Postfix would write "ESMTPSA".
+    assert _RECEIVED_WITH.findall(raw) == [b"UTF8SMTPSA"]
+
+
+async def test_async_smtputf8_message_arrives_byte_correct(mail_servers: MailServers) -> None:
+    local_from, local_to = _utf8_names()
+    sender, recipient = f"{local_from}@utf8.test", f"{local_to}@utf8.test"
+    message = _utf8_message(sender, recipient)
+    out = mailsync.sender_async(f"smtp://{mail_servers.host}:{mail_servers.smtp_port}", tls="none")
+    assert isinstance(out, AsyncSMTPSender)
+    async with out:
+        result = await out.send(message)
+    assert result.accepted == (recipient,)
+
+    (raw,) = _utf8_arrived(mail_servers, local_to)
+    _check_utf8_arrival(raw, message, sender, recipient)
+    assert _RECEIVED_WITH.findall(raw) == [b"UTF8SMTP"]  # plain port: no TLS, no AUTH
+
+
+def test_smtputf8_success_dsn_names_the_utf8_recipient(
+    mail_servers: MailServers, account: Account
+) -> None:
+    local_from, local_to = _utf8_names()
+    sender, recipient = f"{local_from}@utf8.test", f"{local_to}@utf8.test"
+    message = _utf8_message(sender, recipient)
+    with _submission(mail_servers, account) as out:
+        # ORCPT goes out as RFC 6533 "utf-8;" for the non-ASCII recipient.
+        result = out.send(message, notify="success", envid="ms-utf8-1")
+    _utf8_arrived(mail_servers, local_to)
+    (raw,) = _utf8_arrived(mail_servers, local_from)
+
+    assert b"message/global-delivery-status" in raw  # RFC 6533, as the original was SMTPUTF8
+    # Postfix echoes the ORCPT mailsync sent, in RFC 6533's "utf-8;" form.
+    assert f"Original-Recipient: utf-8;{recipient}".encode() in raw
+    report = mailsync.parse_report(raw)
+    assert report is not None
+    assert report.kind == "dsn"
+    assert report.envid == "ms-utf8-1"
+    assert report.original_message_id == result.message_id
+    (entry,) = report.recipients
+    assert entry.recipient == recipient
+    assert entry.action == "delivered"  # virtual(8) is the final delivery
+    assert entry.status is not None
+    assert entry.status.startswith("2.")
+
+
+def test_smtputf8_message_to_the_dovecot_domain_fails_with_5_6_7(
+    mail_servers: MailServers, account: Account
+) -> None:
+    # Postfix offers SMTPUTF8, so mailsync sends and Postfix accepts; its LMTP client then
+    # finds that Dovecot does not offer SMTPUTF8 and bounces the message (5.6.7) rather than
+    # downgrade it. The failure DSN is SMTPUTF8 mail itself (message/global-delivery-status
+    # carrying the UTF-8 original), so it can only reach a sender whose mailbox takes SMTPUTF8:
+    # here one on utf8.test. (To a sender on example.test it would bounce again, and Postfix
+    # drops a bounce of a bounce: that sender never learns.)
+    local_from, _ = _utf8_names()
+    sender = f"{local_from}@utf8.test"
+    message = _utf8_message(sender, account.email)
+    with _submission(mail_servers, account) as out:
+        result = out.send(message, notify=["failure", "delay"])
+    assert result.accepted == (account.email,)
+    assert result.ok  # the refusal comes later, as a DSN
+
+    (raw,) = _utf8_arrived(mail_servers, local_from)
+    report = mailsync.parse_report(raw)
+    assert report is not None
+    assert report.kind == "dsn"
+    assert report.envid == result.envid
+    assert report.original_message_id == result.message_id
+    (entry,) = report.recipients
+    assert entry.recipient == account.email
+    assert entry.action == "failed"
+    assert entry.status == "5.6.7"
+    assert entry.diagnostic is not None
+    assert "SMTPUTF8" in entry.diagnostic
+    # The DSN is written after the one delivery attempt, so nothing can arrive later.
+    assert mail_servers.imap_uids(account) == []
+
+    tracker = mailsync.DeliveryTracker(mailsync.SQLiteStateStore(":memory:"))
+    tracker.record(result)
+    tracked = tracker.feed(raw)
+    assert tracked is not None
+    assert tracked.failed == (account.email,)
