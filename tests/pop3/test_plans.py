@@ -294,11 +294,11 @@ def test_post_login_capa_refused_means_no_capabilities(pipelining_before_login: 
 
 
 def test_post_login_capa_rides_with_whatever_comes_first() -> None:
-    # delete() starts with RSET, a session closed unused with RSET/QUIT: the CAPA goes with
+    # delete() starts with RSET, a session closed unused with QUIT: the CAPA goes with
     # them, so LOGIN-DELAY is known whatever the session did.
     for plan, first in (
         (lambda s: _delete_plan(s, ["u2"]), b"CAPA\r\nRSET\r\n"),
-        (_close_plan, b"CAPA\r\nRSET\r\nQUIT\r\n"),
+        (_close_plan, b"CAPA\r\nQUIT\r\n"),
     ):
         script = _two_capas(DOVECOT_CAPA + b".\r\n", DOVECOT_CAPA + b"LOGIN-DELAY 60\r\n.\r\n")
         script.replies.update(DELE=b"+OK\r\n", QUIT=b"+OK\r\n")
@@ -334,3 +334,34 @@ def test_pipelined_windows_are_bounded() -> None:
     _, emitted = script.run(state, _fetch_plan(state, entries, top=False))
     assert [entry.number for entry, _reply in emitted] == list(range(1, 301))
     assert 1 < script.max_outstanding <= 65  # the window (64) plus the trailing RSET
+
+
+def _listed_session(rset: bytes = b"+OK\r\n") -> tuple[Script, _State, list[_Entry]]:
+    script = _two_capas(DOVECOT_CAPA + b".\r\n", DOVECOT_CAPA + b".\r\n")
+    script.replies.update(RSET=rset, QUIT=b"+OK\r\n", TOP=_retr_handler)
+    state = _login(script, _endpoint())
+    entries, _ = script.run(state, _listing_plan(state))
+    return script, state, entries
+
+
+def test_close_after_a_confirmed_rset_is_quit_alone() -> None:
+    # The retrieval's trailing RSET was answered +OK and nothing marking went out since: a
+    # second RSET before QUIT would undo nothing.
+    script, state, entries = _listed_session()
+    script.run(state, _fetch_plan(state, entries, top=False))
+    assert script.writes[-1] == b"RETR 1\r\nRETR 2\r\nRSET\r\n"
+    script.run(state, _close_plan(state))
+    assert script.writes[-1] == b"QUIT\r\n"
+
+
+def test_close_after_unreset_retrievals_resets_first() -> None:
+    # Header digests (get() on a server without UIDL) use TOP without a trailing RSET, and a
+    # refused RSET undoes nothing: then the goodbye is RSET and QUIT, as always.
+    script, state, entries = _listed_session()
+    script.run(state, _fetch_plan(state, entries, top=True, reset=False))
+    script.run(state, _close_plan(state))
+    assert script.writes[-2:] == [b"TOP 1 0\r\nTOP 2 0\r\n", b"RSET\r\nQUIT\r\n"]
+    script, state, entries = _listed_session(rset=b"-ERR not now\r\n")
+    script.run(state, _fetch_plan(state, entries, top=False))
+    script.run(state, _close_plan(state))
+    assert script.writes[-1] == b"RSET\r\nQUIT\r\n"

@@ -639,10 +639,12 @@ def test_sync_command_sequence(
     assert [_masked(data) for data in writes] == [
         *login,
         b"RETR 1\r\nRETR 2\r\nRSET\r\n",
-        b"RSET\r\nQUIT\r\n",
+        b"QUIT\r\n",  # that RSET was confirmed: nothing is marked any more
         *login,
-        b"RSET\r\nQUIT\r\n",
+        b"QUIT\r\n",
     ]
+    flags = mail_servers.imap_flags(account)
+    assert not any("\\Seen" in f for f in flags.values()), flags  # QUIT alone marked nothing
 
 
 def _masked(data: bytes) -> bytes:

@@ -470,3 +470,34 @@ def test_message_larger_than_the_buffer_through_get_buffer() -> None:
         events += conn.buffer_updated(count)
     assert [e.data for e in events if isinstance(e, Reply)] == [message]
     assert conn.idle
+
+
+def test_marks_last_until_an_rset_is_confirmed() -> None:
+    conn = POP3Connection(greeting=False)
+    conn.send("UIDL")
+    conn.send("LIST")
+    conn.send("CAPA")
+    assert not conn.marked  # listing marks nothing
+    feed(conn, b"+OK\r\n.\r\n+OK\r\n.\r\n+OK\r\n.\r\n")
+    for marking in (("RETR", "1"), ("TOP", "1", "0"), ("DELE", "1")):
+        conn.send(*marking)
+        assert conn.marked
+        conn.send("RSET")
+        feed(conn, b"-ERR no such message\r\n")  # refused, yet counted: nothing is assumed
+        assert conn.marked
+        feed(conn, b"+OK\r\n")
+        assert not conn.marked
+
+
+def test_marks_sent_after_a_pipelined_rset_remain() -> None:
+    conn = POP3Connection(greeting=False)
+    for command in (("RETR", "1"), ("RSET",), ("RETR", "2")):
+        conn.send(*command)
+    feed(conn, _retr(b"x\r\n", 3), b"+OK\r\n")
+    assert conn.marked  # RETR 2 went out after the RSET
+    conn.send("RSET")
+    feed(conn, _retr(b"y\r\n", 3), b"-ERR not now\r\n")
+    assert conn.marked  # a refused RSET undoes nothing
+    conn.send("RSET")
+    feed(conn, b"+OK\r\n")
+    assert not conn.marked

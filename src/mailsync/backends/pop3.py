@@ -18,10 +18,13 @@ What POP3 is, and how the Retriever API maps onto it honestly:
   from a digest of the header block and the size.
 - Retrieval pipelines ``RETR``/``TOP`` in bounded windows when the server offers PIPELINING
   (RFC 2449), so a download is not one round trip per message and memory stays flat.
-- Reading has no side effects: every retrieval is followed by ``RSET`` and every session
-  ends with ``RSET`` before ``QUIT`` (Dovecot, for one, otherwise marks retrieved messages
-  ``\\Seen`` for IMAP clients, even when the connection just drops). Only a connection lost
-  in the middle of a retrieval can leave such marks behind; that is the server's doing.
+- Reading has no side effects: every retrieval is followed by ``RSET``, and a session that
+  may still hold marks (a RETR/TOP/DELE after the last RSET the server confirmed) ends with
+  ``RSET`` before ``QUIT`` (Dovecot, for one, otherwise marks retrieved messages ``\\Seen``
+  for IMAP clients, even when the connection just drops). Only a connection lost in the
+  middle of a retrieval can leave such marks behind; that is the server's doing.
+- The CAPA after login shares a write with the first commands of the transaction when the
+  server offered PIPELINING before login (see :func:`_open_plan`).
 - ``delete()`` marks with ``DELE``, which POP3 applies only when ``QUIT`` succeeds; it runs in
   its own session ending with that QUIT, and reports nothing deleted unless QUIT said ``+OK``.
 - ``watch()`` polls by logging in again, never more often than ``LOGIN-DELAY`` allows.
@@ -527,9 +530,17 @@ def _digest_id(data: bytes, size: int) -> str:
 
 
 def _close_plan(state: _State) -> Plan[None]:
-    """Leave politely: RSET (so nothing read ends up marked) and QUIT."""
+    """Leave politely: RSET (so nothing read ends up marked) and QUIT.
+
+    The RSET is left out when the session holds no marks: no RETR/TOP/DELE went out after
+    the last RSET the server confirmed (a retrieval's own trailing RSET, usually). Then a
+    QUIT commits nothing, and neither does a connection lost before it.
+    """
     state.events.clear()  # replies parsed but never taken (a stream left early)
-    yield from _commands(state, ("RSET",), ("QUIT",))
+    if state.conn.marked:
+        yield from _commands(state, ("RSET",), ("QUIT",))
+    else:
+        yield from _commands(state, ("QUIT",))
 
 
 # -- turning replies into messages -----------------------------------------------------------
@@ -824,8 +835,8 @@ class POP3Retriever(_Policy, Retriever):
     def _release(
         self, session: _Session[_SocketIO], *, polite: bool = True
     ) -> MailsyncError | None:
-        """Close a session, with RSET and QUIT first when polite and in step; return the error
-        that ended the goodbye, if any (the socket is closed either way)."""
+        """Close a session, with QUIT (RSET first when needed) when polite and in step; return
+        the error that ended the goodbye, if any (the socket is closed either way)."""
         if self._session is session:
             self._session = None
         error = None

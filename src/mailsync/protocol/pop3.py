@@ -75,6 +75,10 @@ _MULTILINE_ALWAYS = frozenset({"CAPA", "RETR", "TOP"})
 _MULTILINE_WITHOUT_ARGS = frozenset({"LIST", "UIDL"})
 _PER_MESSAGE = frozenset({"RETR", "TOP", "DELE", "LIST", "UIDL"})
 _LOGIN_COMMANDS = frozenset({"USER", "PASS", "APOP", "AUTH"})
+#: Commands that may leave a mark a QUIT (or, on some servers, a dropped connection) would
+#: commit: DELE marks for deletion; RETR (and on some servers TOP) marks as seen. RSET undoes
+#: them all (RFC 1939; Dovecot clears its deleted and seen sets).
+_MARKING = frozenset({"RETR", "TOP", "DELE"})
 _TERMINATOR = b"\r\n.\r\n"
 _TIMESTAMP = re.compile(r"<[^<>\s]+>")
 _OCTETS = re.compile(r"^(\d+)\s+octets", re.IGNORECASE)
@@ -227,6 +231,7 @@ class POP3Connection:
         self._announced: int | None = None
         self._line_end = False
         self._broken = False
+        self._marked = False
 
     @property
     def pending(self) -> int:
@@ -243,6 +248,12 @@ class POP3Connection:
         """True when nothing is outstanding and no partial reply is buffered."""
         return not self._pending and self._start == self._end and self._greeted
 
+    @property
+    def marked(self) -> bool:
+        """Whether the session may hold marks: a ``RETR``, ``TOP`` or ``DELE`` was sent and
+        no ``RSET`` sent after it has been answered ``+OK`` yet."""
+        return self._marked
+
     def send(self, name: str, *args: str) -> bytes:
         """Queue a command and return its bytes to write.
 
@@ -251,6 +262,8 @@ class POP3Connection:
         """
         command = Command.of(name, *args)
         self._pending.append(command)
+        if command.name in _MARKING:
+            self._marked = True
         return command.line
 
     def auth(self, exchange: SASLExchange) -> bytes:
@@ -397,6 +410,9 @@ class POP3Connection:
             self._announced = int(match.group(1)) if match else None
             return self._next_body(after)
         self._pending.popleft()
+        if ok and command.name == "RSET":
+            # Replies come in order: what is still pending was sent after this RSET.
+            self._marked = any(c.name in _MARKING for c in self._pending)
         return Reply(command, ok, text, code), after
 
     def _continuation(self, command: Command, line: str) -> Challenge:
