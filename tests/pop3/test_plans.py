@@ -365,3 +365,19 @@ def test_close_after_unreset_retrievals_resets_first() -> None:
     script.run(state, _fetch_plan(state, entries, top=False))
     script.run(state, _close_plan(state))
     assert script.writes[-1] == b"RSET\r\nQUIT\r\n"
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_login_delay_reaches_the_retrievers_policy(asynchronous: bool) -> None:
+    # watch() waits out LOGIN-DELAY between polls: the value of the deferred CAPA must reach
+    # the retriever once its reply has been read, not only the session.
+    connect = mailsync.connect_async if asynchronous else mailsync.connect
+    box = connect("pop3://mrose@mail.example.test", password="x", tls="none", state=":memory:")
+    script = _two_capas(DOVECOT_CAPA + b".\r\n", DOVECOT_CAPA + b"LOGIN-DELAY 60\r\n.\r\n")
+    state = box._new_state()
+    script.run(state, _open_plan(state, _endpoint()))
+    box._note_login()
+    assert box._poll_wait(0.5) == 0.5  # not known yet: nothing has been read
+    script.run(state, _listing_plan(state))
+    assert 59 < box._poll_wait(0.5) <= 60
+    assert state.on_login_caps is None  # told once, then the session lets go of the retriever
