@@ -814,3 +814,16 @@ def test_an_incremental_sync_costs_no_needless_round_trip(
         b"UID FETCH",
         b"LOGOUT",
     ]
+
+
+def test_imapclient_takes_over_without_asking_capabilities_again(
+    target: IMAPTarget, seed: Seed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed(make_raw(1))
+    with connect(target) as box:
+        (message,) = list(box.messages())
+        sent = _commands_sent(monkeypatch)
+        assert "INBOX" in [f.name for f in box.folders()]  # the first imapclient command
+        box.set_flags(message, add=["\\Flagged"])
+    assert b"CAPABILITY" not in sent
+    assert sent[0].startswith(b"LIST")

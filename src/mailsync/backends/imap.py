@@ -224,6 +224,10 @@ class IMAPRetriever(Retriever):
         imap = self._session()
         client = self._client
         if client is None or client._imap is not imap:
+            # imapclient takes the capabilities from an untagged CAPABILITY response where it
+            # finds one, instead of asking the server again.
+            untagged: dict[str, Any] = imap.untagged_responses
+            untagged["CAPABILITY"] = [b" ".join(sorted(self._caps))]
             with self._errors():
                 client = _adopting_client()(imap, self.endpoint)
             self._client = client
