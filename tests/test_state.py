@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import multiprocessing
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,16 +71,22 @@ def _writer(path: str, worker: int) -> None:
     store.close()
 
 
-def test_several_processes_share_one_file(tmp_path: Path) -> None:
-    path = str(tmp_path / "state.sqlite3")
+def _run_processes(jobs: list[tuple[Callable[..., None], tuple[Any, ...]]], path: str) -> None:
+    """Run each ``(target, args)`` in its own spawned process at once over the store at
+    ``path`` (created first), and check they all ended well."""
     SQLiteStateStore(path).close()
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_writer, args=(path, w)) for w in range(3)]
+    procs = [ctx.Process(target=target, args=args) for target, args in jobs]
     for proc in procs:
         proc.start()
     for proc in procs:
         proc.join(60)
         assert proc.exitcode == 0
+
+
+def test_several_processes_share_one_file(tmp_path: Path) -> None:
+    path = str(tmp_path / "state.sqlite3")
+    _run_processes([(_writer, (path, w)) for w in range(3)], path)
     store = SQLiteStateStore(path)
     for worker in range(3):
         assert store.load_cursor("acct", f"f{worker}") == {"i": 199}
@@ -127,14 +135,7 @@ def _incrementer(path: str) -> None:
 
 def test_update_item_loses_no_update_across_processes(tmp_path: Path) -> None:
     path = str(tmp_path / "state.sqlite3")
-    SQLiteStateStore(path).close()
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_incrementer, args=(path,)) for _ in range(3)]
-    for proc in procs:
-        proc.start()
-    for proc in procs:
-        proc.join(60)
-        assert proc.exitcode == 0
+    _run_processes([(_incrementer, (path,)) for _ in range(3)], path)
     store = SQLiteStateStore(path)
     assert store.get_item("ns", "counter") == {"n": 300}
     store.close()
