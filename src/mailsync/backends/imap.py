@@ -93,7 +93,7 @@ def _canonical(folder: str) -> str:
     return "INBOX" if folder.upper() == "INBOX" else folder
 
 
-class _GreetingCapabilities(imaplib.IMAP4):
+class _IMAP4(imaplib.IMAP4):
     """imaplib asks for CAPABILITY right after the greeting, even when the greeting carried
     them in a ``[CAPABILITY ...]`` code (Dovecot's does, and imaplib files it with the
     untagged responses): take those and spare the round trip. Only the greeting's: after
@@ -111,12 +111,8 @@ class _GreetingCapabilities(imaplib.IMAP4):
         self.capabilities = tuple(bytes(filed[-1]).decode("ascii", "replace").upper().split())
 
 
-class _IMAP4(_GreetingCapabilities, imaplib.IMAP4):
-    pass
-
-
-class _IMAP4SSL(_GreetingCapabilities, imaplib.IMAP4_SSL):
-    pass
+class _IMAP4SSL(_IMAP4, imaplib.IMAP4_SSL):
+    """:class:`_IMAP4` over implicit TLS."""
 
 
 def _open(endpoint: Endpoint) -> imaplib.IMAP4:
@@ -288,7 +284,7 @@ class IMAPRetriever(Retriever):
                 else:
                     reply = imap.authenticate("PLAIN", _sasl(answer))
             else:
-                reply = self._login(imap, user, endpoint.password.reveal())
+                reply = self._login(imap, offered, user, endpoint.password.reveal())
         except imaplib.IMAP4.abort:
             raise  # the connection broke: translated as such by the caller
         except imaplib.IMAP4.error as exc:
@@ -318,8 +314,10 @@ class IMAPRetriever(Retriever):
         imap.state = "AUTH"
         return typ, data
 
-    def _login(self, imap: imaplib.IMAP4, user: str, password: str) -> tuple[str, Any]:
-        if b"LOGINDISABLED" in _offered(imap):
+    def _login(
+        self, imap: imaplib.IMAP4, offered: frozenset[bytes], user: str, password: str
+    ) -> tuple[str, Any]:
+        if b"LOGINDISABLED" in offered:
             raise AuthenticationError(
                 f"{self.endpoint.display} refuses LOGIN without TLS (LOGINDISABLED); use TLS"
             )
