@@ -9,7 +9,6 @@ import email
 import email.policy
 import imaplib
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -227,6 +226,51 @@ def test_watch_reconnects_after_cuts_mid_fetch_and_during_idle(
     assert not thread.is_alive()
 
 
+def test_idle_over_tls_sees_a_short_line_after_large_bodies(
+    mail_servers: MailServers, account: Account, seed: Seed
+) -> None:
+    # Large literals make the TLS reader raise the socket's low-water mark; IDLE then waits
+    # in poll() for a line of a few bytes, which a mark left up would hide.
+    expected = [f"Message {n}" for n in range(3)]
+    for n in range(3):
+        seed(make_raw(n, extra=600_000))
+    watcher = connect(imap_url(mail_servers, account, "tls"))
+    got: list[str] = []
+    thread = threading.Thread(
+        target=lambda: got.extend(m.subject for m in watcher.watch(poll_interval=600)),
+        daemon=True,
+    )
+    thread.start()
+    try:
+        wait_for(lambda: got == expected, 20)
+        wait_for(lambda: watcher._wake is not None, 10)  # idling now
+        seed(make_raw(3))
+        wait_for(lambda: got == [*expected, "Message 3"], 15)
+    finally:
+        watcher.close()
+        thread.join(10)
+    assert not thread.is_alive()
+
+
+def test_tls_fetch_over_a_link_slower_than_the_timeout_allows_per_mark(
+    mail_servers: MailServers,
+    account: Account,
+    seed: Seed,
+    tcp_proxy: Callable[[str, int], TCPProxy],
+) -> None:
+    # ~160 KB/s with a 0.5 s timeout: bytes never stop coming, but a 256 KiB low-water mark
+    # would not fill within one timeout. That is a slow link, not a dead one.
+    raw = make_raw(1, extra=400_000)
+    seed(raw)
+    proxy = tcp_proxy(mail_servers.host, mail_servers.imaps_port)
+    url = f"imaps://{account.user}@{proxy.host}:{proxy.port}"
+    options: dict[str, Any] = {"password": account.password, "verify": mail_servers.ssl_context()}
+    with mailsync.connect(url, state=":memory:", timeout=0.5, **options) as box:
+        box.folders()  # log in at full speed
+        proxy.throttle(8192, 0.05)
+        assert [m.raw for m in box.messages()] == [raw]
+
+
 def test_close_wakes_an_idle_watch_at_once(target: IMAPTarget, seed: Seed) -> None:
     seed(make_raw(0))
     watcher = connect(target)
@@ -320,7 +364,7 @@ def test_starttls_with_verification(mail_servers: MailServers, account: Account)
     with connect(imap_url(mail_servers, account, "starttls")) as box:
         assert [m.subject for m in box.messages()] == ["Message 1"]
         assert box._imap is not None
-        assert isinstance(box._imap.sock, ssl.SSLSocket)
+        assert box._imap.tls_version() in ("TLSv1.2", "TLSv1.3")
 
 
 def test_certificate_verification_is_on_by_default(
@@ -771,15 +815,17 @@ def test_sync_cursor_records_highestmodseq(target: IMAPTarget, seed: Seed) -> No
 
 def _commands_sent(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     """Record the command words of every line imaplib sends (tag dropped)."""
-    sent: list[bytes] = []
-    send = imaplib.IMAP4.send
+    from mailsync.backends.imap import _IMAP4
 
-    def recording(self: imaplib.IMAP4, data: bytes) -> None:
+    sent: list[bytes] = []
+    send = _IMAP4.send
+
+    def recording(self: _IMAP4, data: bytes) -> None:
         words = bytes(data).split(b" ", 3)
         sent.append(b" ".join(words[1:3]).strip().upper())
         send(self, data)
 
-    monkeypatch.setattr(imaplib.IMAP4, "send", recording)
+    monkeypatch.setattr(_IMAP4, "send", recording)
     return sent
 
 

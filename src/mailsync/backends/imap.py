@@ -47,6 +47,7 @@ from mailsync._errors import (
 )
 from mailsync._message import Folder, Message, as_bytes, header_block
 from mailsync._query import Q
+from mailsync.backends._tls import TLSStream
 from mailsync.protocol import imap as proto
 from mailsync.protocol.imap_literals import (
     MAX_LINE,
@@ -94,12 +95,44 @@ def _canonical(folder: str) -> str:
 
 
 class _IMAP4(imaplib.IMAP4):
-    """imaplib asks for CAPABILITY right after the greeting, even when the greeting carried
-    them in a ``[CAPABILITY ...]`` code (Dovecot's does, and imaplib files it with the
-    untagged responses): take those and spare the round trip. Only the greeting's: after
-    STARTTLS imaplib asks again, and anything said before TLS is not trusted."""
+    """imaplib's connection over a plain socket, with TLS (implicit or by STARTTLS) through
+    :class:`TLSStream`, which reads ciphertext in large chunks instead of two system calls per
+    TLS record. ``sock`` stays the TCP socket (for timeouts and poll()); ``file`` is what
+    imaplib and the fast FETCH reader read from: the socket's buffered reader or the stream.
+
+    imaplib asks for CAPABILITY right after the greeting, even when the greeting carried them
+    in a ``[CAPABILITY ...]`` code (Dovecot's does, and imaplib files it with the untagged
+    responses): those are taken, sparing the round trip. Only the greeting's: after STARTTLS
+    they are asked again, as anything said before TLS is not trusted.
+    """
 
     _greeted = False
+
+    def __init__(
+        self, host: str, port: int, *, timeout: float | None, tls: ssl.SSLContext | None
+    ) -> None:
+        self._implicit_tls = tls
+        self._stream: TLSStream | None = None
+        super().__init__(host, port, timeout)
+
+    def open(self, host: str = "", port: int = 143, timeout: float | None = None) -> None:
+        super().open(host, port, timeout)
+        if self._implicit_tls is None:
+            return
+        try:
+            self._wrap(self._implicit_tls)
+        except BaseException:
+            # imaplib shuts the connection down when the greeting fails, not when open() does.
+            self.file.close()
+            self.sock.close()
+            raise
+
+    def _wrap(self, context: ssl.SSLContext) -> None:
+        stream = TLSStream(self.sock, context, self.host)
+        stream.handshake()
+        self.file.close()  # a plaintext read-ahead (none is legitimate) is dropped with it
+        self.file = stream  # type: ignore[assignment]
+        self._stream = stream
 
     def _get_capabilities(self) -> None:
         untagged: dict[str, Any] = self.untagged_responses
@@ -110,23 +143,33 @@ class _IMAP4(imaplib.IMAP4):
             return
         self.capabilities = tuple(bytes(filed[-1]).decode("ascii", "replace").upper().split())
 
+    def starttls(self, ssl_context: ssl.SSLContext | None = None) -> Any:
+        """STARTTLS (RFC 3501 6.2.1), then the capabilities again over TLS."""
+        if ssl_context is None:
+            raise ValueError("STARTTLS needs the endpoint's TLS context")
+        typ, data = self._simple_command("STARTTLS")
+        if typ != "OK":
+            raise self.error(f"STARTTLS refused: {_text(data)}")
+        self._wrap(ssl_context)
+        self._tls_established = True
+        self._get_capabilities()
+        return typ, data
 
-class _IMAP4SSL(_IMAP4, imaplib.IMAP4_SSL):
-    """:class:`_IMAP4` over implicit TLS."""
+    def send(self, data: Any) -> None:
+        if self._stream is not None:
+            self._stream.sendall(bytes(data))
+        else:
+            super().send(data)
+
+    def tls_version(self) -> str | None:
+        """The TLS version in use, or None in plaintext."""
+        return self._stream.version() if self._stream is not None else None
 
 
 def _open(endpoint: Endpoint) -> imaplib.IMAP4:
     """A connection that has read the greeting and the capabilities."""
-    connect_timeout = endpoint.timeout.connect_timeout
-    if endpoint.tls == "ssl":
-        imap: imaplib.IMAP4 = _IMAP4SSL(
-            endpoint.host,
-            endpoint.port,
-            ssl_context=endpoint.ssl_context(),
-            timeout=connect_timeout,
-        )
-    else:
-        imap = _IMAP4(endpoint.host, endpoint.port, timeout=connect_timeout)
+    tls = endpoint.ssl_context() if endpoint.tls == "ssl" else None
+    imap = _IMAP4(endpoint.host, endpoint.port, timeout=endpoint.timeout.connect_timeout, tls=tls)
     try:
         # imaplib writes an AUTHENTICATE answer and its CRLF in two sends: with Nagle's
         # algorithm the second waits for the server's delayed ACK, 40 ms per login.
