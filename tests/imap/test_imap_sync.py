@@ -185,6 +185,48 @@ def test_sync_broken_anywhere_loses_and_repeats_nothing(
     assert len(failures) == proxy.cuts == 1
 
 
+# The same over implicit TLS, counted in ciphertext: in the handshake (the certificate ends
+# near 1,000 bytes), the greeting and login, and inside records all through the FETCH.
+TLS_CUT_POINTS = [0, 1, 200, 700, 1200, 1600, 2000, 2600, 4000, 9000, 20000, 33000]
+
+
+@pytest.mark.parametrize("rst", [True, False], ids=["reset", "closed"])
+@pytest.mark.parametrize("cut", TLS_CUT_POINTS)
+def test_tls_sync_broken_anywhere_loses_and_repeats_nothing(
+    mail_servers: MailServers,
+    account: Account,
+    tcp_proxy: Callable[[str, int], TCPProxy],
+    tmp_path: Any,
+    cut: int,
+    rst: bool,
+) -> None:
+    # A reset reaches the TLS reader as a failed recv(); a plain close as the end of the
+    # stream in the middle of a record, which OpenSSL reports as an unexpected EOF.
+    proxy = tcp_proxy(mail_servers.host, mail_servers.imaps_port)
+    url = f"imaps://{account.user}@{proxy.host}:{proxy.port}"
+    options: dict[str, Any] = {
+        "password": account.password,
+        "verify": mail_servers.ssl_context(),
+        "timeout": 10.0,
+        "batch_size": 7,
+    }
+    expected = _seed_numbered(mail_servers, account, range(12))
+    got: list[str] = []
+    failures: list[BaseException] = []
+    with connect(IMAPTarget(url, options), state=str(tmp_path / "state.sqlite")) as box:
+        proxy.cut_after(cut, rst=rst)
+        for _attempt in range(3):
+            try:
+                got.extend(message.subject for message in box.sync())
+                break
+            except (mailsync.ConnectionFailed, mailsync.MailTimeout) as exc:
+                failures.append(exc)
+        assert list(box.sync()) == []
+    assert got == expected
+    assert len(failures) == proxy.cuts == 1
+    assert all(isinstance(f, mailsync.ConnectionFailed) for f in failures), failures
+
+
 def test_watch_reconnects_after_cuts_mid_fetch_and_during_idle(
     proxied: tuple[IMAPTarget, TCPProxy],
     mail_servers: MailServers,
