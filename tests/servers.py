@@ -57,6 +57,7 @@ __all__ = [
     "group_processes",
     "imap_utf7_decode",
     "imap_utf7_encode",
+    "make_certificate",
     "missing_reason",
     "wait_for",
 ]
@@ -205,6 +206,46 @@ def _parse_list_line(item: bytes | tuple[bytes, bytes]) -> tuple[str, frozenset[
 def _check(typ: str, data: Sequence[object], what: str) -> None:
     if typ != "OK":
         raise imaplib.IMAP4.error(f"{what} failed: {typ} {data!r}")
+
+
+def make_certificate(folder: Path, openssl: str = "openssl") -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and ``localhost`` in ``folder``.
+
+    Returns:
+        The paths of ``cert.pem`` and ``key.pem``.
+
+    Raises:
+        ServerStartError: openssl failed.
+    """
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    # EC keys are generated in milliseconds, RSA would dominate the start-up time.
+    result = subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        capture_output=True,
+        timeout=_TIMEOUT,
+    )
+    if result.returncode != 0:
+        raise ServerStartError(f"openssl failed: {result.stderr.decode(errors='replace')}")
+    return cert, key
 
 
 def _free_ports(count: int) -> list[int]:
@@ -474,35 +515,9 @@ class MailServers:
     def _make_certificate(self, openssl: str) -> None:
         tls = self._path("tls")
         tls.mkdir(mode=0o755)
-        # EC keys are generated in milliseconds, RSA would dominate the start-up time.
-        result = subprocess.run(
-            [
-                openssl,
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-days",
-                "30",
-                "-subj",
-                "/CN=localhost",
-                "-addext",
-                "subjectAltName=IP:127.0.0.1,DNS:localhost",
-                "-keyout",
-                str(tls / "key.pem"),
-                "-out",
-                str(tls / "cert.pem"),
-            ],
-            capture_output=True,
-            timeout=_TIMEOUT,
-        )
-        if result.returncode != 0:
-            raise ServerStartError(f"openssl failed: {result.stderr.decode(errors='replace')}")
-        (tls / "cert.pem").chmod(0o644)
-        (tls / "key.pem").chmod(0o600)
+        cert, key = make_certificate(tls, openssl)
+        cert.chmod(0o644)
+        key.chmod(0o600)
 
     # ----------------------------------------------------------------- dovecot
 

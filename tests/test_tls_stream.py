@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import socket
 import ssl
-import subprocess
 import sys
 import threading
 import time
@@ -21,39 +20,14 @@ from pathlib import Path
 import pytest
 
 from mailsync.backends._tls import TLSStream
+from tests.servers import make_certificate
 
 _SERVER_GIVES_UP = 30.0  # the server thread's own guard, far above any test's wait
 
 
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
+    return make_certificate(tmp_path_factory.mktemp("tls"))
 
 
 class _Server:

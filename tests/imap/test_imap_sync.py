@@ -154,6 +154,21 @@ def test_cut_mid_fetch_then_sync_again_loses_and_repeats_nothing(
     assert got == expected
 
 
+def _sync_until_whole(box: IMAPRetriever) -> tuple[list[str], list[BaseException]]:
+    """``sync()`` again after each broken run (at most 3): the subjects delivered and the
+    failures seen; then checks that the cursor says everything was delivered."""
+    got: list[str] = []
+    failures: list[BaseException] = []
+    for _attempt in range(3):
+        try:
+            got.extend(message.subject for message in box.sync())
+            break
+        except (mailsync.ConnectionFailed, mailsync.MailTimeout) as exc:
+            failures.append(exc)
+    assert list(box.sync()) == []
+    return got, failures
+
+
 # Server-to-client byte counts after which the connection breaks: in the greeting, the
 # CAPABILITY reply, the login reply, EXAMINE, SEARCH, and all through the FETCH batches.
 CUT_POINTS = [0, 1, 30, 90, 160, 250, 400, 600, 800, 1000, 1300, 1700, 2200, 3000, 6000]
@@ -170,17 +185,9 @@ def test_sync_broken_anywhere_loses_and_repeats_nothing(
 ) -> None:
     target, proxy = proxied
     expected = _seed_numbered(mail_servers, account, range(12))
-    got: list[str] = []
-    failures: list[BaseException] = []
     with connect(target, state=str(tmp_path / "state.sqlite")) as box:
         proxy.cut_after(cut)
-        for _attempt in range(3):
-            try:
-                got.extend(message.subject for message in box.sync())
-                break
-            except (mailsync.ConnectionFailed, mailsync.MailTimeout) as exc:
-                failures.append(exc)
-        assert list(box.sync()) == []  # and the cursor says everything was delivered
+        got, failures = _sync_until_whole(box)
     assert got == expected
     assert len(failures) == proxy.cuts == 1
 
@@ -211,17 +218,9 @@ def test_tls_sync_broken_anywhere_loses_and_repeats_nothing(
         "batch_size": 7,
     }
     expected = _seed_numbered(mail_servers, account, range(12))
-    got: list[str] = []
-    failures: list[BaseException] = []
     with connect(IMAPTarget(url, options), state=str(tmp_path / "state.sqlite")) as box:
         proxy.cut_after(cut, rst=rst)
-        for _attempt in range(3):
-            try:
-                got.extend(message.subject for message in box.sync())
-                break
-            except (mailsync.ConnectionFailed, mailsync.MailTimeout) as exc:
-                failures.append(exc)
-        assert list(box.sync()) == []
+        got, failures = _sync_until_whole(box)
     assert got == expected
     assert len(failures) == proxy.cuts == 1
     assert all(isinstance(f, mailsync.ConnectionFailed) for f in failures), failures
