@@ -267,6 +267,19 @@ def test_watch_reconnects_after_cuts_mid_fetch_and_during_idle(
     assert not thread.is_alive()
 
 
+def _watch_in_background(
+    watcher: IMAPRetriever, *, poll_interval: float
+) -> tuple[list[str], threading.Thread]:
+    """Run ``watcher.watch()`` in a daemon thread; the subjects arrive in the list."""
+    got: list[str] = []
+    thread = threading.Thread(
+        target=lambda: got.extend(m.subject for m in watcher.watch(poll_interval=poll_interval)),
+        daemon=True,
+    )
+    thread.start()
+    return got, thread
+
+
 def test_idle_over_tls_sees_a_short_line_after_large_bodies(
     mail_servers: MailServers, account: Account, seed: Seed
 ) -> None:
@@ -276,12 +289,7 @@ def test_idle_over_tls_sees_a_short_line_after_large_bodies(
     for n in range(3):
         seed(make_raw(n, extra=600_000))
     watcher = connect(imap_url(mail_servers, account, "tls"))
-    got: list[str] = []
-    thread = threading.Thread(
-        target=lambda: got.extend(m.subject for m in watcher.watch(poll_interval=600)),
-        daemon=True,
-    )
-    thread.start()
+    got, thread = _watch_in_background(watcher, poll_interval=600)
     try:
         wait_for(lambda: got == expected, 20)
         wait_for(lambda: watcher._wake is not None, 10)  # idling now
@@ -315,12 +323,7 @@ def test_tls_fetch_over_a_link_slower_than_the_timeout_allows_per_mark(
 def test_close_wakes_an_idle_watch_at_once(target: IMAPTarget, seed: Seed) -> None:
     seed(make_raw(0))
     watcher = connect(target)
-    got: list[str] = []
-    thread = threading.Thread(
-        target=lambda: got.extend(m.subject for m in watcher.watch(poll_interval=600)),
-        daemon=True,
-    )
-    thread.start()
+    got, thread = _watch_in_background(watcher, poll_interval=600)
     wait_for(lambda: got == ["Message 0"], 20)
     wait_for(lambda: watcher._wake is not None, 10)  # idling now
     started = time.monotonic()
@@ -706,12 +709,7 @@ def test_noop_polling_without_idle(
     monkeypatch.setattr(imaplib.IMAP4, "noop", counting_noop)
     monkeypatch.setattr("mailsync.backends.imap.NOOP_INTERVAL", 0.1)
     watcher = connect(target)
-    got: list[str] = []
-    thread = threading.Thread(
-        target=lambda: got.extend(m.subject for m in watcher.watch(poll_interval=30)),
-        daemon=True,
-    )
-    thread.start()
+    got, thread = _watch_in_background(watcher, poll_interval=30)
     try:
         wait_for(lambda: watcher._selected is not None, 10)
         seed(make_raw(1))
