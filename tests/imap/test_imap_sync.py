@@ -527,10 +527,12 @@ class ScriptedIMAP:
         capabilities: str,
         accept_token: str | None = None,
         fetch_reply: bytes = b"",
+        select_extra: bytes = b"",
     ) -> None:
         self.capabilities = capabilities
         self.accept_token = accept_token
         self.fetch_reply = fetch_reply
+        self.select_extra = select_extra
         self.received: list[bytes] = []
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
@@ -572,6 +574,7 @@ class ScriptedIMAP:
             elif command in (b"EXAMINE", b"SELECT"):
                 conn.sendall(
                     b"* 1 EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT 2] n\r\n"
+                    + self.select_extra
                     + tag
                     + b" OK [READ-ONLY] done\r\n"
                 )
@@ -686,6 +689,28 @@ def test_malformed_fetch_response_is_a_protocol_error(
         with pytest.raises(mailsync.ProtocolError):
             list(box.messages())
         assert box._imap is None  # the connection is not trusted any further
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["fetch", "select"],
+    ids=["bulk FETCH reader", "imaplib's reader"],
+)
+def test_an_absurd_literal_size_costs_only_what_arrives(
+    scripted: Callable[..., ScriptedIMAP], where: str
+) -> None:
+    # A broken server announces a terabyte and sends three bytes. Reading must wait for the
+    # bytes (and time out), not try to allocate the announced size (a bare MemoryError).
+    absurd = b"* 1 FETCH (UID 1 BODY[] {1000000000000}\r\nabc"
+    if where == "fetch":
+        server = scripted("IMAP4rev1", fetch_reply=absurd)
+    else:
+        server = scripted("IMAP4rev1", select_extra=absurd)
+    url = f"imap://alice@127.0.0.1:{server.port}"
+    with mailsync.connect(url, password="pw", tls="none", state=":memory:", timeout=1) as box:
+        with pytest.raises(mailsync.MailTimeout):
+            list(box.messages())
+        assert box._imap is None
 
 
 def test_noop_polling_without_idle(

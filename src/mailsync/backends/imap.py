@@ -71,6 +71,9 @@ IDLE_RENEW_SECONDS = 25 * 60
 NOOP_INTERVAL = 60.0
 #: How long a polite LOGOUT may take when closing.
 LOGOUT_TIMEOUT = 2.0
+#: The most of a literal read at once. The size comes from the server: a broken one that
+#: announces a terabyte must cost what it sends, not an allocation of the announced size.
+LITERAL_READ = 16 * 1024 * 1024
 
 _NONEXISTENT = (
     "[NONEXISTENT]",
@@ -154,6 +157,21 @@ class _IMAP4(imaplib.IMAP4):
         self._tls_established = True
         self._get_capabilities()
         return typ, data
+
+    def read(self, size: int) -> bytes:
+        """A literal of ``size`` bytes for imaplib (and imapclient), read in bounded pieces
+        (see :data:`LITERAL_READ`); shorter only when the connection ends."""
+        stream: Any = self.file  # the socket's reader or the TLS stream: bytes either way
+        if size <= LITERAL_READ:
+            return stream.read(size)  # type: ignore[no-any-return]
+        pieces: list[bytes] = []
+        while size > 0:
+            piece = stream.read(min(size, LITERAL_READ))
+            if not piece:
+                break
+            pieces.append(piece)
+            size -= len(piece)
+        return b"".join(pieces)
 
     def send(self, data: Any) -> None:
         if self._stream is not None:
@@ -677,11 +695,11 @@ class IMAPRetriever(Retriever):
 
     @staticmethod
     def _read(stream: Any, wanted: int) -> bytes:
-        """The next piece of the response: the rest of a literal in one read (the buffered
-        reader fills one bytes object straight from the socket, so a body is copied once),
-        else one line."""
+        """The next piece of the response: the rest of a literal in one read of up to
+        :data:`LITERAL_READ` (the buffered reader fills one bytes object straight from the
+        socket, so a body is copied once), else one line."""
         if wanted:
-            return stream.read(wanted)  # type: ignore[no-any-return]
+            return stream.read(min(wanted, LITERAL_READ))  # type: ignore[no-any-return]
         return stream.readline(MAX_LINE)  # type: ignore[no-any-return]
 
     def _attributes(self, event: FetchResponse) -> dict[bytes, Any]:
