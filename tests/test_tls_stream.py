@@ -67,15 +67,17 @@ class _Server:
 @pytest.fixture
 def pair(
     certificate: tuple[Path, Path],
-) -> Iterator[Callable[[float], tuple[TLSStream, _Server]]]:
-    """``pair(timeout)``: a connected (client stream, server) with the handshake done."""
+) -> Iterator[Callable[..., tuple[TLSStream, _Server]]]:
+    """``pair(timeout, version="TLSv1.3")``: a connected (client stream, server) with the
+    handshake done."""
     cert, key = certificate
     server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_context.load_cert_chain(cert, key)
     client_context = ssl.create_default_context(cafile=str(cert))
     sockets: list[socket.socket] = []
 
-    def make(timeout: float) -> tuple[TLSStream, _Server]:
+    def make(timeout: float, version: str = "TLSv1.3") -> tuple[TLSStream, _Server]:
+        server_context.maximum_version = ssl.TLSVersion[version.replace(".", "_")]
         # TCP, not a Unix socketpair: SO_RCVLOWAT is TCP's, as on a real connection.
         listener = socket.create_server(("127.0.0.1", 0))
         client_sock = socket.create_connection(listener.getsockname())
@@ -111,24 +113,26 @@ def _timed_read(stream: TLSStream, size: int) -> tuple[bytes, float]:
 _PAYLOAD = bytes(range(256)) * 4096  # 1 MiB, every byte value
 
 
+@pytest.mark.parametrize("version", ["TLSv1.3", "TLSv1.2"])
 @pytest.mark.parametrize("record", [16384, 4000, 517])
 @pytest.mark.parametrize("size", [1, 5000, 16384, 40_000, 300_000, 1_000_000])
 def test_a_read_returns_when_its_bytes_are_in_though_the_server_then_waits(
-    pair: Callable[[float], tuple[TLSStream, _Server]], size: int, record: int
+    pair: Callable[..., tuple[TLSStream, _Server]], size: int, record: int, version: str
 ) -> None:
     # The server owes exactly `size` bytes and then says nothing (as after a literal whose
     # closing parenthesis comes later): a mark above what is owed would sit out the timeout.
-    stream, server = pair(10.0)
+    stream, server = pair(10.0, version)
     payload = _PAYLOAD[:size]
     server.send(server.records(payload, record))
     data, took = _timed_read(stream, size)
+    assert stream.version() == version
     assert data == payload
     assert took < 5.0
 
 
 @pytest.mark.parametrize("into_last_record", [1, 5, 6, 300, 16_000])
 def test_a_record_split_by_the_network_is_not_counted_as_still_to_come(
-    pair: Callable[[float], tuple[TLSStream, _Server]], into_last_record: int
+    pair: Callable[..., tuple[TLSStream, _Server]], into_last_record: int
 ) -> None:
     # The first part ends inside the last record. OpenSSL takes that part in and holds it,
     # so what is still to come on the wire is less than the plaintext still owed: the mark
@@ -153,7 +157,7 @@ def test_a_record_split_by_the_network_is_not_counted_as_still_to_come(
 
 
 def test_a_link_slower_than_the_mark_per_timeout_still_delivers(
-    pair: Callable[[float], tuple[TLSStream, _Server]],
+    pair: Callable[..., tuple[TLSStream, _Server]],
 ) -> None:
     # 64 KiB at ~100 KB/s with a 0.25 s timeout: bytes arrive all the time, but waiting for
     # the whole mark would take longer than the timeout. That is not inactivity.
@@ -173,7 +177,7 @@ def test_a_link_slower_than_the_mark_per_timeout_still_delivers(
 
 
 def test_silence_times_out_after_the_timeout(
-    pair: Callable[[float], tuple[TLSStream, _Server]],
+    pair: Callable[..., tuple[TLSStream, _Server]],
 ) -> None:
     stream, server = pair(0.3)
     server.send(server.records(b"* OK\r\n", 100))
@@ -186,7 +190,7 @@ def test_silence_times_out_after_the_timeout(
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the mark is only used on Linux")
 def test_the_mark_is_down_again_after_a_read(
-    pair: Callable[[float], tuple[TLSStream, _Server]],
+    pair: Callable[..., tuple[TLSStream, _Server]],
 ) -> None:
     # IDLE waits in poll() on the socket for a short line: a mark left up would hide it.
     stream, server = pair(10.0)

@@ -36,8 +36,9 @@ __all__ = ["TLSStream"]
 CHUNK = 256 * 1024
 #: Plaintext decrypted per SSLObject.read() when filling the line buffer.
 _DECRYPT = 64 * 1024
-#: Ciphertext OpenSSL may hold without having returned its plaintext: one partial record
-#: (2**14 bytes of data plus at most 256 of overhead and a 5-byte header).
+#: Plaintext that may come with fewer new bytes on the wire than it has: at most one record
+#: is partly received at a time, and a record carries at most 2**14 bytes of data, in TLS
+#: 1.2 as in 1.3 (the rest is slack).
 _HELD = 2**14 + 256 + 5
 #: Below this, waiting for more data at once saves nothing worth a system call.
 _MIN_LOWAT = 16 * 1024
@@ -83,6 +84,10 @@ class TLSStream:
                         "the server closed the connection in the TLS handshake"
                     ) from None
         self._flush()
+        if self._tls.compression() is not None:
+            # Compressed records can decrypt to more than they carry: the bound of
+            # _receive() does not hold (Python's contexts turn compression off).
+            self._use_lowat = False
 
     def version(self) -> str | None:
         """The TLS version agreed, e.g. ``"TLSv1.3"``."""
@@ -112,9 +117,10 @@ class TLSStream:
         ``expected`` is how many more plaintext bytes the caller is sure to need (the rest of
         a literal). When that is much more than what has arrived, the kernel is asked not to
         wake this thread until a good part of it is there (SO_RCVLOWAT): one wake-up and one
-        ``recv()`` per 256 KiB instead of one per TLS record. Every TLS record carries at
-        least as many bytes on the wire as it decrypts to, so the data waited for is sure to
-        come; what OpenSSL already holds is taken off first.
+        ``recv()`` per 256 KiB instead of one per TLS record. Every whole TLS record still to
+        come carries at least as many bytes on the wire as it decrypts to, so after taking
+        off what has arrived (the BIO's ciphertext and one partly received record), the data
+        waited for is sure to come.
         """
         self._set_lowat(expected - self._incoming.pending - _HELD)
         try:
