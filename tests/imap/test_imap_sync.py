@@ -8,6 +8,7 @@ import base64
 import email
 import email.policy
 import imaplib
+import select
 import socket
 import threading
 import time
@@ -20,6 +21,7 @@ import pytest
 
 import mailsync
 from mailsync.backends.imap import IMAPRetriever
+from mailsync.protocol import imap as proto
 from tests.contract import RetrieverContract, make_raw, wait_for
 from tests.imap.conftest import TRICKY_MIME, IMAPTarget, Seed, imap_url
 from tests.proxy import TCPProxy
@@ -501,17 +503,58 @@ def test_streams_in_bounded_batches(
     mail_servers.append_many(account, [make_raw(n) for n in range(23)])
     target = imap_url(mail_servers, account)
     sizes: list[int] = []
-    original = IMAPRetriever._fetch
+    original = proto.uid_set
 
-    def spy(self: IMAPRetriever, uids: list[int], items: str) -> Any:
+    def spy(uids: list[int]) -> str:  # the UID set of each FETCH command sent
         sizes.append(len(uids))
-        return original(self, uids, items)
+        return original(uids)
 
-    monkeypatch.setattr(IMAPRetriever, "_fetch", spy)
+    monkeypatch.setattr(proto, "uid_set", spy)
     with connect(target, batch_size=10) as box:
         assert len(list(box.messages())) == 23
         assert [m.subject for m in box.messages(limit=3)] == [f"Message {n}" for n in range(3)]
     assert sizes == [10, 10, 3, 3]
+
+
+def test_the_next_batch_is_asked_for_while_the_current_one_arrives(
+    mail_servers: MailServers, account: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # So the server goes straight on at each batch boundary instead of waiting a round trip:
+    # from the second batch on, with its first response; in the first, once half is in.
+    mail_servers.append_many(account, [make_raw(n) for n in range(23)])
+    log: list[str] = []
+    original = proto.uid_set
+
+    def spy(uids: list[int]) -> str:
+        log.append(f"FETCH {len(uids)}")
+        return original(uids)
+
+    monkeypatch.setattr(proto, "uid_set", spy)
+    with connect(imap_url(mail_servers, account), batch_size=10) as box:
+        log.extend(m.subject.split()[1] for m in box.messages())
+    first, second, third = (list(map(str, range(a, b))) for a, b in ((0, 10), (10, 20), (20, 23)))
+    assert log == [
+        "FETCH 10", *first[:4], "FETCH 10", *first[4:],
+        "FETCH 3", *second, *third,
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("taken", [2, 7, 12])
+def test_stopping_early_leaves_the_connection_usable(
+    mail_servers: MailServers, account: Account, taken: int
+) -> None:
+    # After 7 messages the second batch is already asked for; stopping then means reading
+    # both replies off before the next command.
+    expected = _seed_numbered(mail_servers, account, range(25), extra=0)
+    with connect(imap_url(mail_servers, account), batch_size=10) as box:
+        got = []
+        for message in box.messages():
+            got.append(message.subject)
+            if len(got) == taken:
+                break
+        assert got == expected[:taken]
+        assert [m.subject for m in box.messages()] == expected
+        assert [m.subject for m in box.sync()] == expected
 
 
 # -- a scripted server for what Dovecot here does not offer -------------------------------------
@@ -528,11 +571,18 @@ class ScriptedIMAP:
         accept_token: str | None = None,
         fetch_reply: bytes = b"",
         select_extra: bytes = b"",
+        messages: int = 1,
+        parallel: bool = False,
     ) -> None:
         self.capabilities = capabilities
         self.accept_token = accept_token
         self.fetch_reply = fetch_reply
         self.select_extra = select_extra
+        # With more than one message and no canned reply, FETCH answers with real messages
+        # (make_raw(uid)); ``parallel`` answers the way Dovecot does when commands are
+        # pipelined: the first FETCH's completion comes only after the next one's responses.
+        self.messages = messages
+        self.parallel = parallel
         self.received: list[bytes] = []
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
@@ -549,6 +599,7 @@ class ScriptedIMAP:
                 self._session(conn, reader)
 
     def _session(self, conn: socket.socket, reader: Any) -> None:
+        held: bytes | None = None  # a FETCH completion held back (``parallel``)
         conn.sendall(b"* OK [CAPABILITY " + self.capabilities.encode() + b"] scripted\r\n")
         while line := reader.readline():
             self.received.append(line)
@@ -573,13 +624,27 @@ class ScriptedIMAP:
                 conn.sendall(tag + b" OK done\r\n")
             elif command in (b"EXAMINE", b"SELECT"):
                 conn.sendall(
-                    b"* 1 EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT 2] n\r\n"
+                    b"* %d EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT %d] n\r\n"
+                    % (self.messages, self.messages + 1)
                     + self.select_extra
                     + tag
                     + b" OK [READ-ONLY] done\r\n"
                 )
             elif command == b"UID" and b" SEARCH " in line.upper():
-                conn.sendall(b"* SEARCH 1\r\n" + tag + b" OK done\r\n")
+                found = " ".join(str(uid) for uid in range(1, self.messages + 1)).encode()
+                conn.sendall(b"* SEARCH " + found + b"\r\n" + tag + b" OK done\r\n")
+            elif command == b"UID" and b" FETCH " in line.upper() and self.messages > 1:
+                uids = _uids_of(line.split()[3])
+                replies = b"".join(_fetch_reply(uid) for uid in uids)
+                conn.sendall(replies)
+                # The completion waits only while a next command is on its way.
+                more = self.parallel and held is None and max(uids) < self.messages
+                if more and select.select([conn], [], [], 0.5)[0]:
+                    held = tag
+                    continue
+                done = (held + b" OK done\r\n" if held else b"") + tag + b" OK done\r\n"
+                conn.sendall(done)
+                held = None
             elif command == b"UID" and b" FETCH " in line.upper():
                 conn.sendall(self.fetch_reply + tag + b" OK done\r\n")
             elif command == b"LOGOUT":
@@ -590,6 +655,22 @@ class ScriptedIMAP:
 
     def close(self) -> None:
         self.listener.close()
+
+
+def _uids_of(uid_set: bytes) -> list[int]:
+    uids: list[int] = []
+    for part in uid_set.decode().split(","):
+        first, _, last = part.partition(":")
+        uids.extend(range(int(first), int(last or first) + 1))
+    return uids
+
+
+def _fetch_reply(uid: int) -> bytes:
+    raw = make_raw(uid)
+    return (
+        b'* %d FETCH (UID %d FLAGS () RFC822.SIZE %d INTERNALDATE "01-Jan-2026 12:00:00 +0000"'
+        b" BODY[] {%d}\r\n" % (uid, uid, len(raw), len(raw)) + raw + b")\r\n"
+    )
 
 
 @pytest.fixture
@@ -711,6 +792,22 @@ def test_an_absurd_literal_size_costs_only_what_arrives(
         with pytest.raises(mailsync.MailTimeout):
             list(box.messages())
         assert box._imap is None
+
+
+def test_responses_to_the_next_batch_before_this_ones_completion_are_kept(
+    scripted: Callable[..., ScriptedIMAP],
+) -> None:
+    # Dovecot runs pipelined UID FETCH commands in parallel: all responses of the next
+    # batch can come before the current batch's tagged completion. A reader that took
+    # them for unsolicited lost a whole batch.
+    server = scripted("IMAP4rev1", messages=6, parallel=True)
+    url = f"imap://alice@127.0.0.1:{server.port}"
+    expected = [f"Message {n}" for n in range(1, 7)]
+    options: dict[str, Any] = {"password": "pw", "tls": "none", "timeout": 5, "batch_size": 2}
+    with mailsync.connect(url, state=":memory:", **options) as box:
+        assert [m.subject for m in box.messages()] == expected
+        assert [m.subject for m in box.sync()] == expected
+        assert list(box.sync()) == []
 
 
 def test_noop_polling_without_idle(

@@ -29,6 +29,7 @@ import ssl
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -578,16 +579,20 @@ class IMAPRetriever(Retriever):
         full_for_query = recheck and query is not None and query.needs_body
         items = proto.FETCH_HEADERS if headers_only and not full_for_query else proto.FETCH_BODY
         count = 0
-        for batch in proto.uid_batches(uids, self.batch_size):
-            for message in self._fetch_messages(folder, status, batch, items):
-                if recheck and query is not None and not query.matches(message):
-                    continue
-                if headers_only and not message.headers_only:
-                    message = message.replace(raw=header_block(message.raw), headers_only=True)
-                yield message
-                count += 1
-                if limit is not None and count >= limit:
-                    return
+        batches = list(proto.uid_batches(uids, self.batch_size))
+        # Filtered client-side with a limit, the end is unknown: do not fetch ahead of it.
+        ahead = not (recheck and limit is not None)
+        for _index, message in self._fetch_messages(folder, status, batches, items, ahead=ahead):
+            if message is None:
+                continue
+            if recheck and query is not None and not query.matches(message):
+                continue
+            if headers_only and not message.headers_only:
+                message = message.replace(raw=header_block(message.raw), headers_only=True)
+            yield message
+            count += 1
+            if limit is not None and count >= limit:
+                return
 
     def _search(self, criteria: list[proto.Criterion], charset: str | None) -> list[int]:
         imap = self._session()
@@ -605,10 +610,32 @@ class IMAPRetriever(Retriever):
         return f"{base} {proto.FETCH_GMAIL}" if self._has(b"X-GM-EXT-1") else base
 
     def _fetch_messages(
-        self, folder: str, status: proto.FolderStatus, uids: list[int], items: str
-    ) -> Iterator[Message]:
-        wanted = set(uids)
-        for attributes in self._fetch(uids, self._fetch_items(items)):
+        self,
+        folder: str,
+        status: proto.FolderStatus,
+        batches: Sequence[list[int]],
+        items: str,
+        *,
+        ahead: bool = True,
+    ) -> Iterator[tuple[int, Message | None]]:
+        """The messages of the UID batches as ``(index, message)``, where ``index`` is the
+        oldest batch not yet complete, and ``(index, None)`` once batch ``index`` is complete
+        (see :meth:`_fetch_batches`).
+
+        A message is taken by its UID, not by the command it answers: a server may run two
+        pipelined UID FETCH commands at once (Dovecot does), and the responses to the next
+        batch can come before the current batch's completion.
+        """
+        # The UIDs asked for and not yet seen: at most two batches are in flight, and the one
+        # after them goes out only once the oldest is complete.
+        wanted = {uid for batch in batches[:2] for uid in batch}
+        fetched = self._fetch_batches(batches, self._fetch_items(items), ahead=ahead)
+        for index, attributes in fetched:
+            if attributes is None:
+                if index + 2 < len(batches):
+                    wanted.update(batches[index + 2])
+                yield index, None
+                continue
             uid = attributes.get(b"UID")
             if not isinstance(uid, int):
                 self._drop()
@@ -616,27 +643,54 @@ class IMAPRetriever(Retriever):
             if uid not in wanted:
                 continue  # an unsolicited FETCH (a flag change) for another message
             wanted.discard(uid)
-            yield proto.message_from_fetch(
-                attributes, folder=folder, uidvalidity=status.uidvalidity
+            yield (
+                index,
+                proto.message_from_fetch(attributes, folder=folder, uidvalidity=status.uidvalidity),
             )
 
     def _fetch(self, uids: list[int], items: str) -> Iterator[dict[bytes, Any]]:
-        """``UID FETCH`` through the fast reader: the attributes of each response that carries
-        a body section, as they arrive (bodies are never all held at once)."""
-        if not uids:
-            return
-        # The command goes out on the imaplib connection, with a tag imaplib hands out and
-        # forgets again below, and the reply is read from imaplib's buffered socket file;
-        # imaplib's state is untouched between commands, so it (and imapclient) carries on.
+        """``UID FETCH`` of ``uids`` in one command: the attributes of each response that
+        carries a body section, as they arrive."""
+        for _index, attributes in self._fetch_batches([uids] if uids else [], items):
+            if attributes is not None:
+                yield attributes
+
+    def _fetch_batches(
+        self, batches: Sequence[list[int]], items: str, *, ahead: bool = True
+    ) -> Iterator[tuple[int, dict[bytes, Any] | None]]:
+        """``UID FETCH`` of each batch in turn, through the fast reader: ``(index,
+        attributes)`` for each response that carries a body section, as it arrives (bodies
+        are never all held at once), where ``index`` is the oldest batch not yet complete
+        (the response may answer the next one's command), then ``(index, None)`` once that
+        batch is complete.
+
+        With ``ahead``, the next batch's command goes out while the current batch is still
+        arriving, so the server does not wait a round trip at each boundary (over a 50 ms
+        path, 20 boundaries cost a second). A consumer that stops early then also waits for
+        that next batch to be read off.
+        """
+        # The commands go out on the imaplib connection, with tags imaplib hands out and
+        # forgets again below, and the replies are read from imaplib's file (the buffered
+        # socket reader or the TLS stream); imaplib's state is untouched between commands,
+        # so it (and imapclient) carries on.
         imap = self._session()
         stream = imap.file
-        with self._errors():
-            tag = imap._new_tag()
-            imap.send(fetch_command(tag.decode("ascii"), proto.uid_set(uids), items))
         reader = ResponseReader()
-        done = False
+        in_flight: deque[bytes] = deque()  # the tags sent and not yet completed, oldest first
+        sent = current = arrived = 0  # batches sent; the batch being read; its responses so far
+
+        def send_next() -> None:
+            nonlocal sent
+            with self._errors():
+                tag = imap._new_tag()
+                imap.send(fetch_command(tag.decode("ascii"), proto.uid_set(batches[sent]), items))
+            in_flight.append(tag)
+            sent += 1
+
         try:
-            while not done:
+            while current < len(batches):
+                if not in_flight:
+                    send_next()
                 event = reader.next_event()
                 if event is None:
                     # Translated by hand: a context manager around every read costs too much.
@@ -656,19 +710,32 @@ class IMAPRetriever(Retriever):
                     continue
                 if isinstance(event, FetchResponse):
                     attributes = self._attributes(event)
-                    if b"BODY[]" in attributes or any(k.startswith(b"BODY[") for k in attributes):
-                        yield attributes  # not an unsolicited flag update
+                    if not any(key.startswith(b"BODY[") for key in attributes):
+                        continue  # an unsolicited flag update
+                    arrived += 1
+                    # A consumer that read a whole batch is taken to read on: the next
+                    # command goes out with the first response. In the first batch, only
+                    # once half of it is in, so a peek at a few messages costs no more.
+                    next_due = current > 0 or 2 * arrived >= len(batches[0])
+                    if ahead and next_due and sent == current + 1 < len(batches):
+                        send_next()
+                    yield current, attributes
                 elif isinstance(event, Untagged):
                     self._note_untagged(event)
                 elif isinstance(event, Tagged):
-                    done = True
+                    tag = in_flight.popleft()
+                    imap.tagged_commands.pop(tag, None)
                     self._check_tagged(event, tag)
+                    yield current, None
+                    current += 1
+                    arrived = 0
         finally:
-            if not done:
-                # Stopped early (limit, break, error): the rest of the response is still on
-                # the wire; read it off, or give the connection up if that fails.
-                self._drain(reader, tag)
-            imap.tagged_commands.pop(tag, None)
+            if in_flight:
+                # Stopped early (limit, break, error): the rest of the replies is still on the
+                # wire; read it off, or give the connection up if that fails.
+                self._drain(reader, in_flight[-1])
+                for tag in in_flight:
+                    imap.tagged_commands.pop(tag, None)
 
     def _drain(self, reader: ResponseReader, tag: bytes) -> None:
         imap = self._imap
@@ -727,7 +794,8 @@ class IMAPRetriever(Retriever):
         ref = proto.parse_message_id(id)
         folder, uid = self._locate(ref, readonly=True)
         status = self._select(folder, readonly=True, fresh=False)
-        found = list(self._fetch_messages(folder, status, [uid], proto.FETCH_BODY))
+        fetched = self._fetch_messages(folder, status, [[uid]], proto.FETCH_BODY)
+        found = [message for _index, message in fetched if message is not None]
         if found:
             return found[0]
         raise MessageNotFound(f"{self.endpoint.display}: no message {id!r}")
@@ -784,20 +852,43 @@ class IMAPRetriever(Retriever):
             uids = [uid for uid in found if uid > plan.since_uid]
         else:
             uids = self._search([b"ALL"], None)
-        for batch in proto.uid_batches(uids, self.batch_size):
-            todo = self._unknown(batch, known) if plan.checks_identities else batch
-            for message in self._fetch_messages(folder, status, todo, proto.FETCH_BODY):
-                identity = proto.fetched_identity(message.raw)
-                assert isinstance(message.uid, int)
-                position = position.after(message.uid, status)
-                if plan.checks_identities and identity.startswith("sha256:") and known([identity]):
-                    continue  # no Message-ID, and these very bytes were delivered before
-                yield SyncStep(message, position.as_dict(), identity)
-            if batch[-1] > position.uid:
-                position = position.after(batch[-1], status)
-                yield SyncStep(None, position.as_dict())
+        batches = list(proto.uid_batches(uids, self.batch_size))
+        if plan.checks_identities:
+            fetched = self._fetch_unknown(folder, status, batches, known)
+        else:
+            fetched = self._fetch_messages(folder, status, batches, proto.FETCH_BODY)
+        for index, message in fetched:
+            if message is None:  # the batch is complete: the cursor moves past all of it
+                last = batches[index][-1]
+                if last > position.uid:
+                    position = position.after(last, status)
+                    yield SyncStep(None, position.as_dict())
+                continue
+            identity = proto.fetched_identity(message.raw)
+            assert isinstance(message.uid, int)
+            position = position.after(message.uid, status)
+            if plan.checks_identities and identity.startswith("sha256:") and known([identity]):
+                continue  # no Message-ID, and these very bytes were delivered before
+            yield SyncStep(message, position.as_dict(), identity)
         if saved != position:
             yield SyncStep(None, position.as_dict())
+
+    def _fetch_unknown(
+        self,
+        folder: str,
+        status: proto.FolderStatus,
+        batches: Sequence[list[int]],
+        known: Callable[[Iterable[str]], set[str]],
+    ) -> Iterator[tuple[int, Message | None]]:
+        """As :meth:`_fetch_messages`, for a resync: batch by batch, only the messages whose
+        Message-ID was not delivered before (asked for first), so nothing is fetched ahead."""
+        for index, batch in enumerate(batches):
+            unknown = self._unknown(batch, known)
+            todo = [unknown] if unknown else []
+            for _index, message in self._fetch_messages(folder, status, todo, proto.FETCH_BODY):
+                if message is not None:
+                    yield index, message
+            yield index, None
 
     def _unknown(self, uids: list[int], known: Callable[[Iterable[str]], set[str]]) -> list[int]:
         """The UIDs whose message was not delivered before, judged by Message-ID first (only
