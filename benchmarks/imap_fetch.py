@@ -14,6 +14,8 @@ Cases:
   default, when installed), mbsync (isync, ``FSync no``), getmail6 and offlineimap (when
   installed and ``--slow-peers`` is given: they take minutes);
 - full fetch over implicit TLS: raw imaplib and mailsync;
+- full fetch in plain text again through a proxy that adds ``--rtt-ms`` of round-trip time
+  (10 ms): raw imaplib and mailsync;
 - incremental: +10 new messages in folders of 1,000 and N messages: raw imaplib
   ``UID SEARCH UID n+1:*`` + FETCH, and mailsync ``sync()`` from a saved cursor; and the
   1,000 case again through a proxy that adds ``--rtt-ms`` of round-trip time (10 ms), where
@@ -458,7 +460,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--rtt-ms",
         type=float,
         default=10.0,
-        help="round-trip time of the delayed path for the incremental case (0: skip it)",
+        help="round-trip time of the delayed path, full fetch and incremental (0: skip them)",
     )
     parser.add_argument("--child", nargs=2, metavar=("CASE", "CONFIG"), help=argparse.SUPPRESS)
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
@@ -555,6 +557,8 @@ def benchmark(args: argparse.Namespace) -> list[Result]:
         # Over TLS the server's work sets the pace: show raw imaplib on mailsync's request too.
         section = f"full fetch {args.messages}, TLS"
         results.extend(_head_to_head(section, tls, args, "raw imaplib, same request and timeout"))
+        if args.rtt_ms > 0:
+            results.extend(_full_fetch_delayed(servers, plain, args))
         results.extend(_incremental(servers, account, plain, args, workdir, corpus, seed_folder))
     shutil.rmtree(workdir, ignore_errors=True)
     return results
@@ -629,6 +633,19 @@ def _copy_database(source: Path, target: Path) -> None:
         contextlib.closing(sqlite3.connect(target)) as dst,
     ):
         src.backup(dst)
+
+
+def _full_fetch_delayed(
+    servers: Any, plain: dict[str, Any], args: argparse.Namespace
+) -> list[Result]:
+    """The plain full fetch again over a path with ``--rtt-ms`` of round-trip time, where
+    each 500-UID batch boundary costs a client that waits for a batch before asking for the
+    next one a round trip."""
+    from smtp_send import DelayProxy
+
+    with DelayProxy(servers.imap_port, args.rtt_ms / 2000) as delayed:
+        section = f"full fetch {args.messages} over a {args.rtt_ms:g} ms round-trip path"
+        return _head_to_head(section, {**plain, "port": delayed.port}, args)
 
 
 def _incremental(
