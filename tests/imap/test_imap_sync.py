@@ -132,6 +132,16 @@ def proxied(
     return IMAPTarget(url, options), proxy
 
 
+def _tls_through(
+    proxy: TCPProxy, servers: MailServers, account: Account, **options: Any
+) -> IMAPTarget:
+    """``account`` over implicit TLS through ``proxy`` (in front of the imaps port)."""
+    url = f"imaps://{account.user}@{proxy.host}:{proxy.port}"
+    return IMAPTarget(
+        url, {"password": account.password, "verify": servers.ssl_context(), **options}
+    )
+
+
 def _seed_numbered(
     servers: MailServers, account: Account, numbers: range, extra: int = 3000
 ) -> list[str]:
@@ -212,15 +222,9 @@ def test_tls_sync_broken_anywhere_loses_and_repeats_nothing(
     # A reset reaches the TLS reader as a failed recv(); a plain close as the end of the
     # stream in the middle of a record, which OpenSSL reports as an unexpected EOF.
     proxy = tcp_proxy(mail_servers.host, mail_servers.imaps_port)
-    url = f"imaps://{account.user}@{proxy.host}:{proxy.port}"
-    options: dict[str, Any] = {
-        "password": account.password,
-        "verify": mail_servers.ssl_context(),
-        "timeout": 10.0,
-        "batch_size": 7,
-    }
+    target = _tls_through(proxy, mail_servers, account, timeout=10.0, batch_size=7)
     expected = _seed_numbered(mail_servers, account, range(12))
-    with connect(IMAPTarget(url, options), state=str(tmp_path / "state.sqlite")) as box:
+    with connect(target, state=str(tmp_path / "state.sqlite")) as box:
         proxy.cut_after(cut, rst=rst)
         got, failures = _sync_until_whole(box)
     assert got == expected
@@ -314,9 +318,7 @@ def test_tls_fetch_over_a_link_slower_than_the_timeout_allows_per_mark(
     raw = make_raw(1, extra=400_000)
     seed(raw)
     proxy = tcp_proxy(mail_servers.host, mail_servers.imaps_port)
-    url = f"imaps://{account.user}@{proxy.host}:{proxy.port}"
-    options: dict[str, Any] = {"password": account.password, "verify": mail_servers.ssl_context()}
-    with mailsync.connect(url, state=":memory:", timeout=0.5, **options) as box:
+    with connect(_tls_through(proxy, mail_servers, account, timeout=0.5)) as box:
         box.folders()  # log in at full speed
         proxy.throttle(8192, 0.05)
         assert [m.raw for m in box.messages()] == [raw]

@@ -66,7 +66,6 @@ class TLSStream:
         )
         self._buffer = bytearray()  # decrypted, not yet taken: from _start on
         self._start = 0
-        self._closed = False
         self._lowat = 1  # the socket's SO_RCVLOWAT as last set
         self._use_lowat = _RCVLOWAT is not None
 
@@ -92,10 +91,6 @@ class TLSStream:
     def version(self) -> str | None:
         """The TLS version agreed, e.g. ``"TLSv1.3"``."""
         return self._tls.version()
-
-    def getpeercert(self) -> dict[str, object] | None:
-        """The server's certificate, as ``SSLSocket.getpeercert()`` gives it."""
-        return self._tls.getpeercert()  # type: ignore[return-value]
 
     def sendall(self, data: bytes) -> None:
         """Encrypt and send all of ``data``."""
@@ -260,6 +255,5 @@ class TLSStream:
 
     def close(self) -> None:
         """Forget the TLS state; the socket is its owner's to close."""
-        self._closed = True
         self._buffer.clear()
         self._start = 0
