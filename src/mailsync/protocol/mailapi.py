@@ -122,6 +122,15 @@ class MailAPI:
         """Move messages to another folder."""
         raise Unsupported(f"{self.scheme} cannot move messages")
 
+    def move_from(
+        self, ids: Sequence[str], sources: Sequence[str | None], folder: str
+    ) -> Plan[None]:
+        """Move messages, told the folder each was read from (``sources[i]``, None for a
+        bare id). Providers where a message sits in several folders at once (Gmail's labels)
+        need the source to know what to take away; the default ignores it and calls
+        :meth:`move`."""
+        return self.move(ids, folder)
+
     def delete(self, ids: Sequence[str], *, permanent: bool) -> Plan[None]:
         """Delete messages (to the Trash unless ``permanent``)."""
         raise Unsupported(f"{self.scheme} cannot delete messages")
