@@ -291,6 +291,17 @@ def test_multipart_related_parts_come_back_exactly() -> None:
     assert second.get_payload(decode=True) == media
 
 
+def test_fields_of_a_reply_that_is_not_an_object() -> None:
+    from mailsync.protocol.http import field_of, optional_field
+
+    for reply in ([], "x", 3, None):
+        with pytest.raises(ProtocolError, match=r"not an object|no 'a'"):
+            optional_field(reply, "a", str, "t")  # type: ignore[arg-type]
+        with pytest.raises(ProtocolError):
+            field_of(reply, "a", str, "t")
+    assert optional_field({"a": None}, "a", str, "t") is None
+
+
 def test_retry_after_as_http_date() -> None:
     from email.utils import format_datetime
 

@@ -42,6 +42,7 @@ from __future__ import annotations
 import base64
 import email.parser
 import email.policy
+import functools
 import itertools
 import json
 import random
@@ -222,6 +223,16 @@ class FakeGmail:
         with self._lock:
             return self._store(raw, set(labels), internal_date).id
 
+    def relabel(self, message_id: str, add: Iterable[str] = (), remove: Iterable[str] = ()) -> None:
+        """Change a message's labels as the user would in Gmail's web client."""
+        with self._lock:
+            self._change(self.messages[message_id], add, remove)
+
+    def remove(self, message_id: str) -> None:
+        """Delete a message for good as the user would in Gmail's web client."""
+        with self._lock:
+            self._delete(self.messages[message_id])
+
     def expire_history(self) -> None:
         """Forget the history so far: an older ``startHistoryId`` is answered with 404."""
         with self._lock:
@@ -292,6 +303,8 @@ class FakeGmail:
         return message
 
     def _thread_of(self, raw: bytes) -> str | None:
+        if not _REPLY_HEADER.search(_head(raw)):
+            return None
         head = _header_fields(raw)
         wanted = " ".join(v for k, v in head if k.lower() in ("in-reply-to", "references"))
         refs = set(re.findall(r"<([^<>]+)>", wanted))
@@ -682,6 +695,8 @@ class FakeGmail:
     def _history_list(
         self, path: dict[str, str], params: dict[str, list[str]], body: Any, media: bytes | None
     ) -> tuple[int, Any]:
+        if "startHistoryId" not in params:  # "Required", says the description
+            raise GmailError(400, "Required parameter: startHistoryId", "required")
         start = int(params["startHistoryId"][0])
         if start < self.oldest_history_id:
             raise _not_found()
@@ -766,7 +781,11 @@ def _head(raw: bytes) -> bytes:
     return raw[: match.start()] if match else raw
 
 
-def _header_fields(raw: bytes) -> list[tuple[str, str]]:
+_REPLY_HEADER = re.compile(rb"(?im)^(in-reply-to|references):")
+
+
+@functools.lru_cache(maxsize=256)
+def _header_fields(raw: bytes) -> tuple[tuple[str, str], ...]:
     """Header fields as Gmail's metadata gives them: unfolded, 8-bit bytes read as UTF-8."""
     fields: list[list[bytes]] = []
     for line in re.split(rb"\r?\n", _head(raw)):
@@ -775,7 +794,7 @@ def _header_fields(raw: bytes) -> list[tuple[str, str]]:
         elif b":" in line:
             name, _, value = line.partition(b":")
             fields.append([name.strip(), value.lstrip()])
-    return [(n.decode("utf-8", "replace"), v.decode("utf-8", "replace")) for n, v in fields]
+    return tuple((n.decode("utf-8", "replace"), v.decode("utf-8", "replace")) for n, v in fields)
 
 
 def _without_bcc(raw: bytes) -> bytes:
@@ -805,6 +824,7 @@ def _parsed(raw: bytes) -> Any:
     return email.parser.BytesParser(policy=email.policy.compat32).parsebytes(raw)
 
 
+@functools.lru_cache(maxsize=256)
 def _snippet(raw: bytes) -> str:
     try:
         for part in _parsed(raw).walk():

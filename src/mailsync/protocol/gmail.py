@@ -744,8 +744,8 @@ class GmailAPI(MailAPI):
         return [ready[id] for id in batch if id in ready]
 
     def get(self, id: str) -> Plan[Message]:
-        """One message by its Gmail id; its folder is the one it lives in (INBOX, else the
-        trash or spam, else a user label, else another system label)."""
+        """One message by its Gmail id; its folder is the one it lives in (the trash or spam,
+        else INBOX, else a user label, else another system label)."""
         request = Request(
             "GET",
             self._message_path(id),
@@ -992,9 +992,10 @@ def _folder_order(label: GmailLabel) -> tuple[int, int, str]:
 
 
 def _home(label_ids: Sequence[str], labels: Mapping[str, GmailLabel]) -> str:
-    """The folder a message fetched by id lives in: INBOX, else the trash or spam, else its
-    first user label, else a system label such as SENT; "" for a message without labels."""
-    for wanted in ("INBOX", "TRASH", "SPAM"):
+    """The folder a message fetched by id lives in: the trash or spam (which hide it from
+    every other folder), else INBOX, else its first user label, else a system label such as
+    SENT; "" for a message without labels."""
+    for wanted in ("TRASH", "SPAM", "INBOX"):
         if wanted in label_ids:
             return wanted
     user = sorted(labels[i].name for i in label_ids if i in labels and labels[i].type == "user")

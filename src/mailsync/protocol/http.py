@@ -530,8 +530,12 @@ def optional_field(
     """``data[key]`` when present and not null, checked to be a ``kind``.
 
     Raises:
-        ProtocolError: The field is present with another type.
+        ProtocolError: ``data`` is not an object, or the field is present with another type.
     """
+    if not isinstance(data, Mapping):  # a reply that is JSON, but "[]" where {} was due
+        raise ProtocolError(
+            f"{name}: {what}: the reply is not an object (got {type(data).__name__})"
+        )
     value = data.get(key)
     if value is None:
         return None
