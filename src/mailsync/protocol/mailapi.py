@@ -57,6 +57,7 @@ class MailAPI:
         concurrency: Requests in flight at once per account, unless the ``concurrency``
             option says otherwise.
         options: The backend-specific options this backend accepts.
+        recipients_from_headers: See the attribute's comment.
     """
 
     name: ClassVar[str] = "HTTP API"
@@ -65,6 +66,10 @@ class MailAPI:
     default_base_url: ClassVar[str] = ""
     concurrency: ClassVar[int] = 4
     options: ClassVar[frozenset[str]] = COMMON_OPTIONS
+    #: The send call reads the recipients from the message's own To, Cc and Bcc fields (and
+    #: removes Bcc before delivery), so the bytes it gets keep Bcc and no other envelope can
+    #: be given (Gmail, Graph). False: the API takes an envelope (JMAP).
+    recipients_from_headers: ClassVar[bool] = False
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
