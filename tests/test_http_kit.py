@@ -560,3 +560,19 @@ def test_close_ends_a_polling_watch_at_once(server: ToyServer) -> None:
         return time.monotonic() - begun
 
     assert asyncio.run(main()) < 0.5
+
+
+@BOTH
+def test_params_are_added_to_a_paging_links_own_query(drive: Any) -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return httpx.Response(200)
+
+    endpoint = _endpoint(handler)
+    link = "https://api.test/v1/items?$skiptoken=abc&$top=5"
+    drive(endpoint, call(_client(endpoint), Request("GET", link)))
+    drive(endpoint, call(_client(endpoint), Request("GET", "items?a=1", params=(("b", "2"),))))
+    assert seen[0] == link
+    assert seen[1] == "https://api.test/v1/items?a=1&b=2"

@@ -118,8 +118,16 @@ def _too_large(request: Request, context: str) -> ProtocolError:
     )
 
 
+def _url(request: Request) -> str:
+    """The request's URL with its params added to any query it already has (a paging link):
+    httpx would replace that query with ``params=``, even an empty one."""
+    if not request.params:
+        return request.url
+    return str(httpx.URL(request.url).copy_merge_params(list(request.params)))
+
+
 def _arguments(request: Request) -> dict[str, Any]:
-    arguments: dict[str, Any] = {"params": list(request.params), "headers": dict(request.headers)}
+    arguments: dict[str, Any] = {"headers": dict(request.headers)}
     if request.json is not None:
         arguments["json"] = request.json
     elif request.content is not None:
@@ -176,7 +184,7 @@ class HTTPPerformer:
                 raise translate_httpx(exc, self.context) from exc
 
     def _exchange(self, request: Request) -> Response:
-        with self._client.stream(request.method, request.url, **_arguments(request)) as reply:
+        with self._client.stream(request.method, _url(request), **_arguments(request)) as reply:
             limit = request.max_bytes
             declared = reply.headers.get("content-length", "")
             if limit is not None and declared.isdigit() and int(declared) > limit:
@@ -263,7 +271,7 @@ class AsyncHTTPPerformer:
 
     async def _exchange(self, request: Request) -> Response:
         arguments = _arguments(request)
-        async with self._client.stream(request.method, request.url, **arguments) as reply:
+        async with self._client.stream(request.method, _url(request), **arguments) as reply:
             limit = request.max_bytes
             declared = reply.headers.get("content-length", "")
             if limit is not None and declared.isdigit() and int(declared) > limit:
