@@ -84,17 +84,6 @@ def _timeout(endpoint: Endpoint) -> httpx.Timeout:
     return httpx.Timeout(timeout.read, connect=timeout.connect_timeout)
 
 
-def _concurrency(endpoint: Endpoint, default: int) -> int:
-    value = endpoint.params.get("concurrency", default)
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        number = 0
-    if number < 1 or isinstance(value, bool):
-        raise ConfigError(f"concurrency must be a whole number >= 1, not {value!r}")
-    return number
-
-
 def _client_options(endpoint: Endpoint, base_url: str) -> dict[str, Any]:
     options: dict[str, Any] = {
         "base_url": base_url,
@@ -142,15 +131,14 @@ class HTTPPerformer:
         endpoint: The account; its ``transport`` option replaces the network (tests).
         base_url: The API root.
         context: Put in front of error messages (``"Gmail API (me)"``).
-        concurrency: Requests of this account in flight at once, at most (the
-            ``concurrency`` option overrides it).
+        concurrency: Requests of this account in flight at once, at most.
     """
 
     def __init__(
         self, endpoint: Endpoint, *, base_url: str, context: str, concurrency: int = 4
     ) -> None:
         self.context = context
-        self.concurrency = _concurrency(endpoint, concurrency)
+        self.concurrency = max(1, concurrency)
         options = _client_options(endpoint, base_url)
         transport = endpoint.params.get("transport")
         if transport is not None:
@@ -232,7 +220,7 @@ class AsyncHTTPPerformer:
         self, endpoint: Endpoint, *, base_url: str, context: str, concurrency: int = 4
     ) -> None:
         self.context = context
-        self.concurrency = _concurrency(endpoint, concurrency)
+        self.concurrency = max(1, concurrency)
         options = _client_options(endpoint, base_url)
         transport = endpoint.params.get("transport")
         if transport is not None:
