@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -332,10 +332,10 @@ def test_close_ends_a_watch_at_once(fake: FakeGraph) -> None:
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
-    deadline = __import__("time").monotonic() + 10
+    deadline = time.monotonic() + 10
     while not any(p.endswith("/delta") for _, p in fake.requests):
-        assert __import__("time").monotonic() < deadline
-        __import__("time").sleep(0.01)
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
     box.close()
     assert finished.wait(0.5)
 
@@ -396,11 +396,3 @@ def test_delta_links_carry_the_options_of_the_first_request(fake: FakeGraph) -> 
         list(box.sync())
     first = next(p for m, p in fake.requests if p.endswith("/delta"))
     assert first == "/v1.0/me/mailFolders/inbox/messages/delta"
-
-
-def _query_of(url: str) -> dict[str, list[str]]:
-    return parse_qs(urlsplit(url).query)
-
-
-def _unused(_: Iterator[Any]) -> None:
-    return None

@@ -275,11 +275,7 @@ class GraphAPI(MailAPI):
         return folders
 
     def _folder_listing(self, parent: str | None) -> Request:
-        path = (
-            "mailFolders"
-            if parent is None
-            else f"mailFolders/{quote(parent, safe='')}/childFolders"
-        )
+        path = "mailFolders" if parent is None else f"mailFolders/{_seg(parent)}/childFolders"
         return self._get(
             path,
             ("$top", str(_FOLDER_PAGE)),
@@ -408,7 +404,7 @@ class GraphAPI(MailAPI):
     def get(self, id: str) -> Plan[Message]:
         """One message by its (immutable) id."""
         _check_id(id)
-        escaped = quote(id, safe="")
+        escaped = _seg(id)
         meta = self._get(
             f"messages/{escaped}",
             ("$select", _META),
