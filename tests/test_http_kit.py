@@ -68,21 +68,25 @@ def _client(endpoint: Any, policy: RetryPolicy | None = None) -> APIClient:
     return APIClient(Auth(endpoint), Dialect(), policy or RetryPolicy.from_params(endpoint.params))
 
 
-def _run_sync(endpoint: Any, plan: Plan[Any]) -> Any:
+def _run_sync(endpoint: Any, plan: Plan[Any], concurrency: int = 4) -> Any:
     from mailsync._plans import run
 
-    performer = HTTPPerformer(endpoint, base_url="https://api.test/v1", context="TOY")
+    performer = HTTPPerformer(
+        endpoint, base_url="https://api.test/v1", context="TOY", concurrency=concurrency
+    )
     try:
         return run(plan, performer, context="TOY", sleep=lambda s: None)
     finally:
         performer.close()
 
 
-def _run_async(endpoint: Any, plan: Plan[Any]) -> Any:
+def _run_async(endpoint: Any, plan: Plan[Any], concurrency: int = 4) -> Any:
     from mailsync._plans import arun
 
     async def main() -> Any:
-        performer = AsyncHTTPPerformer(endpoint, base_url="https://api.test/v1", context="TOY")
+        performer = AsyncHTTPPerformer(
+            endpoint, base_url="https://api.test/v1", context="TOY", concurrency=concurrency
+        )
 
         async def no_sleep(seconds: float) -> None:
             return None
@@ -385,9 +389,9 @@ def test_concurrency_is_bounded_in_both_drivers() -> None:
             active[0] -= 1
         return httpx.Response(200, content=b"ok")
 
-    endpoint = _endpoint(handler, concurrency=3)
+    endpoint = _endpoint(handler)
     requests = [Request("GET", f"m/{n}") for n in range(12)]
-    assert len(_run_sync(endpoint, call_all(_client(endpoint), requests))) == 12
+    assert len(_run_sync(endpoint, call_all(_client(endpoint), requests), concurrency=3)) == 12
     assert active[1] == 3
 
     async_active = [0, 0]
@@ -400,11 +404,9 @@ def test_concurrency_is_bounded_in_both_drivers() -> None:
         return httpx.Response(200, content=b"ok")
 
     endpoint = parse_url(
-        "toy://me",
-        token="t",
-        options={"transport": httpx.MockTransport(ahandler), "concurrency": 3},
+        "toy://me", token="t", options={"transport": httpx.MockTransport(ahandler)}
     )
-    assert len(_run_async(endpoint, call_all(_client(endpoint), requests))) == 12
+    assert len(_run_async(endpoint, call_all(_client(endpoint), requests), concurrency=3)) == 12
     assert async_active[1] == 3
 
 
@@ -425,7 +427,7 @@ def test_basic_auth_and_missing_credentials() -> None:
     with pytest.raises(ConfigError, match="token"):
         Auth(parse_url("gmail://me"))
     with pytest.raises(ConfigError, match="concurrency"):
-        HTTPPerformer(_endpoint(handler, concurrency=0), base_url="https://x", context="T")
+        ToyAPI(_endpoint(handler, concurrency=0))
 
 
 # -- the generic retriever, over a toy provider ----------------------------------------------
@@ -630,3 +632,32 @@ def test_close_ends_a_polling_watch_at_once(server: ToyServer) -> None:
         return time.monotonic() - begun
 
     assert asyncio.run(main()) < 0.5
+
+
+@BOTH
+def test_params_are_added_to_a_paging_links_own_query(drive: Any) -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return httpx.Response(200)
+
+    endpoint = _endpoint(handler)
+    link = "https://api.test/v1/items?$skiptoken=abc&$top=5"
+    drive(endpoint, call(_client(endpoint), Request("GET", link)))
+    drive(endpoint, call(_client(endpoint), Request("GET", "items?a=1", params=(("b", "2"),))))
+    assert seen[0] == link
+    assert seen[1] == "https://api.test/v1/items?a=1&b=2"
+
+
+def test_concurrency_option_within_the_providers_limit() -> None:
+    class Limited(ToyAPI):
+        max_concurrency = 4
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200)
+
+    assert ToyAPI(_endpoint(handler)).concurrency == 4
+    assert ToyAPI(_endpoint(handler, concurrency=10)).concurrency == 10
+    assert Limited(_endpoint(handler, concurrency=10)).concurrency == 4
+    assert Limited(_endpoint(handler, concurrency=2)).concurrency == 2

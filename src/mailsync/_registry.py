@@ -7,7 +7,7 @@ whose optional dependency is missing raises :class:`~mailsync.ConfigError` sayin
 
 Third-party packages add schemes through the ``mailsync.backends`` entry-point group: the entry
 point's name is the scheme and its object a :class:`BackendSpec`. Entry points add new schemes
-or fill a planned one (graph, jmap); replacing a shipped backend takes an explicit
+or fill a planned one (jmap); replacing a shipped backend takes an explicit
 :func:`register`.
 """
 
@@ -76,6 +76,12 @@ _GMAIL = BackendSpec(
     sender="mailsync.backends.gmail:GmailSender",
     async_sender="mailsync.backends.gmail:AsyncGmailSender",
 )
+_GRAPH = BackendSpec(
+    retriever="mailsync.backends.graph:GraphRetriever",
+    async_retriever="mailsync.backends.graph:AsyncGraphRetriever",
+    sender="mailsync.backends.graph:GraphSender",
+    async_sender="mailsync.backends.graph:AsyncGraphSender",
+)
 _PLANNED = BackendSpec(planned=True)
 
 _BUILTIN: dict[str, BackendSpec] = {
@@ -85,7 +91,7 @@ _BUILTIN: dict[str, BackendSpec] = {
     "maildir": _MAILDIR,
     "mbox": _MBOX,
     "gmail": _GMAIL,
-    "graph": _PLANNED,
+    "graph": _GRAPH,
     "jmap": _PLANNED,
 }
 _ALIASES = {"imaps": "imap", "pop3s": "pop3", "smtps": "smtp"}

@@ -1,6 +1,6 @@
 """Gmail fixtures: a fresh fake Gmail account per test, and how to reach it.
 
-- ``gmail``: the :class:`~tests.gmail.fake.FakeGmail` account (``me@example.test``, token
+- ``gmail``: the :class:`~tests.fakes.gmail.FakeGmail` account (``me@example.test``, token
   ``good-token``);
 - ``options(gmail, **more)``: the keyword arguments that point mailsync at it;
 - ``seed`` / ``make_folder``: deliver messages and create labels on the fake's mail-system
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.gmail.fake import FakeGmail
+from tests.fakes.gmail import FakeGmail
 
 TOKEN = "good-token"
 

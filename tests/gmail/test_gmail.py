@@ -15,8 +15,8 @@ import pytest
 import mailsync
 from mailsync import Q
 from tests.contract import make_raw
+from tests.fakes.gmail import FakeGmail
 from tests.gmail.conftest import TOKEN, deposit, options
-from tests.gmail.fake import FakeGmail
 
 
 @pytest.fixture
@@ -348,7 +348,7 @@ def test_async_sync_and_resync(gmail: FakeGmail) -> None:
 # -- sending ---------------------------------------------------------------------------------
 
 
-def test_send_uploads_the_message_and_keeps_bcc_for_gmail(gmail: FakeGmail) -> None:
+def test_send_uploads_the_message_with_bcc_for_gmail_to_remove(gmail: FakeGmail) -> None:
     message = mailsync.compose(
         from_="me@example.test",
         to="Bob <bob@example.test>",
@@ -358,24 +358,17 @@ def test_send_uploads_the_message_and_keeps_bcc_for_gmail(gmail: FakeGmail) -> N
         text="hi",
     )
     with mailsync.sender("gmail://me", **options(gmail)) as out:
-        result = out.send(message, rcpt_to=None)
-        extra = out.send(
-            message, rcpt_to=["bob@example.test", "carol@example.test", "eve@example.test"]
-        )
+        result = out.send(message)
     assert result.message_id == message["Message-ID"].strip("<>")
     assert result.accepted == ("bob@example.test", "carol@example.test", "dave@example.test")
     assert result.refused == {}
-    (delivered, recipients), (_, extra_recipients) = gmail.outbox
+    ((delivered, recipients),) = gmail.outbox
     assert sorted(recipients) == ["bob@example.test", "carol@example.test", "dave@example.test"]
-    assert b"dave@example.test" not in delivered  # Bcc is not shown to anyone
-    assert sorted(extra_recipients) == [
-        "bob@example.test",
-        "carol@example.test",
-        "eve@example.test",
-    ]
+    assert b"dave@example.test" not in delivered  # Gmail shows Bcc to no one
+    (sent,) = gmail.messages.values()
+    assert b"\r\nBcc: dave@example.test\r\n" in sent.raw  # the sender's copy keeps it
     sends = [p for m, _, p in gmail.requests if m == "messages.send"]
-    assert sends == [[("uploadType", "media")]] * 2
-    assert extra.accepted == ("bob@example.test", "carol@example.test", "eve@example.test")
+    assert sends == [[("uploadType", "media")]]
 
 
 def test_send_refuses_what_gmail_cannot_do(gmail: FakeGmail) -> None:
@@ -385,9 +378,12 @@ def test_send_refuses_what_gmail_cannot_do(gmail: FakeGmail) -> None:
     with mailsync.sender("gmail://me", **options(gmail)) as out:
         with pytest.raises(mailsync.Unsupported, match="delivery status"):
             out.send(message, notify=["failure"])
-        with pytest.raises(mailsync.Unsupported, match="bob@"):
+        with pytest.raises(mailsync.Unsupported, match="rcpt_to"):
             out.send(message, rcpt_to=["carol@example.test"])
-    assert gmail.outbox == []
+        with pytest.raises(mailsync.Unsupported, match="mail_from"):
+            out.send(message, mail_from="other@example.test")
+        assert out.send(message, rcpt_to=["bob@example.test"]).accepted == ("bob@example.test",)
+    assert len(gmail.outbox) == 1
 
 
 def test_send_to_self_arrives_in_the_inbox(gmail: FakeGmail, box: mailsync.Retriever) -> None:

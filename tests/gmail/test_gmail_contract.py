@@ -9,8 +9,8 @@ import pytest
 
 import mailsync
 from tests.contract import AsyncRetrieverContract, RetrieverContract
+from tests.fakes.gmail import FakeGmail
 from tests.gmail.conftest import options
-from tests.gmail.fake import FakeGmail
 
 
 class TestGmail(RetrieverContract):

@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from tests.contract import make_raw
-from tests.gmail import discovery
-from tests.gmail.fake import FakeGmail
+from tests.fakes import gmail_discovery as discovery
+from tests.fakes.gmail import FakeGmail
 
 
 @pytest.fixture

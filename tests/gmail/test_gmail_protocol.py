@@ -11,14 +11,12 @@ from typing import Any
 import pytest
 
 from mailsync import Message, ProtocolError, Q, RateLimited, Unsupported
-from mailsync._compose import prepare
 from mailsync._config import parse_url
 from mailsync._plans import Sleep, replay
 from mailsync.protocol.gmail import (
     GmailAPI,
     GmailLabel,
     IdList,
-    _blind_copy,
     decode_raw,
     find_label,
     flags_of,
@@ -62,7 +60,7 @@ def test_native_query(query: Q | None, q: str, exact: bool) -> None:
 def test_native_query_is_a_superset_of_every_match() -> None:
     """Brute force over the four flag states: whatever the query, no message matching it is
     left out by the translated search."""
-    from tests.gmail.fake import _search
+    from tests.fakes.gmail import _search
 
     queries = [
         Q(seen=True) & Q(subject="x"),
@@ -205,18 +203,6 @@ def test_user_id_and_upload_root() -> None:
         "https://gmail.googleapis.com/upload/gmail/v1"
     )
     assert upload_root("http://127.0.0.1:8080/gmail/v1/") == "http://127.0.0.1:8080/upload/gmail/v1"
-
-
-def test_blind_copy_adds_the_envelope_only_recipients_as_bcc() -> None:
-    raw = b"From: a@example.test\r\nTo: b@example.test\r\nCc: C <c@example.test>\r\n\r\nhi\r\n"
-    plain = prepare(raw)
-    assert _blind_copy(plain) == plain.data
-    extra = prepare(raw, rcpt_to=["b@example.test", "c@example.test", "d@example.test"])
-    sent = _blind_copy(extra)
-    assert sent.startswith(b"Bcc: d@example.test\r\n")
-    assert sent.endswith(extra.data)
-    with pytest.raises(Unsupported, match=r"c@example\.test"):
-        _blind_copy(prepare(raw, rcpt_to=["b@example.test"]))
 
 
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:

@@ -1,5 +1,5 @@
-"""mailsync.google: google-auth's own credential classes (a service account with domain-wide
-delegation, an installed-app flow's user credentials) as the ``token=`` callable.
+"""mailsync.integrations.google: google-auth's own credential classes (a service account with
+domain-wide delegation, an installed-app flow's user credentials) as the ``token=`` callable.
 
 Offline, Google's token endpoint is a :class:`TokenEndpoint`: a ``google.auth.transport.Request``
 (the interface google-auth refreshes through) that reads the grant google-auth sends and
@@ -19,13 +19,13 @@ import pytest
 
 import mailsync
 from tests.contract import make_raw
+from tests.fakes.gmail import FakeGmail
 from tests.gmail.conftest import deposit, options
-from tests.gmail.fake import FakeGmail
 
 google_auth = pytest.importorskip("google.auth", reason="needs the google extra (google-auth)")
 from google.auth import exceptions, jwt, transport  # noqa: E402
 
-from mailsync.google import (  # noqa: E402
+from mailsync.integrations.google import (  # noqa: E402
     GMAIL_MODIFY,
     GMAIL_SEND,
     CredentialsToken,

@@ -27,8 +27,9 @@ from mailsync._base import (
     SyncStep,
     message_refs,
 )
-from mailsync._compose import prepare
+from mailsync._compose import Envelope, prepare
 from mailsync._config import Endpoint
+from mailsync._errors import Unsupported
 from mailsync._message import Folder, Message, as_bytes
 from mailsync._plans import Plan, arun, astream, run, stream
 from mailsync._query import Q
@@ -297,7 +298,7 @@ class APISender(_Blocking, Sender):
         rcpt_to: Iterable[str] | None = None,
     ) -> SendResult:
         """Send one message (see :meth:`Sender.send`)."""
-        envelope = prepare(message, mail_from=mail_from, rcpt_to=rcpt_to)
+        envelope = _prepare(self.api, message, mail_from, rcpt_to)
         return self._run(self.api.send(envelope, notify=notify, ret=ret, envid=envid))
 
     def close(self) -> None:
@@ -328,12 +329,35 @@ class AsyncAPISender(_Async, AsyncSender):
         rcpt_to: Iterable[str] | None = None,
     ) -> SendResult:
         """Send one message (see :meth:`Sender.send`)."""
-        envelope = prepare(message, mail_from=mail_from, rcpt_to=rcpt_to)
+        envelope = _prepare(self.api, message, mail_from, rcpt_to)
         return await self._run(self.api.send(envelope, notify=notify, ret=ret, envid=envid))
 
     async def aclose(self) -> None:
         """Close the HTTP client."""
         await self._drop()
+
+
+def _prepare(
+    api: MailAPI,
+    message: OutgoingMessage,
+    mail_from: str | None,
+    rcpt_to: Iterable[str] | None,
+) -> Envelope:
+    """The envelope and bytes to hand to ``api.send``."""
+    if not api.recipients_from_headers:
+        return prepare(message, mail_from=mail_from, rcpt_to=rcpt_to)
+    envelope = prepare(message, keep_bcc=True)
+    if rcpt_to is not None and set(rcpt_to) != set(envelope.recipients):
+        raise Unsupported(
+            f"{api.name} sends to the recipients the message names (To, Cc, Bcc); it cannot "
+            "take other envelope recipients (rcpt_to)"
+        )
+    if mail_from is not None and mail_from.strip("<> ") != envelope.mail_from:
+        raise Unsupported(
+            f"{api.name} sends as the account (or an address it may send as, named in From); "
+            "it cannot take another envelope sender (mail_from)"
+        )
+    return envelope
 
 
 def _sources(msgs: MessageRef | Sequence[MessageRef]) -> list[str | None]:

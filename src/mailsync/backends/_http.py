@@ -84,17 +84,6 @@ def _timeout(endpoint: Endpoint) -> httpx.Timeout:
     return httpx.Timeout(timeout.read, connect=timeout.connect_timeout)
 
 
-def _concurrency(endpoint: Endpoint, default: int) -> int:
-    value = endpoint.params.get("concurrency", default)
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        number = 0
-    if number < 1 or isinstance(value, bool):
-        raise ConfigError(f"concurrency must be a whole number >= 1, not {value!r}")
-    return number
-
-
 def _client_options(endpoint: Endpoint, base_url: str) -> dict[str, Any]:
     options: dict[str, Any] = {
         "base_url": base_url,
@@ -118,8 +107,16 @@ def _too_large(request: Request, context: str) -> ProtocolError:
     )
 
 
+def _url(request: Request) -> str:
+    """The request's URL with its params added to any query it already has (a paging link):
+    httpx would replace that query with ``params=``, even an empty one."""
+    if not request.params:
+        return request.url
+    return str(httpx.URL(request.url).copy_merge_params(list(request.params)))
+
+
 def _arguments(request: Request) -> dict[str, Any]:
-    arguments: dict[str, Any] = {"params": list(request.params), "headers": dict(request.headers)}
+    arguments: dict[str, Any] = {"headers": dict(request.headers)}
     if request.json is not None:
         arguments["json"] = request.json
     elif request.content is not None:
@@ -134,15 +131,14 @@ class HTTPPerformer:
         endpoint: The account; its ``transport`` option replaces the network (tests).
         base_url: The API root.
         context: Put in front of error messages (``"Gmail API (me)"``).
-        concurrency: Requests of this account in flight at once, at most (the
-            ``concurrency`` option overrides it).
+        concurrency: Requests of this account in flight at once, at most.
     """
 
     def __init__(
         self, endpoint: Endpoint, *, base_url: str, context: str, concurrency: int = 4
     ) -> None:
         self.context = context
-        self.concurrency = _concurrency(endpoint, concurrency)
+        self.concurrency = max(1, concurrency)
         options = _client_options(endpoint, base_url)
         transport = endpoint.params.get("transport")
         if transport is not None:
@@ -176,7 +172,7 @@ class HTTPPerformer:
                 raise translate_httpx(exc, self.context) from exc
 
     def _exchange(self, request: Request) -> Response:
-        with self._client.stream(request.method, request.url, **_arguments(request)) as reply:
+        with self._client.stream(request.method, _url(request), **_arguments(request)) as reply:
             limit = request.max_bytes
             declared = reply.headers.get("content-length", "")
             if limit is not None and declared.isdigit() and int(declared) > limit:
@@ -224,7 +220,7 @@ class AsyncHTTPPerformer:
         self, endpoint: Endpoint, *, base_url: str, context: str, concurrency: int = 4
     ) -> None:
         self.context = context
-        self.concurrency = _concurrency(endpoint, concurrency)
+        self.concurrency = max(1, concurrency)
         options = _client_options(endpoint, base_url)
         transport = endpoint.params.get("transport")
         if transport is not None:
@@ -263,7 +259,7 @@ class AsyncHTTPPerformer:
 
     async def _exchange(self, request: Request) -> Response:
         arguments = _arguments(request)
-        async with self._client.stream(request.method, request.url, **arguments) as reply:
+        async with self._client.stream(request.method, _url(request), **arguments) as reply:
             limit = request.max_bytes
             declared = reply.headers.get("content-length", "")
             if limit is not None and declared.isdigit() and int(declared) > limit:

@@ -473,29 +473,6 @@ def _whole_number(params: Mapping[str, Any], key: str, default: int | None) -> i
     return number
 
 
-def _blind_copy(envelope: Envelope) -> bytes:
-    """The bytes to hand to ``messages.send``, which sends to the To, Cc and Bcc headers: the
-    envelope's recipients that the headers do not name are added as a Bcc header (Gmail
-    removes it before delivery).
-
-    Raises:
-        Unsupported: The envelope leaves out someone the headers name.
-    """
-    view = Message(header_block(envelope.data))
-    named = {a.email.casefold() for a in (*view.to, *view.cc) if a.email}
-    wanted = {rcpt.casefold() for rcpt in envelope.recipients}
-    left_out = sorted(named - wanted)
-    if left_out:
-        raise Unsupported(
-            f"{NAME}: Gmail sends to everyone in To and Cc; rcpt_to cannot leave out "
-            + ", ".join(left_out)
-        )
-    blind = [rcpt for rcpt in envelope.recipients if rcpt.casefold() not in named]
-    if not blind:
-        return envelope.data
-    return f"Bcc: {', '.join(blind)}\r\n".encode() + envelope.data
-
-
 # -- the API ---------------------------------------------------------------------------------
 
 
@@ -520,6 +497,8 @@ class GmailAPI(MailAPI):
         "batch_size",
         "max_message_size",
     }
+    #: messages.send reads To, Cc and Bcc from the message and removes Bcc before delivery.
+    recipients_from_headers: ClassVar[bool] = True
 
     def __init__(self, endpoint: Endpoint) -> None:
         super().__init__(endpoint)
@@ -958,12 +937,11 @@ class GmailAPI(MailAPI):
         ret: str | None,
         envid: str | None,
     ) -> Plan[SendResult]:
-        """``messages.send`` with the message as it is (a media upload). Gmail picks the
-        envelope sender itself and sends to the To, Cc and Bcc headers.
+        """``messages.send`` with the message as it is, Bcc included (a media upload). Gmail
+        picks the envelope sender itself and sends to the To, Cc and Bcc headers.
 
         Raises:
-            Unsupported: DSN parameters were given (Gmail has no DSN), or ``rcpt_to`` leaves
-                out someone the headers name.
+            Unsupported: DSN parameters were given (Gmail has no DSN).
         """
         if notify is not None or ret is not None or envid is not None:
             raise Unsupported(f"{NAME}: Gmail cannot ask for delivery status notifications")
@@ -972,7 +950,7 @@ class GmailAPI(MailAPI):
             self._upload_url("messages/send"),
             (("uploadType", "media"),),
             headers={"Content-Type": "message/rfc822"},
-            content=_blind_copy(envelope),
+            content=envelope.data,
             what="send message",
         )
         response = yield from self._call_once(request)

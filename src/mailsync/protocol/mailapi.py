@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 from mailsync._base import SendResult
 from mailsync._compose import Envelope
 from mailsync._config import Endpoint
-from mailsync._errors import Unsupported
+from mailsync._errors import ConfigError, Unsupported
 from mailsync._message import Folder, Message
 from mailsync._plans import Plan, Sleep
 from mailsync._query import Q
@@ -54,20 +54,31 @@ class MailAPI:
         scheme: The URL scheme (``"gmail"``).
         capabilities: What the retriever offers (see :attr:`mailsync.Retriever.capabilities`).
         default_base_url: The API root when the ``base_url`` option is not given.
-        concurrency: Requests in flight at once per account, unless the ``concurrency``
-            option says otherwise.
+        concurrency: Requests in flight at once per account: the class sets the default, the
+            ``concurrency`` option may change it per account, never above
+            ``max_concurrency`` (a limit the provider documents).
+        max_concurrency: The provider's own limit, if it has one.
         options: The backend-specific options this backend accepts.
+        recipients_from_headers: See the attribute's comment.
     """
 
     name: ClassVar[str] = "HTTP API"
     scheme: ClassVar[str] = ""
     capabilities: ClassVar[frozenset[str]] = frozenset()
     default_base_url: ClassVar[str] = ""
-    concurrency: ClassVar[int] = 4
+    concurrency: int = 4
+    max_concurrency: ClassVar[int | None] = None
     options: ClassVar[frozenset[str]] = COMMON_OPTIONS
+    #: The send call reads the recipients from the message's own To, Cc and Bcc fields (and
+    #: removes Bcc before delivery), so the bytes it gets keep Bcc and no other envelope can
+    #: be given (Gmail, Graph). False: the API takes an envelope (JMAP).
+    recipients_from_headers: ClassVar[bool] = False
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
+        wanted = _positive(endpoint.params.get("concurrency", type(self).concurrency))
+        limit = type(self).max_concurrency
+        self.concurrency = wanted if limit is None else min(wanted, limit)
 
     @property
     def context(self) -> str:
@@ -155,3 +166,14 @@ class MailAPI:
     def close(self) -> Plan[None]:
         """Say goodbye, if the provider wants that (nothing by default)."""
         yield from ()
+
+
+def _positive(value: Any) -> int:
+    """A ``concurrency`` option's value, checked."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = 0
+    if number < 1 or isinstance(value, bool):
+        raise ConfigError(f"concurrency must be a whole number >= 1, not {value!r}")
+    return number

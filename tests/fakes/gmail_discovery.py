@@ -1,6 +1,6 @@
 """Gmail's discovery document (tests/data/gmail/gmail.v1.json) as a router and a validator.
 
-The fake Gmail API (:mod:`tests.gmail.fake`) finds which method a request calls from the
+The fake Gmail API (:mod:`tests.fakes.gmail`) finds which method a request calls from the
 document's own paths and HTTP methods (upload paths included), checks the query parameters
 the method declares (unknown names, repeated single values, enums, integers, booleans) and
 checks every JSON body it receives or sends against the document's schemas, strictly: a

@@ -2,7 +2,7 @@
 
 No Gmail server can run offline, so this fake stands in for one. It follows the published API
 (https://developers.google.com/workspace/gmail/api/reference/rest) and the discovery document
-(:mod:`tests.gmail.discovery`), which routes every request and validates every JSON body in
+(:mod:`tests.fakes.gmail_discovery`), which routes every request and validates every JSON body in
 both directions; a departure fails the test with an ``AssertionError``.
 
 What it models:
@@ -56,7 +56,7 @@ from urllib.parse import unquote
 
 import httpx
 
-from tests.gmail import discovery
+from tests.fakes import gmail_discovery as discovery
 
 SYSTEM_LABELS = (
     ("CHAT", "hide", "labelHide"),

@@ -3,7 +3,7 @@
 Install the extra (``pip install "mailsync[google]"``: google-auth and requests), then::
 
     import mailsync
-    from mailsync.google import service_account_token, GMAIL_MODIFY
+    from mailsync.integrations.google import GMAIL_MODIFY, service_account_token
 
     token = service_account_token("sa.json", subject="alice@example.com", scopes=[GMAIL_MODIFY])
     box = mailsync.connect("gmail://alice@example.com", token=token)
@@ -58,6 +58,7 @@ GMAIL_SEND = "https://www.googleapis.com/auth/gmail.send"
 #: Everything, including ``delete(permanent=True)`` and IMAP/SMTP with XOAUTH2.
 GMAIL_FULL = "https://mail.google.com/"
 
+_WHO = "mailsync.integrations.google"
 _EXTRA_HINT = 'this needs google-auth: pip install "mailsync[google]"'
 
 
@@ -67,7 +68,7 @@ def _google(module: str) -> Any:
     try:
         return importlib.import_module(f"google.{module}")
     except ImportError as exc:
-        raise ConfigError(f"mailsync.google: {_EXTRA_HINT}") from exc
+        raise ConfigError(f"{_WHO}: {_EXTRA_HINT}") from exc
 
 
 def _default_request() -> Any:
@@ -75,7 +76,7 @@ def _default_request() -> Any:
         transport = importlib.import_module("google.auth.transport.requests")
     except ImportError as exc:
         raise ConfigError(
-            f"mailsync.google: refreshing a token {_EXTRA_HINT} (it brings requests), or pass "
+            f"{_WHO}: refreshing a token {_EXTRA_HINT} (it brings requests), or pass "
             "request= (a google.auth.transport.Request)"
         ) from exc
     return transport.Request()
@@ -188,9 +189,7 @@ def service_account_token(
                 os.fspath(key), **options
             )
     except (ValueError, KeyError, OSError) as exc:
-        raise ConfigError(
-            f"mailsync.google: not a usable service account key ({_reason(exc)})"
-        ) from exc
+        raise ConfigError(f"{_WHO}: not a usable service account key ({_reason(exc)})") from exc
     return CredentialsToken(credentials, request=request)
 
 
@@ -223,6 +222,6 @@ def authorized_user_token(
             )
     except (ValueError, KeyError, OSError) as exc:
         raise ConfigError(
-            f"mailsync.google: not usable authorized-user credentials ({_reason(exc)})"
+            f"{_WHO}: not usable authorized-user credentials ({_reason(exc)})"
         ) from exc
     return CredentialsToken(credentials, request=request)
