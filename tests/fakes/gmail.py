@@ -595,26 +595,25 @@ class FakeGmail:
     def _messages_insert(
         self, path: dict[str, str], params: dict[str, list[str]], body: Any, media: bytes | None
     ) -> tuple[int, Any]:
-        raw = self._raw_of(body, media)
-        labels = set((body or {}).get("labelIds", []))
-        when = (
-            _date_header_ms(raw)
-            if params.get("internalDateSource", ["receivedTime"])[0] == "dateHeader"
-            else None
-        )
-        return 200, self._minimal(self._store(raw, labels, when))
+        return self._put(params, body, media, date_source="receivedTime")
 
     def _messages_import(
         self, path: dict[str, str], params: dict[str, list[str]], body: Any, media: bytes | None
     ) -> tuple[int, Any]:
+        # Gmail also runs its filters and spam checks on an import: the fake has none.
+        return self._put(params, body, media, date_source="dateHeader")
+
+    def _put(
+        self, params: dict[str, list[str]], body: Any, media: bytes | None, *, date_source: str
+    ) -> tuple[int, Any]:
+        """insert and import: store the message with the labels its metadata names (none by
+        default), dated by arrival or by its Date header (``internalDateSource``)."""
         raw = self._raw_of(body, media)
         labels = set((body or {}).get("labelIds", []))
-        when = (
-            _date_header_ms(raw)
-            if params.get("internalDateSource", ["dateHeader"])[0] == "dateHeader"
-            else None
+        by_header = params.get("internalDateSource", [date_source])[0] == "dateHeader"
+        return 200, self._minimal(
+            self._store(raw, labels, _date_header_ms(raw) if by_header else None)
         )
-        return 200, self._minimal(self._store(raw, labels, when))
 
     def _messages_send(
         self, path: dict[str, str], params: dict[str, list[str]], body: Any, media: bytes | None

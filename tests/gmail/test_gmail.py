@@ -520,6 +520,18 @@ def test_a_message_larger_than_max_message_size_is_refused(gmail: FakeGmail) -> 
         box.get(message_id)
 
 
+def test_options_from_the_url_and_no_size_limit(gmail: FakeGmail) -> None:
+    message_id = deposit(gmail, make_raw(1, extra=300_000))
+    for n in range(2, 5):
+        deposit(gmail, make_raw(n))
+    url = "gmail://me?batch_size=2&max_message_size=none&concurrency=2"
+    with mailsync.connect(url, **options(gmail)) as box:
+        assert box.get(message_id).size > 300_000
+        assert len(list(box.messages())) == 4
+    with mailsync.connect("gmail://me", **options(gmail, max_message_size=None)) as box:
+        assert box.get(message_id).size > 300_000
+
+
 def test_transport_failures_are_translated(gmail: FakeGmail) -> None:
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("[Errno 111] Connection refused", request=request)

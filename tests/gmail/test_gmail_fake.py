@@ -168,21 +168,15 @@ def test_uploads(gmail: FakeGmail) -> None:
         base_url="https://gmail.googleapis.com/upload/gmail/v1/users/me/",
         headers={"Authorization": "Bearer good-token"},
     ) as upload:
-        media = upload.post(
-            "messages",
-            params={"uploadType": "media"},
-            content=raw,
-            headers={"Content-Type": "message/rfc822"},
-        )
+
+        def post(content_type: str, **params: str) -> httpx.Response:
+            return upload.post(
+                "messages", params=params, content=raw, headers={"Content-Type": content_type}
+            )
+
+        media = post("message/rfc822", uploadType="media")
         assert media.status_code == 200
         assert gmail.messages[media.json()["id"]].raw == raw
         assert "labelIds" not in media.json()  # insert adds no label by itself
-        wrong = upload.post(
-            "messages",
-            params={"uploadType": "media"},
-            content=raw,
-            headers={"Content-Type": "text/plain"},
-        )
-        assert wrong.status_code == 400
-        bare = upload.post("messages", content=raw, headers={"Content-Type": "message/rfc822"})
-        assert bare.status_code == 400
+        assert post("text/plain", uploadType="media").status_code == 400
+        assert post("message/rfc822").status_code == 400  # no uploadType

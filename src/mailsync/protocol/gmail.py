@@ -56,7 +56,6 @@ from mailsync._base import SendResult, SyncStep
 from mailsync._compose import Envelope
 from mailsync._config import Endpoint
 from mailsync._errors import (
-    ConfigError,
     FolderNotFound,
     MailsyncError,
     MessageNotFound,
@@ -85,7 +84,7 @@ from mailsync.protocol.http import (
     optional_field,
     read_error_body,
 )
-from mailsync.protocol.mailapi import COMMON_OPTIONS, MailAPI
+from mailsync.protocol.mailapi import COMMON_OPTIONS, MailAPI, whole_number_option
 
 __all__ = [
     "API_ROOT",
@@ -460,19 +459,6 @@ def upload_root(base_url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}/upload{parts.path}"
 
 
-def _whole_number(params: Mapping[str, Any], key: str, default: int | None) -> int | None:
-    value = params.get(key, default)
-    if value is None or (isinstance(value, str) and value.lower() == "none"):
-        return None
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        number = 0
-    if number < 1 or isinstance(value, bool):
-        raise ConfigError(f"{key} must be a whole number >= 1, not {value!r}")
-    return number
-
-
 # -- the API ---------------------------------------------------------------------------------
 
 
@@ -504,8 +490,8 @@ class GmailAPI(MailAPI):
         super().__init__(endpoint)
         params = endpoint.params
         self.user = user_id(endpoint)
-        self.batch_size = _whole_number(params, "batch_size", BATCH_SIZE) or BATCH_SIZE
-        size = _whole_number(params, "max_message_size", MAX_MESSAGE_SIZE)
+        self.batch_size = whole_number_option(params, "batch_size", BATCH_SIZE) or BATCH_SIZE
+        size = whole_number_option(params, "max_message_size", MAX_MESSAGE_SIZE, none_allowed=True)
         # The raw message arrives base64url-encoded inside a small JSON object.
         self._raw_limit = None if size is None else size * 4 // 3 + 64 * 1024
         self._client = APIClient(Auth(endpoint), GmailDialect(), RetryPolicy.from_params(params))
