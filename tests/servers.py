@@ -8,8 +8,9 @@ delivers ``@example.test`` to Dovecot over LMTP, delivers ``@utf8.test`` itself 
 agent, into a Maildir in the temp dir; Dovecot's LMTP does not offer SMTPUTF8, so this is
 where SMTPUTF8 mail can arrive), and turns every other destination into a bounce.
 
-The seeding and inspection helpers use the standard library only (never mailsync), so tests
-of mailsync do not depend on the code under test to set up or check their data.
+The seeding and inspection helpers (``MailboxClients``, shared with the Cyrus server in
+tests/cyrus.py) use the standard library only (never mailsync), so tests of mailsync do not
+depend on the code under test to set up or check their data.
 
 Needs root (Dovecot switches to the ``mail`` user, Postfix to ``postfix``) and the Debian
 packages ``dovecot-imapd dovecot-pop3d dovecot-lmtpd postfix``.
@@ -52,6 +53,7 @@ __all__ = [
     "UTF8_DOMAIN",
     "Account",
     "MailServers",
+    "MailboxClients",
     "ServerStartError",
     "find_binaries",
     "group_processes",
@@ -326,13 +328,210 @@ class Account:
 # --------------------------------------------------------------------------- the servers
 
 
-class MailServers:
-    """Private Dovecot + Postfix on loopback; a context manager (``start()``/``stop()``)."""
+class MailboxClients:
+    """Stdlib clients of a test mail store (IMAP, POP3, LMTP) and the seeding and inspection
+    helpers built on them, shared by :class:`MailServers` (Dovecot) and
+    :class:`tests.cyrus.CyrusServer`.
+
+    A subclass sets ``root`` (its temp dir, holding ``tls/cert.pem``) and the ports when it
+    starts; ``imaps_port``/``pop3s_port`` present that certificate.
+    """
 
     host: str = HOST
     domain: str = DOMAIN
-    utf8_domain: str = UTF8_DOMAIN
     wait_for = staticmethod(wait_for)
+    root: Path | None = None
+    imap_port = imaps_port = pop3_port = pop3s_port = lmtp_port = 0
+
+    # ----------------------------------------------------------------- paths
+
+    def _path(self, *parts: str) -> Path:
+        if self.root is None:
+            raise RuntimeError(f"{type(self).__name__} is not started")
+        return self.root.joinpath(*parts)
+
+    @property
+    def cafile(self) -> str:
+        """The self-signed certificate every TLS port presents (also its own CA)."""
+        return str(self._path("tls", "cert.pem"))
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client context that trusts exactly the test certificate (hostname 127.0.0.1)."""
+        return ssl.create_default_context(cafile=self.cafile)
+
+    def new_account(self, prefix: str = "u", *, password: str | None = None) -> Account:
+        """A fresh, empty account, usable at once (each server says how it makes one)."""
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------- clients
+
+    @contextlib.contextmanager
+    def imap(self, account: Account, *, tls: bool = False) -> Iterator[imaplib.IMAP4]:
+        """A logged-in stdlib IMAP connection (plain port, or the implicit-TLS port)."""
+        conn: imaplib.IMAP4
+        if tls:
+            conn = imaplib.IMAP4_SSL(
+                self.host, self.imaps_port, ssl_context=self.ssl_context(), timeout=_TIMEOUT
+            )
+        else:
+            conn = imaplib.IMAP4(self.host, self.imap_port, timeout=_TIMEOUT)
+        # imaplib sends an APPEND's literal and its closing CRLF in two writes: with Nagle's
+        # algorithm the second waits for the server's delayed ACK, 40 ms per message.
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            conn.login(account.user, account.password)
+            yield conn
+        finally:
+            with contextlib.suppress(Exception):
+                conn.logout()
+
+    @contextlib.contextmanager
+    def pop3(self, account: Account, *, tls: bool = False) -> Iterator[poplib.POP3]:
+        """A logged-in stdlib POP3 connection; QUIT (and so expunge) on exit."""
+        conn: poplib.POP3
+        if tls:
+            conn = poplib.POP3_SSL(
+                self.host, self.pop3s_port, context=self.ssl_context(), timeout=_TIMEOUT
+            )
+        else:
+            conn = poplib.POP3(self.host, self.pop3_port, timeout=_TIMEOUT)
+        try:
+            conn.user(account.user)
+            conn.pass_(account.password)
+            yield conn
+        finally:
+            with contextlib.suppress(Exception):
+                conn.quit()
+
+    # ----------------------------------------------------------------- seeding
+
+    def append(
+        self,
+        account: Account,
+        raw: bytes,
+        folder: str = "INBOX",
+        flags: Iterable[str] = (),
+    ) -> int:
+        """APPEND one message and return its UID (from UIDPLUS' APPENDUID)."""
+        return self.append_many(account, [raw], folder=folder, flags=flags)[0]
+
+    def append_many(
+        self,
+        account: Account,
+        raws: Iterable[bytes],
+        folder: str = "INBOX",
+        flags: Iterable[str] = (),
+    ) -> list[int]:
+        """APPEND messages over one connection, in order; returns their UIDs."""
+        flag_list = " ".join(flags)
+        uids: list[int] = []
+        with self.imap(account) as conn:
+            for raw in raws:
+                typ, data = conn.append(
+                    _quote(folder), f"({flag_list})" if flag_list else None, None, raw
+                )
+                _check(typ, data, f"APPEND to {folder}")
+                match = re.search(rb"APPENDUID \d+ (\d+)", data[0] or b"")
+                if match is None:
+                    raise imaplib.IMAP4.error(f"no APPENDUID in {data!r}")
+                uids.append(int(match.group(1)))
+        return uids
+
+    def deliver(self, account: Account, raw: bytes, *, sender: str | None = None) -> None:
+        """Deliver one message to the account's INBOX over LMTP (done when this returns)."""
+        lmtp = smtplib.LMTP(self.host, self.lmtp_port, timeout=_TIMEOUT)
+        try:
+            lmtp.sendmail(sender or f"seeder@{self.domain}", [account.email], raw)
+        finally:
+            with contextlib.suppress(Exception):
+                lmtp.quit()
+
+    def create_folder(self, account: Account, name: str, *, subscribe: bool = True) -> None:
+        with self.imap(account) as conn:
+            typ, data = conn.create(_quote(name))
+            _check(typ, data, f"CREATE {name}")
+            if subscribe:
+                typ, data = conn.subscribe(_quote(name))
+                _check(typ, data, f"SUBSCRIBE {name}")
+
+    def delete_folder(self, account: Account, name: str) -> None:
+        with self.imap(account) as conn:
+            typ, data = conn.delete(_quote(name))
+            _check(typ, data, f"DELETE {name}")
+
+    # ----------------------------------------------------------------- inspection
+
+    def folders(self, account: Account) -> dict[str, frozenset[str]]:
+        """Every folder's (decoded) name mapped to its LIST attributes."""
+        with self.imap(account) as conn:
+            typ, data = conn.list()
+            _check(typ, data, "LIST")
+        result: dict[str, frozenset[str]] = {}
+        items: list[object] = list(data)  # a name sent as a literal comes as a tuple
+        for item in items:
+            if isinstance(item, bytes | tuple):
+                name, flags = _parse_list_line(item)
+                result[name] = flags
+        return result
+
+    def imap_uids(self, account: Account, folder: str = "INBOX") -> list[int]:
+        """UIDs in the folder, ascending."""
+        with self.imap(account) as conn:
+            typ, data = conn.select(_quote(folder), readonly=True)
+            _check(typ, data, f"EXAMINE {folder}")
+            typ, data = conn.uid("SEARCH", "ALL")
+            _check(typ, data, "UID SEARCH")
+        return sorted(int(uid) for uid in (data[0] or b"").split())
+
+    def imap_messages(
+        self, account: Account, folder: str = "INBOX"
+    ) -> list[tuple[int, frozenset[str], bytes]]:
+        """``(uid, flags, raw)`` for every message in the folder, ascending UID.
+
+        Uses BODY.PEEK so that looking does not set ``\\Seen``.
+        """
+        with self.imap(account) as conn:
+            typ, data = conn.select(_quote(folder), readonly=True)
+            _check(typ, data, f"EXAMINE {folder}")
+            typ, data = conn.uid("FETCH", "1:*", "(UID FLAGS BODY.PEEK[])")
+            _check(typ, data, "UID FETCH")
+        messages: list[tuple[int, frozenset[str], bytes]] = []
+        items: list[object] = list(data)
+        for item in items:
+            if not isinstance(item, tuple):
+                continue  # the closing ")" of each FETCH response
+            head, body = item
+            uid_match = re.search(rb"UID (\d+)", head)
+            flags_match = re.search(rb"FLAGS \(([^)]*)\)", head)
+            if uid_match is None:
+                continue
+            flags = frozenset(flags_match.group(1).decode().split()) if flags_match else frozenset()
+            messages.append((int(uid_match.group(1)), flags, body))
+        return sorted(messages, key=lambda message: message[0])
+
+    def imap_flags(self, account: Account, folder: str = "INBOX") -> dict[int, frozenset[str]]:
+        return {uid: flags for uid, flags, _raw in self.imap_messages(account, folder)}
+
+    def parsed_messages(
+        self, account: Account, folder: str = "INBOX"
+    ) -> list[email.message.EmailMessage]:
+        """The folder's messages parsed by the stdlib (``policy.default``), ascending UID."""
+        return [
+            email.message_from_bytes(raw, policy=email.policy.default)
+            for _uid, _flags, raw in self.imap_messages(account, folder)
+        ]
+
+    def pop3_uidls(self, account: Account) -> list[str]:
+        """The UIDL of every message, in POP3 order."""
+        with self.pop3(account) as conn:
+            _resp, lines, _octets = conn.uidl()
+        return [line.split()[1].decode() for line in lines]
+
+
+class MailServers(MailboxClients):
+    """Private Dovecot + Postfix on loopback; a context manager (``start()``/``stop()``)."""
+
+    utf8_domain: str = UTF8_DOMAIN
 
     def __init__(self, *, keep: bool | None = None) -> None:
         """``keep`` leaves the temp dir (config, logs, mail) behind after ``stop()``.
@@ -351,16 +550,6 @@ class MailServers:
 
     # ----------------------------------------------------------------- paths
 
-    def _path(self, *parts: str) -> Path:
-        if self.root is None:
-            raise RuntimeError("MailServers is not started")
-        return self.root.joinpath(*parts)
-
-    @property
-    def cafile(self) -> str:
-        """The self-signed certificate every TLS port presents (also its own CA)."""
-        return str(self._path("tls", "cert.pem"))
-
     @property
     def lmtp_socket(self) -> str:
         return str(self._path("dovecot", "run", "lmtp"))
@@ -377,10 +566,6 @@ class MailServers:
     @property
     def postfix_config_dir(self) -> str:
         return str(self._path("postfix", "etc"))
-
-    def ssl_context(self) -> ssl.SSLContext:
-        """A client context that trusts exactly the test certificate (hostname 127.0.0.1)."""
-        return ssl.create_default_context(cafile=self.cafile)
 
     def maildir_of(self, account: Account) -> Path:
         """The account's Maildir++ root (INBOX there, other folders as ``.Name``).
@@ -911,41 +1096,6 @@ utf8virtual unix -      n       n       -       -       virtual
     # ----------------------------------------------------------------- clients
 
     @contextlib.contextmanager
-    def imap(self, account: Account, *, tls: bool = False) -> Iterator[imaplib.IMAP4]:
-        """A logged-in stdlib IMAP connection (plain port, or the implicit-TLS port)."""
-        conn: imaplib.IMAP4
-        if tls:
-            conn = imaplib.IMAP4_SSL(
-                HOST, self.imaps_port, ssl_context=self.ssl_context(), timeout=_TIMEOUT
-            )
-        else:
-            conn = imaplib.IMAP4(HOST, self.imap_port, timeout=_TIMEOUT)
-        try:
-            conn.login(account.user, account.password)
-            yield conn
-        finally:
-            with contextlib.suppress(Exception):
-                conn.logout()
-
-    @contextlib.contextmanager
-    def pop3(self, account: Account, *, tls: bool = False) -> Iterator[poplib.POP3]:
-        """A logged-in stdlib POP3 connection; QUIT (and so expunge) on exit."""
-        conn: poplib.POP3
-        if tls:
-            conn = poplib.POP3_SSL(
-                HOST, self.pop3s_port, context=self.ssl_context(), timeout=_TIMEOUT
-            )
-        else:
-            conn = poplib.POP3(HOST, self.pop3_port, timeout=_TIMEOUT)
-        try:
-            conn.user(account.user)
-            conn.pass_(account.password)
-            yield conn
-        finally:
-            with contextlib.suppress(Exception):
-                conn.quit()
-
-    @contextlib.contextmanager
     def smtp(self, account: Account | None = None) -> Iterator[smtplib.SMTP]:
         """Submission port after STARTTLS, logged in as ``account`` if given."""
         conn = smtplib.SMTP(HOST, self.submission_port, timeout=_TIMEOUT)
@@ -958,48 +1108,7 @@ utf8virtual unix -      n       n       -       -       virtual
             with contextlib.suppress(Exception):
                 conn.quit()
 
-    # ----------------------------------------------------------------- seeding
-
-    def append(
-        self,
-        account: Account,
-        raw: bytes,
-        folder: str = "INBOX",
-        flags: Iterable[str] = (),
-    ) -> int:
-        """APPEND one message and return its UID (from UIDPLUS' APPENDUID)."""
-        return self.append_many(account, [raw], folder=folder, flags=flags)[0]
-
-    def append_many(
-        self,
-        account: Account,
-        raws: Iterable[bytes],
-        folder: str = "INBOX",
-        flags: Iterable[str] = (),
-    ) -> list[int]:
-        """APPEND messages over one connection, in order; returns their UIDs."""
-        flag_list = " ".join(flags)
-        uids: list[int] = []
-        with self.imap(account) as conn:
-            for raw in raws:
-                typ, data = conn.append(
-                    _quote(folder), f"({flag_list})" if flag_list else None, None, raw
-                )
-                _check(typ, data, f"APPEND to {folder}")
-                match = re.search(rb"APPENDUID \d+ (\d+)", data[0] or b"")
-                if match is None:
-                    raise imaplib.IMAP4.error(f"no APPENDUID in {data!r}")
-                uids.append(int(match.group(1)))
-        return uids
-
-    def deliver(self, account: Account, raw: bytes, *, sender: str | None = None) -> None:
-        """Deliver one message to the account's INBOX over LMTP (done when this returns)."""
-        lmtp = smtplib.LMTP(HOST, self.lmtp_port, timeout=_TIMEOUT)
-        try:
-            lmtp.sendmail(sender or f"seeder@{DOMAIN}", [account.email], raw)
-        finally:
-            with contextlib.suppress(Exception):
-                lmtp.quit()
+    # ----------------------------------------------------------------- sending
 
     def send(
         self,
@@ -1015,87 +1124,6 @@ utf8virtual unix -      n       n       -       -       virtual
             return conn.sendmail(
                 sender.email, list(recipients), raw, list(mail_options), list(rcpt_options)
             )
-
-    def create_folder(self, account: Account, name: str, *, subscribe: bool = True) -> None:
-        with self.imap(account) as conn:
-            typ, data = conn.create(_quote(name))
-            _check(typ, data, f"CREATE {name}")
-            if subscribe:
-                typ, data = conn.subscribe(_quote(name))
-                _check(typ, data, f"SUBSCRIBE {name}")
-
-    def delete_folder(self, account: Account, name: str) -> None:
-        with self.imap(account) as conn:
-            typ, data = conn.delete(_quote(name))
-            _check(typ, data, f"DELETE {name}")
-
-    # ----------------------------------------------------------------- inspection
-
-    def folders(self, account: Account) -> dict[str, frozenset[str]]:
-        """Every folder's (decoded) name mapped to its LIST attributes."""
-        with self.imap(account) as conn:
-            typ, data = conn.list()
-            _check(typ, data, "LIST")
-        result: dict[str, frozenset[str]] = {}
-        items: list[object] = list(data)  # a name sent as a literal comes as a tuple
-        for item in items:
-            if isinstance(item, bytes | tuple):
-                name, flags = _parse_list_line(item)
-                result[name] = flags
-        return result
-
-    def imap_uids(self, account: Account, folder: str = "INBOX") -> list[int]:
-        """UIDs in the folder, ascending."""
-        with self.imap(account) as conn:
-            typ, data = conn.select(_quote(folder), readonly=True)
-            _check(typ, data, f"EXAMINE {folder}")
-            typ, data = conn.uid("SEARCH", "ALL")
-            _check(typ, data, "UID SEARCH")
-        return sorted(int(uid) for uid in (data[0] or b"").split())
-
-    def imap_messages(
-        self, account: Account, folder: str = "INBOX"
-    ) -> list[tuple[int, frozenset[str], bytes]]:
-        """``(uid, flags, raw)`` for every message in the folder, ascending UID.
-
-        Uses BODY.PEEK so that looking does not set ``\\Seen``.
-        """
-        with self.imap(account) as conn:
-            typ, data = conn.select(_quote(folder), readonly=True)
-            _check(typ, data, f"EXAMINE {folder}")
-            typ, data = conn.uid("FETCH", "1:*", "(UID FLAGS BODY.PEEK[])")
-            _check(typ, data, "UID FETCH")
-        messages: list[tuple[int, frozenset[str], bytes]] = []
-        items: list[object] = list(data)
-        for item in items:
-            if not isinstance(item, tuple):
-                continue  # the closing ")" of each FETCH response
-            head, body = item
-            uid_match = re.search(rb"UID (\d+)", head)
-            flags_match = re.search(rb"FLAGS \(([^)]*)\)", head)
-            if uid_match is None:
-                continue
-            flags = frozenset(flags_match.group(1).decode().split()) if flags_match else frozenset()
-            messages.append((int(uid_match.group(1)), flags, body))
-        return sorted(messages, key=lambda message: message[0])
-
-    def imap_flags(self, account: Account, folder: str = "INBOX") -> dict[int, frozenset[str]]:
-        return {uid: flags for uid, flags, _raw in self.imap_messages(account, folder)}
-
-    def parsed_messages(
-        self, account: Account, folder: str = "INBOX"
-    ) -> list[email.message.EmailMessage]:
-        """The folder's messages parsed by the stdlib (``policy.default``), ascending UID."""
-        return [
-            email.message_from_bytes(raw, policy=email.policy.default)
-            for _uid, _flags, raw in self.imap_messages(account, folder)
-        ]
-
-    def pop3_uidls(self, account: Account) -> list[str]:
-        """The UIDL of every message, in POP3 order."""
-        with self.pop3(account) as conn:
-            _resp, lines, _octets = conn.uidl()
-        return [line.split()[1].decode() for line in lines]
 
 
 def group_processes(pgid: int, *, leader: bool = False) -> list[int]:
