@@ -58,7 +58,6 @@ Needs root. Seeding and inspection never use mailsync.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import dataclasses
 import grp
@@ -75,7 +74,6 @@ import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 
 from tests.servers import (
     HOST,
@@ -109,7 +107,6 @@ _SYSTEM_BINARIES = ("cyrmaster", "saslpasswd2", "openssl", "dpkg-query", "apt-ge
 _APT_HINT = "apt-get install -y --no-install-recommends cyrus-common cyrus-caldav sasl2-bin"
 _PACKAGES = ("cyrus-imapd", "cyrus-pop3d")
 _TIMEOUT = 30.0
-_START_ATTEMPTS = 3
 # A port on which nothing listens (RFC 863 discard, privileged): JMAP submissions fail there.
 _NO_RELAY = (HOST, 9)
 # Free memory /dev/shm must have to hold the store: a whole test run uses under 10 MiB, and
@@ -234,25 +231,11 @@ def missing_reason(*, fetch: bool = True) -> str | None:
 # --------------------------------------------------------------------------- the server
 
 
-def _root_parent() -> str:
-    """Memory (tmpfs) where there is room, else the temp dir.
-
-    Cyrus fsyncs every database commit: on a disk, a new user's first login (six folders,
-    conversations, counters) takes most of a second and each APPEND tens of milliseconds, on
-    tmpfs a few milliseconds. The test data is worth nothing after the run anyway.
-    """
-    shm = "/dev/shm"
-    with contextlib.suppress(OSError):
-        stat = os.statvfs(shm)
-        if stat.f_bavail * stat.f_frsize >= _SHM_NEEDED and os.access(shm, os.W_OK | os.X_OK):
-            return shm
-    return _base_dir()
-
-
 class CyrusServer(MailboxClients):
     """A private Cyrus (IMAP, POP3, LMTP, JMAP) on loopback; a context manager."""
 
     domain: str = CYRUS_DOMAIN
+    _root_prefix = "mailsync-cyrus-"
 
     def __init__(
         self, *, smtp_relay: tuple[str, int] | None = None, keep: bool | None = None
@@ -271,6 +254,7 @@ class CyrusServer(MailboxClients):
         self.admin = Account(
             user="admin", password=secrets.token_urlsafe(12), email="", maildir=Path()
         )
+        self._binaries = Path()
         self._master: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
         self._counter = 0
@@ -319,49 +303,29 @@ class CyrusServer(MailboxClients):
 
     # ----------------------------------------------------------------- lifecycle
 
-    def __enter__(self) -> CyrusServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def start(self) -> CyrusServer:
-        """Start the master and wait until every listener answers as this instance."""
-        if self.root is not None:
-            raise RuntimeError("CyrusServer already started")
+    def _prepare(self) -> None:
         reason = missing_reason()
         if reason:
             raise ServerStartError(reason)
-        binaries = server_binaries()
-        atexit.register(self.stop)
-        for attempt in range(1, _START_ATTEMPTS + 1):
-            self.root = Path(tempfile.mkdtemp(prefix="mailsync-cyrus-", dir=_root_parent()))
-            try:
-                self._start_once(binaries)
-                return self
-            except ServerStartError as error:
-                self._shutdown(remove=not self.keep)
-                # Another process may take a port between our check and the master's bind.
-                if "in use" not in str(error) or attempt == _START_ATTEMPTS:
-                    atexit.unregister(self.stop)
-                    raise
-            except BaseException:
-                self.stop()
-                raise
-        raise AssertionError("unreachable")
+        self._binaries = server_binaries()
 
-    def stop(self) -> None:
-        """Stop the master and every service, and remove the temp dir; safe to call twice."""
-        atexit.unregister(self.stop)
-        self._shutdown(remove=not self.keep)
+    def _root_parent(self) -> str:
+        """Memory (tmpfs) where there is room, else the temp dir.
 
-    def _start_once(self, binaries: Path) -> None:
+        Cyrus fsyncs every database commit: on a disk, a new user's first login (six
+        folders, conversations, counters) takes most of a second and each APPEND tens of
+        milliseconds, on tmpfs a few milliseconds. The test data is worth nothing after
+        the run anyway.
+        """
+        shm = "/dev/shm"
+        with contextlib.suppress(OSError):
+            stat = os.statvfs(shm)
+            if stat.f_bavail * stat.f_frsize >= _SHM_NEEDED and os.access(shm, os.W_OK | os.X_OK):
+                return shm
+        return _base_dir()
+
+    def _start_once(self) -> None:
+        binaries = self._binaries
         root = self._path()
         (
             self.imap_port,
@@ -469,9 +433,6 @@ DAEMON {{
 }}
 """
 
-    def _fail(self, what: str) -> ServerStartError:
-        return ServerStartError(f"{what}\n{self.log_text()}")
-
     def _wait_ready(self) -> None:
         ours = self.servername.encode()
         checks = [
@@ -532,14 +493,7 @@ DAEMON {{
 
     # ----------------------------------------------------------------- shutdown
 
-    def _shutdown(self, *, remove: bool) -> None:
-        with contextlib.suppress(Exception):
-            self._stop_master()
-        if remove and self.root is not None:
-            shutil.rmtree(self.root, ignore_errors=True)
-        self.root = None
-
-    def _stop_master(self) -> None:
+    def _stop_daemons(self) -> None:
         process, self._master = self._master, None
         if process is None:
             return

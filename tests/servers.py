@@ -45,7 +45,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
+from typing import Self, TypeVar
 
 __all__ = [
     "DOMAIN",
@@ -329,19 +329,97 @@ class Account:
 
 
 class MailboxClients:
-    """Stdlib clients of a test mail store (IMAP, POP3, LMTP) and the seeding and inspection
-    helpers built on them, shared by :class:`MailServers` (Dovecot) and
-    :class:`tests.cyrus.CyrusServer`.
+    """What :class:`MailServers` (Dovecot) and :class:`tests.cyrus.CyrusServer` share: the life
+    of a private server on loopback, and stdlib clients of its store (IMAP, POP3, LMTP) with
+    the seeding and inspection helpers built on them.
 
-    A subclass sets ``root`` (its temp dir, holding ``tls/cert.pem``) and the ports when it
-    starts; ``imaps_port``/``pop3s_port`` present that certificate.
+    ``start()`` makes a fresh directory (``root``, holding ``tls/cert.pem``, which
+    ``imaps_port``/``pop3s_port`` present) and starts the daemons in it, again in a new one if
+    a port chosen as free was taken before a daemon bound it; ``stop()`` (at exit at the
+    latest) stops them and removes the directory unless ``keep``. A subclass says how its
+    daemons start (``_start_once``, which sets the ports) and stop (``_stop_daemons``), what
+    must hold first (``_prepare``), and what its logs say (``log_text``).
     """
 
     host: str = HOST
     domain: str = DOMAIN
     wait_for = staticmethod(wait_for)
+    keep: bool = False
     root: Path | None = None
     imap_port = imaps_port = pop3_port = pop3s_port = lmtp_port = 0
+    _root_prefix = "mailsync-servers-"
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> Self:
+        """Start the daemons and wait until they answer.
+
+        Raises:
+            ServerStartError: They cannot run here or did not come up (with their logs).
+        """
+        if self.root is not None:
+            raise RuntimeError(f"{type(self).__name__} already started")
+        self._prepare()
+        atexit.register(self.stop)
+        for attempt in range(1, _START_ATTEMPTS + 1):
+            parent = self._root_parent()
+            self.root = Path(tempfile.mkdtemp(prefix=self._root_prefix, dir=parent))
+            try:
+                self._start_once()
+                return self
+            except ServerStartError as error:
+                self._shutdown(remove=not self.keep)
+                # Another process may take a port between our check and the daemon's bind.
+                if "in use" not in str(error) or attempt == _START_ATTEMPTS:
+                    atexit.unregister(self.stop)
+                    raise
+            except BaseException:
+                self.stop()
+                raise
+        raise AssertionError("unreachable")
+
+    def stop(self) -> None:
+        """Stop the daemons and remove the directory; safe to call twice."""
+        atexit.unregister(self.stop)
+        self._shutdown(remove=not self.keep)
+
+    def log_text(self, max_chars: int = 20000) -> str:
+        """The tails of the daemons' logs, for failure messages."""
+        raise NotImplementedError
+
+    def _prepare(self) -> None:
+        """Check the daemons can run here (raise :class:`ServerStartError` if not)."""
+
+    def _root_parent(self) -> str:
+        return _base_dir()
+
+    def _start_once(self) -> None:
+        raise NotImplementedError
+
+    def _stop_daemons(self) -> None:
+        raise NotImplementedError
+
+    def _shutdown(self, *, remove: bool) -> None:
+        with contextlib.suppress(Exception):
+            self._stop_daemons()
+        if remove and self.root is not None:
+            shutil.rmtree(self.root, ignore_errors=True)
+        self.root = None
+
+    def _fail(self, what: str) -> ServerStartError:
+        return ServerStartError(f"{what}\n{self.log_text()}")
 
     # ----------------------------------------------------------------- paths
 
@@ -542,6 +620,7 @@ class MailServers(MailboxClients):
         self.root: Path | None = None
         self.imap_port = self.imaps_port = self.pop3_port = self.pop3s_port = 0
         self.lmtp_port = self.smtp_port = self.submission_port = self.smtps_port = 0
+        self._binaries: dict[str, str | None] = {}
         self._dovecot: subprocess.Popen[bytes] | None = None
         self._postfix_started = False
         self._lock = threading.Lock()
@@ -621,50 +700,16 @@ class MailServers(MailboxClients):
 
     # ----------------------------------------------------------------- lifecycle
 
-    def __enter__(self) -> MailServers:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def start(self) -> MailServers:
-        if self.root is not None:
-            raise RuntimeError("MailServers already started")
+    def _prepare(self) -> None:
         reason = missing_reason()
         if reason:
             raise ServerStartError(reason)
-        binaries = find_binaries()
+        self._binaries = find_binaries()
         self._mail_uid = pwd.getpwnam("mail").pw_uid
         self._mail_gid = grp.getgrnam("mail").gr_gid
-        atexit.register(self.stop)
-        for attempt in range(1, _START_ATTEMPTS + 1):
-            self.root = Path(tempfile.mkdtemp(prefix="mailsync-servers-", dir=_base_dir()))
-            try:
-                self._start_once(binaries)
-                return self
-            except ServerStartError as error:
-                self._shutdown(remove=not self.keep)
-                # Another process may take a port between our check and the daemon's bind.
-                if "in use" not in str(error) or attempt == _START_ATTEMPTS:
-                    atexit.unregister(self.stop)
-                    raise
-            except BaseException:
-                self.stop()
-                raise
-        raise AssertionError("unreachable")
 
-    def stop(self) -> None:
-        """Stop both servers and remove the temp dir; safe to call twice."""
-        atexit.unregister(self.stop)
-        self._shutdown(remove=not self.keep)
-
-    def _start_once(self, binaries: dict[str, str | None]) -> None:
+    def _start_once(self) -> None:
+        binaries = self._binaries
         root = self._path()
         root.chmod(0o755)  # the mail, dovecot and postfix users must traverse it
         (
@@ -693,9 +738,6 @@ class MailServers(MailboxClients):
         # Postfix starts while Dovecot comes up: it needs Dovecot only when mail flows.
         self._start_postfix(str(binaries["postfix"]))
         self._wait_dovecot_ready()
-
-    def _fail(self, what: str) -> ServerStartError:
-        return ServerStartError(f"{what}\n{self.log_text()}")
 
     def _make_certificate(self, openssl: str) -> None:
         tls = self._path("tls")
@@ -1015,14 +1057,10 @@ utf8virtual unix -      n       n       -       -       virtual
 
     # ----------------------------------------------------------------- shutdown
 
-    def _shutdown(self, *, remove: bool) -> None:
+    def _stop_daemons(self) -> None:
         with contextlib.suppress(Exception):
             self._stop_postfix()
-        with contextlib.suppress(Exception):
-            self._stop_dovecot()
-        if remove and self.root is not None:
-            shutil.rmtree(self.root, ignore_errors=True)
-        self.root = None
+        self._stop_dovecot()
 
     def _stop_postfix(self) -> None:
         self._postfix_started = False
