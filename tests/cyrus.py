@@ -200,7 +200,10 @@ def _fetch(version: str, unpacked: Path) -> None:
             )
         root = Path(work, "root")
         for deb in sorted(Path(work).glob("*.deb")):
-            subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True, timeout=60)
+            unpack = ["dpkg-deb", "-x", str(deb), str(root)]
+            result = subprocess.run(unpack, capture_output=True, text=True, timeout=60)
+            if result.returncode != 0:
+                raise CyrusUnavailable(f"`{' '.join(unpack)}` failed: {result.stderr.strip()}")
         root.chmod(0o755)
         try:
             os.rename(root, unpacked)  # atomic: a concurrent run sees all of it or nothing
@@ -223,7 +226,7 @@ def missing_reason(*, fetch: bool = True) -> str | None:
         return f"system user 'cyrus' missing (is {_APT_HINT} complete?)"
     try:
         server_binaries(fetch=fetch)
-    except CyrusUnavailable as error:
+    except (CyrusUnavailable, OSError, subprocess.SubprocessError) as error:
         return f"Cyrus imapd/pop3d unavailable: {error}"
     return None
 
@@ -511,8 +514,11 @@ DAEMON {{
         saslpasswd2 = str(find_binaries()["saslpasswd2"])
         sasldb = self._path("sasldb2")
         with self._lock:
+            # A user without a domain (the admin) is looked up in the realm of the server's
+            # name; saslpasswd2 would file it under this machine's host name.
+            realm = [] if "@" in user else ["-u", self.servername]
             result = subprocess.run(
-                [saslpasswd2, "-p", "-c", "-f", str(sasldb), user],
+                [saslpasswd2, "-p", "-c", "-f", str(sasldb), *realm, user],
                 input=password.encode(),
                 capture_output=True,
                 timeout=_TIMEOUT,

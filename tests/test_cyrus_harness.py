@@ -114,6 +114,13 @@ def test_accounts_are_separate_and_logins_checked(cyrus: CyrusServer) -> None:
         pass
 
 
+def test_admin_sees_every_user(cyrus: CyrusServer, cyrus_account: Account) -> None:
+    with cyrus.imap(cyrus.admin) as conn:
+        typ, data = conn.getacl(f'"user/{cyrus_account.user}"')
+    assert typ == "OK"
+    assert cyrus_account.user.encode() in data[0]
+
+
 def test_lmtp_refuses_unknown_users(cyrus: CyrusServer) -> None:
     with (
         smtplib.LMTP(cyrus.host, cyrus.lmtp_port, timeout=10) as lmtp,
