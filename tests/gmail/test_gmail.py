@@ -63,6 +63,27 @@ def test_a_base_url_that_is_not_http_is_a_config_error(gmail: FakeGmail) -> None
         box.folders()
 
 
+def test_uploads_go_to_the_upload_root(gmail: FakeGmail) -> None:
+    with mailsync.connect("gmail://me", **options(gmail)) as box:
+        box.append("INBOX", make_raw(1))
+    assert gmail.requests[-1][1] == "/upload/gmail/v1/users/me/messages"
+    from mailsync._config import parse_url
+    from mailsync.protocol.gmail import GmailAPI
+
+    behind_proxy = parse_url("gmail://me", token="t", options={"base_url": "https://p.test/g/v1/"})
+    assert GmailAPI(behind_proxy)._upload_url("messages") == (
+        "https://p.test/upload/g/v1/users/me/messages"
+    )
+    custom = options(gmail, upload_url="https://x.test/upload/gmail/v1")
+    with mailsync.connect("gmail://me", **custom) as box:
+        box.append("INBOX", make_raw(3))
+    with (
+        mailsync.connect("gmail://me", **options(gmail, upload_url="ftp://x")) as box,
+        pytest.raises(mailsync.ConfigError, match="upload_url"),
+    ):
+        box.append("INBOX", make_raw(4))
+
+
 def test_the_user_goes_into_the_path(gmail: FakeGmail) -> None:
     deposit(gmail, make_raw(1))
     with mailsync.connect("gmail://me@example.test", **options(gmail)) as box:

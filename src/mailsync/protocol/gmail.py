@@ -56,6 +56,7 @@ from mailsync._base import SendResult, SyncStep
 from mailsync._compose import Envelope
 from mailsync._config import Endpoint
 from mailsync._errors import (
+    ConfigError,
     FolderNotFound,
     MailsyncError,
     MessageNotFound,
@@ -514,11 +515,10 @@ class GmailAPI(MailAPI):
         return self._path(f"messages/{quote(id, safe='')}{tail}")
 
     def _upload_url(self, tail: str) -> str:
-        root = self.endpoint.params.get("upload_url")
-        if not root:
-            base = self.endpoint.params.get("base_url", API_ROOT)
-            root = upload_root(base) if isinstance(base, str) else ""
-        return f"{str(root).rstrip('/')}/{self._path(tail)}"
+        root = self.endpoint.params.get("upload_url") or upload_root(self.base_url())
+        if not isinstance(root, str) or not root.startswith(("https://", "http://")):
+            raise ConfigError(f"upload_url must be an https:// (or http://) URL, not {root!r}")
+        return f"{root.rstrip('/')}/{self._path(tail)}"
 
     def _json(self, request: Request, **options: Any) -> Plan[Any]:
         response = yield from call(self._client, request, **options)
