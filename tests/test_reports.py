@@ -79,7 +79,7 @@ EXPECTED = {
         "dsn",
         "nobody@example.net",
         "failed",
-        "5.0.0",
+        "5.1.1",  # the diagnostic's precise code, not the generic Status: 5.0.0
         "e6b1c7a0-5f0e-4d0e-9d3b-2a1f0c9e7b11@example.com",
     ),
     "exim-text-failed.eml": Expected(
@@ -120,7 +120,7 @@ EXPECTED = {
         "bounce",
         "emil@partner.example",
         "failed",
-        None,
+        "5.1.1",  # "not listed in Domino Directory": an unknown user
         "OF99887766.55443322-ON80258A1B.0012AB00@notes.example.com",
     ),
     "generic-postmaster.eml": Expected(
@@ -265,7 +265,9 @@ def test_qmail_lists_each_recipient_with_its_reason() -> None:
 def test_exim_text_bounce_recipient_without_code() -> None:
     report = report_of("exim-text-failed.eml")
     peggy = report.recipients[1]
-    assert (peggy.recipient, peggy.action, peggy.status) == ("peggy@example.org", "failed", None)
+    # No code: "Unrouteable address" (no router took the domain) implies one.
+    assert (peggy.recipient, peggy.action, peggy.status) == ("peggy@example.org", "failed", "5.1.2")
+    assert (peggy.reason, peggy.permanent) == ("host_unknown", True)
     assert peggy.diagnostic == "Unrouteable address"
 
 
@@ -422,7 +424,8 @@ def test_damaged_samples_never_raise(name: str, at: int, junk: bytes) -> None:
     [
         ("smtp; 550 5.7.26 Unauthenticated email", "5.7.26"),
         ("smtp; 452-4.2.2 The email account is over quota", "4.2.2"),
-        ("smtp; 550 User unknown", "5.0.0"),  # the reply code's class, detail undefined
+        ("smtp; 550 User unknown", "5.1.1"),  # the reply code's class, the words' detail
+        ("smtp; 550 Requested action not taken", "5.0.0"),  # the class, detail undefined
         ("X-Postfix; host mx said: 554 rejected", "5.0.0"),
         ("smtp; Exim 4.96.1 refused this", None),  # a version number is not a status
     ],
@@ -715,20 +718,21 @@ def test_a_stdlib_message_built_in_code_is_read_and_left_as_it_was() -> None:
 def test_the_header_block_the_model_split_is_not_split_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import mailsync._reports as reports
+    import mailsync._message as model
 
     raw = load("postfix-failed.eml")
+    message = Message.from_bytes(raw)
+    assert message.subject  # the model splits the header block once, and keeps the tree
     split: list[bytes] = []
-    real = reports.split_header_block
+    real = model.split_header_block
 
     def spy(data: bytes) -> tuple[list[tuple[str, str]], int]:
         split.append(data)
         return real(data)
 
-    monkeypatch.setattr(reports, "split_header_block", spy)
-    message = Message.from_bytes(raw)
+    monkeypatch.setattr(model, "split_header_block", spy)
     report = parse_report(message)
     assert report is not None
     assert report.failed
-    assert split  # the parts are still split here
-    assert raw not in split  # the message itself only by the model
+    assert split  # the parts are split by the model's own splitter...
+    assert raw not in split  # ...and the message it had split already is not split again
