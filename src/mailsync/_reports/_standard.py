@@ -32,7 +32,7 @@ from mailsync._reports._tree import (
     original_message_id,
     part_text,
 )
-from mailsync._reports._values import DeliveryReport, RecipientReport
+from mailsync._reports._values import DeliveryReport, Reason, RecipientReport
 
 __all__ = ["parse_dsn", "parse_mdn", "report_part"]
 
@@ -138,9 +138,7 @@ def _dsn_recipient(
     return RecipientReport(
         recipient=recipient,
         action=action,
-        status=status
-        if stated or enhanced_status_in_text(explanation)
-        else implied_status(status, action, reason),
+        status=_precise(status, stated, explanation, action, reason),
         diagnostic=diagnostic,
         remote_mta=host_of(fields.get("remote-mta")),
         final_recipient=final,
@@ -150,6 +148,17 @@ def _dsn_recipient(
         reason=reason,
         permanent=permanent,
     )
+
+
+def _precise(
+    status: str | None, stated: str | None, explanation: str | None, action: str, reason: Reason
+) -> str | None:
+    """``status``, or the code the reason implies where nothing states a precise one: no
+    Status, or a generic ``5.0.0`` the reporting server made of a bare reply code."""
+    generic = stated is None or stated.endswith(".0.0")
+    if generic and not enhanced_status_in_text(explanation):
+        return implied_status(status, action, reason)
+    return status
 
 
 def _sentence(notice: str) -> str | None:

@@ -73,7 +73,7 @@ _STATUS_REASONS: Mapping[tuple[int, int], tuple[Reason, bool]] = {
     (7, 25): ("auth_failure", False),  # reverse DNS: a policy as often as an auth check
     (7, 26): ("auth_failure", True),
     (7, 27): ("policy", True),
-    (7, 28): ("spam_detected", True),
+    (7, 28): ("rate_limited", False),  # "mail flood": too much (suspected bulk) mail
     (7, 29): ("auth_failure", True),
 }
 _SUBJECT_REASONS: Mapping[int, Reason] = {
@@ -357,7 +357,6 @@ _IMPLIED_CODES: Mapping[Reason, str] = {
     "mailbox_full": "2.2",
     "host_unknown": "1.2",
     "message_too_large": "3.4",
-    "expired": "4.7",
     "spam_detected": "7.1",
     "blocked": "7.1",
 }
