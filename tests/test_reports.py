@@ -162,8 +162,10 @@ NEGATIVES = [
 ]
 
 
-def test_every_sample_is_checked() -> None:
-    assert {p.name for p in CORPUS.glob("*.eml")} == set(EXPECTED) | set(NEGATIVES)
+def test_every_sample_named_here_exists() -> None:
+    # Every sample is checked against corpus.toml by test_reports_corpus.py; these are
+    # looked at more closely here.
+    assert {p.name for p in CORPUS.glob("*.eml")} >= set(EXPECTED) | set(NEGATIVES)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

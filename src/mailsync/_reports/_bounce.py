@@ -69,13 +69,21 @@ _BOUNCE_SUBJECT = re.compile(
 # A "copy of the message follows" line: dashes first, then one of these phrases.
 _ORIGINAL_MARKER = re.compile(
     r"\b(?:copy of the message|original message|message headers? follow"
-    r"|returned message|undelivered message|unsent message|original headers)\b",
+    r"|returned message|undelivered message|unsent message|original headers"
+    r"|kopie der nachricht|ursprüngliche nachricht)\b|元のメッセージ|元のメール",
+    re.IGNORECASE,
+)
+# The same line without dashes, alone on its line ("Original message follows.").
+_ORIGINAL_LINE = re.compile(
+    r"\s*(?:original message follows|message headers follow|original message headers"
+    r"|below this line is a copy of the message)\s*[.:]?\s*",
     re.IGNORECASE,
 )
 _BOUNCE_WORDS = re.compile(
     r"could ?n[o']t be (?:delivered|reached)|was not delivered|not (?:yet )?been delivered"
     r"|cannot be (?:delivered|reached)|did not reach|undeliver|delivery (?:has )?failed"
-    r"|error delivering|failed|permanent|giving up|given up|rejected|does not exist"
+    r"|error delivering|unable to deliver|(?:was ?n[o']t|not) be(?:en)? delivered"
+    r"|failed|permanent|giving up|given up|rejected|does not exist"
     r"|user unknown|unknown (?:user|recipient)|delayed|temporar|no such user"
     r"|unzustellbar|nicht zugestellt|konnte nicht|fehlgeschlagen"
     r"|届きませんでした|送信できませんでした|配信できませんでした|配送できませんでした|宛先不明|不達",
@@ -114,12 +122,14 @@ _ADDRESS_IN_ANGLES = re.compile(rf"<(?:mailto:)?(?P<address>{_ADDR})>")
 _ANY_ADDRESS = re.compile(rf"(?P<address>{_ADDR})")
 # "RCPT TO: <bob@...>" (Apache James's details), "To: bob@..." / "宛先: bob@..." labels.
 _LABELLED = re.compile(
-    rf"^\s*(?:rcpt to|recipient(?:\(s\))?|failed recipient|original-recipient|宛先|受信者"
-    rf"|empfänger)\s*[:：]\s*<?(?P<address>{_ADDR})",
+    rf"^\s*(?:rcpt to|recipient(?:\(s\))?|failed recipient|original-recipient|unknown user"
+    rf"|unknown recipient|user unknown|invalid recipient|no such user|宛先|受信者|empfänger)"
+    rf"\s*[:：]\s*<?(?P<address>{_ADDR})",
     re.IGNORECASE,
 )
 _NOT_DELIVERED_TO = re.compile(
     r"was not delivered to\s*:|following (?:address|recipient)\(?e?s?\)?(?: failed)?\s*:"
+    r"|failed recipient\(?s?\)?\s*:"
     r"|could not be delivered to\s*:|delivery (?:has )?failed to(?: these recipients"
     r"(?: or groups)?)?\s*:",
     re.IGNORECASE,
@@ -258,7 +268,8 @@ def _split_notice(text: str) -> tuple[str, str]:
     start = 0
     for line in text.split("\n"):
         end = start + len(line)
-        if line.lstrip(" \t").startswith("--") and _ORIGINAL_MARKER.search(line):
+        dashed = line.lstrip(" \t").startswith("--") and _ORIGINAL_MARKER.search(line)
+        if dashed or _ORIGINAL_LINE.fullmatch(line):
             return text[:start], text[end:]
         start = end + 1
     return text, ""
@@ -292,7 +303,7 @@ def _bounce_recipients(
         for address in _split_list(mail.header("X-Failed-Recipients")):
             found.setdefault(address.lower(), (address, []))
     entries = [(a, d) for key, (a, d) in found.items() if key not in ignored]
-    if not entries and _BOUNCE_WORDS.search(notice):
+    if not entries and _daemon_by_name(mail) and _BOUNCE_WORDS.search(notice):
         entries = _mentioned_recipients(notice, original, ignored)
     return _bounce_reports(entries, notice)
 
@@ -425,5 +436,5 @@ def _bounce_reports(
             reason=reason,
             permanent=permanent,
         )
-        reports.append((report, status_in_text(context) is not None))
+        reports.append((report, status_in_text(diagnostic) is not None))
     return reports

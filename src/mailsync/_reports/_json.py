@@ -80,11 +80,12 @@ def parse_json_notification(mail: Mail, notice: str) -> DeliveryReport | None:
 
 
 def _notification(notice: str) -> dict[str, Any] | None:
-    text = notice.strip()
-    if not (text.startswith("{") and text.endswith("}")):
+    text = notice.lstrip()
+    if not text.startswith("{"):
         return None
     try:
-        data = json.loads(text)
+        # SNS's plain email protocol puts an unsubscribe footer after the object.
+        data, _ = json.JSONDecoder().raw_decode(text)
         if isinstance(data, dict) and data.get("Type") == "Notification":
             data = json.loads(data.get("Message", ""))  # the SNS envelope around it
     except (ValueError, TypeError, RecursionError):

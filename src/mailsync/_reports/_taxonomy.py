@@ -34,7 +34,8 @@ _STATUS_REASONS: Mapping[tuple[int, int], tuple[Reason, bool]] = {
     (1, 6): ("user_unknown", True),
     (1, 7): ("policy", False),
     (1, 8): ("policy", False),
-    (1, 10): ("host_unknown", True),  # RFC 7505 null MX
+    # RFC 7505's null MX, but Exchange's "recipient not found": the words decide.
+    (1, 10): ("user_unknown", False),
     (2, 1): ("user_unknown", False),  # mailbox disabled; 4.2.1 is a rate limit (below)
     (2, 2): ("mailbox_full", True),
     (2, 3): ("message_too_large", True),
@@ -126,6 +127,7 @@ _TEXT_REASONS: tuple[tuple[Reason, re.Pattern[str]], ...] = (
             r"receiving mail (?:at|too) ",
             r"sending (?:rate|quota|limit)",
             r"(?:hourly|daily) (?:sending )?(?:limit|quota)",
+            r"(?:unexpected|unusual|high) (?:volume|rate)",
             r"zu viele",
             r"送信数|送信制限|一時的に制限",
         ),
@@ -146,7 +148,7 @@ _TEXT_REASONS: tuple[tuple[Reason, re.Pattern[str]], ...] = (
             r"insufficient (?:disk )?(?:space|storage) (?:in|for) ",
             r"not enough (?:disk |storage )?space",
             r"\bquota\b",
-            r"postfach (?:ist )?(?:voll|überfüllt)",
+            r"postfach\b[^.\n]{0,40}\b(?:voll|überfüllt)\b",
             r"speicher(?:platz)?(?: ist)? (?:voll|erschöpft|überschritten)",
             r"kontingent",
             r"(?:メールボックス|受信箱|保存容量|ボックス)\S{0,10}(?:いっぱい|一杯|満杯|超過|超え|オーバー)",
@@ -186,6 +188,7 @@ _TEXT_REASONS: tuple[tuple[Reason, re.Pattern[str]], ...] = (
             r"invalid (?:recipient )?domain",
             r"couldn't find any host",
             r"null mx",
+            r"domain does not accept mail",
             r"(?:host|domain) (?:ist )?unbekannt",
             r"domain existiert nicht",
             r"(?:ドメイン|ホスト)\S{0,10}(?:存在しません|見つかりません|不明)",
@@ -208,6 +211,7 @@ _TEXT_REASONS: tuple[tuple[Reason, re.Pattern[str]], ...] = (
             r"|inactive|is disabled|has been disabled|is inactive|is unavailable"
             r"|has been terminated|suspended)",
             r"no mailbox",
+            r"(?:valid|no) (?:notes )?mail ?file",
             r"not a valid (?:recipient|mailbox|user|address)",
             r"address (?:not found|unknown|does not exist|is not valid|invalid)",
             r"not listed in (?:the )?(?:public name & address book|domino directory|directory)",
