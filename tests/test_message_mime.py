@@ -15,6 +15,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,6 +24,7 @@ from mailsync._mime import (
     decode_8bit,
     decode_bytes,
     decode_encoded_words,
+    decode_header_value,
     guess_boundary,
     split_header_block,
     split_multipart,
@@ -321,3 +323,19 @@ def test_multipart_scans_do_not_copy_each_line() -> None:
         split_multipart(blank, "b")
         guess_boundary(blank)
     assert time.perf_counter() - started < 2.0
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("=?utf-8?B?!!notbase64?=", "=?utf-8?B?!!notbase64?="),  # kept as it was sent
+        ("Re: =?utf-8?B?bm90?= =?utf-8?B?a$b?=", "Re: not =?utf-8?B?a$b?="),
+        ("=?utf-8?B?bm90YmFzZTY0?=", "notbase64"),
+        ("=?utf-8?b?w6k?=", "é"),  # missing padding is fine
+        ("=?utf-8?B?!!!?=", ""),  # nothing left to decode: an empty word, as the stdlib has it
+    ],
+)
+def test_an_encoded_word_that_is_not_base64_stays_as_sent(header: str, expected: str) -> None:
+    decoded = decode_header_value(header)
+    assert decoded == expected
+    assert "\ufffd" not in decoded

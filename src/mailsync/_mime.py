@@ -248,15 +248,17 @@ def decode_encoded_words(text: str) -> str:
     position = 0
     for match in _ENCODED_WORD.finditer(text):
         gap = text[position : match.start()]
-        if gap and not (run and _WHITESPACE_ONLY.fullmatch(gap)):
+        between_words = bool(gap and run and _WHITESPACE_ONLY.fullmatch(gap))
+        if gap and not between_words:
             out.append(_decode_run(run))
             run = []
             out.append(decode_8bit(gap))
         charset, encoding, payload = match.groups()
         decoded = _decode_word(encoding, payload)
-        if decoded is None:  # not really an encoded word: keep it as it was
+        if decoded is None:  # not really an encoded word: keep it as it was, space included
             out.append(_decode_run(run))
             run = []
+            out.append(gap if between_words else "")
             out.append(decode_8bit(match.group(0)))
         else:
             run.append((charset, decoded))
@@ -270,6 +272,11 @@ def _decode_word(encoding: str, payload: str) -> bytes | None:
     data = wire_bytes(payload)
     if encoding in "qQ":
         return _unquote_q(data.replace(b"_", b" "))
+    letters = _NOT_BASE64.sub(b"", data).rstrip(b"=")
+    if letters and (len(letters) != len(data.rstrip(b"=")) or len(letters) % 4 == 1):
+        # Not base64 at all ("=?utf-8?B?!!notbase64?="): decoding what is left would give
+        # replacement characters, so the word stays as it was sent.
+        return None
     try:
         return _lenient_base64(data)
     except (binascii.Error, ValueError):
