@@ -21,7 +21,7 @@ from mailsync._reports._standard import (
     parse_dsn,
     parse_mdn,
 )
-from mailsync._reports._tree import SCAN_LIMIT, Mail, parts_of
+from mailsync._reports._tree import SCAN_LIMIT, Mail, capped_headers, parts_of
 from mailsync._reports._values import DeliveryReport
 
 __all__ = ["parse_report"]
@@ -121,20 +121,21 @@ def _worth_reading(message: Message) -> Mail | None:
     """The message ready to read, or None when its headers already say it is no report.
 
     Most messages are not reports: this decides from the Content-Type, the sender and the
-    subject (the model's decoded headers, usually cached already) before the body is split.
+    subject (read from the header block the model split, each value capped) before the body
+    is split.
     Only a multipart from an ordinary sender under an ordinary subject needs a look at the
     body, and then a byte search for a report's part type is enough to let it go; a text
     from an ordinary sender is read only when it is a JSON notification.
     """
-    headers = message.headers
-    content_type, params = split_params(headers.get("Content-Type", "")[:1000])
+    root = mime_tree(message)
+    headers = capped_headers(root.fields)
+    content_type, params = split_params(headers.get("Content-Type", ""))
     if content_type == "multipart/report":
         report_type = params.get("report-type")
         if report_type is not None and report_type.strip().lower() not in _DELIVERY_REPORT_TYPES:
             return None  # an abuse (ARF) or TLS report: structured, but not about delivery
     daemon = from_daemon(headers)
     subject = bounce_subject(headers)
-    root = mime_tree(message)
     worth = (
         content_type in ("multipart/report", *DSN_PART_TYPES, *MDN_PART_TYPES)
         or daemon is not None

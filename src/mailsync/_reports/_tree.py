@@ -32,10 +32,12 @@ from mailsync._reports._values import no_headers
 
 __all__ = [
     "ADDRESS_LIMIT",
+    "HEADER_LIMIT",
     "STATUS_LIMIT",
     "TEXT_LIMIT",
     "Mail",
     "Part",
+    "capped_headers",
     "header_map",
     "headers_in",
     "one_line",
@@ -66,6 +68,9 @@ TEXT_LIMIT = 64 << 10
 # bounce subjects: the stdlib's address parser is pure Python, and a report's From and To
 # each name one mailbox.
 ADDRESS_LIMIT = 4 << 10
+# Characters of any header value decoded (the report's Subject included): a mail system
+# writes short headers, and a hostile one must not cost more than a short one.
+HEADER_LIMIT = 16 << 10
 
 _ORIGINAL_PART_TYPES = frozenset(
     {"message/rfc822", "message/global", "text/rfc822-headers", "message/global-headers"}
@@ -73,7 +78,6 @@ _ORIGINAL_PART_TYPES = frozenset(
 # As the message model reads a Content-Type: an invalid one means text/plain (RFC 2045).
 _VALID_TYPE = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+")
 _TOKEN = re.compile(r"[^\s;()\"]+")
-_SPACES = re.compile(r"\s+")
 
 
 @dataclass(slots=True)
@@ -199,8 +203,27 @@ def one_line(value: str | None) -> str | None:
     """A header value on one line, runs of white space made one space; None when empty."""
     if not value:
         return None
-    # One regex pass, not split/join: a 50 MB header must not become ten million strings.
-    return _SPACES.sub(" ", value).strip() or None
+    return " ".join(value.split()) or None
+
+
+def capped_headers(fields: Iterable[tuple[str, str]]) -> HeaderMap:
+    """Raw header fields decoded as the report parsers read them: each value's first
+    :data:`HEADER_LIMIT` characters only, cut at a space, on one line.
+
+    Not the message's own ``headers``, which decode every value whole: a report's headers
+    are short, and a 50 MB Subject must cost the parser no more than a short one.
+    """
+    return HeaderMap(
+        (name, one_line(decode_header_value(_cut(value, HEADER_LIMIT))) or "")
+        for name, value in fields
+    )
+
+
+def _cut(value: str, limit: int) -> str:
+    if len(value) <= limit:
+        return value
+    space = value.rfind(" ", 0, limit)  # not inside an encoded word, where one can help it
+    return value[: space if space > 0 else limit]
 
 
 @dataclass(frozen=True, slots=True)
