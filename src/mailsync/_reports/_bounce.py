@@ -119,7 +119,9 @@ _ADDRESS_LINE = re.compile(
     re.IGNORECASE,
 )
 _ADDRESS_IN_ANGLES = re.compile(rf"<(?:mailto:)?(?P<address>{_ADDR})>")
-_ANY_ADDRESS = re.compile(rf"(?P<address>{_ADDR})")
+# Only where a word starts: from every position of a long run with no "@" in reach, the
+# search would rescan the run (quadratic).
+_ANY_ADDRESS = re.compile(rf"(?<![^\s<>()\[\]@,;:\"'=])(?P<address>{_ADDR})")
 # "RCPT TO: <bob@...>" (Apache James's details), "To: bob@..." / "宛先: bob@..." labels.
 _LABELLED = re.compile(
     rf"^\s*(?:rcpt to|recipient(?:\(s\))?|failed recipient|original-recipient|unknown user"
