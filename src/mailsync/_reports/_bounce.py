@@ -197,8 +197,8 @@ def parse_bounce(mail: Mail, notice: str) -> DeliveryReport | None:
     bounce."""
     if mail.from_daemon is None and not mail.bounce_subject:
         return None
-    if _auto_replied(mail):
-        return None
+    if _auto_replied(mail) and not _daemon_by_name(mail):
+        return None  # Exim marks its own bounces auto-replied: only a person's reply counts
     explanation, quoted = _split_notice(notice)
     original = original_headers(mail.parts)
     if not original:
