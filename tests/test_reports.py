@@ -820,3 +820,25 @@ def test_hostile_json_notifications(body: bytes) -> None:
     report = read_in_time(raw)
     # The notice is read up to 64 KiB: a notification cut there is no notification.
     assert report is None or len(report.recipients) < 20_000
+
+
+def test_the_model_loads_without_the_report_parser() -> None:
+    # The parser depends on the message model, never the other way round at import time:
+    # Message.delivery_report imports it when first asked (issue 10's import cycle).
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, mailsync._message as m\n"
+        "assert 'mailsync._reports' not in sys.modules\n"
+        "raw = open(sys.argv[1], 'rb').read()\n"
+        "assert m.Message(raw).delivery_report.kind == 'dsn'\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(CORPUS / "postfix-failed.eml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
