@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, TypeAlias
 
 from mailsync._errors import ConfigError, InvalidAddress
-from mailsync._message import Address, Message, _msgid, as_bytes, parse_addresses
+from mailsync._message import Address, Message, _msgid, crlf_bytes, parse_addresses
 from mailsync._mime import decode_header_value, split_header_block
 
 if TYPE_CHECKING:
@@ -495,7 +495,6 @@ class Envelope:
     eight_bit: bool
 
 
-_LINE_END = re.compile(rb"\r\n|\r|\n")
 _BLIND_HEADERS = frozenset({b"bcc", b"resent-bcc"})
 
 
@@ -504,6 +503,7 @@ def prepare(
     *,
     mail_from: str | None = None,
     rcpt_to: Iterable[str] | None = None,
+    keep_bcc: bool = False,
 ) -> Envelope:
     """Work out the envelope of an outgoing message and the bytes to send.
 
@@ -516,6 +516,9 @@ def prepare(
         message: The message to send.
         mail_from: The envelope sender; by default the Sender, else the From address.
         rcpt_to: The envelope recipients; by default everyone in To, Cc and Bcc.
+        keep_bcc: Keep the Bcc header fields in the bytes, for a transport that takes the
+            recipients from the message itself and removes them before delivery (the Gmail
+            and Graph send calls).
 
     Raises:
         InvalidAddress: No recipient, or an envelope address is invalid.
@@ -528,7 +531,8 @@ def prepare(
     parsed, offset = split_header_block(raw)
     head, body = _split_head(raw, offset)
     view = _HeaderView(parsed)
-    fields = [f for f in _header_fields(head) if _field_name(f) not in _BLIND_HEADERS]
+    blind = frozenset() if keep_bcc else _BLIND_HEADERS
+    fields = [f for f in _header_fields(head) if _field_name(f) not in blind]
     message_id = view.message_id()
     if message_id is None:
         import email.utils
@@ -609,10 +613,9 @@ def _parsed_short(value: str) -> tuple[Address, ...]:
 
 def _wire_bytes(message: EmailMessage | bytes | Message) -> bytes:
     try:
-        raw = as_bytes(message)
+        return crlf_bytes(message)
     except (TypeError, ValueError, LookupError, UnicodeError) as exc:
         raise ConfigError(f"cannot serialise the message: {exc}") from exc
-    return _LINE_END.sub(b"\r\n", raw)
 
 
 def _split_head(raw: bytes, offset: int) -> tuple[bytes, bytes]:
