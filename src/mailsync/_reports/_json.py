@@ -11,7 +11,7 @@ within the notice's size cap.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -102,11 +102,11 @@ def _items(body: Mapping[str, Any], key: str) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def _bounced(body: Mapping[str, Any]) -> tuple[RecipientReport, ...]:
-    permanent_type = str(body.get("bounceType", "")).lower() == "permanent"
-    verdict = _BOUNCE_SUBTYPES.get(str(body.get("bounceSubType", "")).lower())
-    reports = []
-    for item in _items(body, "bouncedRecipients"):
+def _recipients(
+    body: Mapping[str, Any], key: str
+) -> Iterator[tuple[str, str | None, str | None, Mapping[str, Any]]]:
+    """(address, diagnostic, status, item) of each well-formed entry of ``body[key]``."""
+    for item in _items(body, key):
         if not isinstance(item, dict):
             continue
         address = address_of(_text(item.get("emailAddress")))
@@ -114,6 +114,14 @@ def _bounced(body: Mapping[str, Any]) -> tuple[RecipientReport, ...]:
             continue
         diagnostic = _diagnostic(item.get("diagnosticCode"))
         status = status_of(_text(item.get("status"))) or status_in_text(diagnostic)
+        yield address, diagnostic, status, item
+
+
+def _bounced(body: Mapping[str, Any]) -> tuple[RecipientReport, ...]:
+    permanent_type = str(body.get("bounceType", "")).lower() == "permanent"
+    verdict = _BOUNCE_SUBTYPES.get(str(body.get("bounceSubType", "")).lower())
+    reports = []
+    for address, diagnostic, status, item in _recipients(body, "bouncedRecipients"):
         action = (_text(item.get("action")) or "failed").lower()
         reason, permanent = classify(action, status, diagnostic)
         if verdict is not None and reason in ("unknown", "blocked", "policy", "system_error"):
@@ -137,14 +145,7 @@ def _delayed(body: Mapping[str, Any]) -> tuple[RecipientReport, ...]:
     verdict = _DELAY_TYPES.get(str(body.get("delayType", "")).lower())
     until = _time(body.get("expirationTime"))
     reports = []
-    for item in _items(body, "delayedRecipients"):
-        if not isinstance(item, dict):
-            continue
-        address = address_of(_text(item.get("emailAddress")))
-        if address is None:
-            continue
-        diagnostic = _diagnostic(item.get("diagnosticCode"))
-        status = status_of(_text(item.get("status"))) or status_in_text(diagnostic)
+    for address, diagnostic, status, _ in _recipients(body, "delayedRecipients"):
         reason, _ = classify("delayed", status, diagnostic)
         reports.append(
             RecipientReport(

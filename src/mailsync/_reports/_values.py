@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, TypeAlias
+from typing import Literal, TypeAlias, get_args
 
 from mailsync._message import HeaderMap
 
@@ -34,22 +34,7 @@ Reason: TypeAlias = Literal[
 ]
 
 #: Every :data:`Reason`, in the order the documentation lists them.
-REASONS: tuple[Reason, ...] = (
-    "user_unknown",
-    "mailbox_full",
-    "host_unknown",
-    "blocked",
-    "spam_detected",
-    "policy",
-    "message_too_large",
-    "expired",
-    "rate_limited",
-    "auth_failure",
-    "system_error",
-    "network_error",
-    "on_hold",
-    "unknown",
-)
+REASONS: tuple[Reason, ...] = get_args(Reason)
 
 
 @dataclass(frozen=True, slots=True)
