@@ -9,7 +9,7 @@ from email.message import Message as StdMessage
 from email.policy import Compat32
 from typing import Protocol
 
-from mailsync._message import Message, mime_tree
+from mailsync._message import Message, MimeNode, mime_tree
 from mailsync._mime import split_params
 from mailsync._reports._bounce import bounce_subject, from_daemon, notice_text, parse_bounce
 from mailsync._reports._json import parse_json_notification
@@ -146,14 +146,11 @@ def _worth_reading(message: Message) -> Mail | None:
     return Mail(headers, parts_of(root), daemon, subject) if worth else None
 
 
-def _mentions(pattern: re.Pattern[bytes], root: object) -> bool:
+def _mentions(pattern: re.Pattern[bytes], root: MimeNode) -> bool:
     """Whether ``pattern`` occurs in the part of the body the parsers would look at."""
-    raw: bytes = getattr(root, "raw", b"")
-    offset: int = getattr(root, "offset", 0)
-    return pattern.search(raw, offset, offset + SCAN_LIMIT) is not None
+    return pattern.search(root.raw, root.offset, root.offset + SCAN_LIMIT) is not None
 
 
-def _is_json_notification(root: object) -> bool:
-    raw: bytes = getattr(root, "raw", b"")
-    offset: int = getattr(root, "offset", 0)
-    return raw[offset : offset + 64].lstrip().startswith(b"{") and _mentions(_JSON_HINT, root)
+def _is_json_notification(root: MimeNode) -> bool:
+    start = root.raw[root.offset : root.offset + 64].lstrip()
+    return start.startswith(b"{") and _mentions(_JSON_HINT, root)
