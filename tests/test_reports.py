@@ -752,7 +752,7 @@ def test_the_header_block_the_model_split_is_not_split_again(
 # -- parsing cost per megabyte (issue 14) ----------------------------------------------------
 # The bound, stated in docs/delivery-reports.md: a header of any size costs the parser one
 # linear pass (the model's header split) and at most 3 bytes of memory per byte of input on
-# top of the input itself; measured ~0.03 s per MB. Asserted with a wide margin for load.
+# top of the input itself; measured 0.01-0.07 s per MB. Asserted with a wide margin for load.
 
 SECONDS_PER_MB = 0.25
 EXTRA_BYTES_PER_BYTE = 3
