@@ -1,6 +1,6 @@
 """The ``mailsync`` command: fetch, sync, watch, send and list folders from the shell.
 
-``mailsync fetch|sync|watch|send|folders [ACCOUNT|URL]``. An argument with a ``:`` is a URL,
+``mailsync fetch|sync|watch|send|folders|bounces [ACCOUNT|URL]``. An argument with a ``:`` is a URL,
 anything else an account name from the config file; with none, the default account (the
 embedded local Maildir when there is no config). Errors print one line and exit non-zero:
 never a traceback. A progress bar goes to stderr when stderr is a terminal.
@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import IO, Any
 
+from mailsync import _cli_bounces
 from mailsync._accounts import Account, account
 from mailsync._base import Retriever, Sender
 from mailsync._compose import compose
@@ -86,6 +87,8 @@ def _parser() -> argparse.ArgumentParser:
                 default=60.0,
                 help="seconds between polls where the server has no push",
             )
+
+    _cli_bounces.add_arguments(add("bounces", _cli_bounces.HELP))
 
     folders = add("folders", "List the folders of an account.")
     folders.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -305,12 +308,18 @@ def _send(args: argparse.Namespace, out: IO[str]) -> int:
     return 0
 
 
+def _bounces(args: argparse.Namespace, out: IO[str]) -> int:
+    with _retriever(args) as box:
+        return _cli_bounces.run(box, args, out)
+
+
 _COMMANDS = {
     "fetch": _fetch,
     "sync": _sync,
     "watch": _watch,
     "folders": _folders,
     "send": _send,
+    "bounces": _bounces,
 }
 
 

@@ -676,6 +676,25 @@ def parse_node(raw: bytes, default_type: str = "text/plain") -> _Node:
     return _Node(fields, raw, offset, default_type)
 
 
+#: A node of the model's MIME tree, for the modules that read the structure themselves
+#: (the delivery-report parser): one splitter for the whole package.
+MimeNode = _Node
+
+
+def mime_tree(message: Message) -> MimeNode:
+    """The root of ``message``'s MIME tree, split once and cached with the message."""
+    return message._root()
+
+
+def mime_children(
+    node: MimeNode, content_type: str, params: dict[str, str]
+) -> list[MimeNode] | None:
+    """The parts of a multipart node of ``content_type`` (its ``params`` as
+    :func:`~mailsync._mime.split_params` gives them), split as the model splits them; None
+    for a leaf, and for a multipart with no boundary anywhere (it is text)."""
+    return _children(node, content_type, params)
+
+
 @dataclass(frozen=True, slots=True)
 class _Leaf:
     """One leaf part and what its headers say about it."""
