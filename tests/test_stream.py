@@ -401,3 +401,19 @@ def test_smtp_send_many_with_progress_pipelined(
     with stderr_is(terminal):
         assert len(asyncio.run(main())) == 2
     assert "0/2" in terminal.getvalue()
+
+
+def test_cli_shows_progress_on_a_terminal_unless_told_not_to(tmp_path: Path) -> None:
+    from mailsync._cli import main
+
+    _fill(tmp_path, 2)
+    state = str(tmp_path / "state.sqlite3")
+    for argv, expected in (
+        (["fetch", f"maildir:{tmp_path}"], True),
+        (["fetch", f"maildir:{tmp_path}", "--no-progress"], False),
+        (["sync", f"maildir:{tmp_path}", "--state", state], True),
+        (["sync", f"maildir:{tmp_path}", "--state", state, "--no-progress"], False),
+    ):
+        with on_terminal() as terminal, contextlib.redirect_stdout(io.StringIO()):
+            assert main(argv) == 0
+        assert ("INBOX:" in terminal.getvalue()) is expected, argv
