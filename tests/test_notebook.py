@@ -409,3 +409,10 @@ def test_to_pandas_without_pandas_says_which_extra(monkeypatch: pytest.MonkeyPat
     monkeypatch.setitem(sys.modules, "pandas", None)
     with pytest.raises(ImportError, match=r"mailsync\[pandas\]"):
         mailsync.MessageList().to_pandas()
+
+
+def test_a_slice_of_a_message_list_is_still_a_message_list() -> None:
+    listing = mailsync.MessageList(_plain(n) for n in range(5))
+    assert isinstance(listing[1:3], mailsync.MessageList)
+    assert [m.subject for m in listing[-2:]] == ["number 3", "number 4"]
+    assert isinstance(listing[0], mailsync.Message)

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, SupportsIndex, overload
 
 from mailsync._mime import (
     decode_bytes,
@@ -544,6 +544,18 @@ class MessageList(list[Message]):
     ``await abox.messages(...).collect()`` in async code), or build one from any iterable of
     messages: ``MessageList(messages)``.
     """
+
+    @overload
+    def __getitem__(self, index: SupportsIndex) -> Message: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> MessageList: ...
+
+    def __getitem__(self, index: SupportsIndex | slice) -> Message | MessageList:
+        # A slice stays a MessageList, so ``inbox[:10]`` still shows as a table.
+        if isinstance(index, slice):
+            return MessageList(super().__getitem__(index))
+        return super().__getitem__(index)
 
     def _repr_html_(self) -> str:
         from mailsync._notebook import messages_html
