@@ -99,14 +99,15 @@ def _table(head: Sequence[str], rows: Iterable[str], *, caption: str = "") -> st
 
 
 def _row(cells: Iterable[str], *, style: str = "") -> str:
-    tds = "".join(f'<td style="{_CELL}">{cell}</td>' for cell in cells)
-    return f'<tr style="{style}">{tds}</tr>'
+    # On every cell: notebook and docs themes set the weight of table cells themselves.
+    tds = "".join(f'<td style="{_CELL}{style}">{cell}</td>' for cell in cells)
+    return f"<tr>{tds}</tr>"
 
 
 def _more(total: int, shown: int, columns: int) -> str:
     if total <= shown:
         return ""
-    return _row([f"… {total - shown} more"] + [""] * (columns - 1), style="font-style:italic")
+    return _row([f"… {total - shown} more"] + [""] * (columns - 1), style="font-style:italic;")
 
 
 def _plural(count: int, word: str) -> str:
@@ -379,13 +380,13 @@ def messages_html(messages: Sequence[Message]) -> str:
         title = f' title="{_e(sender.email)}"' if sender else ""
         cells = [
             marks,
-            _e(local_time(message.date)),
+            f'<span style="white-space:nowrap">{_e(local_time(message.date))}</span>',
             f"<span{title}>{who}</span>",
             _e(_shorten(message.subject, 90)),
             _e(message.folder),
-            _e(human_size(message.size)),
+            f'<span style="white-space:nowrap">{_e(human_size(message.size))}</span>',
         ]
-        rows.append(_row(cells, style="" if message.seen else "font-weight:bold"))
+        rows.append(_row(cells, style="" if message.seen else "font-weight:bold;"))
     rows.append(_more(len(messages), MAX_ROWS, len(head)))
     unread = sum(1 for message in messages if not message.seen)
     caption = _e(f"{_plural(len(messages), 'message')}, {unread} unread")

@@ -53,7 +53,6 @@ class MessageStream(Iterator[Message]):
     """
 
     def __init__(self, source: Iterator[Message], *, bar: _LazyBar | None = None) -> None:
-        self._source = source
         self._iterator: Iterator[Message] = source if bar is None else _count(source, bar)
 
     def __iter__(self) -> MessageStream:
@@ -71,10 +70,9 @@ class MessageStream(Iterator[Message]):
 
     def close(self) -> None:
         """Stop here: the backend's iterator is closed (its connection freed for other calls)."""
-        for iterator in (self._iterator, self._source):
-            close = getattr(iterator, "close", None)
-            if close is not None:
-                close()
+        close = getattr(self._iterator, "close", None)
+        if close is not None:
+            close()
 
     def __repr__(self) -> str:
         return "<MessageStream: iterate it, or .collect() for a MessageList>"
@@ -86,7 +84,6 @@ class AsyncMessageStream(AsyncIterator[Message]):
     """
 
     def __init__(self, source: AsyncIterator[Message], *, bar: _LazyBar | None = None) -> None:
-        self._source = source
         self._iterator = source if bar is None else _acount(source, bar)
 
     def __aiter__(self) -> AsyncMessageStream:
@@ -104,10 +101,9 @@ class AsyncMessageStream(AsyncIterator[Message]):
 
     async def aclose(self) -> None:
         """Stop here and release what the backend holds."""
-        for iterator in (self._iterator, self._source):
-            aclose = getattr(iterator, "aclose", None)
-            if aclose is not None:
-                await aclose()
+        aclose = getattr(self._iterator, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
     def __repr__(self) -> str:
         return "<AsyncMessageStream: async for it, or await .collect() for a MessageList>"
@@ -143,64 +139,55 @@ def _bar(progress: bool, total: int | None, desc: str, unit: str = "msg") -> _La
     return _LazyBar(total, desc, unit) if progress else None
 
 
-def _count(source: Iterable[T], bar: _LazyBar) -> Generator[T, None, None]:
+def _every(item: object) -> bool:
+    return True
+
+
+def _carries_message(step: Any) -> bool:
+    return step.message is not None
+
+
+def _count(
+    source: Iterable[T], bar: _LazyBar, counts: Callable[[T], bool] = _every
+) -> Generator[T, None, None]:
+    """``source``'s items, counted; closing this closes ``source`` (a backend's connection)."""
     try:
         for item in source:
-            bar.update()
+            if counts(item):
+                bar.update()
             yield item
     finally:
         bar.close()
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
 
 
-async def _acount(source: AsyncIterator[T], bar: _LazyBar) -> AsyncGenerator[T, None]:
+async def _acount(
+    source: AsyncIterator[T], bar: _LazyBar, counts: Callable[[T], bool] = _every
+) -> AsyncGenerator[T, None]:
     try:
         async for item in source:
-            bar.update()
+            if counts(item):
+                bar.update()
             yield item
     finally:
         bar.close()
+        aclose = getattr(source, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def counted_steps(steps: Iterator[Any], *, progress: bool, desc: str) -> Iterator[Any]:
     """``sync()``'s steps, counting those that carry a message when ``progress`` is on."""
     bar = _bar(progress, None, desc)
-    if bar is None:
-        return steps
-    return _count_steps(steps, bar)
-
-
-def _count_steps(steps: Iterator[Any], bar: _LazyBar) -> Iterator[Any]:
-    try:
-        for step in steps:
-            if step.message is not None:
-                bar.update()
-            yield step
-    finally:
-        bar.close()
-        close = getattr(steps, "close", None)
-        if close is not None:
-            close()
+    return steps if bar is None else _count(steps, bar, _carries_message)
 
 
 def acounted_steps(steps: AsyncIterator[Any], *, progress: bool, desc: str) -> AsyncIterator[Any]:
     """The async twin of :func:`counted_steps`."""
     bar = _bar(progress, None, desc)
-    if bar is None:
-        return steps
-    return _acount_steps(steps, bar)
-
-
-async def _acount_steps(steps: AsyncIterator[Any], bar: _LazyBar) -> AsyncIterator[Any]:
-    try:
-        async for step in steps:
-            if step.message is not None:
-                bar.update()
-            yield step
-    finally:
-        bar.close()
-        aclose = getattr(steps, "aclose", None)
-        if aclose is not None:
-            await aclose()
+    return steps if bar is None else _acount(steps, bar, _carries_message)
 
 
 # -- the wrappers ----------------------------------------------------------------------------
@@ -282,8 +269,9 @@ def _sync_send_many(func: Callable[..., Any]) -> Callable[..., Any]:
         bar = _bar(progress, _total(messages), "sending")
         if bar is None:
             return func(self, messages, *args, **kwargs)
-        # Counted as the backend takes each message (a pipelining sender reads one ahead).
-        counted = _count(messages, bar)
+        # Counted as the backend takes each message (a pipelining sender reads one ahead). The
+        # generator expression keeps the caller's own iterator from being closed by ours.
+        counted = _count((message for message in messages), bar)
         try:
             return func(self, counted, *args, **kwargs)
         finally:
@@ -300,7 +288,7 @@ def _async_send_many(func: Callable[..., Any]) -> Callable[..., Any]:
         bar = _bar(progress, _total(messages), "sending")
         if bar is None:
             return await func(self, messages, *args, **kwargs)
-        counted = _count(messages, bar)
+        counted = _count((message for message in messages), bar)
         try:
             return await func(self, counted, *args, **kwargs)
         finally:
