@@ -15,7 +15,9 @@ The marker convention, HTML comments the rendered page does not show:
 - ``<!-- skip: next "why" -->`` before a block that cannot run here: it needs a real provider
   (Gmail, Outlook, an OAuth2 app), runs forever, or installs packages. The reason is required.
 - ``<!-- invisible-code-block: python ... -->`` defines what the reader brings (a ``handle()``
-  function, a file to attach) without showing it.
+  function, a file to attach) without showing it. There, ``__docs__`` offers
+  ``setenv(name, value)``, ``write_ca(path)`` (the test CA, for a block with a private CA) and
+  ``install_plugin(module)`` (a backend plugin from docs/examples).
 - ``<!-- clear-namespace -->`` starts afresh.
 - ``<!-- notebook-cells -->``: from here on, blocks run inside a running event loop, as the
   cells of a Jupyter notebook do (top-level ``await`` works, and so must the sync API).
@@ -290,8 +292,16 @@ def test_every_code_block_runs_or_says_why_not(page: Path, doc_world: DocServers
     document.namespace["__docs__"] = doc_world  # invisible blocks: write_ca, setenv...
     try:
         for example in document.examples():
-            with contextlib.suppress(unittest.SkipTest):
+            try:
                 example.evaluate()
+            except unittest.SkipTest:
+                continue
+            except Exception as exc:
+                raise AssertionError(
+                    f"{page.relative_to(ROOT)}:{example.line}: this block fails ({exc!r}). Make "
+                    "it run here (see tests/test_docs.py) or mark it "
+                    '<!-- skip: next "why it cannot run" -->'
+                ) from exc
     finally:
         _close_everything(document.namespace, getattr(document, "mailsync_loop", None))
 
