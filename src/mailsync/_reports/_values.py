@@ -134,3 +134,8 @@ class DeliveryReport:
 
     def _with_action(self, action: str) -> tuple[RecipientReport, ...]:
         return tuple(r for r in self.recipients if r.action == action)
+
+    def _repr_html_(self) -> str:
+        from mailsync._notebook import report_html
+
+        return report_html(self)
