@@ -33,6 +33,8 @@ import ssl
 from collections.abc import Iterator, Mapping
 from typing import TypeAlias
 
+from mailsync._hints import socket_error_text
+
 __all__ = [
     "AuthenticationError",
     "ConfigError",
@@ -199,5 +201,9 @@ def _lookup(exc: BaseException, mapping: ExceptionMap) -> type[MailsyncError] | 
 
 
 def _describe(exc: BaseException, context: str) -> str:
+    if context:
+        hinted = socket_error_text(exc, context)
+        if hinted is not None:
+            return hinted
     text = str(exc).strip() or type(exc).__name__
     return f"{context}: {text}" if context else text
