@@ -184,12 +184,33 @@ def test_socket_error_text_only_words_what_it_knows() -> None:
     assert socket_error_text(ValueError("x"), "IMAP h:1") is None
     assert socket_error_text(ConnectionResetError("reset"), "IMAP h:1") is None
     text = socket_error_text(socket.gaierror(-2, "Name or service not known"), "SMTP mx.test:25")
-    assert text is not None and "'mx.test'" in text
+    assert text is not None
+    assert "'mx.test'" in text
     expired = ssl.SSLCertVerificationError(1, "certificate verify failed")
     expired.verify_code, expired.verify_message = 10, "certificate has expired"
     text = socket_error_text(expired, "IMAP h:993")
-    assert text is not None and "renew" in text and "ca_file" not in text
+    assert text is not None
+    assert "renew" in text
+    assert "ca_file" not in text
     mismatch = ssl.SSLCertVerificationError(1, "certificate verify failed")
     mismatch.verify_code, mismatch.verify_message = 62, "Hostname mismatch"
     text = socket_error_text(mismatch, "IMAP mail.test:993")
-    assert text is not None and "'mail.test'" in text
+    assert text is not None
+    assert "'mail.test'" in text
+
+
+def test_the_suggested_fix_works_verify_takes_the_ca_path(
+    mail_servers: MailServers, account: Account
+) -> None:
+    """What the certificate error suggests (verify="/path/ca.pem") is enough, everywhere."""
+    host, ca = mail_servers.host, mail_servers.cafile
+    imap = f"imaps://{account.user}@{host}:{mail_servers.imaps_port}"
+    with mailsync.connect(imap, password=account.password, verify=ca, state=":memory:") as box:
+        assert "INBOX" in [f.name for f in box.folders()]
+    pop3 = f"pop3://{account.user}@{host}:{mail_servers.pop3_port}"
+    with mailsync.connect(pop3, password=account.password, verify=ca, state=":memory:") as box:
+        assert list(box.messages()) == []
+    smtp = f"smtp://{account.user}@{host}:{mail_servers.submission_port}"
+    with mailsync.sender(smtp, password=account.password, verify=ca) as out:
+        message = mailsync.compose(from_=account.email, to=account.email, subject="ca", text="x")
+        assert out.send(message).accepted == (account.email,)

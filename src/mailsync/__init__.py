@@ -25,6 +25,7 @@ from mailsync._errors import (
     RecipientsRefused,
     SendError,
     ServerError,
+    StorageError,
     TemporaryFailure,
     Unsupported,
 )
@@ -134,6 +135,7 @@ __all__ = [
     "Sender",
     "ServerError",
     "StateStore",
+    "StorageError",
     "SyncRun",
     "TemporaryFailure",
     "Timeout",

@@ -19,8 +19,9 @@ so that generic handlers keep working (``except ConnectionError``, ``except Time
      │    ├── MessageNotFound
      │    ├── RateLimited                    slow down; ``retry_after`` seconds if known
      │    └── TemporaryFailure               try again later (busy mailbox, 4xx replies)
-     └── SendError                           a message could not be sent
-          └── RecipientsRefused              every recipient was refused; ``refused`` says why
+     ├── SendError                           a message could not be sent
+     │    └── RecipientsRefused              every recipient was refused; ``refused`` says why
+     └── StorageError (OSError)              a local file or directory could not be written
 
 This module must not import any backend library: it is imported by everything.
 """
@@ -49,6 +50,7 @@ __all__ = [
     "RecipientsRefused",
     "SendError",
     "ServerError",
+    "StorageError",
     "TemporaryFailure",
     "Unsupported",
     "map_exceptions",
@@ -151,6 +153,11 @@ class RecipientsRefused(SendError):
     def __init__(self, message: str, *, refused: Mapping[str, tuple[int, str]]) -> None:
         super().__init__(message)
         self.refused = dict(refused)
+
+
+class StorageError(MailsyncError, OSError):
+    """A local file or directory could not be written (``Attachment.save`` into a directory
+    that cannot be created, a full disk, no permission); the message names the path."""
 
 
 ExceptionMap: TypeAlias = Mapping[type[BaseException], type[MailsyncError]]

@@ -22,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from mailsync._errors import MailsyncError, StorageError
 from mailsync._mime import (
     decode_bytes,
     decode_header_value,
@@ -140,16 +141,31 @@ class Attachment:
         overwritten or followed (``name (1).pdf`` instead). The file is created exclusively,
         so a concurrent writer cannot be clobbered either.
 
+        A part without a file name is named from its type: ``delivery-status.txt`` and
+        ``original-message.eml`` for the parts of a delivery report, ``attachment.pdf`` for
+        the rest.
+
         Args:
-            directory: An existing directory.
+            directory: The directory; created (with its parents) when it does not exist.
 
         Returns:
             The absolute path of the new file, directly inside ``directory``.
 
         Raises:
-            OSError: The directory does not exist or is not writable.
+            StorageError: The directory cannot be created or written to (also an
+                ``OSError``); the message names it and the reason.
         """
-        base = Path(directory).resolve()
+        base = Path(directory).expanduser().resolve()
+        try:
+            base.mkdir(parents=True, exist_ok=True)
+            return self._save_into(base)
+        except OSError as exc:
+            if isinstance(exc, MailsyncError):
+                raise
+            reason = exc.strerror or str(exc)
+            raise StorageError(f"cannot save an attachment into {str(base)!r}: {reason}") from exc
+
+    def _save_into(self, base: Path) -> Path:
         stem, suffix = split_suffix(safe_filename(self.filename, self.content_type))
         for n in range(10_000):
             name = f"{stem}{suffix}" if n == 0 else f"{stem} ({n}){suffix}"
