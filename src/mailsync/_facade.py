@@ -10,12 +10,15 @@ from __future__ import annotations
 import os
 import ssl
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mailsync import _registry
 from mailsync._base import AsyncRetriever, AsyncSender, Retriever, Sender
 from mailsync._config import Endpoint, Timeout, parse_url
 from mailsync._state import StateStore
+
+if TYPE_CHECKING:
+    from mailsync._sent import AsyncSaveTo, SaveTo
 
 __all__ = ["connect", "connect_async", "sender", "sender_async"]
 
@@ -48,7 +51,7 @@ def _endpoint(
         timeout=timeout,
         options=options,
     )
-    common = (*_COMMON, "state") if function.startswith("connect") else _COMMON
+    common = (*_COMMON, "state" if function.startswith("connect") else "save_to")
     _registry.check_options(endpoint.scheme, options, common=common, where=f"{function}()")
     in_url = [name for name in endpoint.params if name not in options]
     _registry.check_options(endpoint.scheme, in_url, common=(), where=endpoint.url)
@@ -129,11 +132,19 @@ def sender(
     tls: str | None = None,
     verify: VerifyArg = True,
     timeout: float | Timeout | None = 30.0,
+    save_to: SaveTo | None = None,
     **options: Any,
 ) -> Sender:
     """A sender for ``url``: ``smtps://user@host``, ``smtp://host:587``, ``maildir:PATH``...
 
-    The arguments are those of :func:`connect` (without ``state``).
+    The arguments are those of :func:`connect` (without ``state``), and:
+
+    Args:
+        save_to: Where to file a copy of every message sent, as mail programs do: a
+            :class:`~mailsync.Retriever` (its folder marked ``\\Sent``) or
+            ``(retriever, "Sent")``. Skipped for transports that file it themselves.
+            ``SendResult.saved_to`` names the folder, None when filing failed (the send
+            itself stands; the reason is logged).
 
     Returns:
         A :class:`~mailsync.Sender`.
@@ -141,6 +152,10 @@ def sender(
     endpoint = _endpoint("sender", url, password, token, tls, verify, timeout, options)
     cls = _registry.load(endpoint.scheme, "sender")
     result: Sender = cls(endpoint)
+    if save_to is not None:
+        from mailsync._sent import saving_sender
+
+        return saving_sender(result, save_to)
     return result
 
 
@@ -152,9 +167,11 @@ def sender_async(
     tls: str | None = None,
     verify: VerifyArg = True,
     timeout: float | Timeout | None = 30.0,
+    save_to: AsyncSaveTo | None = None,
     **options: Any,
 ) -> AsyncSender:
-    """An async sender for ``url``; the arguments are those of :func:`sender`.
+    """An async sender for ``url``; the arguments are those of :func:`sender` (``save_to``
+    with an :class:`~mailsync.AsyncRetriever`).
 
     Returns:
         An :class:`~mailsync.AsyncSender`.
@@ -162,4 +179,8 @@ def sender_async(
     endpoint = _endpoint("sender_async", url, password, token, tls, verify, timeout, options)
     cls = _registry.load(endpoint.scheme, "async_sender")
     result: AsyncSender = cls(endpoint)
+    if save_to is not None:
+        from mailsync._sent import saving_sender_async
+
+        return saving_sender_async(result, save_to)
     return result
