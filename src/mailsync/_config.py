@@ -193,11 +193,34 @@ class Endpoint:
 
     @property
     def account_key(self) -> str:
-        """A stable name for this account in the state store (never includes a secret)."""
+        """A stable name for this account in the state store (never includes a secret).
+
+        It names the mailbox, not the way to it: the protocol family (``imap`` for imaps://
+        and imap:// alike, whose cursors are the same), the user and the host, without the
+        port or the TLS mode. So the same mailbox reached over implicit TLS from one program
+        and over STARTTLS (or through a tunnel on another port) from another shares one
+        cursor. Local mailboxes are named by their resolved path.
+        """
         if self.scheme in LOCAL_SCHEMES:
             return f"{self.scheme}:{Path(self.path).resolve()}"
+        return f"{self.scheme}://{self.username or ''}@{self._host_key()}"
+
+    @property
+    def legacy_account_keys(self) -> tuple[str, ...]:
+        """What :attr:`account_key` was before it left out the port (mailsync 0.1), for this
+        port first and then the family's usual ones: cursors saved under them are taken over
+        on first use, so nobody downloads everything again after upgrading."""
+        if self.scheme in LOCAL_SCHEMES:
+            return ()
+        ports = [self.port]
+        ports += [port for (family, _), port in DEFAULT_PORTS.items() if family == self.scheme]
         user = self.username or ""
-        return f"{self.scheme}://{user}@{self.host.lower()}:{self.port}"
+        host = self.host.lower()
+        return tuple(f"{self.scheme}://{user}@{host}:{port}" for port in dict.fromkeys(ports))
+
+    def _host_key(self) -> str:
+        host = self.host.lower().rstrip(".")
+        return f"[{host}]" if ":" in host else host
 
     @property
     def display(self) -> str:
