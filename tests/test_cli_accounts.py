@@ -217,7 +217,7 @@ def test_folders_command(home: Path) -> None:
             "invalid email address",
         ),
         (["fetch", "ftp://x"], "unknown URL scheme"),
-        (["fetch", "maildir:/nonexistent/dir", "--folder", "Nope"], "no folder"),
+        (["fetch", "maildir:/nonexistent/dir", "--folder", "Nope"], "no Maildir"),
     ],
 )
 def test_errors_are_one_line_without_traceback(home: Path, args: list[str], needle: str) -> None:

@@ -34,7 +34,7 @@ from mailsync._message import Address, Message, parse_addresses, safe_filename
 if TYPE_CHECKING:
     from email.message import EmailMessage
 
-__all__ = ["forward", "forward_subject", "reply", "reply_subject"]
+__all__ = ["forward", "forward_subject", "html_to_text", "reply", "reply_subject"]
 
 # Prefixes mail programs put in front of a subject, case-insensitively, in the languages they
 # ship in. "vs" is a reply in Finnish and a forward in Danish and Norwegian: both strip it.
@@ -267,7 +267,7 @@ def _bodies(
     heading = _forward_heading(message) if forwarding else _attribution(message)
     text_out = None
     if text is not None:
-        original = message.text or _html_to_text(message.html)
+        original = message.text or html_to_text(message.html)
         body = original if forwarding else _quoted(original)
         text_out = "\n\n".join(part for part in (text.rstrip("\n"), heading, body) if part)
     html_out = None
@@ -389,7 +389,9 @@ class _TextOfHTML(HTMLParser):
             self.parts.append(" ".join(data.split()) if data.strip() else "")
 
 
-def _html_to_text(document: str) -> str:
+def html_to_text(document: str) -> str:
+    """The visible text of an html body: tags, scripts and styles dropped, a line break where
+    a block ends, runs of blank lines cut to one."""
     if not document:
         return ""
     parser = _TextOfHTML()
