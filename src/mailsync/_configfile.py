@@ -121,9 +121,7 @@ def _account(name: str, entry: dict[str, Any], place: _Place) -> Account:
         taken = {key for keys in backend_keys.values() for key in keys or ()}
         _only_known(place, shared, {*_CONNECTION_KEYS, *_ONLY["retrieve"], *_ONLY["send"], *taken})
     settings = {
-        direction: _settings(
-            direction, url, own, shared, backend_keys[direction], place / direction
-        )
+        direction: _settings(direction, url, own, shared, backend_keys[direction], place)
         for direction, (url, own) in urls.items()
     }
     save_to = _save_to(shared, urls, place)
@@ -193,16 +191,20 @@ def _settings(
     if "user" in own:
         url = _with_user(url, own["user"], place / "user")
     options: dict[str, Any] = {}
+    origin: dict[str, _Place] = {}  # where each setting is written, for error messages
     for key, value in shared.items():  # the account's, where this direction takes them
         if (key in mine or backend is None) and key not in (*SECRET_KEYS, "save_to"):
-            options[key] = value
-    options.update({k: v for k, v in own.items() if k not in (*SECRET_KEYS, "user", "save_to")})
+            options[key], origin[key] = value, account / key
+    for key, value in own.items():
+        if key not in (*SECRET_KEYS, "user", "save_to"):
+            options[key], origin[key] = value, place / key
     if "ca_file" in options and "verify" in options:
         raise place.error("give either ca_file or verify, not both")
     if "ca_file" in options:
-        options["verify"] = options.pop("ca_file")
-    options = {key: _value(place / key, key, value) for key, value in options.items()}
-    _check_tls(url, options.get("tls"), place)
+        options["verify"], origin["verify"] = options.pop("ca_file"), origin["ca_file"]
+    options = {key: _value(origin[key], key, value) for key, value in options.items()}
+    if "tls" in options:
+        _check_tls(url, options["tls"], origin["tls"])
     secret = {k: own[k] for k in SECRET_KEYS if k in own}
     if len(secret) > 1:
         raise place.error(f"give one password source, not {', '.join(sorted(secret))}")
@@ -228,14 +230,12 @@ def _with_user(url: str, user: Any, place: _Place) -> str:
 
 
 def _check_tls(url: str, tls: Any, place: _Place) -> None:
-    if tls is None:
-        return
     try:
         parse_url(url, tls=tls)
     except ConfigError:
         scheme = url.partition(":")[0].lower()
         plain = scheme[:-1]
-        raise (place / "tls").error(
+        raise place.error(
             f"{scheme}:// always uses implicit TLS, so tls = {tls!r} cannot apply; write "
             f"the URL as {plain}://{url.partition('://')[2]} to use tls = {tls!r}"
         ) from None
