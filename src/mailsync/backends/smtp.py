@@ -539,7 +539,10 @@ class _Session:
         if endpoint.token is None and endpoint.password is None:
             return
         if not endpoint.username:
-            raise ConfigError("a password or token needs a user name in the URL (smtp://user@host)")
+            raise ConfigError(
+                f"{self.display}: a password or token needs a user name in the URL "
+                "(smtp://user@host); a server that takes no login needs no password"
+            )
         offered = self.features.auth
         if endpoint.token is not None:
             token = yield _Token()
