@@ -14,46 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli import PARTIAL, one_line_error, run, send_args
 from tests.servers import Account, MailServers
-
-PARTIAL = 3
 
 
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     (tmp_path / "config.toml").touch()
     return tmp_path
-
-
-def run(
-    home: Path, *args: str, stdin: bytes | None = None, config: str = "config.toml", **env: str
-) -> subprocess.CompletedProcess[str]:
-    environment = {
-        **os.environ,
-        "MAILSYNC_DATA_DIR": str(home / "data"),
-        "MAILSYNC_CONFIG": str(home / config),
-        **env,
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "mailsync", *args],
-        input=stdin.decode() if stdin is not None else None,
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=120,
-        check=False,
-    )
-
-
-def one_line_error(done: subprocess.CompletedProcess[str], *needles: str) -> str:
-    assert done.returncode not in (0, PARTIAL), done.stdout
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1, done.stderr
-    assert lines[0].startswith("mailsync: error: ")
-    assert "Traceback" not in done.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def write_config(home: Path, servers: MailServers, account: Account, extra: str = "") -> None:
@@ -120,15 +88,7 @@ def test_progress_never_lands_on_the_same_row_as_a_message(home: Path) -> None:
     for n in range(3):
         sent = run(
             home,
-            "send",
-            "--from",
-            "a@example.test",
-            "--to",
-            "b@example.test",
-            "--subject",
-            f"row {n}",
-            "--text",
-            "x",
+            *send_args("a@example.test", "b@example.test", f"row {n}"),
         )
         assert sent.returncode == 0, sent.stderr
     for command in ("fetch", "sync"):
@@ -146,15 +106,7 @@ def test_progress_goes_to_a_terminal_stderr_and_is_erased(home: Path) -> None:
     for n in range(2):
         run(
             home,
-            "send",
-            "--from",
-            "a@example.test",
-            "--to",
-            "b@example.test",
-            "--subject",
-            f"p{n}",
-            "--text",
-            "x",
+            *send_args("a@example.test", "b@example.test", f"p{n}"),
         )
     controller, terminal = pty.openpty()
     with open(home / "out.txt", "w") as stdout:
@@ -327,15 +279,7 @@ def test_one_account_with_authenticated_imap_and_an_open_relay(
     env = {"WORK_PW": account.password}
     sent = run(
         home,
-        "send",
-        "--from",
-        account.email,
-        "--to",
-        account.email,
-        "--subject",
-        "via relay",
-        "--text",
-        "x",
+        *send_args(account.email, account.email, "via relay"),
         **env,
     )
     assert sent.returncode == 0, sent.stderr
@@ -449,15 +393,7 @@ def test_save_to_from_the_command_line(
     env = {"WORK_PW": account.password}
     sent = run(
         home,
-        "send",
-        "--from",
-        account.email,
-        "--to",
-        account.email,
-        "--subject",
-        "keep a copy",
-        "--text",
-        "x",
+        *send_args(account.email, account.email, "keep a copy"),
         "--save-to",
         "Sent",
         **env,

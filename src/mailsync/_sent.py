@@ -112,6 +112,28 @@ def _folder_named(folder: str, folders: Iterable[Any]) -> str:
     )
 
 
+class _Filing:
+    """Where copies go and how the last one went: what both sender twins keep."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self.resolved: str | None = None
+        self.error: MailsyncError | None = None
+
+    def resolve(self, folders: Iterable[Any]) -> str:
+        self.resolved = _folder_named(self.folder, folders)
+        return self.resolved
+
+    def filed(self, result: SendResult) -> SendResult:
+        self.error = None
+        return dataclasses.replace(result, saved_to=self.resolved)
+
+    def failed(self, exc: MailsyncError, result: SendResult) -> SendResult:
+        self.error = exc
+        log.warning("sent <%s>, but could not save a copy: %s", result.message_id, exc)
+        return result
+
+
 class SavingSender(Sender):
     """A :class:`~mailsync.Sender` that files a copy of each message it sends.
 
@@ -120,6 +142,9 @@ class SavingSender(Sender):
         mailbox: The retriever to append the copies with.
         folder: A folder name, or a special-use attribute such as ``"\\Sent"``.
         own_mailbox: Close ``mailbox`` with this sender.
+
+    Attributes:
+        save_error: Why the last copy could not be filed, or None.
     """
 
     def __init__(
@@ -128,11 +153,14 @@ class SavingSender(Sender):
         super().__init__(inner.endpoint)
         self.inner = inner
         self.mailbox = mailbox
-        self.folder = folder
-        self.save_error: MailsyncError | None = None
-        self._resolved: str | None = None
+        self._filing = _Filing(folder)
         self._own_mailbox = own_mailbox
         self.scheme = inner.scheme  # type: ignore[misc]
+
+    @property
+    def save_error(self) -> MailsyncError | None:
+        """Why the last copy could not be filed, or None."""
+        return self._filing.error
 
     def __getattr__(self, name: str) -> Any:
         # What the inner sender offers beyond the Sender API (etrn, connections_opened...).
@@ -163,16 +191,13 @@ class SavingSender(Sender):
     def _save(self, message: OutgoingMessage, result: SendResult) -> SendResult:
         if not result.accepted:
             return result
+        filing = self._filing
         try:
-            if self._resolved is None:
-                self._resolved = _folder_named(self.folder, self.mailbox.folders())
-            self.mailbox.append(self._resolved, sent_copy(message, result), flags=["\\Seen"])
+            folder = filing.resolved or filing.resolve(self.mailbox.folders())
+            self.mailbox.append(folder, sent_copy(message, result), flags=["\\Seen"])
         except MailsyncError as exc:
-            self.save_error = exc
-            log.warning("sent <%s>, but could not save a copy: %s", result.message_id, exc)
-            return result
-        self.save_error = None
-        return dataclasses.replace(result, saved_to=self._resolved)
+            return filing.failed(exc, result)
+        return filing.filed(result)
 
     def close(self) -> None:
         """Close the inner sender (and the mailbox, when this sender opened it)."""
@@ -197,11 +222,14 @@ class AsyncSavingSender(AsyncSender):
         super().__init__(inner.endpoint)
         self.inner = inner
         self.mailbox = mailbox
-        self.folder = folder
-        self.save_error: MailsyncError | None = None
-        self._resolved: str | None = None
+        self._filing = _Filing(folder)
         self._own_mailbox = own_mailbox
         self.scheme = inner.scheme  # type: ignore[misc]
+
+    @property
+    def save_error(self) -> MailsyncError | None:
+        """Why the last copy could not be filed, or None."""
+        return self._filing.error
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -231,16 +259,13 @@ class AsyncSavingSender(AsyncSender):
     async def _save(self, message: OutgoingMessage, result: SendResult) -> SendResult:
         if not result.accepted:
             return result
+        filing = self._filing
         try:
-            if self._resolved is None:
-                self._resolved = _folder_named(self.folder, await self.mailbox.folders())
-            await self.mailbox.append(self._resolved, sent_copy(message, result), ["\\Seen"])
+            folder = filing.resolved or filing.resolve(await self.mailbox.folders())
+            await self.mailbox.append(folder, sent_copy(message, result), ["\\Seen"])
         except MailsyncError as exc:
-            self.save_error = exc
-            log.warning("sent <%s>, but could not save a copy: %s", result.message_id, exc)
-            return result
-        self.save_error = None
-        return dataclasses.replace(result, saved_to=self._resolved)
+            return filing.failed(exc, result)
+        return filing.filed(result)
 
     async def aclose(self) -> None:
         """Close the inner sender (and the mailbox, when this sender opened it)."""
