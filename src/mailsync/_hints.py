@@ -81,7 +81,7 @@ def greeting_problem(expected: str, line: str | bytes) -> str:
         line: The first line the server sent.
 
     Returns:
-        A sentence such as ``"the server greeted with '+OK ready', which looks like POP3, not
+        A sentence such as ``"the server's greeting is '+OK ready', which looks like POP3, not
         IMAP: use pop3:// or pop3s:// for it, or the IMAP port (usually 993 for imaps://, 143
         for imap://)"``.
     """
@@ -89,9 +89,9 @@ def greeting_problem(expected: str, line: str | bytes) -> str:
     shown = repr(text[:60]) if text else "nothing"
     other = other_protocol(expected, text)
     if other is not None:
-        return f"the server greeted with {shown}, {other}"
+        return f"the server's greeting is {shown}, {other}"
     article = "an" if expected[0] in "AEFHILMNORSX" else "a"
-    return f"the server greeted with {shown}, which is not {article} {expected} greeting"
+    return f"the server's greeting is {shown}, which is not {article} {expected} greeting"
 
 
 def other_protocol(expected: str, line: str | bytes) -> str | None:
