@@ -7,6 +7,7 @@ import json
 import os
 import pty
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -431,3 +432,22 @@ def test_bash_completion_completes_commands_options_and_accounts(home: Path) -> 
     assert complete("mailsync", "fetch", "w") == ["work"]
     for shell in ("zsh", "fish"):
         assert "fetch" in run(home, "completion", shell).stdout
+
+
+def test_watch_prints_mail_as_it_arrives_and_stops_on_ctrl_c(home: Path) -> None:
+    run(home, *send_args("a@example.test", "b@example.test", "before"))
+    env = {**os.environ, "MAILSYNC_DATA_DIR": str(home / "data")}
+    env["MAILSYNC_CONFIG"] = str(home / "config.toml")
+    command = [sys.executable, "-m", "mailsync", "watch", "--json", "--poll-interval", "0.2"]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    ) as process:
+        try:
+            assert process.stdout is not None
+            assert json.loads(process.stdout.readline())["subject"] == "before"
+            run(home, *send_args("a@example.test", "b@example.test", "while watching"))
+            assert json.loads(process.stdout.readline())["subject"] == "while watching"
+            process.send_signal(signal.SIGINT)
+            assert process.wait(60) == 130
+        finally:
+            process.kill()

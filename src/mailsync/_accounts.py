@@ -59,7 +59,7 @@ def default_maildir() -> Path:
 
 
 @dataclass(frozen=True)
-class Settings:
+class _Settings:
     """What one direction (retrieve or send) of an account connects with.
 
     Attributes:
@@ -94,31 +94,31 @@ class Account:
     secret_source: Mapping[str, str] = field(default_factory=dict, repr=False)
     save_to: str | None = None
     source: str = ""
-    retrieve_settings: Settings | None = field(default=None, repr=False)
-    send_settings: Settings | None = field(default=None, repr=False)
+    _retrieve_settings: _Settings | None = field(default=None, repr=False)
+    _send_settings: _Settings | None = field(default=None, repr=False)
 
-    def settings(self, direction: Direction) -> Settings:
+    def _settings(self, direction: Direction) -> _Settings:
         """The options and secret source one direction connects with."""
-        own = self.retrieve_settings if direction == "retrieve" else self.send_settings
+        own = self._retrieve_settings if direction == "retrieve" else self._send_settings
         if own is not None:
             return own
         options = dict(self.options)
         if direction == "send":
             options.pop("state", None)
-        return Settings(options, self.secret_source)
+        return _Settings(options, self.secret_source)
 
     def password(self, direction: Direction = "retrieve") -> Secret | None:
         """Read the secret of one direction from where the config says (env var, command,
         keyring), or None when it has none."""
-        source = self.settings(direction).secret_source
+        source = self._settings(direction).secret_source
         if "password" in source:
             return Secret(source["password"])
         if "password_env" in source:
             value = os.environ.get(source["password_env"])
             if value is None:
                 raise ConfigError(
-                    f"account {self.name!r}: the environment variable "
-                    f"{source['password_env']!r} is not set"
+                    f"account {self.name!r}{self._where()}: password_env: the environment "
+                    f"variable {source['password_env']!r} is not set"
                 )
             return Secret(value)
         if "password_command" in source:
@@ -137,7 +137,8 @@ class Account:
             )
         except (OSError, subprocess.SubprocessError) as exc:
             raise ConfigError(
-                f"account {self.name!r}: the password command failed ({type(exc).__name__})"
+                f"account {self.name!r}{self._where()}: password_command failed "
+                f"({type(exc).__name__})"
             ) from None  # the command's output may hold the secret: do not chain it
         return done.stdout.rstrip("\r\n")
 
@@ -152,13 +153,16 @@ class Account:
         service, _, username = spec.partition("/")
         value = keyring.get_password(service, username or self.name)
         if value is None:
-            raise ConfigError(f"account {self.name!r}: no keyring entry for {spec!r}")
+            raise ConfigError(
+                f"account {self.name!r}{self._where()}: password_keyring: no keyring entry "
+                f"for {spec!r}"
+            )
         return str(value)
 
     def connect_options(self, direction: Direction, **overrides: Any) -> dict[str, Any]:
         """The keyword arguments ``connect``/``sender`` get for one direction, the secret
         read now; ``overrides`` (from a command line) win."""
-        options = dict(self.settings(direction).options)
+        options = dict(self._settings(direction).options)
         secret = self.password(direction)
         if secret is not None:
             options["password"] = secret.reveal()
@@ -214,7 +218,7 @@ def embedded_default() -> Account:
         name="default",
         retrieve=url,
         send=url,
-        retrieve_settings=Settings({"create": True}),
+        _retrieve_settings=_Settings({"create": True}),
     )
 
 

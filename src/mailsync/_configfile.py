@@ -34,7 +34,7 @@ from typing import Any
 from urllib.parse import quote
 
 from mailsync import _registry
-from mailsync._accounts import SECRET_KEYS, Account, Direction, Settings
+from mailsync._accounts import SECRET_KEYS, Account, Direction, _Settings
 from mailsync._config import TLS_MODES, parse_url
 from mailsync._errors import ConfigError, Unsupported
 
@@ -138,8 +138,8 @@ def _account(name: str, entry: dict[str, Any], place: _Place) -> Account:
         secret_source={k: str(shared[k]) for k in SECRET_KEYS if k in shared},
         save_to=save_to,
         source=str(place.path),
-        retrieve_settings=settings["retrieve"][1] if "retrieve" in settings else None,
-        send_settings=settings["send"][1] if "send" in settings else None,
+        _retrieve_settings=settings["retrieve"][1] if "retrieve" in settings else None,
+        _send_settings=settings["send"][1] if "send" in settings else None,
     )
 
 
@@ -183,7 +183,7 @@ def _settings(
     shared: dict[str, Any],
     backend: frozenset[str] | None,
     account: _Place,
-) -> tuple[str, Settings]:
+) -> tuple[str, _Settings]:
     place = account / direction
     mine = {*_CONNECTION_KEYS, *_ONLY[direction], *(backend or ())}
     if backend is not None:
@@ -216,7 +216,7 @@ def _settings(
         )
     for key, value in secret.items():
         _check_value(place / key, key, value)
-    return url, Settings(options, {k: str(v) for k, v in secret.items()})
+    return url, _Settings(options, {k: str(v) for k, v in secret.items()})
 
 
 def _with_user(url: str, user: Any, place: _Place) -> str:
