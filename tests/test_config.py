@@ -292,3 +292,12 @@ def test_verify_path_errors_name_the_path(tmp_path: Path) -> None:
         mailsync.sender("smtps://h", verify=junk)
     with pytest.raises(mailsync.ConfigError, match="verify must be"):
         parse_url("imaps://h", verify=3)  # type: ignore[arg-type]
+
+
+def test_api_backends_declare_in_the_registry_what_their_api_reads() -> None:
+    """The registry spells out a MailAPI's options (importing none): they must agree."""
+    import importlib
+
+    for scheme, (module, name) in {"graph": ("mailsync.protocol.graph", "GraphAPI")}.items():
+        api = getattr(importlib.import_module(module), name)
+        assert _registry.spec_for(scheme).options == api.options

@@ -82,6 +82,16 @@ _MBOX = BackendSpec(
     async_sender="mailsync.backends.mbox:AsyncMboxSender",
     options=frozenset(),
 )
+_GRAPH = BackendSpec(
+    retriever="mailsync.backends.graph:GraphRetriever",
+    async_retriever="mailsync.backends.graph:AsyncGraphRetriever",
+    sender="mailsync.backends.graph:GraphSender",
+    async_sender="mailsync.backends.graph:AsyncGraphSender",
+    # GraphAPI.options, written out so that checking an option imports no backend.
+    options=frozenset(
+        {"base_url", "transport", "concurrency", "retries", "retry_delay", "max_message_size"}
+    ),
+)
 _PLANNED = BackendSpec(planned=True)
 
 _BUILTIN: dict[str, BackendSpec] = {
@@ -91,7 +101,7 @@ _BUILTIN: dict[str, BackendSpec] = {
     "maildir": _MAILDIR,
     "mbox": _MBOX,
     "gmail": _PLANNED,
-    "graph": _PLANNED,
+    "graph": _GRAPH,
     "jmap": _PLANNED,
 }
 _ALIASES = {"imaps": "imap", "pop3s": "pop3", "smtps": "smtp"}
