@@ -50,7 +50,6 @@ EXIT_PARTIAL = 3
 EXIT_INTERRUPTED = 130
 
 Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
-Run: TypeAlias = Callable[[argparse.Namespace, "Output"], int]
 
 
 def add_command(
