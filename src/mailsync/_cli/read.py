@@ -17,7 +17,7 @@ from mailsync._cli._common import (
     query_of,
 )
 from mailsync._errors import ConfigError
-from mailsync._facade import sender
+from mailsync._facade import connect
 from mailsync._message import Message, safe_filename
 from mailsync._query import Q
 
@@ -102,6 +102,10 @@ def run_fetch(args: argparse.Namespace, out: Output) -> int:
     query = query_of(args)
     if args.limit is not None and args.limit < 0:
         raise ConfigError("--limit takes a number of messages, 0 or more")
+    if args.headers_only and args.store:
+        raise ConfigError(
+            "--headers-only cannot be combined with --to: the copies would lack bodies"
+        )
     with open_retriever(args) as box:
         emit(
             box.messages(
@@ -131,12 +135,14 @@ def matching(messages: Iterable[Message], query: Q | None) -> Iterator[Message]:
 
 def emit(messages: Iterable[Message], args: argparse.Namespace, out: Output) -> int:
     """Print (and store, with ``--to``) each message; returns how many."""
-    store = sender(args.store) if getattr(args, "store", None) else None
+    # --to keeps a copy, so it appends: sending would add a Date and a Message-ID where they
+    # are missing and drop Bcc, and the copy would no longer be the server's message.
+    store = connect(args.store, state=":memory:") if getattr(args, "store", None) else None
     count = 0
     try:
         for message in messages:
             if store is not None:
-                store.send(message, rcpt_to=_recipients_or_self(message))
+                store.append("INBOX", message)
             if getattr(args, "json", False):
                 out.line(json.dumps(message.as_dict(), ensure_ascii=False))
             elif getattr(args, "ids", False):
@@ -150,12 +156,6 @@ def emit(messages: Iterable[Message], args: argparse.Namespace, out: Output) -> 
         if store is not None:
             store.close()
     return count
-
-
-def _recipients_or_self(message: Message) -> list[str]:
-    # Storing into a local mailbox needs no real envelope; any valid recipient will do.
-    found = [a.email for a in (*message.to, *message.cc) if a.email]
-    return found or ["undisclosed-recipients@localhost"]
 
 
 def run_show(args: argparse.Namespace, out: Output) -> int:
