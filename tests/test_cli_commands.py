@@ -141,6 +141,11 @@ def test_a_brand_new_embedded_default_is_simply_empty(home: Path) -> None:
     assert run(home, "fetch").stdout == ""
 
 
+def test_a_missing_folder_says_how_to_list_them(home: Path) -> None:
+    (home / "config.toml").unlink()
+    one_line_error(run(home, "fetch", "-f", "Archive"), "no folder 'Archive'", "mailsync folders")
+
+
 def test_several_accounts_and_no_default_lists_them(home: Path) -> None:
     (home / "config.toml").write_text(
         '[accounts.work]\nretrieve = "maildir:/w"\n[accounts.home]\nretrieve = "maildir:/h"\n'
@@ -385,6 +390,8 @@ def test_accounts_list_and_check(mail_servers: MailServers, account: Account, ho
     wrong = run(home, "accounts", "check", "work", WORK_PW="wrong")
     assert wrong.returncode == 1
     assert "login    FAILED:" in wrong.stdout
+    refused = run(home, "fetch", WORK_PW="wrong")
+    one_line_error(refused, "account 'work'", f"{mail_servers.host}:", "app password")
 
 
 def test_save_to_from_the_command_line(

@@ -28,7 +28,13 @@ import sys
 from collections.abc import Sequence
 
 from mailsync._cli._common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, Output
-from mailsync._errors import ConfigError, MailsyncError
+from mailsync._errors import (
+    AuthenticationError,
+    ConfigError,
+    FolderNotFound,
+    MailsyncError,
+    MailTimeout,
+)
 
 __all__ = ["COMMAND_MODULES", "main"]
 
@@ -105,8 +111,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _named(exc: MailsyncError, args: argparse.Namespace) -> str:
-    """The error, after the account's name when a named account was used."""
+    """The error, after the account's name when a named account was used, with what to do
+    where the backend's message cannot know the command line."""
     text = " ".join(str(exc).split())  # one line, whatever a server put in its reply
+    text += _advice(exc, text, getattr(args, "target", None))
     target = getattr(args, "resolved", None)
     account = getattr(target, "account", None)
     # Connection and server errors name the host; which account that is helps too. Usage
@@ -114,3 +122,17 @@ def _named(exc: MailsyncError, args: argparse.Namespace) -> str:
     if account is None or isinstance(exc, ConfigError) or f"account {account.name!r}" in text:
         return text
     return f"account {account.name!r}: {text}"
+
+
+def _advice(exc: MailsyncError, text: str, target: str | None) -> str:
+    name = f" {target}" if target else ""
+    if isinstance(exc, AuthenticationError):
+        return (
+            "; check the user and the password (--password-env, or the account's password_* "
+            "key); many providers want an app password"
+        )
+    if isinstance(exc, FolderNotFound) and "no folder" in text:
+        return f"; mailsync folders{name} lists the folders"
+    if isinstance(exc, MailTimeout):
+        return "; the server may be slow (raise --timeout) or unreachable from here"
+    return ""

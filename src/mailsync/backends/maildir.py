@@ -135,12 +135,14 @@ class _MaildirStore:
         path = self.folder_path(folder)
         if (path / "cur").is_dir() and (path / "new").is_dir():
             return path
-        if path == self.root and self.create_missing:
-            return self.create(folder)
+        if self.create_missing and not (self.root / "cur").is_dir():
+            self.create("INBOX")  # the mailbox itself; a subfolder must still exist
+            if path == self.root:
+                return path
         if not self.root.exists():
             raise FolderNotFound(
                 f"no Maildir at {self.root} (the first message sent to maildir:{self.root} "
-                "creates it; or connect with create=True)"
+                f"creates it, as does reading maildir:{self.root}?create=1)"
             )
         raise FolderNotFound(f"no folder {folder!r} in the Maildir at {self.root}")
 
