@@ -304,9 +304,7 @@ def test_inline_image_by_disposition() -> None:
     assert image.data.startswith(b"GIF89a")
 
 
-@pytest.mark.parametrize(
-    "name", ["line-endings-lf.eml", "line-endings-bare-cr.eml", "line-endings-mixed.eml"]
-)
+@pytest.mark.parametrize("name", ["line-endings-lf.eml", "line-endings-mixed.eml"])
 def test_text_has_newline_line_endings_whatever_the_wire(name: str) -> None:
     message = load(name)
     assert "\r" not in message.text
@@ -316,6 +314,22 @@ def test_text_has_newline_line_endings_whatever_the_wire(name: str) -> None:
         assert message.text == "one\ntwo\n\nfour"
         assert message.html == "<p>one</p>\n<p>two</p>"
         assert message.subject == "line endings"
+
+
+def test_a_lone_cr_ends_no_line_as_servers_read_it() -> None:
+    # Dovecot (checked against the real one in tests/smtp/test_smtp_postfix.py) and Postfix
+    # end lines at LF only: a message with bare CR line endings is one header field, and a
+    # "\rBcc:" inside a value starts no field. Reading it otherwise lets a sender's view of
+    # who the recipients are differ from the server's.
+    message = load("line-endings-bare-cr.eml")
+    assert message.subject.startswith("line endings From: cr@example.test Content-Type:")
+    assert message.from_ is None
+    assert message.text == "" and message.html == "" and message.attachments == ()
+    injected = Message.from_bytes(b"From: a@x.test\r\nSubject: x\rBcc: carol@x.test\r\n\r\nbody\r\n")
+    assert injected.subject == "x Bcc: carol@x.test"
+    assert injected.bcc == ()
+    assert list(injected.headers) == ["From", "Subject"]
+    assert injected.text == "body\n"
 
 
 def test_bad_base64_is_decoded_leniently() -> None:

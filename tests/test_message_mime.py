@@ -3,8 +3,10 @@ made linear, and stay fast on hostile sizes.
 
 ``_decode_run`` used to add bytes to bytes (quadratic in the number of adjacent encoded
 words); ``split_multipart`` and ``guess_boundary`` used to look at every line in Python. The
-previous implementations are kept below, verbatim, as the oracle: the corpus samples and
-hypothesis-generated input must give identical results from both. No server is needed.
+previous implementations are kept below as the oracle: the corpus samples and
+hypothesis-generated input must give identical results from both. The one change to them
+since: lines end at LF (or CRLF) only, never at a lone CR, as mail servers read them (issue
+14: a lone CR must never start a header, of the message or of a part). No server is needed.
 """
 
 from __future__ import annotations
@@ -81,11 +83,19 @@ def old_decode_encoded_words(text: str) -> str:
     return "".join(out)
 
 
+def lf_lines(data: bytes, *, keepends: bool = False) -> list[bytes]:
+    """``bytes.splitlines`` with LF (and so CRLF) as the only line end."""
+    lines = data.split(b"\n")
+    tail = lines.pop()  # what follows the last LF: empty when the data ends with one
+    out = [line + b"\n" if keepends else line.removesuffix(b"\r") for line in lines]
+    return [*out, tail] if tail else out
+
+
 def old_split_multipart(body: bytes, boundary: str) -> list[bytes] | None:
     delimiter = b"--" + wire_bytes(boundary)
     parts: list[bytes] = []
     current: list[bytes] | None = None
-    for line in body.splitlines(keepends=True):
+    for line in lf_lines(body, keepends=True):
         kind = old_delimiter_kind(line, delimiter)
         if kind is None:
             if current is not None:
@@ -121,12 +131,12 @@ def old_strip_last_break(data: bytes) -> bytes:
     return data
 
 
-OLD_BOUNDARY_LINE = re.compile(rb"--([^\s]{1,200})[ \t]*\r?\n?")
+OLD_BOUNDARY_LINE = re.compile(rb"--([^\s]{1,200})[ \t]*\r*")
 OLD_HEADER_LINE = re.compile(rb"[!-9;-~]+:")
 
 
 def old_guess_boundary(body: bytes) -> str | None:
-    lines = body.splitlines()
+    lines = lf_lines(body)
     for index, line in enumerate(lines[:-1]):
         match = OLD_BOUNDARY_LINE.fullmatch(line)
         if match and OLD_HEADER_LINE.match(lines[index + 1]):
