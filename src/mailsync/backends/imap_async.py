@@ -35,6 +35,7 @@ from mailsync._base import (
     SyncStep,
     message_refs,
 )
+from mailsync._compose import outgoing_bytes
 from mailsync._config import Endpoint
 from mailsync._errors import (
     AuthenticationError,
@@ -49,7 +50,7 @@ from mailsync._errors import (
     TemporaryFailure,
     map_exceptions,
 )
-from mailsync._message import Folder, Message, as_bytes, header_block
+from mailsync._message import Folder, Message, header_block
 from mailsync._query import Q
 from mailsync.protocol.imap import (
     BODY_KEYS,
@@ -1419,7 +1420,7 @@ class AsyncIMAPRetriever(AsyncRetriever):
         """
         name = _folder_name(folder)
         flag_text = " ".join(_flag_list(flags))
-        data = as_bytes(message)
+        data = outgoing_bytes(message)
         wire = f"{_wire_folder(name)} ({flag_text}) {{{len(data)}}}"
         async with self._locked() as session:
             lines = await session.append(wire, data)

@@ -26,9 +26,10 @@ from mailsync._base import (
     ThreadedAsyncSender,
     message_refs,
 )
+from mailsync._compose import outgoing_bytes
 from mailsync._config import Endpoint
 from mailsync._errors import FolderNotFound, MessageNotFound, TemporaryFailure, map_exceptions
-from mailsync._message import Folder, Message, as_bytes, header_block, message_identity
+from mailsync._message import Folder, Message, header_block, message_identity
 from mailsync._query import Q
 from mailsync.backends._local import LocalSender
 
@@ -263,7 +264,7 @@ class MboxRetriever(Retriever):
     ) -> str | None:
         """Append a message to the file (created if missing), under the mbox lock."""
         self._check_folder(folder)
-        raw = as_bytes(message)
+        raw = outgoing_bytes(message)
         _append(self._file, raw, _letters(flags))
         return None
 
