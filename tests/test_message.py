@@ -324,8 +324,8 @@ def test_a_lone_cr_ends_no_line_as_servers_read_it() -> None:
     message = load("line-endings-bare-cr.eml")
     assert message.subject.startswith("line endings From: cr@example.test Content-Type:")
     assert message.from_ is None
-    assert message.text == "" and message.html == "" and message.attachments == ()
-    injected = Message.from_bytes(b"From: a@x.test\r\nSubject: x\rBcc: carol@x.test\r\n\r\nbody\r\n")
+    assert (message.text, message.html, message.attachments) == ("", "", ())
+    injected = Message(b"From: a@x.test\r\nSubject: x\rBcc: carol@x.test\r\n\r\nbody\r\n")
     assert injected.subject == "x Bcc: carol@x.test"
     assert injected.bcc == ()
     assert list(injected.headers) == ["From", "Subject"]
