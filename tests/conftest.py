@@ -10,14 +10,20 @@ from collections.abc import Callable, Generator, Iterator
 
 import pytest
 
+from tests import reliability
 from tests.proxy import TCPProxy
 from tests.servers import Account, MailServers, missing_reason
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    reliability.addoption(parser)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "servers: needs the real Dovecot/Postfix servers (tests/servers.py)"
     )
+    reliability.configure(config)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
