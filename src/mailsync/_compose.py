@@ -41,7 +41,7 @@ from mailsync._message import (
     message_id_of,
     parse_addresses,
 )
-from mailsync._mime import split_header_block
+from mailsync._mime import MAX_HEADER_FIELDS, split_header_block
 
 if TYPE_CHECKING:
     # The stdlib email package loads where a message is built, not with this module:
@@ -555,14 +555,17 @@ def prepare(
     Raises:
         InvalidAddress: No recipient, or an envelope address is invalid.
         ConfigError: The message cannot be serialised, its header block is malformed or
-            holds a control character, it lists more than
-            :data:`~mailsync._message.MAX_ADDRESSES` recipients, or it was retrieved with
+            holds a control character, it has more header fields or recipients than the
+            Message model reads (:data:`~mailsync._mime.MAX_HEADER_FIELDS`,
+            :data:`~mailsync._message.MAX_ADDRESSES`), or it was retrieved with
             ``headers_only``.
     """
     if isinstance(message, Message) and message.headers_only:
         raise ConfigError("cannot send a message retrieved with headers_only=True")
     raw = _wire_bytes(message)
-    parsed, offset = split_header_block(raw)
+    parsed, offset = split_header_block(raw, max_fields=MAX_HEADER_FIELDS + 1)
+    if len(parsed) > MAX_HEADER_FIELDS:  # the model would not read them all: nor does this
+        raise ConfigError(f"the message has more than {MAX_HEADER_FIELDS} header fields")
     head = _checked_head(raw, offset)
     body = _LINE_END.sub(b"\r\n", raw[offset:])
     view = _HeaderView(parsed)

@@ -14,6 +14,7 @@ This module does no I/O except :meth:`Attachment.save`.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import os
 import re
@@ -564,7 +565,8 @@ class Message:
 
     @property
     def references(self) -> tuple[str, ...]:
-        """The References message ids, oldest first, without angle brackets."""
+        """The References message ids, oldest first, without angle brackets (at most the
+        last :data:`MAX_REFERENCES`)."""
         return tuple(_msgids(self._identifier("References")))
 
     def _identifier(self, name: str) -> str:
@@ -715,8 +717,14 @@ MAX_ADDRESSES = 100_000
 # Characters of address-list items handed to the stdlib's parser (~1 us each) per call; past
 # this, and for any single item longer than _MAX_PARSED_ITEM, addr-specs are picked out with
 # a regex instead. Real headers have a few short items the fast path below cannot take.
-_PARSE_BUDGET = 256 * 1024
+_PARSE_BUDGET = 512 * 1024
 _MAX_PARSED_ITEM = 16 * 1024
+_CALL_COST = 64  # a call costs as much as some 64 characters: "a, a, a, ..." is no cheaper
+# Items longer than this skip the fast path's regex, whose backtracking state grows with the
+# number of words it has matched (megabytes of "a a a ..." would cost gigabytes).
+_MAX_SIMPLE_ITEM = 1024
+# List items looked at per call: those that give no address ("(), (), ...") count too.
+_MAX_ITEMS = 2 * MAX_ADDRESSES
 
 # One item of an address list: everything up to a comma outside quoted strings and comments
 # (nested comments included: an open parenthesis inside one is an item piece of its own).
@@ -748,18 +756,24 @@ def parse_addresses(values: Sequence[str], *, limit: int = MAX_ADDRESSES) -> tup
 
 
 def iter_addresses(values: Sequence[str]) -> Iterator[Address]:
-    """The addresses :func:`parse_addresses` reads, one at a time, without a limit."""
+    """The addresses :func:`parse_addresses` reads, one at a time, without its limit on the
+    number of addresses (the work per call is bounded all the same: at most
+    ``2 * MAX_ADDRESSES`` list items are looked at)."""
     budget = _PARSE_BUDGET
+    items = _MAX_ITEMS
     for value in values:
         for match in _LIST_ITEM.finditer(unfold(str(value))):
             item = match.group(0)
-            simple = _SIMPLE_ITEM.fullmatch(item)
+            if item.isspace():
+                continue
+            items -= 1
+            if items < 0:
+                return
+            simple = _SIMPLE_ITEM.fullmatch(item) if len(item) <= _MAX_SIMPLE_ITEM else None
             if simple is not None:
                 yield _simple_address(*simple.groups())
                 continue
-            if item.isspace():
-                continue
-            budget -= len(item)
+            budget -= len(item) + _CALL_COST
             pairs = _stdlib_pairs(item) if budget >= 0 and len(item) <= _MAX_PARSED_ITEM else None
             if pairs is None:
                 pairs = [("", found) for found in _ADDR_SPEC.findall(item)]
@@ -911,7 +925,8 @@ def _leaves(root: _Node) -> Iterator[_Leaf]:
         content_type, params = split_params(node.field("Content-Type"))
         if not _CONTENT_TYPE.fullmatch(content_type):
             content_type = "text/plain" if content_type else node.default_type
-        children = _children(node, content_type, params) if depth < _MAX_DEPTH else None
+        room = max(_MAX_PARTS - count - len(stack), 0)  # parts ever made stay under the cap
+        children = _children(node, content_type, params, room) if depth < _MAX_DEPTH else None
         if children is not None:
             related = in_related or content_type == "multipart/related"
             stack.extend((child, related, depth + 1) for child in reversed(children))
@@ -921,16 +936,19 @@ def _leaves(root: _Node) -> Iterator[_Leaf]:
         yield _make_leaf(node, content_type, params, in_related)
 
 
-def _children(node: _Node, content_type: str, params: dict[str, str]) -> list[_Node] | None:
-    """The parts of a multipart, or None for a leaf (attached messages are leaves)."""
+def _children(
+    node: _Node, content_type: str, params: dict[str, str], limit: int
+) -> list[_Node] | None:
+    """The first ``limit`` parts of a multipart, or None for a leaf (attached messages are
+    leaves)."""
     if not content_type.startswith("multipart/"):
         return None
     raw, start, end = node.raw, node.offset, node.end
     boundary = params.get("boundary")
-    spans = multipart_spans(raw, boundary, start, end) if boundary else None
+    spans = multipart_spans(raw, boundary, start, end, limit=limit) if boundary else None
     if spans is None:  # no boundary parameter, or one that never occurs: find the real one
         guessed = guess_boundary(raw, start, end)
-        spans = multipart_spans(raw, guessed, start, end) if guessed else None
+        spans = multipart_spans(raw, guessed, start, end, limit=limit) if guessed else None
     if spans is None:
         return None
     default = "message/rfc822" if content_type == "multipart/digest" else "text/plain"
@@ -1002,11 +1020,20 @@ def _msgid(value: str | None) -> str | None:
     return stripped or None
 
 
-def _msgids(value: str) -> list[str]:
-    found = _MSGID.findall(value)
+#: At most this many ids are kept from In-Reply-To or References, the last ones (the nearest
+#: ancestors): a real References holds tens; millions would cost gigabytes of strings.
+MAX_REFERENCES = 100_000
+_WORD = re.compile(r"\S+")
+
+
+def _msgids(value: str) -> collections.deque[str]:
+    found = collections.deque(
+        (match.group(1) for match in _MSGID.finditer(value)), maxlen=MAX_REFERENCES
+    )
     if found:
         return found
-    return [v.strip("<>") for v in value.split() if v.strip("<>")]
+    words = (word.group(0).strip("<>") for word in _WORD.finditer(value))
+    return collections.deque((word for word in words if word), maxlen=MAX_REFERENCES)
 
 
 def _shorten(text: str, limit: int) -> str:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 __all__ = [
+    "MAX_HEADER_FIELDS",
     "decode_8bit",
     "decode_bytes",
     "decode_encoded_words",
@@ -175,8 +176,14 @@ _LINE = re.compile(rb"[^\n]*\n?")
 _FIELD_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+:")
 
 
+#: At most this many fields are read from one header block (a message's or a part's): real
+#: mail has tens, rarely hundreds; each field costs some 200 bytes once read and decoded, so
+#: 50 MB of tiny fields must not cost gigabytes. The rest of a longer block is skipped.
+MAX_HEADER_FIELDS = 10_000
+
+
 def split_header_block(
-    raw: bytes, start: int = 0, end: int | None = None
+    raw: bytes, start: int = 0, end: int | None = None, *, max_fields: int = MAX_HEADER_FIELDS
 ) -> tuple[list[tuple[str, str]], int]:
     """Split the header block off raw message (or MIME part) bytes (``raw[start:end]``).
 
@@ -187,7 +194,8 @@ def split_header_block(
     first line that is neither a field nor a continuation (that line is then the first line
     of the body). A leading ``From `` envelope line and lines with an empty field name are
     skipped. Only the header lines are looked at, so this is cheap for a message of any size.
-    The body offset is an index into ``raw``.
+    Past ``max_fields`` fields the rest of the block is skipped (found with one regex
+    search, not read line by line). The body offset is an index into ``raw``.
     """
     fields: list[tuple[str, list[bytes]]] = []
     position = start
@@ -203,12 +211,28 @@ def split_header_block(
         elif line.startswith(b":") or (position == start and line.startswith(b"From ")):
             pass
         elif _FIELD_NAME.match(line):
+            if len(fields) >= max_fields:
+                return _joined(fields), _block_end(raw, position, size)
             name, _, value = line.partition(b":")
             fields.append((name.decode("ascii"), [value.lstrip(b" \t")]))
         else:
             return _joined(fields), position
         position = line_end
     return _joined(fields), size
+
+
+# A line that ends a header block, at a line start: an empty line (then the body follows
+# it), or a line that is neither a continuation, nor a field, nor skipped (":..."; it is the
+# body's first line). Each line start is looked at once, so the search is linear.
+_BLOCK_END = re.compile(rb"^(?:\r?\n|(?![ \t:]|[\x21-\x39\x3b-\x7e]+:)[^\n])", re.MULTILINE)
+
+
+def _block_end(raw: bytes, position: int, size: int) -> int:
+    """Where the body starts, for a header block whose line at ``position`` is not read."""
+    found = _BLOCK_END.search(raw, position, size)
+    if found is None:
+        return size
+    return found.end() if found.group(0).endswith(b"\n") else found.start()
 
 
 def _without_line_end(line: bytes) -> bytes:
@@ -282,26 +306,58 @@ def decode_encoded_words(text: str) -> str:
     if "=?" not in text:
         return decode_8bit(text)
     out: list[str] = []
-    run: list[tuple[str | None, bytes]] = []  # adjacent encoded words not yet decoded
+    run = _Run()  # adjacent encoded words not yet decoded
     position = 0
     for match in _ENCODED_WORD.finditer(text):
         gap = text[position : match.start()]
-        if gap and not (run and _WHITESPACE_ONLY.fullmatch(gap)):
-            out.append(_decode_run(run))
-            run = []
+        if gap and not (run.words and _WHITESPACE_ONLY.fullmatch(gap)):
+            out.append(run.close())
             out.append(decode_8bit(gap))
         charset, encoding, payload = match.groups()
         decoded = _decode_word(encoding, payload)
         if decoded is None:  # not really an encoded word: keep it as it was
-            out.append(_decode_run(run))
-            run = []
+            out.append(run.close())
             out.append(decode_8bit(match.group(0)))
         else:
-            run.append((charset, decoded))
+            run.add(charset, decoded)
         position = match.end()
-    out.append(_decode_run(run))
+    out.append(run.close())
     out.append(decode_8bit(text[position:]))
     return "".join(out)
+
+
+class _Run:
+    """Adjacent encoded words: the bytes of consecutive words in one charset are joined
+    before decoding. Only the bytes are kept per word (not a tuple with the charset), so
+    megabytes of encoded words cost about three times their size, not ten."""
+
+    __slots__ = ("charset", "done", "pending", "words")
+
+    def __init__(self) -> None:
+        self.words = 0
+        self.charset: str | None = None
+        self.pending: list[bytes] = []  # joined once: bytes += bytes is quadratic
+        self.done: list[str] = []
+
+    def _reset(self) -> None:
+        self.words, self.charset, self.pending, self.done = 0, None, [], []
+
+    def add(self, charset: str | None, data: bytes) -> None:
+        self.words += 1
+        if self.pending and charset != self.charset:
+            self.done.append(decode_bytes(b"".join(self.pending), self.charset))
+            self.pending = []
+        self.charset = charset
+        if data:  # an empty word changes the charset but starts no group of its own
+            self.pending.append(data)
+
+    def close(self) -> str:
+        """The decoded text of the run so far; the run starts afresh."""
+        if self.pending:
+            self.done.append(decode_bytes(b"".join(self.pending), self.charset))
+        text = "".join(self.done)
+        self._reset()
+        return text
 
 
 def _decode_word(encoding: str, payload: str) -> bytes | None:
@@ -322,20 +378,12 @@ def _unquote_q(data: bytes) -> bytes:
 
 
 def _decode_run(run: list[tuple[str | None, bytes]]) -> str:
-    out: list[str] = []
-    charset: str | None = None
-    pending: list[bytes] = []  # joined once: adding bytes to bytes is quadratic on long runs
-    for word_charset, data in run:
-        if pending and word_charset != charset:
-            out.append(decode_bytes(b"".join(pending), charset))
-            pending = []
-        charset = word_charset
-        if data:  # an empty word changes the charset but starts no group of its own
-            pending.append(data)
-    if pending:
-        out.append(decode_bytes(b"".join(pending), charset))
+    """Decode a run of ``(charset, bytes)`` words as :class:`_Run` does (and empty the list)."""
+    decoder = _Run()
+    for charset, data in run:
+        decoder.add(charset, data)
     run.clear()
-    return "".join(out)
+    return decoder.close()
 
 
 # -- MIME parameters (Content-Type, Content-Disposition) ----------------------------------
@@ -521,7 +569,7 @@ def split_multipart(body: bytes, boundary: str) -> list[bytes] | None:
 
 
 def multipart_spans(
-    raw: bytes, boundary: str, start: int = 0, end: int | None = None
+    raw: bytes, boundary: str, start: int = 0, end: int | None = None, *, limit: int | None = None
 ) -> list[tuple[int, int]] | None:
     """Where each part of the multipart body ``raw[start:end]`` lies, as ``(start, end)``
     offsets into ``raw``; None when the boundary never occurs.
@@ -530,7 +578,7 @@ def multipart_spans(
     copying the megabytes of their bodies. A delimiter line starts at the start of the body
     or after an LF (never after a lone CR, which ends no line), holds ``--boundary`` and
     then only blanks, or ``--`` and blanks for the last one. A body that never closes keeps
-    what arrived as its last part.
+    what arrived as its last part. With ``limit``, the first ``limit`` parts at most.
     """
     stop = len(raw) if end is None else end
     delimiter = b"--" + wire_bytes(boundary)
@@ -543,6 +591,8 @@ def multipart_spans(
             continue
         if content is not None:
             spans.append((content, _before_last_break(raw, content, found)))
+            if limit is not None and len(spans) >= limit:
+                return spans
         if kind == "close":
             return spans
         content = line_end
