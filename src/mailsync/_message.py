@@ -113,6 +113,9 @@ class Folder:
         return not any(f.lower() in ("\\noselect", "\\nonexistent") for f in self.flags)
 
 
+_DECODE_TO_SIZE = 64 * 1024  # parts up to this size are decoded when their size is asked
+
+
 class Attachment:
     """A part of a message that is not its text or html body.
 
@@ -190,16 +193,20 @@ class Attachment:
 
     @property
     def size(self) -> int:
-        """The decoded size in bytes, ``len(data)``, without decoding where possible.
+        """The decoded size in bytes, ``len(data)``, without decoding a large part.
 
-        For base64 (nearly every attachment) it is counted from the encoded text without
-        decoding it, and for 7bit/8bit/binary it is the part's length; quoted-printable
-        is decoded a window at a time and uuencode whole, keeping only the length.
+        A part of up to 64 KiB is decoded (and ``data`` kept: one pass serves both). A
+        larger one is sized without keeping its content: base64 (nearly every attachment)
+        by counting its characters, without decoding; 7bit/8bit/binary is the part's length;
+        quoted-printable is decoded a window at a time and uuencode whole, keeping only the
+        length.
         """
         size = self._size
         if size is None:
             encoded = self._encoded
             assert encoded is not None
+            if encoded.end - encoded.start <= _DECODE_TO_SIZE:
+                return len(self.data)
             size = decoded_size(encoded.raw, encoded.encoding, encoded.start, encoded.end)
             object.__setattr__(self, "_size", size)
         return size
