@@ -692,6 +692,25 @@ def as_bytes(message: StdMessage | EmailMessage | bytes | Message) -> bytes:
     raise TypeError(f"expected bytes, an EmailMessage or a Message, not {type(message).__name__}")
 
 
+_LINE_ENDS = re.compile(rb"\r\n|\r|\n")
+_HEAD_LINE_ENDS = re.compile(rb"\r?\n")
+_LONE_CR = re.compile(rb"\r(?!\n)")
+
+
+def crlf_bytes(message: StdMessage | EmailMessage | bytes | Message) -> bytes:
+    """:func:`as_bytes` with every line ending CRLF, as RFC 5322 requires on the wire (what
+    imaplib does to an APPEND, and what SMTP sends).
+
+    In the body a bare CR or LF becomes CRLF. In the header block only LF does: a CR there
+    that ends no line is part of a field (as Dovecot and Postfix read it), so it becomes a
+    space, as Postfix makes it, never a line break that would start a field of its own.
+    """
+    raw = as_bytes(message)
+    offset = split_header_block(raw)[1]  # past its field cap it still finds the block's end
+    head = _LONE_CR.sub(b" ", raw[:offset])
+    return _HEAD_LINE_ENDS.sub(b"\r\n", head) + _LINE_ENDS.sub(b"\r\n", raw[offset:])
+
+
 def parse_email(raw: bytes, *, headers_only: bool = False) -> EmailMessage:
     """Parse bytes with ``email.policy.default``, falling back rather than failing.
 

@@ -47,7 +47,7 @@ from mailsync._errors import (
     ProtocolError,
     ServerError,
 )
-from mailsync._message import Folder, Message, header_block
+from mailsync._message import Folder, Message, crlf_bytes, header_block
 from mailsync._query import Q
 from mailsync.backends._tls import TLSStream
 from mailsync.protocol import imap as proto
@@ -1122,7 +1122,7 @@ class IMAPRetriever(Retriever):
             flag_list = proto.store_flags(flags)
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
-        data = outgoing_bytes(message)
+        data = crlf_bytes(outgoing_bytes(message))  # imaplib's own CRLF pass: a no-op now
         with self._errors(folder):
             response = self._conn().append(proto.encode_folder(folder), data, flag_list)
         appended = proto.parse_appenduid(response or b"")

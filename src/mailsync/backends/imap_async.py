@@ -51,7 +51,7 @@ from mailsync._errors import (
     TemporaryFailure,
     map_exceptions,
 )
-from mailsync._message import Folder, Message, header_block
+from mailsync._message import Folder, Message, crlf_bytes, header_block
 from mailsync._query import Q
 from mailsync.protocol.imap import (
     BODY_KEYS,
@@ -1424,7 +1424,9 @@ class AsyncIMAPRetriever(AsyncRetriever):
         """
         name = _folder_name(folder)
         flag_text = " ".join(_flag_list(flags))
-        data = outgoing_bytes(message)
+        # The sync backend's imaplib does the same: both store the same bytes for the same
+        # input, and servers that refuse bare newlines (Cyrus) take it.
+        data = crlf_bytes(outgoing_bytes(message))
         wire = f"{_wire_folder(name)} ({flag_text}) {{{len(data)}}}"
         async with self._locked() as session:
             lines = await session.append(wire, data)
