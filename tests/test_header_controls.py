@@ -157,6 +157,13 @@ def test_append_holds_an_email_message_to_the_same_rule(tmp_path: Path) -> None:
     old = b"Subject: a\x00b\r\n\r\nx"
     assert outgoing_bytes(old) == old
     assert outgoing_bytes(Message(old)) == old
+    # ...but for line endings, and a CR in a header ends no line there either.
+    mbox = mailsync.connect(f"mbox:{tmp_path / 'box.mbox'}", state=":memory:")
+    with mbox:
+        mbox.append("INBOX", b"From: a@example.test\r\nSubject: x\rBcc: c@example.test\r\n\r\nb")
+        (stored,) = mbox.messages()
+    assert stored.bcc == ()
+    assert stored.subject == "x Bcc: c@example.test"
 
 
 @settings(max_examples=400, deadline=None)
