@@ -10,6 +10,8 @@ turns those into the public behaviour that must be identical everywhere:
   at most the message being handled (at-least-once), never loses one.
 - ``watch()``: ``sync()``, then wait (IDLE, push, or polling), forever; reconnects with
   exponential backoff and jitter when the connection drops, catching up through ``sync()``.
+- Every backend's ``messages()``, ``folders()`` and ``send_many()`` are finished by
+  :mod:`mailsync._stream` (``collect()``, ``progress=``) from ``__init_subclass__``.
 - :class:`ThreadedAsyncRetriever`/:class:`ThreadedAsyncSender`: the async API over a sync
   backend, running its blocking calls on one worker thread (never ``asyncio.run``).
 
@@ -39,16 +41,28 @@ from mailsync._errors import (
 from mailsync._message import Folder, Message
 from mailsync._query import Q
 from mailsync._state import StateStore, open_state_store
+from mailsync._stream import (
+    AsyncMessageStream,
+    MessageStream,
+    acounted_steps,
+    counted_steps,
+    finish_retriever_class,
+    finish_sender_class,
+)
 
 if TYPE_CHECKING:
     from email.message import EmailMessage
 
+    from mailsync._message import MessageList
+
 __all__ = [
+    "AsyncMessageStream",
     "AsyncRetriever",
     "AsyncSender",
     "AsyncSyncRun",
     "Backoff",
     "MessageRef",
+    "MessageStream",
     "OutgoingMessage",
     "Retriever",
     "SendResult",
@@ -192,6 +206,12 @@ class SyncRun(Iterator[Message]):
         identities = [step.identity] if step.identity else []
         self._store.save_cursor(self._account, self._folder, step.cursor, identities)
 
+    def collect(self) -> MessageList:
+        """Every new message in a :class:`~mailsync.MessageList`, all marked delivered."""
+        from mailsync._message import MessageList
+
+        return MessageList(self)
+
     def close(self) -> None:
         """Stop without marking the message being handled as delivered."""
         self._pending = None
@@ -245,6 +265,12 @@ class AsyncSyncRun(AsyncIterator[Message]):
         await asyncio.to_thread(
             self._store.save_cursor, self._account, self._folder, step.cursor, identities
         )
+
+    async def collect(self) -> MessageList:
+        """Every new message in a :class:`~mailsync.MessageList`, all marked delivered."""
+        from mailsync._message import MessageList
+
+        return MessageList([message async for message in self])
 
     async def aclose(self) -> None:
         """Stop without marking the message being handled as delivered."""
@@ -300,6 +326,11 @@ class Retriever(_StateMixin, abc.ABC):
     scheme: ClassVar[str] = ""
     capabilities: frozenset[str] = frozenset()
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Every backend's messages()/folders() gain collect(), progress= and FolderList here.
+        super().__init_subclass__(**kwargs)
+        finish_retriever_class(cls, asynchronous=False)
+
     def __init__(self, endpoint: Endpoint, *, state: Any = None) -> None:
         self.endpoint = endpoint
         self._state_arg = state
@@ -324,7 +355,8 @@ class Retriever(_StateMixin, abc.ABC):
 
     @abc.abstractmethod
     def folders(self) -> list[Folder]:
-        """Every folder of the account."""
+        """Every folder of the account, as a :class:`~mailsync.FolderList` (a list that shows
+        as a table in Jupyter)."""
 
     @abc.abstractmethod
     def messages(
@@ -336,6 +368,11 @@ class Retriever(_StateMixin, abc.ABC):
         limit: int | None = None,
     ) -> Iterator[Message]:
         """The messages of ``folder`` in arrival order, streamed in batches.
+
+        Every backend's ``messages()`` returns a :class:`~mailsync.MessageStream`: an
+        iterator (memory stays flat) whose ``collect()`` gives a :class:`~mailsync.MessageList`
+        instead, and also takes ``progress=True`` (keyword only): a progress bar in Jupyter or
+        on a terminal, nothing when output goes elsewhere.
 
         Args:
             folder: The folder name; ``"INBOX"`` in any case is the inbox.
@@ -386,11 +423,15 @@ class Retriever(_StateMixin, abc.ABC):
 
     # -- shared behaviour --------------------------------------------------------------------
 
-    def sync(self, folder: str = "INBOX") -> SyncRun:
+    def sync(self, folder: str = "INBOX", *, progress: bool = False) -> SyncRun:
         """Only the messages no earlier ``sync()`` of this account and folder yielded.
 
         The cursor is saved as each next message is requested and when the loop ends. A
         cursor the server invalidated triggers a resync that yields no message twice.
+
+        Args:
+            folder: The folder name.
+            progress: Show a progress bar (Jupyter or a terminal only).
 
         Raises:
             FolderNotFound: No such folder.
@@ -398,6 +439,7 @@ class Retriever(_StateMixin, abc.ABC):
         key = self._folder_key(folder)
         cursor = self.state.load_cursor(self.account_key, key)
         steps = self._sync_steps(folder, cursor, self._known(folder))
+        steps = counted_steps(steps, progress=progress, desc=folder)
         return SyncRun(steps, self.state, self.account_key, key)
 
     def watch(self, folder: str = "INBOX", *, poll_interval: float = 60.0) -> Iterator[Message]:
@@ -472,6 +514,10 @@ class AsyncRetriever(_StateMixin, abc.ABC):
     scheme: ClassVar[str] = ""
     capabilities: frozenset[str] = frozenset()
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        finish_retriever_class(cls, asynchronous=True)
+
     def __init__(self, endpoint: Endpoint, *, state: Any = None) -> None:
         self.endpoint = endpoint
         self._state_arg = state
@@ -509,7 +555,8 @@ class AsyncRetriever(_StateMixin, abc.ABC):
         headers_only: bool = False,
         limit: int | None = None,
     ) -> AsyncIterator[Message]:
-        """The messages of ``folder`` in arrival order (see :meth:`Retriever.messages`)."""
+        """The messages of ``folder`` in arrival order (see :meth:`Retriever.messages`), as an
+        :class:`~mailsync.AsyncMessageStream`: ``async for`` it, or ``await .collect()``."""
 
     @abc.abstractmethod
     async def get(self, id: str) -> Message:
@@ -554,12 +601,13 @@ class AsyncRetriever(_StateMixin, abc.ABC):
         self._stop_event.set()
         await self._disconnect()
 
-    def sync(self, folder: str = "INBOX") -> AsyncSyncRun:
+    def sync(self, folder: str = "INBOX", *, progress: bool = False) -> AsyncSyncRun:
         """Only messages no earlier ``sync()`` yielded; see :meth:`Retriever.sync`."""
         key = self._folder_key(folder)
         store = self.state
         cursor = store.load_cursor(self.account_key, key)
         steps = self._sync_steps(folder, cursor, self._known(folder))
+        steps = acounted_steps(steps, progress=progress, desc=folder)
         return AsyncSyncRun(steps, store, self.account_key, key)
 
     async def watch(
@@ -759,6 +807,10 @@ class Sender(abc.ABC):
 
     scheme: ClassVar[str] = ""
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        finish_sender_class(cls, asynchronous=False)
+
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
 
@@ -810,6 +862,9 @@ class Sender(abc.ABC):
     def send_many(self, messages: Iterable[OutgoingMessage]) -> list[SendResult]:
         """Send several messages, in order, over one connection where the backend can.
 
+        Every sender's ``send_many`` also takes ``progress=True`` (keyword only): a bar
+        counting the messages as they go out, in Jupyter or on a terminal.
+
         Returns:
             One :class:`SendResult` per message, in the same order.
         """
@@ -823,6 +878,10 @@ class AsyncSender(abc.ABC):
     """The async twin of :class:`Sender`. Get one with :func:`mailsync.sender_async`."""
 
     scheme: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        finish_sender_class(cls, asynchronous=True)
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
