@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 import mailsync
 from mailsync import ConfigError, InvalidAddress, Message, compose
 from mailsync._compose import outgoing_bytes, prepare
-from mailsync._message import MAX_ADDRESSES
+from mailsync._message import MAX_ADDRESSES, crlf_bytes
 
 FROM = "alice@example.test"
 TO = "bob@example.test"
@@ -202,3 +202,17 @@ def test_addresses_past_the_cap_are_refused_not_dropped() -> None:
 def test_invalid_address_is_still_its_own_error() -> None:
     with pytest.raises(InvalidAddress):
         compose(from_=FROM, to="bob\x00@example.test", subject="s")
+
+
+def test_a_message_with_no_lf_at_all_is_read_and_sent_with_cr_line_ends() -> None:
+    # Old Mac mail ends every line with a CR alone: no convention is mixed, so its CRs are
+    # line ends for the model, for prepare() (which sends CRLFs, so the server agrees) and
+    # for append's CRLF pass.
+    raw = b"From: a@example.test\rTo: b@example.test\rBcc: c@example.test\r\rbody\r"
+    envelope = prepare(raw)
+    assert envelope.recipients == ("b@example.test", "c@example.test")
+    assert envelope.data.startswith(b"From: a@example.test\r\nTo: b@example.test\r\n")
+    assert envelope.data.endswith(b"\r\n\r\nbody\r\n")
+    assert b"Bcc" not in envelope.data
+    assert crlf_bytes(raw) == raw.replace(b"\r", b"\r\n")
+    assert [a.email for a in Message(raw).bcc] == ["c@example.test"]

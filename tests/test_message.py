@@ -312,7 +312,9 @@ def test_inline_image_by_disposition() -> None:
     assert image.data.startswith(b"GIF89a")
 
 
-@pytest.mark.parametrize("name", ["line-endings-lf.eml", "line-endings-mixed.eml"])
+@pytest.mark.parametrize(
+    "name", ["line-endings-lf.eml", "line-endings-bare-cr.eml", "line-endings-mixed.eml"]
+)
 def test_text_has_newline_line_endings_whatever_the_wire(name: str) -> None:
     message = load(name)
     assert "\r" not in message.text
@@ -326,24 +328,27 @@ def test_text_has_newline_line_endings_whatever_the_wire(name: str) -> None:
 
 @pytest.mark.reliability(
     area="Message parsing",
-    fault="a lone CR in a header ('Subject: x\\rBcc: carol@...') and a message with bare CR line"
-    " endings",
-    outcome="a lone CR ends no line: one Subject field, no Bcc, as Dovecot and Postfix read it",
+    fault="a lone CR in a header ('Subject: x\\rBcc: carol@...'); a message with no LF at all",
+    outcome="a lone CR ends no line: one Subject field, no Bcc, as Dovecot and Postfix read "
+    "it; a message with no LF at all reads as its LF twin",
 )
 def test_a_lone_cr_ends_no_line_as_servers_read_it() -> None:
-    # Dovecot (checked against the real one in tests/smtp/test_smtp_postfix.py) and Postfix
-    # end lines at LF only: a message with bare CR line endings is one header field, and a
-    # "\rBcc:" inside a value starts no field. Reading it otherwise lets a sender's view of
-    # who the recipients are differ from the server's.
-    message = load("line-endings-bare-cr.eml")
-    assert message.subject.startswith("line endings From: cr@example.test Content-Type:")
-    assert message.from_ is None
-    assert (message.text, message.html, message.attachments) == ("", "", ())
+    # Dovecot (checked against the real one in tests/smtp/test_header_injection.py) and
+    # Postfix end lines at LF only: a "\rBcc:" inside a value starts no field. Reading it
+    # otherwise lets a sender's view of who the recipients are differ from the server's.
     injected = Message(b"From: a@x.test\r\nSubject: x\rBcc: carol@x.test\r\n\r\nbody\r\n")
     assert injected.subject == "x Bcc: carol@x.test"
     assert injected.bcc == ()
     assert list(injected.headers) == ["From", "Subject"]
     assert injected.text == "body\n"
+    # A message with no LF at all ends its lines with CRs (old Mac mail): it mixes no
+    # conventions, and reads as its LF twin (line-endings-bare-cr.eml above).
+    cr_only = Message(b"From: a@x.test\rSubject: x\rBcc: carol@x.test\r\rbody\r")
+    assert (cr_only.subject, cr_only.bcc, cr_only.text) == (
+        "x",
+        (Address("", "carol@x.test"),),
+        "body\n",
+    )
 
 
 def test_bad_base64_is_decoded_leniently() -> None:

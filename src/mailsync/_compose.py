@@ -41,7 +41,7 @@ from mailsync._message import (
     message_id_of,
     parse_addresses,
 )
-from mailsync._mime import MAX_HEADER_FIELDS, split_header_block
+from mailsync._mime import MAX_HEADER_FIELDS, cr_line_ends, split_header_block
 
 if TYPE_CHECKING:
     # The stdlib email package loads where a message is built, not with this module:
@@ -675,9 +675,12 @@ def _parsed_short(value: str) -> tuple[Address, ...]:
 
 def _wire_bytes(message: EmailMessage | bytes | Message) -> bytes:
     try:
-        return as_bytes(message)
+        raw = as_bytes(message)
     except (TypeError, ValueError, LookupError, UnicodeError) as exc:
         raise ConfigError(f"cannot serialise the message: {exc}") from exc
+    # Read as the Message model reads it: a message with no LF at all ends its lines with
+    # CRs, and is sent with CRLFs, so the server reads the fields this reads.
+    return raw.replace(b"\r", b"\r\n") if cr_line_ends(raw) else raw
 
 
 def _checked_head(raw: bytes, offset: int) -> bytes:

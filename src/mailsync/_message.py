@@ -25,12 +25,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, SupportsIndex, overload
 
 from mailsync._mime import (
+    cr_line_ends,
     decode_bytes,
     decode_header_value,
     decode_identifier_value,
     decode_transfer,
     decoded_size,
     guess_boundary,
+    lf_for_cr_only,
     multipart_spans,
     parse_date,
     safe_filename,
@@ -497,7 +499,8 @@ class Message:
         # Our own header-block split, not the stdlib parser: reading a header must not parse
         # a 50 MB body, and even a header-only stdlib parse re-parses Content-Type, which a
         # hostile header makes take seconds.
-        return self._cached("root", lambda: parse_node(self.raw))  # type: ignore[no-any-return]
+        # A message that ends its lines with a CR alone is read as its LF twin.
+        return self._cached("root", lambda: parse_node(lf_for_cr_only(self.raw)))  # type: ignore[no-any-return]
 
     @property
     def seen(self) -> bool:
@@ -752,9 +755,13 @@ def crlf_bytes(message: StdMessage | EmailMessage | bytes | Message) -> bytes:
 
     In the body a bare CR or LF becomes CRLF. In the header block only LF does: a CR there
     that ends no line is part of a field (as Dovecot and Postfix read it), so it becomes a
-    space, as Postfix makes it, never a line break that would start a field of its own.
+    space, as Postfix makes it, never a line break that would start a field of its own. A
+    message with no LF at all ends its lines with CRs (:func:`~mailsync._mime.cr_line_ends`):
+    each becomes CRLF.
     """
     raw = as_bytes(message)
+    if cr_line_ends(raw):
+        return raw.replace(b"\r", b"\r\n")
     offset = split_header_block(raw)[1]  # past its field cap it still finds the block's end
     head = _LONE_CR.sub(b" ", raw[:offset])
     return _HEAD_LINE_ENDS.sub(b"\r\n", head) + _LINE_ENDS.sub(b"\r\n", raw[offset:])

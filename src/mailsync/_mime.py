@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_HEADER_FIELDS",
+    "cr_line_ends",
     "decode_8bit",
     "decode_bytes",
     "decode_encoded_words",
@@ -37,6 +38,7 @@ __all__ = [
     "decode_transfer",
     "decoded_size",
     "guess_boundary",
+    "lf_for_cr_only",
     "multipart_spans",
     "parse_date",
     "safe_filename",
@@ -171,7 +173,8 @@ def decode_8bit(text: str) -> str:
 
 # A line ends at LF (CRLF being CR + LF), never at a lone CR: that is how Dovecot and Postfix
 # read mail, so a CR inside a header value can never start a field of its own ("Subject:
-# x\rBcc: carol" is one Subject, not a Bcc recipient).
+# x\rBcc: carol" is one Subject, not a Bcc recipient). The one exception is a message with
+# no LF at all (see cr_line_ends).
 _LINE = re.compile(rb"[^\n]*\n?")
 _FIELD_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+:")
 
@@ -180,6 +183,23 @@ _FIELD_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+:")
 #: mail has tens, rarely hundreds; each field costs some 200 bytes once read and decoded, so
 #: 50 MB of tiny fields must not cost gigabytes. The rest of a longer block is skipped.
 MAX_HEADER_FIELDS = 10_000
+
+
+def cr_line_ends(raw: bytes) -> bool:
+    """Whether ``raw`` ends its lines with a CR alone: it has CRs and no LF anywhere.
+
+    Old Mac mail and files written by its tools do, and a delivery report saved that way is
+    still a report. Such a message mixes no conventions, so reading its CRs as line ends
+    cannot make one field out of another; in every other message a lone CR ends no line.
+    Callers read the message with each CR taken as an LF (:func:`lf_for_cr_only`).
+    """
+    return b"\n" not in raw and b"\r" in raw
+
+
+def lf_for_cr_only(raw: bytes) -> bytes:
+    """``raw`` with its CRs made LFs when it ends its lines with a CR alone
+    (:func:`cr_line_ends`; the length is kept, so offsets hold), else ``raw`` itself."""
+    return raw.replace(b"\r", b"\n") if cr_line_ends(raw) else raw
 
 
 def split_header_block(
