@@ -19,8 +19,9 @@ so that generic handlers keep working (``except ConnectionError``, ``except Time
      │    ├── MessageNotFound
      │    ├── RateLimited                    slow down; ``retry_after`` seconds if known
      │    └── TemporaryFailure               try again later (busy mailbox, 4xx replies)
-     └── SendError                           a message could not be sent
-          └── RecipientsRefused              every recipient was refused; ``refused`` says why
+     ├── SendError                           a message could not be sent
+     │    └── RecipientsRefused              every recipient was refused; ``refused`` says why
+     └── StorageError (OSError)              a local file or directory could not be written
 
 Server text quoted in an error is scrubbed of the secrets sent on that connection
 (:class:`SecretScrubber`): some servers echo the command they refused, password and all.
@@ -38,6 +39,8 @@ import ssl
 from collections.abc import Iterator, Mapping
 from typing import TypeAlias
 
+from mailsync._hints import socket_error_text
+
 __all__ = [
     "AuthenticationError",
     "ConfigError",
@@ -53,6 +56,7 @@ __all__ = [
     "SecretScrubber",
     "SendError",
     "ServerError",
+    "StorageError",
     "TemporaryFailure",
     "Unsupported",
     "map_exceptions",
@@ -155,6 +159,11 @@ class RecipientsRefused(SendError):
     def __init__(self, message: str, *, refused: Mapping[str, tuple[int, str]]) -> None:
         super().__init__(message)
         self.refused = dict(refused)
+
+
+class StorageError(MailsyncError, OSError):
+    """A local file or directory could not be written (``Attachment.save`` into a directory
+    that cannot be created, a full disk, no permission); the message names the path."""
 
 
 ExceptionMap: TypeAlias = Mapping[type[BaseException], type[MailsyncError]]
@@ -264,5 +273,9 @@ def _lookup(exc: BaseException, mapping: ExceptionMap) -> type[MailsyncError] | 
 
 
 def _describe(exc: BaseException, context: str) -> str:
+    if context:
+        hinted = socket_error_text(exc, context)
+        if hinted is not None:
+            return hinted
     text = str(exc).strip() or type(exc).__name__
     return f"{context}: {text}" if context else text
