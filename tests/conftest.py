@@ -11,10 +11,15 @@ from collections.abc import Callable, Generator, Iterator
 
 import pytest
 
+from tests import reliability
 from tests.cyrus import CyrusServer
 from tests.cyrus import missing_reason as cyrus_missing_reason
 from tests.proxy import TCPProxy
 from tests.servers import Account, MailboxClients, MailServers, missing_reason
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    reliability.addoption(parser)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -22,6 +27,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "servers: needs the real Dovecot/Postfix or Cyrus servers (tests/servers.py, cyrus.py)",
     )
+    reliability.configure(config)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -84,6 +84,11 @@ def _run_processes(jobs: list[tuple[Callable[..., None], tuple[Any, ...]]], path
         assert proc.exitcode == 0
 
 
+@pytest.mark.reliability(
+    area="Sync state",
+    fault="several processes use one SQLite state file at once",
+    outcome="every write lands; none is lost",
+)
 def test_several_processes_share_one_file(tmp_path: Path) -> None:
     path = str(tmp_path / "state.sqlite3")
     _run_processes([(_writer, (path, w)) for w in range(3)], path)
@@ -133,6 +138,11 @@ def _incrementer(path: str) -> None:
     store.close()
 
 
+@pytest.mark.reliability(
+    area="Sync state",
+    fault="processes updating the same item concurrently",
+    outcome="no update is lost",
+)
 def test_update_item_loses_no_update_across_processes(tmp_path: Path) -> None:
     path = str(tmp_path / "state.sqlite3")
     _run_processes([(_incrementer, (path,)) for _ in range(3)], path)

@@ -3,10 +3,15 @@
 :func:`compose` builds a standard ``EmailMessage`` (text, html alternative, attachments, inline
 images, custom headers; Message-ID and Date set). Everything that ends up in a header is
 checked first: addresses with email-validator (syntax, not policy), and no value may hold a
-line break, which is how header injection works. :func:`prepare` turns any outgoing message
+control character (a tab aside): line breaks are how header injection works, and a NUL cuts
+a value short in some servers and not in others. :func:`prepare` turns any outgoing message
 (``EmailMessage``, bytes, :class:`~mailsync.Message`) into an :class:`Envelope`: sender,
 recipients (To + Cc + Bcc), the bytes to transmit with Bcc removed, and the Message-ID. Every
-sender backend goes through :func:`prepare`, so they agree on who gets what.
+sender backend goes through :func:`prepare`, so they agree on who gets what, and it refuses
+a header block with control characters too, whoever wrote it: lines end at LF only, as
+servers read them, so ``Subject: x\rBcc: carol`` is one Subject to the server and must not
+make carol a recipient. :func:`outgoing_bytes` holds messages mailsync stores (``append``)
+to the same rule.
 
 No I/O here except reading attachment files given as paths (and DNS when deliverability
 checks are asked for).
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import itertools
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -25,8 +31,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, TypeAlias
 
 from mailsync._errors import ConfigError, InvalidAddress
-from mailsync._message import Address, Message, _msgid, crlf_bytes, parse_addresses
-from mailsync._mime import decode_header_value, split_header_block
+from mailsync._message import (
+    MAX_ADDRESSES,
+    Address,
+    Message,
+    _msgid,
+    as_bytes,
+    iter_addresses,
+    message_id_of,
+    parse_addresses,
+)
+from mailsync._mime import MAX_HEADER_FIELDS, cr_line_ends, split_header_block
 
 if TYPE_CHECKING:
     # The stdlib email package loads where a message is built, not with this module:
@@ -34,7 +49,7 @@ if TYPE_CHECKING:
     from email.headerregistry import Address as HeaderAddress
     from email.message import EmailMessage
 
-__all__ = ["AttachmentSpec", "Envelope", "check_address", "compose", "prepare"]
+__all__ = ["AttachmentSpec", "Envelope", "check_address", "compose", "outgoing_bytes", "prepare"]
 
 #: An attachment for :func:`compose`: a path, or ``(filename, data, content_type)``.
 AttachmentSpec: TypeAlias = "str | os.PathLike[str] | tuple[str, bytes, str]"
@@ -47,9 +62,12 @@ AddressLike: TypeAlias = "str | Address | tuple[str, str]"
 _LINE_BREAK = re.compile("[\r\n\x00\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 _HEADER_NAME = re.compile(r"[!-9;-~]+")
 _NEEDS_QUOTES = re.compile(r'[][\\()<>@,:;".]|^\s|\s$|\s\s')
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# Control characters: C0 but the tab (which RFC 5322 allows as white space), DEL, C1, and the
+# Unicode line and paragraph separators.
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 _CONTENT_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+")
-_MSG_ID = re.compile(r"[^\s<>\"()\[\],;:\\]+")
+# Printable ASCII but specials and white space: a message id is ASCII (RFC 5322 3.6.4).
+_MSG_ID = re.compile(r"[!#-'*+\-./0-9=?@A-Z^-~]+")
 # email-validator refuses these as "not globally deliverable"; in a private deployment (and
 # in tests) they are perfectly good addresses, so syntax mode accepts them.
 _SPECIAL_USE_SUFFIXES = ("localhost", "local", "invalid", "onion", "arpa", "internal")
@@ -146,11 +164,14 @@ def _ends_with_label(domain: str, label: str) -> bool:
 
 
 def _check_text(what: str, value: object) -> str:
-    """A header text: a str with no line break and encodable (no lone surrogates)."""
+    """A header text: a str with no control character (a tab aside) and encodable (no lone
+    surrogates)."""
     if not isinstance(value, str):
         raise ConfigError(f"{what} must be a string, not {type(value).__name__}")
     if _LINE_BREAK.search(value):
         raise ConfigError(f"{what} contains a line break, which could inject headers: {value!r}")
+    if _CONTROL.search(value):
+        raise ConfigError(f"{what} contains a control character: {value!r}")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -460,8 +481,8 @@ def _extra_headers(
                 raise InvalidAddress(f"header {name!r} holds no address", address=value)
             out.append((name, addresses))
             continue
-        if key == "message-id" and _msgid(value) is None:
-            raise ConfigError(f"invalid Message-ID {value!r}")
+        if key == "message-id" and (_msgid(value) is None or not value.isascii()):
+            raise ConfigError(f"invalid Message-ID {value!r} (a message id is ASCII)")
         out.append((name, value))
     return out
 
@@ -471,8 +492,10 @@ def _new_message_id(message_id: str | None, domain: str) -> str:
 
     if message_id is None:
         return email.utils.make_msgid(domain=domain or "localhost")
+    if not isinstance(message_id, str):
+        raise ConfigError(f"message_id must be a string, not {type(message_id).__name__}")
     bare = message_id.strip().removeprefix("<").removesuffix(">")
-    if not _MSG_ID.fullmatch(bare.replace("@", "x", 1)) and not _MSG_ID.fullmatch(bare):
+    if not _MSG_ID.fullmatch(bare):  # no control character, white space, special or non-ASCII
         raise ConfigError(f"invalid message_id {message_id!r}")
     return f"<{bare}>"
 
@@ -505,7 +528,7 @@ def _set_body(
         html_part = last
     for content_id, spec in inline.items():
         bare = _check_text("inline content id", content_id).strip().strip("<>")
-        if not _MSG_ID.fullmatch(bare.replace("@", "x", 1)):
+        if not _MSG_ID.fullmatch(bare):
             raise ConfigError(f"invalid inline content id {content_id!r}")
         filename, data, ctype = _load(spec)
         maintype, _, subtype = ctype.partition("/")
@@ -563,6 +586,10 @@ class Envelope:
     eight_bit: bool
 
 
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+_HEAD_LINE_END = re.compile(rb"\r?\n")
+# In a header block: C0 controls but tab and LF, DEL, and a CR that does not end a line.
+_HEAD_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)")
 _BLIND_HEADERS = frozenset({b"bcc", b"resent-bcc"})
 
 
@@ -578,7 +605,12 @@ def prepare(
     The message's own bytes are kept as they are (so a DKIM signature stays valid) except
     that line endings become CRLF, Bcc and Resent-Bcc header fields are removed (their
     addresses stay recipients), and a Message-ID and a Date are added when missing.
-    Recipients are deduplicated, the domain compared case-insensitively.
+    Recipients are deduplicated, the domain compared case-insensitively. Header lines end
+    at LF (or CRLF) only, as mail servers read them, and a header block holding a control
+    character (a NUL, a CR that ends no line...; a tab is fine) is refused: servers would
+    read it differently from each other and from mailsync. So the Message-ID returned is
+    the one the recipients get, and a recipient is never taken from what a server reads as
+    part of another field.
 
     Args:
         message: The message to send.
@@ -590,14 +622,20 @@ def prepare(
 
     Raises:
         InvalidAddress: No recipient, or an envelope address is invalid.
-        ConfigError: The message cannot be serialised, its header block is malformed, or it
-            was retrieved with ``headers_only``.
+        ConfigError: The message cannot be serialised, its header block is malformed or
+            holds a control character, it has more header fields or recipients than the
+            Message model reads (:data:`~mailsync._mime.MAX_HEADER_FIELDS`,
+            :data:`~mailsync._message.MAX_ADDRESSES`), or it was retrieved with
+            ``headers_only``.
     """
     if isinstance(message, Message) and message.headers_only:
         raise ConfigError("cannot send a message retrieved with headers_only=True")
     raw = _wire_bytes(message)
-    parsed, offset = split_header_block(raw)
-    head, body = _split_head(raw, offset)
+    parsed, offset = split_header_block(raw, max_fields=MAX_HEADER_FIELDS + 1)
+    if len(parsed) > MAX_HEADER_FIELDS:  # the model would not read them all: nor does this
+        raise ConfigError(f"the message has more than {MAX_HEADER_FIELDS} header fields")
+    head = _checked_head(raw, offset)
+    body = _LINE_END.sub(b"\r\n", raw[offset:])
     view = _HeaderView(parsed)
     blind = frozenset() if keep_bcc else _BLIND_HEADERS
     fields = [f for f in _header_fields(head) if _field_name(f) not in blind]
@@ -619,6 +657,8 @@ def prepare(
     recipients = _dedupe(list(rcpt_to) if rcpt_to is not None else listed)
     if not recipients:
         raise InvalidAddress("the message has no recipient (To, Cc, Bcc or rcpt_to)", address="")
+    if rcpt_to is None and len(recipients) > MAX_ADDRESSES:
+        raise ConfigError(f"the message lists more than {MAX_ADDRESSES} recipients")
     for rcpt in recipients:
         check_address(rcpt)
     sender = _envelope_sender(view) if mail_from is None else mail_from.strip().strip("<>")
@@ -637,11 +677,30 @@ def prepare(
     )
 
 
+def outgoing_bytes(message: EmailMessage | bytes | Message) -> bytes:
+    """The bytes of a message mailsync is asked to store (``append``), as :func:`as_bytes`.
+
+    A message built as an ``EmailMessage`` has its header values written here, so its header
+    block is held to :func:`prepare`'s rule: no control character. Bytes and retrieved
+    messages are stored as given (a copy of existing mail stays byte-exact).
+
+    Raises:
+        ConfigError: An ``EmailMessage`` whose header block holds a control character, or
+            that cannot be serialised.
+    """
+    if isinstance(message, bytes | bytearray | Message):
+        return as_bytes(message)
+    raw = _wire_bytes(message)
+    _checked_head(raw, split_header_block(raw)[1])
+    return raw
+
+
 class _HeaderView:
     """What :func:`prepare` reads from a header block, read as :class:`~mailsync.Message`
-    reads it (first decoded Message-ID; addresses parsed from the raw values), from the
-    fields :func:`~mailsync._mime.split_header_block` gave: the block is split once, and
-    only the fields asked for are decoded."""
+    reads it (the first Message-ID as :attr:`~mailsync.Message.message_id` reads it;
+    addresses parsed from the raw values), from the fields
+    :func:`~mailsync._mime.split_header_block` gave: the block is split once, and only the
+    fields asked for are decoded."""
 
     __slots__ = ("_values",)
 
@@ -655,8 +714,7 @@ class _HeaderView:
         return name in self._values
 
     def message_id(self) -> str | None:
-        values = self._values.get("message-id")
-        return _msgid(decode_header_value(values[0])) if values else None
+        return message_id_of(self._values.get("message-id", ()))
 
     def addresses(self, *names: str) -> list[Address]:
         return [a for name in names for v in self._values.get(name, ()) for a in _parsed(v)]
@@ -667,9 +725,13 @@ _CACHED_VALUE_MAX = 256
 
 
 def _parsed(value: str) -> tuple[Address, ...]:
-    """The addresses in one raw header value."""
+    """The addresses in one raw header value, all of them: a recipient is never dropped
+    (past :data:`~mailsync._message.MAX_ADDRESSES` the message is refused instead)."""
     if len(value) > _CACHED_VALUE_MAX:
-        return parse_addresses([value])
+        found = tuple(itertools.islice(iter_addresses([value]), MAX_ADDRESSES + 1))
+        if len(found) > MAX_ADDRESSES:
+            raise ConfigError(f"a header lists more than {MAX_ADDRESSES} addresses")
+        return found
     return _parsed_short(value)
 
 
@@ -681,36 +743,57 @@ def _parsed_short(value: str) -> tuple[Address, ...]:
 
 def _wire_bytes(message: EmailMessage | bytes | Message) -> bytes:
     try:
-        return crlf_bytes(message)
+        raw = as_bytes(message)
     except (TypeError, ValueError, LookupError, UnicodeError) as exc:
         raise ConfigError(f"cannot serialise the message: {exc}") from exc
+    # Read as the Message model reads it: a message with no LF at all ends its lines with
+    # CRs, and is sent with CRLFs, so the server reads the fields this reads.
+    return raw.replace(b"\r", b"\r\n") if cr_line_ends(raw) else raw
 
 
-def _split_head(raw: bytes, offset: int) -> tuple[bytes, bytes]:
-    """``(header fields with their CRLFs, body)``, split at ``offset``, where the Message
-    model splits them (:func:`~mailsync._mime.split_header_block`); the blank line between
-    them is dropped (and added back by the caller)."""
-    head = raw[:offset]
+def _checked_head(raw: bytes, offset: int) -> bytes:
+    """The header fields of ``raw`` (the block before ``offset``, where the Message model
+    ends it: :func:`~mailsync._mime.split_header_block`) with CRLF line ends and without
+    the blank line after them (the caller adds it back).
+
+    Raises:
+        ConfigError: A control character in the block, or a line that is no header field
+            before the end of the block.
+    """
+    block = raw[:offset]
+    control = _HEAD_CONTROL.search(block)
+    if control is not None:
+        line_start = block.rfind(b"\n", 0, control.start()) + 1
+        name = block[line_start : control.start()].partition(b":")[0][:60]
+        # Each server reads these its own way (a NUL ends a value for some, a lone CR is
+        # text to Dovecot and Postfix but a line end to others): refused, never "repaired".
+        raise ConfigError(
+            f"the header field {name.decode('ascii', 'replace')!r} holds the control "
+            f"character {control.group(0)!r}; refusing to send a header block that servers "
+            "would read differently"
+        )
+    head = _HEAD_LINE_END.sub(b"\r\n", block)
     if head.endswith(b"\r\n\r\n"):
-        return head[:-2], raw[offset:]
+        return head[:-2]
     if head == b"\r\n":  # a blank first line: there is no header at all
-        return b"", raw[offset:]
+        return b""
     if offset < len(raw):
         # A line that is no header field ends the header block without a blank line: what
         # follows (a Bcc line, say) would be sent as body text. Outgoing mail must be sound.
-        line = raw[offset:].split(b"\r\n", 1)[0][:60]
+        line = raw[offset:].split(b"\n", 1)[0].rstrip(b"\r")[:60]
         raise ConfigError(f"the header block has a line that is no header field: {line!r}")
-    return (head if not head or head.endswith(b"\r\n") else head + b"\r\n"), b""
+    return head if not head or head.endswith(b"\r\n") else head + b"\r\n"
 
 
 _FIELD_START = re.compile(rb"[\x21-\x39\x3b-\x7e]+:")
 
 
 def _header_fields(head: bytes) -> list[bytes]:
-    """Split a header block into fields, each with its continuation lines and CRLFs; lines
-    that are no field (an mbox ``From `` envelope line) are dropped."""
+    """Split a header block (CRLF line ends only) into fields, each with its continuation
+    lines and CRLFs; lines that are no field (an mbox ``From `` envelope line) are dropped."""
     fields: list[bytes] = []
-    for line in head.splitlines(keepends=True):
+    for line in head.split(b"\r\n")[:-1]:
+        line += b"\r\n"
         if line[:1] in (b" ", b"\t"):
             if fields:
                 fields[-1] += line

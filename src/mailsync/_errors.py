@@ -23,12 +23,17 @@ so that generic handlers keep working (``except ConnectionError``, ``except Time
      │    └── RecipientsRefused              every recipient was refused; ``refused`` says why
      └── StorageError (OSError)              a local file or directory could not be written
 
+Server text quoted in an error is scrubbed of the secrets sent on that connection
+(:class:`SecretScrubber`): some servers echo the command they refused, password and all.
+
 This module must not import any backend library: it is imported by everything.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import re
 import socket
 import ssl
 from collections.abc import Iterator, Mapping
@@ -48,6 +53,7 @@ __all__ = [
     "ProtocolError",
     "RateLimited",
     "RecipientsRefused",
+    "SecretScrubber",
     "SendError",
     "ServerError",
     "StorageError",
@@ -175,8 +181,64 @@ SOCKET_ERRORS: ExceptionMap = {
 }
 
 
+class SecretScrubber:
+    """The secrets one connection has sent, to be scrubbed from server text quoted in errors.
+
+    A backend makes one per connection, gives it each password, token or SASL response
+    it sends (:meth:`add`), and passes every piece of server text it puts into an error
+    message through :meth:`scrub` (:func:`map_exceptions` does so for the library errors it
+    describes). A server that echoes ``LOGIN alice "hunter2"`` in its refusal then shows
+    ``LOGIN alice "***"``. Each secret is also looked for in the forms a server could echo
+    it in: quoted (backslashes and double quotes escaped) and base64-encoded, as SASL
+    exchanges carry it.
+
+    Only the text is scrubbed: the exception chained as ``__cause__`` is the library's own,
+    which backends keep free of server text where a secret can be in it.
+    """
+
+    __slots__ = ("_forms", "_pattern")
+
+    _MARK = "***"
+
+    def __init__(self) -> None:
+        self._forms: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
+
+    def add(self, secret: str | bytes | None) -> None:
+        """Remember a secret sent on this connection (bytes: a SASL response as sent)."""
+        if not secret:
+            return
+        data = secret if isinstance(secret, bytes) else secret.encode("utf-8")
+        forms = {base64.b64encode(data).decode("ascii")}
+        if isinstance(secret, str):
+            forms |= {secret, secret.replace("\\", "\\\\").replace('"', '\\"')}
+        else:
+            forms.add(secret.decode("utf-8", "replace"))
+        self._forms |= {form for form in forms if form}
+        longest_first = sorted(self._forms, key=len, reverse=True)
+        self._pattern = re.compile("|".join(re.escape(form) for form in longest_first))
+
+    def scrub(self, text: str) -> str:
+        """``text`` with every form of every secret replaced by ``***``."""
+        pattern = self._pattern
+        if pattern is None:
+            return text
+        # A secret made of asterisks would survive its own mark: it is dropped instead.
+        mark = "" if any(form.strip("*") == "" for form in self._forms) else self._MARK
+        # Replacing can join what is left around a mark into a secret again ("aa*" less
+        # "a*"): repeat until none is left. Each round removes characters no mark has.
+        while pattern.search(text):
+            text = pattern.sub(mark, text)
+        return text
+
+
 @contextlib.contextmanager
-def map_exceptions(mapping: ExceptionMap | None = None, *, context: str = "") -> Iterator[None]:
+def map_exceptions(
+    mapping: ExceptionMap | None = None,
+    *,
+    context: str = "",
+    secrets: SecretScrubber | None = None,
+) -> Iterator[None]:
     """Translate library and socket errors raised inside the block into mailsync errors.
 
     The first matching entry wins, so put specific classes before their bases. Errors that
@@ -185,6 +247,8 @@ def map_exceptions(mapping: ExceptionMap | None = None, *, context: str = "") ->
     Args:
         mapping: Extra translations, tried before the socket-level ones.
         context: Prefixed to the message, e.g. ``"IMAP 127.0.0.1:143"``.
+        secrets: The connection's secrets, scrubbed from the library error's text (which
+            may quote the server).
 
     Raises:
         MailsyncError: The translated error.
@@ -197,7 +261,8 @@ def map_exceptions(mapping: ExceptionMap | None = None, *, context: str = "") ->
         target = _lookup(exc, mapping or {}) or _lookup(exc, SOCKET_ERRORS)
         if target is None:
             raise
-        raise target(_describe(exc, context)) from exc
+        text = _describe(exc, context)
+        raise target(secrets.scrub(text) if secrets is not None else text) from exc
 
 
 def _lookup(exc: BaseException, mapping: ExceptionMap) -> type[MailsyncError] | None:

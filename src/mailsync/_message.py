@@ -14,24 +14,30 @@ This module does no I/O except :meth:`Attachment.save`.
 
 from __future__ import annotations
 
+import collections
+import itertools
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import FrozenInstanceError, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, SupportsIndex, overload
 
 from mailsync._errors import MailsyncError, StorageError
 from mailsync._mime import (
+    cr_line_ends,
     decode_bytes,
     decode_header_value,
+    decode_identifier_value,
     decode_transfer,
+    decoded_size,
     guess_boundary,
+    lf_for_cr_only,
+    multipart_spans,
     parse_date,
     safe_filename,
     split_header_block,
-    split_multipart,
     split_params,
     split_suffix,
     unfold,
@@ -45,6 +51,7 @@ if TYPE_CHECKING:
     from mailsync._reports import DeliveryReport
 
 __all__ = [
+    "MAX_ADDRESSES",
     "Address",
     "Attachment",
     "Folder",
@@ -54,6 +61,8 @@ __all__ = [
     "MessageList",
     "decode_bytes",
     "decode_header_value",
+    "iter_addresses",
+    "message_id_of",
     "message_identity",
     "parse_addresses",
     "parse_date",
@@ -109,30 +118,127 @@ class Folder:
         return not any(f.lower() in ("\\noselect", "\\nonexistent") for f in self.flags)
 
 
-@dataclass(frozen=True, slots=True)
+_DECODE_TO_SIZE = 64 * 1024  # parts up to this size are decoded when their size is asked
+
+
 class Attachment:
     """A part of a message that is not its text or html body.
+
+    The attachments of a retrieved message are listed without decoding anything: ``data``
+    is decoded on first use (and kept), and ``size`` is worked out without decoding where
+    the encoding allows (see :attr:`size`), so listing the attachments of a 100 MB message
+    costs next to nothing.
 
     Attributes:
         filename: The decoded file name (RFC 2231 and encoded words understood), or None. It
             comes from the sender: use :meth:`save`, never this name, to make a path.
         content_type: e.g. ``"application/pdf"``.
-        data: The decoded content.
         content_id: The Content-ID without angle brackets, for inline parts.
         inline: True for parts shown inside the body (``Content-Disposition: inline`` or
             referenced by Content-ID), such as images in an html message.
     """
 
+    __slots__ = ("_data", "_encoded", "_size", "content_id", "content_type", "filename", "inline")
+
     filename: str | None
     content_type: str
-    data: bytes = field(repr=False)
-    content_id: str | None = None
-    inline: bool = False
+    content_id: str | None
+    inline: bool
+    _data: bytes | None
+    _encoded: _Encoded | None
+    _size: int | None
+
+    def __init__(
+        self,
+        filename: str | None,
+        content_type: str,
+        data: bytes,
+        content_id: str | None = None,
+        inline: bool = False,
+    ) -> None:
+        self._init(filename, content_type, content_id, inline, data, None)
+
+    @classmethod
+    def _from_part(cls, leaf: _Leaf, *, inline: bool) -> Attachment:
+        """An attachment whose content is decoded from the part's bytes when first read."""
+        attachment = cls.__new__(cls)
+        encoded = _Encoded(leaf.raw, leaf.start, leaf.end, leaf.transfer_encoding)
+        attachment._init(leaf.filename, leaf.content_type, leaf.content_id, inline, None, encoded)
+        return attachment
+
+    def _init(
+        self,
+        filename: str | None,
+        content_type: str,
+        content_id: str | None,
+        inline: bool,
+        data: bytes | None,
+        encoded: _Encoded | None,
+    ) -> None:
+        store = object.__setattr__
+        store(self, "filename", filename)
+        store(self, "content_type", content_type)
+        store(self, "content_id", content_id)
+        store(self, "inline", inline)
+        store(self, "_data", data)
+        store(self, "_encoded", encoded)
+        store(self, "_size", None if data is None else len(data))
+
+    @property
+    def data(self) -> bytes:
+        """The decoded content (decoded on first use, then kept)."""
+        data = self._data
+        if data is None:
+            encoded = self._encoded
+            assert encoded is not None
+            data = decode_transfer(encoded.raw[encoded.start : encoded.end], encoded.encoding)
+            object.__setattr__(self, "_data", data)
+            object.__setattr__(self, "_size", len(data))
+        return data
 
     @property
     def size(self) -> int:
-        """Decoded size in bytes."""
-        return len(self.data)
+        """The decoded size in bytes, ``len(data)``, without decoding a large part.
+
+        A part of up to 64 KiB is decoded (and ``data`` kept: one pass serves both). A
+        larger one is sized without keeping its content: base64 (nearly every attachment)
+        by counting its characters, without decoding; 7bit/8bit/binary is the part's length;
+        quoted-printable is decoded a window at a time and uuencode whole, keeping only the
+        length.
+        """
+        size = self._size
+        if size is None:
+            encoded = self._encoded
+            assert encoded is not None
+            if encoded.end - encoded.start <= _DECODE_TO_SIZE:
+                return len(self.data)
+            size = decoded_size(encoded.raw, encoded.encoding, encoded.start, encoded.end)
+            object.__setattr__(self, "_size", size)
+        return size
+
+    def _key(self) -> tuple[object, ...]:
+        return (self.filename, self.content_type, self.data, self.content_id, self.inline)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Attachment)
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"Attachment(filename={self.filename!r}, content_type={self.content_type!r}, "
+            f"content_id={self.content_id!r}, inline={self.inline!r})"
+        )
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """Write the attachment into ``directory`` and return the path written.
@@ -410,7 +516,8 @@ class Message:
         # Our own header-block split, not the stdlib parser: reading a header must not parse
         # a 50 MB body, and even a header-only stdlib parse re-parses Content-Type, which a
         # hostile header makes take seconds.
-        return self._cached("root", lambda: parse_node(self.raw))  # type: ignore[no-any-return]
+        # A message that ends its lines with a CR alone is read as its LF twin.
+        return self._cached("root", lambda: parse_node(lf_for_cr_only(self.raw)))  # type: ignore[no-any-return]
 
     @property
     def seen(self) -> bool:
@@ -482,19 +589,28 @@ class Message:
 
     @property
     def message_id(self) -> str | None:
-        """The Message-ID without angle brackets, or None."""
-        return _msgid(self.headers.get("Message-ID"))
+        """The Message-ID without angle brackets, or None.
+
+        Read as it is on the wire (no RFC 2047 decoding: message ids have no encoded words),
+        so it is the id delivery reports quote and other programs show.
+        """
+        return message_id_of(self._raw_values("Message-ID"))
 
     @property
     def in_reply_to(self) -> str | None:
         """The In-Reply-To message id without angle brackets, or None."""
-        ids = _msgids(self.headers.get("In-Reply-To", ""))
+        ids = _msgids(self._identifier("In-Reply-To"))
         return ids[0] if ids else None
 
     @property
     def references(self) -> tuple[str, ...]:
-        """The References message ids, oldest first, without angle brackets."""
-        return tuple(_msgids(self.headers.get("References", "")))
+        """The References message ids, oldest first, without angle brackets (at most the
+        last :data:`MAX_REFERENCES`)."""
+        return tuple(_msgids(self._identifier("References")))
+
+    def _identifier(self, name: str) -> str:
+        values = self._raw_values(name)
+        return decode_identifier_value(values[0]) if values else ""
 
     @property
     def text(self) -> str:
@@ -753,12 +869,26 @@ def as_bytes(message: StdMessage | EmailMessage | bytes | Message) -> bytes:
 
 
 _LINE_ENDS = re.compile(rb"\r\n|\r|\n")
+_HEAD_LINE_ENDS = re.compile(rb"\r?\n")
+_LONE_CR = re.compile(rb"\r(?!\n)")
 
 
 def crlf_bytes(message: StdMessage | EmailMessage | bytes | Message) -> bytes:
-    """:func:`as_bytes` with every line ending CRLF, a bare CR or LF included, as RFC 5322
-    requires on the wire (what imaplib does to an APPEND, and what SMTP sends)."""
-    return _LINE_ENDS.sub(b"\r\n", as_bytes(message))
+    """:func:`as_bytes` with every line ending CRLF, as RFC 5322 requires on the wire (what
+    imaplib does to an APPEND, and what SMTP sends).
+
+    In the body a bare CR or LF becomes CRLF. In the header block only LF does: a CR there
+    that ends no line is part of a field (as Dovecot and Postfix read it), so it becomes a
+    space, as Postfix makes it, never a line break that would start a field of its own. A
+    message with no LF at all ends its lines with CRs (:func:`~mailsync._mime.cr_line_ends`):
+    each becomes CRLF.
+    """
+    raw = as_bytes(message)
+    if cr_line_ends(raw):
+        return raw.replace(b"\r", b"\r\n")
+    offset = split_header_block(raw)[1]  # past its field cap it still finds the block's end
+    head = _LONE_CR.sub(b" ", raw[:offset])
+    return _HEAD_LINE_ENDS.sub(b"\r\n", head) + _LINE_ENDS.sub(b"\r\n", raw[offset:])
 
 
 def parse_email(raw: bytes, *, headers_only: bool = False) -> EmailMessage:
@@ -786,31 +916,98 @@ def parse_email(raw: bytes, *, headers_only: bool = False) -> EmailMessage:
     return fallback  # pragma: no cover
 
 
-_ADDR_SPEC = re.compile(r"[^\s<>()\[\],;:\"]+@[^\s<>()\[\],;:\"]+")
+#: At most this many addresses are read from one address field (all its header lines
+#: together). Mail sent by mistake to 20,000 people in To exists; a million addresses is an
+#: attack, and each address costs some 150 bytes: a 50 MB To header must not cost gigabytes.
+MAX_ADDRESSES = 100_000
+# Characters of address-list items handed to the stdlib's parser (~1 us each) per call; past
+# this, and for any single item longer than _MAX_PARSED_ITEM, addr-specs are picked out with
+# a regex instead. Real headers have a few short items the fast path below cannot take.
+_PARSE_BUDGET = 512 * 1024
+_MAX_PARSED_ITEM = 16 * 1024
+_CALL_COST = 64  # a call costs as much as some 64 characters: "a, a, a, ..." is no cheaper
+# Items longer than this skip the fast path's regex, whose backtracking state grows with the
+# number of words it has matched (megabytes of "a a a ..." would cost gigabytes).
+_MAX_SIMPLE_ITEM = 1024
+# List items looked at per call: those that give no address ("(), (), ...") count too.
+_MAX_ITEMS = 2 * MAX_ADDRESSES
+
+# One item of an address list: everything up to a comma outside quoted strings and comments
+# (nested comments included: an open parenthesis inside one is an item piece of its own).
+_LIST_ITEM = re.compile(r'(?:[^",(]+|"(?:\\.|[^"\\])*"?|\((?:\\.|[^()\\])*\)?|\()+')
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_SIMPLE_SPEC = rf"{_ATEXT}(?:\.{_ATEXT})*@{_ATEXT}(?:\.{_ATEXT})*"
+_PHRASE_WORD = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+"
+# The items most mail is made of, which the stdlib's character-by-character parser would
+# read to the same result: "a@b", "Name Words <a@b>", "\"Quoted\" <a@b>".
+_SIMPLE_ITEM = re.compile(
+    rf'[ \t]*(?:({_SIMPLE_SPEC})|(?:"([^"\\\r\n]*)"|({_PHRASE_WORD}(?:[ \t]+{_PHRASE_WORD})*))?'
+    rf"[ \t]*<({_SIMPLE_SPEC})>)[ \t]*"
+)
+# An addr-spec in junk: starts where a run of address characters starts (the lookbehind
+# keeps the search linear on megabytes without an "@").
+_ADDR_SPEC = re.compile(r'(?<![^\s<>()\[\],;:"])[^\s<>()\[\],;:"@]+@[^\s<>()\[\],;:"]+')
 
 
-def parse_addresses(values: Sequence[str]) -> tuple[Address, ...]:
+def parse_addresses(values: Sequence[str], *, limit: int = MAX_ADDRESSES) -> tuple[Address, ...]:
     """Parse address header values into :class:`Address` tuples, tolerant of junk.
 
     Values may be raw (encoded words, 8-bit) or decoded. Each value is split into addresses
     first and the display names are decoded after, so an encoded name holding a comma stays
-    one address. Groups are flattened; empty entries are dropped.
+    one address. Groups are flattened; empty entries are dropped. At most ``limit``
+    addresses are read (:data:`MAX_ADDRESSES` by default); the cost is linear in the input
+    and bounded whatever it holds (see ``docs/reliability.md``).
     """
+    return tuple(itertools.islice(iter_addresses(values), max(limit, 0)))
+
+
+def iter_addresses(values: Sequence[str]) -> Iterator[Address]:
+    """The addresses :func:`parse_addresses` reads, one at a time, without its limit on the
+    number of addresses (the work per call is bounded all the same: at most
+    ``2 * MAX_ADDRESSES`` list items are looked at)."""
+    budget = _PARSE_BUDGET
+    items = _MAX_ITEMS
+    for value in values:
+        for match in _LIST_ITEM.finditer(unfold(str(value))):
+            item = match.group(0)
+            if item.isspace():
+                continue
+            items -= 1
+            if items < 0:
+                return
+            simple = _SIMPLE_ITEM.fullmatch(item) if len(item) <= _MAX_SIMPLE_ITEM else None
+            if simple is not None:
+                yield _simple_address(*simple.groups())
+                continue
+            budget -= len(item) + _CALL_COST
+            pairs = _stdlib_pairs(item) if budget >= 0 and len(item) <= _MAX_PARSED_ITEM else None
+            if pairs is None:
+                pairs = [("", found) for found in _ADDR_SPEC.findall(item)]
+            for name, addr in pairs:
+                decoded_name = decode_header_value(name)
+                decoded_addr = "".join(decode_header_value(addr).split())
+                if decoded_name or decoded_addr:
+                    yield Address(decoded_name, decoded_addr)
+
+
+def _simple_address(
+    bare: str | None, quoted: str | None, words: str | None, spec: str | None
+) -> Address:
+    address = bare or spec or ""
+    if "=?" in address:  # an encoded word where none belongs: decoded as the stdlib path does
+        address = "".join(decode_header_value(address).split())
+    if quoted is not None:
+        return Address(decode_header_value(quoted), address)
+    return Address(decode_header_value(" ".join(words.split())) if words else "", address)
+
+
+def _stdlib_pairs(item: str) -> list[tuple[str, str]] | None:
     from email.utils import getaddresses  # the stdlib email package loads only when used
 
-    result: list[Address] = []
-    for value in values:
-        text = unfold(str(value))
-        try:
-            pairs = getaddresses([text])
-        except Exception:  # the stdlib address parser can fail on junk: salvage addr-specs
-            pairs = [("", found) for found in _ADDR_SPEC.findall(text)]
-        for name, addr in pairs:
-            decoded_name = decode_header_value(name)
-            decoded_addr = "".join(decode_header_value(addr).split())
-            if decoded_name or decoded_addr:
-                result.append(Address(decoded_name, decoded_addr))
-    return tuple(result)
+    try:
+        return getaddresses([item])
+    except Exception:  # the stdlib address parser can fail on junk: salvage addr-specs
+        return None
 
 
 # -- which part is what ------------------------------------------------------------------------
@@ -824,17 +1021,19 @@ _TRANSFER_ENCODING = re.compile(r"[^\s;()\"]+")
 @dataclass(frozen=True, slots=True)
 class _Node:
     """A message or MIME part as on the wire: raw header fields (unfolded, not decoded) and
-    where its undecoded body starts in ``raw``."""
+    where its undecoded body lies in ``raw``, the bytes of the whole message (parts are
+    offsets into it, not copies)."""
 
     fields: list[tuple[str, str]]
     raw: bytes
     offset: int
+    end: int
     default_type: str = "text/plain"
 
     @property
     def body(self) -> bytes:
         # Sliced when asked for: reading a header must not copy a 50 MB body.
-        return self.raw[self.offset :]
+        return self.raw[self.offset : self.end]
 
     def field(self, name: str) -> str:
         """The first value of header ``name`` (raw), or ``""``."""
@@ -842,11 +1041,14 @@ class _Node:
         return next((value for item, value in self.fields if item.lower() == key), "")
 
 
-def parse_node(raw: bytes, default_type: str = "text/plain") -> _Node:
-    """Split raw message or part bytes into header fields and body (see
+def parse_node(
+    raw: bytes, default_type: str = "text/plain", start: int = 0, end: int | None = None
+) -> _Node:
+    """Split raw message or part bytes (``raw[start:end]``) into header fields and body (see
     :func:`mailsync._mime.split_header_block`)."""
-    fields, offset = split_header_block(raw)
-    return _Node(fields, raw, offset, default_type)
+    stop = len(raw) if end is None else end
+    fields, offset = split_header_block(raw, start, stop)
+    return _Node(fields, raw, offset, stop, default_type)
 
 
 #: A node of the model's MIME tree, for the modules that read the structure themselves
@@ -860,19 +1062,22 @@ def mime_tree(message: Message) -> MimeNode:
 
 
 def mime_children(
-    node: MimeNode, content_type: str, params: dict[str, str]
+    node: MimeNode, content_type: str, params: dict[str, str], limit: int = _MAX_PARTS
 ) -> list[MimeNode] | None:
     """The parts of a multipart node of ``content_type`` (its ``params`` as
-    :func:`~mailsync._mime.split_params` gives them), split as the model splits them; None
-    for a leaf, and for a multipart with no boundary anywhere (it is text)."""
-    return _children(node, content_type, params)
+    :func:`~mailsync._mime.split_params` gives them), split as the model splits them, at
+    most ``limit`` of them; None for a leaf, and for a multipart with no boundary anywhere
+    (it is text)."""
+    return _children(node, content_type, params, limit)
 
 
 @dataclass(frozen=True, slots=True)
 class _Leaf:
-    """One leaf part and what its headers say about it."""
+    """One leaf part and what its headers say about it; its body is ``raw[start:end]``."""
 
-    body: bytes
+    raw: bytes
+    start: int
+    end: int
     content_type: str
     charset: str | None
     disposition: str | None
@@ -882,8 +1087,22 @@ class _Leaf:
     in_related: bool
 
     @property
+    def body(self) -> bytes:
+        return self.raw[self.start : self.end]
+
+    @property
     def is_body_candidate(self) -> bool:
         return self.disposition != "attachment" and self.filename is None
+
+
+@dataclass(frozen=True, slots=True)
+class _Encoded:
+    """Where an attachment's encoded content lies, and how it is encoded."""
+
+    raw: bytes
+    start: int
+    end: int
+    encoding: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -932,7 +1151,8 @@ def _leaves(root: _Node) -> Iterator[_Leaf]:
         content_type, params = split_params(node.field("Content-Type"))
         if not _CONTENT_TYPE.fullmatch(content_type):
             content_type = "text/plain" if content_type else node.default_type
-        children = _children(node, content_type, params) if depth < _MAX_DEPTH else None
+        room = max(_MAX_PARTS - count - len(stack), 0)  # parts ever made stay under the cap
+        children = _children(node, content_type, params, room) if depth < _MAX_DEPTH else None
         if children is not None:
             related = in_related or content_type == "multipart/related"
             stack.extend((child, related, depth + 1) for child in reversed(children))
@@ -942,32 +1162,37 @@ def _leaves(root: _Node) -> Iterator[_Leaf]:
         yield _make_leaf(node, content_type, params, in_related)
 
 
-def _children(node: _Node, content_type: str, params: dict[str, str]) -> list[_Node] | None:
-    """The parts of a multipart, or None for a leaf (attached messages are leaves)."""
+def _children(
+    node: _Node, content_type: str, params: dict[str, str], limit: int
+) -> list[_Node] | None:
+    """The first ``limit`` parts of a multipart, or None for a leaf (attached messages are
+    leaves)."""
     if not content_type.startswith("multipart/"):
         return None
-    body = node.body
+    raw, start, end = node.raw, node.offset, node.end
     boundary = params.get("boundary")
-    chunks = split_multipart(body, boundary) if boundary else None
-    if chunks is None:  # no boundary parameter, or one that never occurs: find the real one
-        guessed = guess_boundary(body)
-        chunks = split_multipart(body, guessed) if guessed else None
-    if chunks is None:
+    spans = multipart_spans(raw, boundary, start, end, limit=limit) if boundary else None
+    if spans is None:  # no boundary parameter, or one that never occurs: find the real one
+        guessed = guess_boundary(raw, start, end)
+        spans = multipart_spans(raw, guessed, start, end, limit=limit) if guessed else None
+    if spans is None:
         return None
     default = "message/rfc822" if content_type == "multipart/digest" else "text/plain"
-    return [parse_node(chunk, default) for chunk in chunks]
+    return [parse_node(raw, default, part_start, part_end) for part_start, part_end in spans]
 
 
 def _make_leaf(node: _Node, content_type: str, params: dict[str, str], in_related: bool) -> _Leaf:
     disposition, disposition_params = split_params(node.field("Content-Disposition"))
     encoding = _TRANSFER_ENCODING.match(node.field("Content-Transfer-Encoding").strip())
     return _Leaf(
-        body=node.body,
+        raw=node.raw,
+        start=node.offset,
+        end=node.end,
         content_type=content_type,
         charset=params.get("charset"),
         disposition=disposition or None,
         filename=_filename(disposition_params, params),
-        content_id=_msgid(decode_header_value(node.field("Content-ID"))),
+        content_id=_msgid(decode_identifier_value(node.field("Content-ID"))),
         transfer_encoding=encoding.group(0).lower() if encoding else "7bit",
         in_related=in_related,
     )
@@ -999,16 +1224,16 @@ def _attachment(leaf: _Leaf) -> Attachment:
     inline = leaf.disposition == "inline" or (
         leaf.disposition != "attachment" and leaf.in_related and leaf.content_id is not None
     )
-    return Attachment(
-        filename=leaf.filename,
-        content_type=leaf.content_type,
-        data=decode_transfer(leaf.body, leaf.transfer_encoding),
-        content_id=leaf.content_id,
-        inline=inline,
-    )
+    return Attachment._from_part(leaf, inline=inline)
 
 
 _MSGID = re.compile(r"<([^<>\s]+)>")
+
+
+def message_id_of(values: Sequence[str]) -> str | None:
+    """The message id of a message whose raw Message-ID header values are ``values`` (the
+    first counts), as :attr:`Message.message_id` gives it."""
+    return _msgid(decode_identifier_value(values[0])) if values else None
 
 
 def _msgid(value: str | None) -> str | None:
@@ -1021,11 +1246,20 @@ def _msgid(value: str | None) -> str | None:
     return stripped or None
 
 
-def _msgids(value: str) -> list[str]:
-    found = _MSGID.findall(value)
+#: At most this many ids are kept from In-Reply-To or References, the last ones (the nearest
+#: ancestors): a real References holds tens; millions would cost gigabytes of strings.
+MAX_REFERENCES = 100_000
+_WORD = re.compile(r"\S+")
+
+
+def _msgids(value: str) -> collections.deque[str]:
+    found = collections.deque(
+        (match.group(1) for match in _MSGID.finditer(value)), maxlen=MAX_REFERENCES
+    )
     if found:
         return found
-    return [v.strip("<>") for v in value.split() if v.strip("<>")]
+    words = (word.group(0).strip("<>") for word in _WORD.finditer(value))
+    return collections.deque((word for word in words if word), maxlen=MAX_REFERENCES)
 
 
 def _shorten(text: str, limit: int) -> str:

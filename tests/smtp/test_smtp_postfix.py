@@ -321,6 +321,11 @@ def _wait_for_unread(servers: MailServers, out: SMTPSender, marker: bytes) -> No
     )
 
 
+@pytest.mark.reliability(
+    area="SMTP",
+    fault="the connection to the real Postfix is cut in the middle of send_many()",
+    outcome="no accepted message is sent twice; the rest are sent",
+)
 def test_dropped_connection_mid_send_many_resends_no_accepted_message(
     mail_servers: MailServers, account: Account, other_account: Account, tcp_proxy: ProxyFactory
 ) -> None:
@@ -352,6 +357,11 @@ def test_dropped_connection_mid_send_many_resends_no_accepted_message(
     assert set(counts.values()) == {1}
 
 
+@pytest.mark.reliability(
+    area="SMTP",
+    fault="the server stops answering (the proxy stalls)",
+    outcome="MailTimeout; the next send reconnects",
+)
 def test_a_hung_server_is_a_timeout_and_the_next_send_reconnects(
     mail_servers: MailServers, account: Account, other_account: Account, tcp_proxy: ProxyFactory
 ) -> None:

@@ -23,7 +23,7 @@ if _TYPE_CHECKING:
         ThreadedAsyncSender,
         message_refs,
     )
-    from mailsync._compose import Envelope, prepare
+    from mailsync._compose import Envelope, outgoing_bytes, prepare
     from mailsync._config import Endpoint, Secret, Timeout, TokenProvider
     from mailsync._errors import map_exceptions
     from mailsync._message import as_bytes, header_block, message_identity
@@ -36,6 +36,7 @@ _LAZY = {
     "ThreadedAsyncSender": "mailsync._base",
     "message_refs": "mailsync._base",
     "Envelope": "mailsync._compose",
+    "outgoing_bytes": "mailsync._compose",
     "prepare": "mailsync._compose",
     "Endpoint": "mailsync._config",
     "Secret": "mailsync._config",
@@ -64,5 +65,6 @@ __all__ = [
     "map_exceptions",
     "message_identity",
     "message_refs",
+    "outgoing_bytes",
     "prepare",
 ]

@@ -27,10 +27,10 @@ from mailsync._base import (
     SyncStep,
     message_refs,
 )
-from mailsync._compose import Envelope, prepare
+from mailsync._compose import Envelope, outgoing_bytes, prepare
 from mailsync._config import Endpoint
 from mailsync._errors import Unsupported
-from mailsync._message import Folder, Message, as_bytes
+from mailsync._message import Folder, Message
 from mailsync._plans import Plan, arun, astream, run, stream
 from mailsync._query import Q
 from mailsync.backends._http import AsyncHTTPPerformer, HTTPPerformer
@@ -180,7 +180,7 @@ class APIRetriever(_Blocking, Retriever):
         self, folder: str, message: OutgoingMessage, flags: Iterable[str] = ()
     ) -> str | None:
         """Store a message in a folder; return its id when the provider says."""
-        return self._run(self.api.append(folder, as_bytes(message), tuple(flags)))
+        return self._run(self.api.append(folder, outgoing_bytes(message), tuple(flags)))
 
 
 class AsyncAPIRetriever(_Async, AsyncRetriever):
@@ -286,7 +286,7 @@ class AsyncAPIRetriever(_Async, AsyncRetriever):
         self, folder: str, message: OutgoingMessage, flags: Iterable[str] = ()
     ) -> str | None:
         """Store a message in a folder; return its id when the provider says."""
-        return await self._run(self.api.append(folder, as_bytes(message), tuple(flags)))
+        return await self._run(self.api.append(folder, outgoing_bytes(message), tuple(flags)))
 
 
 class APISender(_Blocking, Sender):

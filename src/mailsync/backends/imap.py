@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mailsync._base import MessageRef, OutgoingMessage, Retriever, SyncStep, message_refs
+from mailsync._compose import outgoing_bytes
 from mailsync._config import Endpoint
 from mailsync._errors import (
     AuthenticationError,
@@ -47,7 +48,7 @@ from mailsync._errors import (
     ServerError,
 )
 from mailsync._hints import greeting_problem, socket_error_text
-from mailsync._message import Folder, Message, as_bytes, header_block
+from mailsync._message import Folder, Message, crlf_bytes, header_block
 from mailsync._query import Q
 from mailsync.backends._tls import TLSStream
 from mailsync.protocol import imap as proto
@@ -1141,7 +1142,7 @@ class IMAPRetriever(Retriever):
             flag_list = proto.store_flags(flags)
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
-        data = as_bytes(message)
+        data = crlf_bytes(outgoing_bytes(message))  # imaplib's own CRLF pass: a no-op now
         with self._errors(folder):
             response = self._conn().append(proto.encode_folder(folder), data, flag_list)
         appended = proto.parse_appenduid(response or b"")

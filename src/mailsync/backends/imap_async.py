@@ -35,6 +35,7 @@ from mailsync._base import (
     SyncStep,
     message_refs,
 )
+from mailsync._compose import outgoing_bytes
 from mailsync._config import Endpoint
 from mailsync._errors import (
     AuthenticationError,
@@ -45,6 +46,7 @@ from mailsync._errors import (
     MailTimeout,
     MessageNotFound,
     ProtocolError,
+    SecretScrubber,
     ServerError,
     TemporaryFailure,
     map_exceptions,
@@ -282,6 +284,7 @@ class _Session:
         self.capabilities: frozenset[str] = frozenset()
         self.mailbox: _Mailbox | None = None
         self.alive = False
+        self.secrets = SecretScrubber()  # what this connection sent, kept out of errors
         self._client: Any = None
         self._lost: asyncio.Future[None] | None = None
 
@@ -322,6 +325,7 @@ class _Session:
             if endpoint.tls == "starttls":
                 await self._starttls()
             kind, value = await secret()
+            self.secrets.add(value)
             if kind == "token":
                 await self._authenticate_oauth(value)
             else:
@@ -410,6 +414,7 @@ class _Session:
         )
 
     async def _authenticate(self, mechanism: str, initial: bytes, *, abort_answer: bytes) -> None:
+        self.secrets.add(initial)
         protocol = self._client.protocol
         command = _SASLCommand(
             protocol.new_tag(),
@@ -494,7 +499,7 @@ class _Session:
         finally:
             del protocol.data_received
         if not tagged.ok:
-            text = tagged.text.decode("utf-8", "replace")
+            text = self.secrets.scrub(tagged.text.decode("utf-8", "replace"))
             if tagged.status == b"BAD":
                 raise ProtocolError(f"{self.context}: UID FETCH refused as malformed: {text}")
             raise ServerError(f"{self.context}: UID FETCH: {text}")
@@ -555,7 +560,7 @@ class _Session:
         repeated here.
         """
         try:
-            with map_exceptions(context=f"{self.context}: {what}"):
+            with map_exceptions(context=f"{self.context}: {what}", secrets=self.secrets):
                 yield
         except (ConnectionFailed, MailTimeout, ProtocolError):
             self.abort()
@@ -575,7 +580,7 @@ class _Session:
         lines: list[Any] = list(response.lines)
         if response.result == "OK":
             return lines
-        text = _text(lines[-1]) if lines else ""
+        text = self.secrets.scrub(_text(lines[-1])) if lines else ""
         if response.result == "BAD":
             raise ProtocolError(f"{self.context}: {what} refused as malformed: {text}")
         if response.result != "NO":
@@ -1434,7 +1439,7 @@ class AsyncIMAPRetriever(AsyncRetriever):
         flag_text = " ".join(_flag_list(flags))
         # The sync backend's imaplib does the same: both store the same bytes for the same
         # input, and servers that refuse bare newlines (Cyrus) take it.
-        data = crlf_bytes(message)
+        data = crlf_bytes(outgoing_bytes(message))
         wire = f"{_wire_folder(name)} ({flag_text}) {{{len(data)}}}"
         async with self._locked() as session:
             lines = await session.append(wire, data)
