@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import mailsync
-from mailsync._state import SQLiteStateStore, open_state_store
+from mailsync._state import CursorLease, SQLiteStateStore, open_state_store
 
 
 def test_cursor_round_trip_and_known() -> None:
@@ -154,20 +154,32 @@ def test_open_state_store_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def test_custom_store_is_used_by_sync(tmp_path: Path) -> None:
-    class Recording(SQLiteStateStore):
-        saved: list[str] = []
+    saved: list[str] = []
 
-        def save_cursor(self, account, folder, cursor, delivered=()):  # type: ignore[no-untyped-def]
+    class RecordingLease:
+        def __init__(self, inner: CursorLease) -> None:
+            self.inner = inner
+            self.cursor = inner.cursor
+
+        def save(self, cursor: Mapping[str, Any], delivered: Iterable[str] = ()) -> None:
             delivered = list(delivered)
-            self.saved.extend(delivered)
-            super().save_cursor(account, folder, cursor, delivered)
+            saved.extend(delivered)
+            self.inner.save(cursor, delivered)
+
+        def release(self) -> None:
+            self.inner.release()
+
+    class Recording(SQLiteStateStore):
+        def try_lease(self, account: str, folder: str) -> CursorLease | None:
+            lease = super().try_lease(account, folder)
+            return RecordingLease(lease) if lease is not None else None
 
     store = Recording(":memory:")
     with mailsync.sender(f"maildir:{tmp_path}") as out:
         out.send(mailsync.compose(from_="a@example.test", to="b@example.test", subject="s"))
     with mailsync.connect(f"maildir:{tmp_path}", state=store) as box:
         assert len(list(box.sync())) == 1
-    assert len(store.saved) == 1
+    assert len(saved) == 1
 
 
 def test_no_state_file_until_sync_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,6 +17,7 @@ from mailsync._errors import (
     ConnectionFailed,
     FolderNotFound,
     InvalidAddress,
+    LeaseLost,
     MailsyncError,
     MailTimeout,
     MessageNotFound,
@@ -25,6 +26,8 @@ from mailsync._errors import (
     RecipientsRefused,
     SendError,
     ServerError,
+    StateError,
+    SyncBusy,
     TemporaryFailure,
     Unsupported,
 )
@@ -52,7 +55,7 @@ if _TYPE_CHECKING:
     from mailsync._query import Q
     from mailsync._registry import BackendSpec
     from mailsync._reports import DeliveryReport, RecipientReport, parse_report
-    from mailsync._state import SQLiteStateStore, StateStore
+    from mailsync._state import CursorLease, SQLiteStateStore, StateStore
     from mailsync._tracker import DeliveryTracker, RecipientStatus, TrackedMessage
     from mailsync._watch import watch_many, watch_many_async
 
@@ -67,6 +70,7 @@ _LAZY = {
     "AsyncSender": "mailsync._base",
     "AsyncSyncRun": "mailsync._base",
     "Attachment": "mailsync._message",
+    "CursorLease": "mailsync._state",
     "BackendSpec": "mailsync._registry",
     "check_address": "mailsync._compose",
     "compose": "mailsync._compose",
@@ -110,12 +114,14 @@ __all__ = [
     "BackendSpec",
     "ConfigError",
     "ConnectionFailed",
+    "CursorLease",
     "DeliveryReport",
     "DeliveryTracker",
     "Folder",
     "FolderNotFound",
     "HeaderMap",
     "InvalidAddress",
+    "LeaseLost",
     "MailTimeout",
     "MailsyncError",
     "Message",
@@ -133,7 +139,9 @@ __all__ = [
     "SendResult",
     "Sender",
     "ServerError",
+    "StateError",
     "StateStore",
+    "SyncBusy",
     "SyncRun",
     "TemporaryFailure",
     "Timeout",

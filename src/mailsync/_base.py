@@ -20,6 +20,7 @@ No protocol code lives here. asyncio is imported inside the async code paths onl
 from __future__ import annotations
 
 import abc
+import contextlib
 import logging
 import random
 import threading
@@ -38,7 +39,7 @@ from mailsync._errors import (
 )
 from mailsync._message import Folder, Message
 from mailsync._query import Q
-from mailsync._state import StateStore, open_state_store
+from mailsync._state import StateStore, SyncLease, open_state_store
 
 if TYPE_CHECKING:
     from email.message import EmailMessage
@@ -156,15 +157,12 @@ class SyncRun(Iterator[Message]):
     A message counts as delivered, and the cursor moves past it, when the next message is
     requested or the loop ends normally. Breaking out of the loop leaves the message being
     handled undelivered (it comes again next time) unless you call :meth:`commit` first.
+    The run holds its account+folder's sync lease from its first step until it ends.
     """
 
-    def __init__(
-        self, steps: Iterator[SyncStep], store: StateStore, account: str, folder: str
-    ) -> None:
+    def __init__(self, steps: Iterator[SyncStep], lease: SyncLease) -> None:
         self._steps = steps
-        self._store = store
-        self._account = account
-        self._folder = folder
+        self._lease = lease
         self._pending: SyncStep | None = None
         self._done = False
 
@@ -172,16 +170,21 @@ class SyncRun(Iterator[Message]):
         return self
 
     def __next__(self) -> Message:
-        self.commit()
         if self._done:
             raise StopIteration
-        for step in self._steps:
-            if step.message is None:
-                self._store.save_cursor(self._account, self._folder, step.cursor)
-                continue
-            self._pending = step
-            return step.message
+        try:
+            self.commit()
+            for step in self._steps:
+                if step.message is None:
+                    self._lease.save(step.cursor)
+                    continue
+                self._pending = step
+                return step.message
+        except BaseException:
+            self.close()
+            raise
         self._done = True
+        self._lease.release()
         raise StopIteration
 
     def commit(self) -> None:
@@ -190,27 +193,31 @@ class SyncRun(Iterator[Message]):
         if step is None:
             return
         identities = [step.identity] if step.identity else []
-        self._store.save_cursor(self._account, self._folder, step.cursor, identities)
+        self._lease.save(step.cursor, identities)
 
     def close(self) -> None:
         """Stop without marking the message being handled as delivered."""
         self._pending = None
         self._done = True
-        close = getattr(self._steps, "close", None)
-        if close is not None:
-            close()
+        try:
+            close = getattr(self._steps, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._lease.release()
+
+    def __del__(self) -> None:
+        # A run dropped mid-loop must not keep its folder locked until the process ends.
+        with contextlib.suppress(Exception):
+            self._lease.release()
 
 
 class AsyncSyncRun(AsyncIterator[Message]):
     """The async iterator ``AsyncRetriever.sync()`` returns; same rules as :class:`SyncRun`."""
 
-    def __init__(
-        self, steps: AsyncIterator[SyncStep], store: StateStore, account: str, folder: str
-    ) -> None:
+    def __init__(self, steps: AsyncIterator[SyncStep], lease: SyncLease) -> None:
         self._steps = steps
-        self._store = store
-        self._account = account
-        self._folder = folder
+        self._lease = lease
         self._pending: SyncStep | None = None
         self._done = False
 
@@ -220,18 +227,21 @@ class AsyncSyncRun(AsyncIterator[Message]):
     async def __anext__(self) -> Message:
         import asyncio
 
-        await self.commit()
         if self._done:
             raise StopAsyncIteration
-        async for step in self._steps:
-            if step.message is None:
-                await asyncio.to_thread(
-                    self._store.save_cursor, self._account, self._folder, step.cursor
-                )
-                continue
-            self._pending = step
-            return step.message
+        try:
+            await self.commit()
+            async for step in self._steps:
+                if step.message is None:
+                    await asyncio.to_thread(self._lease.save, step.cursor)
+                    continue
+                self._pending = step
+                return step.message
+        except BaseException:
+            await self.aclose()
+            raise
         self._done = True
+        await asyncio.to_thread(self._lease.release)
         raise StopAsyncIteration
 
     async def commit(self) -> None:
@@ -242,17 +252,25 @@ class AsyncSyncRun(AsyncIterator[Message]):
         identities = [step.identity] if step.identity else []
         import asyncio
 
-        await asyncio.to_thread(
-            self._store.save_cursor, self._account, self._folder, step.cursor, identities
-        )
+        await asyncio.to_thread(self._lease.save, step.cursor, identities)
 
     async def aclose(self) -> None:
         """Stop without marking the message being handled as delivered."""
+        import asyncio
+
         self._pending = None
         self._done = True
-        aclose = getattr(self._steps, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        try:
+            aclose = getattr(self._steps, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        finally:
+            # Not cancellable half-way: a lease must not stay held by a cancelled run.
+            await asyncio.shield(asyncio.to_thread(self._lease.release))
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self._lease.release()
 
 
 # -- retrievers ------------------------------------------------------------------------------
@@ -386,19 +404,34 @@ class Retriever(_StateMixin, abc.ABC):
 
     # -- shared behaviour --------------------------------------------------------------------
 
-    def sync(self, folder: str = "INBOX") -> SyncRun:
+    def sync(self, folder: str = "INBOX", *, wait: bool | float = True) -> SyncRun:
         """Only the messages no earlier ``sync()`` of this account and folder yielded.
 
         The cursor is saved as each next message is requested and when the loop ends. A
-        cursor the server invalidated triggers a resync that yields no message twice.
+        cursor the server invalidated triggers a resync that yields no message twice. From
+        its first step until it ends the run holds the account+folder's lease in the state
+        store, so a concurrent ``sync()`` elsewhere (thread, process, machine) waits for it.
+
+        Args:
+            folder: The folder to sync.
+            wait: When another run holds the lease: True waits for it, False raises at once,
+                a number of seconds waits at most that long.
 
         Raises:
             FolderNotFound: No such folder.
+            SyncBusy: Another run held the lease longer than ``wait`` allows.
+            LeaseLost: Another run saved the cursor under this one (the lease was lost).
         """
-        key = self._folder_key(folder)
-        cursor = self.state.load_cursor(self.account_key, key)
-        steps = self._sync_steps(folder, cursor, self._known(folder))
-        return SyncRun(steps, self.state, self.account_key, key)
+        return self._leased_sync(folder, wait, lambda: False)
+
+    def _leased_sync(self, folder: str, wait: bool | float, stopped: Callable[[], bool]) -> SyncRun:
+        lease = SyncLease(self.state, self.account_key, self._folder_key(folder), wait)
+
+        def steps() -> Iterator[SyncStep]:
+            if lease.acquire(stopped):
+                yield from self._sync_steps(folder, lease.cursor, self._known(folder))
+
+        return SyncRun(steps(), lease)
 
     def watch(self, folder: str = "INBOX", *, poll_interval: float = 60.0) -> Iterator[Message]:
         """Yield new messages as they arrive, forever (until :meth:`close`).
@@ -410,7 +443,7 @@ class Retriever(_StateMixin, abc.ABC):
         backoff = Backoff()
         while not self._stop.is_set():
             try:
-                yield from self.sync(folder)
+                yield from self._leased_sync(folder, True, self._stop.is_set)
                 backoff.reset()
                 if self._stop.is_set():
                     return
@@ -554,13 +587,21 @@ class AsyncRetriever(_StateMixin, abc.ABC):
         self._stop_event.set()
         await self._disconnect()
 
-    def sync(self, folder: str = "INBOX") -> AsyncSyncRun:
+    def sync(self, folder: str = "INBOX", *, wait: bool | float = True) -> AsyncSyncRun:
         """Only messages no earlier ``sync()`` yielded; see :meth:`Retriever.sync`."""
-        key = self._folder_key(folder)
-        store = self.state
-        cursor = store.load_cursor(self.account_key, key)
-        steps = self._sync_steps(folder, cursor, self._known(folder))
-        return AsyncSyncRun(steps, store, self.account_key, key)
+        return self._leased_sync(folder, wait, lambda: False)
+
+    def _leased_sync(
+        self, folder: str, wait: bool | float, stopped: Callable[[], bool]
+    ) -> AsyncSyncRun:
+        lease = SyncLease(self.state, self.account_key, self._folder_key(folder), wait)
+
+        async def steps() -> AsyncIterator[SyncStep]:
+            if await lease.acquire_async(stopped):
+                async for step in self._sync_steps(folder, lease.cursor, self._known(folder)):
+                    yield step
+
+        return AsyncSyncRun(steps(), lease)
 
     async def watch(
         self, folder: str = "INBOX", *, poll_interval: float = 60.0
@@ -568,7 +609,7 @@ class AsyncRetriever(_StateMixin, abc.ABC):
         """Yield new messages as they arrive; see :meth:`Retriever.watch`."""
         backoff = Backoff()
         while not self._stopped:
-            run = self.sync(folder)
+            run = self._leased_sync(folder, True, self._is_stopped)
             try:
                 async for message in run:
                     yield message

@@ -19,8 +19,11 @@ so that generic handlers keep working (``except ConnectionError``, ``except Time
      │    ├── MessageNotFound
      │    ├── RateLimited                    slow down; ``retry_after`` seconds if known
      │    └── TemporaryFailure               try again later (busy mailbox, 4xx replies)
-     └── SendError                           a message could not be sent
-          └── RecipientsRefused              every recipient was refused; ``refused`` says why
+     ├── SendError                           a message could not be sent
+     │    └── RecipientsRefused              every recipient was refused; ``refused`` says why
+     ├── StateError                          the state store is damaged or failed; ``path``
+     │    └── LeaseLost                      another run saved this cursor: nothing was saved
+     └── SyncBusy                            another sync of this account+folder is running
 
 This module must not import any backend library: it is imported by everything.
 """
@@ -39,6 +42,7 @@ __all__ = [
     "ConnectionFailed",
     "FolderNotFound",
     "InvalidAddress",
+    "LeaseLost",
     "MailTimeout",
     "MailsyncError",
     "MessageNotFound",
@@ -47,6 +51,8 @@ __all__ = [
     "RecipientsRefused",
     "SendError",
     "ServerError",
+    "StateError",
+    "SyncBusy",
     "TemporaryFailure",
     "Unsupported",
     "map_exceptions",
@@ -149,6 +155,40 @@ class RecipientsRefused(SendError):
     def __init__(self, message: str, *, refused: Mapping[str, tuple[int, str]]) -> None:
         super().__init__(message)
         self.refused = dict(refused)
+
+
+class StateError(MailsyncError):
+    """The state store cannot be used: its file is damaged, a saved value is not what
+    mailsync wrote, or the database failed. The message names the store and how to reset it.
+
+    Attributes:
+        store: The store's file or URL (no password), when known.
+    """
+
+    def __init__(self, message: str, *, store: str = "") -> None:
+        super().__init__(message)
+        self.store = store
+
+
+class LeaseLost(StateError):
+    """Another run saved this account+folder's cursor since this run read it, so this run
+    no longer holds the sync lease (its process lost the lock, or someone reset the folder).
+    Nothing was saved: the message in hand comes again at the next ``sync()``."""
+
+
+class SyncBusy(MailsyncError):
+    """Another ``sync()`` of this account and folder holds the lease, and the caller asked
+    not to wait (``sync(folder, wait=False)``) or waited as long as it allowed.
+
+    Attributes:
+        account: The account's key in the state store.
+        folder: The folder.
+    """
+
+    def __init__(self, message: str, *, account: str = "", folder: str = "") -> None:
+        super().__init__(message)
+        self.account = account
+        self.folder = folder
 
 
 ExceptionMap: TypeAlias = Mapping[type[BaseException], type[MailsyncError]]
