@@ -2,7 +2,8 @@
 
 Each session installs what it needs into its own virtualenv, so a fresh machine needs only
 ``pip install nox``. The server tests start Dovecot and Postfix from the system binaries
-(``apt-get install dovecot-imapd dovecot-pop3d dovecot-lmtpd postfix``); without them those
+(``apt-get install dovecot-imapd dovecot-pop3d dovecot-lmtpd postfix``), and the fleet tests
+start PostgreSQL and Redis (``apt-get install postgresql redis-server``); without them those
 tests skip with the reason, except under CI, where they must run.
 """
 
@@ -17,7 +18,7 @@ nox.options.reuse_existing_virtualenvs = True
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the whole test suite (pass pytest arguments after --)."""
-    session.install("-e", ".[dev,async]")
+    session.install("-e", ".[dev,async,postgres,celery]")
     session.run("pytest", *session.posargs)
 
 
@@ -32,7 +33,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package."""
-    session.install("-e", ".[dev,async]")
+    session.install("-e", ".[dev,async,postgres,celery]")
     session.run("mypy", "--strict", "src/mailsync")
 
 

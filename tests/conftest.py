@@ -10,6 +10,7 @@ from collections.abc import Callable, Generator, Iterator
 
 import pytest
 
+from tests.databases import PostgresServer, RedisServer, postgres_missing, redis_missing
 from tests.proxy import TCPProxy
 from tests.servers import Account, MailServers, missing_reason
 
@@ -51,6 +52,36 @@ def mail_servers() -> Iterator[MailServers]:
         pytest.skip(reason)
     with MailServers() as servers:
         yield servers
+
+
+def _skip_or_fail(reason: str | None) -> None:
+    if reason is None:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must run the server tests, but: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """PostgreSQL on loopback, started once per session (skipped without it outside CI)."""
+    _skip_or_fail(postgres_missing())
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """A fresh, empty database of the test PostgreSQL."""
+    return postgres_server.new_database()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """Redis on loopback (the Celery broker), started once per session."""
+    _skip_or_fail(redis_missing())
+    with RedisServer() as server:
+        yield server
 
 
 @pytest.fixture

@@ -56,6 +56,7 @@ if _TYPE_CHECKING:
     from mailsync._registry import BackendSpec
     from mailsync._reports import DeliveryReport, RecipientReport, parse_report
     from mailsync._state import CursorLease, SQLiteStateStore, StateStore
+    from mailsync._state_postgres import PostgresStateStore
     from mailsync._tracker import DeliveryTracker, RecipientStatus, TrackedMessage
     from mailsync._watch import watch_many, watch_many_async
 
@@ -83,6 +84,7 @@ _LAZY = {
     "Message": "mailsync._message",
     "MessageList": "mailsync._message",
     "parse_report": "mailsync._reports",
+    "PostgresStateStore": "mailsync._state_postgres",
     "Q": "mailsync._query",
     "RecipientReport": "mailsync._reports",
     "RecipientStatus": "mailsync._tracker",
@@ -127,6 +129,7 @@ __all__ = [
     "Message",
     "MessageList",
     "MessageNotFound",
+    "PostgresStateStore",
     "ProtocolError",
     "Q",
     "RateLimited",

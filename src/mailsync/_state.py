@@ -764,7 +764,11 @@ def open_state_store(state: StateStore | str | os.PathLike[str] | None) -> State
     :class:`StateStore` is used as it is."""
     if state is None:
         return SQLiteStateStore(default_data_dir() / "state.sqlite3")
-    # @@POSTGRES@@
+    if isinstance(state, str) and state.startswith(("postgresql://", "postgres://")):
+        from mailsync._state_postgres import PostgresStateStore
+
+        store: StateStore = PostgresStateStore(state)
+        return store
     if isinstance(state, str | os.PathLike):
         return SQLiteStateStore(state)
     candidate: object = state  # anything may come from untyped callers
