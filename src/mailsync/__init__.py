@@ -58,12 +58,23 @@ if _TYPE_CHECKING:
     from mailsync._state import CursorLease, SQLiteStateStore, StateStore
     from mailsync._state_postgres import PostgresStateStore
     from mailsync._tracker import DeliveryTracker, RecipientStatus, TrackedMessage
-    from mailsync._watch import watch_many, watch_many_async
+    from mailsync._watch import (
+        AccountStatus,
+        AsyncWatchMany,
+        RetryPolicy,
+        WatchMany,
+        watch_many,
+        watch_many_async,
+    )
 
 __version__ = "0.1.0"
 
 _LAZY = {
     "Account": "mailsync._accounts",
+    "AccountStatus": "mailsync._watch",
+    "AsyncWatchMany": "mailsync._watch",
+    "RetryPolicy": "mailsync._watch",
+    "WatchMany": "mailsync._watch",
     "account": "mailsync._accounts",
     "accounts": "mailsync._accounts",
     "Address": "mailsync._message",
@@ -107,10 +118,12 @@ __getattr__, __dir__ = _lazy_loader("mailsync", _LAZY, globals())
 
 __all__ = [
     "Account",
+    "AccountStatus",
     "Address",
     "AsyncRetriever",
     "AsyncSender",
     "AsyncSyncRun",
+    "AsyncWatchMany",
     "Attachment",
     "AuthenticationError",
     "BackendSpec",
@@ -137,6 +150,7 @@ __all__ = [
     "RecipientStatus",
     "RecipientsRefused",
     "Retriever",
+    "RetryPolicy",
     "SQLiteStateStore",
     "SendError",
     "SendResult",
@@ -150,6 +164,7 @@ __all__ = [
     "Timeout",
     "TrackedMessage",
     "Unsupported",
+    "WatchMany",
     "__version__",
     "account",
     "accounts",

@@ -163,11 +163,14 @@ class StateError(MailsyncError):
 
     Attributes:
         store: The store's file or URL (no password), when known.
+        damaged: True when what is stored is damaged (it will not pass by itself), False
+            when the store failed (unreachable, locked) and a retry may work.
     """
 
-    def __init__(self, message: str, *, store: str = "") -> None:
+    def __init__(self, message: str, *, store: str = "", damaged: bool = False) -> None:
         super().__init__(message)
         self.store = store
+        self.damaged = damaged
 
 
 class LeaseLost(StateError):

@@ -306,13 +306,16 @@ def decode_object(text: str | bytes, what: str, store: str, reset_hint: str) -> 
         value = json.loads(text)
     except (ValueError, TypeError) as exc:
         raise StateError(
-            f"{what} in {store} is damaged (not JSON: {exc}); {reset_hint}", store=store
+            f"{what} in {store} is damaged (not JSON: {exc}); {reset_hint}",
+            store=store,
+            damaged=True,
         ) from exc
     if not isinstance(value, dict):
         raise StateError(
             f"{what} in {store} is damaged (a JSON {type(value).__name__}, not an object); "
             f"{reset_hint}",
             store=store,
+            damaged=True,
         )
     return value
 
@@ -420,6 +423,7 @@ class SQLiteStateStore:
             f"({what}). Move it aside to start over (every folder is then synced from the "
             "beginning) or restore a backup",
             store=self.path,
+            damaged=True,
         )
 
     def _ensure_file(self, file: Path) -> None:
@@ -437,6 +441,7 @@ class SQLiteStateStore:
                 "probably truncated. Delete it to start over (every folder is then synced "
                 "from the beginning) or restore a backup",
                 store=self.path,
+                damaged=True,
             )
 
     def _create(self, file: Path) -> None:
