@@ -306,8 +306,14 @@ def test_sigterm_finishes_the_message_in_hand_commits_and_exits(
     script = tmp_path / "graceful.py"
     script.write_text(_GRACEFUL)
     proc = subprocess.Popen(
-        [sys.executable, str(script), _url(mail_servers, account), account.password, str(state)]
-        + [str(log)]
+        [
+            sys.executable,
+            str(script),
+            _url(mail_servers, account),
+            account.password,
+            str(state),
+            str(log),
+        ]
     )
     try:
         wait_for(lambda: log.exists() and "start" in log.read_text(), timeout=60)

@@ -216,6 +216,7 @@ class _Engine(Generic[K]):
         retry: RetryPolicy,
         per_host: int,
         callbacks: list[StatusCallback[K]],
+        open_ended: bool = False,
     ) -> None:
         if per_host < 1:
             raise ConfigError("per_host must be at least 1")
@@ -224,7 +225,7 @@ class _Engine(Generic[K]):
             _Account(key, box, box.endpoint.host or box.scheme, AccountStatus("connecting", now))
             for key, box in accounts
         ]
-        self.by_key = {id(entry.key): entry for entry in self.accounts}
+        self.by_key = {entry.key: entry for entry in self.accounts}
         self.folder = folder
         self.poll_interval = poll_interval
         self.retry = retry
@@ -234,6 +235,28 @@ class _Engine(Generic[K]):
         self._queue: asyncio.Queue[_Delivery[K] | None] = asyncio.Queue()
         self._stopping = asyncio.Event()
         self._live = 0
+        # A watcher process's engine: accounts come and go, and none left is no reason to end.
+        self._open_ended = open_ended
+
+    def add(self, key: K, box: AsyncRetriever) -> None:
+        """Watch one more account (on the running loop)."""
+        account = _Account(
+            key, box, box.endpoint.host or box.scheme, AccountStatus("connecting", time.time())
+        )
+        self.accounts.append(account)
+        self.by_key[key] = account
+        self._live += 1
+        account.task = asyncio.create_task(self._serve(account))
+
+    async def remove(self, key: K) -> None:
+        """Stop watching one account (its message in hand, if any, stays uncommitted) and
+        close its retriever."""
+        account = self.by_key.pop(key)
+        self.accounts.remove(account)
+        if account.task is not None:
+            account.task.cancel()
+            await asyncio.gather(account.task, return_exceptions=True)
+        await self._close(account)
 
     # -- the consumer's side ---------------------------------------------------------------
 
@@ -241,15 +264,23 @@ class _Engine(Generic[K]):
         for account in self.accounts:
             self._live += 1
             account.task = asyncio.create_task(self._serve(account))
+        if not self.accounts and not self._open_ended:
+            self.request_stop()
 
     async def next(self) -> _Delivery[K] | None:
         """The next message to hand out, or None once every account stopped."""
-        if self._stopping.is_set() and self._queue.empty():
-            return None
-        return await self._queue.get()
+        while True:
+            if self._stopping.is_set() and self._queue.empty():
+                return None
+            delivery = await self._queue.get()
+            if delivery is None or self.by_key.get(delivery.account.key) is delivery.account:
+                return delivery
+            # Queued by an account removed since: its run is closed, the message uncommitted.
 
     async def ack(self, delivery: _Delivery[K]) -> None:
         """The consumer is done with the message: commit it, then let the account go on."""
+        if delivery.done.done():
+            return  # the account was stopped meanwhile: its run is closed, nothing to commit
         try:
             await delivery.run.commit()
         finally:
@@ -304,7 +335,7 @@ class _Engine(Generic[K]):
                         return
         finally:
             self._live -= 1
-            if self._live == 0:
+            if self._live == 0 and not self._open_ended:
                 self.request_stop()
 
     async def _catch_up(self, account: _Account[K]) -> None:
@@ -431,7 +462,7 @@ class _Facade(Generic[K]):
         Raises:
             KeyError: Not one of the watched accounts.
         """
-        return self._engine.by_key[id(account)].status
+        return self._engine.by_key[account].status
 
     @property
     def statuses(self) -> list[tuple[K, AccountStatus]]:
