@@ -287,7 +287,7 @@ class FleetWatcher:
                 await asyncio.to_thread(self.fleet.dispatch, delivery.account.key, delivery.message)
             except Exception as exc:  # the broker is away: keep the message, back off
                 log.warning("dispatching a message of %s failed: %s", delivery.account.key, exc)
-                self._engine.nack(delivery)
+                self._engine.nack(delivery, f"the broker did not take it: {exc}")
                 continue
             await self._engine.ack(delivery)
 

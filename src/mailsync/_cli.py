@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import IO, Any
 
+from mailsync import _cli_watch
 from mailsync._accounts import Account, account
 from mailsync._base import Retriever, Sender
 from mailsync._compose import compose
@@ -64,7 +65,6 @@ def _parser() -> argparse.ArgumentParser:
     for name, text in (
         ("fetch", "List (and optionally store) the messages of a folder."),
         ("sync", "Only the messages not seen by an earlier sync of this account and folder."),
-        ("watch", "Wait for new messages and print them as they arrive (Ctrl-C to stop)."),
     ):
         sub = add(name, text)
         sub.add_argument("-f", "--folder", default="INBOX", help="folder (default INBOX)")
@@ -79,13 +79,8 @@ def _parser() -> argparse.ArgumentParser:
         if name == "fetch":
             sub.add_argument("--limit", type=int, help="at most this many messages")
             sub.add_argument("--headers-only", action="store_true", help="fetch headers only")
-        if name == "watch":
-            sub.add_argument(
-                "--poll-interval",
-                type=float,
-                default=60.0,
-                help="seconds between polls where the server has no push",
-            )
+
+    _cli_watch.add_parser(commands)  # watch: many accounts, in its own module
 
     folders = add("folders", "List the folders of an account.")
     folders.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -232,12 +227,6 @@ def _sync(args: argparse.Namespace, out: IO[str]) -> int:
     return 0
 
 
-def _watch(args: argparse.Namespace, out: IO[str]) -> int:
-    with _retriever(args) as box:
-        _emit(box.watch(args.folder, poll_interval=args.poll_interval), args, out)
-    return 0
-
-
 def _folders(args: argparse.Namespace, out: IO[str]) -> int:
     with _retriever(args) as box:
         for folder in box.folders():
@@ -308,7 +297,7 @@ def _send(args: argparse.Namespace, out: IO[str]) -> int:
 _COMMANDS = {
     "fetch": _fetch,
     "sync": _sync,
-    "watch": _watch,
+    "watch": _cli_watch.run,
     "folders": _folders,
     "send": _send,
 }

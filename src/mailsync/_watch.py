@@ -198,6 +198,7 @@ class _Delivery(Generic[K]):
     message: Message
     run: AsyncSyncRun
     done: asyncio.Future[bool] = field(repr=False)
+    reason: str = ""
 
 
 StatusCallback = Callable[[K, AccountStatus], None]
@@ -289,8 +290,9 @@ class _Engine(Generic[K]):
         account = delivery.account
         self._set(account, account.status.state, delivered=account.status.delivered + 1)
 
-    def nack(self, delivery: _Delivery[K]) -> None:
+    def nack(self, delivery: _Delivery[K], reason: str = "") -> None:
         """The consumer failed on the message: leave it uncommitted."""
+        delivery.reason = reason
         if not delivery.done.done():
             delivery.done.set_result(False)
 
@@ -355,15 +357,20 @@ class _Engine(Generic[K]):
                 account.connected = True
                 if account.status.state != "catching_up":
                     self._set(account, "catching_up")
-                if not await self._hand_over(account, message, run):
-                    raise HandlerFailed(f"the handler did not take message {message.id}")
+                delivery = await self._hand_over(account, message, run)
+                if not await delivery.done:
+                    why = f": {delivery.reason}" if delivery.reason else ""
+                    raise HandlerFailed(f"the handler failed on message {message.id}{why}")
         finally:
             await run.aclose()
 
-    async def _hand_over(self, account: _Account[K], message: Message, run: AsyncSyncRun) -> bool:
+    async def _hand_over(
+        self, account: _Account[K], message: Message, run: AsyncSyncRun
+    ) -> _Delivery[K]:
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Delivery(account, message, run, done))
-        return await done
+        delivery = _Delivery(account, message, run, done)
+        await self._queue.put(delivery)
+        return delivery
 
     def _slot(self, host: str) -> asyncio.Semaphore:
         slot = self._slots.get(host)
@@ -589,7 +596,7 @@ class WatchMany(_Facade[Retriever], Iterator[tuple[Retriever, Message]]):
                         delivery.message.id,
                         exc,
                     )
-                    self._signal(self._engine.nack, delivery)
+                    self._signal(self._engine.nack, delivery, _reason(exc))
                     continue
                 self._call(self._engine.ack(delivery))
         finally:
@@ -726,7 +733,7 @@ class AsyncWatchMany(_Facade[AsyncRetriever], AsyncIterator[tuple[AsyncRetriever
                         delivery.message.id,
                         exc,
                     )
-                    self._engine.nack(delivery)
+                    self._engine.nack(delivery, _reason(exc))
                     continue
                 await self._engine.ack(delivery)
         finally:
