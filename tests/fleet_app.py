@@ -16,6 +16,7 @@ import psycopg
 from celery import Celery
 
 import mailsync
+from mailsync.integrations.celery import CeleryFleet
 
 app = Celery("fleet_app", broker=os.environ.get("FLEET_BROKER", "memory://"))
 app.conf.update(
@@ -40,7 +41,7 @@ def _account(name: str) -> mailsync.Account:
     )
 
 
-fleet = mailsync.CeleryFleet(
+fleet = CeleryFleet(
     app,
     state=os.environ.get("FLEET_STATE", "postgresql://unset"),
     on_message="fleet_app.record",
@@ -52,7 +53,7 @@ fleet = mailsync.CeleryFleet(
 
 @app.task(name="fleet_app.record", acks_late=True, reject_on_worker_lost=True)
 def record(account: str, raw: str) -> None:
-    message = mailsync.CeleryFleet.message(raw)
+    message = CeleryFleet.message(raw)
     with psycopg.connect(os.environ["FLEET_STATE"], autocommit=True) as conn:
         conn.execute(
             "INSERT INTO handled (account, message_id, pid) VALUES (%s, %s, %s)",

@@ -48,7 +48,6 @@ if _TYPE_CHECKING:
         SendResult,
         SyncRun,
     )
-    from mailsync._celery import CeleryFleet, FleetWatcher
     from mailsync._compose import check_address, compose
     from mailsync._config import Timeout
     from mailsync._facade import connect, connect_async, sender, sender_async
@@ -85,8 +84,6 @@ _LAZY = {
     "Attachment": "mailsync._message",
     "CursorLease": "mailsync._state",
     "BackendSpec": "mailsync._registry",
-    "CeleryFleet": "mailsync._celery",
-    "FleetWatcher": "mailsync._celery",
     "check_address": "mailsync._compose",
     "compose": "mailsync._compose",
     "connect": "mailsync._facade",
@@ -130,13 +127,11 @@ __all__ = [
     "Attachment",
     "AuthenticationError",
     "BackendSpec",
-    "CeleryFleet",
     "ConfigError",
     "ConnectionFailed",
     "CursorLease",
     "DeliveryReport",
     "DeliveryTracker",
-    "FleetWatcher",
     "Folder",
     "FolderNotFound",
     "HeaderMap",

@@ -1,5 +1,9 @@
-"""The Celery integration (extra ``celery``): :class:`CeleryFleet` wires mailsync into a Celery
-app whose state lives in PostgreSQL.
+"""The Celery integration (``pip install "mailsync[celery]"``): :class:`CeleryFleet` wires
+mailsync into a Celery app whose state lives in PostgreSQL::
+
+    from mailsync.integrations.celery import CeleryFleet
+
+    fleet = CeleryFleet(app, state="postgresql://mail@db/mailsync", on_message="myapp.handle")
 
 Every new message of every account becomes one call of a Celery task of the user's choosing,
 ``on_message(account, raw)`` (``raw`` is the message's bytes in base64, as Celery's JSON
@@ -23,7 +27,8 @@ things produce those calls, both through ``sync()`` and the same PostgreSQL
 Delivery is at least once: a message is committed once the broker has accepted its task, so
 a watcher or ``sync_account`` run killed between the two sends that one message again; a
 worker killed while running ``on_message`` gets it again from the broker (``acks_late``).
-This module imports Celery only through the app it is given.
+This module imports Celery only through the app it is given, and the core of mailsync never
+imports this module.
 """
 
 from __future__ import annotations
