@@ -2,7 +2,7 @@
 
 For each N: create N accounts, start ``mailsync.watch_many`` over them (one SQLite state store),
 wait until every account is watching (the start-up time), measure the CPU used while idle,
-then deliver one message to every account over LMTP from a separate process, spread over
+after a settling pause, then deliver one message to every account over LMTP from a separate process, spread over
 ``--spread`` seconds, and time each from the moment its LMTP delivery finished to the moment
 the consumer got it. Prints one table row per N: start-up time, latency percentiles, peak RSS
 of the watching process, CPU while idle and while delivering.
@@ -125,6 +125,9 @@ def measure(count: int, spread: float, per_host: int) -> dict[str, float]:
             message=f"{count} accounts watching",
         )
         startup = time.monotonic() - started
+        # "Watching" is set as an account turns to wait for mail; the last of thousands are
+        # still issuing IDLE then: let that settle before calling the process idle.
+        time.sleep(15)
         cpu0, idle0 = _cpu(), time.monotonic()
         time.sleep(10)
         idle_cpu = (_cpu() - cpu0) / (time.monotonic() - idle0)

@@ -80,3 +80,18 @@ def test_no_state_file_until_sync_is_used(tmp_path: Path, monkeypatch: pytest.Mo
     with mailsync.connect(f"maildir:{tmp_path / 'md'}") as box:
         assert box.folders() == []
     assert not (tmp_path / "data").exists()
+
+
+def test_retrievers_naming_one_file_share_one_store(tmp_path: Path) -> None:
+    """A fleet of retrievers on one state file holds one connection, not one each."""
+    path = tmp_path / "state.sqlite3"
+    boxes = [mailsync.connect(f"maildir:{tmp_path / f'm{i}'}", state=path) for i in range(3)]
+    assert boxes[0].state is boxes[1].state is boxes[2].state
+    other = mailsync.connect(f"maildir:{tmp_path / 'x'}", state=str(path))
+    assert other.state is boxes[0].state
+    memory = [mailsync.connect(f"maildir:{tmp_path / 'y'}", state=":memory:") for _ in range(2)]
+    assert memory[0].state is not memory[1].state  # each its own, as before
+    boxes[0].state.close()
+    again = mailsync.connect(f"maildir:{tmp_path / 'z'}", state=path)
+    assert again.state is not boxes[0].state  # a closed store is not handed out
+    assert again.state.load_cursor("a", "INBOX") is None

@@ -20,7 +20,6 @@ No protocol code lives here. asyncio is imported inside the async code paths onl
 from __future__ import annotations
 
 import abc
-import contextlib
 import logging
 import random
 import threading
@@ -39,7 +38,7 @@ from mailsync._errors import (
 )
 from mailsync._message import Folder, Message
 from mailsync._query import Q
-from mailsync._state import StateStore, SyncLease, open_state_store
+from mailsync._state import StateStore, SyncLease, shared_state_store
 
 if TYPE_CHECKING:
     from email.message import EmailMessage
@@ -208,8 +207,10 @@ class SyncRun(Iterator[Message]):
 
     def __del__(self) -> None:
         # A run dropped mid-loop must not keep its folder locked until the process ends.
-        with contextlib.suppress(Exception):
+        try:  # noqa: SIM105 - at interpreter exit, module globals (contextlib) may be gone
             self._lease.release()
+        except Exception:  # noqa: S110 - nothing to tell anyone from a finaliser
+            pass
 
 
 class AsyncSyncRun(AsyncIterator[Message]):
@@ -269,8 +270,10 @@ class AsyncSyncRun(AsyncIterator[Message]):
             await asyncio.shield(asyncio.to_thread(self._lease.release))
 
     def __del__(self) -> None:
-        with contextlib.suppress(Exception):
+        try:  # noqa: SIM105 - at interpreter exit, module globals (contextlib) may be gone
             self._lease.release()
+        except Exception:  # noqa: S110 - nothing to tell anyone from a finaliser
+            pass
 
 
 # -- retrievers ------------------------------------------------------------------------------
@@ -285,7 +288,7 @@ class _StateMixin:
     def state(self) -> StateStore:
         """The state store holding this account's sync cursors (opened on first use)."""
         if self._store is None:
-            self._store = open_state_store(self._state_arg)
+            self._store = shared_state_store(self._state_arg)
         return self._store
 
     @property

@@ -266,6 +266,9 @@ class _GenerationLease:
         """Compare-and-set the cursor (see :meth:`CursorLease.save`)."""
         if self._unlock is None:
             raise LeaseLost(f"the lease of {self._account} {self._folder!r} was released")
+        delivered = list(delivered)
+        if not delivered and self._generation is not None and dict(cursor) == self._cursor:
+            return  # already saved as it is (a run's closing step after its last message)
         self._generation = self._store._save_if(
             self._account, self._folder, self._generation, cursor, delivered
         )
@@ -394,6 +397,7 @@ class SQLiteStateStore:
         self._lock = threading.RLock()
         self._held: dict[bytes, int] = {}  # lease key -> lock file descriptor (-1: in memory)
         self._locks_dir: Path | None = None
+        self._closed = False
         if self.path != ":memory:":
             file = Path(self.path).expanduser()
             self.path = str(file)
@@ -745,11 +749,17 @@ class SQLiteStateStore:
         for key, value in rows:
             yield key, self._decode_item(value, namespace, key)
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
     def close(self) -> None:
         """Close the database connection and give back any lease still held."""
         for key in list(self._held):
             self._unlock(key)
         with self._lock:
+            self._closed = True
             self._db.close()
 
 
@@ -789,6 +799,29 @@ def open_state_store(state: StateStore | str | os.PathLike[str] | None) -> State
         "state must be None, a path, ':memory:', a postgresql:// URL or a StateStore, "
         f"not {state!r}"
     )
+
+
+_SHARED: dict[tuple[int, str], StateStore] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_state_store(state: StateStore | str | os.PathLike[str] | None) -> StateStore:
+    """:func:`open_state_store` for retrievers: those naming the same file or database in one
+    process share one store, so 5,000 retrievers of a fleet hold one SQLite connection (or two
+    PostgreSQL sessions), not 5,000. ``":memory:"`` stays one store per retriever."""
+    if state == ":memory:" or not (state is None or isinstance(state, str | os.PathLike)):
+        return open_state_store(state)
+    if state is None:
+        key = str(default_data_dir() / "state.sqlite3")
+    elif isinstance(state, str) and state.startswith(("postgresql://", "postgres://")):
+        key = state
+    else:
+        key = str(Path(state).expanduser().absolute())
+    with _SHARED_LOCK:
+        store = _SHARED.get((os.getpid(), key))
+        if store is None or getattr(store, "closed", False):
+            store = _SHARED[(os.getpid(), key)] = open_state_store(state)
+        return store
 
 
 _PROTOCOL_METHODS = (

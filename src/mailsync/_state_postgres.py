@@ -19,7 +19,6 @@ backend.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
 import time
@@ -397,8 +396,10 @@ class PostgresStateStore:
     def __del__(self) -> None:
         # A store opened from state="postgresql://..." belongs to its retriever, which may be
         # dropped without closing it: its sessions (and their locks) must not linger.
-        with contextlib.suppress(Exception):
+        try:  # noqa: SIM105 - at interpreter exit, module globals (contextlib) may be gone
             self.close()
+        except Exception:  # noqa: S110 - nothing to tell anyone from a finaliser
+            pass
 
     def close(self) -> None:
         """Close both connections (which gives back every lease still held)."""

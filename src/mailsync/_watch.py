@@ -296,6 +296,12 @@ class _Engine(Generic[K]):
         if not delivery.done.done():
             delivery.done.set_result(False)
 
+    def handler_failed(self, delivery: _Delivery[K], exc: BaseException) -> None:
+        """The consumer's handler raised: say so, and leave the message uncommitted."""
+        display = delivery.account.box.endpoint.display
+        log.warning("%s: the handler failed on %s: %s", display, delivery.message.id, exc)
+        self.nack(delivery, _reason(exc))
+
     def request_stop(self) -> None:
         """End the iteration: the consumer's next request gets None."""
         if not self._stopping.is_set():
@@ -590,13 +596,7 @@ class WatchMany(_Facade[Retriever], Iterator[tuple[Retriever, Message]]):
                 try:
                     handler(delivery.account.key, delivery.message)
                 except Exception as exc:
-                    log.warning(
-                        "%s: the handler failed on %s: %s",
-                        delivery.account.box.endpoint.display,
-                        delivery.message.id,
-                        exc,
-                    )
-                    self._signal(self._engine.nack, delivery, _reason(exc))
+                    self._signal(self._engine.handler_failed, delivery, exc)
                     continue
                 self._call(self._engine.ack(delivery))
         finally:
@@ -727,13 +727,7 @@ class AsyncWatchMany(_Facade[AsyncRetriever], AsyncIterator[tuple[AsyncRetriever
                     if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
                         await result
                 except Exception as exc:
-                    log.warning(
-                        "%s: the handler failed on %s: %s",
-                        delivery.account.box.endpoint.display,
-                        delivery.message.id,
-                        exc,
-                    )
-                    self._engine.nack(delivery, _reason(exc))
+                    self._engine.handler_failed(delivery, exc)
                     continue
                 await self._engine.ack(delivery)
         finally:
