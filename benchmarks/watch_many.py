@@ -1,11 +1,11 @@
 """watch_many at scale: N IMAP accounts (IDLE) watched by one process, against the test Dovecot.
 
 For each N: create N accounts, start ``mailsync.watch_many`` over them (one SQLite state store),
-wait until every account is watching (the start-up time), measure the CPU used while idle,
-after a settling pause, then deliver one message to every account over LMTP from a separate process, spread over
-``--spread`` seconds, and time each from the moment its LMTP delivery finished to the moment
-the consumer got it. Prints one table row per N: start-up time, latency percentiles, peak RSS
-of the watching process, CPU while idle and while delivering.
+wait until every account is watching (the start-up time), let it settle, measure the CPU used
+while idle, then deliver one message to every account over LMTP from a separate process,
+spread over ``--spread`` seconds, and time each from the moment its LMTP delivery finished to
+the moment the consumer got it. Prints one table row per N: start-up time, latency
+percentiles, peak RSS of the watching process, CPU while idle and while delivering.
 
     python benchmarks/watch_many.py --accounts 100 1000 5000
 
