@@ -20,14 +20,16 @@ import os
 import subprocess
 import threading
 import time
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from mailsync._accounts import account, accounts
 from mailsync._base import Retriever
 from mailsync._errors import ConfigError
 from mailsync._facade import connect, sender
 from mailsync._message import Message
-from mailsync._watch import AccountStatus, watch_many
+
+if TYPE_CHECKING:
+    from mailsync._watch import AccountStatus
 
 __all__ = ["add_parser", "run"]
 
@@ -145,6 +147,8 @@ def _execute(command: str, message: Message, label: str, folder: str) -> int:
 
 def run(args: argparse.Namespace, out: IO[str]) -> int:
     """Run ``mailsync watch``; returns the exit status."""
+    from mailsync._watch import watch_many  # asyncio: only the watch command pays for it
+
     boxes = _retrievers(args)
     printer = _Printer(out, args.json)
     store = sender(args.store) if args.store else None

@@ -260,6 +260,7 @@ class FleetWatcher:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(signum, self.stop)
         state = self.fleet.state
+        await asyncio.to_thread(lambda: self.fleet.store)  # connect off the loop, once
         conn: psycopg.Connection[Any] = await asyncio.to_thread(
             lambda: psycopg.connect(state, autocommit=True)
         )
