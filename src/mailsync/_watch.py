@@ -90,6 +90,8 @@ _CONNECTION_LIMIT = re.compile(
     r"connection limit|max_userip_connections|too many sessions",
     re.IGNORECASE,
 )
+#: Seconds between safety-net syncs of an account whose backend pushes (IMAP IDLE).
+_PUSH_RECHECK = 600.0
 #: Errors that pass by themselves: back off and try again.
 _TRANSIENT = (ConnectionFailed, MailTimeout, TemporaryFailure, RateLimited, SyncBusy, StateError)
 
@@ -335,7 +337,7 @@ class _Engine(Generic[K]):
                     await self._catch_up(account)
                     account.failures = 0
                     self._set(account, "watching")
-                    await account.box._wait_for_change(self.folder, self.poll_interval)
+                    await account.box._wait_for_change(self.folder, self._wait_seconds(account))
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
@@ -377,6 +379,15 @@ class _Engine(Generic[K]):
         delivery = _Delivery(account, message, run, done)
         await self._queue.put(delivery)
         return delivery
+
+    def _wait_seconds(self, account: _Account[K]) -> float:
+        """How long an account waits for mail before syncing anyway."""
+        if "idle" not in account.box.capabilities:
+            return self.poll_interval
+        # With push the server says when mail comes; a sync now and then is only a safety
+        # net. Every poll_interval it would keep a core busy for 5,000 idle accounts, and in
+        # step (they started together) it would hit the server all at once: spread it out.
+        return max(self.poll_interval, _PUSH_RECHECK) * random.uniform(0.75, 1.0)
 
     def _slot(self, host: str) -> asyncio.Semaphore:
         slot = self._slots.get(host)
@@ -781,7 +792,8 @@ def watch_many(
     Args:
         retrievers: The accounts to watch (each watched as its ``watch()`` does).
         folder: The folder to watch on every account.
-        poll_interval: Seconds between polls where a backend has no push.
+        poll_interval: Seconds between polls where a backend has no push (with push, such as
+            IDLE, an account is synced anyway about every ten minutes, as a safety net).
         retry: When failed accounts are tried again (default :class:`RetryPolicy`).
         per_host: At most this many accounts of one server host connect or catch up at once.
         on_status: Called with ``(retriever, AccountStatus)`` at every status change.
