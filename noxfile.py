@@ -4,8 +4,11 @@ Each session installs what it needs into its own virtualenv, so a fresh machine 
 ``pip install nox``. The server tests start Dovecot, Postfix and Cyrus from the system
 binaries (``apt-get install dovecot-imapd dovecot-pop3d dovecot-lmtpd postfix cyrus-common
 cyrus-caldav sasl2-bin``; tests/cyrus.py fetches Cyrus's imapd and pop3d itself), and the fleet
-tests PostgreSQL and Redis (``apt-get install postgresql redis-server``); without them those
-tests skip with the reason, except under CI, where they must run.
+tests also start PostgreSQL and Redis (``apt-get install postgresql redis-server``); without
+them those tests skip with the reason, except under CI, where they must run. The tests session also
+checks the documentation: every code block of README.md and docs/ runs, the example notebook
+executes, and the site builds with ``mkdocs build --strict`` (tests/test_docs.py); ``docs`` only
+builds it.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ nox.options.reuse_existing_virtualenvs = True
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the whole test suite (pass pytest arguments after --)."""
-    session.install("-e", ".[dev,async,postgres,celery]")
+    session.install("-e", ".[dev,async]")
     session.run("pytest", *session.posargs)
 
 
@@ -34,7 +37,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package."""
-    session.install("-e", ".[dev,async,postgres,celery]")
+    session.install("-e", ".[dev,async]")
     session.run("mypy", "--strict", "src/mailsync")
 
 

@@ -51,12 +51,21 @@ if _TYPE_CHECKING:
     from mailsync._compose import check_address, compose
     from mailsync._config import Timeout
     from mailsync._facade import connect, connect_async, sender, sender_async
-    from mailsync._message import Address, Attachment, Folder, HeaderMap, Message, MessageList
+    from mailsync._message import (
+        Address,
+        Attachment,
+        Folder,
+        FolderList,
+        HeaderMap,
+        Message,
+        MessageList,
+    )
     from mailsync._query import Q
     from mailsync._registry import BackendSpec
     from mailsync._reports import DeliveryReport, RecipientReport, parse_report
     from mailsync._state import CursorLease, SQLiteStateStore, StateStore
     from mailsync._state_postgres import PostgresStateStore
+    from mailsync._stream import AsyncMessageStream, MessageStream
     from mailsync._tracker import DeliveryTracker, RecipientStatus, TrackedMessage
     from mailsync._watch import (
         AccountStatus,
@@ -78,6 +87,7 @@ _LAZY = {
     "account": "mailsync._accounts",
     "accounts": "mailsync._accounts",
     "Address": "mailsync._message",
+    "AsyncMessageStream": "mailsync._stream",
     "AsyncRetriever": "mailsync._base",
     "AsyncSender": "mailsync._base",
     "AsyncSyncRun": "mailsync._base",
@@ -91,9 +101,11 @@ _LAZY = {
     "DeliveryReport": "mailsync._reports",
     "DeliveryTracker": "mailsync._tracker",
     "Folder": "mailsync._message",
+    "FolderList": "mailsync._message",
     "HeaderMap": "mailsync._message",
     "Message": "mailsync._message",
     "MessageList": "mailsync._message",
+    "MessageStream": "mailsync._stream",
     "parse_report": "mailsync._reports",
     "PostgresStateStore": "mailsync._state_postgres",
     "Q": "mailsync._query",
@@ -120,6 +132,7 @@ __all__ = [
     "Account",
     "AccountStatus",
     "Address",
+    "AsyncMessageStream",
     "AsyncRetriever",
     "AsyncSender",
     "AsyncSyncRun",
@@ -133,6 +146,7 @@ __all__ = [
     "DeliveryReport",
     "DeliveryTracker",
     "Folder",
+    "FolderList",
     "FolderNotFound",
     "HeaderMap",
     "InvalidAddress",
@@ -142,6 +156,7 @@ __all__ = [
     "Message",
     "MessageList",
     "MessageNotFound",
+    "MessageStream",
     "PostgresStateStore",
     "ProtocolError",
     "Q",

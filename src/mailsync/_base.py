@@ -10,6 +10,8 @@ turns those into the public behaviour that must be identical everywhere:
   at most the message being handled (at-least-once), never loses one.
 - ``watch()``: ``sync()``, then wait (IDLE, push, or polling), forever; reconnects with
   exponential backoff and jitter when the connection drops, catching up through ``sync()``.
+- Every backend's ``messages()``, ``folders()`` and ``send_many()`` are finished by
+  :mod:`mailsync._stream` (``collect()``, ``progress=``) from ``__init_subclass__``.
 - :class:`ThreadedAsyncRetriever`/:class:`ThreadedAsyncSender`: the async API over a sync
   backend, running its blocking calls on one worker thread (never ``asyncio.run``).
 
@@ -39,16 +41,28 @@ from mailsync._errors import (
 from mailsync._message import Folder, Message
 from mailsync._query import Q
 from mailsync._state import StateStore, SyncLease, shared_state_store
+from mailsync._stream import (
+    AsyncMessageStream,
+    MessageStream,
+    acounted_steps,
+    counted_steps,
+    finish_retriever_class,
+    finish_sender_class,
+)
 
 if TYPE_CHECKING:
     from email.message import EmailMessage
 
+    from mailsync._message import MessageList
+
 __all__ = [
+    "AsyncMessageStream",
     "AsyncRetriever",
     "AsyncSender",
     "AsyncSyncRun",
     "Backoff",
     "MessageRef",
+    "MessageStream",
     "OutgoingMessage",
     "Retriever",
     "SendResult",
@@ -194,6 +208,12 @@ class SyncRun(Iterator[Message]):
         identities = [step.identity] if step.identity else []
         self._lease.save(step.cursor, identities)
 
+    def collect(self) -> MessageList:
+        """Every new message in a :class:`~mailsync.MessageList`, all marked delivered."""
+        from mailsync._message import MessageList
+
+        return MessageList(self)
+
     def close(self) -> None:
         """Stop without marking the message being handled as delivered."""
         self._pending = None
@@ -254,6 +274,12 @@ class AsyncSyncRun(AsyncIterator[Message]):
         import asyncio
 
         await asyncio.to_thread(self._lease.save, step.cursor, identities)
+
+    async def collect(self) -> MessageList:
+        """Every new message in a :class:`~mailsync.MessageList`, all marked delivered."""
+        from mailsync._message import MessageList
+
+        return MessageList([message async for message in self])
 
     async def aclose(self) -> None:
         """Stop without marking the message being handled as delivered."""
@@ -321,6 +347,11 @@ class Retriever(_StateMixin, abc.ABC):
     scheme: ClassVar[str] = ""
     capabilities: frozenset[str] = frozenset()
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Every backend's messages()/folders() gain collect(), progress= and FolderList here.
+        super().__init_subclass__(**kwargs)
+        finish_retriever_class(cls, asynchronous=False)
+
     def __init__(self, endpoint: Endpoint, *, state: Any = None) -> None:
         self.endpoint = endpoint
         self._state_arg = state
@@ -345,7 +376,8 @@ class Retriever(_StateMixin, abc.ABC):
 
     @abc.abstractmethod
     def folders(self) -> list[Folder]:
-        """Every folder of the account."""
+        """Every folder of the account, as a :class:`~mailsync.FolderList` (a list that shows
+        as a table in Jupyter)."""
 
     @abc.abstractmethod
     def messages(
@@ -357,6 +389,11 @@ class Retriever(_StateMixin, abc.ABC):
         limit: int | None = None,
     ) -> Iterator[Message]:
         """The messages of ``folder`` in arrival order, streamed in batches.
+
+        Every backend's ``messages()`` returns a :class:`~mailsync.MessageStream`: an
+        iterator (memory stays flat) whose ``collect()`` gives a :class:`~mailsync.MessageList`
+        instead, and also takes ``progress=True`` (keyword only): a progress bar in Jupyter or
+        on a terminal, nothing when output goes elsewhere.
 
         Args:
             folder: The folder name; ``"INBOX"`` in any case is the inbox.
@@ -407,7 +444,9 @@ class Retriever(_StateMixin, abc.ABC):
 
     # -- shared behaviour --------------------------------------------------------------------
 
-    def sync(self, folder: str = "INBOX", *, wait: bool | float = True) -> SyncRun:
+    def sync(
+        self, folder: str = "INBOX", *, wait: bool | float = True, progress: bool = False
+    ) -> SyncRun:
         """Only the messages no earlier ``sync()`` of this account and folder yielded.
 
         The cursor is saved as each next message is requested and when the loop ends. A
@@ -416,25 +455,33 @@ class Retriever(_StateMixin, abc.ABC):
         store, so a concurrent ``sync()`` elsewhere (thread, process, machine) waits for it.
 
         Args:
-            folder: The folder to sync.
+            folder: The folder name.
             wait: When another run holds the lease: True waits for it, False raises at once,
                 a number of seconds waits at most that long.
+            progress: Show a progress bar (Jupyter or a terminal only).
 
         Raises:
             FolderNotFound: No such folder.
             SyncBusy: Another run held the lease longer than ``wait`` allows.
             LeaseLost: Another run saved the cursor under this one (the lease was lost).
         """
-        return self._leased_sync(folder, wait, lambda: False)
+        return self._leased_sync(folder, wait, lambda: False, progress=progress)
 
-    def _leased_sync(self, folder: str, wait: bool | float, stopped: Callable[[], bool]) -> SyncRun:
+    def _leased_sync(
+        self,
+        folder: str,
+        wait: bool | float,
+        stopped: Callable[[], bool],
+        *,
+        progress: bool = False,
+    ) -> SyncRun:
         lease = SyncLease(self.state, self.account_key, self._folder_key(folder), wait)
 
         def steps() -> Iterator[SyncStep]:
             if lease.acquire(stopped):
                 yield from self._sync_steps(folder, lease.cursor, self._known(folder))
 
-        return SyncRun(steps(), lease)
+        return SyncRun(counted_steps(steps(), progress=progress, desc=folder), lease)
 
     def watch(self, folder: str = "INBOX", *, poll_interval: float = 60.0) -> Iterator[Message]:
         """Yield new messages as they arrive, forever (until :meth:`close`).
@@ -508,6 +555,10 @@ class AsyncRetriever(_StateMixin, abc.ABC):
     scheme: ClassVar[str] = ""
     capabilities: frozenset[str] = frozenset()
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        finish_retriever_class(cls, asynchronous=True)
+
     def __init__(self, endpoint: Endpoint, *, state: Any = None) -> None:
         self.endpoint = endpoint
         self._state_arg = state
@@ -545,7 +596,8 @@ class AsyncRetriever(_StateMixin, abc.ABC):
         headers_only: bool = False,
         limit: int | None = None,
     ) -> AsyncIterator[Message]:
-        """The messages of ``folder`` in arrival order (see :meth:`Retriever.messages`)."""
+        """The messages of ``folder`` in arrival order (see :meth:`Retriever.messages`), as an
+        :class:`~mailsync.AsyncMessageStream`: ``async for`` it, or ``await .collect()``."""
 
     @abc.abstractmethod
     async def get(self, id: str) -> Message:
@@ -590,12 +642,19 @@ class AsyncRetriever(_StateMixin, abc.ABC):
         self._stop_event.set()
         await self._disconnect()
 
-    def sync(self, folder: str = "INBOX", *, wait: bool | float = True) -> AsyncSyncRun:
+    def sync(
+        self, folder: str = "INBOX", *, wait: bool | float = True, progress: bool = False
+    ) -> AsyncSyncRun:
         """Only messages no earlier ``sync()`` yielded; see :meth:`Retriever.sync`."""
-        return self._leased_sync(folder, wait, lambda: False)
+        return self._leased_sync(folder, wait, lambda: False, progress=progress)
 
     def _leased_sync(
-        self, folder: str, wait: bool | float, stopped: Callable[[], bool]
+        self,
+        folder: str,
+        wait: bool | float,
+        stopped: Callable[[], bool],
+        *,
+        progress: bool = False,
     ) -> AsyncSyncRun:
         lease = SyncLease(self.state, self.account_key, self._folder_key(folder), wait)
 
@@ -604,7 +663,7 @@ class AsyncRetriever(_StateMixin, abc.ABC):
                 async for step in self._sync_steps(folder, lease.cursor, self._known(folder)):
                     yield step
 
-        return AsyncSyncRun(steps(), lease)
+        return AsyncSyncRun(acounted_steps(steps(), progress=progress, desc=folder), lease)
 
     async def watch(
         self, folder: str = "INBOX", *, poll_interval: float = 60.0
@@ -803,6 +862,10 @@ class Sender(abc.ABC):
 
     scheme: ClassVar[str] = ""
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        finish_sender_class(cls, asynchronous=False)
+
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
 
@@ -854,6 +917,9 @@ class Sender(abc.ABC):
     def send_many(self, messages: Iterable[OutgoingMessage]) -> list[SendResult]:
         """Send several messages, in order, over one connection where the backend can.
 
+        Every sender's ``send_many`` also takes ``progress=True`` (keyword only): a bar
+        counting the messages as they go out, in Jupyter or on a terminal.
+
         Returns:
             One :class:`SendResult` per message, in the same order.
         """
@@ -867,6 +933,10 @@ class AsyncSender(abc.ABC):
     """The async twin of :class:`Sender`. Get one with :func:`mailsync.sender_async`."""
 
     scheme: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        finish_sender_class(cls, asynchronous=True)
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
