@@ -44,9 +44,9 @@ def test_watch_many_accounts_with_exec_acknowledgement_and_json(tmp_path: Path) 
         f" then touch {tmp_path}/failed; exit 3; fi; "
         f'cat > "{got}/$MAILSYNC_MESSAGE_ID"'
     )
-    out = tmp_path / "events.jsonl"
+    out, err = tmp_path / "messages.jsonl", tmp_path / "statuses.jsonl"
     env = {**os.environ, "MAILSYNC_DATA_DIR": str(tmp_path / "data")}
-    with open(out, "w") as stdout:
+    with open(out, "w") as stdout, open(err, "w") as stderr:
         proc = subprocess.Popen(
             [
                 *(sys.executable, "-m", "mailsync", "watch"),
@@ -54,7 +54,7 @@ def test_watch_many_accounts_with_exec_acknowledgement_and_json(tmp_path: Path) 
                 *("--json", "--poll-interval", "0.2", "--exec", command),
             ],
             stdout=stdout,
-            stderr=subprocess.DEVNULL,
+            stderr=stderr,
             env=env,
         )
     try:
@@ -62,7 +62,7 @@ def test_watch_many_accounts_with_exec_acknowledgement_and_json(tmp_path: Path) 
         _maildir_seed(roots[2])(_raw("second-2"))
         wait_for(lambda: len(list(got.iterdir())) == 4, timeout=60, message="new mail too")
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 0
+        assert proc.wait(60) == 0  # SIGTERM: an ordinary stop
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -71,13 +71,14 @@ def test_watch_many_accounts_with_exec_acknowledgement_and_json(tmp_path: Path) 
         [f"first-{i}@example.test" for i in range(3)] + ["second-2@example.test"]
     )
     assert (got / "second-2@example.test").read_bytes() == _raw("second-2")
-    events = _events(out)
-    messages = [e for e in events if e["event"] == "message"]
+    messages = _events(out)  # stdout: only messages
+    assert {m["account"] for m in messages} == {f"maildir:{r}" for r in roots}
     assert [m["exec_status"] for m in messages if m["message_id"] == "first-1@example.test"] == [
         3,
         0,
     ]
-    statuses = [e for e in events if e["event"] == "status"]
+    statuses = _events(err)  # stderr: the status events
+    assert {e["event"] for e in statuses} == {"status"}
     assert {e["account"] for e in statuses} == {f"maildir:{r}" for r in roots}
     backing = [e for e in statuses if e["state"] == "backing_off"]
     assert len(backing) == 1

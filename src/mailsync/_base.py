@@ -112,12 +112,14 @@ class SendResult:
         accepted: The recipients the server accepted.
         refused: Refused recipients: address -> ``(code, text)``.
         envid: The DSN envelope id sent with the message, if any.
+        saved_to: The folder a copy was filed in (``save_to``), or None.
     """
 
     message_id: str
     accepted: tuple[str, ...]
     refused: Mapping[str, tuple[int, str]] = field(default_factory=dict)
     envid: str | None = None
+    saved_to: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -325,6 +327,24 @@ class _StateMixin:
     def _folder_key(self, folder: str) -> str:
         return "INBOX" if folder.upper() == "INBOX" else folder
 
+    def _load_cursor(self, store: StateStore, folder_key: str) -> dict[str, Any] | None:
+        """The saved cursor, taking over one saved under an older account key."""
+        cursor = store.load_cursor(self.account_key, folder_key)
+        if cursor is not None:
+            return cursor
+        for legacy in self.endpoint.legacy_account_keys:
+            cursor = store.load_cursor(legacy, folder_key)
+            if cursor is None:
+                continue
+            copy = getattr(store, "copy_folder_state", None)
+            if copy is not None:  # cursor and delivered set, in one transaction
+                copy(legacy, self.account_key, folder_key)
+            else:
+                store.save_cursor(self.account_key, folder_key, cursor)
+            log.info("%s: took over the sync cursor saved as %s", self.endpoint.display, legacy)
+            return cursor
+        return None
+
     def _known(self, folder: str) -> Callable[[Iterable[str]], set[str]]:
         def known(identities: Iterable[str]) -> set[str]:
             return self.state.known(self.account_key, self._folder_key(folder), identities)
@@ -475,11 +495,17 @@ class Retriever(_StateMixin, abc.ABC):
         *,
         progress: bool = False,
     ) -> SyncRun:
-        lease = SyncLease(self.state, self.account_key, self._folder_key(folder), wait)
+        store, key = self.state, self._folder_key(folder)
+        lease = SyncLease(store, self.account_key, key, wait)
 
         def steps() -> Iterator[SyncStep]:
-            if lease.acquire(stopped):
-                yield from self._sync_steps(folder, lease.cursor, self._known(folder))
+            if not lease.acquire(stopped):
+                return
+            if lease.cursor is None and self._load_cursor(store, key) is not None:
+                lease.release()  # a cursor saved under an older account key was copied:
+                if not lease.acquire(stopped):  # take the lease again to read it under it
+                    return
+            yield from self._sync_steps(folder, lease.cursor, self._known(folder))
 
         return SyncRun(counted_steps(steps(), progress=progress, desc=folder), lease)
 
@@ -656,12 +682,23 @@ class AsyncRetriever(_StateMixin, abc.ABC):
         *,
         progress: bool = False,
     ) -> AsyncSyncRun:
-        lease = SyncLease(self.state, self.account_key, self._folder_key(folder), wait)
+        import asyncio
+
+        store, key = self.state, self._folder_key(folder)
+        lease = SyncLease(store, self.account_key, key, wait)
 
         async def steps() -> AsyncIterator[SyncStep]:
-            if await lease.acquire_async(stopped):
-                async for step in self._sync_steps(folder, lease.cursor, self._known(folder)):
-                    yield step
+            if not await lease.acquire_async(stopped):
+                return
+            if (
+                lease.cursor is None
+                and (await asyncio.to_thread(self._load_cursor, store, key)) is not None
+            ):
+                await asyncio.to_thread(lease.release)  # as in Retriever._leased_sync
+                if not await lease.acquire_async(stopped):
+                    return
+            async for step in self._sync_steps(folder, lease.cursor, self._known(folder)):
+                yield step
 
         return AsyncSyncRun(acounted_steps(steps(), progress=progress, desc=folder), lease)
 
@@ -858,9 +895,14 @@ class Sender(abc.ABC):
     """Pushes mail out. Get one with :func:`mailsync.sender`.
 
     Senders connect lazily, are context managers, and are closed by :meth:`close`.
+
+    Attributes:
+        saves_sent_copy: True for transports that file what they send in the Sent folder
+            themselves (the Gmail API, Microsoft Graph): ``save_to`` then adds nothing.
     """
 
     scheme: ClassVar[str] = ""
+    saves_sent_copy: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -933,6 +975,7 @@ class AsyncSender(abc.ABC):
     """The async twin of :class:`Sender`. Get one with :func:`mailsync.sender_async`."""
 
     scheme: ClassVar[str] = ""
+    saves_sent_copy: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

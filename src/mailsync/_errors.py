@@ -21,7 +21,8 @@ so that generic handlers keep working (``except ConnectionError``, ``except Time
      │    └── TemporaryFailure               try again later (busy mailbox, 4xx replies)
      ├── SendError                           a message could not be sent
      │    └── RecipientsRefused              every recipient was refused; ``refused`` says why
-     ├── StateError                          the state store is damaged or failed; ``path``
+     ├── StorageError (OSError)              a local file or directory could not be written
+     ├── StateError                          the state store is damaged or failed; ``store``
      │    └── LeaseLost                      another run saved this cursor: nothing was saved
      └── SyncBusy                            another sync of this account+folder is running
 
@@ -35,6 +36,8 @@ import socket
 import ssl
 from collections.abc import Iterator, Mapping
 from typing import TypeAlias
+
+from mailsync._hints import socket_error_text
 
 __all__ = [
     "AuthenticationError",
@@ -52,6 +55,7 @@ __all__ = [
     "SendError",
     "ServerError",
     "StateError",
+    "StorageError",
     "SyncBusy",
     "TemporaryFailure",
     "Unsupported",
@@ -157,6 +161,11 @@ class RecipientsRefused(SendError):
         self.refused = dict(refused)
 
 
+class StorageError(MailsyncError, OSError):
+    """A local file or directory could not be written (``Attachment.save`` into a directory
+    that cannot be created, a full disk, no permission); the message names the path."""
+
+
 class StateError(MailsyncError):
     """The state store cannot be used: its file is damaged, a saved value is not what
     mailsync wrote, or the database failed. The message names the store and how to reset it.
@@ -242,5 +251,9 @@ def _lookup(exc: BaseException, mapping: ExceptionMap) -> type[MailsyncError] | 
 
 
 def _describe(exc: BaseException, context: str) -> str:
+    if context:
+        hinted = socket_error_text(exc, context)
+        if hinted is not None:
+            return hinted
     text = str(exc).strip() or type(exc).__name__
     return f"{context}: {text}" if context else text

@@ -93,7 +93,13 @@ class CursorLease(Protocol):
 class StateStore(Protocol):
     """What mailsync needs from a place to keep sync state. Implement it to keep state in
     your own database; :class:`SQLiteStateStore` is the default and
-    :class:`~mailsync.PostgresStateStore` serves fleets of machines."""
+    :class:`~mailsync.PostgresStateStore` serves fleets of machines.
+
+    Optional: ``copy_folder_state(from_account, to_account, folder)``, which copies a folder's
+    cursor and delivered set to another account key in one transaction. mailsync calls it
+    when it takes over a cursor saved under an older account key; without it only the cursor
+    is copied, and a resync may then yield again what was delivered before the upgrade.
+    """
 
     def load_cursor(self, account: str, folder: str) -> dict[str, Any] | None:
         """The saved cursor of ``account``/``folder``, or None."""
@@ -623,6 +629,29 @@ class SQLiteStateStore:
             [
                 (f"DELETE FROM cursors WHERE {where}", args),
                 (f"DELETE FROM delivered WHERE {where}", args),
+            ]
+        )
+
+    def copy_folder_state(self, from_account: str, to_account: str, folder: str) -> None:
+        """Copy a folder's cursor and delivered set to another account key, in one
+        transaction; what ``to_account`` has already is kept."""
+        args = (to_account, from_account, folder)
+        where = "FROM {} WHERE account = ? AND folder = ?"
+        self._write(
+            [
+                # The copy is a save like any other: it takes the next generation.
+                ("UPDATE meta SET value = value + 1 WHERE key = 'generation'", ()),
+                (
+                    "INSERT OR IGNORE INTO cursors (account, folder, cursor, updated, generation) "
+                    "SELECT ?, folder, cursor, updated, "
+                    "(SELECT value FROM meta WHERE key = 'generation') " + where.format("cursors"),
+                    args,
+                ),
+                (
+                    "INSERT OR IGNORE INTO delivered SELECT ?, folder, identity "
+                    + where.format("delivered"),
+                    args,
+                ),
             ]
         )
 

@@ -278,6 +278,25 @@ class PostgresStateStore:
             conn.execute(f"DELETE FROM mailsync_cursors WHERE {where}", args)  # noqa: S608
             conn.execute(f"DELETE FROM mailsync_delivered WHERE {where}", args)  # noqa: S608
 
+    def copy_folder_state(self, from_account: str, to_account: str, folder: str) -> None:
+        """Copy a folder's cursor and delivered set to another account key, in one
+        transaction; what ``to_account`` has already is kept."""
+        args = (to_account, from_account, folder)
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO mailsync_cursors (account, folder, cursor, updated, generation) "
+                "SELECT %s, folder, cursor, updated, nextval('mailsync_generation') "
+                "FROM mailsync_cursors WHERE account = %s AND folder = %s "
+                "ON CONFLICT DO NOTHING",
+                args,
+            )
+            conn.execute(
+                "INSERT INTO mailsync_delivered SELECT %s, folder, identity "
+                "FROM mailsync_delivered WHERE account = %s AND folder = %s "
+                "ON CONFLICT DO NOTHING",
+                args,
+            )
+
     # -- leases ----------------------------------------------------------------------------
 
     def try_lease(self, account: str, folder: str) -> CursorLease | None:

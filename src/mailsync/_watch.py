@@ -531,6 +531,8 @@ class WatchMany(_Facade[Retriever], Iterator[tuple[Retriever, Message]]):
         self._thread: threading.Thread | None = None
         self._pairs: Iterator[tuple[Retriever, Message]] | None = None
         self._stop_requested = False
+        #: The signal that stopped :meth:`run` (SIGINT, SIGTERM), or None.
+        self.stop_signal: int | None = None
 
     def __enter__(self) -> WatchMany:
         return self
@@ -621,6 +623,7 @@ class WatchMany(_Facade[Retriever], Iterator[tuple[Retriever, Message]]):
 
         def stop(signum: int, frame: object) -> None:
             log.info("signal %d: finishing the message in hand, then stopping", signum)
+            self.stop_signal = signum
             self._stop_requested = True
             self._signal(self._engine.request_stop)
 
@@ -676,6 +679,8 @@ class AsyncWatchMany(_Facade[AsyncRetriever], AsyncIterator[tuple[AsyncRetriever
         self._started = False
         self._stop_requested = False
         self._pairs: AsyncIterator[tuple[AsyncRetriever, Message]] | None = None
+        #: The signal that stopped :meth:`run` (SIGINT, SIGTERM), or None.
+        self.stop_signal: int | None = None
 
     async def __aenter__(self) -> AsyncWatchMany:
         return self
@@ -752,11 +757,15 @@ class AsyncWatchMany(_Facade[AsyncRetriever], AsyncIterator[tuple[AsyncRetriever
         installed: list[int] = []
         for signum in (signal.SIGINT, signal.SIGTERM):
             try:
-                loop.add_signal_handler(signum, self.stop)
+                loop.add_signal_handler(signum, self._stopped_by, signum)
             except (NotImplementedError, RuntimeError):  # not on this loop or platform
                 continue
             installed.append(signum)
         return installed
+
+    def _stopped_by(self, signum: int) -> None:
+        self.stop_signal = signum
+        self.stop()
 
     def stop(self) -> None:
         """Ask the iteration (or :meth:`run`) to end after the message in hand."""

@@ -137,11 +137,7 @@ class CeleryFleet:
 
     def _options(self, name: str) -> tuple[str, dict[str, Any]]:
         entry = self.accounts(name)
-        if not entry.retrieve:
-            raise ConfigError(f"account {name!r} has no 'retrieve' URL")
-        options = entry._kwargs(retriever=True)
-        options["state"] = self.store
-        return entry.retrieve, options
+        return entry.url("retrieve"), entry.connect_options("retrieve", state=self.store)
 
     def retriever(self, name: str) -> Retriever:
         """A retriever for account ``name`` on the shared state store."""
