@@ -227,6 +227,19 @@ class StateStoreContract:
                 proc.kill()
             proc.join(30)
 
+    def test_copy_folder_state_to_a_new_account_key(self, store: Any) -> None:
+        store.save_cursor("old-key", "INBOX", {"uid": 4}, ["mid:a"])
+        store.save_cursor("new-key", "Sent", {"uid": 1})
+        store.copy_folder_state("old-key", "new-key", "INBOX")
+        assert store.load_cursor("new-key", "INBOX") == {"uid": 4}
+        assert store.known("new-key", "INBOX", ["mid:a"]) == {"mid:a"}
+        lease = store.try_lease("new-key", "INBOX")  # the copy is a save like any other
+        assert lease is not None
+        lease.save({"uid": 5})
+        store.copy_folder_state("old-key", "new-key", "INBOX")  # keeps what is there
+        assert store.load_cursor("new-key", "INBOX") == {"uid": 5}
+        lease.release()
+
     # -- damage --------------------------------------------------------------------------------
 
     @pytest.mark.parametrize("text", ["{not json", "[1, 2]", "17"])
