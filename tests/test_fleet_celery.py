@@ -128,6 +128,7 @@ def _owned(url: str) -> int:
     return int(row[0]) if row else 0
 
 
+@pytest.mark.timeout(600)  # tens of seconds on a quiet machine; a loaded one needs room
 def test_workers_and_watchers_survive_sigkill_losing_nothing(
     tmp_path: Path,
     mail_servers: MailServers,
