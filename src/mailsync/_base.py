@@ -40,7 +40,7 @@ from mailsync._errors import (
 )
 from mailsync._message import Folder, Message
 from mailsync._query import Q
-from mailsync._state import StateStore, open_state_store
+from mailsync._state import StateStore, SyncLease, shared_state_store
 from mailsync._stream import (
     AsyncMessageStream,
     MessageStream,
@@ -172,15 +172,12 @@ class SyncRun(Iterator[Message]):
     A message counts as delivered, and the cursor moves past it, when the next message is
     requested or the loop ends normally. Breaking out of the loop leaves the message being
     handled undelivered (it comes again next time) unless you call :meth:`commit` first.
+    The run holds its account+folder's sync lease from its first step until it ends.
     """
 
-    def __init__(
-        self, steps: Iterator[SyncStep], store: StateStore, account: str, folder: str
-    ) -> None:
+    def __init__(self, steps: Iterator[SyncStep], lease: SyncLease) -> None:
         self._steps = steps
-        self._store = store
-        self._account = account
-        self._folder = folder
+        self._lease = lease
         self._pending: SyncStep | None = None
         self._done = False
 
@@ -188,16 +185,21 @@ class SyncRun(Iterator[Message]):
         return self
 
     def __next__(self) -> Message:
-        self.commit()
         if self._done:
             raise StopIteration
-        for step in self._steps:
-            if step.message is None:
-                self._store.save_cursor(self._account, self._folder, step.cursor)
-                continue
-            self._pending = step
-            return step.message
+        try:
+            self.commit()
+            for step in self._steps:
+                if step.message is None:
+                    self._lease.save(step.cursor)
+                    continue
+                self._pending = step
+                return step.message
+        except BaseException:
+            self.close()
+            raise
         self._done = True
+        self._lease.release()
         raise StopIteration
 
     def commit(self) -> None:
@@ -206,7 +208,7 @@ class SyncRun(Iterator[Message]):
         if step is None:
             return
         identities = [step.identity] if step.identity else []
-        self._store.save_cursor(self._account, self._folder, step.cursor, identities)
+        self._lease.save(step.cursor, identities)
 
     def collect(self) -> MessageList:
         """Every new message in a :class:`~mailsync.MessageList`, all marked delivered."""
@@ -218,21 +220,27 @@ class SyncRun(Iterator[Message]):
         """Stop without marking the message being handled as delivered."""
         self._pending = None
         self._done = True
-        close = getattr(self._steps, "close", None)
-        if close is not None:
-            close()
+        try:
+            close = getattr(self._steps, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._lease.release()
+
+    def __del__(self) -> None:
+        # A run dropped mid-loop must not keep its folder locked until the process ends.
+        try:  # noqa: SIM105 - at interpreter exit, module globals (contextlib) may be gone
+            self._lease.release()
+        except Exception:  # noqa: S110 - nothing to tell anyone from a finaliser
+            pass
 
 
 class AsyncSyncRun(AsyncIterator[Message]):
     """The async iterator ``AsyncRetriever.sync()`` returns; same rules as :class:`SyncRun`."""
 
-    def __init__(
-        self, steps: AsyncIterator[SyncStep], store: StateStore, account: str, folder: str
-    ) -> None:
+    def __init__(self, steps: AsyncIterator[SyncStep], lease: SyncLease) -> None:
         self._steps = steps
-        self._store = store
-        self._account = account
-        self._folder = folder
+        self._lease = lease
         self._pending: SyncStep | None = None
         self._done = False
 
@@ -242,18 +250,21 @@ class AsyncSyncRun(AsyncIterator[Message]):
     async def __anext__(self) -> Message:
         import asyncio
 
-        await self.commit()
         if self._done:
             raise StopAsyncIteration
-        async for step in self._steps:
-            if step.message is None:
-                await asyncio.to_thread(
-                    self._store.save_cursor, self._account, self._folder, step.cursor
-                )
-                continue
-            self._pending = step
-            return step.message
+        try:
+            await self.commit()
+            async for step in self._steps:
+                if step.message is None:
+                    await asyncio.to_thread(self._lease.save, step.cursor)
+                    continue
+                self._pending = step
+                return step.message
+        except BaseException:
+            await self.aclose()
+            raise
         self._done = True
+        await asyncio.to_thread(self._lease.release)
         raise StopAsyncIteration
 
     async def commit(self) -> None:
@@ -264,9 +275,7 @@ class AsyncSyncRun(AsyncIterator[Message]):
         identities = [step.identity] if step.identity else []
         import asyncio
 
-        await asyncio.to_thread(
-            self._store.save_cursor, self._account, self._folder, step.cursor, identities
-        )
+        await asyncio.to_thread(self._lease.save, step.cursor, identities)
 
     async def collect(self) -> MessageList:
         """Every new message in a :class:`~mailsync.MessageList`, all marked delivered."""
@@ -276,11 +285,23 @@ class AsyncSyncRun(AsyncIterator[Message]):
 
     async def aclose(self) -> None:
         """Stop without marking the message being handled as delivered."""
+        import asyncio
+
         self._pending = None
         self._done = True
-        aclose = getattr(self._steps, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        try:
+            aclose = getattr(self._steps, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        finally:
+            # Not cancellable half-way: a lease must not stay held by a cancelled run.
+            await asyncio.shield(asyncio.to_thread(self._lease.release))
+
+    def __del__(self) -> None:
+        try:  # noqa: SIM105 - at interpreter exit, module globals (contextlib) may be gone
+            self._lease.release()
+        except Exception:  # noqa: S110 - nothing to tell anyone from a finaliser
+            pass
 
 
 # -- retrievers ------------------------------------------------------------------------------
@@ -295,7 +316,7 @@ class _StateMixin:
     def state(self) -> StateStore:
         """The state store holding this account's sync cursors (opened on first use)."""
         if self._store is None:
-            self._store = open_state_store(self._state_arg)
+            self._store = shared_state_store(self._state_arg)
         return self._store
 
     @property
@@ -443,24 +464,50 @@ class Retriever(_StateMixin, abc.ABC):
 
     # -- shared behaviour --------------------------------------------------------------------
 
-    def sync(self, folder: str = "INBOX", *, progress: bool = False) -> SyncRun:
+    def sync(
+        self, folder: str = "INBOX", *, wait: bool | float = True, progress: bool = False
+    ) -> SyncRun:
         """Only the messages no earlier ``sync()`` of this account and folder yielded.
 
         The cursor is saved as each next message is requested and when the loop ends. A
-        cursor the server invalidated triggers a resync that yields no message twice.
+        cursor the server invalidated triggers a resync that yields no message twice. From
+        its first step until it ends the run holds the account+folder's lease in the state
+        store, so a concurrent ``sync()`` elsewhere (thread, process, machine) waits for it.
 
         Args:
             folder: The folder name.
+            wait: When another run holds the lease: True waits for it, False raises at once,
+                a number of seconds waits at most that long.
             progress: Show a progress bar (Jupyter or a terminal only).
 
         Raises:
             FolderNotFound: No such folder.
+            SyncBusy: Another run held the lease longer than ``wait`` allows.
+            LeaseLost: Another run saved the cursor under this one (the lease was lost).
         """
-        key = self._folder_key(folder)
-        cursor = self._load_cursor(self.state, key)
-        steps = self._sync_steps(folder, cursor, self._known(folder))
-        steps = counted_steps(steps, progress=progress, desc=folder)
-        return SyncRun(steps, self.state, self.account_key, key)
+        return self._leased_sync(folder, wait, lambda: False, progress=progress)
+
+    def _leased_sync(
+        self,
+        folder: str,
+        wait: bool | float,
+        stopped: Callable[[], bool],
+        *,
+        progress: bool = False,
+    ) -> SyncRun:
+        store, key = self.state, self._folder_key(folder)
+        lease = SyncLease(store, self.account_key, key, wait)
+
+        def steps() -> Iterator[SyncStep]:
+            if not lease.acquire(stopped):
+                return
+            if lease.cursor is None and self._load_cursor(store, key) is not None:
+                lease.release()  # a cursor saved under an older account key was copied:
+                if not lease.acquire(stopped):  # take the lease again to read it under it
+                    return
+            yield from self._sync_steps(folder, lease.cursor, self._known(folder))
+
+        return SyncRun(counted_steps(steps(), progress=progress, desc=folder), lease)
 
     def watch(self, folder: str = "INBOX", *, poll_interval: float = 60.0) -> Iterator[Message]:
         """Yield new messages as they arrive, forever (until :meth:`close`).
@@ -472,7 +519,7 @@ class Retriever(_StateMixin, abc.ABC):
         backoff = Backoff()
         while not self._stop.is_set():
             try:
-                yield from self.sync(folder)
+                yield from self._leased_sync(folder, True, self._stop.is_set)
                 backoff.reset()
                 if self._stop.is_set():
                     return
@@ -621,14 +668,39 @@ class AsyncRetriever(_StateMixin, abc.ABC):
         self._stop_event.set()
         await self._disconnect()
 
-    def sync(self, folder: str = "INBOX", *, progress: bool = False) -> AsyncSyncRun:
+    def sync(
+        self, folder: str = "INBOX", *, wait: bool | float = True, progress: bool = False
+    ) -> AsyncSyncRun:
         """Only messages no earlier ``sync()`` yielded; see :meth:`Retriever.sync`."""
-        key = self._folder_key(folder)
-        store = self.state
-        cursor = self._load_cursor(store, key)
-        steps = self._sync_steps(folder, cursor, self._known(folder))
-        steps = acounted_steps(steps, progress=progress, desc=folder)
-        return AsyncSyncRun(steps, store, self.account_key, key)
+        return self._leased_sync(folder, wait, lambda: False, progress=progress)
+
+    def _leased_sync(
+        self,
+        folder: str,
+        wait: bool | float,
+        stopped: Callable[[], bool],
+        *,
+        progress: bool = False,
+    ) -> AsyncSyncRun:
+        import asyncio
+
+        store, key = self.state, self._folder_key(folder)
+        lease = SyncLease(store, self.account_key, key, wait)
+
+        async def steps() -> AsyncIterator[SyncStep]:
+            if not await lease.acquire_async(stopped):
+                return
+            if (
+                lease.cursor is None
+                and (await asyncio.to_thread(self._load_cursor, store, key)) is not None
+            ):
+                await asyncio.to_thread(lease.release)  # as in Retriever._leased_sync
+                if not await lease.acquire_async(stopped):
+                    return
+            async for step in self._sync_steps(folder, lease.cursor, self._known(folder)):
+                yield step
+
+        return AsyncSyncRun(acounted_steps(steps(), progress=progress, desc=folder), lease)
 
     async def watch(
         self, folder: str = "INBOX", *, poll_interval: float = 60.0
@@ -636,7 +708,7 @@ class AsyncRetriever(_StateMixin, abc.ABC):
         """Yield new messages as they arrive; see :meth:`Retriever.watch`."""
         backoff = Backoff()
         while not self._stopped:
-            run = self.sync(folder)
+            run = self._leased_sync(folder, True, self._is_stopped)
             try:
                 async for message in run:
                     yield message

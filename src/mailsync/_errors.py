@@ -21,7 +21,10 @@ so that generic handlers keep working (``except ConnectionError``, ``except Time
      │    └── TemporaryFailure               try again later (busy mailbox, 4xx replies)
      ├── SendError                           a message could not be sent
      │    └── RecipientsRefused              every recipient was refused; ``refused`` says why
-     └── StorageError (OSError)              a local file or directory could not be written
+     ├── StorageError (OSError)              a local file or directory could not be written
+     ├── StateError                          the state store is damaged or failed; ``store``
+     │    └── LeaseLost                      another run saved this cursor: nothing was saved
+     └── SyncBusy                            another sync of this account+folder is running
 
 Server text quoted in an error is scrubbed of the secrets sent on that connection
 (:class:`SecretScrubber`): some servers echo the command they refused, password and all.
@@ -47,6 +50,7 @@ __all__ = [
     "ConnectionFailed",
     "FolderNotFound",
     "InvalidAddress",
+    "LeaseLost",
     "MailTimeout",
     "MailsyncError",
     "MessageNotFound",
@@ -56,7 +60,9 @@ __all__ = [
     "SecretScrubber",
     "SendError",
     "ServerError",
+    "StateError",
     "StorageError",
+    "SyncBusy",
     "TemporaryFailure",
     "Unsupported",
     "map_exceptions",
@@ -164,6 +170,43 @@ class RecipientsRefused(SendError):
 class StorageError(MailsyncError, OSError):
     """A local file or directory could not be written (``Attachment.save`` into a directory
     that cannot be created, a full disk, no permission); the message names the path."""
+
+
+class StateError(MailsyncError):
+    """The state store cannot be used: its file is damaged, a saved value is not what
+    mailsync wrote, or the database failed. The message names the store and how to reset it.
+
+    Attributes:
+        store: The store's file or URL (no password), when known.
+        damaged: True when what is stored is damaged (it will not pass by itself), False
+            when the store failed (unreachable, locked) and a retry may work.
+    """
+
+    def __init__(self, message: str, *, store: str = "", damaged: bool = False) -> None:
+        super().__init__(message)
+        self.store = store
+        self.damaged = damaged
+
+
+class LeaseLost(StateError):
+    """Another run saved this account+folder's cursor since this run read it, so this run
+    no longer holds the sync lease (its process lost the lock, or someone reset the folder).
+    Nothing was saved: the message in hand comes again at the next ``sync()``."""
+
+
+class SyncBusy(MailsyncError):
+    """Another ``sync()`` of this account and folder holds the lease, and the caller asked
+    not to wait (``sync(folder, wait=False)``) or waited as long as it allowed.
+
+    Attributes:
+        account: The account's key in the state store.
+        folder: The folder.
+    """
+
+    def __init__(self, message: str, *, account: str = "", folder: str = "") -> None:
+        super().__init__(message)
+        self.account = account
+        self.folder = folder
 
 
 ExceptionMap: TypeAlias = Mapping[type[BaseException], type[MailsyncError]]
