@@ -112,12 +112,16 @@ class SendResult:
         accepted: The recipients the server accepted.
         refused: Refused recipients: address -> ``(code, text)``.
         envid: The DSN envelope id sent with the message, if any.
+        delivery: Recipient -> the delivery status the server reported when the message was
+            sent (JMAP's ``deliveryStatus``: ``"queued"``, ``"yes"``, ``"no"``,
+            ``"unknown"``); empty where the backend cannot tell (reports then come as DSNs).
     """
 
     message_id: str
     accepted: tuple[str, ...]
     refused: Mapping[str, tuple[int, str]] = field(default_factory=dict)
     envid: str | None = None
+    delivery: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

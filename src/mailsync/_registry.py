@@ -7,8 +7,8 @@ whose optional dependency is missing raises :class:`~mailsync.ConfigError` sayin
 
 Third-party packages add schemes through the ``mailsync.backends`` entry-point group: the entry
 point's name is the scheme and its object a :class:`BackendSpec`. Entry points add new schemes
-or fill a planned one (jmap); replacing a shipped backend takes an explicit
-:func:`register`.
+or fill a planned one (a :class:`BackendSpec` with ``planned=True``); replacing a shipped
+backend takes an explicit :func:`register`.
 """
 
 from __future__ import annotations
@@ -82,7 +82,12 @@ _GRAPH = BackendSpec(
     sender="mailsync.backends.graph:GraphSender",
     async_sender="mailsync.backends.graph:AsyncGraphSender",
 )
-_PLANNED = BackendSpec(planned=True)
+_JMAP = BackendSpec(
+    retriever="mailsync.backends.jmap:JMAPRetriever",
+    async_retriever="mailsync.backends.jmap:AsyncJMAPRetriever",
+    sender="mailsync.backends.jmap:JMAPSender",
+    async_sender="mailsync.backends.jmap:AsyncJMAPSender",
+)
 
 _BUILTIN: dict[str, BackendSpec] = {
     "imap": _IMAP,
@@ -92,7 +97,7 @@ _BUILTIN: dict[str, BackendSpec] = {
     "mbox": _MBOX,
     "gmail": _GMAIL,
     "graph": _GRAPH,
-    "jmap": _PLANNED,
+    "jmap": _JMAP,
 }
 _ALIASES = {"imaps": "imap", "pop3s": "pop3", "smtps": "smtp"}
 _registered: dict[str, BackendSpec] = {}
