@@ -54,3 +54,28 @@ def make_folder(mail_store: MailboxClients, account: Account) -> Callable[[str],
         mail_store.create_folder(account, name)
 
     return create
+
+
+JMAP_USING = ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:mail"]
+
+
+def jmap_call(
+    cyrus: CyrusServer, account: Account, *calls: tuple[str, dict[str, Any]]
+) -> list[Any]:
+    """One raw JMAP request with httpx (never mailsync): each call's reply as
+    ``[name, arguments]``, in order."""
+    import httpx
+
+    auth = (account.user, account.password)
+    with httpx.Client(base_url=cyrus.http_url, auth=auth, timeout=30) as client:
+        session = client.get(cyrus.jmap_session_url).json()
+        account_id = session["primaryAccounts"]["urn:ietf:params:jmap:mail"]
+        method_calls = [
+            [name, {"accountId": account_id, **arguments}, str(n)]
+            for n, (name, arguments) in enumerate(calls)
+        ]
+        reply = client.post(
+            session["apiUrl"], json={"using": JMAP_USING, "methodCalls": method_calls}
+        )
+    reply.raise_for_status()
+    return [response[:2] for response in reply.json()["methodResponses"]]

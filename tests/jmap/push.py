@@ -132,22 +132,37 @@ class EventSourceProxy:
         return account, json.loads(body)["methodResponses"][0][1]["state"]
 
     def _events(
-        self, authorization: str, ping: int, gone: Callable[[float], bool]
+        self,
+        authorization: str,
+        ping: int,
+        last_id: str | None,
+        gone: Callable[[float], bool],
     ) -> Iterator[bytes]:
+        """The stream's events. Event ids are Email states (as Cyrus's are its modseqs): a
+        ``Last-Event-ID`` makes that state the starting point, so a change made between two
+        streams is sent at once."""
         account, state = self._email_state(authorization)
-        last_write = time.monotonic()
-        counter = 0
-        while not self._stopping.is_set() and not gone(_POLL):
-            _, now = self._email_state(authorization)
-            if now != state:
-                state, counter = now, counter + 1
-                change = {"@type": "StateChange", "changed": {account: {"Email": state}}}
-                self._count("events", 1)
-                last_write = time.monotonic()
-                yield f"event: state\nid: {counter}\ndata: {json.dumps(change)}\n\n".encode()
-            elif ping and time.monotonic() - last_write >= ping:
-                last_write = time.monotonic()
-                yield f'event: ping\ndata: {{"interval": {ping}}}\n\n'.encode()
+        if last_id:
+            state = last_id
+        self._count("streams", 1)  # only now: a change from here on is seen
+        self._count("opened", 1)
+        try:
+            last_write = time.monotonic()
+            while not self._stopping.is_set():
+                _, now = self._email_state(authorization)
+                if now != state:
+                    state = now
+                    change = {"@type": "StateChange", "changed": {account: {"Email": state}}}
+                    self._count("events", 1)
+                    last_write = time.monotonic()
+                    yield f"event: state\nid: {state}\ndata: {json.dumps(change)}\n\n".encode()
+                elif ping and time.monotonic() - last_write >= ping:
+                    last_write = time.monotonic()
+                    yield f'event: ping\ndata: {{"interval": {ping}}}\n\n'.encode()
+                if gone(_POLL):
+                    return
+        finally:
+            self._count("streams", -1)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -181,17 +196,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.flush()
         self.close_connection = True
-        owner = self.owner
-        owner._count("streams", 1)
-        owner._count("opened", 1)
+        last_id = self.headers.get("Last-Event-ID")
         try:
-            for chunk in owner._events(authorization, ping, self._client_gone):
+            for chunk in self.owner._events(authorization, ping, last_id, self._client_gone):
                 self.wfile.write(chunk)
                 self.wfile.flush()
         except OSError:
             pass  # the client went away
-        finally:
-            owner._count("streams", -1)
 
     def _client_gone(self, wait: float) -> bool:
         """Wait up to ``wait`` seconds; whether the client closed its end meanwhile."""

@@ -211,7 +211,14 @@ class HTTPPerformer:
             except MailsyncError:
                 raise
             except Exception as exc:
-                raise translate_httpx(exc, self.context) from exc
+                raise self._failure(exc) from exc
+
+    def _failure(self, exc: Exception) -> MailsyncError:
+        # close() from another thread (a watch being stopped) makes httpx raise whatever it
+        # raises on a closed client: that is a closed connection, not a programming error.
+        if self._closed:
+            return ConnectionFailed(f"{self.context}: the connection is closed")
+        return translate_httpx(exc, self.context)
 
     def _exchange(self, request: Request) -> Response:
         with self._client.stream(request.method, _url(request), **_arguments(request)) as reply:
@@ -420,6 +427,8 @@ class AsyncHTTPPerformer:
             except MailsyncError:
                 raise
             except Exception as exc:
+                if self._closed:
+                    raise ConnectionFailed(f"{self.context}: the connection is closed") from exc
                 raise translate_httpx(exc, self.context) from exc
 
     async def _exchange(self, request: Request) -> Response:

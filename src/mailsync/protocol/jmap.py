@@ -966,7 +966,9 @@ class JMAPAPI(MailAPI):
             "limit": page,
             **paging.arguments(),
         }
-        tolerate = {"anchorNotFound"} | (_FILTER_REFUSED if paging.conditions else set())
+        # The get fails with resultReference when the query did: the query's error counts.
+        tolerate = {"anchorNotFound", "resultReference"}
+        tolerate |= _FILTER_REFUSED if paging.conditions else set()
         listing, emails = yield from self._request(
             [
                 ("Email/query", arguments),
@@ -1160,10 +1162,15 @@ class JMAPAPI(MailAPI):
                         },
                     ),
                 ],
-                tolerate={"cannotCalculateChanges"},
+                tolerate={"cannotCalculateChanges", "resultReference"},
             )
             if isinstance(changes, MethodError):
-                return False
+                if changes.type == "cannotCalculateChanges":
+                    return False
+                raise method_error(changes, self.context, "Email/changes")
+            for reply in (created, updated):
+                if isinstance(reply, MethodError):
+                    raise method_error(reply, self.context, "Email/get")
             new_state = field_of(changes, "newState", str, "Email/changes", name=NAME)
             items = [
                 item
@@ -1215,9 +1222,10 @@ class JMAPAPI(MailAPI):
         url = expand_template(
             session.event_source_url, types="Email", closeafter="no", ping=str(_PING)
         )
-        headers = {"Last-Event-ID": self._last_event_id} if self._last_event_id else {}
-        request = Request("GET", url, headers=headers, what="wait on the event source")
         for _ in range(_MAX_FOREIGN_EVENTS):
+            # Resuming after the last event: a server replays what changed in between.
+            headers = {"Last-Event-ID": self._last_event_id} if self._last_event_id else {}
+            request = Request("GET", url, headers=headers, what="wait on the event source")
             result = yield from await_event(
                 self._client, request, ("state",), timeout=timeout, idle=2 * _PING + 15
             )
