@@ -112,6 +112,7 @@ class SendResult:
         accepted: The recipients the server accepted.
         refused: Refused recipients: address -> ``(code, text)``.
         envid: The DSN envelope id sent with the message, if any.
+        saved_to: The folder a copy was filed in (``save_to``), or None.
         delivery: Recipient -> the delivery status the server reported when the message was
             sent (JMAP's ``deliveryStatus``: ``"queued"``, ``"yes"``, ``"no"``,
             ``"unknown"``); empty where the backend cannot tell (reports then come as DSNs).
@@ -121,6 +122,7 @@ class SendResult:
     accepted: tuple[str, ...]
     refused: Mapping[str, tuple[int, str]] = field(default_factory=dict)
     envid: str | None = None
+    saved_to: str | None = None
     delivery: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -308,6 +310,24 @@ class _StateMixin:
     def _folder_key(self, folder: str) -> str:
         return "INBOX" if folder.upper() == "INBOX" else folder
 
+    def _load_cursor(self, store: StateStore, folder_key: str) -> dict[str, Any] | None:
+        """The saved cursor, taking over one saved under an older account key."""
+        cursor = store.load_cursor(self.account_key, folder_key)
+        if cursor is not None:
+            return cursor
+        for legacy in self.endpoint.legacy_account_keys:
+            cursor = store.load_cursor(legacy, folder_key)
+            if cursor is None:
+                continue
+            copy = getattr(store, "copy_folder_state", None)
+            if copy is not None:  # cursor and delivered set, in one transaction
+                copy(legacy, self.account_key, folder_key)
+            else:
+                store.save_cursor(self.account_key, folder_key, cursor)
+            log.info("%s: took over the sync cursor saved as %s", self.endpoint.display, legacy)
+            return cursor
+        return None
+
     def _known(self, folder: str) -> Callable[[Iterable[str]], set[str]]:
         def known(identities: Iterable[str]) -> set[str]:
             return self.state.known(self.account_key, self._folder_key(folder), identities)
@@ -441,7 +461,7 @@ class Retriever(_StateMixin, abc.ABC):
             FolderNotFound: No such folder.
         """
         key = self._folder_key(folder)
-        cursor = self.state.load_cursor(self.account_key, key)
+        cursor = self._load_cursor(self.state, key)
         steps = self._sync_steps(folder, cursor, self._known(folder))
         steps = counted_steps(steps, progress=progress, desc=folder)
         return SyncRun(steps, self.state, self.account_key, key)
@@ -609,7 +629,7 @@ class AsyncRetriever(_StateMixin, abc.ABC):
         """Only messages no earlier ``sync()`` yielded; see :meth:`Retriever.sync`."""
         key = self._folder_key(folder)
         store = self.state
-        cursor = store.load_cursor(self.account_key, key)
+        cursor = self._load_cursor(store, key)
         steps = self._sync_steps(folder, cursor, self._known(folder))
         steps = acounted_steps(steps, progress=progress, desc=folder)
         return AsyncSyncRun(steps, store, self.account_key, key)
@@ -807,9 +827,14 @@ class Sender(abc.ABC):
     """Pushes mail out. Get one with :func:`mailsync.sender`.
 
     Senders connect lazily, are context managers, and are closed by :meth:`close`.
+
+    Attributes:
+        saves_sent_copy: True for transports that file what they send in the Sent folder
+            themselves (the Gmail API, Microsoft Graph): ``save_to`` then adds nothing.
     """
 
     scheme: ClassVar[str] = ""
+    saves_sent_copy: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -882,6 +907,7 @@ class AsyncSender(abc.ABC):
     """The async twin of :class:`Sender`. Get one with :func:`mailsync.sender_async`."""
 
     scheme: ClassVar[str] = ""
+    saves_sent_copy: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

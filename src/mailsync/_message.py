@@ -22,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, SupportsIndex, overload
 
+from mailsync._errors import MailsyncError, StorageError
 from mailsync._mime import (
     decode_bytes,
     decode_header_value,
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from email.message import EmailMessage
     from email.message import Message as StdMessage
 
+    from mailsync._compose import AddressLike, AttachmentSpec
     from mailsync._reports import DeliveryReport
 
 __all__ = [
@@ -141,16 +143,31 @@ class Attachment:
         overwritten or followed (``name (1).pdf`` instead). The file is created exclusively,
         so a concurrent writer cannot be clobbered either.
 
+        A part without a file name is named from its type: ``delivery-status.txt`` and
+        ``original-message.eml`` for the parts of a delivery report, ``attachment.pdf`` for
+        the rest.
+
         Args:
-            directory: An existing directory.
+            directory: The directory; created (with its parents) when it does not exist.
 
         Returns:
             The absolute path of the new file, directly inside ``directory``.
 
         Raises:
-            OSError: The directory does not exist or is not writable.
+            StorageError: The directory cannot be created or written to (also an
+                ``OSError``); the message names it and the reason.
         """
-        base = Path(directory).resolve()
+        base = Path(directory).expanduser().resolve()
+        try:
+            base.mkdir(parents=True, exist_ok=True)
+            return self._save_into(base)
+        except OSError as exc:
+            if isinstance(exc, MailsyncError):
+                raise
+            reason = exc.strerror or str(exc)
+            raise StorageError(f"cannot save an attachment into {str(base)!r}: {reason}") from exc
+
+    def _save_into(self, base: Path) -> Path:
         stem, suffix = split_suffix(safe_filename(self.filename, self.content_type))
         for n in range(10_000):
             name = f"{stem}{suffix}" if n == 0 else f"{stem} ({n}){suffix}"
@@ -522,6 +539,113 @@ class Message:
         """What makes this message the same message after a resync: its Message-ID, else a
         digest of its bytes."""
         return message_identity(self.message_id, self.raw)
+
+    def reply(
+        self,
+        text: str | None = None,
+        html: str | None = None,
+        *,
+        all: bool = False,
+        quote: bool = True,
+        from_: AddressLike | None = None,
+        cc: AddressLike | Iterable[AddressLike] = (),
+        bcc: AddressLike | Iterable[AddressLike] = (),
+        attachments: Iterable[AttachmentSpec] = (),
+        headers: Mapping[str, str] | None = None,
+    ) -> EmailMessage:
+        """A reply to this message, ready for any :class:`~mailsync.Sender`.
+
+        It goes to the Reply-To (else the From) and, with ``all``, to everyone else in To and
+        Cc but you. The subject gets one ``Re:`` (``AW:``, ``SV:``, ``Re[2]:``... already in
+        front are taken off first); In-Reply-To and References keep the thread. With
+        ``quote``, the original follows the answer: ``> `` lines in the text, a blockquote in
+        the html (with the inline images it shows). Nothing is changed on the server: flag the
+        original ``\\Answered`` yourself once it is sent.
+
+        Args:
+            text: The plain-text answer.
+            html: An html answer (quoted in html when ``quote``).
+            all: Reply to all the recipients too.
+            quote: Put the original below the answer.
+            from_: Who answers; by default the address the message was delivered to
+                (Delivered-To, else the only To).
+            cc: More recipients.
+            bcc: Blind recipients.
+            attachments: As for :func:`~mailsync.compose`.
+            headers: Extra headers, as for :func:`~mailsync.compose`.
+
+        Returns:
+            A standard ``EmailMessage``.
+
+        Raises:
+            ConfigError: The message was retrieved with ``headers_only``, or there is no way
+                to tell who answers (pass ``from_``).
+            InvalidAddress: An address of the original or of the arguments is not valid.
+        """
+        from mailsync._reply import reply
+
+        return reply(
+            self,
+            text=text,
+            html=html,
+            all=all,
+            quote=quote,
+            from_=from_,
+            cc=cc,
+            bcc=bcc,
+            attachments=attachments,
+            headers=headers,
+        )
+
+    def forward(
+        self,
+        to: AddressLike | Iterable[AddressLike],
+        text: str | None = None,
+        html: str | None = None,
+        *,
+        attach: bool = True,
+        from_: AddressLike | None = None,
+        cc: AddressLike | Iterable[AddressLike] = (),
+        bcc: AddressLike | Iterable[AddressLike] = (),
+        headers: Mapping[str, str] | None = None,
+    ) -> EmailMessage:
+        """This message forwarded to ``to``, ready for any :class:`~mailsync.Sender`.
+
+        With ``attach`` (the default) the original goes whole as a ``message/rfc822``
+        attachment, its bytes unchanged; otherwise it is quoted below ``text``/``html`` under
+        a "Forwarded message" heading, with its attachments. The subject gets one ``Fwd:``;
+        References ties the forward to the original's thread.
+
+        Args:
+            to: The recipients.
+            text: A note above the original.
+            html: An html note.
+            attach: Attach the original rather than quote it.
+            from_: Who forwards; by default the address the message was delivered to.
+            cc: More recipients.
+            bcc: Blind recipients.
+            headers: Extra headers, as for :func:`~mailsync.compose`.
+
+        Returns:
+            A standard ``EmailMessage``.
+
+        Raises:
+            ConfigError: As for :meth:`reply`.
+            InvalidAddress: An address is not valid.
+        """
+        from mailsync._reply import forward
+
+        return forward(
+            self,
+            to=to,
+            text=text,
+            html=html,
+            attach=attach,
+            from_=from_,
+            cc=cc,
+            bcc=bcc,
+            headers=headers,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready summary: id, folder, date, from, to, subject, size, flags."""

@@ -419,6 +419,7 @@ def test_send_through_email_submission_arrives_and_is_kept_in_sent(
     assert result.ok
     assert result.accepted == (account.email, other_account.email)
     assert result.envid == "jmap-envid-1"
+    assert result.saved_to == "Sent"
     assert result.message_id == message["Message-ID"].strip("<>")
     (arrived,) = wait_for(lambda: mail_servers.parsed_messages(account), timeout=30)
     assert arrived["Subject"] == "Over JMAP"

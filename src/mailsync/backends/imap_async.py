@@ -49,6 +49,7 @@ from mailsync._errors import (
     TemporaryFailure,
     map_exceptions,
 )
+from mailsync._hints import greeting_problem
 from mailsync._message import Folder, Message, crlf_bytes, header_block
 from mailsync._query import Q
 from mailsync.protocol.imap import (
@@ -310,7 +311,13 @@ class _Session:
             )
             _use_greeting_capabilities(self._client.protocol)
             self.alive = True
-            await self._guard(self._client.wait_hello_from_server())
+            try:
+                await self._guard(self._client.wait_hello_from_server())
+            except ConnectionFailed:
+                problem = getattr(self._client.protocol, "foreign_greeting", None)
+                if problem is None:
+                    raise
+                raise ProtocolError(f"{self.context}: {problem}") from None
             self.capabilities = _upper(self._client.protocol.capabilities)
             if endpoint.tls == "starttls":
                 await self._starttls()
@@ -728,6 +735,12 @@ def _use_greeting_capabilities(protocol: Any) -> None:
     ask = protocol.welcome
 
     async def welcome(line: bytes) -> None:
+        if not line.startswith(b"* "):
+            # Another protocol on this port: aioimaplib would take "+OK" for a greeting, or
+            # wait for one until the timeout. Hang up and say what it looks like.
+            protocol.foreign_greeting = greeting_problem("IMAP", line)
+            protocol.transport.abort()
+            return
         caps = capability_code(line)
         if caps is None or not caps & {b"IMAP4REV1", b"IMAP4REV2"}:
             await ask(line)

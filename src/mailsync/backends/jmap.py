@@ -35,9 +35,11 @@ class JMAPSender(APISender):
     """Sends through JMAP ``EmailSubmission`` (kept in Sent, DSN where the server offers it)."""
 
     api_class = JMAPAPI
+    saves_sent_copy = True  # onSuccessUpdateEmail files it in Sent: save_to would add another
 
 
 class AsyncJMAPSender(AsyncAPISender):
     """The asyncio twin of :class:`JMAPSender`."""
 
     api_class = JMAPAPI
+    saves_sent_copy = True

@@ -266,7 +266,10 @@ def _open_plan(state: _State, endpoint: Endpoint) -> Plan[None]:
     the first to come back, is applied before theirs are read (:func:`_next_reply`). Without
     PIPELINING before login it is asked here, alone, as the server may not pipeline yet.
     """
-    greeting = yield from _next_event(state)
+    try:
+        greeting = yield from _next_event(state)
+    except ProtocolError as exc:  # the core cannot know which server it talks to
+        raise ProtocolError(f"{state.context}: {exc}") from exc
     assert isinstance(greeting, Greeting)
     if not greeting.ok:
         raise ConnectionFailed(f"{state.context}: the server refused the session: {greeting.text}")

@@ -84,6 +84,7 @@ from mailsync._errors import (
     Unsupported,
     map_exceptions,
 )
+from mailsync._hints import other_protocol
 
 if TYPE_CHECKING:
     import asyncio  # imported on the async paths only: it costs ~20 ms at start-up
@@ -216,7 +217,11 @@ class _ReplyParser:
 
     def _line(self, line: bytes) -> Reply | None:
         if len(line) < 3 or not line[:3].isdigit() or line[3:4] not in (b"", b" ", b"-"):
-            raise ProtocolError(f"the server sent a malformed reply line: {line[:80]!r}")
+            problem = other_protocol("SMTP", line)
+            raise ProtocolError(
+                f"the server sent a malformed reply line: {line[:80]!r}"
+                + (f", {problem}" if problem else "")
+            )
         self._lines.append(line[4:].decode("utf-8", "replace"))
         if len(self._lines) > _MAX_REPLY_LINES:
             raise ProtocolError("the server sent a reply of more than 1000 lines")
@@ -489,7 +494,10 @@ class _Session:
             raise
 
     def _handshake(self, hello: str) -> _Steps[None]:
-        greeting: Reply = yield _READ
+        try:
+            greeting: Reply = yield _READ
+        except ProtocolError as exc:  # the reply parser cannot know which server it reads
+            raise ProtocolError(f"{self.display}: {exc}") from exc
         if greeting.code == 421 or not greeting.positive:
             raise ConnectionFailed(f"{self.display} refused the connection: {greeting}")
         self.features = yield from self._ehlo(hello)
@@ -531,7 +539,10 @@ class _Session:
         if endpoint.token is None and endpoint.password is None:
             return
         if not endpoint.username:
-            raise ConfigError("a password or token needs a user name in the URL (smtp://user@host)")
+            raise ConfigError(
+                f"{self.display}: a password or token needs a user name in the URL "
+                "(smtp://user@host); a server that takes no login needs no password"
+            )
         offered = self.features.auth
         if endpoint.token is not None:
             token = yield _Token()

@@ -83,7 +83,7 @@ import functools
 import ipaddress
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 from urllib.parse import quote, urljoin, urlsplit
@@ -803,16 +803,17 @@ class JMAPAPI(MailAPI):
         """
         session = yield from self._session()
         if len(calls) > session.max_calls_in_request:
-            raise ConfigError(
-                f"{self.context}: {len(calls)} method calls in one request, the server takes "
-                f"{session.max_calls_in_request}"
+            # Calls that refer to each other (#ids) cannot be split into two requests.
+            raise Unsupported(
+                f"{self.context}: the server takes {session.max_calls_in_request} method calls "
+                f"per request, and {label_of(calls)} needs {len(calls)}"
             )
         who = account or session.account_id
         method_calls = [
             [name, {"accountId": who, **arguments}, str(index)]
             for index, (name, arguments) in enumerate(calls)
         ]
-        label = ", ".join(dict.fromkeys(name for name, _ in calls))
+        label = label_of(calls)
         request = Request(
             "POST",
             session.api_url,
@@ -1441,7 +1442,9 @@ class JMAPAPI(MailAPI):
             problem = _not_created(submitted, "send")
             yield from self._discard(email_id, account)
             raise _submission_error(problem, envelope, self.context)
-        return _send_result(envelope, submission, sent_envid, self.context)
+        result = _send_result(envelope, submission, sent_envid, self.context)
+        kept = sent if sent is not None else home
+        return replace(result, saved_to=kept.name)
 
     def _identity(self, account: str, sender: str) -> Plan[str]:
         if self._identities is None:
@@ -1465,6 +1468,11 @@ class JMAPAPI(MailAPI):
 
 
 # -- pure helpers ------------------------------------------------------------------------------
+
+
+def label_of(calls: Sequence[tuple[str, Any]]) -> str:
+    """How error messages name a request: its methods (``"Email/query, Email/get"``)."""
+    return ", ".join(dict.fromkeys(name for name, _ in calls))
 
 
 def _find(boxes: Iterable[Mailbox], name: str) -> Mailbox | None:
