@@ -121,6 +121,8 @@ def test_the_session_is_read_and_checked() -> None:
         assert name
     no_push = jmap.parse_session(_session(eventSourceUrl="/es"), "https://m.example/s")
     assert no_push.event_source_url is None
+    with pytest.raises(mailsync.ProtocolError, match="https"):  # redirected down to http
+        jmap.parse_session(_session(), "http://m.example/s", secure=True)
 
 
 def test_mailbox_paths_survive_loops_and_missing_parents() -> None:

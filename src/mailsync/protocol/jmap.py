@@ -237,8 +237,15 @@ class Session:
     sort_options: frozenset[str] = frozenset()
 
 
-def parse_session(data: Any, url: str) -> Session:
-    """Check and read a session resource fetched from ``url``.
+def parse_session(data: Any, url: str, *, secure: bool | None = None) -> Session:
+    """Check and read a session resource fetched from ``url`` (relative URLs in it are
+    resolved against that).
+
+    Args:
+        data: The session resource, parsed JSON.
+        url: Where it was fetched from (after redirects).
+        secure: Require https URLs (by default: when ``url`` is https). A session asked for
+            over https stays there, even if a redirect led elsewhere.
 
     Raises:
         ProtocolError: It is not a session object, lacks what RFC 8620 requires, names no
@@ -258,7 +265,7 @@ def parse_session(data: Any, url: str) -> Session:
         raise ProtocolError(f"{NAME}: {what} names no primary account for mail")
     submission = primary.get(SUBMISSION)
     accounts = optional_field(data, "accounts", dict, what, name=NAME) or {}
-    secure = url.startswith("https://")
+    secure = url.startswith("https://") if secure is None else secure
 
     def absolute(key: str, *variables: str, required: bool = True) -> str | None:
         value = data.get(key)
@@ -782,7 +789,7 @@ class JMAPAPI(MailAPI):
         if response.status == 404:
             raise ConfigError(f"{self.context}: no JMAP session resource at {url}")
         data = json_of(response, request.label, name=NAME)
-        session = parse_session(data, response.url or url)
+        session = parse_session(data, response.url or url, secure=url.startswith("https://"))
         self._session_data = session
         return session
 
