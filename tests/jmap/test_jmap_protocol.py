@@ -519,3 +519,26 @@ def test_dsn_needs_the_servers_dsn_extension(server: ScriptedJMAP) -> None:
         pytest.raises(mailsync.Unsupported, match="DSN"),
     ):
         out.send(message, notify=["failure"])
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_a_page_is_downloaded_a_batch_at_a_time(server: ScriptedJMAP, concurrency: int) -> None:
+    # Memory holds one batch of messages, not the page: the first comes after one batch.
+    for n in range(10):
+        server.add(make_raw(n))
+    with _connect(server, concurrency=concurrency) as box:
+        listing = box.messages()
+        assert next(listing).subject == "Message 0"
+        downloads = [r for r in server.requests if r.url.path.startswith("/dl/")]
+        assert len(downloads) == concurrency
+        assert [m.subject for m in listing] == [f"Message {n}" for n in range(1, 10)]
+
+
+def test_headers_only_with_a_text_query_judges_the_whole_message(server: ScriptedJMAP) -> None:
+    server.add(make_raw(1, body="the needle is in the body\r\n"))
+    server.add(make_raw(2, body="nothing here\r\n"))
+    with _connect(server) as box:
+        (found,) = box.messages(headers_only=True, query=Q(text="NEEDLE"))
+    assert found.subject == "Message 1"
+    assert found.headers_only
+    assert b"needle" not in found.raw

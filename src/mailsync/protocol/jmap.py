@@ -950,17 +950,16 @@ class JMAPAPI(MailAPI):
         paging = _Paging(native_filter(query))
         count = 0
         while not paging.done:
-            batch = yield from self._page(box, paging, page, properties)
-            found = yield from self._materialize(batch, box.name, needs_body)
-            for message in found:
-                if headers_only and not message.headers_only:
-                    message = message.replace(raw=header_block(message.raw), headers_only=True)
-                if query is not None and not query.matches(message):
-                    continue
-                yield Emit(message)
-                count += 1
-                if limit is not None and count >= limit:
-                    return
+            items = yield from self._page(box, paging, page, properties)
+            for batch in (yield from self._batches(items, needs_body)):
+                for message in (yield from self._materialize(batch, box.name, needs_body)):
+                    shown = _shown(message, query, headers_only)
+                    if shown is None:
+                        continue
+                    yield Emit(shown)
+                    count += 1
+                    if limit is not None and count >= limit:
+                        return
 
     def _page(
         self, box: Mailbox, paging: _Paging, page: int, properties: list[str]
@@ -1045,11 +1044,22 @@ class JMAPAPI(MailAPI):
             found += _in_order(chunk, field_of(reply, "list", list, "Email/get", name=NAME))
         return found
 
+    def _batches(self, items: list[dict[str, Any]], with_body: bool) -> Plan[list[list[Any]]]:
+        """``items`` cut into the batches :meth:`_materialize` takes: as many downloads as may
+        run at once (``concurrency``, never above the server's ``maxConcurrentRequests``), so
+        that a page's messages are never all held at once; one batch when nothing is
+        downloaded."""
+        if not with_body:
+            return [items] if items else []
+        session = yield from self._session()
+        return list(_chunks(items, min(self.concurrency, session.max_concurrent_requests)))
+
     def _materialize(
         self, items: list[dict[str, Any]], folder: str, with_body: bool
     ) -> Plan[list[Message]]:
-        """Messages for Email objects: with their blobs (downloaded ``concurrency`` at a time,
-        skipping any deleted meanwhile) or with their header fields only."""
+        """Messages for Email objects: with their blobs (all downloaded at once: give a batch
+        from :meth:`_batches`), skipping any deleted meanwhile; or with their header fields
+        only."""
         messages: list[Message] = []
         if not with_body:
             for item in items:
@@ -1057,15 +1067,13 @@ class JMAPAPI(MailAPI):
                 messages.append(_message(item, _header_bytes(item), folder, labels, headers=True))
             return messages
         session = yield from self._session()
-        width = max(1, min(self.concurrency, session.max_concurrent_requests))
-        for batch in _chunks(items, width):
-            requests = [self._download_request(session, item) for item in batch]
-            replies = yield from call_all(self._client, requests, allow=(404,))
-            for item, reply in zip(batch, replies, strict=True):
-                if reply.status == 404:
-                    continue  # deleted between the listing and the download
-                labels = yield from self._labels(item)
-                messages.append(_message(item, reply.content, folder, labels))
+        requests = [self._download_request(session, item) for item in items]
+        replies = yield from call_all(self._client, requests, allow=(404,))
+        for item, reply in zip(items, replies, strict=True):
+            if reply.status == 404:
+                continue  # deleted between the listing and the download
+            labels = yield from self._labels(item)
+            messages.append(_message(item, reply.content, folder, labels))
         return messages
 
     def _labels(self, item: Mapping[str, Any]) -> Plan[list[str]]:
@@ -1138,9 +1146,9 @@ class JMAPAPI(MailAPI):
     def _deliver(
         self, items: Sequence[dict[str, Any]], box: Mailbox, cursor: Mapping[str, Any]
     ) -> Plan[None]:
-        messages = yield from self._materialize(list(items), box.name, True)
-        for message in messages:
-            yield Emit(SyncStep(message, dict(cursor), IDENTITY + (message.id or "")))
+        for batch in (yield from self._batches(list(items), True)):
+            for message in (yield from self._materialize(batch, box.name, True)):
+                yield Emit(SyncStep(message, dict(cursor), IDENTITY + (message.id or "")))
 
     def _incremental(
         self, box: Mailbox, since: str, known: Callable[[Iterable[str]], set[str]]
@@ -1545,6 +1553,16 @@ def _message(
         headers_only=headers,
         internal_date=_datetime(item.get("receivedAt")),
     )
+
+
+def _shown(message: Message, query: Q | None, headers_only: bool) -> Message | None:
+    """The message as ``messages()`` yields it (cut to its header block when only that was
+    asked for), or None when the query turns it down."""
+    if query is not None and not query.matches(message):
+        return None
+    if headers_only and not message.headers_only:
+        return message.replace(raw=header_block(message.raw), headers_only=True)
+    return message
 
 
 def _check_set(reply: Mapping[str, Any], key: str, context: str) -> None:
