@@ -1,8 +1,9 @@
 """mailsync: one consistent way to push and pull email.
 
-Pull with :func:`connect` (IMAP, POP3, Maildir, mbox; Gmail, Graph and JMAP are planned), push
-with :func:`sender` (SMTP, Maildir, mbox), and get the same :class:`Message`, the same errors,
-the same incremental ``sync()`` cursor and the same ``watch()`` from every backend.
+Pull with :func:`connect` (IMAP, POP3, Maildir, mbox, Gmail, Graph, JMAP), push with
+:func:`sender` (SMTP, Maildir, mbox, Gmail, Graph, JMAP), and get the same :class:`Message`,
+the same errors, the same incremental ``sync()`` cursor and the same ``watch()`` from every
+backend.
 
 Everything public is re-exported here; the modules behind it are private.
 """

@@ -34,6 +34,7 @@ from mailsync._message import Folder, Message
 from mailsync._plans import Plan, arun, astream, run, stream
 from mailsync._query import Q
 from mailsync.backends._http import AsyncHTTPPerformer, HTTPPerformer
+from mailsync.protocol.events import AwaitEvent
 from mailsync.protocol.mailapi import MailAPI
 
 __all__ = ["APIRetriever", "APISender", "AsyncAPIRetriever", "AsyncAPISender"]
@@ -148,6 +149,11 @@ class APIRetriever(_Blocking, Retriever):
 
     def _wait_for_change(self, folder: str, timeout: float) -> None:
         self._run(self.api.wait_for_change(folder, timeout))
+
+    def _perform(self, op: Any) -> Any:
+        if isinstance(op, AwaitEvent) and self._stop.is_set():
+            return None  # closed while the plan got there: no new wait on a new client
+        return super()._perform(op)
 
     def _disconnect(self) -> None:
         self._drop()
