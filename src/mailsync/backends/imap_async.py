@@ -86,6 +86,7 @@ from mailsync.protocol.imap_literals import (
     FetchResponse,
     ResponseReader,
     Tagged,
+    Untagged,
     fetch_command,
 )
 
@@ -216,6 +217,7 @@ class _FetchReader:
         self.tag = tag
         self.reader = ResponseReader()
         self.responses: list[FetchResponse] = []
+        self.announced = False  # an EXISTS came with the answer: new mail to sync
         self.done: asyncio.Future[Tagged] = loop.create_future()
         self.last = loop.time()
         self._loop = loop
@@ -240,7 +242,9 @@ class _FetchReader:
             self.done.set_result(event)
         elif isinstance(event, Continuation):
             raise ProtocolError("unexpected continuation request during FETCH")
-        # Other untagged responses (EXISTS, EXPUNGE, flag news) change nothing here.
+        elif isinstance(event, Untagged) and _is_exists(event.text):
+            self.announced = True
+        # Other untagged responses (EXPUNGE, flag news) change nothing here.
 
 
 def _parser_idle(protocol: Any) -> bool:
@@ -284,6 +288,9 @@ class _Session:
         self.capabilities: frozenset[str] = frozenset()
         self.mailbox: _Mailbox | None = None
         self.alive = False
+        #: EXISTS came outside SELECT and IDLE since the last SELECT: mail the last sync may
+        #: not have seen, which the server will not announce again (see take_new_mail).
+        self.new_mail = False
         self.secrets = SecretScrubber()  # what this connection sent, kept out of errors
         self._client: Any = None
         self._lost: asyncio.Future[None] | None = None
@@ -313,6 +320,7 @@ class _Session:
                 ssl_context=implicit,
             )
             _use_greeting_capabilities(self._client.protocol)
+            _note_unasked_exists(self._client.protocol, self._announced)
             self.alive = True
             try:
                 await self._guard(self._client.wait_hello_from_server())
@@ -331,6 +339,21 @@ class _Session:
             else:
                 await self._authenticate_password(value)
             self._client.timeout = self.read_timeout
+
+    def _announced(self) -> None:
+        self.new_mail = True
+
+    def take_new_mail(self) -> bool:
+        """Whether the server announced new mail (EXISTS) outside SELECT and IDLE since the
+        last SELECT, forgetting it.
+
+        A server announces a message once, at the end of whichever command first sees it
+        (RFC 3501 7.3.1; Dovecot even answers that command without it, as UID SEARCH does),
+        so an announcement during a sync or just after must wake the next wait, which IDLE
+        will not.
+        """
+        seen, self.new_mail = self.new_mail, False
+        return seen
 
     def _on_lost(self, exc: Exception | None) -> None:
         self.alive = False
@@ -471,6 +494,8 @@ class _Session:
         )
         label = what or f"{prefix + ' ' if prefix else ''}{name}"
         response = await self._execute(command, what=label)
+        if name not in ("SELECT", "EXAMINE") and any(_is_exists(x) for x in response.lines):
+            self.new_mail = True  # a command that files every untagged line got it
         return self._check(response, label)
 
     async def fetch(self, uids: str, items: str) -> list[dict[bytes, Any]]:
@@ -503,6 +528,8 @@ class _Session:
             if tagged.status == b"BAD":
                 raise ProtocolError(f"{self.context}: UID FETCH refused as malformed: {text}")
             raise ServerError(f"{self.context}: UID FETCH: {text}")
+        if reader.announced:
+            self.new_mail = True
         with self._translate("UID FETCH"):
             return [response.attributes() for response in reader.responses]
 
@@ -620,6 +647,7 @@ class _Session:
             return self.mailbox
         condstore = " (CONDSTORE)" if "CONDSTORE" in self.capabilities else ""
         self.mailbox = None
+        self.new_mail = False  # what SELECT answers covers every message so far
         try:
             lines = await self.command("SELECT", wire_name + condstore, what=f"SELECT {wire_name}")
         except ServerError as exc:
@@ -654,6 +682,10 @@ class _Session:
             _discard(idle)
             raise
         await self._idle_done(idle)
+        # An EXISTS between the end of the wait and DONE's answer is queued, not yet seen;
+        # the server will not say it again.
+        while not queue.empty():
+            changed = any(_is_exists(line) for line in queue.get_nowait()) or changed
         return changed
 
     async def _idle_started(self, idle: asyncio.Future[Any]) -> None:
@@ -766,6 +798,25 @@ def _use_greeting_capabilities(protocol: Any) -> None:
 
 def _upper(names: Iterable[str]) -> frozenset[str]:
     return frozenset(name.upper() for name in names)
+
+
+def _note_unasked_exists(protocol: Any, note: Callable[[], None]) -> None:
+    """Call ``note()`` for each EXISTS no pending command takes: aioimaplib logs and drops
+    such responses ("ignored untagged response"), and one that announced new mail between
+    a sync and IDLE would leave that mail waiting for the next safety-net sync.
+
+    Wraps aioimaplib's untagged-response router, which returns the command a response went
+    to (None when dropped); the routing itself is unchanged.
+    """
+    route = protocol._untagged_response
+
+    def untagged(line: bytes) -> Any:
+        command = route(line)
+        if command is None and _is_exists(line.removeprefix(b"* ")):
+            note()
+        return command
+
+    protocol._untagged_response = untagged
 
 
 def _is_exists(line: Any) -> bool:
@@ -1318,12 +1369,16 @@ class AsyncIMAPRetriever(AsyncRetriever):
             raise
 
     async def _arrived_since_sync(self, session: _Session, folder: str) -> bool:
-        """Whether mail came after the last sync and before IDLE: its EXISTS may have come
-        while another command ran, and aioimaplib drops such responses."""
+        """Whether mail came after the last sync and before IDLE, which would not announce
+        it again: a UID above the last synced one, or an EXISTS the session saw meanwhile.
+
+        The SEARCH alone is not enough: a server that takes the message in while the SEARCH
+        runs (Dovecot does for mail delivered since the previous command) answers without
+        it and only announces it afterwards, so the announcement is checked after it.
+        """
         highest = self._highest_uid.get(folder)
-        if highest is None:
-            return False
-        return bool(await self._uids_after(session, highest))
+        found = highest is not None and bool(await self._uids_after(session, highest))
+        return session.take_new_mail() or found
 
     async def _poll(self, folder: str, deadline: float) -> None:
         loop = asyncio.get_running_loop()
