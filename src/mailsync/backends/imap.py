@@ -18,7 +18,6 @@ the original chained. A broken connection is dropped, and the next call connects
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import functools
 import imaplib
@@ -50,6 +49,7 @@ from mailsync._message import Folder, Message, as_bytes, header_block
 from mailsync._query import Q
 from mailsync.backends._tls import TLSStream
 from mailsync.protocol import imap as proto
+from mailsync.protocol import sasl
 from mailsync.protocol.imap_literals import (
     MAX_LINE,
     FetchResponse,
@@ -70,6 +70,8 @@ BATCH_SIZE = 500
 IDLE_RENEW_SECONDS = 25 * 60
 #: Without IDLE: how often NOOP asks for news within one ``poll_interval``.
 NOOP_INTERVAL = 60.0
+#: The SASL mechanisms a password logs in with; the LOGIN command takes SASL LOGIN's place.
+_SASL_PASSWORD = ("PLAIN",)
 #: How long a polite LOGOUT may take when closing.
 LOGOUT_TIMEOUT = 2.0
 #: The most of a literal read at once. The size comes from the server: a broken one that
@@ -205,13 +207,6 @@ def _offered(imap: imaplib.IMAP4) -> frozenset[bytes]:
     return frozenset(str(c).upper().encode() for c in imap.capabilities)
 
 
-def _sasl(answer: bytes) -> Callable[[bytes], bytes]:
-    """imaplib's AUTHENTICATE callback: ``answer`` to the first challenge, an empty line to
-    any other (XOAUTH2 explains a failure in a challenge that expects one)."""
-    answers = iter([answer])
-    return lambda _challenge: next(answers, b"")
-
-
 @functools.cache
 def _adopting_client() -> type[IMAPClient]:
     """An IMAPClient class that takes over a connection this module opened and logged in,
@@ -320,31 +315,33 @@ class IMAPRetriever(Retriever):
         imap.starttls(self.endpoint.ssl_context())
 
     def _authenticate(self, imap: imaplib.IMAP4) -> frozenset[bytes]:
-        """Log in; returns the capabilities the server has after login."""
+        """Log in (see :mod:`mailsync.protocol.sasl` for the mechanism); returns the
+        capabilities the server has after login."""
         endpoint = self.endpoint
         user = endpoint.username or ""
         offered = _offered(imap)
+        mechanisms = [c[5:].decode("ascii", "replace") for c in offered if c.startswith(b"AUTH=")]
         try:
             if endpoint.token is not None:
                 token = endpoint.token.fresh()  # a callable is asked at every (re)connect
-                if b"AUTH=OAUTHBEARER" in offered:
-                    name = user.replace("=", "=3D").replace(",", "=2C")
-                    blob = f"n,a={name},\x01auth=Bearer {token}\x01\x01"
-                    reply = imap.authenticate("OAUTHBEARER", _sasl(blob.encode()))
-                else:
-                    blob = f"user={user}\x01auth=Bearer {token}\x01\x01"
-                    reply = imap.authenticate("XOAUTH2", _sasl(blob.encode()))
+                mechanism = sasl.choose(mechanisms, token=True)
+                if mechanism is None:
+                    raise sasl.no_mechanism(endpoint.display, mechanisms, token=True)
+                exchange = sasl.exchange(
+                    mechanism, user, token, host=endpoint.host, port=endpoint.port
+                )
+                reply = imap.authenticate(mechanism, exchange.respond)
             elif endpoint.password is None:
                 raise AuthenticationError(
                     f"{endpoint.display}: no password or token given for {user or 'the login'}"
                 )
-            elif b"AUTH=PLAIN" in offered:
+            elif sasl.choose(mechanisms, token=False, usable=_SASL_PASSWORD) is not None:
                 # PLAIN carries UTF-8 user names and passwords, which LOGIN's strings cannot.
-                answer = f"\0{user}\0{endpoint.password.reveal()}".encode()
+                exchange = sasl.exchange("PLAIN", user, endpoint.password.reveal())
                 if b"SASL-IR" in offered:
-                    reply = self._authenticate_inline(imap, b"PLAIN", answer)
+                    reply = self._authenticate_inline(imap, exchange)
                 else:
-                    reply = imap.authenticate("PLAIN", _sasl(answer))
+                    reply = imap.authenticate("PLAIN", exchange.respond)
             else:
                 reply = self._login(imap, offered, user, endpoint.password.reveal())
         except imaplib.IMAP4.abort:
@@ -357,9 +354,7 @@ class IMAPRetriever(Retriever):
         return self._capabilities_after_login(imap, reply)
 
     @staticmethod
-    def _authenticate_inline(
-        imap: imaplib.IMAP4, mechanism: bytes, answer: bytes
-    ) -> tuple[str, Any]:
+    def _authenticate_inline(imap: imaplib.IMAP4, exchange: sasl.Exchange) -> tuple[str, Any]:
         """AUTHENTICATE with the answer in the command line (SASL-IR, RFC 4959): one round
         trip less per connection than imaplib's ``authenticate``, which waits for a ``+``.
 
@@ -369,7 +364,8 @@ class IMAPRetriever(Retriever):
         """
         tag = imap._new_tag()
         imap.tagged_commands[tag] = None
-        imap.send(tag + b" AUTHENTICATE " + mechanism + b" " + base64.b64encode(answer) + b"\r\n")
+        line = f" AUTHENTICATE {exchange.mechanism} {exchange.initial()}\r\n"
+        imap.send(tag + line.encode("ascii"))
         typ, data = imap._command_complete("AUTHENTICATE", tag)
         if typ != "OK":
             raise imaplib.IMAP4.error(_text(data))

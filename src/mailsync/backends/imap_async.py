@@ -51,6 +51,7 @@ from mailsync._errors import (
 )
 from mailsync._message import Folder, Message, as_bytes, header_block
 from mailsync._query import Q
+from mailsync.protocol import sasl
 from mailsync.protocol.imap import (
     BODY_KEYS,
     FETCH_BODY,
@@ -103,6 +104,8 @@ _CODE_RE = re.compile(rb"^\[([A-Za-z0-9-]+)")
 _NUMBER_BEFORE_RE = re.compile(rb"^(\d+) (EXISTS|RECENT|EXPUNGE)\b", re.IGNORECASE)
 _CRLF = b"\r\n"
 _LINE_BREAKS = re.compile(r"[\r\n\0]")
+#: The SASL mechanisms a password logs in with; the LOGIN command takes SASL LOGIN's place.
+_SASL_PASSWORD = ("PLAIN",)
 
 
 def _strings(criteria: Iterable[Any]) -> Iterator[str]:
@@ -167,32 +170,34 @@ class _FetchCommand(_WireMixin, aioimaplib.FetchCommand):  # type: ignore[misc]
 
 class _SASLCommand(aioimaplib.Command):  # type: ignore[misc]
     """AUTHENTICATE: sends the initial response inline (SASL-IR) or when asked, and answers
-    a failure challenge (XOAUTH2/OAUTHBEARER send their error as one) so the server can say NO.
+    every other challenge as the exchange says (XOAUTH2/OAUTHBEARER report a failure in one)
+    so that the server can say NO.
     """
 
     def __init__(
         self,
         tag: str,
-        mechanism: str,
-        initial: bytes,
+        exchange: sasl.Exchange,
         *,
         inline: bool,
-        abort_answer: bytes,
         write: Callable[[bytes], None],
         timeout: float | None,
     ) -> None:
-        encoded = base64.b64encode(initial).decode("ascii") or "="
-        args = (mechanism, encoded) if inline else (mechanism,)
+        initial = exchange.initial() if inline else None
+        args = (exchange.mechanism,) if initial is None else (exchange.mechanism, initial)
         super().__init__("AUTHENTICATE", tag, *args, timeout=timeout)
-        self.secret = encoded
-        self._answers = [] if inline else [encoded.encode("ascii")]
-        self._abort_answer = abort_answer
+        self.secret = initial
+        self._exchange = exchange
         self._write = write
 
     def append_to_resp(self, line: Any, result: str = "Pending") -> None:
         if result == "Pending" and isinstance(line, bytes) and line.startswith(b"+"):
-            answer = self._answers.pop(0) if self._answers else self._abort_answer
-            self._write(answer + _CRLF)
+            try:
+                challenge = base64.b64decode(line[1:].strip(), validate=True)
+            except ValueError:
+                challenge = line[1:].strip()  # not base64: kept as sent, for the error text
+            answer = self._exchange.respond(challenge)
+            self._write(sasl.encode(answer).encode("ascii") + _CRLF)
             return
         super().append_to_resp(line, result)
 
@@ -361,12 +366,14 @@ class _Session:
         # aioimaplib checks its own copy before IDLE and MOVE.
         self._client.protocol.capabilities = set(self.capabilities)
 
+    def _mechanisms(self) -> list[str]:
+        return [name[5:] for name in self.capabilities if name.startswith("AUTH=")]
+
     async def _authenticate_password(self, password: str) -> None:
         user = self.endpoint.username or ""
-        if "AUTH=PLAIN" in self.capabilities:
+        if sasl.choose(self._mechanisms(), token=False, usable=_SASL_PASSWORD) is not None:
             # PLAIN carries UTF-8 user names and passwords, which LOGIN's quoted strings cannot.
-            initial = f"\0{user}\0{password}".encode()
-            await self._authenticate("PLAIN", initial, abort_answer=b"*")
+            await self._authenticate(sasl.exchange("PLAIN", user, password))
             return
         if "LOGINDISABLED" in self.capabilities:
             raise AuthenticationError(
@@ -386,37 +393,27 @@ class _Session:
         await self._logged_in(response.lines)
 
     async def _authenticate_oauth(self, token: str) -> None:
-        user = self.endpoint.username or ""
-        if "AUTH=OAUTHBEARER" in self.capabilities:
-            host, port = self.endpoint.host, self.endpoint.port
-            authzid = user.replace("=", "=3D").replace(",", "=2C")  # RFC 5801 saslname
-            initial = f"n,a={authzid},\1host={host}\1port={port}\1auth=Bearer {token}\1\1"
-            await self._authenticate("OAUTHBEARER", initial.encode(), abort_answer=b"AQ==")
-            return
-        if "AUTH=XOAUTH2" in self.capabilities:
-            xoauth2 = f"user={user}\1auth=Bearer {token}\1\1"
-            await self._authenticate("XOAUTH2", xoauth2.encode(), abort_answer=b"")
-            return
-        raise AuthenticationError(
-            f"{self.context}: a token was given but the server offers neither OAUTHBEARER "
-            "nor XOAUTH2"
-        )
+        endpoint = self.endpoint
+        offered = self._mechanisms()
+        mechanism = sasl.choose(offered, token=True)
+        if mechanism is None:
+            raise sasl.no_mechanism(self.context, offered, token=True)
+        user = endpoint.username or ""
+        exchange = sasl.exchange(mechanism, user, token, host=endpoint.host, port=endpoint.port)
+        await self._authenticate(exchange)
 
-    async def _authenticate(self, mechanism: str, initial: bytes, *, abort_answer: bytes) -> None:
+    async def _authenticate(self, exchange: sasl.Exchange) -> None:
         protocol = self._client.protocol
         command = _SASLCommand(
             protocol.new_tag(),
-            mechanism,
-            initial,
+            exchange,
             inline="SASL-IR" in self.capabilities,
-            abort_answer=abort_answer,
             write=lambda data: protocol.transport.write(data),
             timeout=self.read_timeout,
         )
-        response = await self._execute(
-            command, what=f"AUTHENTICATE {mechanism}", scrub=command.secret
-        )
-        self._check(response, f"AUTHENTICATE {mechanism}", auth=True)
+        what = f"AUTHENTICATE {exchange.mechanism}"
+        response = await self._execute(command, what=what, scrub=command.secret)
+        self._check(response, what, auth=True)
         await self._logged_in(response.lines)
 
     async def _logged_in(self, lines: Sequence[Any]) -> None:

@@ -72,6 +72,7 @@ from mailsync._errors import (
 )
 from mailsync._message import Folder, Message, header_block
 from mailsync._query import Q
+from mailsync.protocol import sasl
 from mailsync.protocol.pop3 import (
     Capabilities,
     Challenge,
@@ -79,12 +80,8 @@ from mailsync.protocol.pop3 import (
     Greeting,
     POP3Connection,
     Reply,
-    SASLExchange,
     apop_digest,
     reply_error,
-    sasl_oauthbearer,
-    sasl_plain,
-    sasl_xoauth2,
     trim_to_octets,
 )
 
@@ -106,6 +103,8 @@ _CAPABILITIES = frozenset({"delete"})
 #: more than the read timeout).
 _CLOSE_GRACE = 1.0
 _TRUE = frozenset({"1", "true", "yes", "on"})
+#: The SASL mechanisms a POP3 password logs in with; USER/PASS takes LOGIN's place.
+_SASL_PASSWORD = ("PLAIN",)
 
 
 # -- plans: the session logic, free of I/O ---------------------------------------------------
@@ -291,13 +290,22 @@ def _open_plan(state: _State, endpoint: Endpoint) -> Plan[None]:
 
 
 def _login_plan(state: _State, endpoint: Endpoint) -> Plan[None]:
+    """Log in: a token with SASL (OAUTHBEARER or XOAUTH2), a password with APOP when asked,
+    ``AUTH PLAIN`` when offered, else ``USER``/``PASS`` (see :mod:`mailsync.protocol.sasl`)."""
     user = endpoint.username
     if not user:
         raise ConfigError(f"{endpoint.display}: POP3 needs a user name in the URL")
     if any(ch in user for ch in "\r\n\0"):
         raise ConfigError("the POP3 user name cannot contain CR, LF or NUL")
+    # A server without the SASL capability may still take AUTH: it just does not say.
+    offered = state.caps.sasl or None
     if endpoint.token is not None:
-        yield from _sasl_plan(state, _oauth_exchange(state, endpoint, user))
+        token = endpoint.token.fresh()
+        mechanism = sasl.choose(offered, token=True)
+        if mechanism is None:
+            raise sasl.no_mechanism(state.context, offered, token=True)
+        exchange = sasl.exchange(mechanism, user, token, host=endpoint.host, port=endpoint.port)
+        yield from _sasl_plan(state, exchange)
         return
     if endpoint.password is None:
         raise ConfigError(f"{endpoint.display}: POP3 needs a password or a token")
@@ -306,8 +314,8 @@ def _login_plan(state: _State, endpoint: Endpoint) -> Plan[None]:
         raise ConfigError("a POP3 password cannot contain CR, LF or NUL")
     if str(endpoint.params.get("apop", "")).lower() in _TRUE:
         yield from _apop_plan(state, user, password)
-    elif "PLAIN" in state.caps.sasl:
-        yield from _sasl_plan(state, SASLExchange("PLAIN", sasl_plain(user, password)))
+    elif sasl.choose(offered, token=False, usable=_SASL_PASSWORD) is not None:
+        yield from _sasl_plan(state, sasl.exchange("PLAIN", user, password))
     else:
         yield from _command(state, "USER", user)
         yield from _command(state, "PASS", password)
@@ -323,27 +331,12 @@ def _apop_plan(state: _State, user: str, password: str) -> Plan[None]:
     yield from _command(state, "APOP", user, apop_digest(timestamp, password))
 
 
-def _oauth_exchange(state: _State, endpoint: Endpoint, user: str) -> SASLExchange:
-    assert endpoint.token is not None
-    offered = state.caps.sasl
-    token = endpoint.token.fresh()
-    if "OAUTHBEARER" in offered:
-        initial = sasl_oauthbearer(user, token, endpoint.host, endpoint.port)
-        return SASLExchange("OAUTHBEARER", initial)
-    if "XOAUTH2" in offered or not offered:  # a server that lists no mechanisms may still
-        return SASLExchange("XOAUTH2", sasl_xoauth2(user, token))
-    raise Unsupported(
-        f"{state.context}: a token was given, but the server offers neither XOAUTH2 nor "
-        f"OAUTHBEARER (it offers: {' '.join(offered)})"
-    )
-
-
-def _sasl_plan(state: _State, exchange: SASLExchange) -> Plan[None]:
+def _sasl_plan(state: _State, exchange: sasl.Exchange) -> Plan[None]:
     yield _Write(state.conn.auth(exchange))
     while True:
         event = yield from _next_event(state)
         if isinstance(event, Challenge):
-            yield _Write(state.conn.answer(exchange.respond(event)))
+            yield _Write(state.conn.answer(sasl.encode(exchange.respond(event.data))))
             continue
         assert isinstance(event, Reply)
         if not event.ok:

@@ -84,6 +84,7 @@ from mailsync._errors import (
     Unsupported,
     map_exceptions,
 )
+from mailsync.protocol import sasl
 
 if TYPE_CHECKING:
     import asyncio  # imported on the async paths only: it costs ~20 ms at start-up
@@ -527,68 +528,40 @@ class _Session:
     # -- AUTH ------------------------------------------------------------------------------
 
     def _authenticate(self) -> _Steps[None]:
+        """AUTH with the mechanism :mod:`mailsync.protocol.sasl` picks from what EHLO offered."""
         endpoint = self.endpoint
         if endpoint.token is None and endpoint.password is None:
             return
-        if not endpoint.username:
+        user = endpoint.username
+        if not user:
             raise ConfigError("a password or token needs a user name in the URL (smtp://user@host)")
         offered = self.features.auth
+        token = endpoint.token is not None
         if endpoint.token is not None:
-            token = yield _Token()
-            yield from self._auth_token(offered, endpoint.username, Secret(token))
-            return
-        assert endpoint.password is not None
-        yield from self._auth_password(offered, endpoint.username, endpoint.password)
-
-    def _no_mechanism(self, wanted: str, offered: frozenset[str]) -> AuthenticationError:
-        what = f"AUTH {' '.join(sorted(offered))}" if offered else "no AUTH at all"
-        hint = "" if offered else " (is this the submission port, after TLS?)"
-        return AuthenticationError(f"{self.display} offers {what}, not {wanted}{hint}")
-
-    def _auth_password(self, offered: frozenset[str], user: str, password: Secret) -> _Steps[None]:
-        if "PLAIN" in offered:
-            blob = b"\0" + user.encode() + b"\0" + password.reveal().encode()
-            yield _Write(b"AUTH PLAIN " + base64.b64encode(blob) + CRLF)
-            reply: Reply = yield _READ
-            if reply.code == 334:  # a server that wants the response on its own line
-                yield _Write(base64.b64encode(blob) + CRLF)
-                reply = yield _READ
-        elif "LOGIN" in offered:
-            reply = yield from self._auth_login(user, password)
+            secret = Secret((yield _Token()))
         else:
-            raise self._no_mechanism("PLAIN or LOGIN", offered)
-        self._check_auth(reply, user)
-
-    def _auth_login(self, user: str, password: Secret) -> _Steps[Reply]:
-        yield _Write(b"AUTH LOGIN" + CRLF)
+            assert endpoint.password is not None
+            secret = endpoint.password
+        mechanism = sasl.choose(offered, token=token)
+        if mechanism is None:
+            hint = "" if offered else " (is this the submission port, after TLS?)"
+            raise sasl.no_mechanism(self.display, offered, token=token, hint=hint)
+        exchange = sasl.exchange(
+            mechanism, user, secret.reveal(), host=endpoint.host, port=endpoint.port
+        )
+        initial = exchange.initial()
+        line = f"AUTH {mechanism}" + ("" if initial is None else f" {initial}")
+        yield _Write(line.encode("ascii") + CRLF)
         reply: Reply = yield _READ
-        for answer in (user.encode(), password.reveal().encode()):
-            if reply.code != 334:
-                return reply
-            yield _Write(base64.b64encode(answer) + CRLF)
+        while reply.code == 334:
+            try:
+                challenge = base64.b64decode(reply.text, validate=True)
+            except ValueError as exc:
+                raise ProtocolError(f"{self.display} sent a challenge that is not base64") from exc
+            yield _Write(sasl.encode(exchange.respond(challenge)).encode("ascii") + CRLF)
             reply = yield _READ
-        return reply
-
-    def _auth_token(self, offered: frozenset[str], user: str, token: Secret) -> _Steps[None]:
-        if "XOAUTH2" in offered:
-            blob = f"user={user}\x01auth=Bearer {token.reveal()}\x01\x01"
-            mechanism = b"XOAUTH2"
-        elif "OAUTHBEARER" in offered:
-            blob = f"n,a={user.replace('=', '=3D').replace(',', '=2C')},\x01"
-            blob += f"auth=Bearer {token.reveal()}\x01\x01"
-            mechanism = b"OAUTHBEARER"
-        else:
-            raise self._no_mechanism("XOAUTH2 or OAUTHBEARER", offered)
-        yield _Write(b"AUTH " + mechanism + b" " + base64.b64encode(blob.encode()) + CRLF)
-        reply: Reply = yield _READ
-        detail = ""
-        if reply.code == 334:
-            # The server explains the failure in a base64 JSON challenge; an empty line ends it.
-            with contextlib.suppress(ValueError):
-                detail = " " + base64.b64decode(reply.text).decode("utf-8", "replace")
-            yield _Write(CRLF)
-            reply = yield _READ
-        self._check_auth(reply, user, detail)
+        detail = exchange.error_detail
+        self._check_auth(reply, user, " " + detail.decode("utf-8", "replace") if detail else "")
 
     def _check_auth(self, reply: Reply, user: str, detail: str = "") -> None:
         if reply.code == 235:
