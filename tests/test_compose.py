@@ -691,3 +691,12 @@ def test_prepare_on_mangled_input_raises_only_mailsync_errors(
     assert not [line for line in head.split(b"\r\n") if line.lower().startswith(b"bcc:")]
     assert b"\n" not in envelope.data.replace(b"\r\n", b"")
     assert Message(envelope.data).message_id == envelope.message_id
+
+
+def test_prepare_can_keep_bcc_for_transports_that_read_recipients_from_the_message() -> None:
+    raw = b"From: a@example.test\r\nTo: b@example.test\r\nBcc: hidden@example.test\r\n\r\nhi\r\n"
+    dropped = prepare(raw)
+    kept = prepare(raw, keep_bcc=True)
+    assert b"hidden@" not in dropped.data
+    assert b"Bcc: hidden@example.test\r\n" in kept.data
+    assert kept.recipients == dropped.recipients == ("b@example.test", "hidden@example.test")

@@ -504,6 +504,7 @@ def prepare(
     *,
     mail_from: str | None = None,
     rcpt_to: Iterable[str] | None = None,
+    keep_bcc: bool = False,
 ) -> Envelope:
     """Work out the envelope of an outgoing message and the bytes to send.
 
@@ -516,6 +517,9 @@ def prepare(
         message: The message to send.
         mail_from: The envelope sender; by default the Sender, else the From address.
         rcpt_to: The envelope recipients; by default everyone in To, Cc and Bcc.
+        keep_bcc: Keep the Bcc header fields in the bytes, for a transport that takes the
+            recipients from the message itself and removes them before delivery (the Gmail
+            and Graph send calls).
 
     Raises:
         InvalidAddress: No recipient, or an envelope address is invalid.
@@ -528,7 +532,8 @@ def prepare(
     parsed, offset = split_header_block(raw)
     head, body = _split_head(raw, offset)
     view = _HeaderView(parsed)
-    fields = [f for f in _header_fields(head) if _field_name(f) not in _BLIND_HEADERS]
+    blind = frozenset() if keep_bcc else _BLIND_HEADERS
+    fields = [f for f in _header_fields(head) if _field_name(f) not in blind]
     message_id = view.message_id()
     if message_id is None:
         import email.utils

@@ -113,6 +113,11 @@ class TokenProvider:
             self._cached = Secret(token)
         return self._cached.reveal()
 
+    @property
+    def refreshable(self) -> bool:
+        """Whether asking again may give a new token (a callable, not a fixed string)."""
+        return not isinstance(self._source, str)
+
     def fresh(self) -> str:
         """Return a token for a new connection: callables are called again every time."""
         return self.get(refresh=True)

@@ -70,6 +70,12 @@ _MBOX = BackendSpec(
     sender="mailsync.backends.mbox:MboxSender",
     async_sender="mailsync.backends.mbox:AsyncMboxSender",
 )
+_GRAPH = BackendSpec(
+    retriever="mailsync.backends.graph:GraphRetriever",
+    async_retriever="mailsync.backends.graph:AsyncGraphRetriever",
+    sender="mailsync.backends.graph:GraphSender",
+    async_sender="mailsync.backends.graph:AsyncGraphSender",
+)
 _PLANNED = BackendSpec(planned=True)
 
 _BUILTIN: dict[str, BackendSpec] = {
@@ -79,7 +85,7 @@ _BUILTIN: dict[str, BackendSpec] = {
     "maildir": _MAILDIR,
     "mbox": _MBOX,
     "gmail": _PLANNED,
-    "graph": _PLANNED,
+    "graph": _GRAPH,
     "jmap": _PLANNED,
 }
 _ALIASES = {"imaps": "imap", "pop3s": "pop3", "smtps": "smtp"}

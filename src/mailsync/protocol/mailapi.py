@@ -1,0 +1,170 @@
+"""The shape of a provider API backend (Gmail, Graph, JMAP): its mail operations as plans.
+
+A provider's protocol module subclasses :class:`MailAPI` and writes each Retriever and Sender
+operation once, as a plan (:mod:`mailsync._plans`) that yields HTTP requests
+(:class:`~mailsync.protocol.http.Send`, :class:`~mailsync.protocol.http.SendAll`) and builds
+:class:`~mailsync.Message` values from the replies. The generic classes in
+:mod:`mailsync.backends._api` bind those plans to the blocking and the asyncio HTTP performers,
+so a provider's sync and async backends are the same code and cannot drift; the provider's
+``backends/`` module only names its :class:`MailAPI` subclass.
+
+Conventions every implementation keeps:
+
+- Streaming plans (``messages``, ``sync_steps``) emit their items with
+  :class:`~mailsync._plans.Emit`, download bodies a batch at a time (at most ``concurrency``
+  requests, one :class:`~mailsync.protocol.http.SendAll`), and so hold a bounded number of
+  messages in memory however large the folder.
+- ``known`` (which sync identities were delivered before) reads the state store: plans call it
+  through :class:`~mailsync._plans.Call`, never directly, so the async driver runs it on a
+  thread.
+- The instance may cache what it learnt (label ids, folder ids, a JMAP session) between plans:
+  one instance serves one retriever or sender, never two at once.
+
+This module is pure: no I/O, no httpx.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, ClassVar
+
+from mailsync._base import SendResult
+from mailsync._compose import Envelope
+from mailsync._config import Endpoint
+from mailsync._errors import ConfigError, Unsupported
+from mailsync._message import Folder, Message
+from mailsync._plans import Plan, Sleep
+from mailsync._query import Q
+from mailsync.protocol.http import APIClient
+
+__all__ = ["MailAPI"]
+
+#: Options every API backend takes (keyword arguments of the facade, or URL query parameters).
+COMMON_OPTIONS = frozenset({"base_url", "transport", "concurrency", "retries", "retry_delay"})
+
+
+class MailAPI:
+    """One provider's mail operations, written once as plans.
+
+    Subclasses set the class attributes and implement the operations their provider has; the
+    rest raise :class:`~mailsync.Unsupported`.
+
+    Attributes:
+        name: The provider's name in error messages (``"Gmail API"``).
+        scheme: The URL scheme (``"gmail"``).
+        capabilities: What the retriever offers (see :attr:`mailsync.Retriever.capabilities`).
+        default_base_url: The API root when the ``base_url`` option is not given.
+        concurrency: Requests in flight at once per account: the class sets the default, the
+            ``concurrency`` option may change it per account, never above
+            ``max_concurrency`` (a limit the provider documents).
+        max_concurrency: The provider's own limit, if it has one.
+        options: The backend-specific options this backend accepts.
+        recipients_from_headers: See the attribute's comment.
+    """
+
+    name: ClassVar[str] = "HTTP API"
+    scheme: ClassVar[str] = ""
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+    default_base_url: ClassVar[str] = ""
+    concurrency: int = 4
+    max_concurrency: ClassVar[int | None] = None
+    options: ClassVar[frozenset[str]] = COMMON_OPTIONS
+    #: The send call reads the recipients from the message's own To, Cc and Bcc fields (and
+    #: removes Bcc before delivery), so the bytes it gets keep Bcc and no other envelope can
+    #: be given (Gmail, Graph). False: the API takes an envelope (JMAP).
+    recipients_from_headers: ClassVar[bool] = False
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        wanted = _positive(endpoint.params.get("concurrency", type(self).concurrency))
+        limit = type(self).max_concurrency
+        self.concurrency = wanted if limit is None else min(wanted, limit)
+
+    @property
+    def context(self) -> str:
+        """How error messages name this account (``"Gmail API (me)"``)."""
+        who = self.endpoint.username or self.endpoint.host
+        return f"{self.name} ({who})" if who else self.name
+
+    @property
+    def client(self) -> APIClient:
+        """Authorization, error dialect and retry policy for
+        :func:`~mailsync.protocol.http.call`."""
+        raise NotImplementedError
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def folders(self) -> Plan[list[Folder]]:
+        """Every folder (label, mailbox) of the account."""
+        raise Unsupported(f"{self.scheme} has no folders")
+
+    def messages(
+        self, folder: str, *, query: Q | None, headers_only: bool, limit: int | None
+    ) -> Plan[None]:
+        """Emit the folder's messages, oldest first (see :meth:`mailsync.Retriever.messages`)."""
+        raise NotImplementedError
+
+    def get(self, id: str) -> Plan[Message]:
+        """One message by its id."""
+        raise NotImplementedError
+
+    def sync_steps(
+        self,
+        folder: str,
+        cursor: dict[str, Any] | None,
+        known: Callable[[Iterable[str]], set[str]],
+    ) -> Plan[None]:
+        """Emit :class:`~mailsync._base.SyncStep` values: what is new since ``cursor``."""
+        raise NotImplementedError
+
+    def wait_for_change(self, folder: str, timeout: float) -> Plan[None]:
+        """Return when the folder may have changed, or after ``timeout`` (default: sleep)."""
+        yield Sleep(timeout)
+
+    # -- changing --------------------------------------------------------------------------
+
+    def set_flags(
+        self, ids: Sequence[str], *, add: Iterable[str], remove: Iterable[str]
+    ) -> Plan[None]:
+        """Add and remove flags."""
+        raise Unsupported(f"{self.scheme} cannot change flags")
+
+    def move(self, ids: Sequence[str], folder: str) -> Plan[None]:
+        """Move messages to another folder."""
+        raise Unsupported(f"{self.scheme} cannot move messages")
+
+    def delete(self, ids: Sequence[str], *, permanent: bool) -> Plan[None]:
+        """Delete messages (to the Trash unless ``permanent``)."""
+        raise Unsupported(f"{self.scheme} cannot delete messages")
+
+    def append(self, folder: str, raw: bytes, flags: Iterable[str]) -> Plan[str | None]:
+        """Store a message in a folder; return its id when the provider says."""
+        raise Unsupported(f"{self.scheme} cannot append messages")
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def send(
+        self,
+        envelope: Envelope,
+        *,
+        notify: Iterable[str] | str | None,
+        ret: str | None,
+        envid: str | None,
+    ) -> Plan[SendResult]:
+        """Send one prepared message (see :meth:`mailsync.Sender.send`)."""
+        raise Unsupported(f"{self.scheme} cannot send")
+
+    def close(self) -> Plan[None]:
+        """Say goodbye, if the provider wants that (nothing by default)."""
+        yield from ()
+
+
+def _positive(value: Any) -> int:
+    """A ``concurrency`` option's value, checked."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = 0
+    if number < 1 or isinstance(value, bool):
+        raise ConfigError(f"concurrency must be a whole number >= 1, not {value!r}")
+    return number
