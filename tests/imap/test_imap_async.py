@@ -26,6 +26,7 @@ pytest.importorskip("aioimaplib")
 import mailsync
 from mailsync import Q
 from mailsync.backends.imap_async import AsyncIMAPRetriever
+from mailsync.protocol.imap_sync import Batching
 from tests.contract import AsyncRetrieverContract, make_raw
 from tests.imap.conftest import TRICKY_MIME, imap_url
 from tests.proxy import TCPProxy
@@ -401,7 +402,7 @@ async def test_streams_in_bounded_batches(
     monkeypatch.setattr(AsyncIMAPRetriever, "_fetch", spy)
     async with _connect(mail_servers, account) as box:
         assert isinstance(box, AsyncIMAPRetriever)
-        box.batch_first, box.batch_most, box.batch_bytes = 4, 10, 1
+        box.batching = Batching(first=4, most=10, budget=1)
         subjects = [m.subject for m in await _collect(box.messages())]
     assert subjects == [f"Message {i}" for i in range(25)]
     assert sizes[0] == 4

@@ -44,12 +44,14 @@ from mailsync._errors import (
     MessageNotFound,
     ProtocolError,
     ServerError,
+    TemporaryFailure,
 )
 from mailsync._message import Folder, Message, as_bytes, header_block
+from mailsync._plans import Operation, stream
 from mailsync._query import Q
 from mailsync.backends._tls import TLSStream
 from mailsync.protocol import imap as proto
-from mailsync.protocol import sasl
+from mailsync.protocol import imap_sync, sasl
 from mailsync.protocol.imap_literals import (
     MAX_LINE,
     FetchResponse,
@@ -58,14 +60,13 @@ from mailsync.protocol.imap_literals import (
     Untagged,
     fetch_command,
 )
+from mailsync.protocol.imap_sync import Batching
 
 if TYPE_CHECKING:
     from imapclient import IMAPClient
 
 __all__ = ["IMAPRetriever"]
 
-#: UIDs per FETCH: bounded memory, few round trips.
-BATCH_SIZE = 500
 #: RFC 2177: servers may drop an IDLE after 30 minutes; renew before that.
 IDLE_RENEW_SECONDS = 25 * 60
 #: Without IDLE: how often NOOP asks for news within one ``poll_interval``.
@@ -241,7 +242,9 @@ class IMAPRetriever(Retriever):
     anything seen (``BODY.PEEK``); folders are opened read-only (EXAMINE) unless changing.
     On Gmail (X-GM-EXT-1) messages carry labels and thread ids, and ``capabilities`` gains
     ``"labels"`` and ``"threads"`` once connected.
-    ``batch_size`` in the URL query or options sets the UIDs per FETCH (default 500).
+    ``batch_size`` in the URL query or options fixes the UIDs per FETCH (by default
+    ``messages()`` asks for 500 at a time, and ``sync()`` sizes its batches as
+    :class:`~mailsync.protocol.imap_sync.Batching` says).
     """
 
     scheme = "imap"
@@ -249,12 +252,8 @@ class IMAPRetriever(Retriever):
 
     def __init__(self, endpoint: Endpoint, *, state: Any = None) -> None:
         super().__init__(endpoint, state=state)
-        try:
-            self.batch_size = int(endpoint.params.get("batch_size", BATCH_SIZE))
-        except (TypeError, ValueError) as exc:
-            raise ConfigError("batch_size must be a positive number of messages") from exc
-        if self.batch_size < 1:
-            raise ConfigError("batch_size must be a positive number of messages")
+        #: How FETCH batches are sized (``batch_size`` fixes them).
+        self.batching = Batching.from_params(endpoint.params)
         self._imap: imaplib.IMAP4 | None = None
         self._client: IMAPClient | None = None
         self._caps: frozenset[bytes] = frozenset()
@@ -575,7 +574,8 @@ class IMAPRetriever(Retriever):
         full_for_query = recheck and query is not None and query.needs_body
         items = proto.FETCH_HEADERS if headers_only and not full_for_query else proto.FETCH_BODY
         count = 0
-        batches = list(proto.uid_batches(uids, self.batch_size))
+        # messages() streams message by message: its batches are sized for round trips only.
+        batches = list(self.batching.streaming().sizer().split(uids))
         # Filtered client-side with a limit, the end is unknown: do not fetch ahead of it.
         ahead = not (recheck and limit is not None)
         for _index, message in self._fetch_messages(folder, status, batches, items, ahead=ahead):
@@ -836,68 +836,35 @@ class IMAPRetriever(Retriever):
         folder = _canonical(folder)
         status = self._select(folder, readonly=True)
         self._forget_new_mail()
-        plan = proto.plan_sync(cursor, status)
-        saved = proto.SyncCursor.from_dict(cursor)
-        position = plan.cursor
-        if plan.mode == "unchanged":
-            if saved != position:
-                yield SyncStep(None, position.as_dict())  # HIGHESTMODSEQ moved on
-            return
-        if plan.mode == "incremental":
-            found = self._search([b"UID", f"{plan.since_uid + 1}:*".encode()], None)
-            uids = [uid for uid in found if uid > plan.since_uid]
-        else:
-            uids = self._search([b"ALL"], None)
-        batches = list(proto.uid_batches(uids, self.batch_size))
-        if plan.checks_identities:
-            fetched = self._fetch_unknown(folder, status, batches, known)
-        else:
-            fetched = self._fetch_messages(folder, status, batches, proto.FETCH_BODY)
-        for index, message in fetched:
-            if message is None:  # the batch is complete: the cursor moves past all of it
-                last = batches[index][-1]
-                if last > position.uid:
-                    position = position.after(last, status)
-                    yield SyncStep(None, position.as_dict())
-                continue
-            identity = proto.fetched_identity(message.raw)
-            assert isinstance(message.uid, int)
-            position = position.after(message.uid, status)
-            if plan.checks_identities and identity.startswith("sha256:") and known([identity]):
-                continue  # no Message-ID, and these very bytes were delivered before
-            yield SyncStep(message, position.as_dict(), identity)
-        if saved != position:
-            yield SyncStep(None, position.as_dict())
+        plan = imap_sync.sync_steps(folder, cursor, status, known, self.batching)
+        yield from stream(plan, self._perform, translate=self._translate)
 
-    def _fetch_unknown(
-        self,
-        folder: str,
-        status: proto.FolderStatus,
-        batches: Sequence[list[int]],
-        known: Callable[[Iterable[str]], set[str]],
-    ) -> Iterator[tuple[int, Message | None]]:
-        """As :meth:`_fetch_messages`, for a resync: batch by batch, only the messages whose
-        Message-ID was not delivered before (asked for first), so nothing is fetched ahead."""
-        for index, batch in enumerate(batches):
-            unknown = self._unknown(batch, known)
-            todo = [unknown] if unknown else []
-            for _index, message in self._fetch_messages(folder, status, todo, proto.FETCH_BODY):
-                if message is not None:
-                    yield index, message
-            yield index, None
+    def _perform(self, op: Operation) -> Any:
+        """Performs the operations of :func:`mailsync.protocol.imap_sync.sync_steps`."""
+        if isinstance(op, imap_sync.Fetch):
+            self._reselect(op.folder, op.uidvalidity)
+            items = self._fetch_items(op.items) if op.gmail else op.items
+            return list(self._fetch(list(op.uids), items))
+        if isinstance(op, imap_sync.Search):
+            self._reselect(op.folder, op.uidvalidity)
+            return self._search(list(op.criteria), None)
+        raise TypeError(f"not an IMAP sync operation: {op!r}")
 
-    def _unknown(self, uids: list[int], known: Callable[[Iterable[str]], set[str]]) -> list[int]:
-        """The UIDs whose message was not delivered before, judged by Message-ID first (only
-        that header is fetched); messages without one are fetched and judged by digest."""
-        identities: dict[int, str] = {}
-        for attributes in self._fetch(uids, "UID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"):
-            header = next(v for k, v in attributes.items() if k.startswith(b"BODY["))
-            message_id = proto.fast_message_id(bytes(header) + b"\r\n")
-            uid = attributes.get(b"UID")
-            if message_id and isinstance(uid, int):
-                identities[uid] = "mid:" + message_id
-        delivered = known(identities.values())
-        return [uid for uid in uids if identities.get(uid) not in delivered]
+    def _reselect(self, folder: str, uidvalidity: int) -> None:
+        """Select ``folder`` again if another one was selected meanwhile (a caller's other
+        call between two messages of a sync), and check it is still the same folder."""
+        status = self._select(folder, readonly=True, fresh=False)
+        if status.uidvalidity != uidvalidity:
+            raise TemporaryFailure(
+                f"{self.endpoint.display}: folder {folder!r} was replaced while being read "
+                "(UIDVALIDITY changed); read it again"
+            )
+
+    def _translate(self, exc: Exception) -> MailsyncError:
+        translated = self._translated(exc)
+        if translated is None:
+            raise exc
+        return translated
 
     def _wait_for_change(self, folder: str, timeout: float) -> None:
         """IDLE (RFC 2177) until new mail, ``timeout`` or :meth:`close`; NOOP polling on

@@ -50,28 +50,23 @@ from mailsync._errors import (
     map_exceptions,
 )
 from mailsync._message import Folder, Message, as_bytes, header_block
+from mailsync._plans import Operation, Plan, astream
 from mailsync._query import Q
-from mailsync.protocol import sasl
+from mailsync.protocol import imap_sync, sasl
 from mailsync.protocol.imap import (
-    BODY_KEYS,
     FETCH_BODY,
     FETCH_GMAIL,
     FETCH_HEADERS,
+    Criterion,
     FolderStatus,
     GmailRef,
     SearchPlan,
-    SyncCursor,
-    SyncPlan,
     capability_code,
     encode_folder,
-    fast_message_id,
-    fetched_identity,
     folders_from_list,
     format_message_id,
-    message_from_fetch,
     parse_appenduid,
     parse_message_id,
-    plan_sync,
     quote,
     render_criteria,
     search_plan,
@@ -86,6 +81,7 @@ from mailsync.protocol.imap_literals import (
     Tagged,
     fetch_command,
 )
+from mailsync.protocol.imap_sync import Batching, messages_from_fetch
 
 __all__ = ["AsyncIMAPRetriever"]
 
@@ -787,7 +783,6 @@ def _parse_select(name: str, lines: Sequence[Any]) -> _Mailbox:
 _FETCH_LINE = re.compile(rb"(\d+) FETCH \(", re.IGNORECASE)
 _LIST_LINE = re.compile(rb'\((?P<flags>[^)]*)\) (?P<delim>NIL|"(?:[^"\\]|\\.)*") ?(?P<name>.*)$')
 _QUOTED_ESCAPE = re.compile(rb"\\(.)")
-_BODY_ITEMS = frozenset(BODY_KEYS)
 
 
 def _fetch_responses(lines: Sequence[Any]) -> Iterator[FetchResponse]:
@@ -815,23 +810,6 @@ def _fetch_attributes(lines: Sequence[Any]) -> Iterator[dict[bytes, Any]]:
     """The attributes of each FETCH response in aioimaplib's lines (the tagged text last)."""
     for response in _fetch_responses(lines[:-1]):
         yield response.attributes()
-
-
-def _messages_from_fetch(
-    fetched: Iterable[dict[bytes, Any]], folder: str, uidvalidity: int, uids: Iterable[int]
-) -> list[Message]:
-    """The messages of one ``UID FETCH`` answer for ``uids``, in UID order; unsolicited FETCH
-    responses (another client changed a flag) carry no body and are left out."""
-    wanted = set(uids)
-    out = []
-    for attributes in fetched:
-        uid = attributes.get(b"UID")
-        if uid not in wanted or not _BODY_ITEMS.intersection(attributes):
-            continue
-        wanted.discard(uid)
-        out.append(message_from_fetch(attributes, folder=folder, uidvalidity=uidvalidity))
-    out.sort(key=lambda message: message.uid or 0)
-    return out
 
 
 def _search_uids(lines: Sequence[Any]) -> list[int]:
@@ -880,6 +858,14 @@ def _folder_name(folder: str) -> str:
     return "INBOX" if folder.upper() == "INBOX" else folder
 
 
+def _check_uidvalidity(session: _Session, folder: str, mailbox: _Mailbox, expected: int) -> None:
+    if mailbox.uidvalidity != expected:
+        raise TemporaryFailure(
+            f"{session.context}: folder {folder!r} was replaced while being read "
+            "(UIDVALIDITY changed); read it again"
+        )
+
+
 def _status(mailbox: _Mailbox) -> FolderStatus:
     return FolderStatus(
         uidvalidity=mailbox.uidvalidity,
@@ -887,33 +873,6 @@ def _status(mailbox: _Mailbox) -> FolderStatus:
         exists=mailbox.exists,
         highestmodseq=mailbox.highestmodseq,
     )
-
-
-class _Batches:
-    """Batch sizes for streaming a folder: bounded by count and by the bytes the last batch
-    averaged, so a folder of large messages never sits in memory whole. The first batch is
-    small, so the first message comes quickly and the sizing has something to go by.
-    """
-
-    def __init__(self, first: int, most: int, budget: int) -> None:
-        self.size = first
-        self.most = most
-        self.budget = budget
-
-    def split(self, uids: Sequence[int]) -> Iterator[list[int]]:
-        """``uids`` in consecutive batches, each sized by what the previous one weighed."""
-        start = 0
-        while start < len(uids):
-            batch = list(uids[start : start + self.size])
-            start += len(batch)
-            yield batch
-
-    def learn(self, messages: Sequence[Message]) -> None:
-        """Size the next batch from the messages of the last one."""
-        if not messages:
-            return
-        average = max(sum(len(m.raw) for m in messages) // len(messages), 1)
-        self.size = max(1, min(self.most, self.budget // average))
 
 
 # -- the retriever -----------------------------------------------------------------------------
@@ -940,22 +899,11 @@ class AsyncIMAPRetriever(AsyncRetriever):
     idle_renew: float = 25 * 60.0
     #: Without IDLE, the longest wait between two NOOPs.
     poll_most: float = 60.0
-    #: Messages in the first FETCH of a stream, and at most in any.
-    batch_first: int = 50
-    batch_most: int = 500
-    #: Bytes a FETCH should bring at most, judged by the previous batch's average message.
-    batch_bytes: int = 8 << 20
 
     def __init__(self, endpoint: Endpoint, *, state: Any = None) -> None:
         super().__init__(endpoint, state=state)
-        fixed = endpoint.params.get("batch_size")
-        if fixed is not None:
-            try:
-                self.batch_first = self.batch_most = int(fixed)
-            except (TypeError, ValueError) as exc:
-                raise ConfigError("batch_size must be a positive number of messages") from exc
-            if self.batch_most < 1:
-                raise ConfigError("batch_size must be a positive number of messages")
+        #: How FETCH batches are sized (``batch_size`` fixes them).
+        self.batching = Batching.from_params(endpoint.params)
         self._session_now: _Session | None = None
         self._connecting = asyncio.Lock()
         self._tls_context: ssl.SSLContext | None = None
@@ -1116,13 +1064,18 @@ class AsyncIMAPRetriever(AsyncRetriever):
                     return
 
     async def _search(self, session: _Session, plan: SearchPlan) -> list[int]:
-        if any(_LINE_BREAKS.search(text) for text in _strings(plan.criteria)):
+        return await self._search_criteria(session, plan.criteria, plan.charset)
+
+    async def _search_criteria(
+        self, session: _Session, criteria: list[Criterion], charset: str | None = None
+    ) -> list[int]:
+        if any(_LINE_BREAKS.search(text) for text in _strings(criteria)):
             # Sent quoted, a line break would end the command line and start another.
             raise ConfigError("IMAP search text cannot contain line breaks or NUL")
         literal_plus = "LITERAL+" in session.capabilities
-        criteria = render_criteria(plan.criteria, literal_plus=literal_plus)
-        charset = f"CHARSET {plan.charset} " if plan.charset else ""
-        wire = charset + criteria.decode("utf-8")
+        rendered = render_criteria(criteria, literal_plus=literal_plus)
+        prefix = f"CHARSET {charset} " if charset else ""
+        wire = prefix + rendered.decode("utf-8")
         lines = await session.command("SEARCH", wire, uid=True, what="UID SEARCH")
         return _search_uids(lines)
 
@@ -1137,7 +1090,7 @@ class AsyncIMAPRetriever(AsyncRetriever):
         self, folder: str, uidvalidity: int, uids: Sequence[int], items: str
     ) -> AsyncIterator[list[Message]]:
         """The messages of ``uids``, one bounded FETCH at a time."""
-        sizes = _Batches(self.batch_first, self.batch_most, self.batch_bytes)
+        sizes = self.batching.sizer()
         for batch in sizes.split(uids):
             fetched = await self._fetch(folder, uidvalidity, batch, items)
             sizes.learn(fetched)
@@ -1150,13 +1103,9 @@ class AsyncIMAPRetriever(AsyncRetriever):
         if not uids:
             return []
         async with self._selected(folder) as (session, mailbox):
-            if mailbox.uidvalidity != uidvalidity:
-                raise TemporaryFailure(
-                    f"{session.context}: folder {folder!r} was replaced while being read "
-                    "(UIDVALIDITY changed); read it again"
-                )
+            _check_uidvalidity(session, folder, mailbox, uidvalidity)
             fetched = await session.fetch(uid_set(uids), self._items(session, items))
-        return _messages_from_fetch(fetched, folder, uidvalidity, uids)
+        return messages_from_fetch(fetched, folder, uidvalidity, uids)
 
     def _items(self, session: _Session, base: str) -> str:
         return f"{base} {FETCH_GMAIL}" if "X-GM-EXT-1" in session.capabilities else base
@@ -1204,72 +1153,26 @@ class AsyncIMAPRetriever(AsyncRetriever):
         if self._closing():
             return  # aclose() during watch(): end quietly, no new connection
         name = _folder_name(folder)
-        async with self._selected(name, fresh=True) as (session, mailbox):
+        async with self._selected(name, fresh=True) as (_session, mailbox):
             status = _status(mailbox)
-            plan = plan_sync(cursor, status)
-            if plan.mode == "unchanged":
-                uids: list[int] = []
-            elif plan.mode == "incremental":
-                uids = await self._uids_after(session, plan.since_uid)
-            else:
-                uids = await self._search(session, search_plan(None))
-        saved = SyncCursor.from_dict(cursor)
-        position = plan.cursor
-        sizes = _Batches(self.batch_first, self.batch_most, self.batch_bytes)
-        for batch in sizes.split(uids):
-            todo = (
-                await self._unknown(name, status, batch, known) if plan.checks_identities else batch
-            )
-            fetched = await self._fetch(name, status.uidvalidity, todo, FETCH_BODY)
-            sizes.learn(fetched)
-            for message in fetched:
-                identity = fetched_identity(message.raw)
-                assert isinstance(message.uid, int)
-                position = position.after(message.uid, status)
-                if await self._delivered_bytes(plan, identity, known):
-                    continue  # no Message-ID, and these very bytes were delivered before
-                yield SyncStep(message, position.as_dict(), identity)
-            if batch[-1] > position.uid:
-                position = position.after(batch[-1], status)
-                yield SyncStep(None, position.as_dict())
-        self._highest_uid[name] = position.uid
-        if saved != position:
-            yield SyncStep(None, position.as_dict())
 
-    @staticmethod
-    async def _delivered_bytes(
-        plan: SyncPlan, identity: str, known: Callable[[Iterable[str]], set[str]]
-    ) -> bool:
-        if not plan.checks_identities or not identity.startswith("sha256:"):
-            return False
-        return bool(await asyncio.to_thread(known, [identity]))
+        def steps() -> Plan[None]:
+            position = yield from imap_sync.sync_steps(name, cursor, status, known, self.batching)
+            self._highest_uid[name] = position.uid  # for the next IDLE (see _arrived_since_sync)
 
-    async def _unknown(
-        self,
-        folder: str,
-        status: FolderStatus,
-        uids: list[int],
-        known: Callable[[Iterable[str]], set[str]],
-    ) -> list[int]:
-        """The UIDs whose message was not delivered before, judged by Message-ID first (only
-        that header is fetched); messages without one are fetched and judged by digest."""
-        async with self._selected(folder) as (session, mailbox):
-            if mailbox.uidvalidity != status.uidvalidity:
-                raise TemporaryFailure(f"{session.context}: folder {folder!r} was replaced")
-            fetched = await session.fetch(
-                uid_set(uids), "UID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"
-            )
-        identities: dict[int, str] = {}
-        for attributes in fetched:
-            header = next((v for k, v in attributes.items() if k.startswith(b"BODY[")), None)
-            uid = attributes.get(b"UID")
-            if header is None or not isinstance(uid, int):
-                continue
-            message_id = fast_message_id(bytes(header) + b"\r\n")
-            if message_id:
-                identities[uid] = "mid:" + message_id
-        delivered = await asyncio.to_thread(known, identities.values())
-        return [uid for uid in uids if identities.get(uid) not in delivered]
+        async for step in astream(steps(), self._perform, context=self.endpoint.display):
+            yield step
+
+    async def _perform(self, op: Operation) -> Any:
+        """Performs the operations of :func:`mailsync.protocol.imap_sync.sync_steps`."""
+        if not isinstance(op, imap_sync.Fetch | imap_sync.Search):
+            raise TypeError(f"not an IMAP sync operation: {op!r}")
+        async with self._selected(op.folder) as (session, mailbox):
+            _check_uidvalidity(session, op.folder, mailbox, op.uidvalidity)
+            if isinstance(op, imap_sync.Search):
+                return await self._search_criteria(session, list(op.criteria))
+            items = self._items(session, op.items) if op.gmail else op.items
+            return await session.fetch(uid_set(op.uids), items)
 
     async def _wait_for_change(self, folder: str, timeout: float) -> None:
         """IDLE (RFC 2177, re-issued every :attr:`idle_renew` seconds) until new mail,
