@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias, TypeVar
 from mailsync._config import Endpoint
 from mailsync._errors import (
     ConnectionFailed,
+    MailsyncError,
     MailTimeout,
     RateLimited,
     TemporaryFailure,
@@ -406,20 +407,41 @@ class Retriever(_StateMixin, abc.ABC):
         Built on :meth:`sync`, so nothing is missed across restarts. Uses IDLE or the
         provider's push where the backend has it, else polls every ``poll_interval`` seconds.
         A dropped connection is reopened with exponential backoff and jitter.
+
+        :meth:`close` (from any thread) ends it at once, whatever it is doing: waiting for
+        mail, backing off, or in the middle of fetching; the message being handled then
+        counts as not delivered.
         """
         backoff = Backoff()
-        while not self._stop.is_set():
-            try:
-                yield from self.sync(folder)
-                backoff.reset()
-                if self._stop.is_set():
-                    return
-                self._wait_for_change(folder, poll_interval)
-            except _RECOVERABLE as exc:
-                delay = _retry_delay(backoff, exc)
-                log.warning("%s: %s; reconnecting in %.1fs", self.endpoint.display, exc, delay)
-                self._disconnect()
-                self._stop.wait(delay)
+        try:
+            while not self._stop.is_set():
+                try:
+                    run = self.sync(folder)
+                    try:
+                        for message in run:
+                            if self._stop.is_set():
+                                return  # closed: the message being handled comes again
+                            yield message
+                            if self._stop.is_set():
+                                return  # closed while the message was handled
+                    finally:
+                        run.close()
+                    backoff.reset()
+                    if self._stop.is_set():
+                        return
+                    self._wait_for_change(folder, poll_interval)
+                except MailsyncError as exc:
+                    if self._stop.is_set():
+                        return  # close() cut the connection: what that broke is not news
+                    if not isinstance(exc, _RECOVERABLE):
+                        raise
+                    delay = _retry_delay(backoff, exc)
+                    log.warning("%s: %s; reconnecting in %.1fs", self.endpoint.display, exc, delay)
+                    self._disconnect()
+                    self._stop.wait(delay)
+        finally:
+            if self._stop.is_set():
+                self._disconnect()  # a connection this loop opened while close() ran
 
     def set_flags(
         self,
@@ -567,22 +589,34 @@ class AsyncRetriever(_StateMixin, abc.ABC):
     ) -> AsyncIterator[Message]:
         """Yield new messages as they arrive; see :meth:`Retriever.watch`."""
         backoff = Backoff()
-        while not self._stopped:
-            run = self.sync(folder)
-            try:
-                async for message in run:
-                    yield message
-                backoff.reset()
-                if self._is_stopped():
-                    return
-                await self._wait_for_change(folder, poll_interval)
-            except _RECOVERABLE as exc:
-                delay = _retry_delay(backoff, exc)
-                log.warning("%s: %s; reconnecting in %.1fs", self.endpoint.display, exc, delay)
-                await self._disconnect()
-                await self._sleep_unless_stopped(delay)
-            finally:
-                await run.aclose()
+        try:
+            while not self._is_stopped():
+                run = self.sync(folder)
+                try:
+                    async for message in run:
+                        if self._is_stopped():
+                            return  # closed: the message being handled comes again
+                        yield message
+                        if self._is_stopped():
+                            return  # closed while the message was handled
+                    backoff.reset()
+                    if self._is_stopped():
+                        return
+                    await self._wait_for_change(folder, poll_interval)
+                except MailsyncError as exc:
+                    if self._is_stopped():
+                        return  # aclose() cut the connection: what that broke is not news
+                    if not isinstance(exc, _RECOVERABLE):
+                        raise
+                    delay = _retry_delay(backoff, exc)
+                    log.warning("%s: %s; reconnecting in %.1fs", self.endpoint.display, exc, delay)
+                    await self._disconnect()
+                    await self._sleep_unless_stopped(delay)
+                finally:
+                    await run.aclose()
+        finally:
+            if self._is_stopped():
+                await self._disconnect()  # a connection this loop opened while aclose() ran
 
     async def set_flags(
         self,
@@ -632,6 +666,7 @@ class _Worker:
         import concurrent.futures
 
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._closed = False
 
     async def run(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         import asyncio
@@ -649,10 +684,18 @@ class _Worker:
                 yield item
         finally:
             close = getattr(iterator, "close", None)
-            if close is not None:
+            if close is not None and not self._closed:
                 await self.run(close)
+            elif close is not None:
+                close()  # the thread is gone (aclose()): closing a local iterator is quick
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`shutdown` was called."""
+        return self._closed
 
     def shutdown(self) -> None:
+        self._closed = True
         self._pool.shutdown(wait=False)
 
 
@@ -711,7 +754,8 @@ class ThreadedAsyncRetriever(AsyncRetriever):
         await self._worker.run(self.inner._wait_for_change, folder, timeout)
 
     async def _disconnect(self) -> None:
-        await self._worker.run(self.inner._disconnect)
+        if not self._worker.closed:  # after aclose() the inner retriever is closed already
+            await self._worker.run(self.inner._disconnect)
 
     async def aclose(self) -> None:
         """Close the inner retriever and the worker thread."""

@@ -262,6 +262,8 @@ class IMAPRetriever(Retriever):
         self._lock = threading.RLock()
         self._wake: tuple[int, int] | None = None
         self._new_mail = False
+        #: FETCH streams under way (in this thread or another): close() does not talk over them.
+        self._streams = 0
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -420,6 +422,15 @@ class IMAPRetriever(Retriever):
         with contextlib.suppress(Exception):
             imap.shutdown()
 
+    def _interrupt(self) -> None:
+        """Wake whoever waits on the connection: its reads end as if the server had hung up
+        (the socket is shut down, not closed, so a reader in another thread sees an end of
+        stream, not a file closed under it)."""
+        imap = self._imap
+        if imap is not None:
+            with contextlib.suppress(OSError):
+                imap.sock.shutdown(socket.SHUT_RDWR)
+
     def _drop(self) -> None:
         """Forget a broken connection without talking to the server again."""
         imap, self._imap, self._client = self._imap, None, None
@@ -430,11 +441,18 @@ class IMAPRetriever(Retriever):
                 imap.shutdown()
 
     def close(self) -> None:
-        """Close the connection and stop ``watch()``; safe to call from another thread."""
+        """Close the connection and stop ``watch()``; safe to call from another thread, where
+        it ends a ``watch()`` at once, whatever it is doing (an IDLE, a poll wait, a backoff,
+        a fetch)."""
         self._stop.set()
         self._signal_wake()
+        if self._streams:
+            # A FETCH is being read (maybe by another thread): LOGOUT would talk over it.
+            # Shutting the socket down wakes that reader, which then drops the connection.
+            self._interrupt()
         with self._lock:  # an IDLE wait gives the connection back at once
-            self._disconnect()
+            if not self._streams:
+                self._disconnect()
             wake, self._wake = self._wake, None
         if wake is not None:
             for fd in wake:
@@ -683,6 +701,7 @@ class IMAPRetriever(Retriever):
             in_flight.append(tag)
             sent += 1
 
+        self._streams += 1
         try:
             while current < len(batches):
                 if not in_flight:
@@ -726,6 +745,7 @@ class IMAPRetriever(Retriever):
                     current += 1
                     arrived = 0
         finally:
+            self._streams -= 1
             if in_flight:
                 # Stopped early (limit, break, error): the rest of the replies is still on the
                 # wire; read it off, or give the connection up if that fails.

@@ -883,8 +883,10 @@ class AsyncIMAPRetriever(AsyncRetriever):
     opened again after it broke.
 
     Behaves as the sync :class:`~mailsync.backends.imap.IMAPRetriever` does (same ids, flags,
-    queries, cursor rules). To read several folders at once, use one retriever per folder: IMAP
-    has one selected folder per connection, so the commands of one retriever run in turn.
+    queries, cursor rules). ``aclose()`` ends a ``watch()`` at once, whatever it is doing (an
+    IDLE is cut short), and a closed retriever does not connect again. To read several
+    folders at once, use one retriever per folder: IMAP has one selected folder per
+    connection, so the commands of one retriever run in turn.
     ``batch_size`` in the URL query or options fixes the UIDs per FETCH; by default batches
     adapt to the size of the messages.
 
@@ -908,7 +910,6 @@ class AsyncIMAPRetriever(AsyncRetriever):
         self._connecting = asyncio.Lock()
         self._tls_context: ssl.SSLContext | None = None
         self._highest_uid: dict[str, int] = {}
-        self._wake = asyncio.Event()
 
     # -- connection ----------------------------------------------------------------------------
 
@@ -916,7 +917,7 @@ class AsyncIMAPRetriever(AsyncRetriever):
         session = self._session_now
         if session is not None and session.alive:
             return session
-        if self._closing():
+        if self._is_stopped():
             # A connection opened now (say by a watch() racing aclose()) would never be closed.
             raise ConnectionFailed(f"{self.endpoint.display}: the retriever is closed")
         async with self._connecting:
@@ -924,7 +925,7 @@ class AsyncIMAPRetriever(AsyncRetriever):
             if session is not None and session.alive:
                 return session
             session = await self._open()
-            if self._closing():  # aclose() while connecting
+            if self._is_stopped():  # aclose() while connecting
                 await session.close()
                 raise ConnectionFailed(f"{self.endpoint.display}: the retriever is closed")
             self._session_now = session
@@ -998,17 +999,6 @@ class AsyncIMAPRetriever(AsyncRetriever):
         session, self._session_now = self._session_now, None
         if session is not None:
             await session.logout()
-
-    def _closing(self) -> bool:
-        # A method, not the attribute: another task may set it while this one awaits.
-        return self._stopped
-
-    async def aclose(self) -> None:
-        """Close the connection and end any ``watch()`` (an IDLE is cut short). A closed
-        retriever does not connect again."""
-        self._stopped = True
-        self._wake.set()
-        await self._disconnect()
 
     # -- folders -------------------------------------------------------------------------------
 
@@ -1150,7 +1140,7 @@ class AsyncIMAPRetriever(AsyncRetriever):
         cursor: dict[str, Any] | None,
         known: Callable[[Iterable[str]], set[str]],
     ) -> AsyncIterator[SyncStep]:
-        if self._closing():
+        if self._is_stopped():
             return  # aclose() during watch(): end quietly, no new connection
         name = _folder_name(folder)
         async with self._selected(name, fresh=True) as (_session, mailbox):
@@ -1195,7 +1185,7 @@ class AsyncIMAPRetriever(AsyncRetriever):
                     if seconds <= 0 or await session.idle(seconds):
                         return
         except ConnectionFailed:
-            if self._closing():
+            if self._is_stopped():
                 return  # aclose() cut the connection to end the wait
             raise
 
@@ -1214,8 +1204,8 @@ class AsyncIMAPRetriever(AsyncRetriever):
             if remaining <= 0:
                 return
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), min(remaining, self.poll_most))
-            if self._closing():
+                await asyncio.wait_for(self._stop_event.wait(), min(remaining, self.poll_most))
+            if self._is_stopped():
                 return
             async with self._selected(folder) as (session, _mailbox):
                 lines = await session.command("NOOP")
