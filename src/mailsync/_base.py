@@ -259,6 +259,18 @@ class AsyncSyncRun(AsyncIterator[Message]):
 # -- retrievers ------------------------------------------------------------------------------
 
 
+class _StoreOnFirstUse:
+    """A retriever's state store that is opened by the first call made to it. Async code
+    makes every store call on a worker thread, so the opening (directories, the SQLite file
+    and its schema) happens there too, not on the event loop."""
+
+    def __init__(self, owner: _StateMixin) -> None:
+        self._owner = owner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._owner.state, name)
+
+
 class _StateMixin:
     endpoint: Endpoint
     _state_arg: Any
@@ -577,12 +589,32 @@ class AsyncRetriever(_StateMixin, abc.ABC):
         await self._disconnect()
 
     def sync(self, folder: str = "INBOX") -> AsyncSyncRun:
-        """Only messages no earlier ``sync()`` yielded; see :meth:`Retriever.sync`."""
+        """Only messages no earlier ``sync()`` yielded; see :meth:`Retriever.sync`.
+
+        The state store is only ever called on worker threads (reading the cursor, asking
+        which messages were delivered, saving), never on the event loop: a SQLite call can
+        wait for another process's or thread's write.
+        """
         key = self._folder_key(folder)
-        store = self.state
-        cursor = store.load_cursor(self.account_key, key)
-        steps = self._sync_steps(folder, cursor, self._known(folder))
+        store = self._store if self._store is not None else _StoreOnFirstUse(self)
+        steps = self._steps_from_saved_cursor(folder, key, store)
         return AsyncSyncRun(steps, store, self.account_key, key)
+
+    async def _steps_from_saved_cursor(
+        self, folder: str, key: str, store: StateStore
+    ) -> AsyncIterator[SyncStep]:
+        import asyncio
+
+        # A lambda: even looking the method up opens a store not opened yet.
+        cursor = await asyncio.to_thread(lambda: store.load_cursor(self.account_key, key))
+        steps = self._sync_steps(folder, cursor, self._known(folder))
+        try:
+            async for step in steps:
+                yield step
+        finally:
+            aclose = getattr(steps, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     async def watch(
         self, folder: str = "INBOX", *, poll_interval: float = 60.0
