@@ -831,7 +831,7 @@ def test_noop_polling_without_idle(
         return noop(self)
 
     monkeypatch.setattr(imaplib.IMAP4, "noop", counting_noop)
-    monkeypatch.setattr("mailsync.backends.imap.NOOP_INTERVAL", 0.1)
+    monkeypatch.setattr(IMAPRetriever, "poll_most", 0.1)
     watcher = connect(target)
     got, thread = _watch_in_background(watcher, poll_interval=30)
     try:

@@ -67,10 +67,6 @@ if TYPE_CHECKING:
 
 __all__ = ["IMAPRetriever"]
 
-#: RFC 2177: servers may drop an IDLE after 30 minutes; renew before that.
-IDLE_RENEW_SECONDS = 25 * 60
-#: Without IDLE: how often NOOP asks for news within one ``poll_interval``.
-NOOP_INTERVAL = 60.0
 #: The SASL mechanisms a password logs in with; the LOGIN command takes SASL LOGIN's place.
 _SASL_PASSWORD = ("PLAIN",)
 #: How long a polite LOGOUT may take when closing.
@@ -249,6 +245,11 @@ class IMAPRetriever(Retriever):
 
     scheme = "imap"
     capabilities = frozenset({"folders", "flags", "move", "delete", "append", "search", "idle"})
+    #: IDLE is re-issued after this many seconds (RFC 2177: servers may drop a client idle for
+    #: 30 minutes).
+    idle_renew: float = 25 * 60.0
+    #: Without IDLE, the longest wait between two NOOPs within one ``poll_interval``.
+    poll_most: float = 60.0
 
     def __init__(self, endpoint: Endpoint, *, state: Any = None) -> None:
         super().__init__(endpoint, state=state)
@@ -915,7 +916,7 @@ class IMAPRetriever(Retriever):
         deadline = time.monotonic() + timeout
         client: IMAPClient = self._conn()
         while not self._stop.is_set():
-            until = min(deadline, time.monotonic() + IDLE_RENEW_SECONDS)
+            until = min(deadline, time.monotonic() + self.idle_renew)
             with self._errors():
                 client.idle()
             changed = self._idle_wait(client._imap, until)
@@ -985,7 +986,7 @@ class IMAPRetriever(Retriever):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            self._stop.wait(min(remaining, NOOP_INTERVAL))
+            self._stop.wait(min(remaining, self.poll_most))
             if self._stop.is_set():
                 return
             with self._errors():

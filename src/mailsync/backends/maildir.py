@@ -462,8 +462,14 @@ class MaildirSender(LocalSender):
 class AsyncMaildirRetriever(ThreadedAsyncRetriever):
     """The async Maildir retriever (file I/O on a worker thread)."""
 
+    inner: MaildirRetriever
+
     def __init__(self, endpoint: Endpoint, *, state: Any = None) -> None:
         super().__init__(MaildirRetriever(endpoint, state=state))
+
+    async def create_folder(self, folder: str) -> None:
+        """Create a Maildir++ subfolder (no error if it exists)."""
+        await self._worker.run(self.inner.create_folder, folder)
 
 
 class AsyncMaildirSender(ThreadedAsyncSender):
