@@ -1,7 +1,7 @@
 """close() (aclose()) ends a running watch() within half a second on every backend, whatever
 the watch is doing: waiting in IDLE, waiting between polls, backing off after a dropped
-connection, or in the middle of fetching. The watch ends quietly (the errors the close itself
-causes are not raised to its consumer).
+connection, in the middle of fetching, or saying goodbye to a server that no longer answers.
+The watch ends quietly (the errors the close itself causes are not raised to its consumer).
 
 Each backend runs sync and async; network backends against the test Dovecot (through a
 proxy that can stall, for the fetch), local ones on a temporary Maildir or mbox.
@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 import mailsync
-from mailsync.backends import imap_async
+from mailsync.backends import _aioimap
 from mailsync.backends.imap import IMAPRetriever
 from tests.contract import make_raw, wait_for
 from tests.proxy import TCPProxy
@@ -219,12 +219,12 @@ def _hide_idle(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
         IMAPRetriever, "_has", lambda self, cap: cap != b"IDLE" and cap in self._caps
     )
-    original = imap_async._Session._set_capabilities
+    original = _aioimap.Session._set_capabilities
 
     def without_idle(self: Any, names: Any) -> None:
         original(self, [name for name in names if name.upper() != "IDLE"])
 
-    monkeypatch.setattr(imap_async._Session, "_set_capabilities", without_idle)
+    monkeypatch.setattr(_aioimap.Session, "_set_capabilities", without_idle)
 
 
 def _ignore(message: mailsync.Message) -> None:
@@ -256,13 +256,13 @@ def test_close_during_idle(
 ) -> None:
     idling = threading.Event()
     if asynchronous:
-        original = imap_async._Session.idle
+        original = _aioimap.Session.idle
 
         async def idle(self: Any, seconds: float) -> bool:
             idling.set()
             return await original(self, seconds)
 
-        monkeypatch.setattr(imap_async._Session, "idle", idle)
+        monkeypatch.setattr(_aioimap.Session, "idle", idle)
     else:
         original_wait = IMAPRetriever._idle_wait
 
@@ -368,3 +368,47 @@ def _close_then(watcher: Watcher, closed: threading.Event) -> float:
     wait_for(lambda: watcher.ended is not None, 10)
     assert watcher.ended is not None
     return watcher.ended - started
+
+
+@pytest.mark.parametrize("name", ["imap", "imap-async", "pop3", "pop3-async"])
+def test_close_while_saying_goodbye_to_a_server_that_stopped_answering(
+    name: str,
+    mail_servers: MailServers,
+    account: Account,
+    watchers: list[Watcher],
+    tcp_proxy: Callable[[str, int], TCPProxy],
+) -> None:
+    # After a dropped connection (or, for POP3, between two polls) the watch logs out: LOGOUT
+    # or RSET/QUIT, which a stalled server leaves unanswered for a whole read timeout.
+    kind, _, mode = name.partition("-")
+    port = mail_servers.imap_port if kind == "imap" else mail_servers.pop3_port
+    proxy = tcp_proxy(mail_servers.host, port)
+    mail_servers.append_many(account, [make_raw(1)])
+    connect = mailsync.connect_async if mode else mailsync.connect
+    url = f"{kind}://{account.user}@{mail_servers.host}:{proxy.port}"
+    box = connect(url, password=account.password, tls="none", state=":memory:", timeout=30)
+    saying_goodbye = threading.Event()
+    original = box._disconnect
+
+    def dropped(*args: Any) -> None:
+        raise mailsync.ConnectionFailed("the connection dropped (a test)")
+
+    async def dropped_async(*args: Any) -> None:
+        dropped()
+
+    def disconnect() -> Any:
+        proxy.stall()
+        saying_goodbye.set()
+        return original()
+
+    box._wait_for_change = dropped_async if mode else dropped
+    box._disconnect = disconnect
+    watcher = Watcher(box, _ignore).start()
+    watchers.append(watcher)
+    assert saying_goodbye.wait(30)
+    time.sleep(0.2)  # let the goodbye reach its wait for the answer
+    try:
+        assert watcher.close() < BOUND
+    finally:
+        proxy.resume()
+    assert watcher.error is None

@@ -265,6 +265,8 @@ class IMAPRetriever(Retriever):
         self._new_mail = False
         #: FETCH streams under way (in this thread or another): close() does not talk over them.
         self._streams = 0
+        #: Connections whose LOGOUT is under way: close() cuts it short.
+        self._ending: set[imaplib.IMAP4] = set()
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -417,17 +419,20 @@ class IMAPRetriever(Retriever):
         self._status = None
         if imap is None:
             return
-        with contextlib.suppress(Exception):
-            imap.sock.settimeout(LOGOUT_TIMEOUT)
-            imap.logout()
+        self._ending.add(imap)
+        try:
+            with contextlib.suppress(Exception):
+                imap.sock.settimeout(LOGOUT_TIMEOUT)
+                imap.logout()
+        finally:
+            self._ending.discard(imap)
         with contextlib.suppress(Exception):
             imap.shutdown()
 
-    def _interrupt(self) -> None:
-        """Wake whoever waits on the connection: its reads end as if the server had hung up
+    def _interrupt(self, imap: imaplib.IMAP4 | None) -> None:
+        """Wake whoever waits on a connection: its reads end as if the server had hung up
         (the socket is shut down, not closed, so a reader in another thread sees an end of
         stream, not a file closed under it)."""
-        imap = self._imap
         if imap is not None:
             with contextlib.suppress(OSError):
                 imap.sock.shutdown(socket.SHUT_RDWR)
@@ -447,10 +452,12 @@ class IMAPRetriever(Retriever):
         a fetch)."""
         self._stop.set()
         self._signal_wake()
+        for ending in list(self._ending):  # a LOGOUT under way in another thread
+            self._interrupt(ending)
         if self._streams:
             # A FETCH is being read (maybe by another thread): LOGOUT would talk over it.
             # Shutting the socket down wakes that reader, which then drops the connection.
-            self._interrupt()
+            self._interrupt(self._imap)
         with self._lock:  # an IDLE wait gives the connection back at once
             if not self._streams:
                 self._disconnect()

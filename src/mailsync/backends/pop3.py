@@ -79,6 +79,9 @@ class _POP3:
     _session: pop3.Session | None = None
     _last_login: float | None = None
     _login_delay: int | None = None
+    #: Sessions whose goodbye (RSET/QUIT) is under way: close() drops them instead of
+    #: waiting for a server that may not answer.
+    _ending: set[pop3.Session]
 
     # -- the policy --------------------------------------------------------------------------
 
@@ -143,6 +146,7 @@ class _POP3:
         if self._session is session:
             self._session = None
         error = None
+        self._ending.add(session)
         try:
             if polite and session.conn.idle:
                 try:
@@ -156,6 +160,8 @@ class _POP3:
         except BaseException:
             session.abort()
             raise
+        finally:
+            self._ending.discard(session)
         session.abort()
         return error
 
@@ -212,7 +218,12 @@ class _POP3:
         elif self._session is not session:
             yield from self._release(session)
 
-    def _disconnecting(self) -> Plan[None]:
+    def _disconnecting(self, *, stopping: bool = False) -> Plan[None]:
+        """End the current session: politely, unless a plan is using it. When ``stopping``
+        (``close()``), a goodbye already under way elsewhere is cut short too."""
+        if stopping:
+            for ending in list(self._ending):
+                ending.abort()
         session = self._session
         if session is not None:
             yield from self._release(session, polite=not session.busy)
@@ -342,6 +353,10 @@ class POP3Retriever(_POP3, Retriever):
     scheme = "pop3"
     capabilities = _CAPABILITIES
 
+    def __init__(self, endpoint: Endpoint, *, state: Any = None) -> None:
+        super().__init__(endpoint, state=state)
+        self._ending = set()
+
     # -- running plans: what the blocking I/O model does -------------------------------------
 
     def _run(self, plan: Plan[T]) -> T:
@@ -405,7 +420,7 @@ class POP3Retriever(_POP3, Retriever):
         self._stop.wait(self._poll_wait(timeout))
 
     def _disconnect(self) -> None:
-        self._run(self._disconnecting())
+        self._run(self._disconnecting(stopping=self._stop.is_set()))
 
     def delete(self, msgs: MessageRef | Sequence[MessageRef], *, permanent: bool = False) -> None:
         """Delete messages for good (POP3 has no Trash; ``permanent`` changes nothing).
@@ -429,6 +444,10 @@ class AsyncPOP3Retriever(_POP3, AsyncRetriever):
 
     scheme = "pop3"
     capabilities = _CAPABILITIES
+
+    def __init__(self, endpoint: Endpoint, *, state: Any = None) -> None:
+        super().__init__(endpoint, state=state)
+        self._ending = set()
 
     # -- running plans: what the asyncio I/O model does --------------------------------------
 
@@ -485,7 +504,7 @@ class AsyncPOP3Retriever(_POP3, AsyncRetriever):
         await self._sleep_unless_stopped(self._poll_wait(timeout))
 
     async def _disconnect(self) -> None:
-        await self._run(self._disconnecting())
+        await self._run(self._disconnecting(stopping=self._is_stopped()))
 
     async def delete(
         self, msgs: MessageRef | Sequence[MessageRef], *, permanent: bool = False

@@ -106,7 +106,7 @@ class Entry:
     size: int
 
 
-@dataclass
+@dataclass(eq=False)  # a session is itself: compared (and hashed) by identity
 class Session:
     """One POP3 session (a login): what its plans need to know, and its connection."""
 
