@@ -10,8 +10,9 @@ turns those into the public behaviour that must be identical everywhere:
   at most the message being handled (at-least-once), never loses one.
 - ``watch()``: ``sync()``, then wait (IDLE, push, or polling), forever; reconnects with
   exponential backoff and jitter when the connection drops, catching up through ``sync()``.
-- :class:`ThreadedAsyncRetriever`/:class:`ThreadedAsyncSender`: the async API over a sync
-  backend, running its blocking calls on one worker thread (never ``asyncio.run``).
+
+Senders are :mod:`mailsync._senders` (re-exported here); the thread adapters that give a sync
+backend its async twin are :mod:`mailsync._threaded`.
 
 No protocol code lives here. asyncio is imported inside the async code paths only: it costs
 ~20 ms at start-up, which sync programs (a cron job, a CLI call) should not pay.
@@ -24,9 +25,9 @@ import logging
 import random
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias, TypeVar
+from typing import Any, ClassVar, TypeAlias, TypeVar
 
 from mailsync._config import Endpoint
 from mailsync._errors import (
@@ -39,10 +40,8 @@ from mailsync._errors import (
 )
 from mailsync._message import Folder, Message
 from mailsync._query import Q
+from mailsync._senders import AsyncSender, OutgoingMessage, Sender, SendResult
 from mailsync._state import StateStore, open_state_store
-
-if TYPE_CHECKING:
-    from email.message import EmailMessage
 
 __all__ = [
     "AsyncRetriever",
@@ -56,17 +55,12 @@ __all__ = [
     "Sender",
     "SyncRun",
     "SyncStep",
-    "ThreadedAsyncRetriever",
-    "ThreadedAsyncSender",
 ]
 
 log = logging.getLogger("mailsync")
 
 #: What the changing methods accept: messages, or their ids.
 MessageRef: TypeAlias = Message | str
-#: What senders and ``append`` accept.
-# A string, so that the stdlib email package loads only when a program uses it.
-OutgoingMessage: TypeAlias = "EmailMessage | bytes | Message"
 
 CAPABILITIES = frozenset(
     {"folders", "flags", "move", "delete", "append", "search", "idle", "labels", "threads"}
@@ -88,28 +82,6 @@ class SyncStep:
     message: Message | None
     cursor: Mapping[str, Any]
     identity: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SendResult:
-    """What became of one sent message.
-
-    Attributes:
-        message_id: The Message-ID sent, without angle brackets.
-        accepted: The recipients the server accepted.
-        refused: Refused recipients: address -> ``(code, text)``.
-        envid: The DSN envelope id sent with the message, if any.
-    """
-
-    message_id: str
-    accepted: tuple[str, ...]
-    refused: Mapping[str, tuple[int, str]] = field(default_factory=dict)
-    envid: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        """True when no recipient was refused."""
-        return not self.refused
 
 
 class Backoff:
@@ -684,295 +656,11 @@ def message_refs(msgs: MessageRef | Sequence[MessageRef]) -> list[str]:
     return [m.id if isinstance(m, Message) else m for m in msgs]
 
 
-# -- async over sync -------------------------------------------------------------------------
+def __getattr__(name: str) -> Any:
+    # ThreadedAsyncRetriever and ThreadedAsyncSender moved to mailsync._threaded (which
+    # imports this module); code that imported them from here keeps working.
+    if name in ("ThreadedAsyncRetriever", "ThreadedAsyncSender"):
+        from mailsync import _threaded
 
-
-class _Worker:
-    """One thread that runs a sync backend's calls in order, for an async facade.
-
-    One thread (not the default pool) because a protocol connection must not be used from two
-    threads at once, and the calls must keep their order.
-    """
-
-    def __init__(self, name: str) -> None:
-        import concurrent.futures
-
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
-        self._closed = False
-
-    async def run(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        import asyncio
-
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, lambda: func(*args, **kwargs))
-
-    async def iterate(self, iterator: Iterator[T]) -> AsyncIterator[T]:
-        sentinel = object()
-        try:
-            while True:
-                item = await self.run(next, iterator, sentinel)
-                if item is sentinel:
-                    return
-                yield item
-        finally:
-            close = getattr(iterator, "close", None)
-            if close is not None and not self._closed:
-                await self.run(close)
-            elif close is not None:
-                close()  # the thread is gone (aclose()): closing a local iterator is quick
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`shutdown` was called."""
-        return self._closed
-
-    def shutdown(self) -> None:
-        self._closed = True
-        self._pool.shutdown(wait=False)
-
-
-class ThreadedAsyncRetriever(AsyncRetriever):
-    """The async API over a sync :class:`Retriever`, its calls run on one worker thread.
-
-    Used for backends whose I/O is local (Maildir, mbox) or that have no async library.
-    """
-
-    def __init__(self, inner: Retriever) -> None:
-        super().__init__(inner.endpoint, state=inner._state_arg)
-        self.inner = inner
-        self.scheme = inner.scheme  # type: ignore[misc]
-        self.capabilities = inner.capabilities
-        self._worker = _Worker(f"mailsync-{inner.scheme}")
-
-    @property
-    def state(self) -> StateStore:
-        """The inner retriever's state store."""
-        return self.inner.state
-
-    async def folders(self) -> list[Folder]:
-        """Every folder of the account."""
-        return await self._worker.run(self.inner.folders)
-
-    async def messages(
-        self,
-        folder: str = "INBOX",
-        *,
-        query: Q | None = None,
-        headers_only: bool = False,
-        limit: int | None = None,
-    ) -> AsyncIterator[Message]:
-        """The messages of ``folder`` in arrival order."""
-        iterator = await self._worker.run(
-            self.inner.messages, folder, query=query, headers_only=headers_only, limit=limit
-        )
-        async for message in self._worker.iterate(iterator):
-            yield message
-
-    async def get(self, id: str) -> Message:
-        """One message by its id."""
-        return await self._worker.run(self.inner.get, id)
-
-    async def _sync_steps(
-        self,
-        folder: str,
-        cursor: dict[str, Any] | None,
-        known: Callable[[Iterable[str]], set[str]],
-    ) -> AsyncIterator[SyncStep]:
-        iterator = await self._worker.run(self.inner._sync_steps, folder, cursor, known)
-        async for step in self._worker.iterate(iterator):
-            yield step
-
-    async def _wait_for_change(self, folder: str, timeout: float) -> None:
-        await self._worker.run(self.inner._wait_for_change, folder, timeout)
-
-    async def _disconnect(self) -> None:
-        if not self._worker.closed:  # after aclose() the inner retriever is closed already
-            await self._worker.run(self.inner._disconnect)
-
-    async def aclose(self) -> None:
-        """Close the inner retriever and the worker thread."""
-        self._stopped = True
-        self._stop_event.set()
-        self.inner._stop.set()  # wakes a poll wait at once
-        await self._worker.run(self.inner.close)
-        self._worker.shutdown()
-
-    async def set_flags(
-        self,
-        msgs: MessageRef | Sequence[MessageRef],
-        *,
-        add: Iterable[str] = (),
-        remove: Iterable[str] = (),
-    ) -> None:
-        """Add and remove flags on messages."""
-        await self._worker.run(self.inner.set_flags, msgs, add=add, remove=remove)
-
-    async def move(self, msgs: MessageRef | Sequence[MessageRef], folder: str) -> None:
-        """Move messages to another folder."""
-        await self._worker.run(self.inner.move, msgs, folder)
-
-    async def delete(
-        self, msgs: MessageRef | Sequence[MessageRef], *, permanent: bool = False
-    ) -> None:
-        """Delete messages."""
-        await self._worker.run(self.inner.delete, msgs, permanent=permanent)
-
-    async def append(
-        self, folder: str, message: OutgoingMessage, flags: Iterable[str] = ()
-    ) -> str | None:
-        """Store a message in a folder."""
-        return await self._worker.run(self.inner.append, folder, message, flags)
-
-
-# -- senders ---------------------------------------------------------------------------------
-
-
-class Sender(abc.ABC):
-    """Pushes mail out. Get one with :func:`mailsync.sender`.
-
-    Senders connect lazily, are context managers, and are closed by :meth:`close`.
-    """
-
-    scheme: ClassVar[str] = ""
-
-    def __init__(self, endpoint: Endpoint) -> None:
-        self.endpoint = endpoint
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.endpoint.url}>"
-
-    def __enter__(self: T) -> T:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    @abc.abstractmethod
-    def send(
-        self,
-        message: OutgoingMessage,
-        *,
-        notify: Iterable[str] | str | None = None,
-        ret: str | None = None,
-        envid: str | None = None,
-        mail_from: str | None = None,
-        rcpt_to: Iterable[str] | None = None,
-    ) -> SendResult:
-        """Send one message.
-
-        Args:
-            message: An ``EmailMessage`` (e.g. from :func:`mailsync.compose`), bytes or a
-                :class:`Message`.
-            notify: DSN NOTIFY: ``"never"`` or some of ``"success"``, ``"failure"``,
-                ``"delay"``.
-            ret: DSN RET: ``"full"`` or ``"hdrs"``.
-            envid: DSN ENVID, returned in reports to tie them to this message.
-            mail_from: Envelope sender; the From (or Sender) header by default.
-            rcpt_to: Envelope recipients; To + Cc + Bcc by default.
-
-        Returns:
-            The per-recipient outcome.
-
-        Raises:
-            RecipientsRefused: Every recipient was refused.
-            Unsupported: DSN was asked for and the server does not offer it.
-        """
-
-    def send_many(self, messages: Iterable[OutgoingMessage]) -> list[SendResult]:
-        """Send several messages, in order, over one connection where the backend can.
-
-        Returns:
-            One :class:`SendResult` per message, in the same order.
-        """
-        return [self.send(message) for message in messages]
-
-    def close(self) -> None:
-        """Close the connection, if any."""
-
-
-class AsyncSender(abc.ABC):
-    """The async twin of :class:`Sender`. Get one with :func:`mailsync.sender_async`."""
-
-    scheme: ClassVar[str] = ""
-
-    def __init__(self, endpoint: Endpoint) -> None:
-        self.endpoint = endpoint
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.endpoint.url}>"
-
-    async def __aenter__(self: T) -> T:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    @abc.abstractmethod
-    async def send(
-        self,
-        message: OutgoingMessage,
-        *,
-        notify: Iterable[str] | str | None = None,
-        ret: str | None = None,
-        envid: str | None = None,
-        mail_from: str | None = None,
-        rcpt_to: Iterable[str] | None = None,
-    ) -> SendResult:
-        """Send one message; see :meth:`Sender.send`."""
-
-    async def send_many(self, messages: Iterable[OutgoingMessage]) -> list[SendResult]:
-        """Send several messages in order; see :meth:`Sender.send_many`."""
-        return [await self.send(message) for message in messages]
-
-    async def aclose(self) -> None:
-        """Close the connection, if any."""
-
-
-class ThreadedAsyncSender(AsyncSender):
-    """The async API over a sync :class:`Sender`, its calls run on one worker thread."""
-
-    def __init__(self, inner: Sender) -> None:
-        super().__init__(inner.endpoint)
-        self.inner = inner
-        self.scheme = inner.scheme  # type: ignore[misc]
-        self._worker = _Worker(f"mailsync-{inner.scheme}-send")
-
-    async def send(
-        self,
-        message: OutgoingMessage,
-        *,
-        notify: Iterable[str] | str | None = None,
-        ret: str | None = None,
-        envid: str | None = None,
-        mail_from: str | None = None,
-        rcpt_to: Iterable[str] | None = None,
-    ) -> SendResult:
-        """Send one message; see :meth:`Sender.send`."""
-        return await self._worker.run(
-            self.inner.send,
-            message,
-            notify=notify,
-            ret=ret,
-            envid=envid,
-            mail_from=mail_from,
-            rcpt_to=rcpt_to,
-        )
-
-    async def send_many(self, messages: Iterable[OutgoingMessage]) -> list[SendResult]:
-        """Send several messages in order over one connection."""
-        return await self._worker.run(self.inner.send_many, list(messages))
-
-    async def aclose(self) -> None:
-        """Close the inner sender and the worker thread."""
-        await self._worker.run(self.inner.close)
-        self._worker.shutdown()
+        return getattr(_threaded, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

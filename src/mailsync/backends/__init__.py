@@ -17,23 +17,19 @@ from typing import TYPE_CHECKING as _TYPE_CHECKING
 from mailsync._lazy import lazy_loader as _lazy_loader
 
 if _TYPE_CHECKING:
-    from mailsync._base import (
-        SyncStep,
-        ThreadedAsyncRetriever,
-        ThreadedAsyncSender,
-        message_refs,
-    )
+    from mailsync._base import SyncStep, message_refs
     from mailsync._compose import Envelope, prepare
     from mailsync._config import Endpoint, Secret, Timeout, TokenProvider
     from mailsync._errors import map_exceptions
     from mailsync._message import as_bytes, header_block, message_identity
+    from mailsync._threaded import ThreadedAsyncRetriever, ThreadedAsyncSender
 
 # Loaded on first use, like the names of the mailsync package itself: importing one backend
 # module (which imports this package first) must not pay for the whole kit.
 _LAZY = {
     "SyncStep": "mailsync._base",
-    "ThreadedAsyncRetriever": "mailsync._base",
-    "ThreadedAsyncSender": "mailsync._base",
+    "ThreadedAsyncRetriever": "mailsync._threaded",
+    "ThreadedAsyncSender": "mailsync._threaded",
     "message_refs": "mailsync._base",
     "Envelope": "mailsync._compose",
     "prepare": "mailsync._compose",

@@ -28,14 +28,13 @@ from mailsync._base import (
     OutgoingMessage,
     Retriever,
     SyncStep,
-    ThreadedAsyncRetriever,
-    ThreadedAsyncSender,
     message_refs,
 )
 from mailsync._config import Endpoint
 from mailsync._errors import FolderNotFound, MessageNotFound, map_exceptions
 from mailsync._message import Folder, Message, as_bytes, header_block
 from mailsync._query import Q
+from mailsync._threaded import ThreadedAsyncRetriever, ThreadedAsyncSender
 from mailsync.backends._local import LocalSender
 
 __all__ = ["AsyncMaildirRetriever", "AsyncMaildirSender", "MaildirRetriever", "MaildirSender"]

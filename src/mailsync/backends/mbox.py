@@ -22,14 +22,13 @@ from mailsync._base import (
     OutgoingMessage,
     Retriever,
     SyncStep,
-    ThreadedAsyncRetriever,
-    ThreadedAsyncSender,
     message_refs,
 )
 from mailsync._config import Endpoint
 from mailsync._errors import FolderNotFound, MessageNotFound, TemporaryFailure, map_exceptions
 from mailsync._message import Folder, Message, as_bytes, header_block, message_identity
 from mailsync._query import Q
+from mailsync._threaded import ThreadedAsyncRetriever, ThreadedAsyncSender
 from mailsync.backends._local import LocalSender
 
 __all__ = ["AsyncMboxRetriever", "AsyncMboxSender", "MboxRetriever", "MboxSender"]
