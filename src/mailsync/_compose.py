@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, TypeAlias
 
 from mailsync._errors import ConfigError, InvalidAddress
-from mailsync._message import Address, Message, _msgid, as_bytes, parse_addresses
-from mailsync._mime import decode_header_value, split_header_block
+from mailsync._message import Address, Message, as_bytes, parse_addresses
+from mailsync._mime import decode_header_value, msg_id, split_header_block
 
 if TYPE_CHECKING:
     # The stdlib email package loads where a message is built, not with this module:
@@ -392,7 +392,7 @@ def _extra_headers(
                 raise InvalidAddress(f"header {name!r} holds no address", address=value)
             out.append((name, addresses))
             continue
-        if key == "message-id" and _msgid(value) is None:
+        if key == "message-id" and msg_id(value) is None:
             raise ConfigError(f"invalid Message-ID {value!r}")
         out.append((name, value))
     return out
@@ -589,7 +589,7 @@ class _HeaderView:
 
     def message_id(self) -> str | None:
         values = self._values.get("message-id")
-        return _msgid(decode_header_value(values[0])) if values else None
+        return msg_id(decode_header_value(values[0])) if values else None
 
     def addresses(self, *names: str) -> list[Address]:
         return [a for name in names for v in self._values.get(name, ()) for a in _parsed(v)]

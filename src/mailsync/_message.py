@@ -16,31 +16,30 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from mailsync._mime import (
     decode_bytes,
     decode_header_value,
     decode_transfer,
-    guess_boundary,
+    msg_id,
+    msg_ids,
     parse_date,
     safe_filename,
-    split_header_block,
-    split_multipart,
-    split_params,
     split_suffix,
     unfold,
 )
+from mailsync._parts import HeaderMap, Layout, Leaf, Node, layout, parse_node
 
 if TYPE_CHECKING:
     from email.message import EmailMessage
     from email.message import Message as StdMessage
 
-    from mailsync._reports import DeliveryReport
+    from mailsync._report_types import DeliveryReport
 
 __all__ = [
     "Address",
@@ -56,6 +55,8 @@ __all__ = [
     "parse_date",
     "safe_filename",
 ]
+
+T = TypeVar("T")
 
 
 class Address(NamedTuple):
@@ -171,52 +172,6 @@ class Attachment:
         raise FileExistsError(f"no free file name for {stem}{suffix} in {base}")
 
 
-class HeaderMap(Mapping[str, str]):
-    """A read-only, case-insensitive view of decoded header values.
-
-    ``headers["subject"]`` and ``headers.get("Subject")`` give the first value;
-    ``headers.get_all("Received")`` gives every value in order.
-    """
-
-    __slots__ = ("_items", "_names")
-
-    def __init__(self, items: Iterable[tuple[str, str]]) -> None:
-        self._items: tuple[tuple[str, str], ...] = tuple(items)
-        names: dict[str, str] = {}
-        for name, _ in self._items:
-            names.setdefault(name.lower(), name)
-        self._names = names
-
-    def __getitem__(self, name: str) -> str:
-        key = name.lower()
-        for item_name, value in self._items:
-            if item_name.lower() == key:
-                return value
-        raise KeyError(name)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._names.values())
-
-    def __len__(self) -> int:
-        return len(self._names)
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._names
-
-    def get_all(self, name: str, default: list[str] | None = None) -> list[str]:
-        """Every value of header ``name``, in order; ``default`` (or ``[]``) if there is none."""
-        key = name.lower()
-        values = [value for item_name, value in self._items if item_name.lower() == key]
-        return values or (default if default is not None else [])
-
-    def items_all(self) -> tuple[tuple[str, str], ...]:
-        """All ``(name, value)`` pairs in order, repeats included."""
-        return self._items
-
-    def __repr__(self) -> str:
-        return f"HeaderMap({list(self._items)!r})"
-
-
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _MISSING: Any = object()
 
@@ -321,7 +276,7 @@ class Message:
         bytes without one get a digest of their bytes, computed on first use."""
         if self._id is not None:
             return self._id
-        return self._cached("id", lambda: message_identity_of_raw(self.raw))  # type: ignore[no-any-return]
+        return self._cached("id", lambda: message_identity_of_raw(self.raw))
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"Message is immutable; cannot set {name!r}")
@@ -363,8 +318,9 @@ class Message:
 
     # -- lazily parsed views ---------------------------------------------------------------
 
-    def _cached(self, name: str, compute: Any) -> Any:
-        value = self._cache.get(name, _MISSING)
+    def _cached(self, name: str, compute: Callable[[], T]) -> T:
+        """The view ``name``, computed by ``compute`` on first use."""
+        value: T = self._cache.get(name, _MISSING)
         if value is _MISSING:
             value = compute()
             self._cache[name] = value
@@ -375,13 +331,13 @@ class Message:
         """The stdlib ``EmailMessage`` parsed with ``email.policy.default`` (cached; do not
         modify it). When the stdlib cannot parse the structure (absurd nesting), this holds
         the headers and the undivided body."""
-        return self._cached("email", lambda: parse_email(self.raw))  # type: ignore[no-any-return]
+        return self._cached("email", lambda: parse_email(self.raw))
 
-    def _root(self) -> _Node:
+    def _root(self) -> Node:
         # Our own header-block split, not the stdlib parser: reading a header must not parse
         # a 50 MB body, and even a header-only stdlib parse re-parses Content-Type, which a
         # hostile header makes take seconds.
-        return self._cached("root", lambda: parse_node(self.raw))  # type: ignore[no-any-return]
+        return self._cached("root", lambda: parse_node(self.raw))
 
     @property
     def seen(self) -> bool:
@@ -391,13 +347,13 @@ class Message:
     @property
     def headers(self) -> HeaderMap:
         """All headers, decoded, in a case-insensitive read-only mapping."""
-        return self._cached("headers", self._decode_headers)  # type: ignore[no-any-return]
+        return self._cached("headers", self._decode_headers)
 
     def _decode_headers(self) -> HeaderMap:
         return HeaderMap((name, decode_header_value(value)) for name, value in self._raw_headers())
 
     def _raw_headers(self) -> tuple[tuple[str, str], ...]:
-        return self._cached("raw headers", lambda: tuple(self._root().fields))  # type: ignore[no-any-return]
+        return self._cached("raw headers", lambda: tuple(self._root().fields))
 
     def _raw_values(self, name: str) -> list[str]:
         key = name.lower()
@@ -437,15 +393,13 @@ class Message:
     def _addresses(self, name: str) -> tuple[Address, ...]:
         # Split the raw value first and decode display names after: a decoded name may hold
         # the very commas and brackets that separate addresses.
-        return self._cached(  # type: ignore[no-any-return]
-            "addr:" + name, lambda: parse_addresses(self._raw_values(name))
-        )
+        return self._cached("addr:" + name, lambda: parse_addresses(self._raw_values(name)))
 
     @property
     def date(self) -> datetime | None:
         """The Date header as an aware datetime (naive dates are taken as UTC); the server's
         arrival time when the header is missing or unreadable; else None."""
-        return self._cached("date", self._parse_date)  # type: ignore[no-any-return]
+        return self._cached("date", self._parse_date)
 
     def _parse_date(self) -> datetime | None:
         parsed = parse_date(self.headers.get("Date"))
@@ -454,48 +408,48 @@ class Message:
     @property
     def message_id(self) -> str | None:
         """The Message-ID without angle brackets, or None."""
-        return _msgid(self.headers.get("Message-ID"))
+        return msg_id(self.headers.get("Message-ID"))
 
     @property
     def in_reply_to(self) -> str | None:
         """The In-Reply-To message id without angle brackets, or None."""
-        ids = _msgids(self.headers.get("In-Reply-To", ""))
+        ids = msg_ids(self.headers.get("In-Reply-To", ""))
         return ids[0] if ids else None
 
     @property
     def references(self) -> tuple[str, ...]:
         """The References message ids, oldest first, without angle brackets."""
-        return tuple(_msgids(self.headers.get("References", "")))
+        return tuple(msg_ids(self.headers.get("References", "")))
 
     @property
     def text(self) -> str:
         """The plain-text body with ``\\n`` line endings; empty when there is none."""
-        return self._cached("text", lambda: _body_text(self._layout().text))  # type: ignore[no-any-return]
+        return self._cached("text", lambda: _body_text(self._layout().text))
 
     @property
     def html(self) -> str:
         """The html body with ``\\n`` line endings; empty when there is none."""
-        return self._cached("html", lambda: _body_text(self._layout().html))  # type: ignore[no-any-return]
+        return self._cached("html", lambda: _body_text(self._layout().html))
 
     @property
     def attachments(self) -> tuple[Attachment, ...]:
         """Every part that is not the text or html body, inline parts included."""
-        return self._cached(  # type: ignore[no-any-return]
+        return self._cached(
             "attachments", lambda: tuple(_attachment(leaf) for leaf in self._layout().others)
         )
 
-    def _layout(self) -> _Layout:
+    def _layout(self) -> Layout:
         # Which part is which is decided once; decoding waits until a body or the
         # attachments are asked for, so reading ``text`` never decodes a large attachment.
         # The structure is split here, not taken from ``email``: the stdlib parser recurses
         # per nesting level and re-parses Content-Type in quadratic time, both of which a
         # hostile message can make take minutes.
-        return self._cached("layout", lambda: layout(self._root()))  # type: ignore[no-any-return]
+        return self._cached("layout", lambda: layout(self._root()))
 
     @property
     def delivery_report(self) -> DeliveryReport | None:
         """The parsed DSN, MDN or bounce when this message is one, else None."""
-        return self._cached("report", self._parse_report)  # type: ignore[no-any-return]
+        return self._cached("report", self._parse_report)
 
     def _parse_report(self) -> DeliveryReport | None:
         from mailsync._reports import parse_report
@@ -631,85 +585,7 @@ def parse_addresses(values: Sequence[str]) -> tuple[Address, ...]:
     return tuple(result)
 
 
-# -- which part is what ------------------------------------------------------------------------
-
-_MAX_DEPTH = 100  # deeper multiparts are kept whole as one part
-_MAX_PARTS = 10_000  # a message with more leaves is junk; the rest is ignored
-_CONTENT_TYPE = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+")
-_TRANSFER_ENCODING = re.compile(r"[^\s;()\"]+")
-
-
-@dataclass(frozen=True, slots=True)
-class _Node:
-    """A message or MIME part as on the wire: raw header fields (unfolded, not decoded) and
-    where its undecoded body starts in ``raw``."""
-
-    fields: list[tuple[str, str]]
-    raw: bytes
-    offset: int
-    default_type: str = "text/plain"
-
-    @property
-    def body(self) -> bytes:
-        # Sliced when asked for: reading a header must not copy a 50 MB body.
-        return self.raw[self.offset :]
-
-    def field(self, name: str) -> str:
-        """The first value of header ``name`` (raw), or ``""``."""
-        key = name.lower()
-        return next((value for item, value in self.fields if item.lower() == key), "")
-
-
-def parse_node(raw: bytes, default_type: str = "text/plain") -> _Node:
-    """Split raw message or part bytes into header fields and body (see
-    :func:`mailsync._mime.split_header_block`)."""
-    fields, offset = split_header_block(raw)
-    return _Node(fields, raw, offset, default_type)
-
-
-@dataclass(frozen=True, slots=True)
-class _Leaf:
-    """One leaf part and what its headers say about it."""
-
-    body: bytes
-    content_type: str
-    charset: str | None
-    disposition: str | None
-    filename: str | None
-    content_id: str | None
-    transfer_encoding: str
-    in_related: bool
-
-    @property
-    def is_body_candidate(self) -> bool:
-        return self.disposition != "attachment" and self.filename is None
-
-
-@dataclass(frozen=True, slots=True)
-class _Layout:
-    text: _Leaf | None
-    html: _Leaf | None
-    others: tuple[_Leaf, ...]
-
-
-def layout(root: _Node) -> _Layout:
-    """Decide which leaf is the text body, which the html body, and which are attachments.
-
-    The first text/plain and the first text/html leaf that are not attachments (no
-    ``attachment`` disposition, no file name) are the bodies; every other leaf, and every
-    attached message, is an attachment. Attached messages are not descended into.
-    """
-    text: _Leaf | None = None
-    html: _Leaf | None = None
-    others: list[_Leaf] = []
-    for leaf in _leaves(root):
-        if leaf.is_body_candidate and leaf.content_type == "text/plain" and text is None:
-            text = leaf
-        elif leaf.is_body_candidate and leaf.content_type == "text/html" and html is None:
-            html = leaf
-        else:
-            others.append(leaf)
-    return _Layout(text, html, tuple(others))
+# -- which part is what (the structure is mailsync._parts') ----------------------------------
 
 
 def split_body(
@@ -721,80 +597,14 @@ def split_body(
     return _body_text(parts.text), _body_text(parts.html), attachments
 
 
-def _leaves(root: _Node) -> Iterator[_Leaf]:
-    # Iterative, not recursive: the nesting depth is chosen by whoever sent the message.
-    stack: list[tuple[_Node, bool, int]] = [(root, False, 0)]
-    count = 0
-    while stack and count < _MAX_PARTS:
-        node, in_related, depth = stack.pop()
-        count += 1
-        content_type, params = split_params(node.field("Content-Type"))
-        if not _CONTENT_TYPE.fullmatch(content_type):
-            content_type = "text/plain" if content_type else node.default_type
-        children = _children(node, content_type, params) if depth < _MAX_DEPTH else None
-        if children is not None:
-            related = in_related or content_type == "multipart/related"
-            stack.extend((child, related, depth + 1) for child in reversed(children))
-            continue
-        if content_type.startswith("multipart/") and depth < _MAX_DEPTH:
-            content_type = "text/plain"  # no part boundary anywhere: it is just text
-        yield _make_leaf(node, content_type, params, in_related)
-
-
-def _children(node: _Node, content_type: str, params: dict[str, str]) -> list[_Node] | None:
-    """The parts of a multipart, or None for a leaf (attached messages are leaves)."""
-    if not content_type.startswith("multipart/"):
-        return None
-    body = node.body
-    boundary = params.get("boundary")
-    chunks = split_multipart(body, boundary) if boundary else None
-    if chunks is None:  # no boundary parameter, or one that never occurs: find the real one
-        guessed = guess_boundary(body)
-        chunks = split_multipart(body, guessed) if guessed else None
-    if chunks is None:
-        return None
-    default = "message/rfc822" if content_type == "multipart/digest" else "text/plain"
-    return [parse_node(chunk, default) for chunk in chunks]
-
-
-def _make_leaf(node: _Node, content_type: str, params: dict[str, str], in_related: bool) -> _Leaf:
-    disposition, disposition_params = split_params(node.field("Content-Disposition"))
-    encoding = _TRANSFER_ENCODING.match(node.field("Content-Transfer-Encoding").strip())
-    return _Leaf(
-        body=node.body,
-        content_type=content_type,
-        charset=params.get("charset"),
-        disposition=disposition or None,
-        filename=_filename(disposition_params, params),
-        content_id=_msgid(decode_header_value(node.field("Content-ID"))),
-        transfer_encoding=encoding.group(0).lower() if encoding else "7bit",
-        in_related=in_related,
-    )
-
-
-def _filename(disposition_params: dict[str, str], type_params: dict[str, str]) -> str | None:
-    candidates = (
-        disposition_params.get("filename"),
-        type_params.get("name"),
-        disposition_params.get("name"),
-        type_params.get("filename"),
-    )
-    for candidate in candidates:
-        if candidate:
-            name = decode_header_value(candidate)
-            if name:
-                return name
-    return None
-
-
-def _body_text(leaf: _Leaf | None) -> str:
+def _body_text(leaf: Leaf | None) -> str:
     if leaf is None:
         return ""
     text = decode_bytes(decode_transfer(leaf.body, leaf.transfer_encoding), leaf.charset)
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def _attachment(leaf: _Leaf) -> Attachment:
+def _attachment(leaf: Leaf) -> Attachment:
     inline = leaf.disposition == "inline" or (
         leaf.disposition != "attachment" and leaf.in_related and leaf.content_id is not None
     )
@@ -805,26 +615,6 @@ def _attachment(leaf: _Leaf) -> Attachment:
         content_id=leaf.content_id,
         inline=inline,
     )
-
-
-_MSGID = re.compile(r"<([^<>\s]+)>")
-
-
-def _msgid(value: str | None) -> str | None:
-    if not value:
-        return None
-    match = _MSGID.search(value)
-    if match:
-        return match.group(1)
-    stripped = value.strip().strip("<>").strip()
-    return stripped or None
-
-
-def _msgids(value: str) -> list[str]:
-    found = _MSGID.findall(value)
-    if found:
-        return found
-    return [v.strip("<>") for v in value.split() if v.strip("<>")]
 
 
 def _shorten(text: str, limit: int) -> str:

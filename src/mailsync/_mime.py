@@ -34,6 +34,8 @@ __all__ = [
     "decode_header_value",
     "decode_transfer",
     "guess_boundary",
+    "msg_id",
+    "msg_ids",
     "parse_date",
     "safe_filename",
     "split_header_block",
@@ -592,3 +594,29 @@ def _extension_for(content_type: str) -> str:
 
     guessed = mimetypes.guess_extension(content_type.split(";", 1)[0].strip().lower())
     return guessed or ".bin"
+
+
+# -- message ids --------------------------------------------------------------------------------
+
+_MSGID = re.compile(r"<([^<>\s]+)>")
+
+
+def msg_id(value: str | None) -> str | None:
+    """The message id in a header value (``<id@host>``), without angle brackets; a bare id
+    without brackets as it is; None when there is none."""
+    if not value:
+        return None
+    match = _MSGID.search(value)
+    if match:
+        return match.group(1)
+    stripped = value.strip().strip("<>").strip()
+    return stripped or None
+
+
+def msg_ids(value: str) -> list[str]:
+    """Every message id in a header value (References, In-Reply-To), in order, without angle
+    brackets."""
+    found = _MSGID.findall(value)
+    if found:
+        return found
+    return [v.strip("<>") for v in value.split() if v.strip("<>")]

@@ -26,7 +26,7 @@ from email.message import Message as StdMessage
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, runtime_checkable
 
-from mailsync._message import _msgid
+from mailsync._mime import msg_id
 from mailsync._reports import DeliveryReport, RecipientReport, _status_in_text, parse_report
 
 if TYPE_CHECKING:
@@ -410,7 +410,7 @@ def _datetime(value: str | None) -> datetime | None:
 
 
 def _bare_message_id(value: str) -> str:
-    return _msgid(value) or value.strip()
+    return msg_id(value) or value.strip()
 
 
 _XTEXT_HEX = re.compile(r"\+([0-9A-Fa-f]{2})")
