@@ -231,6 +231,22 @@ def _ignore(message: mailsync.Message) -> None:
     pass
 
 
+def _closes_quickly(
+    box: Any,
+    state: threading.Event,
+    watchers: list[Watcher],
+    handle: Callable[[mailsync.Message], None] = _ignore,
+) -> Watcher:
+    """Watch ``box``; once ``state`` is set (the watch is where the test wants it), close
+    it and check the watch ended within :data:`BOUND`, quietly."""
+    watcher = Watcher(box, handle).start()
+    watchers.append(watcher)
+    assert state.wait(30), "the watch never got there"
+    assert watcher.close() < BOUND
+    assert watcher.error is None
+    return watcher
+
+
 def test_close_during_the_wait_between_polls(
     backend: Backend, watchers: list[Watcher], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -238,11 +254,7 @@ def test_close_during_the_wait_between_polls(
     backend.seed([make_raw(1)])
     box = backend.make(state=":memory:")
     waiting = _entered(box, "_wait_for_change")
-    watcher = Watcher(box, _ignore).start()
-    watchers.append(watcher)
-    assert waiting.wait(30)
-    assert watcher.close() < BOUND
-    assert watcher.error is None
+    watcher = _closes_quickly(box, waiting, watchers)
     assert [m.subject for m in watcher.got] == ["Message 1"]
 
 
@@ -274,11 +286,7 @@ def test_close_during_idle(
     connect = mailsync.connect_async if asynchronous else mailsync.connect
     url = f"imap://{account.user}@{mail_servers.host}:{mail_servers.imap_port}"
     box = connect(url, password=account.password, tls="none", state=":memory:")
-    watcher = Watcher(box, _ignore).start()
-    watchers.append(watcher)
-    assert idling.wait(30)
-    assert watcher.close() < BOUND
-    assert watcher.error is None
+    _closes_quickly(box, idling, watchers)
 
 
 def test_close_during_the_backoff_after_a_dropped_connection(
@@ -301,11 +309,7 @@ def test_close_during_the_backoff_after_a_dropped_connection(
         yield  # pragma: no cover - an async generator that fails at once
 
     box._sync_steps = dropped_async if backend.asynchronous else dropped
-    watcher = Watcher(box, _ignore).start()
-    watchers.append(watcher)
-    assert backing_off.wait(30)
-    assert watcher.close() < BOUND
-    assert watcher.error is None
+    _closes_quickly(box, backing_off, watchers)
 
 
 def test_close_in_the_middle_of_a_fetch(
@@ -327,13 +331,7 @@ def test_close_in_the_middle_of_a_fetch(
         proxy.throttle(64 * 1024, 0.05)
         box = backend.make(port=proxy.port, state=":memory:", batch_size=1)
 
-        def handle(message: mailsync.Message) -> None:
-            first.set()
-
-        watcher = Watcher(box, handle).start()
-        watchers.append(watcher)
-        assert first.wait(30)
-        assert watcher.close() < BOUND
+        watcher = _closes_quickly(box, first, watchers, lambda message: first.set())
     else:
         # Local files do not block: the watch is between two messages of a long sync, its
         # consumer busy with the first. Asking for the next must end it, not go on.
