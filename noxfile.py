@@ -1,9 +1,10 @@
 """Developer tasks: ``nox -s lint typecheck tests`` (and ``docs``).
 
 Each session installs what it needs into its own virtualenv, so a fresh machine needs only
-``pip install nox``. The server tests start Dovecot and Postfix from the system binaries
-(``apt-get install dovecot-imapd dovecot-pop3d dovecot-lmtpd postfix``); without them those
-tests skip with the reason, except under CI, where they must run.
+``pip install nox``. The server tests start Dovecot, Postfix and Cyrus from the system
+binaries (``apt-get install dovecot-imapd dovecot-pop3d dovecot-lmtpd postfix cyrus-common
+cyrus-caldav sasl2-bin``; tests/cyrus.py fetches Cyrus's imapd and pop3d itself); without them
+those tests skip with the reason, except under CI, where they must run.
 """
 
 from __future__ import annotations

@@ -10,7 +10,12 @@ A backend's test module subclasses :class:`RetrieverContract` (sync) or
 - ``make_folder``: ``make_folder(name) -> None`` creates a folder without mailsync (or skips).
 
 Class attributes tune what the backend promises: ``exact_bytes`` (raw comes back byte-exact),
-``exact_size``, ``watch_timeout`` (how long new mail may take to show in ``watch()``).
+``exact_size``, ``watch_timeout`` (how long new mail may take to show in ``watch()``). Others
+state what the server behind the backend does where servers differ acceptably, so each is
+asserted rather than skipped: ``nul_byte`` (what a NUL byte reads back as, None where the
+server refuses such a message: the seed raises :class:`SeedRefused`), ``header_8bit_byte``
+(what each raw 8-bit byte in a header field reads back as, None where it is kept) and
+``implicit_parent_selectable`` (whether creating ``Parent/Child`` makes ``Parent`` a folder).
 
 The async contract runs every same test through :class:`SyncProxy`, which drives the async
 backend on a dedicated event-loop thread, so both APIs are held to identical assertions.
@@ -19,20 +24,43 @@ backend on a dedicated event-loop thread, so both APIs are held to identical ass
 from __future__ import annotations
 
 import asyncio
+import imaplib
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import Future
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 import mailsync
 from mailsync import Q
 
+if TYPE_CHECKING:
+    from tests.cyrus import CyrusServer
+    from tests.servers import Account, MailboxClients
+
 Seed = Callable[..., None]
+
+
+class SeedRefused(Exception):
+    """The store refused a message a test tried to deposit (a seed raises it)."""
+
+
+def imap_seed(servers: MailboxClients, account: Account) -> Seed:
+    """``seed(raw, folder="INBOX", flags=())`` by stdlib imaplib APPEND (never mailsync); a
+    message the server refuses raises :class:`SeedRefused`."""
+
+    def deposit(raw: bytes, folder: str = "INBOX", flags: Iterable[str] = ()) -> None:
+        try:
+            servers.append(account, raw, folder=folder, flags=flags)
+        except imaplib.IMAP4.error as error:
+            raise SeedRefused(str(error)) from error
+
+    return deposit
 
 
 def make_raw(
@@ -83,6 +111,9 @@ class RetrieverContract:
     exact_bytes = True
     exact_size = True
     watch_timeout = 20.0
+    nul_byte: bytes | None = b"\0"
+    header_8bit_byte: bytes | None = None
+    implicit_parent_selectable = False
 
     # -- fixtures ------------------------------------------------------------------------------
 
@@ -256,6 +287,39 @@ class RetrieverContract:
         box.get(next(iter(box.messages())).id)
         assert [m.seen for m in box.messages()] == [False, False]
 
+    def test_nul_bytes(self, box: Any, seed: Seed) -> None:
+        raw = make_raw(1, body="before\0after\r\n")
+        if self.nul_byte is None:
+            with pytest.raises(SeedRefused):
+                seed(raw)
+            assert list(box.messages()) == []
+            return
+        seed(raw)
+        (message,) = list(box.messages())
+        assert self._same(message.raw, raw.replace(b"\0", self.nul_byte))
+        assert message.subject == "Message 1"
+        assert message.text.startswith("before")
+
+    def test_raw_8bit_header_bytes(self, box: Any, seed: Seed) -> None:
+        # UTF-8 straight in the header fields, as RFC 6532 allows and much real mail does.
+        raw = make_raw(1, subject="Grüße", sender="Jörg <joerg@example.test>")
+        seed(raw)
+        (message,) = list(box.messages())
+        replacement = self.header_8bit_byte
+
+        def stored(text: str) -> str:
+            data = text.encode()
+            return (
+                data.decode()
+                if replacement is None
+                else re.sub(rb"[\x80-\xff]", replacement, data).decode()
+            )
+
+        head, blank, body = raw.partition(b"\r\n\r\n")
+        assert self._same(message.raw, stored(head.decode()).encode() + blank + body)
+        assert message.subject == stored("Grüße")
+        assert message.from_ == mailsync.Address(stored("Jörg"), "joerg@example.test")
+
     def test_many_messages_stream_in_order(self, box: Any, seed: Seed) -> None:
         count = 60
         self._seed_many(seed, count)
@@ -316,6 +380,23 @@ class RetrieverContract:
         assert [m.subject for m in box.sync()] == ["Message 1"]
         assert [m.subject for m in box.sync("Other")] == ["Message 2"]
         assert list(box.sync()) == []
+
+    def test_implicit_parent_folder(
+        self, box: Any, seed: Seed, make_folder: Callable[[str], None]
+    ) -> None:
+        self._needs(box, "folders")
+        delimiter = next(f.delimiter for f in box.folders() if f.name.upper() == "INBOX")
+        if not delimiter:
+            pytest.skip(f"{type(box).__name__} has a flat folder namespace")
+        child = f"Parent{delimiter}Child"
+        make_folder(child)
+        seed(make_raw(1), folder=child)
+        assert [m.subject for m in box.messages(child)] == ["Message 1"]
+        if self.implicit_parent_selectable:
+            assert list(box.messages("Parent")) == []
+        else:
+            with pytest.raises(mailsync.FolderNotFound):
+                list(box.messages("Parent"))
 
     # -- watch ---------------------------------------------------------------------------------
 
@@ -389,6 +470,34 @@ class RetrieverContract:
             assert message.seen
         if new_id is not None:
             assert box.get(new_id).subject == "Message 3"
+
+    def test_append_makes_bare_line_endings_whole(self, box: Any) -> None:
+        # Python code writes "\n"; what is stored is the same message (CRLF on the wire).
+        self._needs(box, "append")
+        raw = make_raw(4).replace(b"\r\n", b"\n")
+        box.append("INBOX", raw)
+        (message,) = list(box.messages())
+        assert norm(message.raw) == norm(raw)
+        assert message.subject == "Message 4"
+
+    def test_append_of_a_retrieved_message_is_a_copy(self, box: Any, seed: Seed) -> None:
+        # No Date, no Message-ID, a Bcc, a field without a space after its colon and an
+        # unterminated multipart: a copy keeps them all as they were (line endings aside).
+        self._needs(box, "append")
+        raw = (
+            b"From: a@example.test\r\nTo: b@example.test\r\nBcc: hidden@example.test\r\n"
+            b"Subject: copy me\r\nX-Tight:value\r\nMIME-Version: 1.0\r\n"
+            b'Content-Type: multipart/mixed; boundary="zz"\r\n\r\n--zz\r\n'
+            b"Content-Type: text/plain\r\n\r\npart one\r\n"
+        )
+        seed(raw)
+        (original,) = list(box.messages())
+        box.append("INBOX", original)
+        first, copy = list(box.messages())
+        assert self._same(copy.raw, first.raw)
+        assert self._same(copy.raw, raw)
+        assert copy.headers.get("Date") is None
+        assert copy.message_id is None
 
     def test_append_accepts_email_message(self, box: Any) -> None:
         self._needs(box, "append")
@@ -542,3 +651,22 @@ class AsyncRetrieverContract(RetrieverContract):
         self, make_retriever: Callable[..., Any], state: mailsync.StateStore, seed: Seed
     ) -> None:
         super().test_watch_yields_new_mail(lambda s: SyncProxy(make_retriever(s)), state, seed)
+
+
+class OnCyrus:
+    """Mixed in before a contract class whose fixtures take the server from ``mail_store`` and
+    the account from ``account`` (the Dovecot ones), it runs the same tests against Cyrus,
+    the second, independent server (tests/cyrus.py). The attributes state what Cyrus stores
+    differently from Dovecot, asserted rather than skipped."""
+
+    nul_byte = None  # APPEND is refused: "Message contains NUL characters"
+    header_8bit_byte = b"X"  # each raw 8-bit header byte (Cyrus' munge8bit default)
+    implicit_parent_selectable = True  # creating A/B creates A as a real mailbox
+
+    @pytest.fixture
+    def mail_store(self, cyrus: CyrusServer) -> CyrusServer:
+        return cyrus
+
+    @pytest.fixture
+    def account(self, cyrus_account: Account) -> Account:
+        return cyrus_account

@@ -8,8 +8,9 @@ delivers ``@example.test`` to Dovecot over LMTP, delivers ``@utf8.test`` itself 
 agent, into a Maildir in the temp dir; Dovecot's LMTP does not offer SMTPUTF8, so this is
 where SMTPUTF8 mail can arrive), and turns every other destination into a bounce.
 
-The seeding and inspection helpers use the standard library only (never mailsync), so tests
-of mailsync do not depend on the code under test to set up or check their data.
+The seeding and inspection helpers (``MailboxClients``, shared with the Cyrus server in
+tests/cyrus.py) use the standard library only (never mailsync), so tests of mailsync do not
+depend on the code under test to set up or check their data.
 
 Needs root (Dovecot switches to the ``mail`` user, Postfix to ``postfix``) and the Debian
 packages ``dovecot-imapd dovecot-pop3d dovecot-lmtpd postfix``.
@@ -44,7 +45,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
+from typing import Self, TypeVar
 
 __all__ = [
     "DOMAIN",
@@ -52,6 +53,7 @@ __all__ = [
     "UTF8_DOMAIN",
     "Account",
     "MailServers",
+    "MailboxClients",
     "ServerStartError",
     "find_binaries",
     "group_processes",
@@ -326,13 +328,288 @@ class Account:
 # --------------------------------------------------------------------------- the servers
 
 
-class MailServers:
-    """Private Dovecot + Postfix on loopback; a context manager (``start()``/``stop()``)."""
+class MailboxClients:
+    """What :class:`MailServers` (Dovecot) and :class:`tests.cyrus.CyrusServer` share: the life
+    of a private server on loopback, and stdlib clients of its store (IMAP, POP3, LMTP) with
+    the seeding and inspection helpers built on them.
+
+    ``start()`` makes a fresh directory (``root``, holding ``tls/cert.pem``, which
+    ``imaps_port``/``pop3s_port`` present) and starts the daemons in it, again in a new one if
+    a port chosen as free was taken before a daemon bound it; ``stop()`` (at exit at the
+    latest) stops them and removes the directory unless ``keep``. A subclass says how its
+    daemons start (``_start_once``, which sets the ports) and stop (``_stop_daemons``), what
+    must hold first (``_prepare``), and what its logs say (``log_text``).
+    """
 
     host: str = HOST
     domain: str = DOMAIN
-    utf8_domain: str = UTF8_DOMAIN
     wait_for = staticmethod(wait_for)
+    keep: bool = False
+    root: Path | None = None
+    imap_port = imaps_port = pop3_port = pop3s_port = lmtp_port = 0
+    _root_prefix = "mailsync-servers-"
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> Self:
+        """Start the daemons and wait until they answer.
+
+        Raises:
+            ServerStartError: They cannot run here or did not come up (with their logs).
+        """
+        if self.root is not None:
+            raise RuntimeError(f"{type(self).__name__} already started")
+        self._prepare()
+        atexit.register(self.stop)
+        for attempt in range(1, _START_ATTEMPTS + 1):
+            parent = self._root_parent()
+            self.root = Path(tempfile.mkdtemp(prefix=self._root_prefix, dir=parent))
+            try:
+                self._start_once()
+                return self
+            except ServerStartError as error:
+                self._shutdown(remove=not self.keep)
+                # Another process may take a port between our check and the daemon's bind.
+                if "in use" not in str(error) or attempt == _START_ATTEMPTS:
+                    atexit.unregister(self.stop)
+                    raise
+            except BaseException:
+                self.stop()
+                raise
+        raise AssertionError("unreachable")
+
+    def stop(self) -> None:
+        """Stop the daemons and remove the directory; safe to call twice."""
+        atexit.unregister(self.stop)
+        self._shutdown(remove=not self.keep)
+
+    def log_text(self, max_chars: int = 20000) -> str:
+        """The tails of the daemons' logs, for failure messages."""
+        raise NotImplementedError
+
+    def _prepare(self) -> None:
+        """Check the daemons can run here (raise :class:`ServerStartError` if not)."""
+
+    def _root_parent(self) -> str:
+        return _base_dir()
+
+    def _start_once(self) -> None:
+        raise NotImplementedError
+
+    def _stop_daemons(self) -> None:
+        raise NotImplementedError
+
+    def _shutdown(self, *, remove: bool) -> None:
+        with contextlib.suppress(Exception):
+            self._stop_daemons()
+        if remove and self.root is not None:
+            shutil.rmtree(self.root, ignore_errors=True)
+        self.root = None
+
+    def _fail(self, what: str) -> ServerStartError:
+        return ServerStartError(f"{what}\n{self.log_text()}")
+
+    # ----------------------------------------------------------------- paths
+
+    def _path(self, *parts: str) -> Path:
+        if self.root is None:
+            raise RuntimeError(f"{type(self).__name__} is not started")
+        return self.root.joinpath(*parts)
+
+    @property
+    def cafile(self) -> str:
+        """The self-signed certificate every TLS port presents (also its own CA)."""
+        return str(self._path("tls", "cert.pem"))
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client context that trusts exactly the test certificate (hostname 127.0.0.1)."""
+        return ssl.create_default_context(cafile=self.cafile)
+
+    def new_account(self, prefix: str = "u", *, password: str | None = None) -> Account:
+        """A fresh, empty account, usable at once (each server says how it makes one)."""
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------- clients
+
+    @contextlib.contextmanager
+    def imap(self, account: Account, *, tls: bool = False) -> Iterator[imaplib.IMAP4]:
+        """A logged-in stdlib IMAP connection (plain port, or the implicit-TLS port)."""
+        conn: imaplib.IMAP4
+        if tls:
+            conn = imaplib.IMAP4_SSL(
+                self.host, self.imaps_port, ssl_context=self.ssl_context(), timeout=_TIMEOUT
+            )
+        else:
+            conn = imaplib.IMAP4(self.host, self.imap_port, timeout=_TIMEOUT)
+        # imaplib sends an APPEND's literal and its closing CRLF in two writes: with Nagle's
+        # algorithm the second waits for the server's delayed ACK, 40 ms per message.
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            conn.login(account.user, account.password)
+            yield conn
+        finally:
+            with contextlib.suppress(Exception):
+                conn.logout()
+
+    @contextlib.contextmanager
+    def pop3(self, account: Account, *, tls: bool = False) -> Iterator[poplib.POP3]:
+        """A logged-in stdlib POP3 connection; QUIT (and so expunge) on exit."""
+        conn: poplib.POP3
+        if tls:
+            conn = poplib.POP3_SSL(
+                self.host, self.pop3s_port, context=self.ssl_context(), timeout=_TIMEOUT
+            )
+        else:
+            conn = poplib.POP3(self.host, self.pop3_port, timeout=_TIMEOUT)
+        try:
+            conn.user(account.user)
+            conn.pass_(account.password)
+            yield conn
+        finally:
+            with contextlib.suppress(Exception):
+                conn.quit()
+
+    # ----------------------------------------------------------------- seeding
+
+    def append(
+        self,
+        account: Account,
+        raw: bytes,
+        folder: str = "INBOX",
+        flags: Iterable[str] = (),
+    ) -> int:
+        """APPEND one message and return its UID (from UIDPLUS' APPENDUID)."""
+        return self.append_many(account, [raw], folder=folder, flags=flags)[0]
+
+    def append_many(
+        self,
+        account: Account,
+        raws: Iterable[bytes],
+        folder: str = "INBOX",
+        flags: Iterable[str] = (),
+    ) -> list[int]:
+        """APPEND messages over one connection, in order; returns their UIDs."""
+        flag_list = " ".join(flags)
+        uids: list[int] = []
+        with self.imap(account) as conn:
+            for raw in raws:
+                typ, data = conn.append(
+                    _quote(folder), f"({flag_list})" if flag_list else None, None, raw
+                )
+                _check(typ, data, f"APPEND to {folder}")
+                match = re.search(rb"APPENDUID \d+ (\d+)", data[0] or b"")
+                if match is None:
+                    raise imaplib.IMAP4.error(f"no APPENDUID in {data!r}")
+                uids.append(int(match.group(1)))
+        return uids
+
+    def deliver(self, account: Account, raw: bytes, *, sender: str | None = None) -> None:
+        """Deliver one message to the account's INBOX over LMTP (done when this returns)."""
+        lmtp = smtplib.LMTP(self.host, self.lmtp_port, timeout=_TIMEOUT)
+        try:
+            lmtp.sendmail(sender or f"seeder@{self.domain}", [account.email], raw)
+        finally:
+            with contextlib.suppress(Exception):
+                lmtp.quit()
+
+    def create_folder(self, account: Account, name: str, *, subscribe: bool = True) -> None:
+        with self.imap(account) as conn:
+            typ, data = conn.create(_quote(name))
+            _check(typ, data, f"CREATE {name}")
+            if subscribe:
+                typ, data = conn.subscribe(_quote(name))
+                _check(typ, data, f"SUBSCRIBE {name}")
+
+    def delete_folder(self, account: Account, name: str) -> None:
+        with self.imap(account) as conn:
+            typ, data = conn.delete(_quote(name))
+            _check(typ, data, f"DELETE {name}")
+
+    # ----------------------------------------------------------------- inspection
+
+    def folders(self, account: Account) -> dict[str, frozenset[str]]:
+        """Every folder's (decoded) name mapped to its LIST attributes."""
+        with self.imap(account) as conn:
+            typ, data = conn.list()
+            _check(typ, data, "LIST")
+        result: dict[str, frozenset[str]] = {}
+        items: list[object] = list(data)  # a name sent as a literal comes as a tuple
+        for item in items:
+            if isinstance(item, bytes | tuple):
+                name, flags = _parse_list_line(item)
+                result[name] = flags
+        return result
+
+    def imap_uids(self, account: Account, folder: str = "INBOX") -> list[int]:
+        """UIDs in the folder, ascending."""
+        with self.imap(account) as conn:
+            typ, data = conn.select(_quote(folder), readonly=True)
+            _check(typ, data, f"EXAMINE {folder}")
+            typ, data = conn.uid("SEARCH", "ALL")
+            _check(typ, data, "UID SEARCH")
+        return sorted(int(uid) for uid in (data[0] or b"").split())
+
+    def imap_messages(
+        self, account: Account, folder: str = "INBOX"
+    ) -> list[tuple[int, frozenset[str], bytes]]:
+        """``(uid, flags, raw)`` for every message in the folder, ascending UID.
+
+        Uses BODY.PEEK so that looking does not set ``\\Seen``.
+        """
+        with self.imap(account) as conn:
+            typ, data = conn.select(_quote(folder), readonly=True)
+            _check(typ, data, f"EXAMINE {folder}")
+            typ, data = conn.uid("FETCH", "1:*", "(UID FLAGS BODY.PEEK[])")
+            _check(typ, data, "UID FETCH")
+        messages: list[tuple[int, frozenset[str], bytes]] = []
+        items: list[object] = list(data)
+        for item in items:
+            if not isinstance(item, tuple):
+                continue  # the closing ")" of each FETCH response
+            head, body = item
+            uid_match = re.search(rb"UID (\d+)", head)
+            flags_match = re.search(rb"FLAGS \(([^)]*)\)", head)
+            if uid_match is None:
+                continue
+            flags = frozenset(flags_match.group(1).decode().split()) if flags_match else frozenset()
+            messages.append((int(uid_match.group(1)), flags, body))
+        return sorted(messages, key=lambda message: message[0])
+
+    def imap_flags(self, account: Account, folder: str = "INBOX") -> dict[int, frozenset[str]]:
+        return {uid: flags for uid, flags, _raw in self.imap_messages(account, folder)}
+
+    def parsed_messages(
+        self, account: Account, folder: str = "INBOX"
+    ) -> list[email.message.EmailMessage]:
+        """The folder's messages parsed by the stdlib (``policy.default``), ascending UID."""
+        return [
+            email.message_from_bytes(raw, policy=email.policy.default)
+            for _uid, _flags, raw in self.imap_messages(account, folder)
+        ]
+
+    def pop3_uidls(self, account: Account) -> list[str]:
+        """The UIDL of every message, in POP3 order."""
+        with self.pop3(account) as conn:
+            _resp, lines, _octets = conn.uidl()
+        return [line.split()[1].decode() for line in lines]
+
+
+class MailServers(MailboxClients):
+    """Private Dovecot + Postfix on loopback; a context manager (``start()``/``stop()``)."""
+
+    utf8_domain: str = UTF8_DOMAIN
 
     def __init__(self, *, keep: bool | None = None) -> None:
         """``keep`` leaves the temp dir (config, logs, mail) behind after ``stop()``.
@@ -343,6 +620,7 @@ class MailServers:
         self.root: Path | None = None
         self.imap_port = self.imaps_port = self.pop3_port = self.pop3s_port = 0
         self.lmtp_port = self.smtp_port = self.submission_port = self.smtps_port = 0
+        self._binaries: dict[str, str | None] = {}
         self._dovecot: subprocess.Popen[bytes] | None = None
         self._postfix_started = False
         self._lock = threading.Lock()
@@ -350,16 +628,6 @@ class MailServers:
         self._mail_uid = self._mail_gid = 0
 
     # ----------------------------------------------------------------- paths
-
-    def _path(self, *parts: str) -> Path:
-        if self.root is None:
-            raise RuntimeError("MailServers is not started")
-        return self.root.joinpath(*parts)
-
-    @property
-    def cafile(self) -> str:
-        """The self-signed certificate every TLS port presents (also its own CA)."""
-        return str(self._path("tls", "cert.pem"))
 
     @property
     def lmtp_socket(self) -> str:
@@ -377,10 +645,6 @@ class MailServers:
     @property
     def postfix_config_dir(self) -> str:
         return str(self._path("postfix", "etc"))
-
-    def ssl_context(self) -> ssl.SSLContext:
-        """A client context that trusts exactly the test certificate (hostname 127.0.0.1)."""
-        return ssl.create_default_context(cafile=self.cafile)
 
     def maildir_of(self, account: Account) -> Path:
         """The account's Maildir++ root (INBOX there, other folders as ``.Name``).
@@ -436,50 +700,16 @@ class MailServers:
 
     # ----------------------------------------------------------------- lifecycle
 
-    def __enter__(self) -> MailServers:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def start(self) -> MailServers:
-        if self.root is not None:
-            raise RuntimeError("MailServers already started")
+    def _prepare(self) -> None:
         reason = missing_reason()
         if reason:
             raise ServerStartError(reason)
-        binaries = find_binaries()
+        self._binaries = find_binaries()
         self._mail_uid = pwd.getpwnam("mail").pw_uid
         self._mail_gid = grp.getgrnam("mail").gr_gid
-        atexit.register(self.stop)
-        for attempt in range(1, _START_ATTEMPTS + 1):
-            self.root = Path(tempfile.mkdtemp(prefix="mailsync-servers-", dir=_base_dir()))
-            try:
-                self._start_once(binaries)
-                return self
-            except ServerStartError as error:
-                self._shutdown(remove=not self.keep)
-                # Another process may take a port between our check and the daemon's bind.
-                if "in use" not in str(error) or attempt == _START_ATTEMPTS:
-                    atexit.unregister(self.stop)
-                    raise
-            except BaseException:
-                self.stop()
-                raise
-        raise AssertionError("unreachable")
 
-    def stop(self) -> None:
-        """Stop both servers and remove the temp dir; safe to call twice."""
-        atexit.unregister(self.stop)
-        self._shutdown(remove=not self.keep)
-
-    def _start_once(self, binaries: dict[str, str | None]) -> None:
+    def _start_once(self) -> None:
+        binaries = self._binaries
         root = self._path()
         root.chmod(0o755)  # the mail, dovecot and postfix users must traverse it
         (
@@ -508,9 +738,6 @@ class MailServers:
         # Postfix starts while Dovecot comes up: it needs Dovecot only when mail flows.
         self._start_postfix(str(binaries["postfix"]))
         self._wait_dovecot_ready()
-
-    def _fail(self, what: str) -> ServerStartError:
-        return ServerStartError(f"{what}\n{self.log_text()}")
 
     def _make_certificate(self, openssl: str) -> None:
         tls = self._path("tls")
@@ -830,14 +1057,10 @@ utf8virtual unix -      n       n       -       -       virtual
 
     # ----------------------------------------------------------------- shutdown
 
-    def _shutdown(self, *, remove: bool) -> None:
+    def _stop_daemons(self) -> None:
         with contextlib.suppress(Exception):
             self._stop_postfix()
-        with contextlib.suppress(Exception):
-            self._stop_dovecot()
-        if remove and self.root is not None:
-            shutil.rmtree(self.root, ignore_errors=True)
-        self.root = None
+        self._stop_dovecot()
 
     def _stop_postfix(self) -> None:
         self._postfix_started = False
@@ -911,41 +1134,6 @@ utf8virtual unix -      n       n       -       -       virtual
     # ----------------------------------------------------------------- clients
 
     @contextlib.contextmanager
-    def imap(self, account: Account, *, tls: bool = False) -> Iterator[imaplib.IMAP4]:
-        """A logged-in stdlib IMAP connection (plain port, or the implicit-TLS port)."""
-        conn: imaplib.IMAP4
-        if tls:
-            conn = imaplib.IMAP4_SSL(
-                HOST, self.imaps_port, ssl_context=self.ssl_context(), timeout=_TIMEOUT
-            )
-        else:
-            conn = imaplib.IMAP4(HOST, self.imap_port, timeout=_TIMEOUT)
-        try:
-            conn.login(account.user, account.password)
-            yield conn
-        finally:
-            with contextlib.suppress(Exception):
-                conn.logout()
-
-    @contextlib.contextmanager
-    def pop3(self, account: Account, *, tls: bool = False) -> Iterator[poplib.POP3]:
-        """A logged-in stdlib POP3 connection; QUIT (and so expunge) on exit."""
-        conn: poplib.POP3
-        if tls:
-            conn = poplib.POP3_SSL(
-                HOST, self.pop3s_port, context=self.ssl_context(), timeout=_TIMEOUT
-            )
-        else:
-            conn = poplib.POP3(HOST, self.pop3_port, timeout=_TIMEOUT)
-        try:
-            conn.user(account.user)
-            conn.pass_(account.password)
-            yield conn
-        finally:
-            with contextlib.suppress(Exception):
-                conn.quit()
-
-    @contextlib.contextmanager
     def smtp(self, account: Account | None = None) -> Iterator[smtplib.SMTP]:
         """Submission port after STARTTLS, logged in as ``account`` if given."""
         conn = smtplib.SMTP(HOST, self.submission_port, timeout=_TIMEOUT)
@@ -958,48 +1146,7 @@ utf8virtual unix -      n       n       -       -       virtual
             with contextlib.suppress(Exception):
                 conn.quit()
 
-    # ----------------------------------------------------------------- seeding
-
-    def append(
-        self,
-        account: Account,
-        raw: bytes,
-        folder: str = "INBOX",
-        flags: Iterable[str] = (),
-    ) -> int:
-        """APPEND one message and return its UID (from UIDPLUS' APPENDUID)."""
-        return self.append_many(account, [raw], folder=folder, flags=flags)[0]
-
-    def append_many(
-        self,
-        account: Account,
-        raws: Iterable[bytes],
-        folder: str = "INBOX",
-        flags: Iterable[str] = (),
-    ) -> list[int]:
-        """APPEND messages over one connection, in order; returns their UIDs."""
-        flag_list = " ".join(flags)
-        uids: list[int] = []
-        with self.imap(account) as conn:
-            for raw in raws:
-                typ, data = conn.append(
-                    _quote(folder), f"({flag_list})" if flag_list else None, None, raw
-                )
-                _check(typ, data, f"APPEND to {folder}")
-                match = re.search(rb"APPENDUID \d+ (\d+)", data[0] or b"")
-                if match is None:
-                    raise imaplib.IMAP4.error(f"no APPENDUID in {data!r}")
-                uids.append(int(match.group(1)))
-        return uids
-
-    def deliver(self, account: Account, raw: bytes, *, sender: str | None = None) -> None:
-        """Deliver one message to the account's INBOX over LMTP (done when this returns)."""
-        lmtp = smtplib.LMTP(HOST, self.lmtp_port, timeout=_TIMEOUT)
-        try:
-            lmtp.sendmail(sender or f"seeder@{DOMAIN}", [account.email], raw)
-        finally:
-            with contextlib.suppress(Exception):
-                lmtp.quit()
+    # ----------------------------------------------------------------- sending
 
     def send(
         self,
@@ -1015,87 +1162,6 @@ utf8virtual unix -      n       n       -       -       virtual
             return conn.sendmail(
                 sender.email, list(recipients), raw, list(mail_options), list(rcpt_options)
             )
-
-    def create_folder(self, account: Account, name: str, *, subscribe: bool = True) -> None:
-        with self.imap(account) as conn:
-            typ, data = conn.create(_quote(name))
-            _check(typ, data, f"CREATE {name}")
-            if subscribe:
-                typ, data = conn.subscribe(_quote(name))
-                _check(typ, data, f"SUBSCRIBE {name}")
-
-    def delete_folder(self, account: Account, name: str) -> None:
-        with self.imap(account) as conn:
-            typ, data = conn.delete(_quote(name))
-            _check(typ, data, f"DELETE {name}")
-
-    # ----------------------------------------------------------------- inspection
-
-    def folders(self, account: Account) -> dict[str, frozenset[str]]:
-        """Every folder's (decoded) name mapped to its LIST attributes."""
-        with self.imap(account) as conn:
-            typ, data = conn.list()
-            _check(typ, data, "LIST")
-        result: dict[str, frozenset[str]] = {}
-        items: list[object] = list(data)  # a name sent as a literal comes as a tuple
-        for item in items:
-            if isinstance(item, bytes | tuple):
-                name, flags = _parse_list_line(item)
-                result[name] = flags
-        return result
-
-    def imap_uids(self, account: Account, folder: str = "INBOX") -> list[int]:
-        """UIDs in the folder, ascending."""
-        with self.imap(account) as conn:
-            typ, data = conn.select(_quote(folder), readonly=True)
-            _check(typ, data, f"EXAMINE {folder}")
-            typ, data = conn.uid("SEARCH", "ALL")
-            _check(typ, data, "UID SEARCH")
-        return sorted(int(uid) for uid in (data[0] or b"").split())
-
-    def imap_messages(
-        self, account: Account, folder: str = "INBOX"
-    ) -> list[tuple[int, frozenset[str], bytes]]:
-        """``(uid, flags, raw)`` for every message in the folder, ascending UID.
-
-        Uses BODY.PEEK so that looking does not set ``\\Seen``.
-        """
-        with self.imap(account) as conn:
-            typ, data = conn.select(_quote(folder), readonly=True)
-            _check(typ, data, f"EXAMINE {folder}")
-            typ, data = conn.uid("FETCH", "1:*", "(UID FLAGS BODY.PEEK[])")
-            _check(typ, data, "UID FETCH")
-        messages: list[tuple[int, frozenset[str], bytes]] = []
-        items: list[object] = list(data)
-        for item in items:
-            if not isinstance(item, tuple):
-                continue  # the closing ")" of each FETCH response
-            head, body = item
-            uid_match = re.search(rb"UID (\d+)", head)
-            flags_match = re.search(rb"FLAGS \(([^)]*)\)", head)
-            if uid_match is None:
-                continue
-            flags = frozenset(flags_match.group(1).decode().split()) if flags_match else frozenset()
-            messages.append((int(uid_match.group(1)), flags, body))
-        return sorted(messages, key=lambda message: message[0])
-
-    def imap_flags(self, account: Account, folder: str = "INBOX") -> dict[int, frozenset[str]]:
-        return {uid: flags for uid, flags, _raw in self.imap_messages(account, folder)}
-
-    def parsed_messages(
-        self, account: Account, folder: str = "INBOX"
-    ) -> list[email.message.EmailMessage]:
-        """The folder's messages parsed by the stdlib (``policy.default``), ascending UID."""
-        return [
-            email.message_from_bytes(raw, policy=email.policy.default)
-            for _uid, _flags, raw in self.imap_messages(account, folder)
-        ]
-
-    def pop3_uidls(self, account: Account) -> list[str]:
-        """The UIDL of every message, in POP3 order."""
-        with self.pop3(account) as conn:
-            _resp, lines, _octets = conn.uidl()
-        return [line.split()[1].decode() for line in lines]
 
 
 def group_processes(pgid: int, *, leader: bool = False) -> list[int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import mailbox
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 
 import mailsync
 from mailsync._accounts import account, accounts
+from tests.servers import MailServers
 
 
 @pytest.fixture
@@ -183,6 +185,40 @@ def test_fetch_to_mbox_stores_messages(home: Path) -> None:
         assert [m.subject for m in box.messages()] == ["keep"]
 
 
+# What a backup must keep: no Date or Message-ID (none may be invented), a Bcc, a field
+# without a space after its colon, an unterminated multipart, 8-bit text.
+BACKUP_CORPUS = [
+    b"From: a@example.test\r\nTo: b@example.test\r\nSubject: anonymous\r\n\r\nno id\r\n",
+    b"From: a@example.test\r\nTo: b@example.test\r\nBcc: hidden@example.test\r\n"
+    b"Subject: tight\r\nX-Tight:value\r\nMIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/mixed; boundary="zz"\r\n\r\n--zz\r\n'
+    b"Content-Type: text/plain; charset=utf-8\r\n\r\nGr\xc3\xbc\xc3\x9fe\r\n",
+]
+
+
+def test_fetch_to_a_local_mailbox_is_a_byte_copy(
+    home: Path, mail_servers: MailServers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    owner = mail_servers.new_account("cli")
+    mail_servers.append_many(owner, BACKUP_CORPUS)
+    on_server = sorted(raw for _uid, _flags, raw in mail_servers.imap_messages(owner))
+    monkeypatch.setenv("MAILSYNC_TEST_PASSWORD", owner.password)
+    url = f"imap://{owner.user}@{mail_servers.host}:{mail_servers.imap_port}"
+    login = ["--tls", "none", "--password-env", "MAILSYNC_TEST_PASSWORD"]
+    for target in (f"maildir:{home / 'backup'}", f"mbox:{home / 'backup.mbox'}"):
+        done = run(home, "fetch", url, *login, "--to", target)
+        assert done.returncode == 0, done.stderr
+    # Read back without mailsync: the files as another mail program would.
+    files = [path.read_bytes() for path in (home / "backup" / "new").iterdir()]
+    assert sorted(files) == on_server
+    box = mailbox.mbox(home / "backup.mbox")
+    try:
+        in_mbox = sorted(box.get_bytes(key) for key in box.iterkeys())
+    finally:
+        box.close()
+    assert in_mbox == sorted(raw.replace(b"\r\n", b"\n") for raw in on_server)
+
+
 def test_send_raw_message_from_stdin(home: Path) -> None:
     raw = b"From: a@example.test\r\nTo: b@example.test\r\nSubject: raw in\r\n\r\nbody\r\n"
     done = run(home, "send", stdin=raw)
@@ -218,6 +254,7 @@ def test_folders_command(home: Path) -> None:
         ),
         (["fetch", "ftp://x"], "unknown URL scheme"),
         (["fetch", "maildir:/nonexistent/dir", "--folder", "Nope"], "no folder"),
+        (["fetch", "--headers-only", "--to", "mbox:/nonexistent/x"], "--headers-only"),
     ],
 )
 def test_errors_are_one_line_without_traceback(home: Path, args: list[str], needle: str) -> None:

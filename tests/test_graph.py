@@ -35,6 +35,10 @@ def _connect_async(fake: FakeGraph, state: Any = ":memory:", **options: Any) -> 
 
 
 class GraphFixtures:
+    # Graph creates a folder inside an existing one: make_folder("A/B") makes A first, a real
+    # folder like any other.
+    implicit_parent_selectable = True
+
     @pytest.fixture
     def seed(self, fake: FakeGraph) -> Callable[..., None]:
         def seed(raw: bytes, folder: str = "INBOX", flags: tuple[str, ...] = ()) -> None:
@@ -44,7 +48,14 @@ class GraphFixtures:
 
     @pytest.fixture
     def make_folder(self, fake: FakeGraph) -> Callable[[str], None]:
-        return lambda name: None if _exists(fake, name) else fake.add_folder(name)
+        def make(name: str) -> None:
+            parts = name.split("/")
+            for depth in range(1, len(parts) + 1):
+                path = "/".join(parts[:depth])
+                if not _exists(fake, path):
+                    fake.add_folder(path)
+
+        return make
 
 
 def _exists(fake: FakeGraph, name: str) -> bool:

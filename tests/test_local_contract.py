@@ -81,13 +81,19 @@ class MboxFixtures:
     def seed(self, path: Path) -> Callable[..., None]:
         def seed(raw: bytes, folder: str = "INBOX", flags: tuple[str, ...] = ()) -> None:
             assert folder.upper() == "INBOX"
+            # The bytes as they are (an email.message would be re-generated, not kept), with
+            # the flags in Status/X-Status fields, as mutt writes them.
+            letters = {"\\Seen": "RO", "\\Flagged": "F", "\\Answered": "A", "\\Draft": "T"}
+            status = "".join(letters.get(f, "") for f in flags if f == "\\Seen")
+            xstatus = "".join(letters.get(f, "") for f in flags if f != "\\Seen")
+            fields = (f"Status: {status}\n" if status else "") + (
+                f"X-Status: {xstatus}\n" if xstatus else ""
+            )
+            data = b"From seeder Thu Jan  1 00:00:00 2026\n" + fields.encode() + raw
             box = mailbox.mbox(path)
             box.lock()
             try:
-                message = mailbox.mboxMessage(raw)
-                letters = {"\\Seen": "RO", "\\Flagged": "F", "\\Answered": "A", "\\Draft": "T"}
-                message.set_flags("".join(letters.get(f, "") for f in flags))
-                box.add(message)
+                box.add(data.replace(b"\r\n", b"\n"))
                 box.flush()
             finally:
                 box.unlock()

@@ -191,13 +191,15 @@ class _Progress:
 
 
 def _emit(messages: Iterable[Message], args: argparse.Namespace, out: IO[str]) -> int:
-    store = sender(args.store) if args.store else None
+    # --to keeps a copy, so it appends: sending would add a Date and a Message-ID where they
+    # are missing and drop Bcc, and the copy would no longer be the server's message.
+    store = connect(args.store, state=":memory:") if args.store else None
     progress = _Progress(sys.stderr)
     count = 0
     try:
         for message in messages:
             if store is not None:
-                store.send(message, rcpt_to=_recipients_or_self(message))
+                store.append("INBOX", message)
             out.write(
                 json.dumps(message.as_dict(), ensure_ascii=False) if args.json else _line(message)
             )
@@ -212,13 +214,11 @@ def _emit(messages: Iterable[Message], args: argparse.Namespace, out: IO[str]) -
     return count
 
 
-def _recipients_or_self(message: Message) -> list[str]:
-    # Storing into a local mailbox needs no real envelope; any valid recipient will do.
-    found = [a.email for a in (*message.to, *message.cc) if a.email]
-    return found or ["undisclosed-recipients@localhost"]
-
-
 def _fetch(args: argparse.Namespace, out: IO[str]) -> int:
+    if args.headers_only and args.store:
+        raise ConfigError(
+            "--headers-only cannot be combined with --to: the copies would lack bodies"
+        )
     with _retriever(args) as box:
         _emit(
             box.messages(args.folder, limit=args.limit, headers_only=args.headers_only), args, out

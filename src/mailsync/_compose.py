@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, TypeAlias
 
 from mailsync._errors import ConfigError, InvalidAddress
-from mailsync._message import Address, Message, as_bytes, parse_addresses
+from mailsync._message import Address, Message, crlf_bytes, parse_addresses
 from mailsync._mime import decode_header_value, msg_id, split_header_block
 
 if TYPE_CHECKING:
@@ -495,7 +495,6 @@ class Envelope:
     eight_bit: bool
 
 
-_LINE_END = re.compile(rb"\r\n|\r|\n")
 _BLIND_HEADERS = frozenset({b"bcc", b"resent-bcc"})
 
 
@@ -614,10 +613,9 @@ def _parsed_short(value: str) -> tuple[Address, ...]:
 
 def _wire_bytes(message: EmailMessage | bytes | Message) -> bytes:
     try:
-        raw = as_bytes(message)
+        return crlf_bytes(message)
     except (TypeError, ValueError, LookupError, UnicodeError) as exc:
         raise ConfigError(f"cannot serialise the message: {exc}") from exc
-    return _LINE_END.sub(b"\r\n", raw)
 
 
 def _split_head(raw: bytes, offset: int) -> tuple[bytes, bytes]:

@@ -533,6 +533,15 @@ def as_bytes(message: StdMessage | EmailMessage | bytes | Message) -> bytes:
     raise TypeError(f"expected bytes, an EmailMessage or a Message, not {type(message).__name__}")
 
 
+_LINE_ENDS = re.compile(rb"\r\n|\r|\n")
+
+
+def crlf_bytes(message: StdMessage | EmailMessage | bytes | Message) -> bytes:
+    """:func:`as_bytes` with every line ending CRLF, a bare CR or LF included, as RFC 5322
+    requires on the wire (what imaplib does to an APPEND, and what SMTP sends)."""
+    return _LINE_ENDS.sub(b"\r\n", as_bytes(message))
+
+
 def parse_email(raw: bytes, *, headers_only: bool = False) -> EmailMessage:
     """Parse bytes with ``email.policy.default``, falling back rather than failing.
 

@@ -9,14 +9,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.contract import imap_seed
+
 if TYPE_CHECKING:
-    from tests.servers import Account, MailServers
+    from tests.servers import Account, MailboxClients
 
 Seed = Callable[..., None]
 
@@ -29,7 +31,7 @@ class IMAPTarget:
     options: dict[str, Any]
 
 
-def imap_url(servers: MailServers, account: Account, transport: str = "plain") -> IMAPTarget:
+def imap_url(servers: MailboxClients, account: Account, transport: str = "plain") -> IMAPTarget:
     """The URL and options for ``account`` over ``plain``, ``starttls`` or ``tls`` (993-style).
 
     Args:
@@ -53,21 +55,17 @@ def imap_url(servers: MailServers, account: Account, transport: str = "plain") -
 
 
 @pytest.fixture
-def seed(mail_servers: MailServers, account: Account) -> Seed:
+def seed(mail_store: MailboxClients, account: Account) -> Seed:
     """``seed(raw, folder="INBOX", flags=())``: APPEND with stdlib imaplib (never mailsync)."""
-
-    def deposit(raw: bytes, folder: str = "INBOX", flags: Iterable[str] = ()) -> None:
-        mail_servers.append(account, raw, folder=folder, flags=flags)
-
-    return deposit
+    return imap_seed(mail_store, account)
 
 
 @pytest.fixture
-def make_folder(mail_servers: MailServers, account: Account) -> Callable[[str], None]:
+def make_folder(mail_store: MailboxClients, account: Account) -> Callable[[str], None]:
     """``make_folder(name)``: CREATE with stdlib imaplib."""
 
     def create(name: str) -> None:
-        mail_servers.create_folder(account, name)
+        mail_store.create_folder(account, name)
 
     return create
 

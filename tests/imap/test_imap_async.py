@@ -27,16 +27,16 @@ import mailsync
 from mailsync import Q
 from mailsync.backends.imap_async import AsyncIMAPRetriever
 from mailsync.protocol.imap_sync import Batching
-from tests.contract import AsyncRetrieverContract, make_raw
+from tests.contract import AsyncRetrieverContract, OnCyrus, make_raw
 from tests.imap.conftest import TRICKY_MIME, imap_url
 from tests.proxy import TCPProxy
-from tests.servers import Account, MailServers
+from tests.servers import Account, MailboxClients, MailServers
 
 # -- helpers -----------------------------------------------------------------------------------
 
 
 def _connect(
-    servers: MailServers,
+    servers: MailboxClients,
     account: Account,
     transport: str = "plain",
     *,
@@ -68,18 +68,28 @@ class TestAsyncIMAPContract(AsyncRetrieverContract):
     """The shared Retriever contract, over plaintext and over implicit TLS (``seed`` and
     ``make_folder`` come from tests/imap/conftest.py)."""
 
+    nul_byte = b"\x80"  # Dovecot's IMAP sends each NUL as 0x80 (its POP3 keeps them)
+
     @pytest.fixture(params=["plain", "tls"])
     def transport(self, request: pytest.FixtureRequest) -> str:
         return str(request.param)
 
     @pytest.fixture
     def make_retriever(
-        self, mail_servers: MailServers, account: Account, transport: str
+        self, mail_store: MailboxClients, account: Account, transport: str
     ) -> Callable[[Any], mailsync.AsyncRetriever]:
         def make(state: Any) -> mailsync.AsyncRetriever:
-            return _connect(mail_servers, account, transport, state=state)
+            return _connect(mail_store, account, transport, state=state)
 
         return make
+
+
+class TestAsyncCyrusIMAPContract(OnCyrus, TestAsyncIMAPContract):
+    """The contract against Cyrus, the second server (plain text: TLS is the same code)."""
+
+    @pytest.fixture
+    def transport(self) -> str:
+        return "plain"
 
 
 # -- connecting and logging in -----------------------------------------------------------------

@@ -22,10 +22,10 @@ import pytest
 import mailsync
 from mailsync.backends.imap import IMAPRetriever
 from mailsync.protocol import imap as proto
-from tests.contract import RetrieverContract, make_raw, wait_for
+from tests.contract import OnCyrus, RetrieverContract, make_raw, wait_for
 from tests.imap.conftest import TRICKY_MIME, IMAPTarget, Seed, imap_url
 from tests.proxy import TCPProxy
-from tests.servers import Account, MailServers
+from tests.servers import Account, MailboxClients, MailServers
 
 
 def connect(target: IMAPTarget, state: Any = ":memory:", **extra: Any) -> IMAPRetriever:
@@ -38,12 +38,13 @@ class TestIMAPContract(RetrieverContract):
     """The contract over plain text (``tls="none"``)."""
 
     transport = "plain"
+    nul_byte = b"\x80"  # Dovecot's IMAP sends each NUL as 0x80 (its POP3 keeps them)
 
     @pytest.fixture
     def make_retriever(
-        self, mail_servers: MailServers, account: Account
+        self, mail_store: MailboxClients, account: Account
     ) -> Callable[[Any], IMAPRetriever]:
-        target = imap_url(mail_servers, account, self.transport)
+        target = imap_url(mail_store, account, self.transport)
         return lambda state: connect(target, state)
 
 
@@ -51,6 +52,10 @@ class TestIMAPContractTLS(TestIMAPContract):
     """The contract again over implicit TLS with certificate verification."""
 
     transport = "tls"
+
+
+class TestCyrusIMAPContract(OnCyrus, TestIMAPContract):
+    """The contract against Cyrus, the second server (plain text: TLS is the same code)."""
 
 
 # -- fixtures for the tests below ---------------------------------------------------------------

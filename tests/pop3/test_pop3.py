@@ -20,13 +20,19 @@ import pytest
 import mailsync
 from mailsync.backends._socket import SocketChannel, StreamChannel
 from mailsync.backends.pop3 import AsyncPOP3Retriever, POP3Retriever
-from tests.contract import AsyncRetrieverContract, RetrieverContract, make_raw
+from tests.contract import (
+    AsyncRetrieverContract,
+    OnCyrus,
+    RetrieverContract,
+    imap_seed,
+    make_raw,
+)
 from tests.proxy import TCPProxy
-from tests.servers import Account, MailServers
+from tests.servers import Account, MailboxClients, MailServers
 
 
 def _url(
-    servers: MailServers, account: Account, *, implicit_tls: bool, port: int | None = None
+    servers: MailboxClients, account: Account, *, implicit_tls: bool, port: int | None = None
 ) -> str:
     scheme = "pop3s" if implicit_tls else "pop3"
     default = servers.pop3s_port if implicit_tls else servers.pop3_port
@@ -34,7 +40,7 @@ def _url(
 
 
 def _connect(
-    servers: MailServers,
+    servers: MailboxClients,
     account: Account,
     *,
     implicit_tls: bool = False,
@@ -57,10 +63,10 @@ class DovecotPOP3:
     exact_size = True
 
     @pytest.fixture
-    def make_retriever(self, mail_servers: MailServers, account: Account) -> Callable[..., Any]:
+    def make_retriever(self, mail_store: MailboxClients, account: Account) -> Callable[..., Any]:
         def make(state: Any) -> Any:
             return _connect(
-                mail_servers,
+                mail_store,
                 account,
                 implicit_tls=self.implicit_tls,
                 asynchronous=self.asynchronous,
@@ -70,11 +76,8 @@ class DovecotPOP3:
         return make
 
     @pytest.fixture
-    def seed(self, mail_servers: MailServers, account: Account) -> Callable[..., None]:
-        def seed(raw: bytes, folder: str = "INBOX", flags: tuple[str, ...] = ()) -> None:
-            mail_servers.append(account, raw, folder=folder, flags=flags)
-
-        return seed
+    def seed(self, mail_store: MailboxClients, account: Account) -> Callable[..., None]:
+        return imap_seed(mail_store, account)
 
     @pytest.fixture
     def make_folder(self) -> Callable[[str], None]:
@@ -107,6 +110,14 @@ class TestAsyncPOP3(DovecotPOP3, AsyncRetrieverContract):
 class TestAsyncPOP3S(DovecotPOP3, AsyncRetrieverContract):
     implicit_tls = True
     asynchronous = True
+
+
+class TestCyrusPOP3(OnCyrus, TestPOP3):
+    """The contract against Cyrus, the second server (plain text: TLS is the same code)."""
+
+
+class TestAsyncCyrusPOP3(OnCyrus, TestAsyncPOP3):
+    """The async contract against Cyrus."""
 
 
 # -- failures, through proxies -----------------------------------------------------------------

@@ -33,7 +33,7 @@ from mailsync._errors import Unsupported
 from mailsync._message import Folder, Message, as_bytes
 from mailsync._plans import Plan, arun, astream, run, stream
 from mailsync._query import Q
-from mailsync.backends._http import AsyncHTTPPerformer, HTTPPerformer, api_root
+from mailsync.backends._http import AsyncHTTPPerformer, HTTPPerformer
 from mailsync.protocol.mailapi import MailAPI
 
 __all__ = ["APIRetriever", "APISender", "AsyncAPIRetriever", "AsyncAPISender"]
@@ -43,7 +43,7 @@ T = TypeVar("T")
 
 def _performer_args(api: MailAPI) -> dict[str, Any]:
     return {
-        "base_url": api_root(api.endpoint, api.default_base_url),
+        "base_url": api.base_url(),
         "context": api.context,
         "concurrency": api.concurrency,
     }
@@ -237,7 +237,21 @@ class AsyncAPIRetriever(_Async, AsyncRetriever):
             await items.aclose()  # type: ignore[attr-defined]
 
     async def _wait_for_change(self, folder: str, timeout: float) -> None:
-        await self._run(self.api.wait_for_change(folder, timeout))
+        # aclose() from another task must end the wait at once, whatever the plan waits on (a
+        # sleep, or an event stream that is only read again when the server sends something).
+        import asyncio
+
+        waiting = asyncio.ensure_future(self._run(self.api.wait_for_change(folder, timeout)))
+        stopping = asyncio.ensure_future(self._stop_event.wait())
+        try:
+            await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (waiting, stopping):
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(waiting, stopping, return_exceptions=True)
+        if not self._stop_event.is_set():
+            waiting.result()
 
     async def _disconnect(self) -> None:
         await self._drop()

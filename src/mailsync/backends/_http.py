@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     import asyncio
     import concurrent.futures
 
-__all__ = ["AsyncHTTPPerformer", "HTTPPerformer", "api_root", "translate_httpx"]
+__all__ = ["AsyncHTTPPerformer", "HTTPPerformer", "translate_httpx"]
 
 #: httpx's errors, most specific first, and what they become.
 _HTTPX_ERRORS: tuple[tuple[type[Exception], type[MailsyncError]], ...] = (
@@ -65,18 +65,6 @@ def translate_httpx(exc: Exception, context: str) -> MailsyncError:
     if isinstance(exc, OSError | EOFError):
         return ConnectionFailed(f"{context}: {exc}")
     raise exc
-
-
-def api_root(endpoint: Endpoint, default: str) -> str:
-    """The API root: the ``base_url`` option, else ``default``.
-
-    Raises:
-        ConfigError: ``base_url`` is not an http(s) URL.
-    """
-    value = endpoint.params.get("base_url", default)
-    if not isinstance(value, str) or not value.startswith(("https://", "http://")):
-        raise ConfigError(f"base_url must be an https:// (or http://) URL, not {value!r}")
-    return value.rstrip("/")
 
 
 def _timeout(endpoint: Endpoint) -> httpx.Timeout:

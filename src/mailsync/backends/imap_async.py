@@ -35,7 +35,7 @@ from mailsync._errors import (
     MessageNotFound,
     TemporaryFailure,
 )
-from mailsync._message import Folder, Message, as_bytes, header_block
+from mailsync._message import Folder, Message, crlf_bytes, header_block
 from mailsync._plans import Operation, Plan, astream
 from mailsync._query import Q
 from mailsync.backends._aioimap import Mailbox, Session
@@ -544,7 +544,9 @@ class AsyncIMAPRetriever(AsyncRetriever):
         """
         name = _folder_name(folder)
         flag_text = " ".join(_flag_list(flags))
-        data = as_bytes(message)
+        # The sync backend's imaplib does the same: both store the same bytes for the same
+        # input, and servers that refuse bare newlines (Cyrus) take it.
+        data = crlf_bytes(message)
         wire = f"{_wire_folder(name)} ({flag_text}) {{{len(data)}}}"
         async with self._locked() as session:
             lines = await session.append(wire, data)

@@ -26,7 +26,14 @@ from mailsync._base import (
 )
 from mailsync._config import Endpoint
 from mailsync._errors import FolderNotFound, MessageNotFound, TemporaryFailure, map_exceptions
-from mailsync._message import Folder, Message, as_bytes, header_block, message_identity
+from mailsync._message import (
+    Folder,
+    Message,
+    as_bytes,
+    crlf_bytes,
+    header_block,
+    message_identity,
+)
 from mailsync._query import Q
 from mailsync._threaded import ThreadedAsyncRetriever, ThreadedAsyncSender
 from mailsync.backends._local import LocalSender
@@ -268,18 +275,38 @@ class MboxRetriever(Retriever):
 
 
 def _append(file: _MboxFile, raw: bytes, letters: str = "") -> None:
+    # The message's own bytes go in (LF line endings, as mbox files have them), not an
+    # email.message the stdlib re-generates, which re-spaces header fields and closes an
+    # unterminated multipart: a copy must stay the message it was. mailbox adds the From_
+    # line and quotes body lines starting "From " as ">From ", as the format needs.
+    data = crlf_bytes(raw).replace(b"\r\n", b"\n")
+    if letters:
+        data = _with_status(_strip_status(data), letters)
+    from_line = f"From MAILER-DAEMON {time.asctime(time.gmtime())}\n".encode()
     with map_exceptions(context=f"mbox:{file.path}"):
         file.path.parent.mkdir(parents=True, exist_ok=True)
         box = file.open(create=True)
         try:
             with file.locked(box):
-                stored = mailbox.mboxMessage(raw)
-                if letters:
-                    stored.set_flags(letters)
-                box.add(stored)
+                box.add(from_line + data)
                 box.flush()
         finally:
             box.close()
+
+
+def _with_status(raw: bytes, letters: str) -> bytes:
+    """``raw`` (LF line endings) with the Status and X-Status fields that hold ``letters``
+    added at the end of its header block, where mutt and the stdlib put them."""
+    head = header_block(raw)
+    fields = head[:-1] if head.endswith(b"\n\n") else head
+    if fields and not fields.endswith(b"\n"):
+        fields += b"\n"  # a header block that ends the message without a line break
+    status = "".join(c for c in letters if c in "RO")
+    xstatus = "".join(c for c in letters if c not in "RO")
+    added = (f"Status: {status}\n" if status else "") + (
+        f"X-Status: {xstatus}\n" if xstatus else ""
+    )
+    return fields + added.encode() + b"\n" + raw[len(head) :]
 
 
 def _from_line_date(from_line: str) -> datetime | None:

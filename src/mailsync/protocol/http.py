@@ -53,6 +53,7 @@ __all__ = [
     "RetryPolicy",
     "Send",
     "SendAll",
+    "api_root",
     "call",
     "call_all",
     "field_of",
@@ -140,6 +141,18 @@ class SendAll(Operation):
     its transport failed with."""
 
     requests: tuple[Request, ...]
+
+
+def api_root(endpoint: Endpoint, default: str) -> str:
+    """The API root: the ``base_url`` option, else ``default``.
+
+    Raises:
+        ConfigError: ``base_url`` is not an http(s) URL.
+    """
+    value = endpoint.params.get("base_url", default)
+    if not isinstance(value, str) or not value.startswith(("https://", "http://")):
+        raise ConfigError(f"base_url must be an https:// (or http://) URL, not {value!r}")
+    return value.rstrip("/")
 
 
 # -- authorization ---------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from mailsync._errors import ConfigError, Unsupported
 from mailsync._message import Folder, Message
 from mailsync._plans import Plan, Sleep
 from mailsync._query import Q
-from mailsync.protocol.http import APIClient
+from mailsync.protocol.http import APIClient, api_root
 
 __all__ = ["MailAPI"]
 
@@ -85,6 +85,12 @@ class MailAPI:
         """How error messages name this account (``"Gmail API (me)"``)."""
         who = self.endpoint.username or self.endpoint.host
         return f"{self.name} ({who})" if who else self.name
+
+    def base_url(self) -> str:
+        """The API root the performer resolves relative URLs against: the ``base_url``
+        option, else :attr:`default_base_url` (a provider whose root depends on the account,
+        such as a JMAP server's, overrides this)."""
+        return api_root(self.endpoint, self.default_base_url)
 
     @property
     def client(self) -> APIClient:

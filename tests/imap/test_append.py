@@ -1,0 +1,57 @@
+"""What APPEND stores: the same bytes from the sync and the async backend for the same input,
+with CRLF line endings as RFC 5322 requires, on both test servers (Cyrus refuses bare
+newlines outright; Dovecot would keep a bare CR)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+import pytest
+
+import mailsync
+from tests.imap.conftest import imap_url
+from tests.servers import Account, MailboxClients
+
+INPUTS = {
+    "lf": b"From: a@example.test\nSubject: lf\n\nline one\nline two\n",
+    "bare-cr": b"From: a@example.test\r\nSubject: cr\r\n\r\nline one\rline two\r\n",
+    "mixed": b"From: a@example.test\r\nSubject: mixed\nX-A: 1\r\n\nbody\r\r\nend\n",
+    "no-final-line-break": b"From: a@example.test\r\nSubject: open end\r\n\r\nno line break",
+}
+
+
+@pytest.fixture(params=["dovecot", "cyrus"])
+def store(request: pytest.FixtureRequest) -> tuple[MailboxClients, Account]:
+    servers: MailboxClients = request.getfixturevalue(
+        "mail_servers" if request.param == "dovecot" else "cyrus"
+    )
+    return servers, servers.new_account("ap")
+
+
+def _append_all(servers: MailboxClients, account: Account, *, asynchronous: bool) -> None:
+    target = imap_url(servers, account)
+    if not asynchronous:
+        with mailsync.connect(target.url, state=":memory:", **target.options) as box:
+            for raw in INPUTS.values():
+                box.append("INBOX", raw)
+        return
+
+    async def append() -> None:
+        options: dict[str, Any] = {"state": ":memory:", **target.options}
+        async with mailsync.connect_async(target.url, **options) as box:
+            for raw in INPUTS.values():
+                await box.append("INBOX", raw)
+
+    asyncio.run(append())
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_append_stores_crlf_line_endings(
+    store: tuple[MailboxClients, Account], asynchronous: bool
+) -> None:
+    servers, account = store
+    _append_all(servers, account, asynchronous=asynchronous)
+    stored = [raw for _uid, _flags, raw in servers.imap_messages(account)]
+    assert stored == [re.sub(rb"\r\n|\r|\n", b"\r\n", raw) for raw in INPUTS.values()]
