@@ -177,6 +177,17 @@ class RetrieverContract:
             assert message.id
         assert len({m.id for m in got}) == 3
 
+    def test_lists_for_notebooks(self, box: Any, seed: Seed) -> None:
+        """messages().collect(), sync().collect(), progress= and FolderList: from the base
+        class, whatever the backend."""
+        raws = self._seed_many(seed, 3)
+        listing = box.messages(progress=True).collect()
+        assert isinstance(listing, mailsync.MessageList)
+        assert all(self._same(m.raw, r) for m, r in zip(listing, raws, strict=True))
+        assert isinstance(box.folders(), mailsync.FolderList)
+        assert len(box.sync(progress=True).collect()) == 3
+        assert box.sync().collect() == []
+
     def test_inbox_name_is_case_insensitive(self, box: Any, seed: Seed) -> None:
         self._seed_many(seed, 1)
         assert [m.subject for m in box.messages("inbox")] == ["Message 0"]
@@ -639,6 +650,16 @@ class AsyncRetrieverContract(RetrieverContract):
         retriever = make_retriever(state)
         assert isinstance(retriever, mailsync.AsyncRetriever)
         SyncProxy(retriever).close()
+
+    def test_lists_for_notebooks(self, box: Any, seed: Seed) -> None:
+        raws = self._seed_many(seed, 3)
+        inner = box.inner
+        listing = box._run(inner.messages(progress=True).collect())
+        assert isinstance(listing, mailsync.MessageList)
+        assert all(self._same(m.raw, r) for m, r in zip(listing, raws, strict=True))
+        assert isinstance(box._run(inner.folders()), mailsync.FolderList)
+        assert len(box._run(inner.sync(progress=True).collect())) == 3
+        assert box._run(inner.sync().collect()) == []
 
     def test_sync_state_survives_a_new_instance(
         self, make_retriever: Callable[..., Any], state: mailsync.StateStore, seed: Seed

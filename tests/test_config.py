@@ -152,9 +152,11 @@ def test_registry_unknown_scheme_lists_known_ones() -> None:
         mailsync.connect("ftp://host")
 
 
-def test_registry_planned_backends_say_so() -> None:
+def test_registry_planned_backends_say_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A scheme of its own: the planned built-in ones get backends one after the other.
+    monkeypatch.setitem(_registry._BUILTIN, "future", _registry.BackendSpec(planned=True))
     with pytest.raises(mailsync.Unsupported, match="planned"):
-        mailsync.connect("gmail://me")
+        mailsync.connect("future://me")
 
 
 def test_registry_roles_a_scheme_lacks() -> None:
@@ -210,6 +212,7 @@ def test_builtin_schemes_do_not_scan_entry_points(monkeypatch: pytest.MonkeyPatc
 
 def test_plugins_may_fill_planned_schemes_only(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = mailsync.BackendSpec(retriever="mailsync.backends.maildir:MaildirRetriever")
-    monkeypatch.setattr(_registry, "_plugins", lambda: {"gmail": fake, "imap": fake})
-    assert _registry.load("gmail", "retriever").__name__ == "MaildirRetriever"
+    monkeypatch.setitem(_registry._BUILTIN, "future", _registry.BackendSpec(planned=True))
+    monkeypatch.setattr(_registry, "_plugins", lambda: {"future": fake, "imap": fake})
+    assert _registry.load("future", "retriever").__name__ == "MaildirRetriever"
     assert _registry.load("imap", "retriever").__name__ == "IMAPRetriever"

@@ -14,7 +14,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -47,6 +47,7 @@ from mailsync.protocol.http import (
     call,
     call_all,
     json_of,
+    multipart_related,
     read_error_body,
     retry_after,
 )
@@ -253,6 +254,56 @@ def test_status_mapping_and_not_found_kind() -> None:
         _run_sync(endpoint, call(client, Request("GET", "s/409")))
     assert info.value.code == "X"
     assert _run_sync(endpoint, call(client, Request("GET", "s/410"), allow=[410])).status == 410
+
+
+def test_a_dialects_rate_limit_wins_over_the_403_rule() -> None:
+    """A provider that says "slow down" with a 403 (Google) gets RateLimited once retries
+    are spent, not an AuthenticationError about scopes."""
+
+    class Slow(Dialect):
+        def is_rate_limit(self, response: Response, body: Any) -> bool:
+            return response.status == 429 or "rateLimitExceeded" in body.reasons
+
+    calls: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        error = {"code": 403, "message": "slow", "errors": [{"reason": "rateLimitExceeded"}]}
+        return httpx.Response(403, json={"error": error})
+
+    endpoint = _endpoint(handler)
+    client = APIClient(Auth(endpoint), Slow(), RetryPolicy(attempts=2, base=0))
+    with pytest.raises(RateLimited):
+        _run_sync(endpoint, call(client, Request("GET", "x")))
+    assert len(calls) == 2
+
+
+def test_multipart_related_parts_come_back_exactly() -> None:
+    import email.parser
+    import email.policy
+
+    media = b"Subject: hi\r\n\r\n--not-a-boundary\r\n\x00\xff body\r\n"
+    content_type, body = multipart_related([("application/json", b'{"a": 1}'), ("x/y", media)])
+    assert content_type.startswith("multipart/related; boundary=")
+    parsed = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body
+    )
+    first, second = parsed.get_payload()
+    assert first.get_content_type() == "application/json"
+    assert first.get_payload(decode=True) == b'{"a": 1}'
+    assert second.get_content_type() == "x/y"
+    assert second.get_payload(decode=True) == media
+
+
+def test_fields_of_a_reply_that_is_not_an_object() -> None:
+    from mailsync.protocol.http import field_of, optional_field
+
+    for reply in ([], "x", 3, None):
+        with pytest.raises(ProtocolError, match=r"not an object|no 'a'"):
+            optional_field(reply, "a", str, "t")  # type: ignore[arg-type]
+        with pytest.raises(ProtocolError):
+            field_of(reply, "a", str, "t")
+    assert optional_field({"a": None}, "a", str, "t") is None
 
 
 def test_retry_after_as_http_date() -> None:
@@ -521,6 +572,25 @@ def test_breaking_out_early_stops_downloading(server: ToyServer) -> None:
             break
     raw = [path for path in server.requests if "/raw/" in path]
     assert len(raw) == 2  # the first batch only
+
+
+class MovingToyAPI(ToyAPI):
+    capabilities = frozenset({"folders", "move"})
+    moved: ClassVar[list[tuple[list[str], str]]] = []
+
+    def move(self, ids: Any, folder: str) -> Plan[None]:
+        self.moved.append((list(ids), folder))
+        yield from ()
+
+
+class MovingToyRetriever(APIRetriever):
+    api_class = MovingToyAPI
+
+
+def test_move_from_defaults_to_move(server: ToyServer) -> None:
+    with _toy(server, MovingToyRetriever) as box:
+        box.move([Message(b"Subject: x\r\n\r\n", id="m1", folder="INBOX"), "m2"], "Archive")
+    assert MovingToyAPI.moved == [(["m1", "m2"], "Archive")]
 
 
 def _watching(box: Any) -> Iterator[Any]:

@@ -15,6 +15,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,6 +24,7 @@ from mailsync._mime import (
     decode_8bit,
     decode_bytes,
     decode_encoded_words,
+    decode_header_value,
     guess_boundary,
     split_header_block,
     split_multipart,
@@ -321,3 +323,75 @@ def test_multipart_scans_do_not_copy_each_line() -> None:
         split_multipart(blank, "b")
         guess_boundary(blank)
     assert time.perf_counter() - started < 2.0
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("=?utf-8?B?!!notbase64?=", "=?utf-8?B?!!notbase64?="),  # kept as it was sent
+        ("Re: =?utf-8?B?bm90?= =?utf-8?B?a$b?=", "Re: not =?utf-8?B?a$b?="),
+        ("=?utf-8?B?bm90YmFzZTY0?=", "notbase64"),
+        ("=?utf-8?b?w6k?=", "é"),  # missing padding is fine
+        ("=?utf-8?B?!!!?=", ""),  # nothing left to decode: an empty word, as the stdlib has it
+    ],
+)
+def test_an_encoded_word_that_is_not_base64_stays_as_sent(header: str, expected: str) -> None:
+    decoded = decode_header_value(header)
+    assert decoded == expected
+    assert "\ufffd" not in decoded
+
+
+_OLD_LINE = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n)?")
+_OLD_FIELD_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+:")
+
+
+def old_split_header_block(raw: bytes) -> tuple[list[tuple[str, str]], int]:
+    """``split_header_block`` as it was: one Python step per line."""
+    fields: list[tuple[str, list[bytes]]] = []
+    position = 0
+    size = len(raw)
+
+    def joined() -> list[tuple[str, str]]:
+        return [(n, b"".join(ls).decode("ascii", "surrogateescape")) for n, ls in fields]
+
+    while position < size:
+        end = _OLD_LINE.match(raw, position).end()  # type: ignore[union-attr]
+        line = raw[position:end].rstrip(b"\r\n")
+        if not line:
+            return joined(), end
+        if line[:1] in (b" ", b"\t"):
+            if fields:
+                fields[-1][1].append(line)
+        elif line.startswith(b":") or (position == 0 and line.startswith(b"From ")):
+            pass
+        elif _OLD_FIELD_NAME.match(line):
+            name, _, value = line.partition(b":")
+            fields.append((name.decode("ascii"), [value.lstrip(b" \t")]))
+        else:
+            return joined(), position
+        position = end
+    return joined(), size
+
+
+HEADER_PIECES = [b"A: b", b"\r\n", b"\n", b"\r", b" ", b"\t", b"x", b":", b"From ", b"\xe9"]
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(st.sampled_from(HEADER_PIECES), max_size=30).map(b"".join))
+def test_split_header_block_is_unchanged(raw: bytes) -> None:
+    assert split_header_block(raw) == old_split_header_block(raw)
+
+
+def test_split_header_block_corpus_is_unchanged() -> None:
+    for path in CORPUS:
+        raw = path.read_bytes()
+        assert split_header_block(raw) == old_split_header_block(raw), path.name
+
+
+def test_a_header_folded_a_million_times_splits_in_one_pass() -> None:
+    raw = b"Subject: " + b"a\r\n " * 1_000_000 + b"\r\nFrom: x@example.test\r\n\r\nbody"
+    started = time.perf_counter()
+    fields, offset = split_header_block(raw)
+    assert time.perf_counter() - started < 2.0  # one Python step per line took 5 s
+    assert fields == [("Subject", "a " * 999_999 + "a "), ("From", "x@example.test")]
+    assert raw[offset:] == b"body"

@@ -146,7 +146,7 @@ def test_message_list_renders_in_notebooks() -> None:
     raw = b"From: A <a@example.test>\r\nSubject: <b>hi</b>\r\n\r\nx\r\n"
     listing = mailsync.MessageList([mailsync.Message.from_bytes(raw)])
     html = listing._repr_html_()
-    assert "<table>" in html
+    assert "<table" in html
     assert "&lt;b&gt;hi&lt;/b&gt;" in html
     assert "1 message" in html
 

@@ -104,3 +104,25 @@ def test_repr_and_needs_body() -> None:
 def test_bad_values_are_config_errors(kwargs: dict[str, object]) -> None:
     with pytest.raises(mailsync.ConfigError):
         Q(**kwargs)  # type: ignore[arg-type]
+
+
+def test_decide_on_a_partial_view() -> None:
+    from mailsync._query import decide
+
+    unknown = {"text", "larger"}
+    alice = msg()
+    assert decide(Q(from_="alice"), alice, unknown) is True
+    assert decide(Q(from_="carol"), alice, unknown) is False
+    assert decide(Q(text="x"), alice, unknown) is None
+    # An "and" is settled by one false side, an "or" by one true side, whatever the rest.
+    assert decide(Q(from_="carol") & Q(text="x"), alice, unknown) is False
+    assert decide(Q(from_="carol", text="x"), alice, unknown) is False
+    assert decide(Q(from_="alice", text="x"), alice, unknown) is None
+    assert decide(Q(from_="alice") | Q(text="x"), alice, unknown) is True
+    assert decide(Q(from_="carol") | Q(text="x"), alice, unknown) is None
+    assert decide(Q(from_="carol") | Q(subject="nope"), alice, unknown) is False
+    assert decide(~Q(text="x"), alice, unknown) is None
+    assert decide(~(Q(from_="carol") & Q(larger=5)), alice, unknown) is True
+    # With nothing unknown it is Q.matches.
+    for q in (Q(text="body") & ~Q(seen=True), Q(larger=10) | Q(subject="zzz")):
+        assert decide(q, alice, ()) is q.matches(alice)

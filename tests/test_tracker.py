@@ -82,9 +82,17 @@ def sent(
 
 
 def report(
-    message_id: str, recipient: str, action: str, *, kind: str = "dsn", status: str | None = None
+    message_id: str,
+    recipient: str,
+    action: str,
+    *,
+    kind: str = "dsn",
+    status: str | None = None,
+    permanent: bool = False,
 ) -> DeliveryReport:
-    entry = RecipientReport(recipient, action, status=status, final_recipient=recipient)
+    entry = RecipientReport(
+        recipient, action, status=status, final_recipient=recipient, permanent=permanent
+    )
     return DeliveryReport(kind, original_message_id=message_id, recipients=(entry,))  # type: ignore[arg-type]
 
 
@@ -394,3 +402,86 @@ def test_update_item_is_used_and_writes_only_on_change(store: SQLiteStateStore) 
     assert first is not None
     assert again == first
     assert tracker.feed(report("unknown@example.com", "a@example.net", "failed")) is None
+
+
+# -- hard and soft bounces ------------------------------------------------------------------
+
+
+def test_a_bounce_records_its_reason_and_whether_it_is_hard(tracker: DeliveryTracker) -> None:
+    tracker.record(sent(POSTFIX_MID, "bob@example.net"))
+    tracked = tracker.feed(load("postfix-failed.eml"))
+    assert tracked is not None
+    bob = tracked.recipients["bob@example.net"]
+    assert (bob.reason, bob.permanent) == ("user_unknown", True)
+    assert tracked.bounced == ("bob@example.net",)
+
+
+@pytest.mark.parametrize(
+    ("later", "final"),
+    [
+        (("dsn", "delivered"), "failed"),
+        (("dsn", "relayed"), "failed"),
+        (("mdn", "displayed"), "failed"),
+        (("dsn", "delayed"), "failed"),
+    ],
+)
+def test_a_hard_bounce_is_final(
+    tracker: DeliveryTracker, later: tuple[str, str], final: str
+) -> None:
+    tracker.record(sent("m-9@example.com", "a@example.net"))
+    tracker.feed(report("m-9@example.com", "a@example.net", "failed", permanent=True))
+    kind, action = later
+    tracker.feed(report("m-9@example.com", "a@example.net", action, kind=kind))
+    tracked = tracker.status("m-9@example.com")
+    assert tracked is not None
+    assert tracked.recipients["a@example.net"].state == final
+    assert tracked.recipients["a@example.net"].permanent
+
+
+def test_a_soft_bounce_may_still_be_followed_by_a_success(tracker: DeliveryTracker) -> None:
+    tracker.record(sent("m-10@example.com", "a@example.net"))
+    soft = tracker.feed(report("m-10@example.com", "a@example.net", "failed", status="4.2.2"))
+    assert soft is not None
+    assert (soft.recipients["a@example.net"].state, soft.bounced) == ("failed", ())
+    later = tracker.feed(report("m-10@example.com", "a@example.net", "delivered"))
+    assert later is not None
+    assert later.recipients["a@example.net"].state == "delivered"
+    assert not later.recipients["a@example.net"].permanent
+
+
+@pytest.mark.parametrize(
+    ("reply", "reason", "permanent"),
+    [
+        (
+            (550, "5.1.1 <no@example.net>: Recipient address rejected: User unknown"),
+            "user_unknown",
+            True,
+        ),
+        ((552, "5.2.2 Mailbox full"), "mailbox_full", False),
+        ((554, "5.7.1 Client host blocked using zen.example.test"), "blocked", False),
+        ((450, "4.2.0 Greylisted, try again later"), "on_hold", False),
+        ((550, "No such user here"), "user_unknown", True),
+    ],
+)
+def test_refused_recipients_get_a_reason(
+    tracker: DeliveryTracker, reply: tuple[int, str], reason: str, permanent: bool
+) -> None:
+    tracked = tracker.record(sent("m-11@example.com", refused={"no@example.net": reply}))
+    no = tracked.recipients["no@example.net"]
+    assert (no.state, no.reason, no.permanent) == ("failed", reason, permanent)
+
+
+def test_records_written_before_reasons_existed_still_load(store: SQLiteStateStore) -> None:
+    store.set_item(
+        "mailsync.delivery",
+        "old@example.com",
+        {
+            "message_id": "old@example.com",
+            "envid": None,
+            "sent_at": T0.isoformat(),
+            "recipients": {"a@example.net": {"state": "failed", "status": "5.1.1"}},
+        },
+    )
+    tracked = DeliveryTracker(store).status("old@example.com")
+    assert tracked is not None
+    assert (tracked.recipients["a@example.net"].reason, tracked.bounced) == ("unknown", ())

@@ -48,11 +48,20 @@ if _TYPE_CHECKING:
     from mailsync._compose import check_address, compose
     from mailsync._config import Timeout
     from mailsync._facade import connect, connect_async, sender, sender_async
-    from mailsync._message import Address, Attachment, Folder, HeaderMap, Message, MessageList
+    from mailsync._message import (
+        Address,
+        Attachment,
+        Folder,
+        FolderList,
+        HeaderMap,
+        Message,
+        MessageList,
+    )
     from mailsync._query import Q
     from mailsync._registry import BackendSpec
     from mailsync._reports import DeliveryReport, RecipientReport, parse_report
     from mailsync._state import SQLiteStateStore, StateStore
+    from mailsync._stream import AsyncMessageStream, MessageStream
     from mailsync._tracker import DeliveryTracker, RecipientStatus, TrackedMessage
     from mailsync._watch import watch_many, watch_many_async
 
@@ -63,6 +72,7 @@ _LAZY = {
     "account": "mailsync._accounts",
     "accounts": "mailsync._accounts",
     "Address": "mailsync._message",
+    "AsyncMessageStream": "mailsync._stream",
     "AsyncRetriever": "mailsync._base",
     "AsyncSender": "mailsync._base",
     "AsyncSyncRun": "mailsync._base",
@@ -75,9 +85,11 @@ _LAZY = {
     "DeliveryReport": "mailsync._reports",
     "DeliveryTracker": "mailsync._tracker",
     "Folder": "mailsync._message",
+    "FolderList": "mailsync._message",
     "HeaderMap": "mailsync._message",
     "Message": "mailsync._message",
     "MessageList": "mailsync._message",
+    "MessageStream": "mailsync._stream",
     "parse_report": "mailsync._reports",
     "Q": "mailsync._query",
     "RecipientReport": "mailsync._reports",
@@ -102,6 +114,7 @@ __getattr__, __dir__ = _lazy_loader("mailsync", _LAZY, globals())
 __all__ = [
     "Account",
     "Address",
+    "AsyncMessageStream",
     "AsyncRetriever",
     "AsyncSender",
     "AsyncSyncRun",
@@ -113,6 +126,7 @@ __all__ = [
     "DeliveryReport",
     "DeliveryTracker",
     "Folder",
+    "FolderList",
     "FolderNotFound",
     "HeaderMap",
     "InvalidAddress",
@@ -121,6 +135,7 @@ __all__ = [
     "Message",
     "MessageList",
     "MessageNotFound",
+    "MessageStream",
     "ProtocolError",
     "Q",
     "RateLimited",

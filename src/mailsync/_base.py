@@ -10,6 +10,8 @@ turns those into the public behaviour that must be identical everywhere:
   at most the message being handled (at-least-once), never loses one.
 - ``watch()``: ``sync()``, then wait (IDLE, push, or polling), forever; reconnects with
   exponential backoff and jitter when the connection drops, catching up through ``sync()``.
+- Every backend's ``messages()``, ``folders()`` and ``send_many()`` are finished by
+  :mod:`mailsync._stream` (``collect()``, ``progress=``) from ``__init_subclass__``.
 
 Senders are :mod:`mailsync._senders` (re-exported here); the thread adapters that give a sync
 backend its async twin are :mod:`mailsync._threaded`.
@@ -27,7 +29,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, ClassVar, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias, TypeVar
 
 from mailsync._config import Endpoint
 from mailsync._errors import (
@@ -42,13 +44,25 @@ from mailsync._message import Folder, Message
 from mailsync._query import Q
 from mailsync._senders import AsyncSender, OutgoingMessage, Sender, SendResult
 from mailsync._state import StateStore, open_state_store
+from mailsync._stream import (
+    AsyncMessageStream,
+    MessageStream,
+    acounted_steps,
+    counted_steps,
+    finish_retriever_class,
+)
+
+if TYPE_CHECKING:
+    from mailsync._message import MessageList
 
 __all__ = [
+    "AsyncMessageStream",
     "AsyncRetriever",
     "AsyncSender",
     "AsyncSyncRun",
     "Backoff",
     "MessageRef",
+    "MessageStream",
     "OutgoingMessage",
     "Retriever",
     "SendResult",
@@ -165,6 +179,12 @@ class SyncRun(Iterator[Message]):
         identities = [step.identity] if step.identity else []
         self._store.save_cursor(self._account, self._folder, step.cursor, identities)
 
+    def collect(self) -> MessageList:
+        """Every new message in a :class:`~mailsync.MessageList`, all marked delivered."""
+        from mailsync._message import MessageList
+
+        return MessageList(self)
+
     def close(self) -> None:
         """Stop without marking the message being handled as delivered."""
         self._pending = None
@@ -218,6 +238,12 @@ class AsyncSyncRun(AsyncIterator[Message]):
         await asyncio.to_thread(
             self._store.save_cursor, self._account, self._folder, step.cursor, identities
         )
+
+    async def collect(self) -> MessageList:
+        """Every new message in a :class:`~mailsync.MessageList`, all marked delivered."""
+        from mailsync._message import MessageList
+
+        return MessageList([message async for message in self])
 
     async def aclose(self) -> None:
         """Stop without marking the message being handled as delivered."""
@@ -285,6 +311,11 @@ class Retriever(_StateMixin, abc.ABC):
     scheme: ClassVar[str] = ""
     capabilities: frozenset[str] = frozenset()
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Every backend's messages()/folders() gain collect(), progress= and FolderList here.
+        super().__init_subclass__(**kwargs)
+        finish_retriever_class(cls, asynchronous=False)
+
     def __init__(self, endpoint: Endpoint, *, state: Any = None) -> None:
         self.endpoint = endpoint
         self._state_arg = state
@@ -309,7 +340,8 @@ class Retriever(_StateMixin, abc.ABC):
 
     @abc.abstractmethod
     def folders(self) -> list[Folder]:
-        """Every folder of the account."""
+        """Every folder of the account, as a :class:`~mailsync.FolderList` (a list that shows
+        as a table in Jupyter)."""
 
     @abc.abstractmethod
     def messages(
@@ -321,6 +353,11 @@ class Retriever(_StateMixin, abc.ABC):
         limit: int | None = None,
     ) -> Iterator[Message]:
         """The messages of ``folder`` in arrival order, streamed in batches.
+
+        Every backend's ``messages()`` returns a :class:`~mailsync.MessageStream`: an
+        iterator (memory stays flat) whose ``collect()`` gives a :class:`~mailsync.MessageList`
+        instead, and also takes ``progress=True`` (keyword only): a progress bar in Jupyter or
+        on a terminal, nothing when output goes elsewhere.
 
         Args:
             folder: The folder name; ``"INBOX"`` in any case is the inbox.
@@ -371,11 +408,15 @@ class Retriever(_StateMixin, abc.ABC):
 
     # -- shared behaviour --------------------------------------------------------------------
 
-    def sync(self, folder: str = "INBOX") -> SyncRun:
+    def sync(self, folder: str = "INBOX", *, progress: bool = False) -> SyncRun:
         """Only the messages no earlier ``sync()`` of this account and folder yielded.
 
         The cursor is saved as each next message is requested and when the loop ends. A
         cursor the server invalidated triggers a resync that yields no message twice.
+
+        Args:
+            folder: The folder name.
+            progress: Show a progress bar (Jupyter or a terminal only).
 
         Raises:
             FolderNotFound: No such folder.
@@ -383,6 +424,7 @@ class Retriever(_StateMixin, abc.ABC):
         key = self._folder_key(folder)
         cursor = self.state.load_cursor(self.account_key, key)
         steps = self._sync_steps(folder, cursor, self._known(folder))
+        steps = counted_steps(steps, progress=progress, desc=folder)
         return SyncRun(steps, self.state, self.account_key, key)
 
     def watch(self, folder: str = "INBOX", *, poll_interval: float = 60.0) -> Iterator[Message]:
@@ -478,6 +520,10 @@ class AsyncRetriever(_StateMixin, abc.ABC):
     scheme: ClassVar[str] = ""
     capabilities: frozenset[str] = frozenset()
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        finish_retriever_class(cls, asynchronous=True)
+
     def __init__(self, endpoint: Endpoint, *, state: Any = None) -> None:
         self.endpoint = endpoint
         self._state_arg = state
@@ -515,7 +561,8 @@ class AsyncRetriever(_StateMixin, abc.ABC):
         headers_only: bool = False,
         limit: int | None = None,
     ) -> AsyncIterator[Message]:
-        """The messages of ``folder`` in arrival order (see :meth:`Retriever.messages`)."""
+        """The messages of ``folder`` in arrival order (see :meth:`Retriever.messages`), as an
+        :class:`~mailsync.AsyncMessageStream`: ``async for`` it, or ``await .collect()``."""
 
     @abc.abstractmethod
     async def get(self, id: str) -> Message:
@@ -560,7 +607,7 @@ class AsyncRetriever(_StateMixin, abc.ABC):
         self._stop_event.set()
         await self._disconnect()
 
-    def sync(self, folder: str = "INBOX") -> AsyncSyncRun:
+    def sync(self, folder: str = "INBOX", *, progress: bool = False) -> AsyncSyncRun:
         """Only messages no earlier ``sync()`` yielded; see :meth:`Retriever.sync`.
 
         The state store is only ever called on worker threads (reading the cursor, asking
@@ -570,6 +617,7 @@ class AsyncRetriever(_StateMixin, abc.ABC):
         key = self._folder_key(folder)
         store = self._store if self._store is not None else _StoreOnFirstUse(self)
         steps = self._steps_from_saved_cursor(folder, key, store)
+        steps = acounted_steps(steps, progress=progress, desc=folder)
         return AsyncSyncRun(steps, store, self.account_key, key)
 
     async def _steps_from_saved_cursor(

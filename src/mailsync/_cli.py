@@ -1,9 +1,10 @@
 """The ``mailsync`` command: fetch, sync, watch, send and list folders from the shell.
 
-``mailsync fetch|sync|watch|send|folders [ACCOUNT|URL]``. An argument with a ``:`` is a URL,
+``mailsync fetch|sync|watch|send|folders|bounces [ACCOUNT|URL]``. An argument with a ``:`` is a URL,
 anything else an account name from the config file; with none, the default account (the
 embedded local Maildir when there is no config). Errors print one line and exit non-zero:
-never a traceback. A progress bar goes to stderr when stderr is a terminal.
+never a traceback. A progress bar goes to stderr when stderr is a terminal (``--no-progress``
+turns it off).
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ import argparse
 import json
 import os
 import sys
-import time
-from collections.abc import Iterable, Sequence
-from typing import IO, Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import IO, Any, cast
 
+from mailsync import _cli_bounces
 from mailsync._accounts import Account, account
 from mailsync._base import Retriever, Sender
 from mailsync._compose import compose
@@ -76,6 +77,13 @@ def _parser() -> argparse.ArgumentParser:
             help="also store each message there",
         )
         sub.add_argument("--state", metavar="PATH", help="sync state file (default: user data)")
+        if name != "watch":
+            sub.add_argument(
+                "--progress",
+                action=argparse.BooleanOptionalAction,
+                default=True,
+                help="a progress bar on stderr when it is a terminal (default: on)",
+            )
         if name == "fetch":
             sub.add_argument("--limit", type=int, help="at most this many messages")
             sub.add_argument("--headers-only", action="store_true", help="fetch headers only")
@@ -86,6 +94,8 @@ def _parser() -> argparse.ArgumentParser:
                 default=60.0,
                 help="seconds between polls where the server has no push",
             )
+
+    _cli_bounces.add_arguments(add("bounces", _cli_bounces.HELP))
 
     folders = add("folders", "List the folders of an account.")
     folders.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -163,38 +173,10 @@ def _line(message: Message) -> str:
     return f"{when}  {who}  {subject}  [{message.size} bytes]"
 
 
-class _Progress:
-    """A one-line counter on stderr, only when stderr is a terminal."""
-
-    def __init__(self, stream: IO[str], total: int | None = None) -> None:
-        self.stream = stream
-        self.enabled = stream.isatty()
-        self.total = total
-        self.count = 0
-        self.started = time.monotonic()
-        self._last = 0.0
-
-    def step(self) -> None:
-        self.count += 1
-        now = time.monotonic()
-        if not self.enabled or now - self._last < 0.1:
-            return
-        self._last = now
-        rate = self.count / max(now - self.started, 1e-6)
-        self.stream.write(f"\r{self.count} messages ({rate:.0f}/s)")
-        self.stream.flush()
-
-    def done(self) -> None:
-        if self.enabled and self.count:
-            self.stream.write("\r\033[K")
-            self.stream.flush()
-
-
 def _emit(messages: Iterable[Message], args: argparse.Namespace, out: IO[str]) -> int:
     # --to keeps a copy, so it appends: sending would add a Date and a Message-ID where they
     # are missing and drop Bcc, and the copy would no longer be the server's message.
     store = connect(args.store, state=":memory:") if args.store else None
-    progress = _Progress(sys.stderr)
     count = 0
     try:
         for message in messages:
@@ -206,9 +188,7 @@ def _emit(messages: Iterable[Message], args: argparse.Namespace, out: IO[str]) -
             out.write("\n")
             out.flush()
             count += 1
-            progress.step()
     finally:
-        progress.done()
         if store is not None:
             store.close()
     return count
@@ -220,15 +200,18 @@ def _fetch(args: argparse.Namespace, out: IO[str]) -> int:
             "--headers-only cannot be combined with --to: the copies would lack bodies"
         )
     with _retriever(args) as box:
-        _emit(
-            box.messages(args.folder, limit=args.limit, headers_only=args.headers_only), args, out
+        # The backend declares messages() without progress=; the base class adds it.
+        messages = cast("Callable[..., Iterable[Message]]", box.messages)
+        found = messages(
+            args.folder, limit=args.limit, headers_only=args.headers_only, progress=args.progress
         )
+        _emit(found, args, out)
     return 0
 
 
 def _sync(args: argparse.Namespace, out: IO[str]) -> int:
     with _retriever(args) as box:
-        _emit(box.sync(args.folder), args, out)
+        _emit(box.sync(args.folder, progress=args.progress), args, out)
     return 0
 
 
@@ -305,12 +288,18 @@ def _send(args: argparse.Namespace, out: IO[str]) -> int:
     return 0
 
 
+def _bounces(args: argparse.Namespace, out: IO[str]) -> int:
+    with _retriever(args) as box:
+        return _cli_bounces.run(box, args, out)
+
+
 _COMMANDS = {
     "fetch": _fetch,
     "sync": _sync,
     "watch": _watch,
     "folders": _folders,
     "send": _send,
+    "bounces": _bounces,
 }
 
 

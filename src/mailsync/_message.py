@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, SupportsIndex, TypeVar, overload
 
 from mailsync._mime import (
     decode_bytes,
@@ -33,18 +33,19 @@ from mailsync._mime import (
     split_suffix,
     unfold,
 )
-from mailsync._parts import HeaderMap, Layout, Leaf, Node, layout, parse_node
+from mailsync._parts import HeaderMap, Layout, Leaf, Node, children, layout, parse_node
 
 if TYPE_CHECKING:
     from email.message import EmailMessage
     from email.message import Message as StdMessage
 
-    from mailsync._report_types import DeliveryReport
+    from mailsync._reports._values import DeliveryReport
 
 __all__ = [
     "Address",
     "Attachment",
     "Folder",
+    "FolderList",
     "HeaderMap",
     "Message",
     "MessageList",
@@ -297,6 +298,12 @@ class Message:
         sender = self.from_.email if self.from_ else None
         return f"<Message id={self.id!r} from={sender!r} subject={subject!r} size={self.size}>"
 
+    def _repr_html_(self) -> str:
+        """A card for Jupyter; an html body is sanitized (with nh3) or left out for the text."""
+        from mailsync._notebook import message_html
+
+        return message_html(self)
+
     def replace(self, **changes: Any) -> Message:
         """A copy with some of the constructor's attributes changed (e.g. ``flags``)."""
         current: dict[str, Any] = {
@@ -480,7 +487,24 @@ class Message:
 
 
 class MessageList(list[Message]):
-    """A list of messages that shows as a table in Jupyter and converts to pandas."""
+    """A list of messages that shows as a table in Jupyter and converts to pandas.
+
+    Get one from a retriever with ``box.messages(...).collect()`` (or ``box.sync().collect()``;
+    ``await abox.messages(...).collect()`` in async code), or build one from any iterable of
+    messages: ``MessageList(messages)``.
+    """
+
+    @overload
+    def __getitem__(self, index: SupportsIndex) -> Message: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> MessageList: ...
+
+    def __getitem__(self, index: SupportsIndex | slice) -> Message | MessageList:
+        # A slice stays a MessageList, so ``inbox[:10]`` still shows as a table.
+        if isinstance(index, slice):
+            return MessageList(super().__getitem__(index))
+        return super().__getitem__(index)
 
     def _repr_html_(self) -> str:
         from mailsync._notebook import messages_html
@@ -488,10 +512,30 @@ class MessageList(list[Message]):
         return messages_html(self)
 
     def to_pandas(self) -> Any:
-        """A ``pandas.DataFrame`` with one row per message (needs pandas installed)."""
+        """A ``pandas.DataFrame`` with one row per message and typed columns.
+
+        Columns: ``date`` (timezone-aware, UTC), ``from_name``, ``from_email`` (lower case),
+        ``to`` and ``cc`` (lists of lower-cased addresses), ``subject``, ``size`` (int),
+        ``seen``, ``flagged``, ``answered`` (bool), ``flags`` (list), ``has_attachments``
+        (nullable bool: unknown for header-only messages), ``folder``, ``labels`` (list),
+        ``id``, ``message_id``, ``thread_id``.
+
+        Raises:
+            ImportError: pandas is not installed (``pip install "mailsync[pandas]"``).
+        """
         from mailsync._notebook import messages_dataframe
 
         return messages_dataframe(self)
+
+
+class FolderList(list[Folder]):
+    """The list ``folders()`` returns: a plain list of :class:`Folder` that shows as a table in
+    Jupyter."""
+
+    def _repr_html_(self) -> str:
+        from mailsync._notebook import folders_html
+
+        return folders_html(self)
 
 
 # -- helpers shared by backends ----------------------------------------------------------------
@@ -595,6 +639,25 @@ def parse_addresses(values: Sequence[str]) -> tuple[Address, ...]:
 
 
 # -- which part is what (the structure is mailsync._parts') ----------------------------------
+
+
+#: A node of the model's MIME tree, for the modules that read the structure themselves
+#: (the delivery-report parser): one splitter for the whole package.
+MimeNode = Node
+
+
+def mime_tree(message: Message) -> MimeNode:
+    """The root of ``message``'s MIME tree, split once and cached with the message."""
+    return message._root()
+
+
+def mime_children(
+    node: MimeNode, content_type: str, params: dict[str, str]
+) -> list[MimeNode] | None:
+    """The parts of a multipart node of ``content_type`` (its ``params`` as
+    :func:`~mailsync._mime.split_params` gives them), split as the model splits them; None
+    for a leaf, and for a multipart with no boundary anywhere (it is text)."""
+    return children(node, content_type, params)
 
 
 def split_body(

@@ -26,7 +26,7 @@ from mailsync._mime import (
     split_params,
 )
 
-__all__ = ["HeaderMap", "Layout", "Leaf", "Node", "layout", "parse_node"]
+__all__ = ["HeaderMap", "Layout", "Leaf", "Node", "children", "layout", "parse_node"]
 
 
 class HeaderMap(Mapping[str, str]):
@@ -73,6 +73,11 @@ class HeaderMap(Mapping[str, str]):
 
     def __repr__(self) -> str:
         return f"HeaderMap({list(self._items)!r})"
+
+    def _repr_html_(self) -> str:
+        from mailsync._notebook import headers_html
+
+        return headers_html(self)
 
 
 _MAX_DEPTH = 100  # deeper multiparts are kept whole as one part
@@ -168,18 +173,19 @@ def _leaves(root: Node) -> Iterator[Leaf]:
         content_type, params = split_params(node.field("Content-Type"))
         if not _CONTENT_TYPE.fullmatch(content_type):
             content_type = "text/plain" if content_type else node.default_type
-        children = _children(node, content_type, params) if depth < _MAX_DEPTH else None
-        if children is not None:
+        parts = children(node, content_type, params) if depth < _MAX_DEPTH else None
+        if parts is not None:
             related = in_related or content_type == "multipart/related"
-            stack.extend((child, related, depth + 1) for child in reversed(children))
+            stack.extend((part, related, depth + 1) for part in reversed(parts))
             continue
         if content_type.startswith("multipart/") and depth < _MAX_DEPTH:
             content_type = "text/plain"  # no part boundary anywhere: it is just text
         yield _make_leaf(node, content_type, params, in_related)
 
 
-def _children(node: Node, content_type: str, params: dict[str, str]) -> list[Node] | None:
-    """The parts of a multipart, or None for a leaf (attached messages are leaves)."""
+def children(node: Node, content_type: str, params: dict[str, str]) -> list[Node] | None:
+    """The parts of a multipart, or None for a leaf (attached messages are leaves) and for a
+    multipart with no boundary anywhere (it is text)."""
     if not content_type.startswith("multipart/"):
         return None
     body = node.body

@@ -12,12 +12,14 @@ and ``~``. The meaning is fixed here, once, so every backend returns the same me
 
 Backends translate what they can natively (IMAP SEARCH, Gmail ``q``, OData ``$filter``) so the
 server narrows the set, and then apply :meth:`Q.matches` to what comes back whenever the native
-form is not exact. This module does no I/O.
+form is not exact. :func:`decide` judges a query on a partial view of a message (its headers,
+before the body is downloaded), saying when the answer depends on what the view lacks. This
+module does no I/O.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from typing import Any, Literal
@@ -25,7 +27,7 @@ from typing import Any, Literal
 from mailsync._errors import ConfigError
 from mailsync._message import Message
 
-__all__ = ["Q", "as_datetime"]
+__all__ = ["Q", "as_datetime", "decide"]
 
 _FIELDS = (
     "seen",
@@ -188,3 +190,34 @@ _CHECKS: dict[str, Callable[[Message, Any], bool]] = {
     "larger": lambda m, v: m.size > v,
     "smaller": lambda m, v: m.size < v,
 }
+
+
+def decide(query: Q, message: Message, unknown: Collection[str]) -> bool | None:
+    """Judge ``query`` on a partial view of a message, where the criteria named in ``unknown``
+    cannot be judged (a header-only view cannot judge ``text``, nor ``larger`` when its size is
+    an estimate).
+
+    Returns:
+        True or False when the criteria that can be judged settle it either way (``A & B`` is
+        False when ``A`` is, whatever ``B``), None when the answer depends on the others.
+    """
+    if query.op == "not":
+        inner = decide(query.children[0], message, unknown)
+        return None if inner is None else not inner
+    if query.op in ("and", "or"):
+        settles = query.op == "or"  # the value that decides an "or" (True) or an "and" (False)
+        result: bool | None = not settles
+        for child in query.children:
+            verdict = decide(child, message, unknown)
+            if verdict is settles:
+                return settles
+            if verdict is None:
+                result = None
+        return result
+    result = True
+    for name, value in query.criteria().items():
+        if name in unknown:
+            result = None
+        elif not _CHECKS[name](message, value):
+            return False
+    return result

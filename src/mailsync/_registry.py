@@ -7,7 +7,7 @@ whose optional dependency is missing raises :class:`~mailsync.ConfigError` sayin
 
 Third-party packages add schemes through the ``mailsync.backends`` entry-point group: the entry
 point's name is the scheme and its object a :class:`BackendSpec`. Entry points add new schemes
-or fill a planned one (gmail, graph, jmap); replacing a shipped backend takes an explicit
+or fill a planned one (jmap); replacing a shipped backend takes an explicit
 :func:`register`.
 """
 
@@ -70,6 +70,12 @@ _MBOX = BackendSpec(
     sender="mailsync.backends.mbox:MboxSender",
     async_sender="mailsync.backends.mbox:AsyncMboxSender",
 )
+_GMAIL = BackendSpec(
+    retriever="mailsync.backends.gmail:GmailRetriever",
+    async_retriever="mailsync.backends.gmail:AsyncGmailRetriever",
+    sender="mailsync.backends.gmail:GmailSender",
+    async_sender="mailsync.backends.gmail:AsyncGmailSender",
+)
 _GRAPH = BackendSpec(
     retriever="mailsync.backends.graph:GraphRetriever",
     async_retriever="mailsync.backends.graph:AsyncGraphRetriever",
@@ -84,7 +90,7 @@ _BUILTIN: dict[str, BackendSpec] = {
     "smtp": _SMTP,
     "maildir": _MAILDIR,
     "mbox": _MBOX,
-    "gmail": _PLANNED,
+    "gmail": _GMAIL,
     "graph": _GRAPH,
     "jmap": _PLANNED,
 }

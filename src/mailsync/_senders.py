@@ -10,10 +10,11 @@ import abc
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, ClassVar, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias, TypeVar
 
 from mailsync._config import Endpoint
 from mailsync._message import Message
+from mailsync._stream import finish_sender_class
 
 if TYPE_CHECKING:
     from email.message import EmailMessage
@@ -56,6 +57,10 @@ class Sender(abc.ABC):
     """
 
     scheme: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        finish_sender_class(cls, asynchronous=False)
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
@@ -108,6 +113,9 @@ class Sender(abc.ABC):
     def send_many(self, messages: Iterable[OutgoingMessage]) -> list[SendResult]:
         """Send several messages, in order, over one connection where the backend can.
 
+        Every sender's ``send_many`` also takes ``progress=True`` (keyword only): a bar
+        counting the messages as they go out, in Jupyter or on a terminal.
+
         Returns:
             One :class:`SendResult` per message, in the same order.
         """
@@ -121,6 +129,10 @@ class AsyncSender(abc.ABC):
     """The async twin of :class:`Sender`. Get one with :func:`mailsync.sender_async`."""
 
     scheme: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        finish_sender_class(cls, asynchronous=True)
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint

@@ -4,9 +4,11 @@ This module owns :class:`DeliveryTracker`. It records what a sender returned
 (:class:`~mailsync._base.SendResult`), reads the DSNs, MDNs and bounces that come back
 (:func:`~mailsync._reports.parse_report`), ties each to the message it is about (by ENVID, then
 by Message-ID) and moves every recipient along ``sent -> delayed -> delivered/failed ->
-displayed``. A DSN's ``relayed`` (handed to a server that sends no reports, e.g. Postfix handing
-over to the final LMTP hop) and ``expanded`` are the last news that will come, so they count as
-``delivered``; the report's own action stays readable through :func:`parse_report`.
+displayed``. A hard bounce (``RecipientReport.permanent``: the address does not exist) is
+final; a soft one (a full mailbox, a block) may still be followed by a success. A DSN's
+``relayed`` (handed to a server that sends no reports, e.g. Postfix handing over to the final
+LMTP hop) and ``expanded`` are the last news that will come, so they count as ``delivered``;
+the report's own action stays readable through :func:`parse_report`.
 
 State lives in a :class:`~mailsync._state.StateStore`'s key/value area as JSON, so it survives
 restarts and can be shared with other processes using the same store. Each report is applied
@@ -27,7 +29,13 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, runtime_checkable
 
 from mailsync._mime import msg_id
-from mailsync._reports import DeliveryReport, RecipientReport, _status_in_text, parse_report
+from mailsync._reports import (
+    DeliveryReport,
+    Reason,
+    RecipientReport,
+    parse_report,
+    refusal_outcome,
+)
 
 if TYPE_CHECKING:
     from mailsync._base import SendResult
@@ -116,12 +124,18 @@ class RecipientStatus:
         status: The RFC 3463 status of the last report (``"5.1.1"``), if it gave one.
         diagnostic: The server's words from the last report or the refusal.
         updated_at: When the state last changed (the send time for ``sent``).
+        reason: Why it failed or is delayed (:attr:`RecipientReport.reason`); ``unknown``
+            otherwise.
+        permanent: True after a hard bounce (the address is bad: stop sending to it). A
+            hard bounce is final; no later report changes it.
     """
 
     state: RecipientState
     status: str | None = None
     diagnostic: str | None = None
     updated_at: datetime | None = None
+    reason: Reason = "unknown"
+    permanent: bool = False
 
     @property
     def pending(self) -> bool:
@@ -154,6 +168,11 @@ class TrackedMessage:
     def failed(self) -> tuple[str, ...]:
         """The recipients that could not be reached."""
         return tuple(a for a, s in self.recipients.items() if s.state == "failed")
+
+    @property
+    def bounced(self) -> tuple[str, ...]:
+        """The recipients that hard-bounced: their address should no longer be sent to."""
+        return tuple(a for a, s in self.recipients.items() if s.permanent)
 
 
 class DeliveryTracker:
@@ -332,6 +351,8 @@ class DeliveryTracker:
             if address is None or new is None:
                 continue
             current = states[address].get("state", "sent")
+            if states[address].get("permanent"):
+                continue  # a hard bounce is final: the address does not exist
             if _report_rank(report.kind, entry.action, new) < _RANK.get(current, 0):
                 continue
             states[address] = _entry(new, entry, self._clock())
@@ -355,17 +376,21 @@ def _entry(state: str, report: RecipientReport | None, when: datetime) -> dict[s
         "status": report.status if report else None,
         "diagnostic": report.diagnostic if report else None,
         "updated_at": when.isoformat(),
+        "reason": report.reason if report else "unknown",
+        "permanent": bool(report and report.permanent and state == "failed"),
     }
 
 
 def _refused(reply: tuple[int, str], when: datetime) -> dict[str, Any]:
     code, text = reply
-    diagnostic = f"{code} {text}".strip()
+    status, reason, permanent = refusal_outcome(code, text)
     return {
         "state": "failed",
-        "status": _status_in_text(diagnostic),
-        "diagnostic": diagnostic,
+        "status": status,
+        "diagnostic": f"{code} {text}".strip(),
         "updated_at": when.isoformat(),
+        "reason": reason,
+        "permanent": permanent,
     }
 
 
@@ -394,6 +419,8 @@ def _tracked(record: Mapping[str, Any]) -> TrackedMessage:
             status=entry.get("status"),
             diagnostic=entry.get("diagnostic"),
             updated_at=_datetime(entry.get("updated_at")),
+            reason=entry.get("reason", "unknown"),
+            permanent=bool(entry.get("permanent", False)),
         )
         for address, entry in record.get("recipients", {}).items()
     }

@@ -168,7 +168,7 @@ class APIRetriever(_Blocking, Retriever):
         """Move messages to another folder (see :meth:`Retriever.move`)."""
         ids = message_refs(msgs)
         if ids:
-            self._run(self.api.move(ids, folder))
+            self._run(self.api.move_from(ids, _sources(msgs), folder))
 
     def delete(self, msgs: MessageRef | Sequence[MessageRef], *, permanent: bool = False) -> None:
         """Delete messages, to the Trash unless ``permanent`` (see :meth:`Retriever.delete`)."""
@@ -272,7 +272,7 @@ class AsyncAPIRetriever(_Async, AsyncRetriever):
         """Move messages to another folder (see :meth:`Retriever.move`)."""
         ids = message_refs(msgs)
         if ids:
-            await self._run(self.api.move(ids, folder))
+            await self._run(self.api.move_from(ids, _sources(msgs), folder))
 
     async def delete(
         self, msgs: MessageRef | Sequence[MessageRef], *, permanent: bool = False
@@ -372,6 +372,13 @@ def _prepare(
             "it cannot take another envelope sender (mail_from)"
         )
     return envelope
+
+
+def _sources(msgs: MessageRef | Sequence[MessageRef]) -> list[str | None]:
+    """The folder each message was read from, None for a bare id (in ``message_refs`` order)."""
+    if isinstance(msgs, Message | str):
+        msgs = [msgs]
+    return [m.folder if isinstance(m, Message) else None for m in msgs]
 
 
 def _sleep(seconds: float) -> None:

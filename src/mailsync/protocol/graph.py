@@ -86,7 +86,7 @@ from mailsync.protocol.http import (
     optional_field,
     read_error_body,
 )
-from mailsync.protocol.mailapi import COMMON_OPTIONS, MailAPI
+from mailsync.protocol.mailapi import COMMON_OPTIONS, MailAPI, whole_number_option
 
 __all__ = ["GraphAPI", "GraphDialect"]
 
@@ -196,7 +196,9 @@ class GraphAPI(MailAPI):
             Auth(endpoint), GraphDialect(), RetryPolicy.from_params(endpoint.params)
         )
         self.user = _user_path(endpoint.username, endpoint.host)
-        self.max_message_size = _max_size(endpoint.params.get("max_message_size", MAX_MESSAGE_SIZE))
+        self.max_message_size = whole_number_option(
+            endpoint.params, "max_message_size", MAX_MESSAGE_SIZE, none_allowed=True
+        )
         self._folders: dict[str, _FolderInfo] | None = None
         self._by_id: dict[str, _FolderInfo] = {}
         self._well_known: dict[str, str] = {}
@@ -618,18 +620,6 @@ def _user_path(username: str | None, host: str) -> str:
     if any(ch in address for ch in "/?#\r\n") or not address.strip():
         raise ConfigError(f"graph://{address}: not a mailbox address or 'me'")
     return f"users/{quote(address, safe='@')}"
-
-
-def _max_size(value: Any) -> int | None:
-    if value is None:
-        return None
-    try:
-        size = int(value)
-    except (TypeError, ValueError):
-        size = 0
-    if size <= 0 or isinstance(value, bool):
-        raise ConfigError(f"max_message_size must be a number of bytes or None, not {value!r}")
-    return size
 
 
 def _canonical_name(name: str) -> str:

@@ -13,6 +13,8 @@ on an ``httpx.Client`` or ``httpx.AsyncClient``. Everything that decides anythin
   :class:`Dialect` (which reads its error bodies: Google's ``{"error": {"code", "message",
   "errors": [{"reason"}]}}``, Graph's ``{"error": {"code", "message"}}``, JMAP's RFC 7807
   problem details).
+- :func:`multipart_related`: the body of an upload that carries metadata and media together
+  (Google's ``uploadType=multipart``).
 - :func:`json_of`: a body that is not the JSON the provider promised is a
   :class:`~mailsync.ProtocolError`, never a ``ValueError`` or ``KeyError``.
 
@@ -58,6 +60,7 @@ __all__ = [
     "call_all",
     "field_of",
     "json_of",
+    "multipart_related",
     "optional_field",
     "read_error_body",
     "retry_after",
@@ -295,6 +298,9 @@ class Dialect:
         if body.message:
             detail += f": {body.message}"
         status = response.status
+        # Before the 403 rule: Google says "slow down" with a 403 and a rateLimitExceeded reason.
+        if self.is_rate_limit(response, body):
+            return RateLimited(detail, retry_after=retry_after(response), code=code)
         if status == 401:
             return AuthenticationError(detail + " (the access token was refused)")
         if status == 403:
@@ -303,8 +309,6 @@ class Dialect:
             )
         if status in (404, 410):
             return not_found(detail, code=code)
-        if self.is_rate_limit(response, body):
-            return RateLimited(detail, retry_after=retry_after(response), code=code)
         if self.is_transient(response, body):
             return TemporaryFailure(detail, code=code)
         return ServerError(detail, code=code)
@@ -539,8 +543,12 @@ def optional_field(
     """``data[key]`` when present and not null, checked to be a ``kind``.
 
     Raises:
-        ProtocolError: The field is present with another type.
+        ProtocolError: ``data`` is not an object, or the field is present with another type.
     """
+    if not isinstance(data, Mapping):  # a reply that is JSON, but "[]" where {} was due
+        raise ProtocolError(
+            f"{name}: {what}: the reply is not an object (got {type(data).__name__})"
+        )
     value = data.get(key)
     if value is None:
         return None
@@ -549,3 +557,28 @@ def optional_field(
             f"{name}: {what}: {key!r} should be {kind.__name__}, not {type(value).__name__}"
         )
     return value
+
+
+def multipart_related(parts: Sequence[tuple[str, bytes]]) -> tuple[str, bytes]:
+    """A ``multipart/related`` body (RFC 2387) made of ``(content type, bytes)`` parts, as
+    Google's ``uploadType=multipart`` takes it (the JSON metadata first, then the media).
+
+    The boundary is random and checked against every part, so no content can end the body
+    early; parts are sent as they are (binary), which HTTP allows.
+
+    Returns:
+        The Content-Type header value and the body.
+    """
+    import secrets
+
+    while True:
+        boundary = "mailsync-" + secrets.token_hex(16)
+        delimiter = b"--" + boundary.encode("ascii")
+        if not any(delimiter in content for _, content in parts):
+            break
+    chunks: list[bytes] = []
+    for content_type, content in parts:
+        chunks += [delimiter, b"\r\nContent-Type: ", content_type.encode("ascii"), b"\r\n\r\n"]
+        chunks += [content, b"\r\n"]
+    chunks += [delimiter, b"--\r\n"]
+    return f'multipart/related; boundary="{boundary}"', b"".join(chunks)

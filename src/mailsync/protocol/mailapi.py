@@ -25,7 +25,7 @@ This module is pure: no I/O, no httpx.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from mailsync._base import SendResult
@@ -37,7 +37,7 @@ from mailsync._plans import Plan, Sleep
 from mailsync._query import Q
 from mailsync.protocol.http import APIClient, api_root
 
-__all__ = ["MailAPI"]
+__all__ = ["MailAPI", "whole_number_option"]
 
 #: Options every API backend takes (keyword arguments of the facade, or URL query parameters).
 COMMON_OPTIONS = frozenset({"base_url", "transport", "concurrency", "retries", "retry_delay"})
@@ -76,7 +76,8 @@ class MailAPI:
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
-        wanted = _positive(endpoint.params.get("concurrency", type(self).concurrency))
+        wanted = whole_number_option(endpoint.params, "concurrency", type(self).concurrency)
+        assert wanted is not None
         limit = type(self).max_concurrency
         self.concurrency = wanted if limit is None else min(wanted, limit)
 
@@ -139,6 +140,15 @@ class MailAPI:
         """Move messages to another folder."""
         raise Unsupported(f"{self.scheme} cannot move messages")
 
+    def move_from(
+        self, ids: Sequence[str], sources: Sequence[str | None], folder: str
+    ) -> Plan[None]:
+        """Move messages, told the folder each was read from (``sources[i]``, None for a
+        bare id). Providers where a message sits in several folders at once (Gmail's labels)
+        need the source to know what to take away; the default ignores it and calls
+        :meth:`move`."""
+        return self.move(ids, folder)
+
     def delete(self, ids: Sequence[str], *, permanent: bool) -> Plan[None]:
         """Delete messages (to the Trash unless ``permanent``)."""
         raise Unsupported(f"{self.scheme} cannot delete messages")
@@ -165,12 +175,24 @@ class MailAPI:
         yield from ()
 
 
-def _positive(value: Any) -> int:
-    """A ``concurrency`` option's value, checked."""
+def whole_number_option(
+    params: Mapping[str, Any], key: str, default: int | None, *, none_allowed: bool = False
+) -> int | None:
+    """A backend option that is a whole number >= 1 (``concurrency``, ``batch_size``,
+    ``max_message_size``), given as a keyword argument or a URL query parameter (a string).
+    With ``none_allowed``, None (or ``"none"`` in a URL) means "no limit".
+
+    Raises:
+        ConfigError: Anything else.
+    """
+    value = params.get(key, default)
+    if none_allowed and (value is None or (isinstance(value, str) and value.lower() == "none")):
+        return None
     try:
         number = int(value)
     except (TypeError, ValueError):
         number = 0
     if number < 1 or isinstance(value, bool):
-        raise ConfigError(f"concurrency must be a whole number >= 1, not {value!r}")
+        also = " or None" if none_allowed else ""
+        raise ConfigError(f"{key} must be a whole number >= 1{also}, not {value!r}")
     return number
