@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import mailsync
 from mailsync import Attachment, Message
 from mailsync._mime import safe_filename
 
@@ -140,14 +141,40 @@ def test_directory_given_as_a_string_and_relative(
     assert path == tmp_path.resolve() / "rel" / "x.txt"
 
 
-def test_missing_directory_raises_file_not_found(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError):
-        Attachment("x.txt", "text/plain", DATA).save(tmp_path / "missing")
+def test_a_missing_directory_is_created(tmp_path: Path) -> None:
+    path = Attachment("x.txt", "text/plain", DATA).save(tmp_path / "new" / "deeper")
+    assert path == tmp_path.resolve() / "new" / "deeper" / "x.txt"
+    assert path.read_bytes() == DATA
+
+
+def test_a_directory_that_cannot_be_made_is_a_storage_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_bytes(b"in the way")
+    with pytest.raises(mailsync.StorageError) as info:
+        Attachment("x.txt", "text/plain", DATA).save(tmp_path / "file" / "sub")
+    assert isinstance(info.value, OSError)  # ``except OSError`` keeps working
+    assert str(tmp_path / "file" / "sub") in str(info.value)
+
+
+def test_delivery_report_parts_are_named_by_what_they_are(tmp_path: Path) -> None:
+    raw = (
+        b"From: MAILER-DAEMON@example.test\r\nSubject: Undelivered Mail\r\n"
+        b"Content-Type: multipart/report; report-type=delivery-status; boundary=r\r\n\r\n"
+        b"--r\r\nContent-Type: text/plain\r\n\r\nIt bounced.\r\n"
+        b"--r\r\nContent-Type: message/delivery-status\r\n\r\n"
+        b"Reporting-MTA: dns; mx.example.test\r\n\r\nFinal-Recipient: rfc822; x@example.test\r\n"
+        b"Action: failed\r\nStatus: 5.1.1\r\n\r\n"
+        b"--r\r\nContent-Type: message/rfc822\r\n\r\n"
+        b"From: a@example.test\r\nSubject: hi\r\n\r\nhello\r\n"
+        b"--r--\r\n"
+    )
+    names = [a.save(tmp_path).name for a in Message(raw).attachments]
+    assert names == ["delivery-status.txt", "original-message.eml"]
 
 
 def test_extension_follows_the_content_type_when_there_is_no_name(inbox: Path) -> None:
     assert save(inbox, None, "text/plain").name == "attachment.txt"
-    assert save(inbox, None, "message/rfc822").name == "attachment.eml"
+    assert save(inbox, None, "message/rfc822").name == "original-message.eml"
+    assert save(inbox, None, "text/rfc822-headers").name == "original-headers.txt"
     assert save(inbox, None, "application/x-unknown-thing").name == "attachment.bin"
     assert save(inbox, None, "garbage").name == "attachment (1).bin"
 

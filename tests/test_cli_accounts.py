@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import mailbox
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import pytest
 
 import mailsync
 from mailsync._accounts import account, accounts
+from tests.cli import run, send_args
 from tests.servers import MailServers
 
 
@@ -22,23 +21,6 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("MAILSYNC_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("MAILSYNC_CONFIG", str(tmp_path / "config.toml"))
     return tmp_path
-
-
-def run(home: Path, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "MAILSYNC_DATA_DIR": str(home / "data"),
-        "MAILSYNC_CONFIG": str(home / "config.toml"),
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "mailsync", *args],
-        input=stdin.decode() if stdin is not None else None,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
 
 
 # -- accounts ----------------------------------------------------------------------------------
@@ -145,15 +127,7 @@ def test_json_lines_and_sync(home: Path) -> None:
         assert (
             run(
                 home,
-                "send",
-                "--from",
-                "a@example.test",
-                "--to",
-                "b@example.test",
-                "--subject",
-                f"S{n}",
-                "--text",
-                "x",
+                *send_args("a@example.test", "b@example.test", f"S{n}"),
             ).returncode
             == 0
         )
@@ -168,15 +142,7 @@ def test_json_lines_and_sync(home: Path) -> None:
 def test_fetch_to_mbox_stores_messages(home: Path) -> None:
     run(
         home,
-        "send",
-        "--from",
-        "a@example.test",
-        "--to",
-        "b@example.test",
-        "--subject",
-        "keep",
-        "--text",
-        "x",
+        *send_args("a@example.test", "b@example.test", "keep"),
     )
     target = home / "copy.mbox"
     done = run(home, "fetch", "--to", f"mbox:{target}")
@@ -229,15 +195,7 @@ def test_send_raw_message_from_stdin(home: Path) -> None:
 def test_folders_command(home: Path) -> None:
     run(
         home,
-        "send",
-        "--from",
-        "a@example.test",
-        "--to",
-        "b@example.test",
-        "--subject",
-        "x",
-        "--text",
-        "x",
+        *send_args("a@example.test", "b@example.test", "x"),
     )
     done = run(home, "folders", "--json")
     assert json.loads(done.stdout.splitlines()[0])["name"] == "INBOX"
@@ -253,7 +211,7 @@ def test_folders_command(home: Path) -> None:
             "invalid email address",
         ),
         (["fetch", "ftp://x"], "unknown URL scheme"),
-        (["fetch", "maildir:/nonexistent/dir", "--folder", "Nope"], "no folder"),
+        (["fetch", "maildir:/nonexistent/dir", "--folder", "Nope"], "no Maildir"),
         (["fetch", "--headers-only", "--to", "mbox:/nonexistent/x"], "--headers-only"),
     ],
 )

@@ -329,7 +329,8 @@ def test_close_in_the_middle_of_a_fetch(
         port = servers.imap_port if backend.name.startswith("imap") else servers.pop3_port
         proxy = tcp_proxy(servers.host, port)
         proxy.throttle(64 * 1024, 0.05)
-        box = backend.make(port=proxy.port, state=":memory:", batch_size=1)
+        options = {"batch_size": 1} if backend.name.startswith("imap") else {}
+        box = backend.make(port=proxy.port, state=":memory:", **options)
 
         watcher = _closes_quickly(box, first, watchers, lambda message: first.set())
     else:

@@ -700,3 +700,50 @@ def test_prepare_can_keep_bcc_for_transports_that_read_recipients_from_the_messa
     assert b"hidden@" not in dropped.data
     assert b"Bcc: hidden@example.test\r\n" in kept.data
     assert kept.recipients == dropped.recipients == ("b@example.test", "hidden@example.test")
+
+
+@pytest.mark.parametrize(
+    ("typed", "quoted"),
+    [
+        ("not an address", "'not an address'"),
+        ("bob@@example.test", "'bob@@example.test'"),
+        ("Bob <bob@@example.test>", "'Bob <bob@@example.test>'"),
+        ("a@example.test, c", "'c' in 'a@example.test, c'"),
+        ("Bob <>", "'Bob <>'"),
+    ],
+)
+def test_address_errors_quote_what_was_typed(typed: str, quoted: str) -> None:
+    with pytest.raises(InvalidAddress) as info:
+        compose(from_="me@example.test", to=typed, subject="x")
+    assert f"invalid email address {quoted}" in str(info.value)
+    assert ":" in str(info.value).split(quoted, 1)[1]  # and why
+
+
+@pytest.mark.parametrize(
+    ("typed", "what"),
+    [
+        ("Bob <bob@example.test", "'<' without a closing '>'"),
+        ("<bob@example.test", "'<' without a closing '>'"),
+        ("bob@example.test>", "'>' without an opening '<'"),
+        ('"Bob <bob@example.test>', "without its closing"),
+        ("bob@example.test (Bob", "'(' without a closing ')'"),
+    ],
+)
+def test_unbalanced_addresses_are_errors_not_repaired(typed: str, what: str) -> None:
+    """The stdlib parser silently completed these; the user meant something else."""
+    for field in ("to", "cc", "from_"):
+        arguments = {"from_": "me@example.test", "to": "you@example.test", field: typed}
+        with pytest.raises(InvalidAddress) as info:
+            compose(subject="x", **arguments)  # type: ignore[arg-type]
+        assert repr(typed) in str(info.value)
+        assert what in str(info.value)
+
+
+def test_balanced_punctuation_in_names_is_fine() -> None:
+    message = compose(
+        from_='"Smith, J. <Sales>" <j@example.test>',
+        to=["Alice (work) <a@example.test>", " b@example.test "],
+        subject="x",
+    )
+    assert Message(message.as_bytes()).from_ == Address("Smith, J. <Sales>", "j@example.test")
+    assert [a.email for a in Message(message.as_bytes()).to] == ["a@example.test", "b@example.test"]

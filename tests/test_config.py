@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ssl
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -216,3 +218,92 @@ def test_plugins_may_fill_planned_schemes_only(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(_registry, "_plugins", lambda: {"future": fake, "imap": fake})
     assert _registry.load("future", "retriever").__name__ == "MaildirRetriever"
     assert _registry.load("imap", "retriever").__name__ == "IMAPRetriever"
+
+
+# -- unknown options are errors that suggest the closest valid one -----------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "typo", "suggestion"),
+    [
+        (lambda **kw: mailsync.connect("maildir:/tmp/x", **kw), "timout", "timeout"),
+        (lambda **kw: mailsync.connect("imaps://u@h", **kw), "verfy", "verify"),
+        (lambda **kw: mailsync.connect("imaps://u@h", **kw), "batchsize", "batch_size"),
+        (lambda **kw: mailsync.connect_async("pop3s://u@h", **kw), "apopp", "apop"),
+        (lambda **kw: mailsync.sender("smtp://h", **kw), "retires", "retries"),
+        (lambda **kw: mailsync.sender_async("smtp://h", **kw), "pipelinig", "pipelining"),
+        (lambda **kw: mailsync.connect("maildir:/tmp/x", **kw), "sate", "state"),
+    ],
+)
+def test_unknown_keyword_options_name_the_closest_valid_one(
+    make: Any, typo: str, suggestion: str
+) -> None:
+    with pytest.raises(mailsync.ConfigError) as info:
+        make(**{typo: 5})
+    text = str(info.value)
+    assert repr(typo) in text
+    assert f"did you mean {suggestion!r}" in text
+
+
+def test_unknown_url_query_parameters_are_errors_too() -> None:
+    with pytest.raises(mailsync.ConfigError, match=r"batchsize.*batch_size") as info:
+        mailsync.connect("imaps://u@h?batchsize=5")
+    assert "imaps://u@h" in str(info.value)
+    assert mailsync.connect("imaps://u@h?batch_size=5").endpoint.params["batch_size"] == "5"
+
+
+def test_backend_options_stay_per_scheme() -> None:
+    """Each scheme takes only what its backend declares: apop is POP3's, not IMAP's."""
+    mailsync.connect("pop3s://u@h", apop=True)
+    with pytest.raises(mailsync.ConfigError, match="'apop' for imap"):
+        mailsync.connect("imaps://u@h", apop=True)
+
+
+def test_specs_that_declare_no_options_accept_any() -> None:
+    spec = mailsync.BackendSpec(retriever="mailsync.backends.maildir:MaildirRetriever")
+    assert spec.options is None
+    _registry.register("x-anything", spec)
+    try:
+        box = mailsync.connect("x-anything://h", whatever=1)
+        assert box.endpoint.params == {"whatever": 1}
+    finally:
+        _registry._registered.pop("x-anything")
+
+
+# -- verify= takes the path of a private CA -----------------------------------------------------
+
+
+def test_verify_takes_a_ca_file_path(tmp_path: Path) -> None:
+    bundle = ssl.get_default_verify_paths().cafile or ssl.get_default_verify_paths().openssl_cafile
+    if not bundle or not Path(bundle).is_file():
+        pytest.skip("no system CA bundle file to load")
+    context = parse_url("imaps://h", verify=bundle).verify
+    assert isinstance(context, ssl.SSLContext)
+    assert context.verify_mode == ssl.CERT_REQUIRED
+    assert context.check_hostname
+    assert context.get_ca_certs()
+    assert isinstance(parse_url("imaps://h", verify=Path(bundle)).verify, ssl.SSLContext)
+
+
+def test_verify_path_errors_name_the_path(tmp_path: Path) -> None:
+    with pytest.raises(mailsync.ConfigError, match="no CA certificate file") as info:
+        mailsync.connect("imaps://h", verify=str(tmp_path / "missing.pem"))
+    assert "missing.pem" in str(info.value)
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate")
+    with pytest.raises(mailsync.ConfigError, match=r"junk\.pem"):
+        mailsync.sender("smtps://h", verify=junk)
+    with pytest.raises(mailsync.ConfigError, match="verify must be"):
+        parse_url("imaps://h", verify=3)  # type: ignore[arg-type]
+
+
+def test_api_backends_declare_in_the_registry_what_their_api_reads() -> None:
+    """The registry spells out a MailAPI's options (importing none): they must agree."""
+    import importlib
+
+    for scheme, (module, name) in {
+        "graph": ("mailsync.protocol.graph", "GraphAPI"),
+        "gmail": ("mailsync.protocol.gmail", "GmailAPI"),
+    }.items():
+        api = getattr(importlib.import_module(module), name)
+        assert _registry.spec_for(scheme).options == api.options

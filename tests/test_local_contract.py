@@ -75,7 +75,9 @@ class MboxFixtures:
 
     @pytest.fixture
     def path(self, tmp_path: Path) -> Path:
-        return tmp_path / "inbox.mbox"
+        path = tmp_path / "inbox.mbox"
+        path.touch()  # an empty mailbox, as the Maildir fixture's empty directories are
+        return path
 
     @pytest.fixture
     def seed(self, path: Path) -> Callable[..., None]:
@@ -182,3 +184,31 @@ def test_async_maildir_creates_folders_as_the_sync_one_does(tmp_path: Path) -> N
 
     assert "Projects" in asyncio.run(main())
     assert (root / ".Projects" / "cur").is_dir()
+
+
+@pytest.mark.parametrize("scheme", ["maildir", "mbox"])
+def test_a_missing_mailbox_is_an_error_that_says_how_it_is_made(
+    tmp_path: Path, scheme: str
+) -> None:
+    """A missing Maildir and a missing mbox file fail alike (an mbox used to read as empty):
+    a mistyped path is not an empty mailbox."""
+    path = tmp_path / "nothing-here"
+    box = mailsync.connect(f"{scheme}:{path}", state=":memory:")
+    for call in (box.folders, lambda: list(box.messages()), lambda: list(box.sync())):
+        with pytest.raises(mailsync.FolderNotFound) as info:
+            call()
+        assert str(path) in str(info.value)
+        assert "first message sent" in str(info.value)
+    assert not path.exists()
+
+
+def test_maildir_create_option_makes_an_empty_mailbox(tmp_path: Path) -> None:
+    path = tmp_path / "fresh"
+    with mailsync.connect(f"maildir:{path}", state=":memory:", create=True) as box:
+        assert list(box.messages()) == []
+        assert [f.name for f in box.folders()] == ["INBOX"]
+    assert (path / "new").is_dir()
+    with mailsync.connect(f"maildir:{tmp_path / 'by-url'}?create=yes", state=":memory:") as box:
+        assert list(box.sync()) == []
+    with pytest.raises(mailsync.ConfigError, match="'create'"):
+        list(mailsync.connect(f"maildir:{path}", state=":memory:", create="maybe").messages())

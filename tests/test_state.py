@@ -172,6 +172,6 @@ def test_custom_store_is_used_by_sync(tmp_path: Path) -> None:
 
 def test_no_state_file_until_sync_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MAILSYNC_DATA_DIR", str(tmp_path / "data"))
-    with mailsync.connect(f"maildir:{tmp_path / 'md'}") as box:
-        assert box.folders() == []
+    with mailsync.connect(f"maildir:{tmp_path / 'md'}", create=True) as box:
+        assert [f.name for f in box.folders()] == ["INBOX"]
     assert not (tmp_path / "data").exists()

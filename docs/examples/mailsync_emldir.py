@@ -86,4 +86,5 @@ class AsyncEmlDirRetriever(ThreadedAsyncRetriever):
 SPEC = mailsync.BackendSpec(
     retriever="mailsync_emldir:EmlDirRetriever",
     async_retriever="mailsync_emldir:AsyncEmlDirRetriever",
+    options=frozenset(),  # it reads no option: a misspelled one is an error
 )

@@ -25,6 +25,7 @@ from mailsync._errors import (
     RecipientsRefused,
     SendError,
     ServerError,
+    StorageError,
     TemporaryFailure,
     Unsupported,
 )
@@ -149,6 +150,7 @@ __all__ = [
     "Sender",
     "ServerError",
     "StateStore",
+    "StorageError",
     "SyncRun",
     "TemporaryFailure",
     "Timeout",

@@ -8,11 +8,17 @@
     retrieve = "imaps://alice@example.com@imap.example.com"
     send = "smtps://alice@example.com@smtp.example.com"
     password_env = "WORK_MAIL_PASSWORD"        # or password_command / password_keyring
-    # password_command = "pass show mail/work"
-    # password_keyring = "mailsync/work"          (service/username; needs mailsync[keyring])
+    save_to = "Sent"                           # file a copy of what is sent there
 
-With no config file (or no account of that name, for ``"default"``), the default account is a
-local Maildir in the user data dir: the embedded default, which works with no server.
+    [accounts.work.send]                       # the sender's own settings, when they differ
+    url = "smtp://relay.internal:25"
+    tls = "none"
+
+The file's format and its checks live in :mod:`mailsync._configfile`; this module owns the
+:class:`Account` value and how it makes retrievers and senders.
+
+With no config file, the default account is a local Maildir in the user data dir: the embedded
+default, which works with no server (it is created, empty, on first use).
 
 Secrets are only read when a connection is made, and never stored on the objects' ``repr``.
 """
@@ -23,7 +29,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from mailsync._base import AsyncRetriever, AsyncSender, Retriever, Sender
 from mailsync._config import Secret
@@ -31,9 +37,11 @@ from mailsync._errors import ConfigError
 from mailsync._facade import connect, connect_async, sender, sender_async
 from mailsync._state import default_data_dir
 
-__all__ = ["Account", "account", "accounts", "config_path", "default_maildir"]
+__all__ = ["Account", "Direction", "account", "accounts", "config_path", "default_maildir"]
 
-_SECRET_KEYS = ("password", "password_env", "password_command", "password_keyring")
+SECRET_KEYS = ("password", "password_env", "password_command", "password_keyring")
+
+Direction = Literal["retrieve", "send"]
 
 
 def config_path() -> Path:
@@ -51,15 +59,32 @@ def default_maildir() -> Path:
 
 
 @dataclass(frozen=True)
+class _Settings:
+    """What one direction (retrieve or send) of an account connects with.
+
+    Attributes:
+        options: Keyword options for ``connect``/``sender`` (``tls``, ``verify``, backend
+            options...), already merged from the account's and the direction's own.
+        secret_source: Where its password comes from (``password_env``...), if anywhere.
+    """
+
+    options: Mapping[str, Any] = field(default_factory=dict)
+    secret_source: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
 class Account:
-    """A named account: where to retrieve, where to send, and how to get its secret.
+    """A named account: where to retrieve, where to send, and how to get its secrets.
 
     Attributes:
         name: The account's name in the config file.
         retrieve: The retriever URL, or None.
         send: The sender URL, or None.
-        options: Other keyword options passed to ``connect``/``sender`` (``tls``, ``verify``,
-            ``timeout``, ``state``...).
+        options: Keyword options shared by both directions (``tls``, ``verify``,
+            ``timeout``, ``state``...), as written at the account's top level.
+        save_to: The folder of the retrieve mailbox where a copy of what is sent is filed
+            (``"\\\\Sent"``: the folder marked as such), or None.
+        source: The config file the account comes from (empty for the embedded default).
     """
 
     name: str
@@ -67,18 +92,33 @@ class Account:
     send: str | None
     options: Mapping[str, Any] = field(default_factory=dict)
     secret_source: Mapping[str, str] = field(default_factory=dict, repr=False)
+    save_to: str | None = None
+    source: str = ""
+    _retrieve_settings: _Settings | None = field(default=None, repr=False)
+    _send_settings: _Settings | None = field(default=None, repr=False)
 
-    def password(self) -> Secret | None:
-        """Read the secret from where the config says (env var, command, keyring)."""
-        source = self.secret_source
+    def _settings(self, direction: Direction) -> _Settings:
+        """The options and secret source one direction connects with."""
+        own = self._retrieve_settings if direction == "retrieve" else self._send_settings
+        if own is not None:
+            return own
+        options = dict(self.options)
+        if direction == "send":
+            options.pop("state", None)
+        return _Settings(options, self.secret_source)
+
+    def password(self, direction: Direction = "retrieve") -> Secret | None:
+        """Read the secret of one direction from where the config says (env var, command,
+        keyring), or None when it has none."""
+        source = self._settings(direction).secret_source
         if "password" in source:
             return Secret(source["password"])
         if "password_env" in source:
             value = os.environ.get(source["password_env"])
             if value is None:
                 raise ConfigError(
-                    f"account {self.name!r}: the environment variable "
-                    f"{source['password_env']!r} is not set"
+                    f"account {self.name!r}{self._where()}: password_env: the environment "
+                    f"variable {source['password_env']!r} is not set"
                 )
             return Secret(value)
         if "password_command" in source:
@@ -97,7 +137,8 @@ class Account:
             )
         except (OSError, subprocess.SubprocessError) as exc:
             raise ConfigError(
-                f"account {self.name!r}: the password command failed ({type(exc).__name__})"
+                f"account {self.name!r}{self._where()}: password_command failed "
+                f"({type(exc).__name__})"
             ) from None  # the command's output may hold the secret: do not chain it
         return done.stdout.rstrip("\r\n")
 
@@ -112,102 +153,124 @@ class Account:
         service, _, username = spec.partition("/")
         value = keyring.get_password(service, username or self.name)
         if value is None:
-            raise ConfigError(f"account {self.name!r}: no keyring entry for {spec!r}")
+            raise ConfigError(
+                f"account {self.name!r}{self._where()}: password_keyring: no keyring entry "
+                f"for {spec!r}"
+            )
         return str(value)
 
-    def _kwargs(self, *, retriever: bool) -> dict[str, Any]:
-        kwargs = dict(self.options)
-        if not retriever:
-            kwargs.pop("state", None)
-        secret = self.password()
+    def connect_options(self, direction: Direction, **overrides: Any) -> dict[str, Any]:
+        """The keyword arguments ``connect``/``sender`` get for one direction, the secret
+        read now; ``overrides`` (from a command line) win."""
+        options = dict(self._settings(direction).options)
+        secret = self.password(direction)
         if secret is not None:
-            kwargs["password"] = secret.reveal()
-        return kwargs
+            options["password"] = secret.reveal()
+        options.update(overrides)
+        return options
 
-    def retriever(self) -> Retriever:
-        """A retriever for this account."""
-        if not self.retrieve:
-            raise ConfigError(f"account {self.name!r} has no 'retrieve' URL")
-        return connect(self.retrieve, **self._kwargs(retriever=True))
+    def url(self, direction: Direction) -> str:
+        """The URL of one direction.
 
-    def retriever_async(self) -> AsyncRetriever:
+        Raises:
+            ConfigError: The account has none.
+        """
+        found = self.retrieve if direction == "retrieve" else self.send
+        if not found:
+            raise ConfigError(f"account {self.name!r} has no {direction!r} URL{self._where()}")
+        return found
+
+    def _where(self) -> str:
+        return f" in {self.source}" if self.source else ""
+
+    def retriever(self, **overrides: Any) -> Retriever:
+        """A retriever for this account (``overrides``: keyword options that win)."""
+        return connect(self.url("retrieve"), **self.connect_options("retrieve", **overrides))
+
+    def retriever_async(self, **overrides: Any) -> AsyncRetriever:
         """An async retriever for this account."""
-        if not self.retrieve:
-            raise ConfigError(f"account {self.name!r} has no 'retrieve' URL")
-        return connect_async(self.retrieve, **self._kwargs(retriever=True))
+        return connect_async(self.url("retrieve"), **self.connect_options("retrieve", **overrides))
 
-    def sender(self) -> Sender:
-        """A sender for this account."""
-        if not self.send:
-            raise ConfigError(f"account {self.name!r} has no 'send' URL")
-        return sender(self.send, **self._kwargs(retriever=False))
+    def sender(self, **overrides: Any) -> Sender:
+        """A sender for this account; with ``save_to`` set, it files a copy of what it sends
+        in that folder of the account's retrieve mailbox."""
+        out = sender(self.url("send"), **self.connect_options("send", **overrides))
+        if self.save_to is None:
+            return out
+        from mailsync._sent import saving_sender
 
-    def sender_async(self) -> AsyncSender:
-        """An async sender for this account."""
-        if not self.send:
-            raise ConfigError(f"account {self.name!r} has no 'send' URL")
-        return sender_async(self.send, **self._kwargs(retriever=False))
+        return saving_sender(out, (self.retriever(), self.save_to), own_mailbox=True)
+
+    def sender_async(self, **overrides: Any) -> AsyncSender:
+        """An async sender for this account (see :meth:`sender`)."""
+        out = sender_async(self.url("send"), **self.connect_options("send", **overrides))
+        if self.save_to is None:
+            return out
+        from mailsync._sent import saving_sender_async
+
+        return saving_sender_async(out, (self.retriever_async(), self.save_to), own_mailbox=True)
 
 
-def _embedded_default() -> Account:
+def embedded_default() -> Account:
+    """The account used when there is no config file: a local Maildir, created on first use."""
     url = f"maildir:{default_maildir()}"
-    return Account(name="default", retrieve=url, send=url)
+    return Account(
+        name="default",
+        retrieve=url,
+        send=url,
+        _retrieve_settings=_Settings({"create": True}),
+    )
 
 
-def _load() -> tuple[dict[str, Account], str | None]:
-    import tomllib
+def _load(config: str | os.PathLike[str] | None) -> tuple[dict[str, Account], str | None, Path]:
+    from mailsync._configfile import load
 
-    path = config_path()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return {}, None
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
-    table = data.get("accounts", {})
-    if not isinstance(table, dict):
-        raise ConfigError(f"{path}: [accounts] must be a table of accounts")
-    result = {}
-    for name, entry in table.items():
-        if not isinstance(entry, dict):
-            raise ConfigError(f"{path}: accounts.{name} must be a table")
-        result[name] = _account(name, entry, path)
-    default = data.get("default")
-    return result, default if isinstance(default, str) else None
+    if config is not None:
+        path = Path(config).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"no config file at {path}")
+    else:
+        path = config_path()
+    found, default = load(path)
+    return found, default, path
 
 
-def _account(name: str, entry: dict[str, Any], path: Path) -> Account:
-    retrieve, send = entry.get("retrieve"), entry.get("send")
-    if not retrieve and not send:
-        raise ConfigError(f"{path}: account {name!r} needs a 'retrieve' or 'send' URL")
-    secrets = {k: str(entry[k]) for k in _SECRET_KEYS if k in entry}
-    options = {k: v for k, v in entry.items() if k not in (*_SECRET_KEYS, "retrieve", "send")}
-    return Account(name, retrieve, send, options, secrets)
+def accounts(*, config: str | os.PathLike[str] | None = None) -> dict[str, Account]:
+    """Every account in the config file; just the embedded default when there is none.
 
-
-def accounts() -> dict[str, Account]:
-    """Every account in the config file; just the embedded default when there is none."""
-    found, _ = _load()
-    return found or {"default": _embedded_default()}
-
-
-def account(name: str | None = None) -> Account:
-    """An account by name; without a name, the config's ``default`` (or its only account),
-    else the embedded default Maildir.
+    Args:
+        config: Another config file than the default one.
 
     Raises:
-        ConfigError: No account of that name.
+        ConfigError: The file is not valid; the message names the file, account and key.
     """
-    found, default = _load()
-    if name is None:
-        name = default or (next(iter(found)) if len(found) == 1 else "default")
+    found, _, _ = _load(config)
+    return found or {"default": embedded_default()}
+
+
+def account(name: str | None = None, *, config: str | os.PathLike[str] | None = None) -> Account:
+    """An account by name; without one, the config file's ``default`` (or its only account),
+    else, with no account configured at all, the embedded default Maildir.
+
+    Args:
+        name: The account's name.
+        config: Another config file than the default one.
+
+    Raises:
+        ConfigError: No account of that name, several accounts and no ``default`` to choose
+            one, or a file that is not valid; the message lists the accounts there are.
+    """
+    found, default, path = _load(config)
+    if name is None or (name == "default" and name not in found):
+        if not found:
+            return embedded_default()
+        if default is None and len(found) > 1:
+            raise ConfigError(
+                f"{path} has {len(found)} accounts and no default: name one (accounts: "
+                f'{", ".join(sorted(found))}), or add default = "NAME" at the top of the file'
+            )
+        name = default or next(iter(found))
     if name in found:
         return found[name]
-    if name == "default":
-        return _embedded_default()
     known = ", ".join(sorted(found)) or "none configured"
-    raise ConfigError(f"no account {name!r} in {config_path()} (accounts: {known})")
+    raise ConfigError(f"no account {name!r} in {path} (accounts: {known})")

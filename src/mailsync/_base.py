@@ -289,6 +289,24 @@ class _StateMixin:
     def _folder_key(self, folder: str) -> str:
         return "INBOX" if folder.upper() == "INBOX" else folder
 
+    def _load_cursor(self, store: StateStore, folder_key: str) -> dict[str, Any] | None:
+        """The saved cursor, taking over one saved under an older account key."""
+        cursor = store.load_cursor(self.account_key, folder_key)
+        if cursor is not None:
+            return cursor
+        for legacy in self.endpoint.legacy_account_keys:
+            cursor = store.load_cursor(legacy, folder_key)
+            if cursor is None:
+                continue
+            copy = getattr(store, "copy_folder_state", None)
+            if copy is not None:  # cursor and delivered set, in one transaction
+                copy(legacy, self.account_key, folder_key)
+            else:
+                store.save_cursor(self.account_key, folder_key, cursor)
+            log.info("%s: took over the sync cursor saved as %s", self.endpoint.display, legacy)
+            return cursor
+        return None
+
     def _known(self, folder: str) -> Callable[[Iterable[str]], set[str]]:
         def known(identities: Iterable[str]) -> set[str]:
             return self.state.known(self.account_key, self._folder_key(folder), identities)
@@ -422,7 +440,7 @@ class Retriever(_StateMixin, abc.ABC):
             FolderNotFound: No such folder.
         """
         key = self._folder_key(folder)
-        cursor = self.state.load_cursor(self.account_key, key)
+        cursor = self._load_cursor(self.state, key)
         steps = self._sync_steps(folder, cursor, self._known(folder))
         steps = counted_steps(steps, progress=progress, desc=folder)
         return SyncRun(steps, self.state, self.account_key, key)
@@ -626,7 +644,7 @@ class AsyncRetriever(_StateMixin, abc.ABC):
         import asyncio
 
         # A lambda: even looking the method up opens a store not opened yet.
-        cursor = await asyncio.to_thread(lambda: store.load_cursor(self.account_key, key))
+        cursor = await asyncio.to_thread(lambda: self._load_cursor(store, key))
         steps = self._sync_steps(folder, cursor, self._known(folder))
         try:
             async for step in steps:

@@ -22,11 +22,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple, TypeAlias
+from typing import TYPE_CHECKING, NamedTuple
 
 from mailsync._errors import ConfigError, InvalidAddress
 from mailsync._message import Address, Message, crlf_bytes, parse_addresses
 from mailsync._mime import decode_header_value, msg_id, split_header_block
+from mailsync._types import AddressLike, AttachmentSpec
 
 if TYPE_CHECKING:
     # The stdlib email package loads where a message is built, not with this module:
@@ -35,12 +36,6 @@ if TYPE_CHECKING:
     from email.message import EmailMessage
 
 __all__ = ["AttachmentSpec", "Envelope", "check_address", "compose", "prepare"]
-
-#: An attachment for :func:`compose`: a path, or ``(filename, data, content_type)``.
-AttachmentSpec: TypeAlias = "str | os.PathLike[str] | tuple[str, bytes, str]"
-#: One address for :func:`compose`: ``"a@example.test"``, ``"Ann <a@example.test>"``,
-#: an :class:`~mailsync.Address`, or a ``(name, address)`` pair.
-AddressLike: TypeAlias = "str | Address | tuple[str, str]"
 
 # Everything str.splitlines() breaks on, plus NUL: the stdlib refuses these in headers with a
 # bare ValueError, and SMTP servers treat some of them as line ends.
@@ -185,12 +180,80 @@ def _parse_address_item(item: object) -> list[tuple[str, str]]:
         raise InvalidAddress(f"not an address: {item!r}", address=str(item))
     if _LINE_BREAK.search(item):
         raise InvalidAddress(f"line break in address {item!r}", address=item)
+    unbalanced = _unbalanced(item)
+    if unbalanced:  # the stdlib parser would "repair" it into something nobody typed
+        raise InvalidAddress(f"invalid email address {item!r}: {unbalanced}", address=item)
+    if not _BARE_NEEDS_PARSER.search(item):
+        # A bare address: checked as typed, so the error quotes all of it ("bob@@x.test"),
+        # not the fragment the stdlib parser kept ("@x.test").
+        return [("", item.strip())]
     parsed = parse_addresses([item])
     # The stdlib parser "repairs" junk ("a b@x" becomes "ab@x"): an address it found must
     # be spelled in the input exactly, or the input was not what it looked like.
     if not parsed or any(not a.email or a.email not in item for a in parsed):
-        raise InvalidAddress(f"invalid email address {item!r}", address=item)
+        raise InvalidAddress(f"invalid email address {item!r}{_why(item)}", address=item)
     return [(a.name, a.email) for a in parsed]
+
+
+def _why(item: str) -> str:
+    """``": <reason>"`` for the address between angle brackets, when that is what is wrong."""
+    inner = re.search(r"<([^<>]*)>", item)
+    if inner is None:
+        return ""
+    if not inner.group(1).strip():
+        return ": nothing between '<' and '>'"
+    try:
+        check_address(inner.group(1).strip())
+    except InvalidAddress as exc:
+        return f": {exc.__cause__ or exc}"
+    return ""
+
+
+# What only a display name, a comment, a group or a list needs the address parser for.
+_BARE_NEEDS_PARSER = re.compile(r'[<>(),;:"]')
+
+
+def _unbalanced(text: str) -> str:
+    """What is unbalanced in an address as typed (``"Bob <bob@x.test"``), or ``""``."""
+    depth = {"<": 0, "(": 0}
+    closing = {">": "<", ")": "("}
+    quoted = escaped = False
+    for char in text:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif quoted:
+            continue
+        elif char in depth:
+            depth[char] += 1
+        elif char in closing:
+            depth[closing[char]] -= 1
+            if depth[closing[char]] < 0:
+                return f"{char!r} without an opening {closing[char]!r}"
+    if quoted:
+        return "a '\"' without its closing '\"'"
+    if depth["<"]:
+        return "'<' without a closing '>'"
+    if depth["("]:
+        return "'(' without a closing ')'"
+    return ""
+
+
+def _checked_in(item: object, addr: str, *, deliverability: bool) -> _Checked:
+    """:func:`_check`, whose error quotes what was typed when that held more than ``addr``."""
+    try:
+        return _check(addr, deliverability=deliverability)
+    except InvalidAddress as exc:
+        typed = str(item).strip() if isinstance(item, str) else ""
+        if not typed or typed == addr:
+            raise
+        reason = f": {exc.__cause__}" if exc.__cause__ is not None else ""
+        raise InvalidAddress(
+            f"invalid email address {addr!r} in {typed!r}{reason}", address=addr
+        ) from exc.__cause__
 
 
 def _addresses(
@@ -209,7 +272,7 @@ def _addresses(
                 raise InvalidAddress(f"line break in address {item!r}", address=str(addr))
             if _CONTROL.search(name):
                 raise InvalidAddress(f"control character in name {name!r}", address=str(addr))
-            checked = _check(addr, deliverability=deliverability)
+            checked = _checked_in(item, addr, deliverability=deliverability)
             header = HeaderAddress(display_name=name, username=checked.local, domain=checked.domain)
             out.append((header, checked.needs_utf8))
     return out

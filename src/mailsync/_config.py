@@ -29,6 +29,7 @@ __all__ = [
     "Timeout",
     "TokenProvider",
     "parse_url",
+    "trust",
 ]
 
 TLSMode: TypeAlias = Literal["ssl", "starttls", "none"]
@@ -51,6 +52,8 @@ DEFAULT_PORTS: Mapping[tuple[str, TLSMode], int] = {
     ("smtp", "none"): 25,
 }
 
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
 _IMPLICIT_TLS = {"imaps": "imap", "pop3s": "pop3", "smtps": "smtp"}
 _SCHEME = re.compile(r"[a-z][a-z0-9+.-]*")  # RFC 3986 section 3.1
 
@@ -195,11 +198,34 @@ class Endpoint:
 
     @property
     def account_key(self) -> str:
-        """A stable name for this account in the state store (never includes a secret)."""
+        """A stable name for this account in the state store (never includes a secret).
+
+        It names the mailbox, not the way to it: the protocol family (``imap`` for imaps://
+        and imap:// alike, whose cursors are the same), the user and the host, without the
+        port or the TLS mode. So the same mailbox reached over implicit TLS from one program
+        and over STARTTLS (or through a tunnel on another port) from another shares one
+        cursor. Local mailboxes are named by their resolved path.
+        """
         if self.scheme in LOCAL_SCHEMES:
             return f"{self.scheme}:{Path(self.path).resolve()}"
+        return f"{self.scheme}://{self.username or ''}@{self._host_key()}"
+
+    @property
+    def legacy_account_keys(self) -> tuple[str, ...]:
+        """What :attr:`account_key` was before it left out the port (mailsync 0.1), for this
+        port first and then the family's usual ones: cursors saved under them are taken over
+        on first use, so nobody downloads everything again after upgrading."""
+        if self.scheme in LOCAL_SCHEMES:
+            return ()
+        ports = [self.port]
+        ports += [port for (family, _), port in DEFAULT_PORTS.items() if family == self.scheme]
         user = self.username or ""
-        return f"{self.scheme}://{user}@{self.host.lower()}:{self.port}"
+        host = self.host.lower()
+        return tuple(f"{self.scheme}://{user}@{host}:{port}" for port in dict.fromkeys(ports))
+
+    def _host_key(self) -> str:
+        host = self.host.lower().rstrip(".")
+        return f"[{host}]" if ":" in host else host
 
     @property
     def display(self) -> str:
@@ -218,6 +244,23 @@ class Endpoint:
             context.verify_mode = ssl.CERT_NONE
         return context
 
+    def flag(self, name: str, default: bool = False) -> bool:
+        """A yes/no backend option: ``True``/``False`` as given in Python, or ``1``, ``true``,
+        ``yes``, ``on`` (any case) and ``0``, ``false``, ``no``, ``off`` from a URL query.
+
+        Raises:
+            ConfigError: Any other value; the message names the option.
+        """
+        value = self.params.get(name, default)
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise ConfigError(f"option {name!r} takes true or false, not {value!r}")
+
     def with_options(self, **changes: Any) -> Endpoint:
         """Return a copy with some fields changed."""
         return replace(self, **changes)
@@ -229,7 +272,7 @@ def parse_url(
     password: str | None = None,
     token: str | Callable[[], str] | None = None,
     tls: str | None = None,
-    verify: bool | ssl.SSLContext = True,
+    verify: bool | ssl.SSLContext | str | os.PathLike[str] = True,
     timeout: float | Timeout | None = 30.0,
     options: Mapping[str, Any] | None = None,
 ) -> Endpoint:
@@ -243,7 +286,8 @@ def parse_url(
         password: Overrides a password given in the URL.
         token: OAuth2 access token or a callable returning one.
         tls: ``"ssl"``, ``"starttls"`` or ``"none"``; the scheme's default when None.
-        verify: Certificate verification: True, False or an ``ssl.SSLContext``.
+        verify: Certificate verification: True, False, an ``ssl.SSLContext``, or the path of
+            CA certificates to trust (see :func:`trust`).
         timeout: Seconds, or a :class:`Timeout`.
         options: Backend-specific keyword options (e.g. ``base_url``).
 
@@ -263,10 +307,8 @@ def parse_url(
             f"{_safe(url)!r} is not a mailsync URL: it needs a scheme such as imaps://, "
             "pop3s://, smtps://, maildir: or mbox:"
         )
-    if not isinstance(verify, bool | ssl.SSLContext):
-        raise ConfigError("verify must be True, False or an ssl.SSLContext")
     common: dict[str, Any] = {
-        "verify": verify,
+        "verify": trust(verify),
         "timeout": Timeout.of(timeout),
         "token": TokenProvider(token) if token is not None else None,
         "params": dict(options or {}),
@@ -274,6 +316,36 @@ def parse_url(
     if scheme in LOCAL_SCHEMES:
         return _parse_local(scheme, rest, common)
     return _parse_network(url, scheme, rest, password, tls, common)
+
+
+def trust(verify: object) -> bool | ssl.SSLContext:
+    """What ``verify=`` means: True, False and an ``ssl.SSLContext`` as they are; a path (``~``
+    expanded) to a PEM file of CA certificates, or a directory of them (``c_rehash`` names),
+    becomes a context that verifies against those CAs instead of the system's, as
+    ``ssl.create_default_context(cafile=...)`` does.
+
+    Raises:
+        ConfigError: Anything else, a path that does not exist, or a file that holds no
+            certificate; the message names the path.
+    """
+    if isinstance(verify, bool | ssl.SSLContext):
+        return verify
+    if not isinstance(verify, str | os.PathLike) or not str(verify).strip():
+        raise ConfigError(
+            "verify must be True, False, an ssl.SSLContext or the path of a CA certificate "
+            f"file, not {verify!r}"
+        )
+    path = Path(verify).expanduser()
+    if not path.exists():
+        raise ConfigError(f"verify: no CA certificate file or directory at {str(path)!r}")
+    try:
+        if path.is_dir():
+            return ssl.create_default_context(capath=str(path))
+        return ssl.create_default_context(cafile=str(path))
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise ConfigError(
+            f"verify: {str(path)!r} is not a PEM file of CA certificates ({exc})"
+        ) from exc
 
 
 def _parse_local(scheme: str, rest: str, common: dict[str, Any]) -> Endpoint:

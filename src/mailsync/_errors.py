@@ -19,8 +19,9 @@ so that generic handlers keep working (``except ConnectionError``, ``except Time
      │    ├── MessageNotFound
      │    ├── RateLimited                    slow down; ``retry_after`` seconds if known
      │    └── TemporaryFailure               try again later (busy mailbox, 4xx replies)
-     └── SendError                           a message could not be sent
-          └── RecipientsRefused              every recipient was refused; ``refused`` says why
+     ├── SendError                           a message could not be sent
+     │    └── RecipientsRefused              every recipient was refused; ``refused`` says why
+     └── StorageError (OSError)              a local file or directory could not be written
 
 This module must not import any backend library: it is imported by everything.
 """
@@ -32,6 +33,8 @@ import socket
 import ssl
 from collections.abc import Iterator, Mapping
 from typing import TypeAlias
+
+from mailsync._hints import socket_error_text
 
 __all__ = [
     "AuthenticationError",
@@ -47,6 +50,7 @@ __all__ = [
     "RecipientsRefused",
     "SendError",
     "ServerError",
+    "StorageError",
     "TemporaryFailure",
     "Unsupported",
     "map_exceptions",
@@ -151,6 +155,11 @@ class RecipientsRefused(SendError):
         self.refused = dict(refused)
 
 
+class StorageError(MailsyncError, OSError):
+    """A local file or directory could not be written (``Attachment.save`` into a directory
+    that cannot be created, a full disk, no permission); the message names the path."""
+
+
 ExceptionMap: TypeAlias = Mapping[type[BaseException], type[MailsyncError]]
 
 #: The socket-level translations every backend wants; a backend passes its own map for the rest.
@@ -199,5 +208,9 @@ def _lookup(exc: BaseException, mapping: ExceptionMap) -> type[MailsyncError] | 
 
 
 def _describe(exc: BaseException, context: str) -> str:
+    if context:
+        hinted = socket_error_text(exc, context)
+        if hinted is not None:
+            return hinted
     text = str(exc).strip() or type(exc).__name__
     return f"{context}: {text}" if context else text

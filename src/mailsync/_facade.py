@@ -10,28 +10,39 @@ from __future__ import annotations
 import os
 import ssl
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mailsync import _registry
 from mailsync._base import AsyncRetriever, AsyncSender, Retriever, Sender
 from mailsync._config import Endpoint, Timeout, parse_url
 from mailsync._state import StateStore
 
+if TYPE_CHECKING:
+    from mailsync._sent import AsyncSaveTo, SaveTo
+
 __all__ = ["connect", "connect_async", "sender", "sender_async"]
 
 StateArg = StateStore | str | os.PathLike[str] | None
 
 
+#: What ``verify=`` takes: True, False, an ``ssl.SSLContext``, or the path of a CA file.
+VerifyArg = bool | ssl.SSLContext | str | os.PathLike[str]
+
+# The facade's own keywords: suggested when a backend option is misspelled (``timout=``).
+_COMMON = ("password", "token", "tls", "verify", "timeout")
+
+
 def _endpoint(
+    function: str,
     url: str,
     password: str | None,
     token: str | Callable[[], str] | None,
     tls: str | None,
-    verify: bool | ssl.SSLContext,
+    verify: VerifyArg,
     timeout: float | Timeout | None,
     options: dict[str, Any],
 ) -> Endpoint:
-    return parse_url(
+    endpoint = parse_url(
         url,
         password=password,
         token=token,
@@ -40,6 +51,11 @@ def _endpoint(
         timeout=timeout,
         options=options,
     )
+    common = (*_COMMON, "state" if function.startswith("connect") else "save_to")
+    _registry.check_options(endpoint.scheme, options, common=common, where=f"{function}()")
+    in_url = [name for name in endpoint.params if name not in options]
+    _registry.check_options(endpoint.scheme, in_url, common=(), where=endpoint.url)
+    return endpoint
 
 
 def connect(
@@ -48,7 +64,7 @@ def connect(
     password: str | None = None,
     token: str | Callable[[], str] | None = None,
     tls: str | None = None,
-    verify: bool | ssl.SSLContext = True,
+    verify: VerifyArg = True,
     timeout: float | Timeout | None = 30.0,
     state: StateArg = None,
     **options: Any,
@@ -62,19 +78,24 @@ def connect(
             every (re)connect.
         tls: ``"ssl"``, ``"starttls"`` or ``"none"``; by default ``ssl`` for ``imaps``/
             ``pop3s`` and ``starttls`` (required) otherwise.
-        verify: Certificate verification: True, False, or an ``ssl.SSLContext``.
+        verify: Certificate verification: True, False, an ``ssl.SSLContext``, or the path
+            of a PEM file (or directory) of CA certificates to trust instead of the system's,
+            for a private or self-signed CA.
         timeout: Seconds per network operation, or a :class:`~mailsync.Timeout`.
         state: Where sync cursors live: None (a SQLite file in the user data dir), a path,
             ``":memory:"``, or a :class:`~mailsync.StateStore`.
-        **options: Backend-specific options (e.g. ``base_url`` for HTTP APIs).
+        **options: Backend-specific options (e.g. ``base_url`` for HTTP APIs, ``batch_size``
+            for IMAP, ``apop`` for POP3), as the scheme's :class:`~mailsync.BackendSpec`
+            declares them.
 
     Returns:
         A :class:`~mailsync.Retriever`.
 
     Raises:
-        ConfigError: The URL or an option is invalid, or the backend's extra is missing.
+        ConfigError: The URL or an option is invalid (an unknown option names the closest
+            valid one), or the backend's extra is missing.
     """
-    endpoint = _endpoint(url, password, token, tls, verify, timeout, options)
+    endpoint = _endpoint("connect", url, password, token, tls, verify, timeout, options)
     cls = _registry.load(endpoint.scheme, "retriever")
     retriever: Retriever = cls(endpoint, state=state)
     return retriever
@@ -86,7 +107,7 @@ def connect_async(
     password: str | None = None,
     token: str | Callable[[], str] | None = None,
     tls: str | None = None,
-    verify: bool | ssl.SSLContext = True,
+    verify: VerifyArg = True,
     timeout: float | Timeout | None = 30.0,
     state: StateArg = None,
     **options: Any,
@@ -97,7 +118,7 @@ def connect_async(
     Returns:
         An :class:`~mailsync.AsyncRetriever` (use ``async with`` or ``await .aclose()``).
     """
-    endpoint = _endpoint(url, password, token, tls, verify, timeout, options)
+    endpoint = _endpoint("connect_async", url, password, token, tls, verify, timeout, options)
     cls = _registry.load(endpoint.scheme, "async_retriever")
     retriever: AsyncRetriever = cls(endpoint, state=state)
     return retriever
@@ -109,20 +130,32 @@ def sender(
     password: str | None = None,
     token: str | Callable[[], str] | None = None,
     tls: str | None = None,
-    verify: bool | ssl.SSLContext = True,
+    verify: VerifyArg = True,
     timeout: float | Timeout | None = 30.0,
+    save_to: SaveTo | None = None,
     **options: Any,
 ) -> Sender:
     """A sender for ``url``: ``smtps://user@host``, ``smtp://host:587``, ``maildir:PATH``...
 
-    The arguments are those of :func:`connect` (without ``state``).
+    The arguments are those of :func:`connect` (without ``state``), and:
+
+    Args:
+        save_to: Where to file a copy of every message sent, as mail programs do: a
+            :class:`~mailsync.Retriever` (its folder marked ``\\Sent``) or
+            ``(retriever, "Sent")``. Skipped for transports that file it themselves.
+            ``SendResult.saved_to`` names the folder, None when filing failed (the send
+            itself stands; the reason is logged).
 
     Returns:
         A :class:`~mailsync.Sender`.
     """
-    endpoint = _endpoint(url, password, token, tls, verify, timeout, options)
+    endpoint = _endpoint("sender", url, password, token, tls, verify, timeout, options)
     cls = _registry.load(endpoint.scheme, "sender")
     result: Sender = cls(endpoint)
+    if save_to is not None:
+        from mailsync._sent import saving_sender
+
+        return saving_sender(result, save_to)
     return result
 
 
@@ -132,16 +165,22 @@ def sender_async(
     password: str | None = None,
     token: str | Callable[[], str] | None = None,
     tls: str | None = None,
-    verify: bool | ssl.SSLContext = True,
+    verify: VerifyArg = True,
     timeout: float | Timeout | None = 30.0,
+    save_to: AsyncSaveTo | None = None,
     **options: Any,
 ) -> AsyncSender:
-    """An async sender for ``url``; the arguments are those of :func:`sender`.
+    """An async sender for ``url``; the arguments are those of :func:`sender` (``save_to``
+    with an :class:`~mailsync.AsyncRetriever`).
 
     Returns:
         An :class:`~mailsync.AsyncSender`.
     """
-    endpoint = _endpoint(url, password, token, tls, verify, timeout, options)
+    endpoint = _endpoint("sender_async", url, password, token, tls, verify, timeout, options)
     cls = _registry.load(endpoint.scheme, "async_sender")
     result: AsyncSender = cls(endpoint)
+    if save_to is not None:
+        from mailsync._sent import saving_sender_async
+
+        return saving_sender_async(result, save_to)
     return result

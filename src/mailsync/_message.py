@@ -14,13 +14,10 @@ This module does no I/O except :meth:`Attachment.save`.
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, SupportsIndex, TypeVar, overload
+from typing import TYPE_CHECKING, Any, SupportsIndex, TypeVar, overload
 
 from mailsync._mime import (
     decode_bytes,
@@ -30,10 +27,10 @@ from mailsync._mime import (
     msg_ids,
     parse_date,
     safe_filename,
-    split_suffix,
     unfold,
 )
 from mailsync._parts import HeaderMap, Layout, Leaf, Node, children, layout, parse_node
+from mailsync._types import Address, AddressLike, Attachment, AttachmentSpec, Folder
 
 if TYPE_CHECKING:
     from email.message import EmailMessage
@@ -58,119 +55,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-
-class Address(NamedTuple):
-    """A mailbox: display name and address.
-
-    Attributes:
-        name: The display name, decoded; empty when there is none.
-        email: The address itself (``local@domain``); may be empty for a broken header.
-    """
-
-    name: str
-    email: str
-
-    def __str__(self) -> str:
-        # For people, not for the wire: the name stays readable Unicode (``formataddr`` would
-        # turn it into an encoded word), quoted when it holds specials.
-        if not self.name:
-            return self.email
-        name = self.name
-        if _NEEDS_QUOTES.search(name):
-            name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        return f"{name} <{self.email}>"
-
-
-_NEEDS_QUOTES = re.compile(r'[][\\()<>@,:;".]')
-
-
-@dataclass(frozen=True, slots=True)
-class Folder:
-    """A folder (IMAP mailbox, Maildir++ subfolder, Gmail label, Graph folder).
-
-    Attributes:
-        name: The backend's name for it, decoded (``"INBOX"``, ``"Archive/2024"``).
-        delimiter: The hierarchy separator, or None for a flat namespace.
-        special_use: ``\\Sent``, ``\\Trash``, ``\\Drafts``, ``\\Junk``, ``\\Archive``, ``\\All``,
-            ``\\Flagged``, or None.
-        flags: Other attributes the server reports (``\\HasChildren``, ``\\Noselect``).
-    """
-
-    name: str
-    delimiter: str | None = None
-    special_use: str | None = None
-    flags: frozenset[str] = frozenset()
-
-    @property
-    def selectable(self) -> bool:
-        """False for folders that only hold other folders."""
-        return not any(f.lower() in ("\\noselect", "\\nonexistent") for f in self.flags)
-
-
-@dataclass(frozen=True, slots=True)
-class Attachment:
-    """A part of a message that is not its text or html body.
-
-    Attributes:
-        filename: The decoded file name (RFC 2231 and encoded words understood), or None. It
-            comes from the sender: use :meth:`save`, never this name, to make a path.
-        content_type: e.g. ``"application/pdf"``.
-        data: The decoded content.
-        content_id: The Content-ID without angle brackets, for inline parts.
-        inline: True for parts shown inside the body (``Content-Disposition: inline`` or
-            referenced by Content-ID), such as images in an html message.
-    """
-
-    filename: str | None
-    content_type: str
-    data: bytes = field(repr=False)
-    content_id: str | None = None
-    inline: bool = False
-
-    @property
-    def size(self) -> int:
-        """Decoded size in bytes."""
-        return len(self.data)
-
-    def save(self, directory: str | os.PathLike[str]) -> Path:
-        """Write the attachment into ``directory`` and return the path written.
-
-        The file name is made safe with :func:`safe_filename`: directory parts are stripped,
-        ``.`` and ``..`` are never used, leading dots are removed so nothing hidden is
-        written, control characters are dropped, and an existing file (or symlink) is never
-        overwritten or followed (``name (1).pdf`` instead). The file is created exclusively,
-        so a concurrent writer cannot be clobbered either.
-
-        Args:
-            directory: An existing directory.
-
-        Returns:
-            The absolute path of the new file, directly inside ``directory``.
-
-        Raises:
-            OSError: The directory does not exist or is not writable.
-        """
-        base = Path(directory).resolve()
-        stem, suffix = split_suffix(safe_filename(self.filename, self.content_type))
-        for n in range(10_000):
-            name = f"{stem}{suffix}" if n == 0 else f"{stem} ({n}){suffix}"
-            target = base / name
-            if target.parent != base or name in (".", ".."):  # pragma: no cover - defence in depth
-                raise ValueError(f"refusing to write {name!r} outside {base}")
-            try:
-                # "x" is O_CREAT|O_EXCL: it never follows a symlink planted under this name.
-                handle = open(target, "xb")  # noqa: SIM115 - closed below, removed on failure
-            except FileExistsError:
-                continue
-            with handle:
-                try:
-                    handle.write(self.data)
-                except BaseException:
-                    target.unlink(missing_ok=True)
-                    raise
-            return target
-        raise FileExistsError(f"no free file name for {stem}{suffix} in {base}")
 
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
@@ -471,6 +355,113 @@ class Message:
         """What makes this message the same message after a resync: its Message-ID, else a
         digest of its bytes."""
         return message_identity(self.message_id, self.raw)
+
+    def reply(
+        self,
+        text: str | None = None,
+        html: str | None = None,
+        *,
+        all: bool = False,
+        quote: bool = True,
+        from_: AddressLike | None = None,
+        cc: AddressLike | Iterable[AddressLike] = (),
+        bcc: AddressLike | Iterable[AddressLike] = (),
+        attachments: Iterable[AttachmentSpec] = (),
+        headers: Mapping[str, str] | None = None,
+    ) -> EmailMessage:
+        """A reply to this message, ready for any :class:`~mailsync.Sender`.
+
+        It goes to the Reply-To (else the From) and, with ``all``, to everyone else in To and
+        Cc but you. The subject gets one ``Re:`` (``AW:``, ``SV:``, ``Re[2]:``... already in
+        front are taken off first); In-Reply-To and References keep the thread. With
+        ``quote``, the original follows the answer: ``> `` lines in the text, a blockquote in
+        the html (with the inline images it shows). Nothing is changed on the server: flag the
+        original ``\\Answered`` yourself once it is sent.
+
+        Args:
+            text: The plain-text answer.
+            html: An html answer (quoted in html when ``quote``).
+            all: Reply to all the recipients too.
+            quote: Put the original below the answer.
+            from_: Who answers; by default the address the message was delivered to
+                (Delivered-To, else the only To).
+            cc: More recipients.
+            bcc: Blind recipients.
+            attachments: As for :func:`~mailsync.compose`.
+            headers: Extra headers, as for :func:`~mailsync.compose`.
+
+        Returns:
+            A standard ``EmailMessage``.
+
+        Raises:
+            ConfigError: The message was retrieved with ``headers_only``, or there is no way
+                to tell who answers (pass ``from_``).
+            InvalidAddress: An address of the original or of the arguments is not valid.
+        """
+        from mailsync._reply import reply
+
+        return reply(
+            self,
+            text=text,
+            html=html,
+            all=all,
+            quote=quote,
+            from_=from_,
+            cc=cc,
+            bcc=bcc,
+            attachments=attachments,
+            headers=headers,
+        )
+
+    def forward(
+        self,
+        to: AddressLike | Iterable[AddressLike],
+        text: str | None = None,
+        html: str | None = None,
+        *,
+        attach: bool = True,
+        from_: AddressLike | None = None,
+        cc: AddressLike | Iterable[AddressLike] = (),
+        bcc: AddressLike | Iterable[AddressLike] = (),
+        headers: Mapping[str, str] | None = None,
+    ) -> EmailMessage:
+        """This message forwarded to ``to``, ready for any :class:`~mailsync.Sender`.
+
+        With ``attach`` (the default) the original goes whole as a ``message/rfc822``
+        attachment, its bytes unchanged; otherwise it is quoted below ``text``/``html`` under
+        a "Forwarded message" heading, with its attachments. The subject gets one ``Fwd:``;
+        References ties the forward to the original's thread.
+
+        Args:
+            to: The recipients.
+            text: A note above the original.
+            html: An html note.
+            attach: Attach the original rather than quote it.
+            from_: Who forwards; by default the address the message was delivered to.
+            cc: More recipients.
+            bcc: Blind recipients.
+            headers: Extra headers, as for :func:`~mailsync.compose`.
+
+        Returns:
+            A standard ``EmailMessage``.
+
+        Raises:
+            ConfigError: As for :meth:`reply`.
+            InvalidAddress: An address is not valid.
+        """
+        from mailsync._reply import forward
+
+        return forward(
+            self,
+            to=to,
+            text=text,
+            html=html,
+            attach=attach,
+            from_=from_,
+            cc=cc,
+            bcc=bcc,
+            headers=headers,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready summary: id, folder, date, from, to, subject, size, flags."""

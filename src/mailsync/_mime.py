@@ -575,14 +575,16 @@ def safe_filename(filename: str | None, content_type: str = "application/octet-s
     format characters (bidi overrides) are dropped, characters Windows refuses become ``_``,
     leading and trailing dots and spaces are removed (no hidden files, no ``..``), Windows
     device names get a ``_`` prefix, and the result is cut to 200 UTF-8 bytes keeping the
-    extension. An empty result becomes ``attachment`` plus an extension for ``content_type``.
+    extension. An empty result is named from ``content_type``: the parts of delivery reports
+    and attached messages by what they are (``delivery-status.txt``, ``original-message.eml``),
+    anything else ``attachment`` plus an extension for the type.
     """
     name = unicodedata.normalize("NFKC", filename or "")
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
     name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
     name = _UNPORTABLE.sub("_", name).strip(" .")
     if not name:
-        return "attachment" + _extension_for(content_type)
+        return _unnamed(content_type)
     if name.split(".", 1)[0].strip().lower() in _RESERVED_NAMES:
         name = "_" + name
     return _fit(name, _MAX_NAME_BYTES)
@@ -603,6 +605,25 @@ def _fit(name: str, limit: int) -> str:
     room = limit - len(suffix.encode("utf-8"))
     stem = stem.encode("utf-8")[:room].decode("utf-8", "ignore").rstrip(" .")
     return (stem or "attachment") + suffix
+
+
+# Parts that come without a name but whose type says what they are: the parts of a delivery
+# report (RFC 3464, RFC 6533) and of a read receipt (RFC 8098), and attached messages.
+_NAMES_BY_TYPE = {
+    "message/delivery-status": "delivery-status.txt",
+    "message/global-delivery-status": "delivery-status.txt",
+    "message/disposition-notification": "disposition-notification.txt",
+    "message/global-disposition-notification": "disposition-notification.txt",
+    "message/rfc822": "original-message.eml",
+    "message/global": "original-message.eml",
+    "text/rfc822-headers": "original-headers.txt",
+    "message/global-headers": "original-headers.txt",
+}
+
+
+def _unnamed(content_type: str) -> str:
+    bare = content_type.split(";", 1)[0].strip().lower()
+    return _NAMES_BY_TYPE.get(bare) or "attachment" + _extension_for(bare)
 
 
 def _extension_for(content_type: str) -> str:

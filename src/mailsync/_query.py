@@ -19,6 +19,7 @@ module does no I/O.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
@@ -27,7 +28,7 @@ from typing import Any, Literal
 from mailsync._errors import ConfigError
 from mailsync._message import Message
 
-__all__ = ["Q", "as_datetime", "decide"]
+__all__ = ["Q", "as_datetime", "decide", "parse_query", "parse_size", "parse_when"]
 
 _FIELDS = (
     "seen",
@@ -100,6 +101,22 @@ class Q:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise ConfigError(f"Q({name}=...) takes a number of bytes, not {value!r}")
+
+    @classmethod
+    def parse(cls, text: str) -> Q:
+        """A query from text, as the command line's ``--query`` takes it.
+
+        ``Q.parse('from:alice is:unseen since:7d')`` is ``Q(from_="alice") & Q(seen=False)
+        & Q(since=<a week ago>)``. Terms side by side must all hold; ``OR`` between terms,
+        ``-`` or ``NOT`` before one, and parentheses group; a word without a key searches
+        the text. Keys: ``from to subject text``, ``is:seen|unseen|flagged|unflagged``,
+        ``since before`` (``2026-01-31``, ``today``, ``yesterday``, ``7d``, ``2w``, ``1y``),
+        ``larger smaller`` (``10k``, ``5M``).
+
+        Raises:
+            ConfigError: Not a query; the message says which part and why.
+        """
+        return parse_query(text)
 
     # -- combining ---------------------------------------------------------------------------
 
@@ -221,3 +238,201 @@ def decide(query: Q, message: Message, unknown: Collection[str]) -> bool | None:
         elif not _CHECKS[name](message, value):
             return False
     return result
+
+
+# -- the query language of the command line ------------------------------------------------------
+
+_TOKEN = re.compile(r'\s*(?:(\()|(\))|((?:[^\s()"]|"(?:[^"\\]|\\.)*")+))')
+_IS = {
+    "seen": ("seen", True),
+    "read": ("seen", True),
+    "unseen": ("seen", False),
+    "unread": ("seen", False),
+    "flagged": ("flagged", True),
+    "starred": ("flagged", True),
+    "unflagged": ("flagged", False),
+}
+_TEXT_KEYS = {"from": "from_", "to": "to", "subject": "subject", "text": "text"}
+_DATE_KEYS = ("since", "before")
+_SIZE_KEYS = ("larger", "smaller")
+_KEYS = ("is", *_TEXT_KEYS, *_DATE_KEYS, *_SIZE_KEYS)
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+_AGO = re.compile(r"(\d+)([dwy])")
+
+
+def parse_query(text: str) -> Q:
+    """A :class:`Q` from the query language of the command line.
+
+    ``from:alice subject:"quarterly report" is:unseen since:2026-01-01 larger:1M``: terms
+    side by side must all hold; ``OR`` between terms, ``-`` or ``NOT`` before one, and
+    parentheses group. A word without a key searches the text (subject and bodies). Keys:
+    ``from to subject text`` (contains), ``is:seen|unseen|read|unread|flagged|unflagged``,
+    ``since before`` (``2026-01-31``, an ISO date-time, ``today``, ``yesterday``, or ``7d``,
+    ``2w``, ``1y`` ago), ``larger smaller`` (bytes; ``10k``, ``5M``, ``1G``).
+
+    Raises:
+        ConfigError: The text is not a query; the message quotes the part that is wrong and,
+            for a misspelled key, the closest valid one.
+    """
+    tokens = _tokens(text)
+    if not tokens:
+        raise ConfigError("the query is empty")
+    parser = _QueryParser(text, tokens)
+    query = parser.expression()
+    if parser.position < len(tokens):
+        raise parser.error(f"unexpected {tokens[parser.position]!r}")
+    return query
+
+
+def parse_when(value: str) -> date | datetime:
+    """A date for ``since``/``before``: ``YYYY-MM-DD``, an ISO date-time, ``today``,
+    ``yesterday``, or ``<n>d``/``<n>w``/``<n>y`` ago.
+
+    Raises:
+        ConfigError: Anything else.
+    """
+    from datetime import timedelta
+
+    text = value.strip().lower()
+    today = date.today()
+    if text == "today":
+        return today
+    if text == "yesterday":
+        return today - timedelta(days=1)
+    ago = _AGO.fullmatch(text)
+    if ago:
+        count, unit = int(ago.group(1)), ago.group(2)
+        return today - timedelta(days=count * {"d": 1, "w": 7, "y": 365}[unit])
+    try:
+        return date.fromisoformat(text) if len(text) == 10 else datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(
+            f"{value!r} is not a date: use 2026-01-31, 2026-01-31T09:00, today, yesterday, "
+            "or 7d / 2w / 1y ago"
+        ) from None
+
+
+def parse_size(value: str) -> int:
+    """Bytes from ``1500``, ``10k``, ``5M`` or ``1G`` (powers of 1024).
+
+    Raises:
+        ConfigError: Anything else.
+    """
+    match = re.fullmatch(r"(\d+)([kmg]?)b?", value.strip().lower())
+    if match is None:
+        raise ConfigError(f"{value!r} is not a size: use 1500, 10k, 5M or 1G")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _tokens(text: str) -> list[str]:
+    tokens: list[str] = []
+    position = 0
+    while position < len(text.rstrip()):
+        match = _TOKEN.match(text, position)
+        if match is None:
+            raise ConfigError(f"query {text!r}: a quote is not closed")
+        tokens.append(match.group(match.lastindex or 0))
+        position = match.end()
+    return tokens
+
+
+def _unquote(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        return re.sub(r"\\(.)", r"\1", value[1:-1])
+    return value
+
+
+class _QueryParser:
+    """Recursive descent over the words: or -> and -> not -> term."""
+
+    def __init__(self, text: str, words: list[str]) -> None:
+        self.text = text
+        self.words = words
+        self.position = 0
+
+    def error(self, problem: str) -> ConfigError:
+        return ConfigError(f"query {self.text!r}: {problem}")
+
+    def _peek(self) -> str | None:
+        return self.words[self.position] if self.position < len(self.words) else None
+
+    def _take(self) -> str:
+        word = self._peek()
+        if word is None:
+            raise self.error("it ends too early")
+        self.position += 1
+        return word
+
+    def expression(self) -> Q:
+        query = self._all()
+        while self._peek() == "OR":
+            self.position += 1
+            query = query | self._all()
+        return query
+
+    def _all(self) -> Q:
+        parts = [self._negated()]
+        while self._peek() not in (None, ")", "OR"):
+            if self._peek() == "AND":
+                self.position += 1
+            parts.append(self._negated())
+        query = parts[0]
+        for part in parts[1:]:
+            query = query & part
+        return query
+
+    def _negated(self) -> Q:
+        word = self._peek()
+        if word == "NOT":
+            self.position += 1
+            return ~self._negated()
+        if word is not None and word.startswith("-") and len(word) > 1:
+            self.words[self.position] = word[1:]
+            return ~self._negated()
+        return self._term()
+
+    def _term(self) -> Q:
+        word = self._take()
+        if word == "(":
+            query = self.expression()
+            if self._take() != ")":
+                raise self.error("a '(' is not closed")
+            return query
+        if word == ")":
+            raise self.error("a ')' without its '('")
+        key, colon, value = word.partition(":")
+        if not colon or key.startswith('"'):
+            return Q(text=_unquote(word))
+        return self._criterion(key.lower(), _unquote(value))
+
+    def _criterion(self, key: str, value: str) -> Q:
+        if not value:
+            raise self.error(f"{key}: needs a value")
+        if key in _TEXT_KEYS:
+            return _leaf(_TEXT_KEYS[key], value)
+        if key == "is":
+            if value.lower() not in _IS:
+                raise self.error(f"is:{value} is not one of {', '.join('is:' + k for k in _IS)}")
+            name, flag = _IS[value.lower()]
+            return _leaf(name, flag)
+        if key in _DATE_KEYS:
+            return _leaf(key, _rethrow(self, parse_when, value))
+        if key in _SIZE_KEYS:
+            return _leaf(key, _rethrow(self, parse_size, value))
+        import difflib
+
+        close = difflib.get_close_matches(key, _KEYS, n=1)
+        guess = f" (did you mean {close[0]!r}?)" if close else ""
+        raise self.error(f"unknown key {key!r}{guess}; keys: {', '.join(_KEYS)}")
+
+
+def _leaf(name: str, value: Any) -> Q:
+    criteria: dict[str, Any] = {name: value}
+    return Q(**criteria)
+
+
+def _rethrow(parser: _QueryParser, convert: Callable[[str], Any], value: str) -> Any:
+    try:
+        return convert(value)
+    except ConfigError as exc:
+        raise parser.error(str(exc)) from None

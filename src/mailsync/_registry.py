@@ -14,12 +14,13 @@ or fill a planned one (jmap); replacing a shipped backend takes an explicit
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from mailsync._errors import ConfigError, Unsupported
 
-__all__ = ["BackendSpec", "load", "register", "schemes"]
+__all__ = ["BackendSpec", "check_options", "load", "register", "schemes", "spec_for"]
 
 Role = Literal["retriever", "async_retriever", "sender", "async_sender"]
 
@@ -35,6 +36,11 @@ class BackendSpec:
         async_sender: The :class:`~mailsync.AsyncSender` class.
         extras: Role -> the extra that provides its dependencies, for the install hint.
         planned: Say "not available yet" rather than "not offered" for missing roles.
+        options: The backend-specific keyword options (and URL query parameters) the scheme's
+            classes read from ``Endpoint.params``, such as ``base_url`` or ``batch_size``.
+            Any other name given to :func:`mailsync.connect` or :func:`mailsync.sender` is a
+            :class:`~mailsync.ConfigError` that suggests the closest valid one. None (a spec
+            that does not say) accepts any name unchecked.
     """
 
     retriever: str | None = None
@@ -43,44 +49,67 @@ class BackendSpec:
     async_sender: str | None = None
     extras: tuple[tuple[str, str], ...] = ()
     planned: bool = False
+    options: frozenset[str] | None = None
 
 
 _IMAP = BackendSpec(
     retriever="mailsync.backends.imap:IMAPRetriever",
     async_retriever="mailsync.backends.imap_async:AsyncIMAPRetriever",
     extras=(("async_retriever", "async"),),
+    options=frozenset({"batch_size"}),
 )
 _POP3 = BackendSpec(
     retriever="mailsync.backends.pop3:POP3Retriever",
     async_retriever="mailsync.backends.pop3:AsyncPOP3Retriever",
+    options=frozenset({"apop"}),
 )
 _SMTP = BackendSpec(
     sender="mailsync.backends.smtp:SMTPSender",
     async_sender="mailsync.backends.smtp:AsyncSMTPSender",
+    options=frozenset({"retries", "retry_delay", "reconnects", "local_hostname", "pipelining"}),
 )
 _MAILDIR = BackendSpec(
     retriever="mailsync.backends.maildir:MaildirRetriever",
     async_retriever="mailsync.backends.maildir:AsyncMaildirRetriever",
     sender="mailsync.backends.maildir:MaildirSender",
     async_sender="mailsync.backends.maildir:AsyncMaildirSender",
+    options=frozenset({"create"}),
 )
 _MBOX = BackendSpec(
     retriever="mailsync.backends.mbox:MboxRetriever",
     async_retriever="mailsync.backends.mbox:AsyncMboxRetriever",
     sender="mailsync.backends.mbox:MboxSender",
     async_sender="mailsync.backends.mbox:AsyncMboxSender",
+    options=frozenset(),
 )
 _GMAIL = BackendSpec(
     retriever="mailsync.backends.gmail:GmailRetriever",
     async_retriever="mailsync.backends.gmail:AsyncGmailRetriever",
     sender="mailsync.backends.gmail:GmailSender",
     async_sender="mailsync.backends.gmail:AsyncGmailSender",
+    # GmailAPI.options, written out so that checking an option imports no backend.
+    options=frozenset(
+        {
+            "base_url",
+            "transport",
+            "concurrency",
+            "retries",
+            "retry_delay",
+            "upload_url",
+            "batch_size",
+            "max_message_size",
+        }
+    ),
 )
 _GRAPH = BackendSpec(
     retriever="mailsync.backends.graph:GraphRetriever",
     async_retriever="mailsync.backends.graph:AsyncGraphRetriever",
     sender="mailsync.backends.graph:GraphSender",
     async_sender="mailsync.backends.graph:AsyncGraphSender",
+    # GraphAPI.options, written out so that checking an option imports no backend.
+    options=frozenset(
+        {"base_url", "transport", "concurrency", "retries", "retry_delay", "max_message_size"}
+    ),
 )
 _PLANNED = BackendSpec(planned=True)
 
@@ -125,6 +154,28 @@ def schemes() -> list[str]:
     return sorted({*_BUILTIN, *_ALIASES, *_plugins()})
 
 
+def spec_for(scheme: str) -> BackendSpec:
+    """The spec serving ``scheme`` (``imaps`` is ``imap``).
+
+    Raises:
+        ConfigError: Unknown scheme.
+    """
+    base = _ALIASES.get(scheme, scheme)
+    # Entry points are scanned only for schemes mailsync does not know: scanning costs ~15 ms
+    # per process, and an installed package must not silently take over imap:// or smtp://
+    # (register() can, deliberately).
+    builtin = _BUILTIN.get(base)
+    found = _registered.get(base)
+    if found is None and builtin is not None and not builtin.planned:
+        found = builtin
+    if found is None:
+        found = _plugins().get(base) or builtin
+    if found is None:
+        known = ", ".join(s for s in schemes())
+        raise ConfigError(f"unknown URL scheme {scheme!r}; mailsync knows: {known}")
+    return found
+
+
 def load(scheme: str, role: Role) -> Any:
     """The class serving ``role`` for ``scheme``.
 
@@ -132,19 +183,7 @@ def load(scheme: str, role: Role) -> Any:
         ConfigError: Unknown scheme, or its optional dependency is not installed.
         Unsupported: The scheme does not offer this role (e.g. a POP3 sender).
     """
-    base = _ALIASES.get(scheme, scheme)
-    # Entry points are scanned only for schemes mailsync does not know: scanning costs ~15 ms
-    # per process, and an installed package must not silently take over imap:// or smtp://
-    # (register() can, deliberately).
-    builtin = _BUILTIN.get(base)
-    spec = _registered.get(base)
-    if spec is None and builtin is not None and not builtin.planned:
-        spec = builtin
-    if spec is None:
-        spec = _plugins().get(base) or builtin
-    if spec is None:
-        known = ", ".join(s for s in schemes())
-        raise ConfigError(f"unknown URL scheme {scheme!r}; mailsync knows: {known}")
+    spec = spec_for(scheme)
     target = getattr(spec, role)
     if target is None:
         what = role.replace("_", " ")
@@ -163,3 +202,37 @@ def load(scheme: str, role: Role) -> Any:
             f'({exc.name}): pip install "mailsync[{extra}]"'
         ) from exc
     return getattr(module, attribute)
+
+
+def check_options(scheme: str, names: Iterable[str], *, common: Iterable[str], where: str) -> None:
+    """Refuse option names the scheme's backend does not read, suggesting the closest one.
+
+    Args:
+        scheme: The URL scheme.
+        names: The backend-specific option names given.
+        common: The names every backend takes there (``password``, ``timeout``...), also
+            offered as suggestions: a misspelled ``timout`` lands among the backend options.
+        where: Who took them, for the message (``"connect()"``, ``"the URL"``).
+
+    Raises:
+        ConfigError: An unknown name; the message names it, the closest valid name, and
+            every valid one.
+    """
+    accepted = spec_for(scheme).options
+    if accepted is None:
+        return
+    for name in names:
+        if name not in accepted:
+            valid = sorted({*common, *accepted})
+            raise ConfigError(f"{where}: {unknown_name(name, valid, scheme=scheme)}")
+
+
+def unknown_name(name: str, valid: Iterable[str], *, scheme: str | None = None) -> str:
+    """``"unknown option 'timout' (did you mean 'timeout'?); valid: ..."``."""
+    import difflib
+
+    choices = sorted(valid)
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+    guess = f" (did you mean {close[0]!r}?)" if close else ""
+    for_scheme = f" for {scheme}" if scheme else ""
+    return f"unknown option {name!r}{for_scheme}{guess}; valid: {', '.join(choices)}"

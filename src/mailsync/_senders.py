@@ -37,12 +37,14 @@ class SendResult:
         accepted: The recipients the server accepted.
         refused: Refused recipients: address -> ``(code, text)``.
         envid: The DSN envelope id sent with the message, if any.
+        saved_to: The folder a copy was filed in (``save_to``), or None.
     """
 
     message_id: str
     accepted: tuple[str, ...]
     refused: Mapping[str, tuple[int, str]] = field(default_factory=dict)
     envid: str | None = None
+    saved_to: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -54,9 +56,14 @@ class Sender(abc.ABC):
     """Pushes mail out. Get one with :func:`mailsync.sender`.
 
     Senders connect lazily, are context managers, and are closed by :meth:`close`.
+
+    Attributes:
+        saves_sent_copy: True for transports that file what they send in the Sent folder
+            themselves (the Gmail API, Microsoft Graph): ``save_to`` then adds nothing.
     """
 
     scheme: ClassVar[str] = ""
+    saves_sent_copy: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -129,6 +136,7 @@ class AsyncSender(abc.ABC):
     """The async twin of :class:`Sender`. Get one with :func:`mailsync.sender_async`."""
 
     scheme: ClassVar[str] = ""
+    saves_sent_copy: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

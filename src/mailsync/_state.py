@@ -35,7 +35,13 @@ __all__ = ["SQLiteStateStore", "StateStore", "default_data_dir", "open_state_sto
 @runtime_checkable
 class StateStore(Protocol):
     """What mailsync needs from a place to keep sync state. Implement it to keep state in
-    your own database; :class:`SQLiteStateStore` is the default."""
+    your own database; :class:`SQLiteStateStore` is the default.
+
+    Optional: ``copy_folder_state(from_account, to_account, folder)``, which copies a folder's
+    cursor and delivered set to another account key in one transaction. mailsync calls it
+    when it takes over a cursor saved under an older account key; without it only the cursor
+    is copied, and a resync may then yield again what was delivered before the upgrade.
+    """
 
     def load_cursor(self, account: str, folder: str) -> dict[str, Any] | None:
         """The saved cursor of ``account``/``folder``, or None."""
@@ -207,6 +213,26 @@ class SQLiteStateStore:
             [
                 (f"DELETE FROM cursors WHERE {where}", args),
                 (f"DELETE FROM delivered WHERE {where}", args),
+            ]
+        )
+
+    def copy_folder_state(self, from_account: str, to_account: str, folder: str) -> None:
+        """Copy a folder's cursor and delivered set to another account key, in one
+        transaction; what ``to_account`` has already is kept."""
+        args = (to_account, from_account, folder)
+        where = "FROM {} WHERE account = ? AND folder = ?"
+        self._write(
+            [
+                (
+                    "INSERT OR IGNORE INTO cursors SELECT ?, folder, cursor, updated "
+                    + where.format("cursors"),
+                    args,
+                ),
+                (
+                    "INSERT OR IGNORE INTO delivered SELECT ?, folder, identity "
+                    + where.format("delivered"),
+                    args,
+                ),
             ]
         )
 

@@ -39,6 +39,7 @@ from mailsync._errors import (
     TemporaryFailure,
     map_exceptions,
 )
+from mailsync._hints import greeting_problem
 from mailsync.protocol import sasl
 from mailsync.protocol.imap import FolderStatus, capability_code
 from mailsync.protocol.imap_lines import fetch_attributes, is_exists, select_status
@@ -271,7 +272,13 @@ class Session:
             )
             _use_greeting_capabilities(self._client.protocol)
             self.alive = True
-            await self._guard(self._client.wait_hello_from_server())
+            try:
+                await self._guard(self._client.wait_hello_from_server())
+            except ConnectionFailed:
+                problem = getattr(self._client.protocol, "foreign_greeting", None)
+                if problem is None:
+                    raise
+                raise ProtocolError(f"{self.context}: {problem}") from None
             self.capabilities = _upper(self._client.protocol.capabilities)
             if endpoint.tls == "starttls":
                 await self._starttls()
@@ -681,6 +688,12 @@ def _use_greeting_capabilities(protocol: Any) -> None:
     ask = protocol.welcome
 
     async def welcome(line: bytes) -> None:
+        if not line.startswith(b"* "):
+            # Another protocol on this port: aioimaplib would take "+OK" for a greeting, or
+            # wait for one until the timeout. Hang up and say what it looks like.
+            protocol.foreign_greeting = greeting_problem("IMAP", line)
+            protocol.transport.abort()
+            return
         caps = capability_code(line)
         if caps is None or not caps & {b"IMAP4REV1", b"IMAP4REV2"}:
             await ask(line)

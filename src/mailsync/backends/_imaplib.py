@@ -28,6 +28,7 @@ from mailsync._errors import (
     ProtocolError,
     ServerError,
 )
+from mailsync._hints import greeting_problem, socket_error_text
 from mailsync.backends._tls import TLSStream
 from mailsync.protocol import imap as proto
 from mailsync.protocol import sasl
@@ -93,6 +94,7 @@ class Connection(imaplib.IMAP4):
     """
 
     _greeted = False
+    _first_line: bytes | None = None
 
     def __init__(
         self, host: str, port: int, *, timeout: float | None, tls: ssl.SSLContext | None
@@ -100,6 +102,22 @@ class Connection(imaplib.IMAP4):
         self._implicit_tls = tls
         self._stream: TLSStream | None = None
         super().__init__(host, port, timeout)
+
+    def _connect(self) -> Any:
+        try:
+            return super()._connect()  # type: ignore[misc]
+        except imaplib.IMAP4.error as exc:
+            line = self._first_line
+            if line is None or line.startswith(b"* "):
+                raise  # an IMAP server that said no (BYE): the usual translation says so
+            # Another protocol on this port: imaplib would only say "None".
+            raise ProtocolError(greeting_problem("IMAP", line)) from exc
+
+    def _get_line(self) -> bytes:
+        line: bytes = super()._get_line()  # type: ignore[misc]
+        if self._first_line is None:
+            self._first_line = line
+        return line
 
     def open(self, host: str = "", port: int = 143, timeout: float | None = None) -> None:
         super().open(host, port, timeout)
@@ -170,9 +188,12 @@ class Connection(imaplib.IMAP4):
 def open_connection(endpoint: Endpoint) -> imaplib.IMAP4:
     """A connection that has read the greeting and the capabilities."""
     tls = endpoint.ssl_context() if endpoint.tls == "ssl" else None
-    imap = Connection(
-        endpoint.host, endpoint.port, timeout=endpoint.timeout.connect_timeout, tls=tls
-    )
+    try:
+        imap = Connection(
+            endpoint.host, endpoint.port, timeout=endpoint.timeout.connect_timeout, tls=tls
+        )
+    except ProtocolError as exc:
+        raise ProtocolError(f"{endpoint.display}: {exc}") from exc.__cause__
     try:
         # imaplib writes an AUTHENTICATE answer and its CRLF in two sends: with Nagle's
         # algorithm the second waits for the server's delayed ACK, 40 ms per login.
@@ -364,10 +385,8 @@ def translate(
         return _refusal(exc, context, folder), False
     if isinstance(exc, TimeoutError):
         return MailTimeout(f"{context}: the server did not answer in time"), True
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return ConnectionFailed(f"{context}: certificate verification failed ({exc})"), True
-    if isinstance(exc, OSError):
-        return ConnectionFailed(f"{context}: {exc}"), True
+    if isinstance(exc, OSError):  # certificate and TLS failures included
+        return ConnectionFailed(socket_error_text(exc, context) or f"{context}: {exc}"), True
     if isinstance(exc, ValueError | IndexError | KeyError | TypeError):
         # imapclient's parsers fail this way on responses they cannot read.
         return ProtocolError(f"{context}: unreadable response ({exc!r})"), True

@@ -33,9 +33,11 @@ class GraphSender(APISender):
     """Sends through Microsoft Graph's ``sendMail`` (saved to Sent Items)."""
 
     api_class = GraphAPI
+    saves_sent_copy = True  # sendMail files it in Sent Items: save_to would add a second copy
 
 
 class AsyncGraphSender(AsyncAPISender):
     """The asyncio twin of :class:`GraphSender`."""
 
     api_class = GraphAPI
+    saves_sent_copy = True

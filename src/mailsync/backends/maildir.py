@@ -118,8 +118,9 @@ class _Entry:
 class _MaildirStore:
     """The filesystem side: folders, entries, atomic delivery and renames."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, create: bool = False) -> None:
         self.root = root
+        self.create_missing = create
 
     def folder_path(self, folder: str) -> Path:
         if folder.upper() == "INBOX":
@@ -131,9 +132,18 @@ class _MaildirStore:
 
     def existing(self, folder: str) -> Path:
         path = self.folder_path(folder)
-        if not (path / "cur").is_dir() or not (path / "new").is_dir():
-            raise FolderNotFound(f"no folder {folder!r} in the Maildir at {self.root}")
-        return path
+        if (path / "cur").is_dir() and (path / "new").is_dir():
+            return path
+        if self.create_missing and not (self.root / "cur").is_dir():
+            self.create("INBOX")  # the mailbox itself; a subfolder must still exist
+            if path == self.root:
+                return path
+        if not self.root.exists():
+            raise FolderNotFound(
+                f"no Maildir at {self.root} (the first message sent to maildir:{self.root} "
+                f"creates it, as does reading maildir:{self.root}?create=1)"
+            )
+        raise FolderNotFound(f"no folder {folder!r} in the Maildir at {self.root}")
 
     def create(self, folder: str) -> Path:
         path = self.folder_path(folder)
@@ -144,6 +154,8 @@ class _MaildirStore:
         return path
 
     def folder_names(self) -> list[str]:
+        if not self.root.exists():
+            self.existing("INBOX")  # created, or the error that says how
         names = ["INBOX"] if (self.root / "cur").is_dir() else []
         try:
             children = sorted(os.listdir(self.root))
@@ -231,7 +243,9 @@ class MaildirRetriever(Retriever):
     """Reads a Maildir (``maildir:PATH``); Maildir++ subfolders are its folders.
 
     A missing Maildir is created on first delivery (``mailsync.sender``); reading a missing
-    one raises :class:`~mailsync.FolderNotFound`.
+    one raises :class:`~mailsync.FolderNotFound`, as reading a missing mbox file does, unless
+    the option ``create=True`` (or ``?create=1`` in the URL) is given: then it is created,
+    empty, on first use (the embedded default account does this).
     """
 
     scheme = "maildir"
@@ -239,7 +253,7 @@ class MaildirRetriever(Retriever):
 
     def __init__(self, endpoint: Endpoint, *, state: Any = None) -> None:
         super().__init__(endpoint, state=state)
-        self._store_fs = _MaildirStore(Path(endpoint.path))
+        self._store_fs = _MaildirStore(Path(endpoint.path), create=endpoint.flag("create"))
 
     def _entry_message(self, folder: str, entry: _Entry, *, headers_only: bool) -> Message:
         with map_exceptions(context=self.endpoint.display):

@@ -80,9 +80,18 @@ class _MboxFile:
         self.lock_timeout = lock_timeout
 
     def open(self, *, create: bool = False) -> mailbox.mbox:
-        if not create and not self.path.exists():
-            raise FolderNotFound(f"no mbox file at {self.path}")
+        if not create:
+            self.check_exists()
         return mailbox.mbox(self.path, create=create)
+
+    def check_exists(self) -> None:
+        # As for a missing Maildir: a path that does not exist is more often a typo than an
+        # empty mailbox, and saying so beats an empty listing.
+        if not self.path.exists():
+            raise FolderNotFound(
+                f"no mbox file at {self.path} (the first message sent to mbox:{self.path} "
+                "creates it)"
+            )
 
     @contextlib.contextmanager
     def locked(self, box: mailbox.mbox) -> Iterator[None]:
@@ -154,6 +163,7 @@ class MboxRetriever(Retriever):
 
     def folders(self) -> list[Folder]:
         """Just INBOX: the file itself."""
+        self._file.check_exists()
         return [Folder("INBOX")]
 
     def messages(
@@ -166,8 +176,7 @@ class MboxRetriever(Retriever):
     ) -> Iterator[Message]:
         """The messages of the file in order (see :meth:`Retriever.messages`)."""
         self._check_folder(folder)
-        if not self._file.path.exists():
-            return iter(())
+        self._file.check_exists()
         return self._iterate(query, headers_only, limit)
 
     def _iterate(
@@ -219,10 +228,10 @@ class MboxRetriever(Retriever):
         known: Callable[[Iterable[str]], set[str]],
     ) -> Iterator[SyncStep]:
         self._check_folder(folder)
+        self._file.check_exists()
         state = {"v": 1}
-        if self._file.path.exists():
-            for message in self._iterate(None, False, None, skip=known):
-                yield SyncStep(message, state, message.id)
+        for message in self._iterate(None, False, None, skip=known):
+            yield SyncStep(message, state, message.id)
         if cursor is None:
             yield SyncStep(None, state)
 

@@ -42,6 +42,7 @@ from mailsync._errors import (
     ServerError,
     TemporaryFailure,
 )
+from mailsync._hints import greeting_problem
 from mailsync.protocol import sasl
 
 __all__ = [
@@ -496,7 +497,7 @@ def _indicator(line: str) -> bool | None:
 def _greeting(line: str) -> Greeting:
     ok = _indicator(line)
     if ok is None:
-        raise ProtocolError(f"not a POP3 server greeting: {line[:80]!r}")
+        raise ProtocolError(greeting_problem("POP3", line))
     text = line.split(" ", 1)[1] if " " in line else ""
     match = _TIMESTAMP.search(text) if ok else None
     return Greeting(ok, text, match.group(0) if match else None)

@@ -253,7 +253,10 @@ def open_session(state: Session, endpoint: Endpoint) -> Plan[None]:
     """
     if state.channel is None:
         state.channel = yield Connect(endpoint, state.conn)
-    greeting = yield from _next_event(state)
+    try:
+        greeting = yield from _next_event(state)
+    except ProtocolError as exc:  # the core cannot know which server it talks to
+        raise ProtocolError(f"{state.context}: {exc}") from exc
     assert isinstance(greeting, Greeting)
     if not greeting.ok:
         raise ConnectionFailed(f"{state.context}: the server refused the session: {greeting.text}")

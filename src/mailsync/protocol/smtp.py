@@ -21,6 +21,7 @@ from typing import Any
 
 from mailsync._compose import Envelope
 from mailsync._errors import ConfigError, ConnectionFailed, ProtocolError, SendError, Unsupported
+from mailsync._hints import other_protocol
 
 __all__ = [
     "CRLF",
@@ -186,7 +187,11 @@ class ReplyParser:
 
     def _line(self, line: bytes) -> Reply | None:
         if len(line) < 3 or not line[:3].isdigit() or line[3:4] not in (b"", b" ", b"-"):
-            raise ProtocolError(f"the server sent a malformed reply line: {line[:80]!r}")
+            problem = other_protocol("SMTP", line)
+            raise ProtocolError(
+                f"the server sent a malformed reply line: {line[:80]!r}"
+                + (f", {problem}" if problem else "")
+            )
         self._lines.append(line[4:].decode("utf-8", "replace"))
         if len(self._lines) > _MAX_REPLY_LINES:
             raise ProtocolError("the server sent a reply of more than 1000 lines")

@@ -174,7 +174,10 @@ class Session:
             raise
 
     def _handshake(self, hello: str) -> Plan[None]:
-        greeting = yield from self._reply()
+        try:
+            greeting = yield from self._reply()
+        except ProtocolError as exc:  # the reply parser cannot know which server it reads
+            raise ProtocolError(f"{self.display}: {exc}") from exc
         if greeting.code == 421 or not greeting.positive:
             raise ConnectionFailed(f"{self.display} refused the connection: {greeting}")
         self.features = yield from self._ehlo(hello)
@@ -218,7 +221,10 @@ class Session:
             return
         user = endpoint.username
         if not user:
-            raise ConfigError("a password or token needs a user name in the URL (smtp://user@host)")
+            raise ConfigError(
+                f"{self.display}: a password or token needs a user name in the URL "
+                "(smtp://user@host); a server that takes no login needs no password"
+            )
         offered = self.features.auth
         token = endpoint.token is not None
         if endpoint.token is not None:

@@ -4,9 +4,6 @@ The everyday job of a list owner: which addresses bounced, how (``failed`` or ``
 with which status and :data:`~mailsync._reports.Reason`, and which message of ours it was
 about. It reads the folder with ``messages()`` (nothing is marked seen, nothing deleted) and
 asks each message for its ``delivery_report``; ordinary mail is skipped.
-
-Kept apart from :mod:`mailsync._cli` so that the command is one function and one
-registration there; this module never opens a connection itself.
 """
 
 from __future__ import annotations
@@ -14,28 +11,51 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Iterable, Iterator
-from typing import IO, Any
+from typing import Any
 
+from mailsync._cli._common import Commands, Output, add_command, open_retriever
 from mailsync._message import Message
 from mailsync._reports import DeliveryReport, RecipientReport
 
-__all__ = ["HELP", "add_arguments", "rows", "run"]
-
-HELP = "List the delivery reports (bounces, DSNs, read receipts) in a folder, per recipient."
+__all__ = ["register", "rows"]
 
 _COLUMNS = ("recipient", "action", "status", "reason", "original_message_id")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The command's own options, on the subparser :mod:`mailsync._cli` made for it."""
-    parser.add_argument("-f", "--folder", default="INBOX", help="folder (default INBOX)")
+def register(commands: Commands) -> None:
+    """Add ``bounces``."""
+    parser = add_command(
+        commands,
+        "bounces",
+        summary="List the delivery reports (bounces, DSNs, read receipts) in a folder, per "
+        "recipient.",
+        examples=[
+            ("mailsync bounces work", "recipient, action, status, reason, original Message-ID"),
+            ("mailsync bounces work -f Bounces --failed", "only failed deliveries"),
+            ("mailsync bounces work --json | jq .recipient", "JSON lines"),
+        ],
+    )
+    parser.add_argument("-f", "--folder", default="INBOX", help="the folder (default INBOX)")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
-    parser.add_argument("--limit", type=int, help="look at no more than this many messages")
+    parser.add_argument("--limit", type=int, metavar="N", help="look at no more than N messages")
     parser.add_argument(
         "--failed",
         action="store_true",
         help="only recipients whose delivery failed (hard and soft bounces)",
     )
+    parser.set_defaults(run=run_bounces)
+
+
+def run_bounces(args: argparse.Namespace, out: Output) -> int:
+    """``mailsync bounces``."""
+    with open_retriever(args) as box:
+        found = rows(box.messages(args.folder, limit=args.limit), failed_only=args.failed)
+        for row in found:
+            if args.json:
+                out.line(json.dumps(row, ensure_ascii=False))
+            else:
+                out.line("  ".join(_cell(row, column) for column in _COLUMNS))
+    return 0
 
 
 def rows(messages: Iterable[Message], *, failed_only: bool = False) -> Iterator[dict[str, Any]]:
@@ -64,18 +84,6 @@ def _row(message: Message, report: DeliveryReport, recipient: RecipientReport) -
         "date": message.date.isoformat() if message.date else None,
         "report_id": message.id,
     }
-
-
-def run(box: Any, args: argparse.Namespace, out: IO[str]) -> int:
-    """Print the reports in ``args.folder`` of the open retriever ``box``; returns 0."""
-    found = rows(box.messages(args.folder, limit=args.limit), failed_only=args.failed)
-    for row in found:
-        if args.json:
-            out.write(json.dumps(row, ensure_ascii=False) + "\n")
-        else:
-            out.write("  ".join(_cell(row, column) for column in _COLUMNS) + "\n")
-        out.flush()
-    return 0
 
 
 def _cell(row: dict[str, Any], column: str) -> str:
