@@ -26,7 +26,8 @@ What POP3 is, and how the Retriever API maps onto it honestly:
   for IMAP clients, even when the connection just drops). Only a connection lost in the
   middle of a retrieval can leave such marks behind; that is the server's doing.
 - The CAPA after login shares a write with the first commands of the transaction when the
-  server offered PIPELINING before login (see :func:`_open_plan`).
+  server offered PIPELINING before login (see
+  :func:`mailsync.protocol.pop3_session.open_session`).
 - ``delete()`` marks with ``DELE``, which POP3 applies only when ``QUIT`` succeeds; it runs in
   its own session ending with that QUIT, and reports nothing deleted unless QUIT said ``+OK``.
 - ``watch()`` polls by logging in again, never more often than ``LOGIN-DELAY`` allows.
