@@ -3,8 +3,9 @@
 Each session installs what it needs into its own virtualenv, so a fresh machine needs only
 ``pip install nox``. The server tests start Dovecot, Postfix and Cyrus from the system
 binaries (``apt-get install dovecot-imapd dovecot-pop3d dovecot-lmtpd postfix cyrus-common
-cyrus-caldav sasl2-bin``; tests/cyrus.py fetches Cyrus's imapd and pop3d itself); without them
-those tests skip with the reason, except under CI, where they must run. The tests session also
+cyrus-caldav sasl2-bin``; tests/cyrus.py fetches Cyrus's imapd and pop3d itself), and the fleet
+tests also start PostgreSQL and Redis (``apt-get install postgresql redis-server``); without
+them those tests skip with the reason, except under CI, where they must run. The tests session also
 checks the documentation: every code block of README.md and docs/ runs, the example notebook
 executes, and the site builds with ``mkdocs build --strict`` (tests/test_docs.py); ``docs`` only
 builds it.

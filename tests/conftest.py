@@ -11,10 +11,16 @@ from collections.abc import Callable, Generator, Iterator
 
 import pytest
 
+from tests import reliability
 from tests.cyrus import CyrusServer
 from tests.cyrus import missing_reason as cyrus_missing_reason
+from tests.databases import PostgresServer, RedisServer, postgres_missing, redis_missing
 from tests.proxy import TCPProxy
 from tests.servers import Account, MailboxClients, MailServers, missing_reason
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    reliability.addoption(parser)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -22,6 +28,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "servers: needs the real Dovecot/Postfix or Cyrus servers (tests/servers.py, cyrus.py)",
     )
+    reliability.configure(config)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -75,6 +82,28 @@ def cyrus(request: pytest.FixtureRequest) -> Iterator[CyrusServer]:
         servers = request.getfixturevalue("mail_servers")
         relay = (servers.host, servers.smtp_port)
     with CyrusServer(smtp_relay=relay) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """PostgreSQL on loopback, started once per session. Skipped like ``mail_servers``."""
+    _needs(postgres_missing())
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """A fresh, empty database of the test PostgreSQL."""
+    return postgres_server.new_database()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """Redis on loopback (the Celery broker), started once per session."""
+    _needs(redis_missing())
+    with RedisServer() as server:
         yield server
 
 

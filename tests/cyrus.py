@@ -33,6 +33,9 @@ The API, for the contract runs and the JMAP backend's tests:
   ``deliver`` (LMTP), ``create_folder``, ``folders``, ``imap_messages`` ... (stdlib only).
 - ``http_url``, ``jmap_session_url``, ``jmap_url(account)`` (mailsync's ``jmap://`` form),
   ``cafile``, ``ssl_context()``, ``config_path`` (the imapd.conf, for Cyrus's own tools).
+- ``expire_expunged(account)``: ``cyr_expire`` now for that user, so messages expunged before
+  are gone for good; a JMAP ``Email/changes`` from a state older than them then answers
+  ``cannotCalculateChanges``, as a server that kept less history would.
 
 What Cyrus does differently from Dovecot, as configured here (its defaults, on purpose):
 APPEND of a message with NUL bytes is refused (``Message contains NUL characters``) and of one
@@ -41,7 +44,8 @@ in header fields are each stored as ``X``; creating ``A/B`` creates ``A`` as a r
 mailbox; special-use attributes come in lower case (``\\sent``); LMTP delivery adds
 ``Return-Path``, ``Received`` and, where missing, a ``Message-ID`` and a ``Date``. Cyrus has no
 search engine here, so JMAP's text filters (``text``, ``subject``, ``from``...) answer
-``serverFail``. Duplicate suppression is off,
+``serverFail``. Debian builds Cyrus without wslay, and without it push is off: the session
+names an ``eventSourceUrl``, but it answers ``204 No Content``. Duplicate suppression is off,
 so delivering the same message twice stores it twice, as on Dovecot.
 
 Binaries: ``cyrmaster``, ``lmtpd`` and ``httpd`` come from ``cyrus-common``/``cyrus-caldav``
@@ -101,8 +105,9 @@ SPECIAL_USE_FOLDERS = ("Sent", "Trash", "Drafts", "Junk", "Archive")
 _LIBEXEC = Path("/usr/lib/cyrus/bin")
 # From cyrus-imapd / cyrus-pop3d, which conflict with Dovecot's packages: fetched, see above.
 _SERVER_BINARIES = ("imapd", "pop3d", "idled")
-# From cyrus-common (lmtpd, mbpath; the master is /usr/sbin/cyrmaster), cyrus-caldav (httpd).
-_LIBEXEC_BINARIES = ("lmtpd", "httpd", "mbpath")
+# From cyrus-common (lmtpd, mbpath, cyr_expire; the master is /usr/sbin/cyrmaster),
+# cyrus-caldav (httpd).
+_LIBEXEC_BINARIES = ("lmtpd", "httpd", "mbpath", "cyr_expire")
 _SYSTEM_BINARIES = ("cyrmaster", "saslpasswd2", "openssl", "dpkg-query", "apt-get", "dpkg-deb")
 _APT_HINT = "apt-get install -y --no-install-recommends cyrus-common cyrus-caldav sasl2-bin"
 _PACKAGES = ("cyrus-imapd", "cyrus-pop3d")
@@ -547,6 +552,22 @@ DAEMON {{
         with self.imap(login):  # the first login creates the folders (autocreate_*)
             pass
         return dataclasses.replace(login, maildir=self._spool(login))
+
+    def expire_expunged(self, account: Account) -> None:
+        """Remove ``account``'s expunged messages for good now (``cyr_expire -X 0``): the
+        JMAP history before them is gone, and ``Email/changes`` from an older state answers
+        ``cannotCalculateChanges``."""
+        command = [str(_LIBEXEC / "cyr_expire"), "-C", self.config_path, "-X", "0", "-D", "0"]
+        result = subprocess.run(
+            [*command, "-u", account.user],
+            capture_output=True,
+            text=True,
+            timeout=_TIMEOUT,
+            user="cyrus",
+            group="mail",
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"cyr_expire failed: {(result.stderr or result.stdout).strip()}")
 
     def _spool(self, account: Account) -> Path:
         """The directory of the account's INBOX, one file per message (``<uid>.``)."""

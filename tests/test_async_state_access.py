@@ -1,5 +1,6 @@
-"""The async retrievers never call the state store on the event loop: opening it, reading the
-cursor, asking which messages were delivered and saving all happen on worker threads (a
+"""The async retrievers never call the state store on the event loop: opening it, taking the
+sync lease, reading the cursor, asking which messages were delivered, saving and giving the
+lease back all happen on worker threads (a
 SQLite call may wait for another writer, and the loop must not wait with it)."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 import mailsync
-from mailsync._state import open_state_store
+from mailsync._state import CursorLease, shared_state_store
 from tests.contract import make_raw
 from tests.servers import Account, MailServers
 
@@ -39,6 +40,41 @@ class RecordingStore(mailsync.SQLiteStateStore):
     def known(self, account: str, folder: str, identities: Iterable[str]) -> set[str]:
         self.calls.append(("known", threading.current_thread()))
         return super().known(account, folder, identities)
+
+    def try_lease(self, account: str, folder: str) -> CursorLease | None:
+        self.calls.append(("try_lease", threading.current_thread()))
+        lease = super().try_lease(account, folder)
+        return None if lease is None else RecordingLease(lease, self.calls)
+
+    def _save_if(
+        self,
+        account: str,
+        folder: str,
+        expected: int | None,
+        cursor: Mapping[str, Any],
+        delivered: Iterable[str],
+    ) -> int:
+        self.calls.append(("save", threading.current_thread()))
+        return super()._save_if(account, folder, expected, cursor, delivered)
+
+
+class RecordingLease:
+    """A sync lease that notes the thread it is given back on."""
+
+    def __init__(self, lease: CursorLease, calls: list[tuple[str, threading.Thread]]) -> None:
+        self._lease = lease
+        self._calls = calls
+
+    @property
+    def cursor(self) -> dict[str, Any] | None:
+        return self._lease.cursor
+
+    def save(self, cursor: Mapping[str, Any], delivered: Iterable[str] = ()) -> None:
+        self._lease.save(cursor, delivered)
+
+    def release(self) -> None:
+        self._calls.append(("release", threading.current_thread()))
+        self._lease.release()
 
 
 @pytest.fixture(params=["imap", "pop3", "maildir", "mbox"])
@@ -92,7 +128,7 @@ def test_sync_calls_the_store_off_the_event_loop(
 
     loop_thread = asyncio.run(main())
     called = {name for name, _thread in store.calls}
-    assert {"load_cursor", "save_cursor"} <= called
+    assert {"try_lease", "load_cursor", "save", "release"} <= called
     on_loop = [name for name, thread in store.calls if thread is loop_thread]
     assert on_loop == [], f"called on the event loop: {on_loop}"
 
@@ -104,9 +140,9 @@ def test_the_store_is_opened_off_the_event_loop(
 
     def recording_open(arg: Any) -> mailsync.StateStore:
         opened.append(threading.current_thread())
-        return open_state_store(arg)
+        return shared_state_store(arg)
 
-    monkeypatch.setattr("mailsync._base.open_state_store", recording_open)
+    monkeypatch.setattr("mailsync._base.shared_state_store", recording_open)
     root = tmp_path / "Maildir"
     mailbox.Maildir(root, create=True).add(make_raw(1))
     state = tmp_path / "new" / "dir" / "state.sqlite"

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import mailsync
 from mailsync import Address, ConfigError, InvalidAddress, Message, check_address, compose
-from mailsync._compose import prepare
+from mailsync._envelope import prepare
 from mailsync._message import as_bytes, parse_addresses
 
 FROM = "Alice <alice@example.test>"
@@ -433,6 +433,13 @@ def test_address_argument_errors() -> None:
 BREAKS = ["\r", "\n", "\r\n", "\x00", "\x0b", "\x0c", "\x1c", "\x85", "\u2028", "\u2029"]
 
 
+@pytest.mark.reliability(
+    area="Sending",
+    fault="header injection through compose(): every line break str.splitlines knows, and NUL, "
+    "in the subject, names, addresses, custom headers and their names, attachment names "
+    "and types, the Message-ID and inline Content-IDs",
+    outcome="ConfigError or InvalidAddress; no message is built",
+)
 @pytest.mark.parametrize("brk", BREAKS, ids=repr)
 def test_line_breaks_are_refused_everywhere(brk: str) -> None:
     injected = f"x{brk}Bcc: victim@example.test"
@@ -665,6 +672,12 @@ def test_prepare_drops_an_mbox_envelope_line_and_handles_headerless_input() -> N
         prepare(b"To: b@example.test\r\nnot a header\r\nBcc: secret@example.test\r\n\r\nx")
 
 
+@pytest.mark.reliability(
+    area="Sending",
+    fault="raw messages mangled at random before prepare() (hypothesis)",
+    outcome="a MailsyncError, or an envelope with recipients, no Bcc line, CRLF only, and the "
+    "Message-ID the recipient reads",
+)
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.sampled_from(

@@ -304,6 +304,7 @@ def test_api_backends_declare_in_the_registry_what_their_api_reads() -> None:
     for scheme, (module, name) in {
         "graph": ("mailsync.protocol.graph", "GraphAPI"),
         "gmail": ("mailsync.protocol.gmail", "GmailAPI"),
+        "jmap": ("mailsync.protocol.jmap", "JMAPAPI"),
     }.items():
         api = getattr(importlib.import_module(module), name)
         assert _registry.spec_for(scheme).options == api.options

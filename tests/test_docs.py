@@ -16,8 +16,9 @@ The marker convention, HTML comments the rendered page does not show:
   (Gmail, Outlook, an OAuth2 app), runs forever, or installs packages. The reason is required.
 - ``<!-- invisible-code-block: python ... -->`` defines what the reader brings (a ``handle()``
   function, a file to attach) without showing it. There, ``__docs__`` offers
-  ``setenv(name, value)``, ``write_ca(path)`` (the test CA, for a block with a private CA) and
-  ``install_plugin(module)`` (a backend plugin from docs/examples).
+  ``setenv(name, value)``, ``write_ca(path)`` (the test CA, for a block with a private CA),
+  ``accounts_file(text)`` (an accounts file the reader has) and ``install_plugin(module)`` (a
+  backend plugin from docs/examples).
 - ``<!-- clear-namespace -->`` starts afresh.
 - ``<!-- notebook-cells -->``: from here on, blocks run inside a running event loop, as the
   cells of a Jupyter notebook do (top-level ``await`` works, and so must the sync API).
@@ -224,8 +225,16 @@ class DocServers:
         scheme = module.removeprefix("mailsync_")
         self._monkeypatch.setitem(_registry._registered, scheme, loaded.SPEC)
 
+    def accounts_file(self, text: str) -> None:
+        """For an invisible block: the accounts file the reader already has (the ``work``
+        account of the CLI examples); documentation hosts in it reach the test servers."""
+        config = Path(os.environ["MAILSYNC_CONFIG"])
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(text, encoding="utf-8")
+
     def write_ca(self, path: str) -> None:
         """For a block that brings its own CA file (``corp-ca.pem``): the test servers' CA."""
+        path = os.path.expanduser(path)
         Path(path).write_bytes(Path(self.servers.cafile).read_bytes())
 
     def parse_url(self, url: str, **options: Any) -> Any:

@@ -661,3 +661,79 @@ def test_concurrency_option_within_the_providers_limit() -> None:
     assert ToyAPI(_endpoint(handler, concurrency=10)).concurrency == 10
     assert Limited(_endpoint(handler, concurrency=10)).concurrency == 4
     assert Limited(_endpoint(handler, concurrency=2)).concurrency == 2
+
+
+# -- event streams -----------------------------------------------------------------------------
+
+
+def _event_plan(endpoint: Any, *, timeout: float = 30.0, idle: float = 30.0) -> Plan[Any]:
+    from mailsync.protocol.events import await_event
+
+    request = Request("GET", "events")
+    return await_event(_client(endpoint), request, ["state"], timeout=timeout, idle=idle)
+
+
+@BOTH
+def test_an_event_stream_gives_the_first_event_of_the_types_asked(drive: Any) -> None:
+    from mailsync.protocol.events import ServerEvent
+
+    seen: list[httpx.Request] = []
+
+    def events(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        chunks = [b"event: ping\ndata: {}\n\n", b'id: 4\nevent: state\ndata: {"a"', b":1}\n\n"]
+        # Whole bytes: a MockTransport streams only for the client of its own kind.
+        return httpx.Response(
+            200, headers={"content-type": "text/event-stream"}, content=b"".join(chunks)
+        )
+
+    endpoint = _endpoint(events)
+    assert drive(endpoint, _event_plan(endpoint)) == ServerEvent("state", '{"a":1}', "4")
+    assert seen[0].headers["accept"] == "text/event-stream"
+    assert seen[0].headers["authorization"] == "Bearer tok-1"
+
+
+@BOTH
+def test_an_event_stream_that_ends_or_is_not_one(drive: Any) -> None:
+    def ended(request: httpx.Request) -> httpx.Response:
+        headers = {"content-type": "text/event-stream; charset=utf-8"}
+        return httpx.Response(200, headers=headers, content=b"event: ping\ndata: 1\n\n")
+
+    endpoint = _endpoint(ended)
+    assert drive(endpoint, _event_plan(endpoint)) is None  # look again
+    for status in (204, 404, 503):
+        endpoint = _endpoint(lambda request, status=status: httpx.Response(status, text="no"))
+        reply = drive(endpoint, _event_plan(endpoint))
+        assert isinstance(reply, Response)
+        assert (reply.status, reply.content) == (status, b"no")
+
+
+@BOTH
+def test_an_event_stream_401_asks_for_a_new_token_once(drive: Any) -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers["authorization"])
+        return httpx.Response(401)
+
+    tokens = iter(["t1", "t2"])
+    endpoint = _endpoint(handler, token=lambda: next(tokens))
+    reply = drive(endpoint, _event_plan(endpoint))
+    assert reply.status == 401
+    assert seen == ["Bearer t1", "Bearer t2"]
+
+
+def test_a_request_failing_because_close_was_called_is_a_closed_connection() -> None:
+    # close() from another thread (stopping a watch) while a request is in flight: whatever
+    # httpx raises then is ConnectionFailed, never a stray RuntimeError.
+    holder: list[HTTPPerformer] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        holder[0].close()
+        raise RuntimeError("Cannot send a request, as the client has been closed.")
+
+    endpoint = _endpoint(handler)
+    performer = HTTPPerformer(endpoint, base_url="https://api.test/v1", context="TOY")
+    holder.append(performer)
+    with pytest.raises(ConnectionFailed, match="closed"):
+        performer.send(Request("GET", "x"))

@@ -25,6 +25,12 @@ def _urls(servers: MailServers, account: Account) -> list[tuple[str, dict[str, o
     ]
 
 
+@pytest.mark.reliability(
+    area="Secrets",
+    fault="every logger at DEBUG while reading over IMAP, IMAPS, POP3, POP3S (sync and async) "
+    "and sending over SMTP",
+    outcome="the password is in no log record and no repr",
+)
 def test_no_password_in_debug_logs_or_reprs(
     mail_servers: MailServers, account: Account, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -55,6 +61,12 @@ def test_no_password_in_debug_logs_or_reprs(
     assert account.password not in logged
 
 
+@pytest.mark.reliability(
+    area="Secrets",
+    fault="a wrong password against Dovecot over IMAP, IMAPS, POP3 and POP3S",
+    outcome="AuthenticationError whose text, cause and context hold no password; no log record "
+    "does",
+)
 def test_no_password_in_authentication_errors(
     mail_servers: MailServers, account: Account, caplog: pytest.LogCaptureFixture
 ) -> None:

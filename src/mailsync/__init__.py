@@ -1,8 +1,9 @@
 """mailsync: one consistent way to push and pull email.
 
-Pull with :func:`connect` (IMAP, POP3, Maildir, mbox; Gmail, Graph and JMAP are planned), push
-with :func:`sender` (SMTP, Maildir, mbox), and get the same :class:`Message`, the same errors,
-the same incremental ``sync()`` cursor and the same ``watch()`` from every backend.
+Pull with :func:`connect` (IMAP, POP3, Maildir, mbox, Gmail, Graph, JMAP), push with
+:func:`sender` (SMTP, Maildir, mbox, Gmail, Graph, JMAP), and get the same :class:`Message`,
+the same errors, the same incremental ``sync()`` cursor and the same ``watch()`` from every
+backend.
 
 Everything public is re-exported here; the modules behind it are private.
 """
@@ -17,6 +18,7 @@ from mailsync._errors import (
     ConnectionFailed,
     FolderNotFound,
     InvalidAddress,
+    LeaseLost,
     MailsyncError,
     MailTimeout,
     MessageNotFound,
@@ -25,7 +27,9 @@ from mailsync._errors import (
     RecipientsRefused,
     SendError,
     ServerError,
+    StateError,
     StorageError,
+    SyncBusy,
     TemporaryFailure,
     Unsupported,
 )
@@ -61,15 +65,27 @@ if _TYPE_CHECKING:
     from mailsync._query import Q
     from mailsync._registry import BackendSpec
     from mailsync._reports import DeliveryReport, RecipientReport, parse_report
-    from mailsync._state import SQLiteStateStore, StateStore
+    from mailsync._state import CursorLease, SQLiteStateStore, StateStore
+    from mailsync._state_postgres import PostgresStateStore
     from mailsync._stream import AsyncMessageStream, MessageStream
     from mailsync._tracker import DeliveryTracker, RecipientStatus, TrackedMessage
-    from mailsync._watch import watch_many, watch_many_async
+    from mailsync._watch import (
+        AccountStatus,
+        AsyncWatchMany,
+        RetryPolicy,
+        WatchMany,
+        watch_many,
+        watch_many_async,
+    )
 
 __version__ = "0.1.0"
 
 _LAZY = {
     "Account": "mailsync._accounts",
+    "AccountStatus": "mailsync._watch",
+    "AsyncWatchMany": "mailsync._watch",
+    "RetryPolicy": "mailsync._watch",
+    "WatchMany": "mailsync._watch",
     "account": "mailsync._accounts",
     "accounts": "mailsync._accounts",
     "Address": "mailsync._message",
@@ -78,6 +94,7 @@ _LAZY = {
     "AsyncSender": "mailsync._base",
     "AsyncSyncRun": "mailsync._base",
     "Attachment": "mailsync._message",
+    "CursorLease": "mailsync._state",
     "BackendSpec": "mailsync._registry",
     "check_address": "mailsync._compose",
     "compose": "mailsync._compose",
@@ -92,6 +109,7 @@ _LAZY = {
     "MessageList": "mailsync._message",
     "MessageStream": "mailsync._stream",
     "parse_report": "mailsync._reports",
+    "PostgresStateStore": "mailsync._state_postgres",
     "Q": "mailsync._query",
     "RecipientReport": "mailsync._reports",
     "RecipientStatus": "mailsync._tracker",
@@ -114,16 +132,19 @@ __getattr__, __dir__ = _lazy_loader("mailsync", _LAZY, globals())
 
 __all__ = [
     "Account",
+    "AccountStatus",
     "Address",
     "AsyncMessageStream",
     "AsyncRetriever",
     "AsyncSender",
     "AsyncSyncRun",
+    "AsyncWatchMany",
     "Attachment",
     "AuthenticationError",
     "BackendSpec",
     "ConfigError",
     "ConnectionFailed",
+    "CursorLease",
     "DeliveryReport",
     "DeliveryTracker",
     "Folder",
@@ -131,12 +152,14 @@ __all__ = [
     "FolderNotFound",
     "HeaderMap",
     "InvalidAddress",
+    "LeaseLost",
     "MailTimeout",
     "MailsyncError",
     "Message",
     "MessageList",
     "MessageNotFound",
     "MessageStream",
+    "PostgresStateStore",
     "ProtocolError",
     "Q",
     "RateLimited",
@@ -144,18 +167,22 @@ __all__ = [
     "RecipientStatus",
     "RecipientsRefused",
     "Retriever",
+    "RetryPolicy",
     "SQLiteStateStore",
     "SendError",
     "SendResult",
     "Sender",
     "ServerError",
+    "StateError",
     "StateStore",
     "StorageError",
+    "SyncBusy",
     "SyncRun",
     "TemporaryFailure",
     "Timeout",
     "TrackedMessage",
     "Unsupported",
+    "WatchMany",
     "__version__",
     "account",
     "accounts",

@@ -13,7 +13,8 @@ turns those into the public behaviour that must be identical everywhere:
 - Every backend's ``messages()``, ``folders()`` and ``send_many()`` are finished by
   :mod:`mailsync._stream` (``collect()``, ``progress=``) from ``__init_subclass__``.
 
-Senders are :mod:`mailsync._senders` (re-exported here); the thread adapters that give a sync
+Senders are :mod:`mailsync._senders`, and the run iterators ``sync()`` returns
+:mod:`mailsync._sync_run` (both re-exported here); the thread adapters that give a sync
 backend its async twin are :mod:`mailsync._threaded`.
 
 No protocol code lives here. asyncio is imported inside the async code paths only: it costs
@@ -26,10 +27,17 @@ import abc
 import logging
 import random
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias, TypeVar
+from typing import Any, ClassVar, TypeAlias, TypeVar
 
 from mailsync._config import Endpoint
 from mailsync._errors import (
@@ -43,7 +51,7 @@ from mailsync._errors import (
 from mailsync._message import Folder, Message
 from mailsync._query import Q
 from mailsync._senders import AsyncSender, OutgoingMessage, Sender, SendResult
-from mailsync._state import StateStore, open_state_store
+from mailsync._state import StateStore, SyncLease, shared_state_store
 from mailsync._stream import (
     AsyncMessageStream,
     MessageStream,
@@ -51,9 +59,7 @@ from mailsync._stream import (
     counted_steps,
     finish_retriever_class,
 )
-
-if TYPE_CHECKING:
-    from mailsync._message import MessageList
+from mailsync._sync_run import AsyncSyncRun, SyncRun, SyncStep
 
 __all__ = [
     "AsyncMessageStream",
@@ -81,21 +87,6 @@ CAPABILITIES = frozenset(
 )
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class SyncStep:
-    """One step of a backend's answer to "what changed since this cursor".
-
-    Attributes:
-        message: The new message, or None for a step that only advances the cursor.
-        cursor: The cursor to save once ``message`` has been delivered.
-        identity: Recorded in the delivered set so a later resync skips the message.
-    """
-
-    message: Message | None
-    cursor: Mapping[str, Any]
-    identity: str | None = None
 
 
 class Backoff:
@@ -134,126 +125,6 @@ def _retry_delay(backoff: Backoff, exc: BaseException) -> float:
     return delay
 
 
-# -- sync ------------------------------------------------------------------------------------
-
-
-class SyncRun(Iterator[Message]):
-    """The iterator ``Retriever.sync()`` returns.
-
-    A message counts as delivered, and the cursor moves past it, when the next message is
-    requested or the loop ends normally. Breaking out of the loop leaves the message being
-    handled undelivered (it comes again next time) unless you call :meth:`commit` first.
-    """
-
-    def __init__(
-        self, steps: Iterator[SyncStep], store: StateStore, account: str, folder: str
-    ) -> None:
-        self._steps = steps
-        self._store = store
-        self._account = account
-        self._folder = folder
-        self._pending: SyncStep | None = None
-        self._done = False
-
-    def __iter__(self) -> SyncRun:
-        return self
-
-    def __next__(self) -> Message:
-        self.commit()
-        if self._done:
-            raise StopIteration
-        for step in self._steps:
-            if step.message is None:
-                self._store.save_cursor(self._account, self._folder, step.cursor)
-                continue
-            self._pending = step
-            return step.message
-        self._done = True
-        raise StopIteration
-
-    def commit(self) -> None:
-        """Mark the message last returned as delivered now."""
-        step, self._pending = self._pending, None
-        if step is None:
-            return
-        identities = [step.identity] if step.identity else []
-        self._store.save_cursor(self._account, self._folder, step.cursor, identities)
-
-    def collect(self) -> MessageList:
-        """Every new message in a :class:`~mailsync.MessageList`, all marked delivered."""
-        from mailsync._message import MessageList
-
-        return MessageList(self)
-
-    def close(self) -> None:
-        """Stop without marking the message being handled as delivered."""
-        self._pending = None
-        self._done = True
-        close = getattr(self._steps, "close", None)
-        if close is not None:
-            close()
-
-
-class AsyncSyncRun(AsyncIterator[Message]):
-    """The async iterator ``AsyncRetriever.sync()`` returns; same rules as :class:`SyncRun`."""
-
-    def __init__(
-        self, steps: AsyncIterator[SyncStep], store: StateStore, account: str, folder: str
-    ) -> None:
-        self._steps = steps
-        self._store = store
-        self._account = account
-        self._folder = folder
-        self._pending: SyncStep | None = None
-        self._done = False
-
-    def __aiter__(self) -> AsyncSyncRun:
-        return self
-
-    async def __anext__(self) -> Message:
-        import asyncio
-
-        await self.commit()
-        if self._done:
-            raise StopAsyncIteration
-        async for step in self._steps:
-            if step.message is None:
-                await asyncio.to_thread(
-                    self._store.save_cursor, self._account, self._folder, step.cursor
-                )
-                continue
-            self._pending = step
-            return step.message
-        self._done = True
-        raise StopAsyncIteration
-
-    async def commit(self) -> None:
-        """Mark the message last returned as delivered now."""
-        step, self._pending = self._pending, None
-        if step is None:
-            return
-        identities = [step.identity] if step.identity else []
-        import asyncio
-
-        await asyncio.to_thread(
-            self._store.save_cursor, self._account, self._folder, step.cursor, identities
-        )
-
-    async def collect(self) -> MessageList:
-        """Every new message in a :class:`~mailsync.MessageList`, all marked delivered."""
-        from mailsync._message import MessageList
-
-        return MessageList([message async for message in self])
-
-    async def aclose(self) -> None:
-        """Stop without marking the message being handled as delivered."""
-        self._pending = None
-        self._done = True
-        aclose = getattr(self._steps, "aclose", None)
-        if aclose is not None:
-            await aclose()
-
-
 # -- retrievers ------------------------------------------------------------------------------
 
 
@@ -278,7 +149,7 @@ class _StateMixin:
     def state(self) -> StateStore:
         """The state store holding this account's sync cursors (opened on first use)."""
         if self._store is None:
-            self._store = open_state_store(self._state_arg)
+            self._store = shared_state_store(self._state_arg)
         return self._store
 
     @property
@@ -426,24 +297,53 @@ class Retriever(_StateMixin, abc.ABC):
 
     # -- shared behaviour --------------------------------------------------------------------
 
-    def sync(self, folder: str = "INBOX", *, progress: bool = False) -> SyncRun:
+    def sync(
+        self, folder: str = "INBOX", *, wait: bool | float = True, progress: bool = False
+    ) -> SyncRun:
         """Only the messages no earlier ``sync()`` of this account and folder yielded.
 
         The cursor is saved as each next message is requested and when the loop ends. A
-        cursor the server invalidated triggers a resync that yields no message twice.
+        cursor the server invalidated triggers a resync that yields no message twice. From
+        its first step until it ends the run holds the account+folder's lease in the state
+        store, so a concurrent ``sync()`` elsewhere (thread, process, machine) waits for it.
 
         Args:
             folder: The folder name.
+            wait: When another run holds the lease: True waits for it, False raises at once,
+                a number of seconds waits at most that long.
             progress: Show a progress bar (Jupyter or a terminal only).
 
         Raises:
             FolderNotFound: No such folder.
+            SyncBusy: Another run held the lease longer than ``wait`` allows.
+            LeaseLost: Another run saved the cursor under this one (the lease was lost).
         """
-        key = self._folder_key(folder)
-        cursor = self._load_cursor(self.state, key)
-        steps = self._sync_steps(folder, cursor, self._known(folder))
-        steps = counted_steps(steps, progress=progress, desc=folder)
-        return SyncRun(steps, self.state, self.account_key, key)
+        return self._leased_sync(folder, wait, lambda: False, time.sleep, progress=progress)
+
+    def _leased_sync(
+        self,
+        folder: str,
+        wait: bool | float,
+        stopped: Callable[[], bool],
+        sleep: Callable[[float], object],
+        *,
+        progress: bool = False,
+    ) -> SyncRun:
+        """:meth:`sync`; waiting for the lease ends when ``stopped()`` is true, and ``sleep``
+        is how it waits between attempts (watch() wakes it when closed)."""
+        store, key = self.state, self._folder_key(folder)
+        lease = SyncLease(store, self.account_key, key, wait)
+
+        def steps() -> Iterator[SyncStep]:
+            if not lease.acquire(stopped, sleep):
+                return
+            if lease.cursor is None and self._load_cursor(store, key) is not None:
+                lease.release()  # a cursor saved under an older account key was copied:
+                if not lease.acquire(stopped, sleep):  # read it under the lease
+                    return
+            yield from self._sync_steps(folder, lease.cursor, self._known(folder))
+
+        return SyncRun(counted_steps(steps(), progress=progress, desc=folder), lease)
 
     def watch(self, folder: str = "INBOX", *, poll_interval: float = 60.0) -> Iterator[Message]:
         """Yield new messages as they arrive, forever (until :meth:`close`).
@@ -460,7 +360,7 @@ class Retriever(_StateMixin, abc.ABC):
         try:
             while not self._stop.is_set():
                 try:
-                    run = self.sync(folder)
+                    run = self._leased_sync(folder, True, self._stop.is_set, self._stop.wait)
                     try:
                         for message in run:
                             if self._stop.is_set():
@@ -625,27 +525,55 @@ class AsyncRetriever(_StateMixin, abc.ABC):
         self._stop_event.set()
         await self._disconnect()
 
-    def sync(self, folder: str = "INBOX", *, progress: bool = False) -> AsyncSyncRun:
+    def sync(
+        self, folder: str = "INBOX", *, wait: bool | float = True, progress: bool = False
+    ) -> AsyncSyncRun:
         """Only messages no earlier ``sync()`` yielded; see :meth:`Retriever.sync`.
 
-        The state store is only ever called on worker threads (reading the cursor, asking
-        which messages were delivered, saving), never on the event loop: a SQLite call can
-        wait for another process's or thread's write.
+        The state store is only ever called on worker threads (taking the lease, reading the
+        cursor, asking which messages were delivered, saving), never on the event loop: a
+        SQLite call can wait for another process's or thread's write.
         """
+        import asyncio
+
+        return self._leased_sync(folder, wait, lambda: False, asyncio.sleep, progress=progress)
+
+    def _leased_sync(
+        self,
+        folder: str,
+        wait: bool | float,
+        stopped: Callable[[], bool],
+        sleep: Callable[[float], Awaitable[object]],
+        *,
+        progress: bool = False,
+    ) -> AsyncSyncRun:
+        """:meth:`sync`, with :meth:`Retriever._leased_sync`'s ``stopped`` and ``sleep``."""
         key = self._folder_key(folder)
         store = self._store if self._store is not None else _StoreOnFirstUse(self)
-        steps = self._steps_from_saved_cursor(folder, key, store)
-        steps = acounted_steps(steps, progress=progress, desc=folder)
-        return AsyncSyncRun(steps, store, self.account_key, key)
+        lease = SyncLease(store, self.account_key, key, wait)
+        steps = self._leased_steps(folder, key, store, lease, (stopped, sleep))
+        return AsyncSyncRun(acounted_steps(steps, progress=progress, desc=folder), lease)
 
-    async def _steps_from_saved_cursor(
-        self, folder: str, key: str, store: StateStore
+    async def _leased_steps(
+        self,
+        folder: str,
+        key: str,
+        store: StateStore,
+        lease: SyncLease,
+        waiting: tuple[Callable[[], bool], Callable[[float], Awaitable[object]]],
     ) -> AsyncIterator[SyncStep]:
         import asyncio
 
+        if not await lease.acquire_async(*waiting):
+            return
         # A lambda: even looking the method up opens a store not opened yet.
-        cursor = await asyncio.to_thread(lambda: self._load_cursor(store, key))
-        steps = self._sync_steps(folder, cursor, self._known(folder))
+        if lease.cursor is None and await asyncio.to_thread(
+            lambda: self._load_cursor(store, key) is not None
+        ):
+            await asyncio.to_thread(lease.release)  # as in Retriever._leased_sync
+            if not await lease.acquire_async(*waiting):
+                return
+        steps = self._sync_steps(folder, lease.cursor, self._known(folder))
         try:
             async for step in steps:
                 yield step
@@ -661,7 +589,7 @@ class AsyncRetriever(_StateMixin, abc.ABC):
         backoff = Backoff()
         try:
             while not self._is_stopped():
-                run = self.sync(folder)
+                run = self._leased_sync(folder, True, self._is_stopped, self._sleep_unless_stopped)
                 try:
                     async for message in run:
                         if self._is_stopped():

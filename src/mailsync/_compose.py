@@ -1,12 +1,11 @@
-"""Building outgoing mail: :func:`compose`, address checks, and the envelope every sender uses.
+"""Building outgoing mail: :func:`compose` and the address checks.
 
 :func:`compose` builds a standard ``EmailMessage`` (text, html alternative, attachments, inline
 images, custom headers; Message-ID and Date set). Everything that ends up in a header is
 checked first: addresses with email-validator (syntax, not policy), and no value may hold a
-line break, which is how header injection works. :func:`prepare` turns any outgoing message
-(``EmailMessage``, bytes, :class:`~mailsync.Message`) into an :class:`Envelope`: sender,
-recipients (To + Cc + Bcc), the bytes to transmit with Bcc removed, and the Message-ID. Every
-sender backend goes through :func:`prepare`, so they agree on who gets what.
+control character (a tab aside): line breaks are how header injection works, and a NUL cuts
+a value short in some servers and not in others. What a sender makes of any outgoing message
+(the envelope, the bytes sent) is :mod:`mailsync._envelope`'s.
 
 No I/O here except reading attachment files given as paths (and DNS when deliverability
 checks are asked for).
@@ -19,14 +18,16 @@ import functools
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+from mailsync._addresses import parse_addresses
 from mailsync._errors import ConfigError, InvalidAddress
-from mailsync._message import Address, Message, crlf_bytes, parse_addresses
-from mailsync._mime import decode_header_value, msg_id, split_header_block
+from mailsync._message import Address
+from mailsync._mime import (
+    msg_id,
+)
 from mailsync._types import AddressLike, AttachmentSpec
 
 if TYPE_CHECKING:
@@ -35,16 +36,19 @@ if TYPE_CHECKING:
     from email.headerregistry import Address as HeaderAddress
     from email.message import EmailMessage
 
-__all__ = ["AttachmentSpec", "Envelope", "check_address", "compose", "prepare"]
+__all__ = ["AttachmentSpec", "check_address", "compose"]
 
 # Everything str.splitlines() breaks on, plus NUL: the stdlib refuses these in headers with a
 # bare ValueError, and SMTP servers treat some of them as line ends.
 _LINE_BREAK = re.compile("[\r\n\x00\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 _HEADER_NAME = re.compile(r"[!-9;-~]+")
 _NEEDS_QUOTES = re.compile(r'[][\\()<>@,:;".]|^\s|\s$|\s\s')
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# Control characters: C0 but the tab (which RFC 5322 allows as white space), DEL, C1, and the
+# Unicode line and paragraph separators.
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 _CONTENT_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+")
-_MSG_ID = re.compile(r"[^\s<>\"()\[\],;:\\]+")
+# Printable ASCII but specials and white space: a message id is ASCII (RFC 5322 3.6.4).
+_MSG_ID = re.compile(r"[!#-'*+\-./0-9=?@A-Z^-~]+")
 # email-validator refuses these as "not globally deliverable"; in a private deployment (and
 # in tests) they are perfectly good addresses, so syntax mode accepts them.
 _SPECIAL_USE_SUFFIXES = ("localhost", "local", "invalid", "onion", "arpa", "internal")
@@ -141,11 +145,14 @@ def _ends_with_label(domain: str, label: str) -> bool:
 
 
 def _check_text(what: str, value: object) -> str:
-    """A header text: a str with no line break and encodable (no lone surrogates)."""
+    """A header text: a str with no control character (a tab aside) and encodable (no lone
+    surrogates)."""
     if not isinstance(value, str):
         raise ConfigError(f"{what} must be a string, not {type(value).__name__}")
     if _LINE_BREAK.search(value):
         raise ConfigError(f"{what} contains a line break, which could inject headers: {value!r}")
+    if _CONTROL.search(value):
+        raise ConfigError(f"{what} contains a control character: {value!r}")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -455,8 +462,8 @@ def _extra_headers(
                 raise InvalidAddress(f"header {name!r} holds no address", address=value)
             out.append((name, addresses))
             continue
-        if key == "message-id" and msg_id(value) is None:
-            raise ConfigError(f"invalid Message-ID {value!r}")
+        if key == "message-id" and (msg_id(value) is None or not value.isascii()):
+            raise ConfigError(f"invalid Message-ID {value!r} (a message id is ASCII)")
         out.append((name, value))
     return out
 
@@ -466,8 +473,10 @@ def _new_message_id(message_id: str | None, domain: str) -> str:
 
     if message_id is None:
         return email.utils.make_msgid(domain=domain or "localhost")
+    if not isinstance(message_id, str):
+        raise ConfigError(f"message_id must be a string, not {type(message_id).__name__}")
     bare = message_id.strip().removeprefix("<").removesuffix(">")
-    if not _MSG_ID.fullmatch(bare.replace("@", "x", 1)) and not _MSG_ID.fullmatch(bare):
+    if not _MSG_ID.fullmatch(bare):  # no control character, white space, special or non-ASCII
         raise ConfigError(f"invalid message_id {message_id!r}")
     return f"<{bare}>"
 
@@ -500,7 +509,7 @@ def _set_body(
         html_part = last
     for content_id, spec in inline.items():
         bare = _check_text("inline content id", content_id).strip().strip("<>")
-        if not _MSG_ID.fullmatch(bare.replace("@", "x", 1)):
+        if not _MSG_ID.fullmatch(bare):
             raise ConfigError(f"invalid inline content id {content_id!r}")
         filename, data, ctype = _load(spec)
         maintype, _, subtype = ctype.partition("/")
@@ -535,212 +544,3 @@ def _load(spec: AttachmentSpec) -> tuple[str, bytes, str]:
 
     ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     return _check_text("attachment file name", path.name), data, ctype
-
-
-@dataclass(frozen=True, slots=True)
-class Envelope:
-    """What a sender transmits for one message.
-
-    Attributes:
-        mail_from: The envelope sender (may be empty for a null sender).
-        recipients: Every envelope recipient, in order, without duplicates.
-        data: The bytes to transmit: CRLF line endings, Bcc removed.
-        message_id: The Message-ID (without brackets).
-        needs_smtputf8: Non-ASCII addresses or headers.
-        eight_bit: The body has 8-bit bytes.
-    """
-
-    mail_from: str
-    recipients: tuple[str, ...]
-    data: bytes
-    message_id: str
-    needs_smtputf8: bool
-    eight_bit: bool
-
-
-_BLIND_HEADERS = frozenset({b"bcc", b"resent-bcc"})
-
-
-def prepare(
-    message: EmailMessage | bytes | Message,
-    *,
-    mail_from: str | None = None,
-    rcpt_to: Iterable[str] | None = None,
-    keep_bcc: bool = False,
-) -> Envelope:
-    """Work out the envelope of an outgoing message and the bytes to send.
-
-    The message's own bytes are kept as they are (so a DKIM signature stays valid) except
-    that line endings become CRLF, Bcc and Resent-Bcc header fields are removed (their
-    addresses stay recipients), and a Message-ID and a Date are added when missing.
-    Recipients are deduplicated, the domain compared case-insensitively.
-
-    Args:
-        message: The message to send.
-        mail_from: The envelope sender; by default the Sender, else the From address.
-        rcpt_to: The envelope recipients; by default everyone in To, Cc and Bcc.
-        keep_bcc: Keep the Bcc header fields in the bytes, for a transport that takes the
-            recipients from the message itself and removes them before delivery (the Gmail
-            and Graph send calls).
-
-    Raises:
-        InvalidAddress: No recipient, or an envelope address is invalid.
-        ConfigError: The message cannot be serialised, its header block is malformed, or it
-            was retrieved with ``headers_only``.
-    """
-    if isinstance(message, Message) and message.headers_only:
-        raise ConfigError("cannot send a message retrieved with headers_only=True")
-    raw = _wire_bytes(message)
-    parsed, offset = split_header_block(raw)
-    head, body = _split_head(raw, offset)
-    view = _HeaderView(parsed)
-    blind = frozenset() if keep_bcc else _BLIND_HEADERS
-    fields = [f for f in _header_fields(head) if _field_name(f) not in blind]
-    message_id = view.message_id()
-    if message_id is None:
-        import email.utils
-
-        author = view.addresses("from")
-        domain = _domain_of(author[0].email if author else "")
-        message_id = email.utils.make_msgid(domain=domain)[1:-1]
-        fields.append(f"Message-ID: <{message_id}>\r\n".encode())
-    if not view.has("date"):
-        import email.utils
-
-        now = email.utils.format_datetime(email.utils.localtime())
-        fields.append(f"Date: {now}\r\n".encode())
-
-    listed = [a.email for a in view.addresses("to", "cc", "bcc") if a.email]
-    recipients = _dedupe(list(rcpt_to) if rcpt_to is not None else listed)
-    if not recipients:
-        raise InvalidAddress("the message has no recipient (To, Cc, Bcc or rcpt_to)", address="")
-    for rcpt in recipients:
-        check_address(rcpt)
-    sender = _envelope_sender(view) if mail_from is None else mail_from.strip().strip("<>")
-    if sender:
-        check_address(sender)
-
-    new_head = b"".join(fields)
-    return Envelope(
-        mail_from=sender,
-        recipients=tuple(recipients),
-        data=new_head + b"\r\n" + body,
-        message_id=message_id,
-        needs_smtputf8=not all(a.isascii() for a in (sender, *recipients))
-        or not new_head.isascii(),
-        eight_bit=not body.isascii(),
-    )
-
-
-class _HeaderView:
-    """What :func:`prepare` reads from a header block, read as :class:`~mailsync.Message`
-    reads it (first decoded Message-ID; addresses parsed from the raw values), from the
-    fields :func:`~mailsync._mime.split_header_block` gave: the block is split once, and
-    only the fields asked for are decoded."""
-
-    __slots__ = ("_values",)
-
-    def __init__(self, fields: list[tuple[str, str]]) -> None:
-        values: dict[str, list[str]] = {}
-        for name, value in fields:
-            values.setdefault(name.lower(), []).append(value)
-        self._values = values
-
-    def has(self, name: str) -> bool:
-        return name in self._values
-
-    def message_id(self) -> str | None:
-        values = self._values.get("message-id")
-        return msg_id(decode_header_value(values[0])) if values else None
-
-    def addresses(self, *names: str) -> list[Address]:
-        return [a for name in names for v in self._values.get(name, ()) for a in _parsed(v)]
-
-
-#: Longer header values are parsed each time rather than kept in the cache.
-_CACHED_VALUE_MAX = 256
-
-
-def _parsed(value: str) -> tuple[Address, ...]:
-    """The addresses in one raw header value."""
-    if len(value) > _CACHED_VALUE_MAX:
-        return parse_addresses([value])
-    return _parsed_short(value)
-
-
-@functools.lru_cache(maxsize=1024)
-def _parsed_short(value: str) -> tuple[Address, ...]:
-    # A pure function, and bulk mail repeats its From and often its To: remembered.
-    return parse_addresses([value])
-
-
-def _wire_bytes(message: EmailMessage | bytes | Message) -> bytes:
-    try:
-        return crlf_bytes(message)
-    except (TypeError, ValueError, LookupError, UnicodeError) as exc:
-        raise ConfigError(f"cannot serialise the message: {exc}") from exc
-
-
-def _split_head(raw: bytes, offset: int) -> tuple[bytes, bytes]:
-    """``(header fields with their CRLFs, body)``, split at ``offset``, where the Message
-    model splits them (:func:`~mailsync._mime.split_header_block`); the blank line between
-    them is dropped (and added back by the caller)."""
-    head = raw[:offset]
-    if head.endswith(b"\r\n\r\n"):
-        return head[:-2], raw[offset:]
-    if head == b"\r\n":  # a blank first line: there is no header at all
-        return b"", raw[offset:]
-    if offset < len(raw):
-        # A line that is no header field ends the header block without a blank line: what
-        # follows (a Bcc line, say) would be sent as body text. Outgoing mail must be sound.
-        line = raw[offset:].split(b"\r\n", 1)[0][:60]
-        raise ConfigError(f"the header block has a line that is no header field: {line!r}")
-    return (head if not head or head.endswith(b"\r\n") else head + b"\r\n"), b""
-
-
-_FIELD_START = re.compile(rb"[\x21-\x39\x3b-\x7e]+:")
-
-
-def _header_fields(head: bytes) -> list[bytes]:
-    """Split a header block into fields, each with its continuation lines and CRLFs; lines
-    that are no field (an mbox ``From `` envelope line) are dropped."""
-    fields: list[bytes] = []
-    for line in head.splitlines(keepends=True):
-        if line[:1] in (b" ", b"\t"):
-            if fields:
-                fields[-1] += line
-        elif _FIELD_START.match(line):
-            fields.append(line)
-    return fields
-
-
-def _field_name(field: bytes) -> bytes:
-    return field.partition(b":")[0].strip().lower()
-
-
-def _dedupe(addresses: Iterable[str]) -> list[str]:
-    seen: dict[str, str] = {}
-    for address in addresses:
-        address = address.strip()
-        if not address:
-            continue
-        local, at, domain = address.rpartition("@")
-        key = f"{local}@{domain.lower()}" if at else address
-        seen.setdefault(key, address)
-    return list(seen.values())
-
-
-def _envelope_sender(view: _HeaderView) -> str:
-    sender = [a for a in view.addresses("sender") if a.email]
-    if sender:
-        return sender[0].email
-    author = view.addresses("from")
-    return author[0].email if author else ""
-
-
-def _domain_of(address: str) -> str:
-    domain = address.rpartition("@")[2] if "@" in address else ""
-    try:
-        return domain.encode("idna").decode("ascii") if domain else "localhost"
-    except UnicodeError:
-        return "localhost"

@@ -50,6 +50,8 @@ DEFAULT_PORTS: Mapping[tuple[str, TLSMode], int] = {
     ("smtp", "ssl"): 465,
     ("smtp", "starttls"): 587,
     ("smtp", "none"): 25,
+    ("jmap", "ssl"): 443,
+    ("jmap", "none"): 80,
 }
 
 _TRUE = frozenset({"1", "true", "yes", "on"})

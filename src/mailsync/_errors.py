@@ -21,14 +21,22 @@ so that generic handlers keep working (``except ConnectionError``, ``except Time
      │    └── TemporaryFailure               try again later (busy mailbox, 4xx replies)
      ├── SendError                           a message could not be sent
      │    └── RecipientsRefused              every recipient was refused; ``refused`` says why
-     └── StorageError (OSError)              a local file or directory could not be written
+     ├── StorageError (OSError)              a local file or directory could not be written
+     ├── StateError                          the state store is damaged or failed; ``store``
+     │    └── LeaseLost                      another run saved this cursor: nothing was saved
+     └── SyncBusy                            another sync of this account+folder is running
+
+Server text quoted in an error is scrubbed of the secrets sent on that connection
+(:class:`SecretScrubber`): some servers echo the command they refused, password and all.
 
 This module must not import any backend library: it is imported by everything.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import re
 import socket
 import ssl
 from collections.abc import Iterator, Mapping
@@ -42,15 +50,19 @@ __all__ = [
     "ConnectionFailed",
     "FolderNotFound",
     "InvalidAddress",
+    "LeaseLost",
     "MailTimeout",
     "MailsyncError",
     "MessageNotFound",
     "ProtocolError",
     "RateLimited",
     "RecipientsRefused",
+    "SecretScrubber",
     "SendError",
     "ServerError",
+    "StateError",
     "StorageError",
+    "SyncBusy",
     "TemporaryFailure",
     "Unsupported",
     "map_exceptions",
@@ -160,6 +172,43 @@ class StorageError(MailsyncError, OSError):
     that cannot be created, a full disk, no permission); the message names the path."""
 
 
+class StateError(MailsyncError):
+    """The state store cannot be used: its file is damaged, a saved value is not what
+    mailsync wrote, or the database failed. The message names the store and how to reset it.
+
+    Attributes:
+        store: The store's file or URL (no password), when known.
+        damaged: True when what is stored is damaged (it will not pass by itself), False
+            when the store failed (unreachable, locked) and a retry may work.
+    """
+
+    def __init__(self, message: str, *, store: str = "", damaged: bool = False) -> None:
+        super().__init__(message)
+        self.store = store
+        self.damaged = damaged
+
+
+class LeaseLost(StateError):
+    """Another run saved this account+folder's cursor since this run read it, so this run
+    no longer holds the sync lease (its process lost the lock, or someone reset the folder).
+    Nothing was saved: the message in hand comes again at the next ``sync()``."""
+
+
+class SyncBusy(MailsyncError):
+    """Another ``sync()`` of this account and folder holds the lease, and the caller asked
+    not to wait (``sync(folder, wait=False)``) or waited as long as it allowed.
+
+    Attributes:
+        account: The account's key in the state store.
+        folder: The folder.
+    """
+
+    def __init__(self, message: str, *, account: str = "", folder: str = "") -> None:
+        super().__init__(message)
+        self.account = account
+        self.folder = folder
+
+
 ExceptionMap: TypeAlias = Mapping[type[BaseException], type[MailsyncError]]
 
 #: The socket-level translations every backend wants; a backend passes its own map for the rest.
@@ -175,8 +224,64 @@ SOCKET_ERRORS: ExceptionMap = {
 }
 
 
+class SecretScrubber:
+    """The secrets one connection has sent, to be scrubbed from server text quoted in errors.
+
+    A backend makes one per connection, gives it each password, token or SASL response
+    it sends (:meth:`add`), and passes every piece of server text it puts into an error
+    message through :meth:`scrub` (:func:`map_exceptions` does so for the library errors it
+    describes). A server that echoes ``LOGIN alice "hunter2"`` in its refusal then shows
+    ``LOGIN alice "***"``. Each secret is also looked for in the forms a server could echo
+    it in: quoted (backslashes and double quotes escaped) and base64-encoded, as SASL
+    exchanges carry it.
+
+    Only the text is scrubbed: the exception chained as ``__cause__`` is the library's own,
+    which backends keep free of server text where a secret can be in it.
+    """
+
+    __slots__ = ("_forms", "_pattern")
+
+    _MARK = "***"
+
+    def __init__(self) -> None:
+        self._forms: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
+
+    def add(self, secret: str | bytes | None) -> None:
+        """Remember a secret sent on this connection (bytes: a SASL response as sent)."""
+        if not secret:
+            return
+        data = secret if isinstance(secret, bytes) else secret.encode("utf-8")
+        forms = {base64.b64encode(data).decode("ascii")}
+        if isinstance(secret, str):
+            forms |= {secret, secret.replace("\\", "\\\\").replace('"', '\\"')}
+        else:
+            forms.add(secret.decode("utf-8", "replace"))
+        self._forms |= {form for form in forms if form}
+        longest_first = sorted(self._forms, key=len, reverse=True)
+        self._pattern = re.compile("|".join(re.escape(form) for form in longest_first))
+
+    def scrub(self, text: str) -> str:
+        """``text`` with every form of every secret replaced by ``***``."""
+        pattern = self._pattern
+        if pattern is None:
+            return text
+        # A secret made of asterisks would survive its own mark: it is dropped instead.
+        mark = "" if any(form.strip("*") == "" for form in self._forms) else self._MARK
+        # Replacing can join what is left around a mark into a secret again ("aa*" less
+        # "a*"): repeat until none is left. Each round removes characters no mark has.
+        while pattern.search(text):
+            text = pattern.sub(mark, text)
+        return text
+
+
 @contextlib.contextmanager
-def map_exceptions(mapping: ExceptionMap | None = None, *, context: str = "") -> Iterator[None]:
+def map_exceptions(
+    mapping: ExceptionMap | None = None,
+    *,
+    context: str = "",
+    secrets: SecretScrubber | None = None,
+) -> Iterator[None]:
     """Translate library and socket errors raised inside the block into mailsync errors.
 
     The first matching entry wins, so put specific classes before their bases. Errors that
@@ -185,6 +290,8 @@ def map_exceptions(mapping: ExceptionMap | None = None, *, context: str = "") ->
     Args:
         mapping: Extra translations, tried before the socket-level ones.
         context: Prefixed to the message, e.g. ``"IMAP 127.0.0.1:143"``.
+        secrets: The connection's secrets, scrubbed from the library error's text (which
+            may quote the server).
 
     Raises:
         MailsyncError: The translated error.
@@ -197,7 +304,8 @@ def map_exceptions(mapping: ExceptionMap | None = None, *, context: str = "") ->
         target = _lookup(exc, mapping or {}) or _lookup(exc, SOCKET_ERRORS)
         if target is None:
             raise
-        raise target(_describe(exc, context)) from exc
+        text = _describe(exc, context)
+        raise target(secrets.scrub(text) if secrets is not None else text) from exc
 
 
 def _lookup(exc: BaseException, mapping: ExceptionMap) -> type[MailsyncError] | None:

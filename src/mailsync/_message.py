@@ -15,21 +15,26 @@ This module does no I/O except :meth:`Attachment.save`.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, SupportsIndex, TypeVar, overload
 
+from mailsync._addresses import MAX_ADDRESSES, iter_addresses, parse_addresses
 from mailsync._mime import (
+    MAX_REFERENCES,
+    cr_line_ends,
     decode_bytes,
     decode_header_value,
-    decode_transfer,
-    msg_id,
+    decode_identifier_value,
+    lf_for_cr_only,
+    message_id_of,
     msg_ids,
     parse_date,
     safe_filename,
-    unfold,
+    split_header_block,
 )
-from mailsync._parts import HeaderMap, Layout, Leaf, Node, children, layout, parse_node
+from mailsync._mime_body import decode_transfer
+from mailsync._parts import MAX_PARTS, HeaderMap, Layout, Leaf, Node, children, layout, parse_node
 from mailsync._types import Address, AddressLike, Attachment, AttachmentSpec, Folder
 
 if TYPE_CHECKING:
@@ -39,6 +44,8 @@ if TYPE_CHECKING:
     from mailsync._reports._values import DeliveryReport
 
 __all__ = [
+    "MAX_ADDRESSES",
+    "MAX_REFERENCES",
     "Address",
     "Attachment",
     "Folder",
@@ -48,6 +55,8 @@ __all__ = [
     "MessageList",
     "decode_bytes",
     "decode_header_value",
+    "iter_addresses",
+    "message_id_of",
     "message_identity",
     "parse_addresses",
     "parse_date",
@@ -227,8 +236,9 @@ class Message:
     def _root(self) -> Node:
         # Our own header-block split, not the stdlib parser: reading a header must not parse
         # a 50 MB body, and even a header-only stdlib parse re-parses Content-Type, which a
-        # hostile header makes take seconds.
-        return self._cached("root", lambda: parse_node(self.raw))
+        # hostile header makes take seconds. A message that ends its lines with a CR alone is
+        # read as its LF twin.
+        return self._cached("root", lambda: parse_node(lf_for_cr_only(self.raw)))
 
     @property
     def seen(self) -> bool:
@@ -298,19 +308,28 @@ class Message:
 
     @property
     def message_id(self) -> str | None:
-        """The Message-ID without angle brackets, or None."""
-        return msg_id(self.headers.get("Message-ID"))
+        """The Message-ID without angle brackets, or None.
+
+        Read as it is on the wire (no RFC 2047 decoding: message ids have no encoded words),
+        so it is the id delivery reports quote and other programs show.
+        """
+        return message_id_of(self._raw_values("Message-ID"))
 
     @property
     def in_reply_to(self) -> str | None:
         """The In-Reply-To message id without angle brackets, or None."""
-        ids = msg_ids(self.headers.get("In-Reply-To", ""))
+        ids = msg_ids(self._identifier("In-Reply-To"))
         return ids[0] if ids else None
 
     @property
     def references(self) -> tuple[str, ...]:
-        """The References message ids, oldest first, without angle brackets."""
-        return tuple(msg_ids(self.headers.get("References", "")))
+        """The References message ids, oldest first, without angle brackets (at most the
+        last :data:`~mailsync._mime.MAX_REFERENCES`)."""
+        return tuple(msg_ids(self._identifier("References")))
+
+    def _identifier(self, name: str) -> str:
+        values = self._raw_values(name)
+        return decode_identifier_value(values[0]) if values else ""
 
     @property
     def text(self) -> str:
@@ -569,12 +588,26 @@ def as_bytes(message: StdMessage | EmailMessage | bytes | Message) -> bytes:
 
 
 _LINE_ENDS = re.compile(rb"\r\n|\r|\n")
+_HEAD_LINE_ENDS = re.compile(rb"\r?\n")
+_LONE_CR = re.compile(rb"\r(?!\n)")
 
 
 def crlf_bytes(message: StdMessage | EmailMessage | bytes | Message) -> bytes:
-    """:func:`as_bytes` with every line ending CRLF, a bare CR or LF included, as RFC 5322
-    requires on the wire (what imaplib does to an APPEND, and what SMTP sends)."""
-    return _LINE_ENDS.sub(b"\r\n", as_bytes(message))
+    """:func:`as_bytes` with every line ending CRLF, as RFC 5322 requires on the wire (what
+    imaplib does to an APPEND, and what SMTP sends).
+
+    In the body a bare CR or LF becomes CRLF. In the header block only LF does: a CR there
+    that ends no line is part of a field (as Dovecot and Postfix read it), so it becomes a
+    space, as Postfix makes it, never a line break that would start a field of its own. A
+    message with no LF at all ends its lines with CRs (:func:`~mailsync._mime.cr_line_ends`):
+    each becomes CRLF.
+    """
+    raw = as_bytes(message)
+    if cr_line_ends(raw):
+        return raw.replace(b"\r", b"\r\n")
+    offset = split_header_block(raw)[1]  # past its field cap it still finds the block's end
+    head = _LONE_CR.sub(b" ", raw[:offset])
+    return _HEAD_LINE_ENDS.sub(b"\r\n", head) + _LINE_ENDS.sub(b"\r\n", raw[offset:])
 
 
 def parse_email(raw: bytes, *, headers_only: bool = False) -> EmailMessage:
@@ -602,33 +635,6 @@ def parse_email(raw: bytes, *, headers_only: bool = False) -> EmailMessage:
     return fallback  # pragma: no cover
 
 
-_ADDR_SPEC = re.compile(r"[^\s<>()\[\],;:\"]+@[^\s<>()\[\],;:\"]+")
-
-
-def parse_addresses(values: Sequence[str]) -> tuple[Address, ...]:
-    """Parse address header values into :class:`Address` tuples, tolerant of junk.
-
-    Values may be raw (encoded words, 8-bit) or decoded. Each value is split into addresses
-    first and the display names are decoded after, so an encoded name holding a comma stays
-    one address. Groups are flattened; empty entries are dropped.
-    """
-    from email.utils import getaddresses  # the stdlib email package loads only when used
-
-    result: list[Address] = []
-    for value in values:
-        text = unfold(str(value))
-        try:
-            pairs = getaddresses([text])
-        except Exception:  # the stdlib address parser can fail on junk: salvage addr-specs
-            pairs = [("", found) for found in _ADDR_SPEC.findall(text)]
-        for name, addr in pairs:
-            decoded_name = decode_header_value(name)
-            decoded_addr = "".join(decode_header_value(addr).split())
-            if decoded_name or decoded_addr:
-                result.append(Address(decoded_name, decoded_addr))
-    return tuple(result)
-
-
 # -- which part is what (the structure is mailsync._parts') ----------------------------------
 
 
@@ -643,12 +649,13 @@ def mime_tree(message: Message) -> MimeNode:
 
 
 def mime_children(
-    node: MimeNode, content_type: str, params: dict[str, str]
+    node: MimeNode, content_type: str, params: dict[str, str], limit: int = MAX_PARTS
 ) -> list[MimeNode] | None:
     """The parts of a multipart node of ``content_type`` (its ``params`` as
-    :func:`~mailsync._mime.split_params` gives them), split as the model splits them; None
-    for a leaf, and for a multipart with no boundary anywhere (it is text)."""
-    return children(node, content_type, params)
+    :func:`~mailsync._mime.split_params` gives them), split as the model splits them, at
+    most ``limit`` of them; None for a leaf, and for a multipart with no boundary anywhere
+    (it is text)."""
+    return children(node, content_type, params, limit)
 
 
 def split_body(
@@ -671,13 +678,7 @@ def _attachment(leaf: Leaf) -> Attachment:
     inline = leaf.disposition == "inline" or (
         leaf.disposition != "attachment" and leaf.in_related and leaf.content_id is not None
     )
-    return Attachment(
-        filename=leaf.filename,
-        content_type=leaf.content_type,
-        data=decode_transfer(leaf.body, leaf.transfer_encoding),
-        content_id=leaf.content_id,
-        inline=inline,
-    )
+    return Attachment._from_part(leaf, inline=inline)
 
 
 def _shorten(text: str, limit: int) -> str:

@@ -4,9 +4,9 @@ Mail in the wild breaks every rule, so everything here takes untrusted text and 
 usable value, never raising: header unfolding, RFC 2047 encoded words (adjacent words joined
 before decoding so a character split across two words survives), raw 8-bit headers, MIME
 parameters with RFC 2231 charsets and continuations, charset labels mapped to the codec a
-mail client would really use, lenient base64 / quoted-printable / uuencode, multipart
-splitting for bodies the stdlib parser gave up on, Date parsing, and file names made safe to
-create on disk.
+mail client would really use, message ids, Date parsing, and file names made safe to create
+on disk. The bodies of parts (transfer decoding, multipart splitting) are
+:mod:`mailsync._mime_body`'s.
 
 The stdlib parser hands out header values and bodies as ``str`` in which every non-ASCII byte
 is a lone surrogate (``surrogateescape``); :func:`wire_bytes` turns them back into the bytes
@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
+import collections
 import re
 import unicodedata
 import urllib.parse
@@ -25,21 +26,25 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Sequence
 
 __all__ = [
+    "MAX_HEADER_FIELDS",
+    "MAX_REFERENCES",
+    "cr_line_ends",
     "decode_8bit",
     "decode_bytes",
     "decode_encoded_words",
     "decode_header_value",
-    "decode_transfer",
-    "guess_boundary",
+    "decode_identifier_value",
+    "lenient_base64",
+    "lf_for_cr_only",
+    "message_id_of",
     "msg_id",
     "msg_ids",
     "parse_date",
     "safe_filename",
     "split_header_block",
-    "split_multipart",
     "split_params",
     "text_codec",
     "unfold",
@@ -167,49 +172,108 @@ def decode_8bit(text: str) -> str:
 
 # -- header block --------------------------------------------------------------------------
 
-_LINE = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n)?")
+# A line ends at LF (CRLF being CR + LF), never at a lone CR: that is how Dovecot and Postfix
+# read mail, so a CR inside a header value can never start a field of its own ("Subject:
+# x\rBcc: carol" is one Subject, not a Bcc recipient). The one exception is a message with
+# no LF at all (see cr_line_ends).
+_LINE = re.compile(rb"[^\n]*\n?")
 _FIELD_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+:")
 
 
-def split_header_block(raw: bytes) -> tuple[list[tuple[str, str]], int]:
-    """Split the header block off raw message (or MIME part) bytes, by the stdlib's rules.
+#: At most this many fields are read from one header block (a message's or a part's): real
+#: mail has tens, rarely hundreds; each field costs some 200 bytes once read and decoded, so
+#: 50 MB of tiny fields must not cost gigabytes. The rest of a longer block is skipped.
+MAX_HEADER_FIELDS = 10_000
+
+
+def cr_line_ends(raw: bytes) -> bool:
+    """Whether ``raw`` ends its lines with a CR alone: it has CRs and no LF anywhere.
+
+    Old Mac mail and files written by its tools do, and a delivery report saved that way is
+    still a report. Such a message mixes no conventions, so reading its CRs as line ends
+    cannot make one field out of another; in every other message a lone CR ends no line.
+    Callers read the message with each CR taken as an LF (:func:`lf_for_cr_only`).
+    """
+    return b"\n" not in raw and b"\r" in raw
+
+
+def lf_for_cr_only(raw: bytes) -> bytes:
+    """``raw`` with its CRs made LFs when it ends its lines with a CR alone
+    (:func:`cr_line_ends`; the length is kept, so offsets hold), else ``raw`` itself."""
+    return raw.replace(b"\r", b"\n") if cr_line_ends(raw) else raw
+
+
+def split_header_block(
+    raw: bytes, start: int = 0, end: int | None = None, *, max_fields: int = MAX_HEADER_FIELDS
+) -> tuple[list[tuple[str, str]], int]:
+    """Split the header block off raw message (or MIME part) bytes (``raw[start:end]``).
 
     Returns the fields as ``(name, value)`` with the value unfolded but not decoded (8-bit
     bytes surrogate-escaped, as the stdlib parser gives them), and the offset where the body
-    starts. The block ends at the first empty line, or at the first line that is neither a
-    field nor a continuation (that line is then the first line of the body). A leading
-    ``From `` envelope line and lines with an empty field name are skipped. Only the header
-    lines are looked at, so this is cheap for a message of any size.
+    starts. Lines end at LF or CRLF; a lone CR is part of the line it is in, as mail servers
+    read it, so it never starts a field. The block ends at the first empty line, or at the
+    first line that is neither a field nor a continuation (that line is then the first line
+    of the body). A leading ``From `` envelope line and lines with an empty field name are
+    skipped. Only the header lines are looked at, so this is cheap for a message of any size.
+    Past ``max_fields`` fields the rest of the block is skipped (found with one regex
+    search, not read line by line). The body offset is an index into ``raw``.
     """
     fields: list[tuple[str, list[bytes]]] = []
-    position = 0
-    size = len(raw)
+    position = start
+    size = len(raw) if end is None else end
     while position < size:
-        end = _LINE.match(raw, position).end()  # type: ignore[union-attr]
-        line = raw[position:end].rstrip(b"\r\n")
+        line_end = _LINE.match(raw, position, size).end()  # type: ignore[union-attr]
+        line = _without_line_end(raw[position:line_end])
         if not line:
-            return _joined(fields), end
+            return _joined(fields), line_end
         if line[:1] in (b" ", b"\t"):
             if fields:  # a continuation after a skipped line still belongs to the field
                 fields[-1][1].append(line)
-        elif line.startswith(b":") or (position == 0 and line.startswith(b"From ")):
+        elif line.startswith(b":") or (position == start and line.startswith(b"From ")):
             pass
         elif _FIELD_NAME.match(line):
+            if len(fields) >= max_fields:
+                return _joined(fields), _block_end(raw, position, size)
             # The field and all its continuation lines at once: one search, not a Python
             # step per line, so a header folded a million times costs what one line does.
-            stop = _FIELD_END.search(raw, position + len(line))
-            end = stop.end() if stop else size
+            stop = _FIELD_END.search(raw, position + len(line), size)
+            line_end = stop.end() if stop else size
             name, _, value = raw[position : stop.start() if stop else size].partition(b":")
-            value = value.lstrip(b" \t").replace(b"\r", b"").replace(b"\n", b"")
+            # Unfolded: the line breaks go (a CR that ends no line stays, as in a line).
+            value = value.lstrip(b" \t").replace(b"\r\n", b"").replace(b"\n", b"")
             fields.append((name.decode("ascii"), [value]))
         else:
             return _joined(fields), position
-        position = end
+        position = line_end
     return _joined(fields), size
 
 
-# The line break that ends a field: one not followed by a continuation line's white space.
-_FIELD_END = re.compile(rb"(?:\r\n|\r(?!\n)|\n)(?![ \t])")
+# A line that ends a header block, at a line start: an empty line (then the body follows
+# it), or a line that is neither a continuation, nor a field, nor skipped (":..."; it is the
+# body's first line). Each line start is looked at once, so the search is linear.
+_BLOCK_END = re.compile(rb"^(?:\r?\n|(?![ \t:]|[\x21-\x39\x3b-\x7e]+:)[^\n])", re.MULTILINE)
+
+
+def _block_end(raw: bytes, position: int, size: int) -> int:
+    """Where the body starts, for a header block whose line at ``position`` is not read."""
+    found = _BLOCK_END.search(raw, position, size)
+    if found is None:
+        return size
+    return found.end() if found.group(0).endswith(b"\n") else found.start()
+
+
+def _without_line_end(line: bytes) -> bytes:
+    """The line without its LF or CRLF (a CR anywhere else stays: it ends no line)."""
+    if line.endswith(b"\n"):
+        line = line[:-1]
+        if line.endswith(b"\r"):
+            line = line[:-1]
+    return line
+
+
+# The line break that ends a field: an LF or CRLF not followed by a continuation line's
+# white space (a lone CR ends no line).
+_FIELD_END = re.compile(rb"\r?\n(?![ \t])")
 
 
 def _joined(fields: list[tuple[str, list[bytes]]]) -> list[tuple[str, str]]:
@@ -219,14 +283,19 @@ def _joined(fields: list[tuple[str, list[bytes]]]) -> list[tuple[str, str]]:
 # -- header values -------------------------------------------------------------------------
 
 _FOLD = re.compile(r"\r\n|\r|\n")
+_FOLDING = re.compile(r"\r?\n")
 _CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?(.*?)\?=")
 _WHITESPACE_ONLY = re.compile(r"[ \t]*")
 
 
 def unfold(value: str) -> str:
-    """Undo header folding: line breaks go, the whitespace after them stays (RFC 5322 2.2.3)."""
-    return _FOLD.sub("", value)
+    """Undo header folding: line breaks go, the whitespace after them stays (RFC 5322 2.2.3).
+
+    A lone CR is no line break (see :func:`split_header_block`): it stays, and
+    :func:`decode_header_value` makes it a space.
+    """
+    return _FOLDING.sub("", value)
 
 
 def decode_header_value(value: Any) -> str:
@@ -237,11 +306,25 @@ def decode_header_value(value: Any) -> str:
     UTF-8 or Windows-1252, line breaks a decoded word smuggled in become spaces, tabs become
     spaces, other control characters are dropped, and the ends are stripped.
     """
+    text = _as_text(value)
+    return _one_line(decode_encoded_words(unfold(text)))
+
+
+def decode_identifier_value(value: Any) -> str:
+    """:func:`decode_header_value` without RFC 2047 decoding, for fields whose syntax has no
+    encoded words (Message-ID, In-Reply-To, References): ``<=?utf-8?q?a?=@x>`` is the id
+    every other program sees, so it is the id mailsync reports too."""
+    return _one_line(decode_8bit(unfold(_as_text(value))))
+
+
+def _as_text(value: Any) -> str:
     try:
-        text = value if isinstance(value, str) else str(value)
+        return value if isinstance(value, str) else str(value)
     except Exception:  # a broken header object from the stdlib
         return ""
-    text = decode_encoded_words(unfold(text))
+
+
+def _one_line(text: str) -> str:
     text = _FOLD.sub(" ", text).replace("\t", " ")
     return _CONTROLS.sub("", text).strip()
 
@@ -255,28 +338,60 @@ def decode_encoded_words(text: str) -> str:
     if "=?" not in text:
         return decode_8bit(text)
     out: list[str] = []
-    run: list[tuple[str | None, bytes]] = []  # adjacent encoded words not yet decoded
+    run = _Run()  # adjacent encoded words not yet decoded
     position = 0
     for match in _ENCODED_WORD.finditer(text):
         gap = text[position : match.start()]
-        between_words = bool(gap and run and _WHITESPACE_ONLY.fullmatch(gap))
+        between_words = bool(gap and run.words and _WHITESPACE_ONLY.fullmatch(gap))
         if gap and not between_words:
-            out.append(_decode_run(run))
-            run = []
+            out.append(run.close())
             out.append(decode_8bit(gap))
         charset, encoding, payload = match.groups()
         decoded = _decode_word(encoding, payload)
         if decoded is None:  # not really an encoded word: keep it as it was, space included
-            out.append(_decode_run(run))
-            run = []
+            out.append(run.close())
             out.append(gap if between_words else "")
             out.append(decode_8bit(match.group(0)))
         else:
-            run.append((charset, decoded))
+            run.add(charset, decoded)
         position = match.end()
-    out.append(_decode_run(run))
+    out.append(run.close())
     out.append(decode_8bit(text[position:]))
     return "".join(out)
+
+
+class _Run:
+    """Adjacent encoded words: the bytes of consecutive words in one charset are joined
+    before decoding. Only the bytes are kept per word (not a tuple with the charset), so
+    megabytes of encoded words cost about three times their size, not ten."""
+
+    __slots__ = ("charset", "done", "pending", "words")
+
+    def __init__(self) -> None:
+        self.words = 0
+        self.charset: str | None = None
+        self.pending: list[bytes] = []  # joined once: bytes += bytes is quadratic
+        self.done: list[str] = []
+
+    def _reset(self) -> None:
+        self.words, self.charset, self.pending, self.done = 0, None, [], []
+
+    def add(self, charset: str | None, data: bytes) -> None:
+        self.words += 1
+        if self.pending and charset != self.charset:
+            self.done.append(decode_bytes(b"".join(self.pending), self.charset))
+            self.pending = []
+        self.charset = charset
+        if data:  # an empty word changes the charset but starts no group of its own
+            self.pending.append(data)
+
+    def close(self) -> str:
+        """The decoded text of the run so far; the run starts afresh."""
+        if self.pending:
+            self.done.append(decode_bytes(b"".join(self.pending), self.charset))
+        text = "".join(self.done)
+        self._reset()
+        return text
 
 
 def _decode_word(encoding: str, payload: str) -> bytes | None:
@@ -289,7 +404,7 @@ def _decode_word(encoding: str, payload: str) -> bytes | None:
         # replacement characters, so the word stays as it was sent.
         return None
     try:
-        return _lenient_base64(data)
+        return lenient_base64(data)
     except (binascii.Error, ValueError):
         return None
 
@@ -302,20 +417,28 @@ def _unquote_q(data: bytes) -> bytes:
 
 
 def _decode_run(run: list[tuple[str | None, bytes]]) -> str:
-    out: list[str] = []
-    charset: str | None = None
-    pending: list[bytes] = []  # joined once: adding bytes to bytes is quadratic on long runs
-    for word_charset, data in run:
-        if pending and word_charset != charset:
-            out.append(decode_bytes(b"".join(pending), charset))
-            pending = []
-        charset = word_charset
-        if data:  # an empty word changes the charset but starts no group of its own
-            pending.append(data)
-    if pending:
-        out.append(decode_bytes(b"".join(pending), charset))
+    """Decode a run of ``(charset, bytes)`` words as :class:`_Run` does (and empty the list)."""
+    decoder = _Run()
+    for charset, data in run:
+        decoder.add(charset, data)
     run.clear()
-    return "".join(out)
+    return decoder.close()
+
+
+_NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/=]+")
+_PADDING = re.compile(rb"=+")
+
+
+def lenient_base64(data: bytes) -> bytes:
+    """Decode base64 that may have junk characters, missing padding, or padding in the middle
+    (some mailers concatenate separately encoded blocks)."""
+    out: list[bytes] = []
+    for chunk in _PADDING.split(_NOT_BASE64.sub(b"", data)):
+        if len(chunk) % 4 == 1:  # one dangling character carries no whole byte
+            chunk = chunk[:-1]
+        if chunk:
+            out.append(base64.b64decode(chunk + b"=" * (-len(chunk) % 4)))
+    return b"".join(out)
 
 
 # -- MIME parameters (Content-Type, Content-Disposition) ----------------------------------
@@ -377,153 +500,6 @@ def _join_rfc2231(parts: dict[int, tuple[str, bool]]) -> str:
             charset, _language, text = text.split("'", 2)
         pieces.append(urllib.parse.unquote_to_bytes(wire_bytes(text)))
     return decode_bytes(b"".join(pieces), charset or None)
-
-
-# -- bodies --------------------------------------------------------------------------------
-
-
-def decode_transfer(data: bytes, encoding: str | None) -> bytes:
-    """Undo a Content-Transfer-Encoding leniently; unknown encodings give the bytes as they are."""
-    name = (encoding or "").strip().strip('"').lower()
-    try:
-        if name == "base64":
-            return _lenient_base64(data)
-        if name == "quoted-printable":
-            return binascii.a2b_qp(data)
-        if name in ("x-uuencode", "uuencode", "x-uue", "uue"):
-            return _uudecode(data)
-    except (binascii.Error, ValueError):
-        return data
-    return data
-
-
-_NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/=]+")
-_PADDING = re.compile(rb"=+")
-
-
-def _lenient_base64(data: bytes) -> bytes:
-    """Decode base64 that may have junk characters, missing padding, or padding in the middle
-    (some mailers concatenate separately encoded blocks)."""
-    out: list[bytes] = []
-    for chunk in _PADDING.split(_NOT_BASE64.sub(b"", data)):
-        if len(chunk) % 4 == 1:  # one dangling character carries no whole byte
-            chunk = chunk[:-1]
-        if chunk:
-            out.append(base64.b64decode(chunk + b"=" * (-len(chunk) % 4)))
-    return b"".join(out)
-
-
-def _uudecode(data: bytes) -> bytes:
-    out: list[bytes] = []
-    started = False
-    for line in data.splitlines():
-        if not started:
-            started = line.startswith(b"begin ")
-            continue
-        if line.strip() == b"end":
-            break
-        try:
-            out.append(binascii.a2b_uu(line))
-        except binascii.Error:  # trailing garbage some encoders add: decode the counted bytes
-            count = (((line[:1] or b" ")[0] - 32) & 63) * 4 + 5
-            try:
-                out.append(binascii.a2b_uu(line[: count // 3]))
-            except binascii.Error:
-                continue
-    return b"".join(out) if started else data
-
-
-def split_multipart(body: bytes, boundary: str) -> list[bytes] | None:
-    """Split a multipart body on ``boundary`` by hand; None when the boundary never occurs.
-
-    Used where the stdlib parser gave up (a missing or wrong boundary, absurd nesting). The
-    line break before each delimiter belongs to the delimiter, as in RFC 2046.
-    """
-    delimiter = b"--" + wire_bytes(boundary)
-    parts: list[bytes] = []
-    start: int | None = None  # where the content of the current part begins
-    for found in _lines_starting_with(body, delimiter):
-        end = _LINE.match(body, found).end()  # type: ignore[union-attr]
-        kind = _delimiter_kind(body[found:end], delimiter)
-        if kind is None:
-            continue
-        if start is not None:
-            parts.append(_strip_last_break(body[start:found]))
-        if kind == "close":
-            return parts
-        start = end
-    if start is None:
-        return None
-    parts.append(body[start:])  # truncated: keep what arrived
-    return parts
-
-
-def _lines_starting_with(body: bytes, delimiter: bytes) -> Iterator[int]:
-    """Where each line that starts with ``delimiter`` begins, in order; lines as
-    ``bytes.splitlines`` cuts them.
-
-    A body can be megabytes of short lines, so this finds the delimiter after each kind of
-    line break with ``bytes.find`` instead of looking at every line. A lone CR ends a line
-    here because the delimiter starts with "-", never with the LF of a CRLF.
-    """
-    if body.startswith(delimiter):
-        yield 0
-    after_lf, after_cr = b"\n" + delimiter, b"\r" + delimiter
-    lf, cr = body.find(after_lf), body.find(after_cr)
-    while lf >= 0 or cr >= 0:
-        if lf >= 0 and (cr < 0 or lf < cr):
-            yield lf + 1
-            lf = body.find(after_lf, lf + 1)
-        else:
-            yield cr + 1
-            cr = body.find(after_cr, cr + 1)
-
-
-def _delimiter_kind(line: bytes, delimiter: bytes) -> str | None:
-    if not line.startswith(delimiter):
-        return None
-    rest = line[len(delimiter) :].rstrip(b"\r\n")
-    if not rest.strip(b" \t"):
-        return "part"
-    if rest.startswith(b"--") and not rest[2:].strip(b" \t"):
-        return "close"
-    return None
-
-
-def _strip_last_break(data: bytes) -> bytes:
-    if data.endswith(b"\r\n"):
-        return data[:-2]
-    if data.endswith((b"\n", b"\r")):
-        return data[:-1]
-    return data
-
-
-# A "--token" line (then blanks) and the line after it, which must start like a header field.
-# Searched from a line start three ways (the body's start, after an LF, after a lone CR), each
-# led by a literal the regex engine finds quickly; a leading lookbehind or a class of line
-# breaks would make it try every position. Compiled on first use, which re caches, so
-# importing this module stays cheap.
-_BOUNDARY_THEN_HEADER = rb"--([^\s]{1,200})[ \t]*(?:\r\n|\r|\n)[!-9;-~]+:"
-
-
-def guess_boundary(body: bytes) -> str | None:
-    """The boundary a multipart body actually uses when its header names none or a wrong one:
-    the first ``--token`` line that is followed by a header line."""
-    at_start = re.match(_BOUNDARY_THEN_HEADER, body)
-    if at_start:
-        return at_start.group(1).decode("ascii", "surrogateescape")
-    found = [
-        match
-        for match in (
-            re.search(b"\n" + _BOUNDARY_THEN_HEADER, body),
-            re.search(b"\r" + _BOUNDARY_THEN_HEADER, body),  # "\r-" is never half a CRLF
-        )
-        if match
-    ]
-    if not found:
-        return None
-    first = min(found, key=lambda match: match.start())
-    return first.group(1).decode("ascii", "surrogateescape")
 
 
 # -- dates ---------------------------------------------------------------------------------
@@ -633,9 +609,14 @@ def _extension_for(content_type: str) -> str:
     return guessed or ".bin"
 
 
-# -- message ids --------------------------------------------------------------------------------
+# -- message ids ---------------------------------------------------------------------------
 
 _MSGID = re.compile(r"<([^<>\s]+)>")
+_WORD = re.compile(r"\S+")
+
+#: At most this many ids are kept from In-Reply-To or References, the last ones (the nearest
+#: ancestors): a real References holds tens; millions would cost gigabytes of strings.
+MAX_REFERENCES = 100_000
 
 
 def msg_id(value: str | None) -> str | None:
@@ -650,10 +631,19 @@ def msg_id(value: str | None) -> str | None:
     return stripped or None
 
 
-def msg_ids(value: str) -> list[str]:
+def msg_ids(value: str) -> collections.deque[str]:
     """Every message id in a header value (References, In-Reply-To), in order, without angle
-    brackets."""
-    found = _MSGID.findall(value)
+    brackets: the last :data:`MAX_REFERENCES` of them."""
+    found = collections.deque(
+        (match.group(1) for match in _MSGID.finditer(value)), maxlen=MAX_REFERENCES
+    )
     if found:
         return found
-    return [v.strip("<>") for v in value.split() if v.strip("<>")]
+    words = (word.group(0).strip("<>") for word in _WORD.finditer(value))
+    return collections.deque((word for word in words if word), maxlen=MAX_REFERENCES)
+
+
+def message_id_of(values: Sequence[str]) -> str | None:
+    """The message id of a message whose raw Message-ID header values are ``values`` (the
+    first counts), read as on the wire: message ids have no encoded words."""
+    return msg_id(decode_identifier_value(values[0])) if values else None

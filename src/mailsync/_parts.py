@@ -19,14 +19,14 @@ from dataclasses import dataclass
 
 from mailsync._mime import (
     decode_header_value,
-    guess_boundary,
+    decode_identifier_value,
     msg_id,
     split_header_block,
-    split_multipart,
     split_params,
 )
+from mailsync._mime_body import guess_boundary, multipart_spans
 
-__all__ = ["HeaderMap", "Layout", "Leaf", "Node", "children", "layout", "parse_node"]
+__all__ = ["MAX_PARTS", "HeaderMap", "Layout", "Leaf", "Node", "children", "layout", "parse_node"]
 
 
 class HeaderMap(Mapping[str, str]):
@@ -81,7 +81,9 @@ class HeaderMap(Mapping[str, str]):
 
 
 _MAX_DEPTH = 100  # deeper multiparts are kept whole as one part
-_MAX_PARTS = 10_000  # a message with more leaves is junk; the rest is ignored
+#: A message with more parts than this is junk: the parts made (leaves and multiparts) stay
+#: under it, and the rest is ignored.
+MAX_PARTS = 10_000
 _CONTENT_TYPE = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+")
 _TRANSFER_ENCODING = re.compile(r"[^\s;()\"]+")
 
@@ -89,18 +91,20 @@ _TRANSFER_ENCODING = re.compile(r"[^\s;()\"]+")
 @dataclass(frozen=True, slots=True)
 class Node:
     """A message or MIME part as on the wire: raw header fields (unfolded, not decoded) and
-    where its undecoded body starts in ``raw``."""
+    where its undecoded body lies in ``raw``, the bytes of the whole message (parts are
+    offsets into it, not copies)."""
 
     fields: list[tuple[str, str]]
     raw: bytes
     offset: int
+    end: int
     default_type: str = "text/plain"
 
     @property
     def body(self) -> bytes:
         """The undecoded body."""
         # Sliced when asked for: reading a header must not copy a 50 MB body.
-        return self.raw[self.offset :]
+        return self.raw[self.offset : self.end]
 
     def field(self, name: str) -> str:
         """The first value of header ``name`` (raw), or ``""``."""
@@ -108,18 +112,23 @@ class Node:
         return next((value for item, value in self.fields if item.lower() == key), "")
 
 
-def parse_node(raw: bytes, default_type: str = "text/plain") -> Node:
-    """Split raw message or part bytes into header fields and body (see
+def parse_node(
+    raw: bytes, default_type: str = "text/plain", start: int = 0, end: int | None = None
+) -> Node:
+    """Split raw message or part bytes (``raw[start:end]``) into header fields and body (see
     :func:`mailsync._mime.split_header_block`)."""
-    fields, offset = split_header_block(raw)
-    return Node(fields, raw, offset, default_type)
+    stop = len(raw) if end is None else end
+    fields, offset = split_header_block(raw, start, stop)
+    return Node(fields, raw, offset, stop, default_type)
 
 
 @dataclass(frozen=True, slots=True)
 class Leaf:
-    """One leaf part and what its headers say about it."""
+    """One leaf part and what its headers say about it; its body is ``raw[start:end]``."""
 
-    body: bytes
+    raw: bytes
+    start: int
+    end: int
     content_type: str
     charset: str | None
     disposition: str | None
@@ -127,6 +136,11 @@ class Leaf:
     content_id: str | None
     transfer_encoding: str
     in_related: bool
+
+    @property
+    def body(self) -> bytes:
+        """The undecoded body (a copy of its span)."""
+        return self.raw[self.start : self.end]
 
     @property
     def is_body_candidate(self) -> bool:
@@ -167,13 +181,14 @@ def _leaves(root: Node) -> Iterator[Leaf]:
     # Iterative, not recursive: the nesting depth is chosen by whoever sent the message.
     stack: list[tuple[Node, bool, int]] = [(root, False, 0)]
     count = 0
-    while stack and count < _MAX_PARTS:
+    while stack and count < MAX_PARTS:
         node, in_related, depth = stack.pop()
         count += 1
         content_type, params = split_params(node.field("Content-Type"))
         if not _CONTENT_TYPE.fullmatch(content_type):
             content_type = "text/plain" if content_type else node.default_type
-        parts = children(node, content_type, params) if depth < _MAX_DEPTH else None
+        room = max(MAX_PARTS - count - len(stack), 0)  # parts ever made stay under the cap
+        parts = children(node, content_type, params, room) if depth < _MAX_DEPTH else None
         if parts is not None:
             related = in_related or content_type == "multipart/related"
             stack.extend((part, related, depth + 1) for part in reversed(parts))
@@ -183,33 +198,37 @@ def _leaves(root: Node) -> Iterator[Leaf]:
         yield _make_leaf(node, content_type, params, in_related)
 
 
-def children(node: Node, content_type: str, params: dict[str, str]) -> list[Node] | None:
-    """The parts of a multipart, or None for a leaf (attached messages are leaves) and for a
-    multipart with no boundary anywhere (it is text)."""
+def children(
+    node: Node, content_type: str, params: dict[str, str], limit: int = MAX_PARTS
+) -> list[Node] | None:
+    """The first ``limit`` parts of a multipart, or None for a leaf (attached messages are
+    leaves) and for a multipart with no boundary anywhere (it is text)."""
     if not content_type.startswith("multipart/"):
         return None
-    body = node.body
+    raw, start, end = node.raw, node.offset, node.end
     boundary = params.get("boundary")
-    chunks = split_multipart(body, boundary) if boundary else None
-    if chunks is None:  # no boundary parameter, or one that never occurs: find the real one
-        guessed = guess_boundary(body)
-        chunks = split_multipart(body, guessed) if guessed else None
-    if chunks is None:
+    spans = multipart_spans(raw, boundary, start, end, limit=limit) if boundary else None
+    if spans is None:  # no boundary parameter, or one that never occurs: find the real one
+        guessed = guess_boundary(raw, start, end)
+        spans = multipart_spans(raw, guessed, start, end, limit=limit) if guessed else None
+    if spans is None:
         return None
     default = "message/rfc822" if content_type == "multipart/digest" else "text/plain"
-    return [parse_node(chunk, default) for chunk in chunks]
+    return [parse_node(raw, default, part_start, part_end) for part_start, part_end in spans]
 
 
 def _make_leaf(node: Node, content_type: str, params: dict[str, str], in_related: bool) -> Leaf:
     disposition, disposition_params = split_params(node.field("Content-Disposition"))
     encoding = _TRANSFER_ENCODING.match(node.field("Content-Transfer-Encoding").strip())
     return Leaf(
-        body=node.body,
+        raw=node.raw,
+        start=node.offset,
+        end=node.end,
         content_type=content_type,
         charset=params.get("charset"),
         disposition=disposition or None,
         filename=_filename(disposition_params, params),
-        content_id=msg_id(decode_header_value(node.field("Content-ID"))),
+        content_id=msg_id(decode_identifier_value(node.field("Content-ID"))),
         transfer_encoding=encoding.group(0).lower() if encoding else "7bit",
         in_related=in_related,
     )

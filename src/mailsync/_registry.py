@@ -7,8 +7,8 @@ whose optional dependency is missing raises :class:`~mailsync.ConfigError` sayin
 
 Third-party packages add schemes through the ``mailsync.backends`` entry-point group: the entry
 point's name is the scheme and its object a :class:`BackendSpec`. Entry points add new schemes
-or fill a planned one (jmap); replacing a shipped backend takes an explicit
-:func:`register`.
+or fill a planned one (a :class:`BackendSpec` with ``planned=True``); replacing a shipped
+backend takes an explicit :func:`register`.
 """
 
 from __future__ import annotations
@@ -111,7 +111,16 @@ _GRAPH = BackendSpec(
         {"base_url", "transport", "concurrency", "retries", "retry_delay", "max_message_size"}
     ),
 )
-_PLANNED = BackendSpec(planned=True)
+_JMAP = BackendSpec(
+    retriever="mailsync.backends.jmap:JMAPRetriever",
+    async_retriever="mailsync.backends.jmap:AsyncJMAPRetriever",
+    sender="mailsync.backends.jmap:JMAPSender",
+    async_sender="mailsync.backends.jmap:AsyncJMAPSender",
+    # JMAPAPI.options, written out so that checking an option imports no backend.
+    options=frozenset(
+        {"base_url", "transport", "concurrency", "retries", "retry_delay", "max_message_size"}
+    ),
+)
 
 _BUILTIN: dict[str, BackendSpec] = {
     "imap": _IMAP,
@@ -121,7 +130,7 @@ _BUILTIN: dict[str, BackendSpec] = {
     "mbox": _MBOX,
     "gmail": _GMAIL,
     "graph": _GRAPH,
-    "jmap": _PLANNED,
+    "jmap": _JMAP,
 }
 _ALIASES = {"imaps": "imap", "pop3s": "pop3", "smtps": "smtp"}
 _registered: dict[str, BackendSpec] = {}

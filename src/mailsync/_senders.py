@@ -38,6 +38,9 @@ class SendResult:
         refused: Refused recipients: address -> ``(code, text)``.
         envid: The DSN envelope id sent with the message, if any.
         saved_to: The folder a copy was filed in (``save_to``), or None.
+        delivery: Recipient -> the delivery status the server reported when the message was
+            sent (JMAP's ``deliveryStatus``: ``"queued"``, ``"yes"``, ``"no"``,
+            ``"unknown"``); empty where the backend cannot tell (reports then come as DSNs).
     """
 
     message_id: str
@@ -45,6 +48,7 @@ class SendResult:
     refused: Mapping[str, tuple[int, str]] = field(default_factory=dict)
     envid: str | None = None
     saved_to: str | None = None
+    delivery: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

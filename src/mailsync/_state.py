@@ -1,4 +1,5 @@
-"""Where sync cursors live: the :class:`StateStore` protocol and its SQLite implementation.
+"""Where sync cursors live: the :class:`StateStore` protocol, the sync lease, and the SQLite
+implementation (PostgreSQL is in :mod:`mailsync._state_postgres`).
 
 A cursor is a small JSON object a backend defines (IMAP: UIDVALIDITY + last UID + MODSEQ;
 POP3: nothing, its UIDLs are the identities; Gmail: a historyId). Beside it the store keeps the
@@ -6,36 +7,93 @@ POP3: nothing, its UIDLs are the identities; Gmail: a historyId). Beside it the 
 that when a server invalidates a cursor (UIDVALIDITY changed, history expired) the resync can
 skip what was delivered before. Cursor and identities are saved in one transaction.
 
+The sync lease. ``sync()`` takes a :class:`CursorLease` for its account+folder before it reads
+the cursor and gives it back when the run ends, so two runs (threads, processes, machines
+sharing a PostgreSQL store) never sync one folder at once and never yield the same message.
+A lease is a lock the operating system or the database server holds for the holder's process
+(an ``flock`` on a lock file beside the SQLite file; a PostgreSQL advisory lock): a holder
+killed with SIGKILL loses it at once, with no timeout to tune, and a live holder keeps it
+however long its handler takes. A run only ever saves through its lease, and every save is a
+compare-and-set on a store-wide, ever-growing *generation*: the save succeeds only if the
+cursor is still the one the run read (or last saved itself). That is what "a cursor never moves
+backwards" means here, whatever the backend's cursor holds: every saved cursor descends from
+the one before it, so a run that lost its lease (a reset, a dropped database session) cannot
+overwrite a newer cursor with an older one; it gets :class:`~mailsync.LeaseLost` instead. A
+backend may legitimately save a cursor that looks smaller (IMAP after a UIDVALIDITY change);
+the store never compares cursor contents.
+
+Damage is an error, never a silent reset: a state file that exists but is empty or is not a
+mailsync store, or a saved cursor that is not a JSON object, raises
+:class:`~mailsync.StateError` naming the file and how to reset it. A new store is made only
+where there was no file, atomically, so a concurrent opener never sees a half-made one.
+
 There is also a small namespaced key/value area (JSON objects) for other features that need
 to remember things, such as the delivery tracker. :meth:`SQLiteStateStore.update_item` changes
 one such object in a single transaction, so processes updating the same object never lose each
 other's changes.
 
-The SQLite store uses WAL and a busy timeout so several processes can share one file. This
-module must not import any backend.
+The SQLite store uses WAL and a busy timeout so several processes on one machine can share one
+file. This module must not import any backend.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
+import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import weakref
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from mailsync._errors import ConfigError, MailsyncError
+from mailsync._errors import ConfigError, LeaseLost, StateError, SyncBusy
 
-__all__ = ["SQLiteStateStore", "StateStore", "default_data_dir", "open_state_store"]
+__all__ = [
+    "CursorLease",
+    "SQLiteStateStore",
+    "StateStore",
+    "SyncLease",
+    "default_data_dir",
+    "open_state_store",
+]
+
+
+@runtime_checkable
+class CursorLease(Protocol):
+    """The exclusive right to sync one account+folder, from :meth:`StateStore.try_lease`
+    until :meth:`release`. Implement it with your :class:`StateStore`."""
+
+    @property
+    def cursor(self) -> dict[str, Any] | None:
+        """The cursor as saved when the lease was taken, then as this lease last saved it."""
+        ...
+
+    def save(self, cursor: Mapping[str, Any], delivered: Iterable[str] = ()) -> None:
+        """Save the cursor and add identities to the delivered set, atomically, but only if
+        nobody saved this account+folder since this lease read or saved it.
+
+        Raises:
+            LeaseLost: Someone did: nothing was saved.
+        """
+        ...
+
+    def release(self) -> None:
+        """Give the lease back (safe to call twice)."""
+        ...
 
 
 @runtime_checkable
 class StateStore(Protocol):
     """What mailsync needs from a place to keep sync state. Implement it to keep state in
-    your own database; :class:`SQLiteStateStore` is the default.
+    your own database; :class:`SQLiteStateStore` is the default and
+    :class:`~mailsync.PostgresStateStore` serves fleets of machines.
 
     Optional: ``copy_folder_state(from_account, to_account, folder)``, which copies a folder's
     cursor and delivered set to another account key in one transaction. mailsync calls it
@@ -50,7 +108,8 @@ class StateStore(Protocol):
     def save_cursor(
         self, account: str, folder: str, cursor: Mapping[str, Any], delivered: Iterable[str] = ()
     ) -> None:
-        """Save the cursor and add identities to the delivered set, atomically."""
+        """Save the cursor and add identities to the delivered set, atomically (whoever
+        holds the lease; ``sync()`` saves through its :class:`CursorLease` instead)."""
         ...
 
     def known(self, account: str, folder: str, identities: Iterable[str]) -> set[str]:
@@ -59,6 +118,14 @@ class StateStore(Protocol):
 
     def reset(self, account: str, folder: str | None = None) -> None:
         """Forget the cursor and delivered set of one folder, or of every folder."""
+        ...
+
+    def try_lease(self, account: str, folder: str) -> CursorLease | None:
+        """Take the sync lease of ``account``/``folder`` if no one holds it, else None.
+
+        The lease must be exclusive across every thread, process and machine that shares
+        the store, and must end by itself when its holder's process dies.
+        """
         ...
 
     def get_item(self, namespace: str, key: str) -> dict[str, Any] | None:
@@ -82,12 +149,217 @@ class StateStore(Protocol):
         ...
 
 
+# -- the lease as sync() uses it ---------------------------------------------------------------
+
+#: The longest pause between two attempts to take a busy lease: a freed lease is noticed
+#: within about this long, and a waiting run costs one cheap attempt per pause.
+_LEASE_POLL_MOST = 0.5
+
+
+class SyncLease:
+    """A lease ``sync()`` asks for, taken on the run's first step (so a run that is never
+    iterated never waits) and given back when the run ends.
+
+    Args:
+        store: The state store.
+        account: The account's key in the store.
+        folder: The folder's key in the store.
+        wait: True waits as long as it takes, False not at all, a number at most that many
+            seconds; past that, :class:`~mailsync.SyncBusy`.
+    """
+
+    def __init__(self, store: StateStore, account: str, folder: str, wait: bool | float) -> None:
+        if not isinstance(wait, bool) and (not isinstance(wait, int | float) or wait < 0):
+            raise ConfigError(f"wait must be True, False or seconds >= 0, not {wait!r}")
+        self.store = store
+        self.account = account
+        self.folder = folder
+        self.wait = wait
+        self._held: CursorLease | None = None
+        self._attempts = 0
+
+    def _deadline(self) -> float:
+        if self.wait is True:
+            return float("inf")
+        return time.monotonic() + (0.0 if self.wait is False else float(self.wait))
+
+    def _attempt(self) -> bool:
+        self._held = self.store.try_lease(self.account, self.folder)
+        return self._held is not None
+
+    def _pause(self, deadline: float) -> float:
+        """Seconds to sleep before the next attempt (growing), or raise past the deadline."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise SyncBusy(
+                f"another sync of {self.account} {self.folder!r} is running (it holds the "
+                "lease in the state store); wait for it with sync(folder, wait=True)",
+                account=self.account,
+                folder=self.folder,
+            )
+        self._attempts += 1
+        return min(remaining, _LEASE_POLL_MOST, 0.01 * 2.0**self._attempts)
+
+    def acquire(
+        self,
+        stopped: Callable[[], bool] = lambda: False,
+        sleep: Callable[[float], object] = time.sleep,
+    ) -> bool:
+        """Take the lease, waiting as allowed; False when ``stopped()`` became true first.
+
+        Args:
+            stopped: Asked between attempts.
+            sleep: Waits between attempts; one that returns early when the caller is
+                stopped (``threading.Event.wait``) lets a close end the wait at once.
+
+        Raises:
+            SyncBusy: Another run held it for longer than ``wait`` allows.
+        """
+        deadline = self._deadline()
+        while not self._attempt():
+            if stopped():
+                return False
+            sleep(self._pause(deadline))
+            if stopped():
+                return False
+        return True
+
+    async def acquire_async(
+        self,
+        stopped: Callable[[], bool] = lambda: False,
+        sleep: Callable[[float], Awaitable[object]] | None = None,
+    ) -> bool:
+        """:meth:`acquire` for asyncio: the store is asked on a worker thread, and ``sleep``
+        (default :func:`asyncio.sleep`) is awaited between attempts."""
+        import asyncio
+
+        pause = asyncio.sleep if sleep is None else sleep
+        deadline = self._deadline()
+        while not await asyncio.to_thread(self._attempt):
+            if stopped():
+                return False
+            await pause(self._pause(deadline))
+            if stopped():
+                return False
+        return True
+
+    @property
+    def cursor(self) -> dict[str, Any] | None:
+        """The cursor read under the lease."""
+        return self._lease().cursor
+
+    def _lease(self) -> CursorLease:
+        if self._held is None:
+            raise RuntimeError("the sync lease is not held")
+        return self._held
+
+    def save(self, cursor: Mapping[str, Any], delivered: Iterable[str] = ()) -> None:
+        """Save through the lease (see :meth:`CursorLease.save`)."""
+        self._lease().save(cursor, delivered)
+
+    def release(self) -> None:
+        """Give the lease back, if held."""
+        held, self._held = self._held, None
+        if held is not None:
+            held.release()
+
+
+class _GenerationLease:
+    """A :class:`CursorLease` for stores that keep a generation beside each cursor: the
+    store's ``_save_if`` does the compare-and-set, ``unlock`` drops the lock."""
+
+    def __init__(
+        self,
+        store: _CompareAndSet,
+        account: str,
+        folder: str,
+        loaded: tuple[dict[str, Any] | None, int | None],
+        unlock: Callable[[], None],
+    ) -> None:
+        self._store = store
+        self._account = account
+        self._folder = folder
+        self._cursor, self._generation = loaded
+        self._unlock: Callable[[], None] | None = unlock
+
+    @property
+    def cursor(self) -> dict[str, Any] | None:
+        """The cursor as read under the lease, then as last saved through it."""
+        return self._cursor
+
+    def save(self, cursor: Mapping[str, Any], delivered: Iterable[str] = ()) -> None:
+        """Compare-and-set the cursor (see :meth:`CursorLease.save`)."""
+        if self._unlock is None:
+            raise LeaseLost(f"the lease of {self._account} {self._folder!r} was released")
+        delivered = list(delivered)
+        if not delivered and self._generation is not None and dict(cursor) == self._cursor:
+            return  # already saved as it is (a run's closing step after its last message)
+        self._generation = self._store._save_if(
+            self._account, self._folder, self._generation, cursor, delivered
+        )
+        self._cursor = dict(cursor)
+
+    def release(self) -> None:
+        """Drop the lock (safe to call twice)."""
+        unlock, self._unlock = self._unlock, None
+        if unlock is not None:
+            unlock()
+
+
+class _CompareAndSet(Protocol):
+    def _save_if(
+        self,
+        account: str,
+        folder: str,
+        expected: int | None,
+        cursor: Mapping[str, Any],
+        delivered: Iterable[str],
+    ) -> int: ...
+
+
+def lease_lost(store: str, account: str, folder: str) -> LeaseLost:
+    """The error for a save whose lease no longer holds."""
+    return LeaseLost(
+        f"the cursor of {account} {folder!r} in {store} was saved by another run (or reset) "
+        "since this run read it: nothing was saved, the message in hand comes again next "
+        "sync",
+        store=store,
+    )
+
+
+def decode_object(text: str | bytes, what: str, store: str, reset_hint: str) -> dict[str, Any]:
+    """A saved JSON object, or :class:`~mailsync.StateError` saying what is damaged and how
+    to reset it."""
+    try:
+        value = json.loads(text)
+    except (ValueError, TypeError) as exc:
+        raise StateError(
+            f"{what} in {store} is damaged (not JSON: {exc}); {reset_hint}",
+            store=store,
+            damaged=True,
+        ) from exc
+    if not isinstance(value, dict):
+        raise StateError(
+            f"{what} in {store} is damaged (a JSON {type(value).__name__}, not an object); "
+            f"{reset_hint}",
+            store=store,
+            damaged=True,
+        )
+    return value
+
+
+def lock_key(account: str, folder: str) -> bytes:
+    """A fixed-size digest naming one account+folder's lease."""
+    return hashlib.sha256(f"{account}\0{folder}".encode()).digest()
+
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cursors (
-    account TEXT NOT NULL,
-    folder  TEXT NOT NULL,
-    cursor  TEXT NOT NULL,
-    updated REAL NOT NULL,
+    account    TEXT NOT NULL,
+    folder     TEXT NOT NULL,
+    cursor     TEXT NOT NULL,
+    updated    REAL NOT NULL,
+    generation INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (account, folder)
 );
 CREATE TABLE IF NOT EXISTS delivered (
@@ -102,40 +374,148 @@ CREATE TABLE IF NOT EXISTS items (
     value     TEXT NOT NULL,
     PRIMARY KEY (namespace, key)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO meta VALUES ('generation', 0);
 """
+
+_UPSERT_CURSOR = (
+    "INSERT INTO cursors (account, folder, cursor, updated, generation) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (account, folder) DO UPDATE SET cursor = excluded.cursor, "
+    "updated = excluded.updated, generation = excluded.generation"
+)
+_NEXT_GENERATION = "UPDATE meta SET value = value + 1 WHERE key = 'generation' RETURNING value"
+
+#: Every SQLite store of this process, so a forked child can let go of the leases it
+#: inherited (an flock belongs to the open file, which a fork shares with the parent).
+_STORES: weakref.WeakSet[SQLiteStateStore] = weakref.WeakSet()
+
+
+def _forget_leases_after_fork() -> None:
+    for store in list(_STORES):
+        store._drop_inherited_locks()
+
+
+os.register_at_fork(after_in_child=_forget_leases_after_fork)
 
 
 class SQLiteStateStore:
     """The default :class:`StateStore`: one SQLite file (or ``":memory:"``).
 
-    Safe to share between threads (one connection behind a lock) and between processes (WAL
-    journal, busy timeout).
+    Safe to share between threads (one connection behind a lock) and between processes on
+    one machine (WAL journal, busy timeout; the file must be on a local file system). Sync
+    leases are ``flock`` locks on small files in ``<path>-locks/``, which the kernel drops
+    when their process dies; a ``":memory:"`` store's leases are this process's only.
 
     Args:
         path: A file path (missing parent directories are created) or ``":memory:"``.
+
+    Raises:
+        StateError: The file exists but is empty, damaged, or not a mailsync state store.
+        ConfigError: The file cannot be opened or created (a directory, no permission).
     """
 
     def __init__(self, path: str | os.PathLike[str] = ":memory:") -> None:
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            self.path = str(Path(self.path).expanduser())
         self._lock = threading.RLock()
+        self._held: dict[bytes, int] = {}  # lease key -> lock file descriptor (-1: in memory)
+        self._locks_dir: Path | None = None
+        self._closed = False
+        if self.path != ":memory:":
+            file = Path(self.path).expanduser()
+            self.path = str(file)
+            self._locks_dir = Path(f"{file}-locks")
+            self._ensure_file(file)
         try:
             self._db = sqlite3.connect(
                 self.path, timeout=30.0, isolation_level=None, check_same_thread=False
             )
-            if self.path != ":memory:":
-                self._db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL is durable against application crashes under WAL; only power loss can
-            # drop the last commits, and a resync then dedupes them by identity.
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise ConfigError(f"cannot open the state store {self.path!r}: {exc}") from exc
+        try:
+            self._prepare(self._db)
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise self._damaged(str(exc)) from exc
+        _STORES.add(self)
 
     def __repr__(self) -> str:
         return f"SQLiteStateStore({self.path!r})"
+
+    # -- opening ---------------------------------------------------------------------------
+
+    def _damaged(self, what: str) -> StateError:
+        return StateError(
+            f"the state store {self.path} is damaged or is not a mailsync state store "
+            f"({what}). Move it aside to start over (every folder is then synced from the "
+            "beginning) or restore a backup",
+            store=self.path,
+            damaged=True,
+        )
+
+    def _ensure_file(self, file: Path) -> None:
+        """Make a new store only where there is no file, and refuse an empty one."""
+        try:
+            size = file.stat().st_size
+        except FileNotFoundError:
+            self._create(file)
+            return
+        except OSError as exc:
+            raise ConfigError(f"cannot open the state store {self.path!r}: {exc}") from exc
+        if size == 0:
+            raise StateError(
+                f"the state store {self.path} is an empty file, not a new store: it was "
+                "probably truncated. Delete it to start over (every folder is then synced "
+                "from the beginning) or restore a backup",
+                store=self.path,
+                damaged=True,
+            )
+
+    def _create(self, file: Path) -> None:
+        """Build the store aside and link it into place, so that two processes creating it
+        at once, or one opening it meanwhile, never see a half-made file."""
+        try:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            temp = file.with_name(f".{file.name}.{secrets.token_hex(6)}.new")
+            db = sqlite3.connect(str(temp), isolation_level=None)
+            try:
+                self._prepare(db)
+            finally:
+                db.close()
+            try:
+                os.link(temp, file)
+            except FileExistsError:
+                pass  # someone else made it first: theirs is as good
+            finally:
+                temp.unlink(missing_ok=True)
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(f"cannot create the state store {self.path!r}: {exc}") from exc
+
+    @staticmethod
+    def _prepare(db: sqlite3.Connection) -> None:
+        tables = {
+            row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        if tables and "cursors" not in tables:
+            raise sqlite3.DatabaseError(f"it holds other tables: {', '.join(sorted(tables))}")
+        db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL is durable against application crashes under WAL; only power loss can
+        # drop the last commits, and a resync then dedupes them by identity.
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(_SCHEMA)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(cursors)")}
+        if "generation" not in columns:  # a store written before leases existed
+            with contextlib.suppress(sqlite3.OperationalError):  # another process added it
+                db.execute("ALTER TABLE cursors ADD COLUMN generation INTEGER NOT NULL DEFAULT 0")
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _failed(self, exc: sqlite3.Error) -> StateError:
+        if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+            return self._damaged(str(exc))
+        return StateError(f"the state store {self.path} failed: {exc}", store=self.path)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -152,7 +532,7 @@ class SQLiteStateStore:
                     raise
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
-                raise MailsyncError(f"the state store {self.path!r} failed: {exc}") from exc
+                raise self._failed(exc) from exc
 
     def _write(self, statements: Iterable[tuple[str, tuple[Any, ...]]]) -> None:
         with self._transaction() as db:
@@ -164,30 +544,81 @@ class SQLiteStateStore:
             try:
                 return self._db.execute(sql, args).fetchall()
             except sqlite3.Error as exc:
-                raise MailsyncError(f"the state store {self.path!r} failed: {exc}") from exc
+                raise self._failed(exc) from exc
+
+    def _reset_hint(self, account: str, folder: str) -> str:
+        return (
+            f"reset that folder with SQLiteStateStore({self.path!r}).reset({account!r}, "
+            f"{folder!r}) (it is then synced from the beginning, skipping what was delivered)"
+        )
+
+    def _decode_cursor(self, text: str, account: str, folder: str) -> dict[str, Any]:
+        what = f"the saved cursor of {account} {folder!r}"
+        return decode_object(text, what, self.path, self._reset_hint(account, folder))
+
+    def _decode_item(self, text: str, namespace: str, key: str) -> dict[str, Any]:
+        hint = f"remove it with SQLiteStateStore({self.path!r}).delete_item({namespace!r}, {key!r})"
+        return decode_object(text, f"the stored item {namespace}/{key}", self.path, hint)
+
+    # -- cursors ---------------------------------------------------------------------------
 
     def load_cursor(self, account: str, folder: str) -> dict[str, Any] | None:
-        """The saved cursor of ``account``/``folder``, or None."""
+        """The saved cursor of ``account``/``folder``, or None.
+
+        Raises:
+            StateError: The saved cursor is damaged (the message says how to reset it).
+        """
+        return self._load(account, folder)[0]
+
+    def _load(self, account: str, folder: str) -> tuple[dict[str, Any] | None, int | None]:
         rows = self._read(
-            "SELECT cursor FROM cursors WHERE account = ? AND folder = ?", (account, folder)
+            "SELECT cursor, generation FROM cursors WHERE account = ? AND folder = ?",
+            (account, folder),
         )
-        return json.loads(rows[0][0]) if rows else None
+        if not rows:
+            return None, None
+        return self._decode_cursor(rows[0][0], account, folder), rows[0][1]
 
     def save_cursor(
         self, account: str, folder: str, cursor: Mapping[str, Any], delivered: Iterable[str] = ()
     ) -> None:
         """Save the cursor and add identities to the delivered set, atomically."""
-        statements: list[tuple[str, tuple[Any, ...]]] = [
-            (
-                "INSERT OR REPLACE INTO cursors VALUES (?, ?, ?, ?)",
-                (account, folder, json.dumps(dict(cursor), sort_keys=True), time.time()),
-            )
-        ]
-        statements += [
-            ("INSERT OR IGNORE INTO delivered VALUES (?, ?, ?)", (account, folder, identity))
-            for identity in delivered
-        ]
-        self._write(statements)
+        with self._transaction() as db:
+            self._store_cursor(db, account, folder, cursor, delivered)
+
+    def _store_cursor(
+        self,
+        db: sqlite3.Connection,
+        account: str,
+        folder: str,
+        cursor: Mapping[str, Any],
+        delivered: Iterable[str],
+    ) -> int:
+        generation = int(db.execute(_NEXT_GENERATION).fetchone()[0])
+        data = json.dumps(dict(cursor), sort_keys=True)
+        db.execute(_UPSERT_CURSOR, (account, folder, data, time.time(), generation))
+        db.executemany(
+            "INSERT OR IGNORE INTO delivered VALUES (?, ?, ?)",
+            [(account, folder, identity) for identity in delivered],
+        )
+        return generation
+
+    def _save_if(
+        self,
+        account: str,
+        folder: str,
+        expected: int | None,
+        cursor: Mapping[str, Any],
+        delivered: Iterable[str],
+    ) -> int:
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT generation FROM cursors WHERE account = ? AND folder = ?",
+                (account, folder),
+            ).fetchone()
+            if (row[0] if row else None) != expected:
+                raise lease_lost(self.path, account, folder)
+            return self._store_cursor(db, account, folder, cursor, delivered)
 
     def known(self, account: str, folder: str, identities: Iterable[str]) -> set[str]:
         """Which of ``identities`` were delivered before for ``account``/``folder``."""
@@ -205,7 +636,11 @@ class SQLiteStateStore:
         return found
 
     def reset(self, account: str, folder: str | None = None) -> None:
-        """Forget the cursor and delivered set of one folder, or of every folder."""
+        """Forget the cursor and delivered set of one folder, or of every folder.
+
+        A run holding the folder's lease meanwhile gets :class:`~mailsync.LeaseLost` at its
+        next save rather than write its old cursor back.
+        """
         where, args = "account = ?", tuple[str, ...]((account,))
         if folder is not None:
             where, args = "account = ? AND folder = ?", (account, folder)
@@ -223,9 +658,12 @@ class SQLiteStateStore:
         where = "FROM {} WHERE account = ? AND folder = ?"
         self._write(
             [
+                # The copy is a save like any other: it takes the next generation.
+                ("UPDATE meta SET value = value + 1 WHERE key = 'generation'", ()),
                 (
-                    "INSERT OR IGNORE INTO cursors SELECT ?, folder, cursor, updated "
-                    + where.format("cursors"),
+                    "INSERT OR IGNORE INTO cursors (account, folder, cursor, updated, generation) "
+                    "SELECT ?, folder, cursor, updated, "
+                    "(SELECT value FROM meta WHERE key = 'generation') " + where.format("cursors"),
                     args,
                 ),
                 (
@@ -236,12 +674,77 @@ class SQLiteStateStore:
             ]
         )
 
+    # -- leases ----------------------------------------------------------------------------
+
+    def try_lease(self, account: str, folder: str) -> CursorLease | None:
+        """Take the sync lease of ``account``/``folder`` if free, else None.
+
+        Raises:
+            StateError: The saved cursor is damaged.
+        """
+        key = lock_key(account, folder)
+        fd = self._lock_file(key)
+        if fd is None:
+            return None
+        try:
+            loaded = self._load(account, folder)
+        except BaseException:
+            self._unlock(key)
+            raise
+        return _GenerationLease(self, account, folder, loaded, lambda: self._unlock(key))
+
+    def _lock_file(self, key: bytes) -> int | None:
+        with self._lock:
+            if key in self._held:  # held here: no need to ask the kernel
+                return None
+            fd: int | None = -1
+            if self._locks_dir is not None:
+                fd = self._flock(self._locks_dir / key.hex()[:32])
+            if fd is None:
+                return None
+            self._held[key] = fd
+            return fd
+
+    def _flock(self, file: Path) -> int | None:
+        try:
+            file.parent.mkdir(exist_ok=True)
+            fd = os.open(file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise StateError(f"cannot make the lease file {file}: {exc}", store=self.path) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except OSError as exc:
+            os.close(fd)
+            raise StateError(f"cannot lock the lease file {file}: {exc}", store=self.path) from exc
+        return fd
+
+    def _unlock(self, key: bytes) -> None:
+        with self._lock:
+            fd = self._held.pop(key, None)
+        if fd is not None and fd >= 0:
+            os.close(fd)  # closing the only descriptor drops the flock
+
+    def _drop_inherited_locks(self) -> None:
+        """In a forked child: close the lock files inherited from the parent, whose leases
+        stay the parent's, and forget them here."""
+        for fd in self._held.values():
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._held.clear()
+        self._lock = threading.RLock()  # it may have been held by another parent thread
+
+    # -- items -----------------------------------------------------------------------------
+
     def get_item(self, namespace: str, key: str) -> dict[str, Any] | None:
         """A stored JSON object, or None."""
         rows = self._read(
             "SELECT value FROM items WHERE namespace = ? AND key = ?", (namespace, key)
         )
-        return json.loads(rows[0][0]) if rows else None
+        return self._decode_item(rows[0][0], namespace, key) if rows else None
 
     def set_item(self, namespace: str, key: str, value: Mapping[str, Any]) -> None:
         """Store a JSON object under ``namespace``/``key``, replacing any earlier one."""
@@ -277,7 +780,7 @@ class SQLiteStateStore:
         select = "SELECT value FROM items WHERE namespace = ? AND key = ?"
         with self._transaction() as db:
             rows = db.execute(select, (namespace, key)).fetchall()
-            current = json.loads(rows[0][0]) if rows else None
+            current = self._decode_item(rows[0][0], namespace, key) if rows else None
             value = update(current)
             if value is None:
                 return current
@@ -292,11 +795,19 @@ class SQLiteStateStore:
             "SELECT key, value FROM items WHERE namespace = ? ORDER BY key", (namespace,)
         )
         for key, value in rows:
-            yield key, json.loads(value)
+            yield key, self._decode_item(value, namespace, key)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
 
     def close(self) -> None:
-        """Close the database connection."""
+        """Close the database connection and give back any lease still held."""
+        for key in list(self._held):
+            self._unlock(key)
         with self._lock:
+            self._closed = True
             self._db.close()
 
 
@@ -312,11 +823,64 @@ def default_data_dir() -> Path:
 
 def open_state_store(state: StateStore | str | os.PathLike[str] | None) -> StateStore:
     """What ``state=`` means: None is the default file, a path or ``":memory:"`` a SQLite
-    store, and a :class:`StateStore` is used as it is."""
+    store, a ``postgresql://`` URL a :class:`~mailsync.PostgresStateStore`, and a
+    :class:`StateStore` is used as it is."""
     if state is None:
         return SQLiteStateStore(default_data_dir() / "state.sqlite3")
+    if isinstance(state, str) and state.startswith(("postgresql://", "postgres://")):
+        from mailsync._state_postgres import PostgresStateStore
+
+        store: StateStore = PostgresStateStore(state)
+        return store
     if isinstance(state, str | os.PathLike):
         return SQLiteStateStore(state)
-    if isinstance(state, StateStore):
-        return state
-    raise ConfigError(f"state must be None, a path, ':memory:' or a StateStore, not {state!r}")
+    candidate: object = state  # anything may come from untyped callers
+    if isinstance(candidate, StateStore):
+        return candidate
+    missing = [n for n in _PROTOCOL_METHODS if not callable(getattr(candidate, n, None))]
+    if missing and len(missing) < len(_PROTOCOL_METHODS):
+        raise ConfigError(
+            f"{type(state).__name__} is not a complete StateStore: it lacks "
+            f"{', '.join(missing)} (since the sync lease, a store implements try_lease)"
+        )
+    raise ConfigError(
+        "state must be None, a path, ':memory:', a postgresql:// URL or a StateStore, "
+        f"not {state!r}"
+    )
+
+
+_SHARED: dict[tuple[int, str], StateStore] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_state_store(state: StateStore | str | os.PathLike[str] | None) -> StateStore:
+    """:func:`open_state_store` for retrievers: those naming the same file or database in one
+    process share one store, so 5,000 retrievers of a fleet hold one SQLite connection (or two
+    PostgreSQL sessions), not 5,000. ``":memory:"`` stays one store per retriever."""
+    if state == ":memory:" or not (state is None or isinstance(state, str | os.PathLike)):
+        return open_state_store(state)
+    if state is None:
+        key = str(default_data_dir() / "state.sqlite3")
+    elif isinstance(state, str) and state.startswith(("postgresql://", "postgres://")):
+        key = state
+    else:
+        key = str(Path(state).expanduser().absolute())
+    with _SHARED_LOCK:
+        store = _SHARED.get((os.getpid(), key))
+        if store is None or getattr(store, "closed", False):
+            store = _SHARED[(os.getpid(), key)] = open_state_store(state)
+        return store
+
+
+_PROTOCOL_METHODS = (
+    "load_cursor",
+    "save_cursor",
+    "known",
+    "reset",
+    "try_lease",
+    "get_item",
+    "set_item",
+    "delete_item",
+    "items",
+    "close",
+)

@@ -108,6 +108,11 @@ async def test_starttls(mail_servers: MailServers, account: Account) -> None:
         assert message.subject == "Message 1"
 
 
+@pytest.mark.reliability(
+    area="IMAP",
+    fault="a self-signed server certificate, over implicit TLS and STARTTLS (async backend)",
+    outcome="ConnectionFailed",
+)
 async def test_tls_verification_is_on_by_default(
     mail_servers: MailServers, account: Account
 ) -> None:
@@ -119,6 +124,11 @@ async def test_tls_verification_is_on_by_default(
         await box.aclose()
 
 
+@pytest.mark.reliability(
+    area="IMAP",
+    fault="STARTTLS stripped: the server does not offer it (async backend)",
+    outcome="ConnectionFailed; no login command and no password is ever sent",
+)
 async def test_starttls_fails_closed_when_not_offered() -> None:
     # A server that never offers STARTTLS: the backend must not fall back to plaintext (and so
     # must never send the password). Dovecot always offers it, hence this scripted greeter.
@@ -285,6 +295,11 @@ async def test_token_callable_called_at_every_connect(
     await box.aclose()
 
 
+@pytest.mark.reliability(
+    area="IMAP",
+    fault="a server that never answers, at connect and after login (async backend)",
+    outcome="MailTimeout within the timeouts asked for",
+)
 async def test_connect_and_read_timeouts(
     mail_servers: MailServers, account: Account, tcp_proxy: Callable[[str, int], TCPProxy]
 ) -> None:
@@ -388,6 +403,11 @@ async def test_query_with_non_ascii_text(mail_servers: MailServers, account: Acc
         assert [m.subject for m in found] == ["Hello"]
 
 
+@pytest.mark.reliability(
+    area="IMAP",
+    fault="query text holding CRLF and a command (async backend)",
+    outcome="refused with ConfigError; no command is injected",
+)
 async def test_search_text_cannot_inject_a_command(
     mail_servers: MailServers, account: Account
 ) -> None:
@@ -494,6 +514,11 @@ async def test_folders_concurrently_on_separate_retrievers(
         assert {m.folder for m in messages} == {name}
 
 
+@pytest.mark.reliability(
+    area="IMAP",
+    fault="UIDVALIDITY changes: the folder is deleted and recreated (async backend)",
+    outcome="sync() resyncs and yields no message twice",
+)
 async def test_folder_recreated_resyncs_without_repeats(
     mail_servers: MailServers, account: Account
 ) -> None:
@@ -542,6 +567,11 @@ def _idling(box: mailsync.AsyncRetriever) -> bool:
     return bool(client is not None and client.protocol.has_pending_idle_command())
 
 
+@pytest.mark.reliability(
+    area="IMAP",
+    fault="the connection is cut mid-FETCH and during IDLE while watch() runs (async backend)",
+    outcome="watch() reconnects and yields every new message once",
+)
 async def test_watch_survives_a_cut_mid_fetch_and_during_idle(
     mail_servers: MailServers, account: Account, tcp_proxy: Callable[[str, int], TCPProxy]
 ) -> None:
@@ -691,6 +721,13 @@ async def test_sync_and_async_backends_give_identical_messages(
     assert got == expected
 
 
+@pytest.mark.reliability(
+    area="IMAP",
+    fault="the connection breaks after N bytes from the server, from the greeting to the last "
+    "FETCH (async backend)",
+    inputs="byte offsets",
+    outcome="sync() again yields every message exactly once",
+)
 @pytest.mark.parametrize("cut", [0, 1, 90, 250, 600, 1000, 1700, 3000, 9000, 24000, 33000])
 async def test_sync_broken_anywhere_loses_and_repeats_nothing(
     mail_servers: MailServers,

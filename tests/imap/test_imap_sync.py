@@ -154,6 +154,13 @@ def _seed_numbered(
     return [f"Message {n}" for n in numbers]
 
 
+@pytest.mark.reliability(
+    area="IMAP",
+    fault="the connection is cut in the middle of a FETCH batch (sync backend, through a proxy "
+    "to Dovecot)",
+    outcome="ConnectionFailed; the next sync() reconnects by itself and yields the rest, none "
+    "twice",
+)
 def test_cut_mid_fetch_then_sync_again_loses_and_repeats_nothing(
     proxied: tuple[IMAPTarget, TCPProxy], mail_servers: MailServers, account: Account
 ) -> None:
@@ -192,6 +199,13 @@ CUT_POINTS = [0, 1, 30, 90, 160, 250, 400, 600, 800, 1000, 1300, 1700, 2200, 300
 CUT_POINTS += [9000, 15000, 24000, 33000]
 
 
+@pytest.mark.reliability(
+    area="IMAP",
+    fault="the connection breaks after N bytes from the server: in the greeting, CAPABILITY, "
+    "login, EXAMINE, SEARCH and all through the FETCH batches (sync backend)",
+    inputs="byte offsets",
+    outcome="one ConnectionFailed or MailTimeout; sync() again yields every message exactly once",
+)
 @pytest.mark.parametrize("cut", CUT_POINTS)
 def test_sync_broken_anywhere_loses_and_repeats_nothing(
     proxied: tuple[IMAPTarget, TCPProxy],
@@ -214,6 +228,13 @@ def test_sync_broken_anywhere_loses_and_repeats_nothing(
 TLS_CUT_POINTS = [0, 1, 200, 700, 1200, 1600, 2000, 2600, 4000, 9000, 20000, 33000]
 
 
+@pytest.mark.reliability(
+    area="IMAP",
+    fault="an implicit-TLS connection breaks after N bytes of ciphertext (reset or closed), in "
+    "the handshake, login and inside records of the FETCH (sync backend)",
+    inputs="ciphertext offsets × reset/close",
+    outcome="one ConnectionFailed; sync() again yields every message exactly once",
+)
 @pytest.mark.parametrize("rst", [True, False], ids=["reset", "closed"])
 @pytest.mark.parametrize("cut", TLS_CUT_POINTS)
 def test_tls_sync_broken_anywhere_loses_and_repeats_nothing(
@@ -237,6 +258,11 @@ def test_tls_sync_broken_anywhere_loses_and_repeats_nothing(
     assert all(isinstance(f, mailsync.ConnectionFailed) for f in failures), failures
 
 
+@pytest.mark.reliability(
+    area="IMAP",
+    fault="the connection is cut mid-FETCH and again during IDLE while watch() runs (sync backend)",
+    outcome="watch() reconnects and yields every new message once",
+)
 def test_watch_reconnects_after_cuts_mid_fetch_and_during_idle(
     proxied: tuple[IMAPTarget, TCPProxy],
     mail_servers: MailServers,
@@ -342,6 +368,11 @@ def test_close_wakes_an_idle_watch_at_once(target: IMAPTarget, seed: Seed) -> No
     assert time.monotonic() - started < 3
 
 
+@pytest.mark.reliability(
+    area="IMAP",
+    fault="the server stops answering (the proxy stalls; sync backend)",
+    outcome="MailTimeout after the read timeout; the next call reconnects",
+)
 def test_timeout_when_the_server_hangs(proxied: tuple[IMAPTarget, TCPProxy], seed: Seed) -> None:
     target, proxy = proxied
     seed(make_raw(1))
@@ -356,6 +387,11 @@ def test_timeout_when_the_server_hangs(proxied: tuple[IMAPTarget, TCPProxy], see
         assert [m.subject for m in box.messages()] == ["Message 1"]  # reconnected
 
 
+@pytest.mark.reliability(
+    area="IMAP",
+    fault="the server refuses the TCP connection",
+    outcome="ConnectionFailed",
+)
 def test_connection_refused(proxied: tuple[IMAPTarget, TCPProxy]) -> None:
     target, proxy = proxied
     with proxy.refusing(), connect(target) as box, pytest.raises(mailsync.ConnectionFailed):
@@ -365,6 +401,12 @@ def test_connection_refused(proxied: tuple[IMAPTarget, TCPProxy]) -> None:
 # -- resync -------------------------------------------------------------------------------------
 
 
+@pytest.mark.reliability(
+    area="IMAP",
+    fault="UIDVALIDITY changes: the folder is deleted and recreated with the same messages and "
+    "one new one (sync backend)",
+    outcome="sync() resyncs and yields only the new message; old ids give MessageNotFound",
+)
 def test_folder_deleted_and_recreated_with_the_same_messages_yields_nothing_again(
     box: IMAPRetriever, mail_servers: MailServers, account: Account
 ) -> None:
@@ -420,6 +462,11 @@ def test_starttls_with_verification(mail_servers: MailServers, account: Account)
         assert box._imap.tls_version() in ("TLSv1.2", "TLSv1.3")
 
 
+@pytest.mark.reliability(
+    area="IMAP",
+    fault="a self-signed server certificate",
+    outcome="ConnectionFailed naming the certificate unless verify=False is asked for",
+)
 def test_certificate_verification_is_on_by_default(
     mail_servers: MailServers, account: Account
 ) -> None:
@@ -694,6 +741,11 @@ def scripted() -> Iterator[Callable[..., ScriptedIMAP]]:
         server.close()
 
 
+@pytest.mark.reliability(
+    area="IMAP",
+    fault="STARTTLS stripped: the server does not offer it (sync backend)",
+    outcome="ConnectionFailed; no LOGIN and no password is ever sent",
+)
 def test_starttls_fails_closed_when_not_offered(scripted: Callable[..., ScriptedIMAP]) -> None:
     server = scripted("IMAP4rev1 AUTH=PLAIN")
     url = f"imap://alice@127.0.0.1:{server.port}"
@@ -759,6 +811,12 @@ def test_gmail_extensions(scripted: Callable[..., ScriptedIMAP]) -> None:
     assert b"BODY.PEEK[]" in fetch
 
 
+@pytest.mark.reliability(
+    area="IMAP",
+    fault="malformed FETCH responses: an unbalanced literal, an unclosed list, a non-numeric "
+    "UID, an untagged line of garbage",
+    outcome="ProtocolError; the connection is dropped, not trusted further",
+)
 @pytest.mark.parametrize(
     "reply",
     [
@@ -779,6 +837,13 @@ def test_malformed_fetch_response_is_a_protocol_error(
         assert box._imap is None  # the connection is not trusted any further
 
 
+@pytest.mark.reliability(
+    area="IMAP",
+    fault="a literal announced as {1000000000000} followed by three bytes, in a FETCH and in a "
+    "SELECT reply",
+    outcome="MailTimeout after the read timeout, no allocation of the announced size, the "
+    "connection dropped",
+)
 @pytest.mark.parametrize(
     "where",
     ["fetch", "select"],
@@ -871,6 +936,12 @@ def test_date_queries_keep_messages_without_a_date_header(box: IMAPRetriever, se
     assert before == ["Message 1"]
 
 
+@pytest.mark.reliability(
+    area="IMAP",
+    fault="a user name with a space and a quote, a password carrying 'CRLF A1 DELETE INBOX'",
+    outcome="LOGIN quotes them; the line break is refused with AuthenticationError and nothing "
+    "is sent",
+)
 def test_login_quotes_the_user_and_refuses_line_breaks(
     scripted: Callable[..., ScriptedIMAP],
 ) -> None:

@@ -24,6 +24,11 @@ HOSTILE = [
 ]
 
 
+@pytest.mark.reliability(
+    area="IMAP",
+    fault="strings with CR, LF or NUL given to the IMAP quoting",
+    outcome="refused: a quoted string cannot end the command line",
+)
 @pytest.mark.parametrize("text", HOSTILE)
 def test_quote_refuses_line_breaks_and_nul(text: str) -> None:
     with pytest.raises(mailsync.ConfigError, match=r"line break|NUL"):
@@ -36,6 +41,11 @@ def test_quote_still_escapes() -> None:
     assert quote('a "b" \\c') == b'"a \\"b\\" \\\\c"'
 
 
+@pytest.mark.reliability(
+    area="IMAP",
+    fault="search text crafted to end the command and start another (sync backend, Dovecot)",
+    outcome="refused or searched for literally; the injected command never runs",
+)
 @pytest.mark.parametrize("text", HOSTILE[:2])
 def test_sync_search_cannot_inject(mail_servers: MailServers, account: Account, text: str) -> None:
     mail_servers.append(account, make_raw(1))
@@ -47,6 +57,11 @@ def test_sync_search_cannot_inject(mail_servers: MailServers, account: Account, 
     assert "INBOX" in mail_servers.folders(account)
 
 
+@pytest.mark.reliability(
+    area="IMAP",
+    fault="search text crafted to end the command and start another (async backend, Dovecot)",
+    outcome="refused or searched for literally; the injected command never runs",
+)
 @pytest.mark.parametrize("text", HOSTILE[:2])
 def test_async_search_cannot_inject(mail_servers: MailServers, account: Account, text: str) -> None:
     mail_servers.append(account, make_raw(1))
@@ -62,6 +77,11 @@ def test_async_search_cannot_inject(mail_servers: MailServers, account: Account,
     assert "INBOX" in mail_servers.folders(account)
 
 
+@pytest.mark.reliability(
+    area="IMAP",
+    fault="folder names and flags crafted to inject commands (both backends, Dovecot)",
+    outcome="refused; no command is injected",
+)
 @pytest.mark.parametrize("asynchronous", [False, True])
 def test_folder_names_and_flags_cannot_inject(
     mail_servers: MailServers, account: Account, asynchronous: bool

@@ -244,6 +244,11 @@ def _event_loop() -> Iterator[None]:
 
 @pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
 class TestFailures:
+    @pytest.mark.reliability(
+        area="POP3",
+        fault="the connection is cut in the middle of a RETR (through a proxy to Dovecot)",
+        outcome="ConnectionFailed; sync() again yields the rest, none lost, none twice",
+    )
     def test_cut_mid_retr_loses_nothing_and_sync_resumes(
         self,
         mail_servers: MailServers,
@@ -289,6 +294,12 @@ class TestFailures:
         assert got + rest == [f"Message {i}" for i in range(12)]
         assert len(mail_servers.pop3_uidls(account)) == 12  # nothing lost on the server
 
+    @pytest.mark.reliability(
+        area="POP3",
+        fault="the connection breaks before QUIT commits a DELE",
+        outcome="ConnectionFailed saying the message was not deleted; it is still on the "
+        "server (DELE without QUIT has no effect), and deleting again works",
+    )
     def test_delete_is_reported_only_when_quit_succeeds(
         self,
         mail_servers: MailServers,
@@ -316,6 +327,11 @@ class TestFailures:
         finally:
             _close(asynchronous, box)
 
+    @pytest.mark.reliability(
+        area="POP3",
+        fault="delete() of an id the server does not have",
+        outcome="MessageNotFound; nothing is deleted",
+    )
     def test_delete_unknown_id_deletes_nothing(
         self, mail_servers: MailServers, account: Account, asynchronous: bool
     ) -> None:
@@ -342,6 +358,11 @@ class TestFailures:
         finally:
             _close(asynchronous, box)
 
+    @pytest.mark.reliability(
+        area="POP3",
+        fault="STLS stripped from CAPA by a man in the middle",
+        outcome="ConnectionFailed; nothing but CAPA was sent, no credential",
+    )
     def test_stripped_stls_fails_closed(
         self,
         mail_servers: MailServers,
@@ -362,6 +383,11 @@ class TestFailures:
             _close(asynchronous, box)
         assert bytes(proxy.sent) == b"CAPA\r\n"
 
+    @pytest.mark.reliability(
+        area="POP3",
+        fault="a server without UIDL",
+        outcome="ids from header digests; get() and sync() still work, nothing twice",
+    )
     def test_server_without_uidl_falls_back_to_header_digests(
         self,
         mail_servers: MailServers,
@@ -401,6 +427,11 @@ class TestFailures:
             _close(asynchronous, box)
         assert b"UIDL\r\n" in bytes(proxy.sent)  # asked, was refused, coped
 
+    @pytest.mark.reliability(
+        area="POP3",
+        fault="something that is not POP3 answers (an IMAP-style greeting)",
+        outcome="ProtocolError; not even CAPA is sent",
+    )
     def test_garbage_from_the_server_is_a_protocol_error(
         self,
         mail_servers: MailServers,
@@ -421,6 +452,11 @@ class TestFailures:
             _close(asynchronous, box)
         assert bytes(proxy.sent) == b""  # not even CAPA went to a server that is not POP3
 
+    @pytest.mark.reliability(
+        area="POP3",
+        fault="the server stops answering mid-session",
+        outcome="MailTimeout after about the timeout; closing does not wait again",
+    )
     def test_stalled_server_times_out(
         self,
         mail_servers: MailServers,
@@ -511,6 +547,11 @@ class TestFailures:
         finally:
             _close(asynchronous, box)
 
+    @pytest.mark.reliability(
+        area="POP3",
+        fault="a self-signed server certificate",
+        outcome="ConnectionFailed unless verification is turned off",
+    )
     def test_certificate_is_verified_by_default(
         self, mail_servers: MailServers, account: Account, asynchronous: bool
     ) -> None:

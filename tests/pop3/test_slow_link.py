@@ -17,6 +17,11 @@ from tests.servers import Account, MailServers
 pytestmark = pytest.mark.servers
 
 
+@pytest.mark.reliability(
+    area="POP3",
+    fault="a large message over a link slower than the timeout allows for the whole",
+    outcome="read whole: the timeout bounds silence, not the transfer",
+)
 @pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
 def test_a_large_message_over_a_slow_link_is_not_cut_off(
     mail_servers: MailServers,

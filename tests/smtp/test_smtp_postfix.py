@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 import mailsync
-from mailsync._compose import prepare
+from mailsync._envelope import prepare
 from mailsync.backends._socket import SocketChannel
 from mailsync.backends.smtp import AsyncSMTPSender, SMTPSender
 from tests.proxy import TCPProxy
@@ -323,6 +323,11 @@ def _wait_for_unread(servers: MailServers, out: SMTPSender, marker: bytes) -> No
     )
 
 
+@pytest.mark.reliability(
+    area="SMTP",
+    fault="the connection to the real Postfix is cut in the middle of send_many()",
+    outcome="no accepted message is sent twice; the rest are sent",
+)
 def test_dropped_connection_mid_send_many_resends_no_accepted_message(
     mail_servers: MailServers, account: Account, other_account: Account, tcp_proxy: ProxyFactory
 ) -> None:
@@ -354,6 +359,11 @@ def test_dropped_connection_mid_send_many_resends_no_accepted_message(
     assert set(counts.values()) == {1}
 
 
+@pytest.mark.reliability(
+    area="SMTP",
+    fault="the server stops answering (the proxy stalls)",
+    outcome="MailTimeout; the next send reconnects",
+)
 def test_a_hung_server_is_a_timeout_and_the_next_send_reconnects(
     mail_servers: MailServers, account: Account, other_account: Account, tcp_proxy: ProxyFactory
 ) -> None:

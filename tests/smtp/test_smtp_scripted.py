@@ -86,6 +86,11 @@ def test_rset_after_an_unfinished_transaction(server: ScriptedSMTP) -> None:
     assert rset_group.startswith(b"RSET\r\nMAIL FROM:")  # pipelined with the next envelope
 
 
+@pytest.mark.reliability(
+    area="SMTP",
+    fault="STARTTLS stripped: the server does not offer it",
+    outcome="ConnectionFailed; no AUTH and no message sent in the clear",
+)
 def test_starttls_required_but_not_offered_fails_closed(server: ScriptedSMTP) -> None:
     out = _sender(server, tls="starttls", user=SENDER, password="secret-pw")
     with pytest.raises(mailsync.ConnectionFailed, match="STARTTLS") as caught:
@@ -165,6 +170,11 @@ def test_4xx_is_retried_with_backoff(server: ScriptedSMTP) -> None:
     assert server.verbs().count("MAIL") == 3
 
 
+@pytest.mark.reliability(
+    area="SMTP",
+    fault="4xx replies on every attempt",
+    outcome="TemporaryFailure with the server's code after the retries asked for; nothing accepted",
+)
 def test_4xx_on_every_attempt_is_a_temporary_failure(server: ScriptedSMTP) -> None:
     server.queue("MAIL", *["421 4.7.0 not now"] * 0, *["450 4.7.1 greylisted"] * 5)
     with _sender(server, retries=2) as out, pytest.raises(mailsync.TemporaryFailure) as caught:
@@ -201,6 +211,11 @@ def test_all_refused_raises_with_the_replies(server: ScriptedSMTP) -> None:
     assert isinstance(caught.value, mailsync.SendError)
 
 
+@pytest.mark.reliability(
+    area="SMTP",
+    fault="the server hangs up in the middle of send_many()",
+    outcome="only the messages not yet accepted are sent again, on a new connection",
+)
 def test_server_hanging_up_mid_send_many_resends_only_the_unaccepted(
     server: ScriptedSMTP,
 ) -> None:
@@ -232,6 +247,11 @@ def test_drop_while_idle_reconnects(server: ScriptedSMTP) -> None:
     assert len(server.messages) == 2
 
 
+@pytest.mark.reliability(
+    area="SMTP",
+    fault="the server drops every connection",
+    outcome="a bounded number of reconnects, then ConnectionFailed",
+)
 def test_reconnects_are_bounded(server: ScriptedSMTP) -> None:
     server.queue("MAIL", DROP, DROP, DROP)
     with _sender(server, reconnects=2) as out, pytest.raises(mailsync.ConnectionFailed):
@@ -291,6 +311,11 @@ def test_no_auth_without_credentials_and_none_offered(server: ScriptedSMTP) -> N
             out.send(_message())
 
 
+@pytest.mark.reliability(
+    area="Secrets",
+    fault="SMTP AUTH refused, with every logger at DEBUG",
+    outcome="the password is in no error text and no log record",
+)
 def test_secrets_stay_out_of_errors_and_logs(
     server: ScriptedSMTP, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -327,6 +352,11 @@ def test_connection_refused_is_connection_failed() -> None:
     assert isinstance(caught.value.__cause__, ConnectionRefusedError)
 
 
+@pytest.mark.reliability(
+    area="SMTP",
+    fault="the server refuses EHLO and HELO with 554",
+    outcome="ProtocolError; nothing sent",
+)
 def test_greeting_refusal(server: ScriptedSMTP) -> None:
     server.queue("EHLO", "554 5.7.1 go away")
     server.queue("HELO", "554 5.7.1 go away")

@@ -23,11 +23,11 @@ from mailsync._message import (
 from mailsync._mime import (
     decode_bytes,
     decode_header_value,
-    decode_transfer,
     msg_id,
     split_header_block,
     split_params,
 )
+from mailsync._mime_body import decode_transfer
 from mailsync._reports._values import no_headers
 
 __all__ = [
@@ -145,7 +145,7 @@ class _Walk:
         if not part.content_type.startswith("multipart/") or depth >= _MAX_DEPTH:
             return
         # Splitting reads the body (guessing a missing boundary twice more, at most).
-        self.budget -= len(part.node.raw) - part.node.offset
+        self.budget -= part.node.end - part.node.offset  # parts are spans of the message
         if self.budget < 0:
             return  # kept whole, as a multipart: not read as text either
         children = mime_children(part.node, part.content_type, part.params)
@@ -163,9 +163,9 @@ class _Walk:
 
 def parts_of(root: MimeNode) -> list[Part]:
     """The message and every part nested in it, in order, within the caps above."""
-    cut = len(root.raw) - root.offset > SCAN_LIMIT
-    if cut:
-        root = dataclasses.replace(root, raw=root.raw[: root.offset + SCAN_LIMIT])
+    cut = root.end - root.offset > SCAN_LIMIT
+    if cut:  # a node is a span of the message's bytes: cut the span, copy nothing
+        root = dataclasses.replace(root, end=root.offset + SCAN_LIMIT)
     walk = _Walk()
     walk.visit(_part(root, cut=cut), 0)
     return walk.parts

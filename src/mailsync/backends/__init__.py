@@ -18,8 +18,8 @@ from mailsync._lazy import lazy_loader as _lazy_loader
 
 if _TYPE_CHECKING:
     from mailsync._base import SyncStep, message_refs
-    from mailsync._compose import Envelope, prepare
     from mailsync._config import Endpoint, Secret, Timeout, TokenProvider
+    from mailsync._envelope import Envelope, outgoing_bytes, prepare
     from mailsync._errors import map_exceptions
     from mailsync._message import as_bytes, header_block, message_identity
     from mailsync._threaded import ThreadedAsyncRetriever, ThreadedAsyncSender
@@ -31,8 +31,9 @@ _LAZY = {
     "ThreadedAsyncRetriever": "mailsync._threaded",
     "ThreadedAsyncSender": "mailsync._threaded",
     "message_refs": "mailsync._base",
-    "Envelope": "mailsync._compose",
-    "prepare": "mailsync._compose",
+    "Envelope": "mailsync._envelope",
+    "outgoing_bytes": "mailsync._envelope",
+    "prepare": "mailsync._envelope",
     "Endpoint": "mailsync._config",
     "Secret": "mailsync._config",
     "Timeout": "mailsync._config",
@@ -60,5 +61,6 @@ __all__ = [
     "map_exceptions",
     "message_identity",
     "message_refs",
+    "outgoing_bytes",
     "prepare",
 ]

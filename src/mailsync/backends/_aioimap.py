@@ -35,6 +35,7 @@ from mailsync._errors import (
     MailsyncError,
     MailTimeout,
     ProtocolError,
+    SecretScrubber,
     ServerError,
     TemporaryFailure,
     map_exceptions,
@@ -243,6 +244,7 @@ class Session:
         self.capabilities: frozenset[str] = frozenset()
         self.mailbox: Mailbox | None = None
         self.alive = False
+        self.secrets = SecretScrubber()  # what this connection sent, kept out of errors
         self._client: Any = None
         self._lost: asyncio.Future[None] | None = None
 
@@ -283,6 +285,7 @@ class Session:
             if endpoint.tls == "starttls":
                 await self._starttls()
             kind, value = await secret()
+            self.secrets.add(value)
             if kind == "token":
                 await self._authenticate_oauth(value)
             else:
@@ -366,6 +369,8 @@ class Session:
         await self._authenticate(exchange)
 
     async def _authenticate(self, exchange: sasl.Exchange) -> None:
+        for response in exchange.secrets():
+            self.secrets.add(response)
         protocol = self._client.protocol
         command = _SASLCommand(
             protocol.new_tag(),
@@ -447,7 +452,7 @@ class Session:
         finally:
             del protocol.data_received
         if not tagged.ok:
-            text = tagged.text.decode("utf-8", "replace")
+            text = self.secrets.scrub(tagged.text.decode("utf-8", "replace"))
             if tagged.status == b"BAD":
                 raise ProtocolError(f"{self.context}: UID FETCH refused as malformed: {text}")
             raise ServerError(f"{self.context}: UID FETCH: {text}")
@@ -508,7 +513,7 @@ class Session:
         repeated here.
         """
         try:
-            with map_exceptions(context=f"{self.context}: {what}"):
+            with map_exceptions(context=f"{self.context}: {what}", secrets=self.secrets):
                 yield
         except (ConnectionFailed, MailTimeout, ProtocolError):
             self.abort()
@@ -528,7 +533,7 @@ class Session:
         lines: list[Any] = list(response.lines)
         if response.result == "OK":
             return lines
-        text = _text(lines[-1]) if lines else ""
+        text = self.secrets.scrub(_text(lines[-1])) if lines else ""
         if response.result == "BAD":
             raise ProtocolError(f"{self.context}: {what} refused as malformed: {text}")
         if response.result != "NO":

@@ -27,13 +27,14 @@ from mailsync._base import (
     SyncStep,
     message_refs,
 )
-from mailsync._compose import Envelope, prepare
 from mailsync._config import Endpoint
+from mailsync._envelope import Envelope, outgoing_bytes, prepare
 from mailsync._errors import Unsupported
-from mailsync._message import Folder, Message, as_bytes
+from mailsync._message import Folder, Message
 from mailsync._plans import Plan, arun, astream, run, stream
 from mailsync._query import Q
 from mailsync.backends._http import AsyncHTTPPerformer, HTTPPerformer
+from mailsync.protocol.events import AwaitEvent
 from mailsync.protocol.mailapi import MailAPI
 
 __all__ = ["APIRetriever", "APISender", "AsyncAPIRetriever", "AsyncAPISender"]
@@ -149,6 +150,11 @@ class APIRetriever(_Blocking, Retriever):
     def _wait_for_change(self, folder: str, timeout: float) -> None:
         self._run(self.api.wait_for_change(folder, timeout))
 
+    def _perform(self, op: Any) -> Any:
+        if isinstance(op, AwaitEvent) and self._stop.is_set():
+            return None  # closed while the plan got there: no new wait on a new client
+        return super()._perform(op)
+
     def _disconnect(self) -> None:
         self._drop()
 
@@ -180,7 +186,7 @@ class APIRetriever(_Blocking, Retriever):
         self, folder: str, message: OutgoingMessage, flags: Iterable[str] = ()
     ) -> str | None:
         """Store a message in a folder; return its id when the provider says."""
-        return self._run(self.api.append(folder, as_bytes(message), tuple(flags)))
+        return self._run(self.api.append(folder, outgoing_bytes(message), tuple(flags)))
 
 
 class AsyncAPIRetriever(_Async, AsyncRetriever):
@@ -286,7 +292,7 @@ class AsyncAPIRetriever(_Async, AsyncRetriever):
         self, folder: str, message: OutgoingMessage, flags: Iterable[str] = ()
     ) -> str | None:
         """Store a message in a folder; return its id when the provider says."""
-        return await self._run(self.api.append(folder, as_bytes(message), tuple(flags)))
+        return await self._run(self.api.append(folder, outgoing_bytes(message), tuple(flags)))
 
 
 class APISender(_Blocking, Sender):

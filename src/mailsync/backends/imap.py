@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from mailsync._base import MessageRef, OutgoingMessage, Retriever, SyncStep, message_refs
 from mailsync._config import Endpoint
+from mailsync._envelope import outgoing_bytes
 from mailsync._errors import (
     ConfigError,
     ConnectionFailed,
@@ -41,7 +42,7 @@ from mailsync._errors import (
     ProtocolError,
     TemporaryFailure,
 )
-from mailsync._message import Folder, Message, as_bytes, header_block
+from mailsync._message import Folder, Message, crlf_bytes, header_block
 from mailsync._plans import Operation, stream
 from mailsync._query import Q
 from mailsync.backends._imaplib import (
@@ -700,7 +701,7 @@ class IMAPRetriever(Retriever):
             flag_list = proto.store_flags(flags)
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
-        data = as_bytes(message)
+        data = crlf_bytes(outgoing_bytes(message))  # imaplib's own CRLF pass: a no-op now
         with self._errors(folder):
             response = self._conn().append(proto.encode_folder(folder), data, flag_list)
         appended = proto.parse_appenduid(response or b"")

@@ -27,6 +27,7 @@ from mailsync._base import (
     message_refs,
 )
 from mailsync._config import Endpoint
+from mailsync._envelope import outgoing_bytes
 from mailsync._errors import (
     AuthenticationError,
     ConfigError,
@@ -546,7 +547,7 @@ class AsyncIMAPRetriever(AsyncRetriever):
         flag_text = " ".join(_flag_list(flags))
         # The sync backend's imaplib does the same: both store the same bytes for the same
         # input, and servers that refuse bare newlines (Cyrus) take it.
-        data = crlf_bytes(message)
+        data = crlf_bytes(outgoing_bytes(message))
         wire = f"{_wire_folder(name)} ({flag_text}) {{{len(data)}}}"
         async with self._locked() as session:
             lines = await session.append(wire, data)

@@ -31,8 +31,9 @@ from mailsync._base import (
     message_refs,
 )
 from mailsync._config import Endpoint
+from mailsync._envelope import outgoing_bytes
 from mailsync._errors import FolderNotFound, MessageNotFound, map_exceptions
-from mailsync._message import Folder, Message, as_bytes, header_block
+from mailsync._message import Folder, Message, header_block
 from mailsync._query import Q
 from mailsync._threaded import ThreadedAsyncRetriever, ThreadedAsyncSender
 from mailsync.backends._local import LocalSender
@@ -438,7 +439,7 @@ class MaildirRetriever(Retriever):
         """Store a message in a folder (INBOX is created if missing); returns its id."""
         folder = self._canonical(folder)
         with map_exceptions(context=self.endpoint.display):
-            key = self._store_fs.deliver(folder, as_bytes(message), flags)
+            key = self._store_fs.deliver(folder, outgoing_bytes(message), flags)
         return _message_id(folder, key)
 
     def create_folder(self, folder: str) -> None:

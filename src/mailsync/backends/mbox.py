@@ -25,11 +25,11 @@ from mailsync._base import (
     message_refs,
 )
 from mailsync._config import Endpoint
+from mailsync._envelope import outgoing_bytes
 from mailsync._errors import FolderNotFound, MessageNotFound, TemporaryFailure, map_exceptions
 from mailsync._message import (
     Folder,
     Message,
-    as_bytes,
     crlf_bytes,
     header_block,
     message_identity,
@@ -278,7 +278,7 @@ class MboxRetriever(Retriever):
     ) -> str | None:
         """Append a message to the file (created if missing), under the mbox lock."""
         self._check_folder(folder)
-        raw = as_bytes(message)
+        raw = outgoing_bytes(message)
         _append(self._file, raw, _letters(flags))
         return None
 

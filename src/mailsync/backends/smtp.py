@@ -60,8 +60,8 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, TypeVar
 
 from mailsync._base import AsyncSender, OutgoingMessage, Sender, SendResult
-from mailsync._compose import Envelope, prepare
 from mailsync._config import Endpoint
+from mailsync._envelope import Envelope, prepare
 from mailsync._plans import Plan, arun, run
 from mailsync.backends._socket import aperform, perform
 from mailsync.protocol.smtp import DSN, Reply, RetryPolicy, dsn_options, xtext

@@ -53,8 +53,8 @@ from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
 from mailsync._base import SendResult, SyncStep
-from mailsync._compose import Envelope
 from mailsync._config import Endpoint
+from mailsync._envelope import Envelope
 from mailsync._errors import (
     ConfigError,
     FolderNotFound,

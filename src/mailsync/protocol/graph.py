@@ -58,7 +58,7 @@ from typing import Any, ClassVar
 from urllib.parse import quote
 
 from mailsync._base import SendResult, SyncStep
-from mailsync._compose import Envelope
+from mailsync._envelope import Envelope
 from mailsync._errors import (
     ConfigError,
     FolderNotFound,

@@ -29,8 +29,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from mailsync._base import SendResult
-from mailsync._compose import Envelope
 from mailsync._config import Endpoint
+from mailsync._envelope import Envelope
 from mailsync._errors import ConfigError, Unsupported
 from mailsync._message import Folder, Message
 from mailsync._plans import Plan, Sleep

@@ -176,6 +176,12 @@ class Exchange:
         self._inline = self._responses.popleft()
         return argument
 
+    def secrets(self) -> tuple[bytes, ...]:
+        """Every response of the exchange, sent or still to send: they carry the credentials,
+        for the connection's :class:`~mailsync._errors.SecretScrubber`."""
+        sent = () if self._inline is None else (self._inline,)
+        return (*sent, *self._responses)
+
     def respond(self, challenge: bytes) -> bytes | None:
         """The answer to a challenge (decoded); None means cancel (``*``).
 

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from mailsync._compose import Envelope
+from mailsync._envelope import Envelope
 from mailsync._errors import ConfigError, ConnectionFailed, ProtocolError, SendError, Unsupported
 from mailsync._hints import other_protocol
 

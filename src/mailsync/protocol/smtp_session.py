@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from mailsync._base import Backoff, SendResult
-from mailsync._compose import Envelope
 from mailsync._config import Endpoint, Secret
+from mailsync._envelope import Envelope
 from mailsync._errors import (
     AuthenticationError,
     ConfigError,

@@ -1,0 +1,337 @@
+"""The Celery integration (``pip install "mailsync[celery]"``): :class:`CeleryFleet` wires
+mailsync into a Celery app whose state lives in PostgreSQL::
+
+    from mailsync.integrations.celery import CeleryFleet
+
+    fleet = CeleryFleet(app, state="postgresql://mail@db/mailsync", on_message="myapp.handle")
+
+Every new message of every account becomes one call of a Celery task of the user's choosing,
+``on_message(account, raw)`` (``raw`` is the message's bytes in base64, as Celery's JSON
+cannot carry bytes; :meth:`CeleryFleet.message` turns it back into a :class:`Message`). Two
+things produce those calls, both through ``sync()`` and the same PostgreSQL
+:class:`~mailsync.PostgresStateStore`, so they never hand out the same message twice:
+
+- the ``mailsync.sync_account`` task, for polling: idempotent (a second concurrent run waits
+  for the first's lease, and re-queues itself if the wait is long), acknowledged late so a
+  worker killed mid-run hands it to another; :meth:`CeleryFleet.beat_schedule` runs it for
+  every account on a schedule;
+- watcher processes (:meth:`CeleryFleet.watcher`), for push: each holds IDLE (or the
+  provider's push, or polls) for its share of the accounts through the :func:`watch_many`
+  engine. The watchers split the accounts among themselves with PostgreSQL advisory locks:
+  each holds one lock saying it is alive and one per account it owns, takes its fair share
+  (accounts / live watchers) every ``rebalance`` seconds, and gives back what is over. A
+  watcher that dies loses its locks with its database session, so the others take its
+  accounts over within one rebalance interval (plus the time PostgreSQL takes to see the
+  session gone: at once for a killed process, TCP keepalive for a lost machine).
+
+Delivery is at least once: a message is committed once the broker has accepted its task, so
+a watcher or ``sync_account`` run killed between the two sends that one message again; a
+worker killed while running ``on_message`` gets it again from the broker (``acks_late``).
+This module imports Celery only through the app it is given, and the core of mailsync never
+imports this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import logging
+import math
+import os
+import secrets
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import psycopg
+
+from mailsync._accounts import Account, account
+from mailsync._base import AsyncRetriever, Retriever
+from mailsync._errors import ConfigError, SyncBusy
+from mailsync._facade import connect, connect_async
+from mailsync._message import Message
+from mailsync._state_postgres import PostgresStateStore
+from mailsync._watch import RetryPolicy, _Engine
+
+__all__ = ["CeleryFleet", "FleetWatcher"]
+
+log = logging.getLogger("mailsync.celery")
+
+#: The first key of the advisory locks the watchers use (two int4 keys: class, object), apart
+#: from the sync leases' single bigint keys.
+_MEMBER_CLASS = 0x6D730001
+_OWNER_CLASS = 0x6D730002
+
+_LIVE_MEMBERS = (
+    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+    "AND classid = %s AND objsubid = 2 "
+    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+
+
+def _int4(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big", signed=True)
+
+
+class CeleryFleet:
+    """mailsync on a Celery app: the ``mailsync.sync_account`` task, a beat schedule and
+    watcher processes, all sharing one PostgreSQL state store.
+
+    Args:
+        app: The ``celery.Celery`` app (workers must import the module that builds this).
+        state: The ``postgresql://`` URL of the state store every process shares.
+        on_message: The name of the user's task called as ``on_message(account, raw)``.
+        accounts: Turns an account name into a :class:`~mailsync.Account` (default: the
+            config file's, :func:`mailsync.account`).
+        folder: The folder to watch on every account.
+        poll_interval: Seconds between polls where a backend has no push.
+        lease_wait: How long ``sync_account`` waits for another run of the same account
+            before re-queueing itself.
+    """
+
+    def __init__(
+        self,
+        app: Any,
+        *,
+        state: str,
+        on_message: str,
+        accounts: Callable[[str], Account] = account,
+        folder: str = "INBOX",
+        poll_interval: float = 60.0,
+        lease_wait: float = 10.0,
+    ) -> None:
+        if not state.startswith(("postgresql://", "postgres://")):
+            raise ConfigError("CeleryFleet needs a postgresql:// state store shared by all")
+        self.app = app
+        self.state = state
+        self.on_message = on_message
+        self.accounts = accounts
+        self.folder = folder
+        self.poll_interval = poll_interval
+        self.lease_wait = lease_wait
+        self._store: PostgresStateStore | None = None
+        self._store_pid = 0
+        self._store_lock = threading.Lock()
+        self.sync_account = app.task(
+            name="mailsync.sync_account",
+            bind=True,
+            acks_late=True,
+            reject_on_worker_lost=True,
+            max_retries=None,
+        )(self._sync_account)
+        self.sync_all = app.task(name="mailsync.sync_all")(self._sync_all)
+
+    # -- shared --------------------------------------------------------------------------
+
+    @property
+    def store(self) -> PostgresStateStore:
+        """This process's connection to the shared state store (a forked worker opens its
+        own: database sessions do not survive a fork)."""
+        with self._store_lock:
+            if self._store is None or self._store_pid != os.getpid():
+                self._store = PostgresStateStore(self.state)
+                self._store_pid = os.getpid()
+            return self._store
+
+    def _options(self, name: str) -> tuple[str, dict[str, Any]]:
+        entry = self.accounts(name)
+        return entry.url("retrieve"), entry.connect_options("retrieve", state=self.store)
+
+    def retriever(self, name: str) -> Retriever:
+        """A retriever for account ``name`` on the shared state store."""
+        url, options = self._options(name)
+        return connect(url, **options)
+
+    def retriever_async(self, name: str) -> AsyncRetriever:
+        """An async retriever for account ``name`` on the shared state store."""
+        url, options = self._options(name)
+        return connect_async(url, **options)
+
+    def dispatch(self, name: str, message: Message) -> None:
+        """Hand one message to the user's task (returns once the broker has it)."""
+        raw = base64.b64encode(message.raw).decode("ascii")
+        self.app.send_task(self.on_message, args=(name, raw))
+
+    @staticmethod
+    def message(raw: str) -> Message:
+        """The :class:`Message` an ``on_message`` task received as ``raw``."""
+        return Message.from_bytes(base64.b64decode(raw))
+
+    # -- tasks ---------------------------------------------------------------------------
+
+    def _sync_account(self, task: Any, name: str) -> int:
+        """Dispatch every new message of account ``name``; the number dispatched."""
+        count = 0
+        try:
+            with self.retriever(name) as box:
+                for message in box.sync(self.folder, wait=self.lease_wait):
+                    self.dispatch(name, message)
+                    count += 1
+        except SyncBusy as exc:
+            # Another run holds the account: it may have searched before the mail that
+            # triggered this run arrived, so look again shortly rather than drop it.
+            raise task.retry(countdown=1.0, exc=exc) from exc
+        return count
+
+    def _sync_all(self, names: list[str]) -> None:
+        for name in names:
+            self.sync_account.delay(name)
+
+    def beat_schedule(self, names: Iterable[str], every: float = 300.0) -> dict[str, Any]:
+        """A ``beat_schedule`` entry that syncs every account in ``names`` every ``every``
+        seconds (for accounts no watcher serves, or as a safety net behind them).
+
+        Use: ``app.conf.beat_schedule = fleet.beat_schedule(names, every=300)``.
+        """
+        return {
+            "mailsync-sync-all": {
+                "task": "mailsync.sync_all",
+                "schedule": float(every),
+                "args": (list(names),),
+            }
+        }
+
+    def watcher(
+        self,
+        names: Iterable[str],
+        *,
+        rebalance: float = 10.0,
+        per_host: int = 20,
+        retry: RetryPolicy | None = None,
+    ) -> FleetWatcher:
+        """A watcher process's loop over its share of ``names`` (call its ``run()``)."""
+        return FleetWatcher(self, names, rebalance=rebalance, per_host=per_host, retry=retry)
+
+
+class FleetWatcher:
+    """One watcher process: owns a fair share of the accounts (advisory locks), watches
+    them with the :func:`~mailsync.watch_many` engine, hands each new message to the
+    user's task. Get one from :meth:`CeleryFleet.watcher`.
+    """
+
+    def __init__(
+        self,
+        fleet: CeleryFleet,
+        names: Iterable[str],
+        *,
+        rebalance: float,
+        per_host: int,
+        retry: RetryPolicy | None,
+    ) -> None:
+        self.fleet = fleet
+        self.names = sorted(set(names))
+        self.rebalance = rebalance
+        self.member = secrets.randbits(31)
+        self._engine: _Engine[str] = _Engine(
+            [],
+            fleet.folder,
+            poll_interval=fleet.poll_interval,
+            retry=retry or RetryPolicy(),
+            per_host=per_host,
+            callbacks=[],
+            open_ended=True,
+        )
+        self._conn: psycopg.Connection[Any] | None = None
+        self._stop: asyncio.Event | None = None
+
+    @property
+    def owned(self) -> list[str]:
+        """The accounts this watcher serves now."""
+        return sorted(self._engine.by_key)
+
+    def run(self) -> None:
+        """Watch until SIGINT/SIGTERM, then finish the message in hand and leave (the other
+        watchers take this one's accounts over)."""
+        asyncio.run(self.run_async())
+
+    async def run_async(self) -> None:
+        """:meth:`run` on the running loop."""
+        import signal
+
+        self._stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signum, self.stop)
+        state = self.fleet.state
+        await asyncio.to_thread(lambda: self.fleet.store)  # connect off the loop, once
+        conn: psycopg.Connection[Any] = await asyncio.to_thread(
+            lambda: psycopg.connect(state, autocommit=True)
+        )
+        self._conn = conn
+        try:
+            await self._locked("SELECT pg_advisory_lock(%s, %s)", _MEMBER_CLASS, self.member)
+            self._engine.start()
+            balancer = asyncio.create_task(self._balance())
+            try:
+                await self._consume()
+            finally:
+                balancer.cancel()
+                await asyncio.gather(balancer, return_exceptions=True)
+                await self._engine.stop()
+        finally:
+            await asyncio.to_thread(conn.close)
+
+    def stop(self) -> None:
+        """Leave after the message in hand."""
+        if self._stop is not None:
+            self._stop.set()
+        self._engine.request_stop()
+
+    async def _consume(self) -> None:
+        while self._stop is not None and not self._stop.is_set():
+            delivery = await self._engine.next()
+            if delivery is None:
+                return
+            try:
+                await asyncio.to_thread(self.fleet.dispatch, delivery.account.key, delivery.message)
+            except Exception as exc:  # the broker is away: keep the message, back off
+                log.warning("dispatching a message of %s failed: %s", delivery.account.key, exc)
+                self._engine.nack(delivery, f"the broker did not take it: {exc}")
+                continue
+            await self._engine.ack(delivery)
+
+    async def _locked(self, sql: str, *args: Any) -> Any:
+        assert self._conn is not None
+        conn = self._conn
+
+        def run() -> Any:
+            row = conn.execute(sql, args).fetchone()
+            return row[0] if row else None
+
+        return await asyncio.to_thread(run)
+
+    async def _balance(self) -> None:
+        assert self._stop is not None
+        while not self._stop.is_set():
+            try:
+                await self._rebalance()
+            except Exception as exc:
+                log.warning("rebalancing failed: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.rebalance):
+                    await self._stop.wait()
+
+    def _preference(self, name: str) -> bytes:
+        """Rendezvous order: each watcher prefers a different, stable set of accounts, so
+        watchers starting together rarely contend and a rebalance moves few accounts."""
+        return hashlib.sha256(f"{self.member}\0{name}".encode()).digest()
+
+    async def _rebalance(self) -> None:
+        members = max(1, int(await self._locked(_LIVE_MEMBERS, _MEMBER_CLASS)))
+        share = math.ceil(len(self.names) / members)
+        owned = set(self._engine.by_key)
+        for name in sorted(owned, key=self._preference, reverse=True)[: max(0, len(owned) - share)]:
+            await self._engine.remove(name)
+            await self._locked("SELECT pg_advisory_unlock(%s, %s)", _OWNER_CLASS, _int4(name))
+            log.info("gave account %s back", name)
+        for name in sorted(set(self.names) - owned, key=self._preference):
+            if len(self._engine.by_key) >= share:
+                break
+            taken = await self._locked(
+                "SELECT pg_try_advisory_lock(%s, %s)", _OWNER_CLASS, _int4(name)
+            )
+            if taken:
+                self._engine.add(name, self.fleet.retriever_async(name))

@@ -1,0 +1,194 @@
+"""A scripted hostile IMAP server on loopback, for faults the real Dovecot never shows.
+
+It speaks just enough IMAP for both mailsync IMAP backends (greeting with capabilities,
+CAPABILITY, LOGIN, AUTHENTICATE with or without SASL-IR, ENABLE, LIST, SELECT/EXAMINE of a
+folder of ``messages`` messages, UID SEARCH, UID FETCH, NOOP, LOGOUT), and lets a test make
+it misbehave:
+
+- ``echo_login``: refuse every login with ``NO`` (or ``BAD``) quoting the command line it
+  received, password and all, and every SASL response it was sent;
+- ``echo_after_login``: accept the login, then refuse LIST quoting a text the test gives
+  (the password, say);
+- ``bye_after``: in a UID FETCH, send that many messages, then ``* BYE`` and hang up.
+
+Each connection is served on its own thread; every line received is recorded. Standard
+library only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+__all__ = ["HostileIMAP"]
+
+
+class HostileIMAP:
+    """See the module docstring. Use as a context manager; ``port`` is where it listens."""
+
+    def __init__(
+        self,
+        capabilities: str = "IMAP4rev1",
+        *,
+        echo_login: str | None = None,
+        echo_after_login: str | None = None,
+        bye_after: int | None = None,
+        messages: int = 0,
+        make_raw: Callable[[int], bytes] | None = None,
+    ) -> None:
+        self.capabilities = capabilities
+        self.echo_login = echo_login  # "NO" or "BAD"
+        self.echo_after_login = echo_after_login
+        self.bye_after = bye_after
+        self.messages = messages
+        self.make_raw = make_raw or (lambda uid: b"Subject: %d\r\n\r\nbody %d\r\n" % (uid, uid))
+        self.received: list[bytes] = []
+        self.connections = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._threads: list[threading.Thread] = []
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> HostileIMAP:
+        thread = threading.Thread(target=self._accept, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        with contextlib.suppress(OSError):  # wakes the accept() a close alone would not
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        for conn in list(self._conns):  # the server hangs up: no thread waits for a client
+            conn.close()
+        for thread in self._threads:
+            thread.join(10)
+
+    def url(self, user: str = "alice") -> str:
+        return f"imap://{user}@127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                self.connections += 1
+                self._conns.append(conn)
+            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            with conn, conn.makefile("rb") as reader:
+                conn.settimeout(30)
+                self._session(conn, reader)
+        except (OSError, ValueError):  # closed under it by __exit__
+            return
+
+    def _line(self, reader: Any) -> bytes:
+        line: bytes = reader.readline()
+        self.received.append(line)
+        return line
+
+    def _session(self, conn: socket.socket, reader: Any) -> None:
+        conn.sendall(b"* OK [CAPABILITY " + self.capabilities.encode() + b"] hostile\r\n")
+        while line := self._line(reader):
+            tag, _, rest = line.rstrip(b"\r\n").partition(b" ")
+            words = rest.split(b" ")
+            command = words[0].upper()
+            if command == b"UID" and len(words) > 1:
+                command = b"UID " + words[1].upper()
+            reply = self._answer(conn, reader, tag, command, words, line)
+            if reply is None:
+                return
+            conn.sendall(reply)
+            if command == b"LOGOUT":
+                return
+
+    def _answer(
+        self,
+        conn: socket.socket,
+        reader: Any,
+        tag: bytes,
+        command: bytes,
+        words: list[bytes],
+        line: bytes,
+    ) -> bytes | None:
+        ok = tag + b" OK done\r\n"
+        if command == b"CAPABILITY":
+            return b"* CAPABILITY " + self.capabilities.encode() + b"\r\n" + ok
+        if command == b"LOGIN":
+            return self._refuse(tag, line.rstrip(b"\r\n")) if self.echo_login else ok
+        if command == b"AUTHENTICATE":
+            if len(words) < 3:  # no SASL-IR: the response comes when asked for
+                conn.sendall(b"+ \r\n")
+                words.append(self._line(reader).strip())
+            if self.echo_login:
+                return self._refuse(tag, b"AUTHENTICATE " + b" ".join(words[1:3]))
+            return ok
+        if command == b"LIST":
+            if self.echo_after_login is not None:
+                echoed = self.echo_after_login.encode()
+                return tag + b" NO [SERVERBUG] you logged in with " + echoed + b"\r\n"
+            return b'* LIST (\\HasNoChildren) "/" INBOX\r\n' + ok
+        if command in (b"SELECT", b"EXAMINE"):
+            count = self.messages
+            return (
+                b"* %d EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT %d] n\r\n"
+                % (count, count + 1)
+                + tag
+                + b" OK [READ-WRITE] done\r\n"
+            )
+        if command == b"UID SEARCH":
+            found = b" ".join(b"%d" % uid for uid in range(1, self.messages + 1))
+            return b"* SEARCH " + found + b"\r\n" + ok
+        if command == b"UID FETCH":
+            return self._fetch(conn, tag, words)
+        if command == b"LOGOUT":
+            return b"* BYE bye\r\n" + ok
+        if command in (b"NOOP", b"ENABLE", b"CHECK", b"CLOSE", b"UNSELECT"):
+            return ok
+        return tag + b" BAD unknown\r\n"
+
+    def _refuse(self, tag: bytes, echoed: bytes) -> bytes:
+        status = (self.echo_login or "NO").encode()
+        return tag + b" " + status + b" [AUTHENTICATIONFAILED] you sent: " + echoed + b"\r\n"
+
+    def _fetch(self, conn: socket.socket, tag: bytes, words: list[bytes]) -> bytes | None:
+        uids = _uids(words[2] if len(words) > 2 else b"", self.messages)
+        for count, uid in enumerate(uids):
+            if self.bye_after is not None and count >= self.bye_after:
+                conn.sendall(b"* BYE the server is going away\r\n")
+                return None  # and the connection closes
+            raw = self.make_raw(uid)
+            conn.sendall(
+                b"* %d FETCH (UID %d FLAGS () RFC822.SIZE %d BODY[] {%d}\r\n"
+                % (uid, uid, len(raw), len(raw))
+                + raw
+                + b")\r\n"
+            )
+        return tag + b" OK done\r\n"
+
+
+def _uids(uid_set: bytes, last: int) -> list[int]:
+    uids: list[int] = []
+    for part in uid_set.decode("ascii", "replace").split(","):
+        first, _, end = part.partition(":")
+        if not first.isdigit():
+            continue
+        stop = last if end == "*" else int(end or first)
+        uids.extend(range(int(first), min(stop, last) + 1))
+    return uids

@@ -1,0 +1,169 @@
+"""Both IMAP backends against a scripted hostile server (tests/imap/hostile.py).
+
+- A server that echoes what it was sent (the LOGIN line, the SASL response) in its refusal,
+  or quotes the password in a later reply: the error must not carry the secret, in any of
+  the forms it was sent in (issue 14: the async ``str(exc)`` held the password).
+- A server that says BYE in the middle of a FETCH and hangs up: ``ConnectionFailed``, and
+  the next ``sync()`` yields the rest with nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Any
+
+import pytest
+
+import mailsync
+from tests.imap.hostile import HostileIMAP
+
+PASSWORD = 'pa"ss\\w0rd-Secret'
+TOKEN = "ya29.token-Secret"
+
+
+def _forms(secret: str, user: str = "alice") -> list[str]:
+    """The secret as a server could echo it: raw, quoted, base64, inside a SASL response."""
+    quoted = secret.replace("\\", "\\\\").replace('"', '\\"')
+    sasl = [f"\0{user}\0{secret}", f"user={user}\1auth=Bearer {secret}\1\1"]
+    return [
+        secret,
+        quoted,
+        base64.b64encode(secret.encode()).decode(),
+        *(base64.b64encode(blob.encode()).decode() for blob in sasl),
+    ]
+
+
+def _error_text(error: BaseException) -> str:
+    return f"{error} {error!r} {error.__cause__!r} {error.__context__!r}"
+
+
+def _read_folders(url: str, asynchronous: bool, **options: Any) -> BaseException:
+    """The error ``folders()`` raises (it connects and logs in first)."""
+    options.setdefault("tls", "none")
+    options.setdefault("state", ":memory:")
+    if not asynchronous:
+        with pytest.raises(mailsync.MailsyncError) as info:
+            with mailsync.connect(url, **options) as box:
+                box.folders()
+        return info.value
+
+    async def run() -> None:
+        async with mailsync.connect_async(url, **options) as box:
+            await box.folders()
+
+    with pytest.raises(mailsync.MailsyncError) as info:
+        asyncio.run(run())
+    return info.value
+
+
+# The scrubbing (mailsync._errors.SecretScrubber) is applied in the async backend; the sync
+# backend still chains imaplib's error holding an echoed SASL response, and quotes server
+# text after login as it is. It gets the same scrubber with the backend refactor.
+SYNC_GAP = pytest.mark.xfail(
+    strict=True,
+    reason="the sync IMAP backend does not scrub server text yet (issue 14, after the "
+    "backend refactor)",
+)
+ECHOES = {
+    "LOGIN refused with NO": ("IMAP4rev1", "NO", {"password": PASSWORD}),
+    "LOGIN refused with BAD": ("IMAP4rev1", "BAD", {"password": PASSWORD}),
+    "AUTH=PLAIN with SASL-IR": ("IMAP4rev1 AUTH=PLAIN SASL-IR", "NO", {"password": PASSWORD}),
+    "AUTH=PLAIN without SASL-IR": ("IMAP4rev1 AUTH=PLAIN", "NO", {"password": PASSWORD}),
+    "XOAUTH2 token": ("IMAP4rev1 AUTH=XOAUTH2 SASL-IR", "NO", {"token": TOKEN}),
+}
+
+
+@pytest.mark.reliability(
+    area="Secrets",
+    fault="the IMAP server echoes the login it refused (the LOGIN line, or the SASL response "
+    "it was sent) in its NO or BAD",
+    inputs="sync and async backends; LOGIN, AUTHENTICATE PLAIN with and without SASL-IR, "
+    "XOAUTH2; a password holding a quote and a backslash",
+    outcome="AuthenticationError or ProtocolError whose text, repr and chained errors hold "
+    "the secret in no form (raw, quoted, base64, inside the SASL response)",
+)
+@pytest.mark.parametrize(
+    ("echo", "asynchronous"),
+    [
+        pytest.param(
+            echo,
+            asynchronous,
+            id=f"{echo}-{'async' if asynchronous else 'sync'}",
+            marks=[SYNC_GAP] if not asynchronous and "LOGIN" not in echo else [],
+        )
+        for echo in ECHOES
+        for asynchronous in (False, True)
+    ],
+)
+def test_a_server_echoing_the_login_never_gets_the_secret_into_the_error(
+    echo: str, asynchronous: bool
+) -> None:
+    capabilities, status, options = ECHOES[echo]
+    with HostileIMAP(capabilities, echo_login=status) as server:
+        error = _read_folders(server.url(), asynchronous, **options)
+    assert isinstance(error, mailsync.AuthenticationError | mailsync.ProtocolError)
+    sent = b"".join(server.received).decode("utf-8", "replace")
+    secret = str(options.get("password") or options.get("token"))
+    text = _error_text(error)
+    echoed = [form for form in _forms(secret) if form in sent]
+    assert echoed, "the scripted server never received the secret"
+    assert not [form for form in _forms(secret) if form in text], text
+
+
+@pytest.mark.reliability(
+    area="Secrets",
+    fault="the IMAP server accepts the login, then quotes the password in a later refusal",
+    inputs="sync and async backends",
+    outcome="ServerError whose text has the password replaced by ***",
+)
+@pytest.mark.parametrize(
+    "asynchronous",
+    [pytest.param(False, id="sync", marks=SYNC_GAP), pytest.param(True, id="async")],
+)
+def test_a_server_quoting_the_password_later_never_gets_it_into_the_error(
+    asynchronous: bool,
+) -> None:
+    with HostileIMAP(echo_after_login=PASSWORD) as server:
+        error = _read_folders(server.url(), asynchronous, password=PASSWORD)
+    assert isinstance(error, mailsync.ServerError)
+    text = _error_text(error)
+    assert not [form for form in _forms(PASSWORD) if form in text], text
+
+
+@pytest.mark.reliability(
+    area="IMAP",
+    fault="the server sends '* BYE' in the middle of a UID FETCH and hangs up",
+    inputs="sync and async backends; BYE after 0 and after 2 of 5 messages",
+    outcome="ConnectionFailed; the next sync() reconnects and yields the messages not yet "
+    "yielded, none twice",
+)
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("bye_after", [0, 2])
+def test_bye_in_the_middle_of_a_fetch(asynchronous: bool, bye_after: int) -> None:
+    state = mailsync.SQLiteStateStore(":memory:")
+    got: list[str] = []
+    with HostileIMAP(bye_after=bye_after, messages=5) as server:
+        url = server.url()
+        if asynchronous:
+
+            async def run() -> None:
+                async with mailsync.connect_async(
+                    url, password="x", tls="none", state=state
+                ) as box:
+                    async for message in box.sync():
+                        got.append(message.subject)
+
+            with pytest.raises(mailsync.ConnectionFailed):
+                asyncio.run(run())
+        else:
+            with mailsync.connect(url, password="x", tls="none", state=state) as box:
+                messages = box.sync()
+                with pytest.raises(mailsync.ConnectionFailed):
+                    got.extend(message.subject for message in messages)
+        first = list(got)
+        server.bye_after = None  # the server behaves again
+        with mailsync.connect(url, password="x", tls="none", state=state) as box:
+            got.extend(message.subject for message in box.sync())
+    assert len(first) <= bye_after
+    assert sorted(got) == ["1", "2", "3", "4", "5"]
