@@ -180,7 +180,7 @@ class DeliveryTracker:
 
     ``record()`` what a sender returned, then ``feed()`` incoming messages (or let ``scan()``
     or ``watch()`` feed a retriever's new mail); ``status()`` and ``pending()`` say where things
-    stand. With a store that has ``update_item`` (:class:`~mailsync._state_sqlite.SQLiteStateStore`),
+    stand. With a store that has ``update_item`` (:class:`~mailsync.SQLiteStateStore`),
     each report is applied in one transaction, so several processes or threads may feed
     reports about the same message at once; with a store that has only ``get_item`` and
     ``set_item``, feed one message's reports from one process at a time.
