@@ -101,7 +101,7 @@ from mailsync.protocol.http import (
 )
 from mailsync.protocol.mailapi import COMMON_OPTIONS, MailAPI, whole_number_option
 
-__all__ = ["GraphAPI", "GraphDialect"]
+__all__ = ["GraphAPI"]
 
 GRAPH_ROOT = "https://graph.microsoft.com/v1.0"
 _IMMUTABLE = 'IdType="ImmutableId"'
