@@ -76,26 +76,15 @@ __all__ = [
     "user_id",
 ]
 
-
 NAME = "Gmail API"
-
-
 #: The API root Google documents; ``base_url`` replaces it.
 API_ROOT = "https://gmail.googleapis.com/gmail/v1"
-
-
 #: How a message delivered by ``sync()`` is remembered in the state store.
 IDENTITY = "gmail:"
-
-
 #: Gmail pages at most this many ids or history records.
 PAGE_SIZE = "500"
-
-
 #: batchModify and batchDelete take at most this many ids.
 MAX_BATCH_IDS = 1000
-
-
 SPECIAL_USE: Mapping[str, str] = {
     "SENT": "\\Sent",
     "TRASH": "\\Trash",
@@ -103,34 +92,18 @@ SPECIAL_USE: Mapping[str, str] = {
     "SPAM": "\\Junk",
     "STARRED": "\\Flagged",
 }
-
-
 #: Labels that take a message out of every other folder.
 BINS = frozenset({"TRASH", "SPAM"})
-
-
 #: 403 reasons that mean "slow down" (retried) and "the day's quota is spent" (not retried).
 _RATE_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
-
-
 _QUOTA_REASONS = frozenset({"dailyLimitExceeded", "quotaExceeded"})
-
-
 SERVER_ERRORS = (500, 502, 503, 504)
-
-
 #: System labels that say something about a message rather than where it is.
 _STATES = frozenset({"UNREAD", "STARRED", "IMPORTANT"})
-
-
 #: What a header-only view of a message cannot judge: the body, and the exact size (Gmail's
 #: sizeEstimate is an estimate).
 _NOT_IN_HEADERS = frozenset({"text", "larger", "smaller"})
-
-
 HEADER_CRITERIA = frozenset({"from_", "to", "subject", "since", "before"})
-
-
 PREFILTER_HEADERS = ("From", "To", "Subject", "Date")
 
 

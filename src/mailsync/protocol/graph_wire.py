@@ -58,14 +58,9 @@ __all__ = [
     "well_known_id",
 ]
 
-
 NAME = "Microsoft Graph"
-
-
 #: PidTagMessageSize, the only place Graph v1.0 tells a message's size.
 SIZE_PROPERTY = "Integer 0x0E08"
-
-
 #: Well-known folder names and the special use they stand for.
 WELL_KNOWN: dict[str, str | None] = {
     "inbox": None,
@@ -75,23 +70,15 @@ WELL_KNOWN: dict[str, str | None] = {
     "junkemail": "\\Junk",
     "archive": "\\Archive",
 }
-
-
 #: Error codes that mean "no such item" whatever the status (an id that is not an id is
 #: no such message either).
 _NOT_FOUND_CODES = frozenset({"ErrorItemNotFound", "ErrorInvalidIdMalformed", "ErrorInvalidId"})
-
-
 _THROTTLE_CODES = frozenset(
     {"ApplicationThrottled", "TooManyRequests", "MailboxConcurrency", "activityLimitReached"}
 )
-
-
 _EXPIRED_SYNC_CODES = frozenset(
     {"syncstatenotfound", "syncstateinvalid", "resyncrequired", "errorinvalidsyncstatedata"}
 )
-
-
 _FLAG_PROPERTIES = frozenset({"\\Seen", "\\Flagged"})
 
 
