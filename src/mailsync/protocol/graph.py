@@ -72,9 +72,7 @@ from mailsync.protocol.graph_wire import (
     WELL_KNOWN,
     FolderInfo,
     GraphDialect,
-    canonical_name,
     check_id,
-    chunks,
     crlf,
     flag_patch,
     folder_info,
@@ -99,7 +97,13 @@ from mailsync.protocol.http import (
     optional_field,
     read_error_body,
 )
-from mailsync.protocol.mailapi import COMMON_OPTIONS, MailAPI, whole_number_option
+from mailsync.protocol.mailapi import (
+    COMMON_OPTIONS,
+    MailAPI,
+    canonical_folder,
+    chunks,
+    whole_number_option,
+)
 
 __all__ = ["GraphAPI"]
 
@@ -270,7 +274,7 @@ class GraphAPI(MailAPI):
         well_known = well_known_id(name)
         if well_known is not None:
             return well_known, "INBOX"
-        key = canonical_name(name).lower()
+        key = canonical_folder(name).lower()
         folders = self._folders
         if folders is None or key not in folders:
             folders = yield from self._load_folders()  # it may be new since the last look

@@ -10,9 +10,9 @@ no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -34,6 +34,7 @@ from mailsync.protocol.http import (
     optional_field,
     read_error_body,
 )
+from mailsync.protocol.mailapi import json_datetime
 
 __all__ = [
     "NAME",
@@ -41,9 +42,7 @@ __all__ = [
     "WELL_KNOWN",
     "FolderInfo",
     "GraphDialect",
-    "canonical_name",
     "check_id",
-    "chunks",
     "crlf",
     "flag_patch",
     "flags_of",
@@ -135,12 +134,6 @@ def user_path(username: str | None, host: str) -> str:
     return f"users/{quote(address, safe='@')}"
 
 
-def canonical_name(name: str) -> str:
-    """``Inbox/Receipts`` and ``inbox/Receipts`` are under the INBOX."""
-    head, sep, rest = name.partition("/")
-    return f"INBOX{sep}{rest}" if head.upper() == "INBOX" else name
-
-
 def folder_info(
     item: Any, parent_name: str, inbox_id: str | None, special: dict[str, str | None]
 ) -> FolderInfo:
@@ -168,25 +161,10 @@ def seg(value: str) -> str:
     return quote(value, safe="")
 
 
-def chunks(items: Sequence[Any], size: int) -> Iterator[list[Any]]:
-    for start in range(0, len(items), size):
-        yield list(items[start : start + size])
-
-
 def crlf(raw: bytes) -> bytes:
     import re
 
     return re.sub(rb"\r\n|\r|\n", b"\r\n", raw)
-
-
-def _datetime(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def flags_of(item: Any) -> frozenset[str]:
@@ -249,7 +227,7 @@ def message_of(item: Any, raw: bytes, folder: str) -> Message:
         size=_size(item) or len(raw),
         labels=_labels(item),
         thread_id=thread if isinstance(thread, str) else None,
-        internal_date=_datetime(item.get("receivedDateTime")),
+        internal_date=json_datetime(item.get("receivedDateTime")),
     )
 
 
@@ -274,7 +252,7 @@ def message_from_headers(item: Any, folder: str) -> Message:
         labels=_labels(item),
         thread_id=thread if isinstance(thread, str) else None,
         headers_only=True,
-        internal_date=_datetime(item.get("receivedDateTime")),
+        internal_date=json_datetime(item.get("receivedDateTime")),
     )
 
 
@@ -308,7 +286,7 @@ def _synthetic_headers(item: Any) -> Iterator[str]:
     subject = item.get("subject")
     if isinstance(subject, str) and subject:
         yield f"Subject: {Header(subject, 'utf-8').encode() if not subject.isascii() else subject}"
-    sent = _datetime(item.get("sentDateTime"))
+    sent = json_datetime(item.get("sentDateTime"))
     if sent is not None:
         yield f"Date: {format_datetime(sent)}"
     message_id = item.get("internetMessageId")

@@ -116,10 +116,8 @@ from mailsync.protocol.jmap_wire import (
     MethodError,
     Paging,
     as_shown,
-    canonical,
     check_id,
     check_set,
-    chunks,
     created_id,
     email_filter,
     find_mailbox,
@@ -139,7 +137,7 @@ from mailsync.protocol.jmap_wire import (
     sync_start,
     unique,
 )
-from mailsync.protocol.mailapi import COMMON_OPTIONS, whole_number_option
+from mailsync.protocol.mailapi import COMMON_OPTIONS, canonical_folder, chunks, whole_number_option
 
 __all__ = [
     "JMAPAPI",
@@ -620,7 +618,7 @@ class JMAPAPI(JMAPSubmission):
             origin = None
             if source is not None:
                 origin = find_mailbox(
-                    (yield from self._known_mailboxes()).values(), canonical(source)
+                    (yield from self._known_mailboxes()).values(), canonical_folder(source)
                 )
             if origin is None:
                 patches[message_id] = {"mailboxIds": {target.id: True}}

@@ -42,13 +42,12 @@ from mailsync.protocol.jmap_wire import (
     JMAPDialect,
     Mailbox,
     MethodError,
-    canonical,
     find_mailbox,
     label_of,
     mailboxes_by_id,
     method_error,
 )
-from mailsync.protocol.mailapi import MailAPI
+from mailsync.protocol.mailapi import MailAPI, canonical_folder
 
 __all__ = [
     "CORE",
@@ -431,7 +430,7 @@ class JMAPCore(MailAPI):
         return self._mailboxes
 
     def _mailbox(self, folder: str) -> Plan[Mailbox]:
-        wanted = canonical(folder)
+        wanted = canonical_folder(folder)
         for reload in (False, True):
             boxes = (
                 (yield from self._load_mailboxes())

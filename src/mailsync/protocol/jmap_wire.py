@@ -10,9 +10,9 @@ Pure functions over JMAP's JSON, beside :mod:`mailsync.protocol.jmap` (the plans
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 from mailsync._errors import (
@@ -36,6 +36,7 @@ from mailsync.protocol.http import (
     field_of,
     optional_field,
 )
+from mailsync.protocol.mailapi import json_datetime
 
 __all__ = [
     "NAME",
@@ -46,10 +47,8 @@ __all__ = [
     "MethodError",
     "Paging",
     "as_shown",
-    "canonical",
     "check_id",
     "check_set",
-    "chunks",
     "created_id",
     "email_filter",
     "find_mailbox",
@@ -233,12 +232,6 @@ def mailboxes_by_id(items: Iterable[Any]) -> dict[str, Mailbox]:
     }
 
 
-def canonical(name: str) -> str:
-    """``inbox`` and ``Inbox/Receipts`` are the INBOX and its child, in any case."""
-    head, sep, rest = name.partition("/")
-    return f"INBOX{sep}{rest}" if head.upper() == "INBOX" else name
-
-
 def flags_of(keywords: Any) -> frozenset[str]:
     """IMAP-spelled flags from an Email's ``keywords`` (``{"$seen": true}``)."""
     if not isinstance(keywords, dict):
@@ -332,16 +325,6 @@ def email_filter(mailbox_id: str, conditions: Sequence[Mapping[str, Any]]) -> di
     return {"operator": "AND", "conditions": [{"inMailbox": mailbox_id}, *conditions]}
 
 
-def _datetime(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
 def header_bytes(item: Mapping[str, Any]) -> bytes:
     """The header block from an Email's raw ``headers``: each field as ``name:value`` (the
     value keeps its leading space and folding), then the empty line."""
@@ -353,11 +336,6 @@ def header_bytes(item: Mapping[str, Any]) -> bytes:
         value = header.get("value")
         lines.append(f"{header['name']}:{value if isinstance(value, str) else ''}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "replace")
-
-
-def chunks(items: Sequence[Any], size: int) -> Iterator[list[Any]]:
-    for start in range(0, len(items), max(1, size)):
-        yield list(items[start : start + max(1, size)])
 
 
 def check_id(message_id: str) -> None:
@@ -466,7 +444,7 @@ def message_of(
         labels=labels,
         thread_id=thread if isinstance(thread, str) else None,
         headers_only=headers,
-        internal_date=_datetime(item.get("receivedAt")),
+        internal_date=json_datetime(item.get("receivedAt")),
     )
 
 
