@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias, TypeVar
 
+from mailsync import _observe
 from mailsync._config import Endpoint
 from mailsync._errors import (
     ConnectionFailed,
@@ -530,9 +531,9 @@ class Retriever(_StateMixin, abc.ABC):
                 self._wait_for_change(folder, poll_interval)
             except _RECOVERABLE as exc:
                 delay = _retry_delay(backoff, exc)
-                log.warning("%s: %s; reconnecting in %.1fs", self.endpoint.display, exc, delay)
-                self._disconnect()
-                self._stop.wait(delay)
+                with _observe.reconnect(self.endpoint, exc, delay):
+                    self._disconnect()
+                    self._stop.wait(delay)
 
     def set_flags(
         self,
@@ -722,9 +723,9 @@ class AsyncRetriever(_StateMixin, abc.ABC):
                 await self._wait_for_change(folder, poll_interval)
             except _RECOVERABLE as exc:
                 delay = _retry_delay(backoff, exc)
-                log.warning("%s: %s; reconnecting in %.1fs", self.endpoint.display, exc, delay)
-                await self._disconnect()
-                await self._sleep_unless_stopped(delay)
+                with _observe.reconnect(self.endpoint, exc, delay):
+                    await self._disconnect()
+                    await self._sleep_unless_stopped(delay)
             finally:
                 await run.aclose()
 
@@ -779,9 +780,13 @@ class _Worker:
 
     async def run(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         import asyncio
+        import contextvars
 
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, lambda: func(*args, **kwargs))
+        # In the caller's context, as asyncio.to_thread does: a span current in the caller
+        # (a web request's) is the parent of what the sync backend does for it.
+        context = contextvars.copy_context()
+        return await loop.run_in_executor(self._pool, lambda: context.run(func, *args, **kwargs))
 
     async def iterate(self, iterator: Iterator[T]) -> AsyncIterator[T]:
         sentinel = object()
@@ -805,6 +810,8 @@ class ThreadedAsyncRetriever(AsyncRetriever):
 
     Used for backends whose I/O is local (Maildir, mbox) or that have no async library.
     """
+
+    _delegating: ClassVar[bool] = True  # the inner retriever is the one observed
 
     def __init__(self, inner: Retriever) -> None:
         super().__init__(inner.endpoint, state=inner._state_arg)
@@ -1025,6 +1032,8 @@ class AsyncSender(abc.ABC):
 
 class ThreadedAsyncSender(AsyncSender):
     """The async API over a sync :class:`Sender`, its calls run on one worker thread."""
+
+    _delegating: ClassVar[bool] = True  # the inner sender is the one observed
 
     def __init__(self, inner: Sender) -> None:
         super().__init__(inner.endpoint)
