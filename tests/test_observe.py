@@ -253,9 +253,7 @@ def test_sending_spans_count_messages_refusals_and_connections(
     mail_servers: MailServers, account: Account, telemetry: Telemetry
 ) -> None:
     url = f"smtp://{account.user}@{mail_servers.host}:{mail_servers.submission_port}"
-    with mailsync.sender(
-        url, password=account.password, verify=mail_servers.ssl_context()
-    ) as out:
+    with mailsync.sender(url, password=account.password, verify=mail_servers.ssl_context()) as out:
         out.send(_compose(account.email, sender=account.email))
         out.send_many(
             [_compose(account.email, "one", account.email), _compose(account.email, "two")]

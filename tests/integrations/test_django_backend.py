@@ -20,10 +20,10 @@ from tests.servers import Account, MailServers
 
 pytest.importorskip("django")
 
-from django.core import mail  # noqa: E402
-from django.test import override_settings  # noqa: E402
+from django.core import mail
+from django.test import override_settings
 
-from mailsync.integrations.django.signals import message_sent  # noqa: E402
+from mailsync.integrations.django.signals import message_sent
 
 pytestmark = pytest.mark.usefixtures("django_settings")
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
 
 import mailsync
 from mailsync.integrations.django.backend import is_url
@@ -56,6 +56,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         """Watch until stopped (or, with ``--once``, until caught up)."""
         names: list[str] = options["accounts"]
+        self.verbosity = int(options.get("verbosity", 1))
         state = options["state"] or getattr(settings, "MAILSYNC_STATE", None)
         try:
             boxes = [(name, self._retriever(name, state)) for name in names]
@@ -90,11 +91,15 @@ class Command(BaseCommand):
         self, boxes: list[tuple[str, mailsync.Retriever]], folder: str, poll_interval: float
     ) -> None:
         name_of = {id(box): name for name, box in boxes}
+        shown: dict[int, str] = {}
 
         def status(box: mailsync.Retriever, now: mailsync.AccountStatus) -> None:
-            if self.verbosity >= 1:
-                why = f": {now.reason}" if now.reason else ""
-                self.stderr.write(f"{name_of[id(box)]}: {now.state}{why}")
+            # Each change of state (not each message counted) is a line on stderr.
+            if self.verbosity < 1 or shown.get(id(box)) == now.state:
+                return
+            shown[id(box)] = now.state
+            why = f": {now.reason}" if now.reason else ""
+            self.stderr.write(f"{name_of[id(box)]}: {now.state}{why}")
 
         def handle(box: mailsync.Retriever, message: mailsync.Message) -> None:
             deliver(name_of[id(box)], box, message)
@@ -110,10 +115,18 @@ class Command(BaseCommand):
 def deliver(account: str, retriever: mailsync.Retriever, message: mailsync.Message) -> None:
     """Send ``message_received`` for one message, as the command does (a receiver that raises
     makes this raise: the message is then not committed)."""
-    close_old_connections()
+    _close_stale_connections()
     try:
         message_received.send(
             sender=type(retriever), account=account, retriever=retriever, message=message
         )
     finally:
-        close_old_connections()
+        _close_stale_connections()
+
+
+def _close_stale_connections() -> None:
+    # Not inside a transaction the caller holds (a TestCase's, or its own): closing there
+    # would break it, and it is the caller's to end.
+    if any(db.in_atomic_block for db in connections.all(initialized_only=True)):
+        return
+    close_old_connections()
