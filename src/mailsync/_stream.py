@@ -419,8 +419,14 @@ def _sent(self: Any, activity: _observe.Activity, results: list[Any], sizes: lis
         activity.extra["connections_opened"] = opened - before
 
 
+_send_logged = functools.partial(_observe.SEND.isEnabledFor, logging.INFO)
+
+
 def _observes_send(logger: Any) -> bool:
-    return not _observe.sending.get() and _observe.enabled(logger, logging.INFO)
+    # The cheap checks first: this runs on every send, observed or not.
+    if _observe.probe is None and not _send_logged():
+        return False
+    return not _observe.sending.get()
 
 
 def _sync_send(func: Callable[..., Any]) -> Callable[..., Any]:
