@@ -371,3 +371,20 @@ def test_opentelemetry_is_never_imported_unless_instrumented(tmp_path: Path) -> 
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().endswith("ok")
     assert "operation" not in done.stderr
+
+
+def test_the_observing_wrappers_keep_each_methods_signature_and_kind() -> None:
+    import inspect
+
+    from mailsync.backends.imap import IMAPRetriever
+    from mailsync.backends.imap_async import AsyncIMAPRetriever
+    from mailsync.backends.smtp import AsyncSMTPSender, SMTPSender
+
+    for cls in (SMTPSender, AsyncSMTPSender):
+        parameters = list(inspect.signature(cls.send).parameters)
+        assert parameters == ["self", "message", "notify", "ret", "envid", "mail_from", "rcpt_to"]
+    assert inspect.iscoroutinefunction(AsyncSMTPSender.send)
+    assert inspect.iscoroutinefunction(AsyncIMAPRetriever.get)
+    assert inspect.iscoroutinefunction(AsyncIMAPRetriever._open)
+    assert list(inspect.signature(IMAPRetriever.get).parameters) == ["self", "id"]
+    assert inspect.signature(IMAPRetriever.get).return_annotation in ("Message", mailsync.Message)

@@ -222,10 +222,18 @@ def _with_progress(func: Callable[..., Any], returns: str) -> inspect.Signature 
     return signature.replace(parameters=parameters, return_annotation=returns)
 
 
+def _signature(func: Callable[..., Any]) -> inspect.Signature | None:
+    """The backend method's own signature: a wrapper that only observes shows it unchanged."""
+    try:
+        return inspect.signature(func)
+    except (TypeError, ValueError):  # pragma: no cover - C callables have none
+        return None
+
+
 def _finish(func: Callable[..., Any], wrapper: Callable[..., Any], returns: str) -> None:
     functools.update_wrapper(wrapper, func)
     del wrapper.__wrapped__  # type: ignore[attr-defined]  # inspect must see the new signature
-    signature = _with_progress(func, returns) if returns else None
+    signature = _with_progress(func, returns) if returns else _signature(func)
     if signature is not None:
         wrapper.__signature__ = signature  # type: ignore[attr-defined]
     setattr(wrapper, _MARK, True)
