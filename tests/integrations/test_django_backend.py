@@ -228,3 +228,25 @@ def test_the_accounts_file_sender_of_a_named_account(
         assert mail.send_mail("Named", "Body.\n", account.email, [account.email]) == 1
     (got,) = _arrived(mail_servers, account)
     assert got["Subject"] == "Named"
+
+
+def test_bcc_through_an_api_that_takes_recipients_from_the_headers() -> None:
+    """The Gmail API sends to whom the message names: Bcc goes in as a header it removes, and
+    an envelope other than the headers is refused rather than sent elsewhere."""
+    from tests.fakes.gmail import FakeGmail
+    from tests.gmail.conftest import options
+
+    gmail = FakeGmail()
+    message = mail.EmailMessage(
+        "Blind", "Body.\n", "me@example.test", ["bob@example.test"], bcc=["carol@example.test"]
+    )
+    with override_settings(MAILSYNC_SEND="gmail://me", MAILSYNC_SEND_OPTIONS=options(gmail)):
+        assert message.send() == 1
+        shown = mail.EmailMessage(
+            "Shown", "Body.\n", "me@example.test", ["bob@example.test"], headers={"To": "x@y.test"}
+        )
+        with pytest.raises(mailsync.Unsupported, match="rcpt_to"):
+            shown.send()
+    ((raw, recipients),) = gmail.outbox
+    assert sorted(recipients) == ["bob@example.test", "carol@example.test"]
+    assert b"carol@example.test" not in raw
