@@ -19,6 +19,7 @@ import pytest
 import mailsync
 from mailsync import _observe
 from tests.contract import make_raw
+from tests.extras import require
 from tests.servers import Account, MailServers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,8 +104,6 @@ def test_a_failed_operation_is_logged_with_its_error_type(
 
 # -- OpenTelemetry ---------------------------------------------------------------------------
 
-otel_sdk = pytest.importorskip("opentelemetry.sdk")
-
 
 class Telemetry:
     """The SDK's in-memory exporters behind ``instrument()``."""
@@ -153,6 +152,7 @@ class Telemetry:
 
 @pytest.fixture
 def telemetry() -> Iterator[Telemetry]:
+    require("opentelemetry.sdk", "otel")  # the SDK's in-memory exporters read spans back
     from mailsync.integrations import otel
 
     world = Telemetry()

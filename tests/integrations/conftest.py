@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.extras import require
 from tests.servers import Account, MailServers
 
 
@@ -14,7 +15,7 @@ from tests.servers import Account, MailServers
 def django_settings() -> object:
     """Django set up with mailsync's app and email backend (settings a test overrides with
     ``override_settings``)."""
-    django = pytest.importorskip("django")
+    django = require("django", "django")
     from django.conf import settings
 
     if not settings.configured:

@@ -18,6 +18,7 @@ import pytest
 import mailsync
 from mailsync.integrations.asgi import SenderPool, Watcher
 from tests.contract import make_raw
+from tests.extras import require
 from tests.integrations.conftest import accounts_file
 from tests.servers import Account, MailServers
 
@@ -41,7 +42,7 @@ def test_the_fastapi_example_sends_from_a_handler_and_watches_in_its_lifespan(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    pytest.importorskip("fastapi")
+    require("fastapi", "dev")  # FastAPI is the example's, not an extra of mailsync
     from fastapi.testclient import TestClient
 
     config = accounts_file(tmp_path / "config.toml", mail_servers, account, "support")

@@ -15,15 +15,16 @@ from typing import Any
 import pytest
 
 import mailsync
+from tests.extras import require
 from tests.integrations.conftest import accounts_file
 from tests.servers import Account, MailServers
 
-pytest.importorskip("django")
+require("django", "django")  # before the imports below, which need Django
 
-from django.core import mail
-from django.test import override_settings
+from django.core import mail  # noqa: E402
+from django.test import override_settings  # noqa: E402
 
-from mailsync.integrations.django.signals import message_sent
+from mailsync.integrations.django.signals import message_sent  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("django_settings")
 

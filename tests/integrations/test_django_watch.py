@@ -17,14 +17,15 @@ import pytest
 
 import mailsync
 from tests.contract import make_raw
+from tests.extras import require
 from tests.integrations.conftest import accounts_file
 from tests.servers import Account, MailServers
 
-pytest.importorskip("django")
+require("django", "django")  # before the imports below, which need Django
 
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError, call_command  # noqa: E402
 
-from mailsync.integrations.django.signals import message_received
+from mailsync.integrations.django.signals import message_received  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("django_settings")
 
