@@ -251,3 +251,52 @@ def test_bcc_through_an_api_that_takes_recipients_from_the_headers() -> None:
     ((raw, recipients),) = gmail.outbox
     assert sorted(recipients) == ["bob@example.test", "carol@example.test"]
     assert b"carol@example.test" not in raw
+
+
+def test_through_the_microsoft_graph_api() -> None:
+    """Graph's sendMail: the alternatives and the blind copy arrive, the Bcc header never."""
+    from tests.fakes.graph import FakeGraph
+
+    graph = FakeGraph()
+    bob, carol = graph.mailbox("bob@contoso.test"), graph.mailbox("carol@contoso.test")
+    message = mail.EmailMultiAlternatives(
+        "Quarterly", "Numbers.\n", "alice@contoso.test", ["bob@contoso.test"]
+    )
+    message.bcc = ["carol@contoso.test"]
+    message.attach_alternative("<p>Numbers.</p>", "text/html")
+    options = {"token": graph.token, "transport": graph, "retry_delay": 0}
+    with override_settings(MAILSYNC_SEND="graph://me", MAILSYNC_SEND_OPTIONS=options):
+        assert message.send() == 1
+    (shown,) = bob.messages.values()
+    (blind,) = carol.messages.values()
+    for received in (shown, blind):
+        head = received.mime.split(b"\r\n\r\n")[0]
+        assert b"Subject: Quarterly" in head
+        assert b"carol@" not in head
+        assert b"<p>Numbers.</p>" in received.mime
+
+
+@pytest.mark.servers
+def test_through_jmap_email_submission(
+    cyrus: Any, cyrus_account: Account, mail_servers: MailServers, other_account: Account
+) -> None:
+    """JMAP (Cyrus, relaying to the test Postfix): Django's message arrives, Bcc delivered."""
+    from tests.jmap.conftest import jmap_target
+
+    target = jmap_target(cyrus, cyrus_account)
+    blind = mail_servers.new_account("blind")
+    message = mail.EmailMessage(
+        "Over JMAP from Django",
+        "Body.\n",
+        cyrus_account.email,
+        [other_account.email],
+        bcc=[blind.email],
+        headers={"X-Mailsync-Envid": "django-jmap-1"},
+    )
+    with override_settings(MAILSYNC_SEND=target.url, MAILSYNC_SEND_OPTIONS=target.options):
+        assert message.send() == 1
+    for who in (other_account, blind):
+        (got,) = _arrived(mail_servers, who)
+        assert got["Subject"] == "Over JMAP from Django"
+        assert got["Bcc"] is None
+        assert [k for k in got if k.lower().startswith("x-mailsync")] == []
