@@ -102,6 +102,44 @@ def test_a_failed_operation_is_logged_with_its_error_type(
     assert "get failed" in record.getMessage()
 
 
+@pytest.mark.servers
+@pytest.mark.parametrize(
+    ("scheme", "asynchronous"),
+    [("imaps", False), ("imaps", True), ("pop3s", False), ("pop3s", True)],
+)
+def test_every_protocol_backend_logs_its_connects(
+    mail_servers: MailServers,
+    account: Account,
+    caplog: pytest.LogCaptureFixture,
+    scheme: str,
+    asynchronous: bool,
+) -> None:
+    """The shared layer finds each backend's connect method, however the backend is built
+    (a plain method, a coroutine, a plan): a backend that renames it loses its connect
+    records, and this fails."""
+    caplog.set_level(logging.DEBUG, logger="mailsync.connect")
+    mail_servers.append(account, make_raw(1))
+    port = mail_servers.imaps_port if scheme == "imaps" else mail_servers.pop3s_port
+    url = f"{scheme}://{account.user}@{mail_servers.host}:{port}"
+    options = {"password": account.password, "verify": mail_servers.ssl_context()}
+
+    async def read_async() -> None:
+        async with mailsync.connect_async(url, state=":memory:", **options) as box:
+            assert len(await box.messages().collect()) == 1
+
+    if asynchronous:
+        asyncio.run(read_async())
+    else:
+        with mailsync.connect(url, state=":memory:", **options) as box:
+            assert len(box.messages().collect()) == 1
+    (record,) = _records(caplog, "connect")
+    plain = scheme.removesuffix("s")  # the account is the same over TLS or not
+    assert (record.scheme, record.host) == (plain, mail_servers.host)
+    assert record.account == f"{plain}://{account.user}@{mail_servers.host}"
+    assert "error_type" not in record.__dict__
+    assert account.password not in record.getMessage()
+
+
 # -- OpenTelemetry ---------------------------------------------------------------------------
 
 
