@@ -230,15 +230,15 @@ def render(rows: Iterable[dict[str, object]]) -> str:
 def _caps() -> str:
     """The library's caps on parsing work, as the page states them (read from the code, so
     the page follows when one changes)."""
-    from mailsync import _message, _mime
+    from mailsync import _addresses, _mime, _parts
 
     caps = [
         f"{_mime.MAX_HEADER_FIELDS:,} header fields per header block",
-        f"{_message.MAX_ADDRESSES:,} addresses per address field (and twice as many list "
-        f"items looked at, {_message._PARSE_BUDGET // 1024:,} KiB of them given to the "
+        f"{_addresses.MAX_ADDRESSES:,} addresses per address field (and twice as many list "
+        f"items looked at, {_addresses._PARSE_BUDGET // 1024:,} KiB of them given to the "
         "stdlib's address parser)",
-        f"{_message.MAX_REFERENCES:,} message ids in References (the last ones)",
-        f"{_message._MAX_PARTS:,} MIME parts, nested at most {_message._MAX_DEPTH} deep",
+        f"{_mime.MAX_REFERENCES:,} message ids in References (the last ones)",
+        f"{_parts.MAX_PARTS:,} MIME parts, nested at most {_parts._MAX_DEPTH} deep",
     ]
     return "; ".join(caps)
 

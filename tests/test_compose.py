@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import mailsync
 from mailsync import Address, ConfigError, InvalidAddress, Message, check_address, compose
-from mailsync._compose import prepare
+from mailsync._envelope import prepare
 from mailsync._message import as_bytes, parse_addresses
 
 FROM = "Alice <alice@example.test>"

@@ -9,7 +9,7 @@ from typing import Any
 import mailsync
 from mailsync._base import SyncStep
 from mailsync._config import parse_url
-from mailsync._state import SQLiteStateStore
+from mailsync._state_sqlite import SQLiteStateStore
 from tests.servers import Account, MailServers
 
 

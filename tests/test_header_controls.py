@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 import mailsync
 from mailsync import ConfigError, InvalidAddress, Message, compose
-from mailsync._compose import outgoing_bytes, prepare
+from mailsync._envelope import outgoing_bytes, prepare
 from mailsync._message import MAX_ADDRESSES, crlf_bytes
 
 FROM = "alice@example.test"

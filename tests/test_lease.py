@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 import mailsync
-from mailsync._state import SQLiteStateStore
+from mailsync._state_sqlite import SQLiteStateStore
 from tests.servers import Account, MailServers, wait_for
 from tests.test_local_contract import _maildir_seed
 

@@ -171,6 +171,21 @@ def test_mbox_sync_never_sees_a_half_written_message(tmp_path: Path) -> None:
     assert seen == [f"Concurrent {n}" for n in range(10)]
 
 
+def test_async_maildir_creates_folders_as_the_sync_one_does(tmp_path: Path) -> None:
+    import asyncio
+
+    root = tmp_path / "Maildir"
+
+    async def main() -> list[str]:
+        async with mailsync.connect_async(f"maildir:{root}", state=":memory:") as box:
+            await box.create_folder("Projects")
+            await box.create_folder("Projects")  # no error when it exists
+            return [folder.name for folder in await box.folders()]
+
+    assert "Projects" in asyncio.run(main())
+    assert (root / ".Projects" / "cur").is_dir()
+
+
 @pytest.mark.parametrize("scheme", ["maildir", "mbox"])
 def test_a_missing_mailbox_is_an_error_that_says_how_it_is_made(
     tmp_path: Path, scheme: str

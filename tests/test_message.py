@@ -26,11 +26,11 @@ from mailsync._message import parse_addresses, split_body
 from mailsync._mime import (
     decode_bytes,
     decode_header_value,
-    decode_transfer,
     parse_date,
     split_params,
     text_codec,
 )
+from mailsync._mime_body import decode_transfer
 
 CORPUS = Path(__file__).parent / "data" / "mime"
 SAMPLES = sorted(CORPUS.glob("*.eml"))

@@ -27,13 +27,12 @@ from mailsync._mime import (
     decode_bytes,
     decode_encoded_words,
     decode_header_value,
-    guess_boundary,
     split_header_block,
-    split_multipart,
     split_params,
     unfold,
     wire_bytes,
 )
+from mailsync._mime_body import guess_boundary, split_multipart
 
 DATA = Path(__file__).parent / "data"
 CORPUS = sorted((DATA / "mime").glob("*.eml")) + sorted((DATA / "reports").glob("*.eml"))

@@ -25,8 +25,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailsync import Attachment, Message, _mime
-from mailsync import _message as model
+from mailsync import Attachment, Message, _mime_body
+from mailsync import _addresses as model
 from mailsync._message import MAX_ADDRESSES, MAX_REFERENCES
 from mailsync._mime import MAX_HEADER_FIELDS
 
@@ -255,16 +255,15 @@ ENCODINGS = ["base64", "quoted-printable", "x-uuencode", "7bit", "binary", "bogu
 def test_decoded_size_is_the_length_of_the_decoded_data(
     data: bytes, encoding: str, window: int
 ) -> None:
-    original = _mime._SIZE_WINDOW
-    _mime._SIZE_WINDOW = window  # small windows cut runs and lines everywhere
+    original = _mime_body._SIZE_WINDOW
+    _mime_body._SIZE_WINDOW = window  # small windows cut runs and lines everywhere
     try:
-        assert _mime.decoded_size(data, encoding) == len(_mime.decode_transfer(data, encoding))
+        decoded = _mime_body.decode_transfer(data, encoding)
+        assert _mime_body.decoded_size(data, encoding) == len(decoded)
         framed = b"junk" + data + b"junk"
-        assert _mime.decoded_size(framed, encoding, 4, 4 + len(data)) == len(
-            _mime.decode_transfer(data, encoding)
-        )
+        assert _mime_body.decoded_size(framed, encoding, 4, 4 + len(data)) == len(decoded)
     finally:
-        _mime._SIZE_WINDOW = original
+        _mime_body._SIZE_WINDOW = original
 
 
 def test_attachments_are_decoded_on_first_use_only() -> None:

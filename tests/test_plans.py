@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -15,6 +15,7 @@ from mailsync import ConnectionFailed, MailTimeout, ProtocolError
 from mailsync._plans import (
     Call,
     Emit,
+    Items,
     Operation,
     Plan,
     Sleep,
@@ -25,6 +26,8 @@ from mailsync._plans import (
     run,
     stream,
 )
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -196,3 +199,43 @@ def test_replay_answers_from_a_script() -> None:
         return "no error"
 
     assert replay(failing(), [ProtocolError("garbled")])[1] == "saw garbled"
+
+
+def test_items_pulls_a_sub_plans_items_one_at_a_time() -> None:
+    closed: list[str] = []
+
+    def inner() -> Plan[str]:
+        try:
+            yield Emit("a")
+            try:
+                yield Ask("reset")
+            except ConnectionFailed:
+                yield Emit("after the error")
+            yield Emit("c")
+            return "inner done"
+        finally:
+            closed.append("inner")
+
+    def outer(stop_after: int) -> Plan[tuple[list[str], Any]]:
+        items = Items(inner())
+        seen: list[str] = []
+        try:
+            while (item := (yield from items.next())) is not Items.END:
+                seen.append(item)
+                yield Emit(item.upper())
+                if len(seen) == stop_after:
+                    break
+        finally:
+            items.close()
+        return seen, items.result
+
+    assert list(stream(outer(99), _answer)) == ["A", "AFTER THE ERROR", "C"]
+    assert run(_returning(outer(99)), _answer) == (["a", "after the error", "c"], "inner done")
+    assert closed == ["inner", "inner"]
+    assert run(_returning(outer(1)), _answer) == (["a"], None)  # stopped early: closed
+    assert closed == ["inner", "inner", "inner"]
+
+
+def _returning(plan: Plan[T]) -> Plan[T]:
+    """The plan's return value, its items dropped."""
+    return (yield from collect(plan, lambda item: None))

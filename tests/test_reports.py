@@ -729,7 +729,7 @@ def test_a_stdlib_message_built_in_code_is_read_and_left_as_it_was() -> None:
 def test_the_header_block_the_model_split_is_not_split_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import mailsync._message as model
+    import mailsync._parts as model  # where the model splits a message into parts
 
     raw = load("postfix-failed.eml")
     message = Message.from_bytes(raw)

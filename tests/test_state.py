@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 import mailsync
-from mailsync._state import CursorLease, SQLiteStateStore, open_state_store
+from mailsync._state import CursorLease, open_state_store
+from mailsync._state_sqlite import SQLiteStateStore
 
 
 def test_file_store_creates_parents_and_persists(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import pytest
 from mailsync._base import SendResult
 from mailsync._message import HeaderMap, Message
 from mailsync._reports import DeliveryReport, RecipientReport
-from mailsync._state import SQLiteStateStore
+from mailsync._state_sqlite import SQLiteStateStore
 from mailsync._tracker import DeliveryTracker, TrackedMessage
 
 CORPUS = Path(__file__).parent / "data" / "reports"

@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 import mailsync
-from mailsync._watch import RetryPolicy, is_transient
+from mailsync._watch import RetryPolicy
+from mailsync._watch_engine import is_transient
 from tests.proxy import TCPProxy
 from tests.servers import Account, MailServers, wait_for
 

@@ -9,10 +9,13 @@ from typing import Any
 
 import mailsync
 from mailsync import Folder, Message, Q
-from mailsync._base import SyncStep, ThreadedAsyncRetriever
-from mailsync._config import Endpoint
-from mailsync._errors import map_exceptions
-from mailsync._message import header_block
+from mailsync.backends import (
+    Endpoint,
+    SyncStep,
+    ThreadedAsyncRetriever,
+    header_block,
+    map_exceptions,
+)
 
 
 class EmlDirRetriever(mailsync.Retriever):

@@ -65,8 +65,9 @@ if _TYPE_CHECKING:
     from mailsync._query import Q
     from mailsync._registry import BackendSpec
     from mailsync._reports import DeliveryReport, RecipientReport, parse_report
-    from mailsync._state import CursorLease, SQLiteStateStore, StateStore
+    from mailsync._state import CursorLease, StateStore
     from mailsync._state_postgres import PostgresStateStore
+    from mailsync._state_sqlite import SQLiteStateStore
     from mailsync._stream import AsyncMessageStream, MessageStream
     from mailsync._tracker import DeliveryTracker, RecipientStatus, TrackedMessage
     from mailsync._watch import (
@@ -118,7 +119,7 @@ _LAZY = {
     "sender": "mailsync._facade",
     "sender_async": "mailsync._facade",
     "SendResult": "mailsync._base",
-    "SQLiteStateStore": "mailsync._state",
+    "SQLiteStateStore": "mailsync._state_sqlite",
     "StateStore": "mailsync._state",
     "SyncRun": "mailsync._base",
     "Timeout": "mailsync._config",

@@ -12,8 +12,10 @@ turns those into the public behaviour that must be identical everywhere:
   exponential backoff and jitter when the connection drops, catching up through ``sync()``.
 - Every backend's ``messages()``, ``folders()`` and ``send_many()`` are finished by
   :mod:`mailsync._stream` (``collect()``, ``progress=``) from ``__init_subclass__``.
-- :class:`ThreadedAsyncRetriever`/:class:`ThreadedAsyncSender`: the async API over a sync
-  backend, running its blocking calls on one worker thread (never ``asyncio.run``).
+
+Senders are :mod:`mailsync._senders`, and the run iterators ``sync()`` returns
+:mod:`mailsync._sync_run` (both re-exported here); the thread adapters that give a sync
+backend its async twin are :mod:`mailsync._threaded`.
 
 No protocol code lives here. asyncio is imported inside the async code paths only: it costs
 ~20 ms at start-up, which sync programs (a cron job, a CLI call) should not pay.
@@ -25,15 +27,23 @@ import abc
 import logging
 import random
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+import time
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias, TypeVar
+from typing import Any, ClassVar, TypeAlias, TypeVar
 
 from mailsync import _observe
 from mailsync._config import Endpoint
 from mailsync._errors import (
     ConnectionFailed,
+    MailsyncError,
     MailTimeout,
     RateLimited,
     TemporaryFailure,
@@ -41,6 +51,7 @@ from mailsync._errors import (
 )
 from mailsync._message import Folder, Message
 from mailsync._query import Q
+from mailsync._senders import AsyncSender, OutgoingMessage, Sender, SendResult
 from mailsync._state import StateStore, SyncLease, shared_state_store
 from mailsync._stream import (
     AsyncMessageStream,
@@ -48,13 +59,8 @@ from mailsync._stream import (
     acounted_steps,
     counted_steps,
     finish_retriever_class,
-    finish_sender_class,
 )
-
-if TYPE_CHECKING:
-    from email.message import EmailMessage
-
-    from mailsync._message import MessageList
+from mailsync._sync_run import AsyncSyncRun, SyncRun, SyncStep
 
 __all__ = [
     "AsyncMessageStream",
@@ -70,66 +76,18 @@ __all__ = [
     "Sender",
     "SyncRun",
     "SyncStep",
-    "ThreadedAsyncRetriever",
-    "ThreadedAsyncSender",
 ]
 
 log = logging.getLogger("mailsync")
 
 #: What the changing methods accept: messages, or their ids.
 MessageRef: TypeAlias = Message | str
-#: What senders and ``append`` accept.
-# A string, so that the stdlib email package loads only when a program uses it.
-OutgoingMessage: TypeAlias = "EmailMessage | bytes | Message"
 
 CAPABILITIES = frozenset(
     {"folders", "flags", "move", "delete", "append", "search", "idle", "labels", "threads"}
 )
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class SyncStep:
-    """One step of a backend's answer to "what changed since this cursor".
-
-    Attributes:
-        message: The new message, or None for a step that only advances the cursor.
-        cursor: The cursor to save once ``message`` has been delivered.
-        identity: Recorded in the delivered set so a later resync skips the message.
-    """
-
-    message: Message | None
-    cursor: Mapping[str, Any]
-    identity: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SendResult:
-    """What became of one sent message.
-
-    Attributes:
-        message_id: The Message-ID sent, without angle brackets.
-        accepted: The recipients the server accepted.
-        refused: Refused recipients: address -> ``(code, text)``.
-        envid: The DSN envelope id sent with the message, if any.
-        saved_to: The folder a copy was filed in (``save_to``), or None.
-        delivery: Recipient -> the delivery status the server reported when the message was
-            sent (JMAP's ``deliveryStatus``: ``"queued"``, ``"yes"``, ``"no"``,
-            ``"unknown"``); empty where the backend cannot tell (reports then come as DSNs).
-    """
-
-    message_id: str
-    accepted: tuple[str, ...]
-    refused: Mapping[str, tuple[int, str]] = field(default_factory=dict)
-    envid: str | None = None
-    saved_to: str | None = None
-    delivery: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        """True when no recipient was refused."""
-        return not self.refused
 
 
 class Backoff:
@@ -168,148 +126,19 @@ def _retry_delay(backoff: Backoff, exc: BaseException) -> float:
     return delay
 
 
-# -- sync ------------------------------------------------------------------------------------
-
-
-class SyncRun(Iterator[Message]):
-    """The iterator ``Retriever.sync()`` returns.
-
-    A message counts as delivered, and the cursor moves past it, when the next message is
-    requested or the loop ends normally. Breaking out of the loop leaves the message being
-    handled undelivered (it comes again next time) unless you call :meth:`commit` first.
-    The run holds its account+folder's sync lease from its first step until it ends.
-    """
-
-    def __init__(self, steps: Iterator[SyncStep], lease: SyncLease) -> None:
-        self._steps = steps
-        self._lease = lease
-        self._pending: SyncStep | None = None
-        self._done = False
-
-    def __iter__(self) -> SyncRun:
-        return self
-
-    def __next__(self) -> Message:
-        if self._done:
-            raise StopIteration
-        try:
-            self.commit()
-            for step in self._steps:
-                if step.message is None:
-                    self._lease.save(step.cursor)
-                    continue
-                self._pending = step
-                return step.message
-        except BaseException:
-            self.close()
-            raise
-        self._done = True
-        self._lease.release()
-        raise StopIteration
-
-    def commit(self) -> None:
-        """Mark the message last returned as delivered now."""
-        step, self._pending = self._pending, None
-        if step is None:
-            return
-        identities = [step.identity] if step.identity else []
-        self._lease.save(step.cursor, identities)
-
-    def collect(self) -> MessageList:
-        """Every new message in a :class:`~mailsync.MessageList`, all marked delivered."""
-        from mailsync._message import MessageList
-
-        return MessageList(self)
-
-    def close(self) -> None:
-        """Stop without marking the message being handled as delivered."""
-        self._pending = None
-        self._done = True
-        try:
-            close = getattr(self._steps, "close", None)
-            if close is not None:
-                close()
-        finally:
-            self._lease.release()
-
-    def __del__(self) -> None:
-        # A run dropped mid-loop must not keep its folder locked until the process ends.
-        try:  # noqa: SIM105 - at interpreter exit, module globals (contextlib) may be gone
-            self._lease.release()
-        except Exception:  # noqa: S110 - nothing to tell anyone from a finaliser
-            pass
-
-
-class AsyncSyncRun(AsyncIterator[Message]):
-    """The async iterator ``AsyncRetriever.sync()`` returns; same rules as :class:`SyncRun`."""
-
-    def __init__(self, steps: AsyncIterator[SyncStep], lease: SyncLease) -> None:
-        self._steps = steps
-        self._lease = lease
-        self._pending: SyncStep | None = None
-        self._done = False
-
-    def __aiter__(self) -> AsyncSyncRun:
-        return self
-
-    async def __anext__(self) -> Message:
-        import asyncio
-
-        if self._done:
-            raise StopAsyncIteration
-        try:
-            await self.commit()
-            async for step in self._steps:
-                if step.message is None:
-                    await asyncio.to_thread(self._lease.save, step.cursor)
-                    continue
-                self._pending = step
-                return step.message
-        except BaseException:
-            await self.aclose()
-            raise
-        self._done = True
-        await asyncio.to_thread(self._lease.release)
-        raise StopAsyncIteration
-
-    async def commit(self) -> None:
-        """Mark the message last returned as delivered now."""
-        step, self._pending = self._pending, None
-        if step is None:
-            return
-        identities = [step.identity] if step.identity else []
-        import asyncio
-
-        await asyncio.to_thread(self._lease.save, step.cursor, identities)
-
-    async def collect(self) -> MessageList:
-        """Every new message in a :class:`~mailsync.MessageList`, all marked delivered."""
-        from mailsync._message import MessageList
-
-        return MessageList([message async for message in self])
-
-    async def aclose(self) -> None:
-        """Stop without marking the message being handled as delivered."""
-        import asyncio
-
-        self._pending = None
-        self._done = True
-        try:
-            aclose = getattr(self._steps, "aclose", None)
-            if aclose is not None:
-                await aclose()
-        finally:
-            # Not cancellable half-way: a lease must not stay held by a cancelled run.
-            await asyncio.shield(asyncio.to_thread(self._lease.release))
-
-    def __del__(self) -> None:
-        try:  # noqa: SIM105 - at interpreter exit, module globals (contextlib) may be gone
-            self._lease.release()
-        except Exception:  # noqa: S110 - nothing to tell anyone from a finaliser
-            pass
-
-
 # -- retrievers ------------------------------------------------------------------------------
+
+
+class _StoreOnFirstUse:
+    """A retriever's state store that is opened by the first call made to it. Async code
+    makes every store call on a worker thread, so the opening (directories, the SQLite file
+    and its schema) happens there too, not on the event loop."""
+
+    def __init__(self, owner: _StateMixin) -> None:
+        self._owner = owner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._owner.state, name)
 
 
 class _StateMixin:
@@ -490,25 +319,28 @@ class Retriever(_StateMixin, abc.ABC):
             SyncBusy: Another run held the lease longer than ``wait`` allows.
             LeaseLost: Another run saved the cursor under this one (the lease was lost).
         """
-        return self._leased_sync(folder, wait, lambda: False, progress=progress)
+        return self._leased_sync(folder, wait, lambda: False, time.sleep, progress=progress)
 
     def _leased_sync(
         self,
         folder: str,
         wait: bool | float,
         stopped: Callable[[], bool],
+        sleep: Callable[[float], object],
         *,
         progress: bool = False,
     ) -> SyncRun:
+        """:meth:`sync`; waiting for the lease ends when ``stopped()`` is true, and ``sleep``
+        is how it waits between attempts (watch() wakes it when closed)."""
         store, key = self.state, self._folder_key(folder)
         lease = SyncLease(store, self.account_key, key, wait)
 
         def steps() -> Iterator[SyncStep]:
-            if not lease.acquire(stopped):
+            if not lease.acquire(stopped, sleep):
                 return
             if lease.cursor is None and self._load_cursor(store, key) is not None:
                 lease.release()  # a cursor saved under an older account key was copied:
-                if not lease.acquire(stopped):  # take the lease again to read it under it
+                if not lease.acquire(stopped, sleep):  # read it under the lease
                     return
             yield from self._sync_steps(folder, lease.cursor, self._known(folder))
 
@@ -520,20 +352,41 @@ class Retriever(_StateMixin, abc.ABC):
         Built on :meth:`sync`, so nothing is missed across restarts. Uses IDLE or the
         provider's push where the backend has it, else polls every ``poll_interval`` seconds.
         A dropped connection is reopened with exponential backoff and jitter.
+
+        :meth:`close` (from any thread) ends it at once, whatever it is doing: waiting for
+        mail, backing off, or in the middle of fetching; the message being handled then
+        counts as not delivered.
         """
         backoff = Backoff()
-        while not self._stop.is_set():
-            try:
-                yield from self._leased_sync(folder, True, self._stop.is_set)
-                backoff.reset()
-                if self._stop.is_set():
-                    return
-                self._wait_for_change(folder, poll_interval)
-            except _RECOVERABLE as exc:
-                delay = _retry_delay(backoff, exc)
-                with _observe.reconnect(self.endpoint, exc, delay):
-                    self._disconnect()
-                    self._stop.wait(delay)
+        try:
+            while not self._stop.is_set():
+                try:
+                    run = self._leased_sync(folder, True, self._stop.is_set, self._stop.wait)
+                    try:
+                        for message in run:
+                            if self._stop.is_set():
+                                return  # closed: the message being handled comes again
+                            yield message
+                            if self._stop.is_set():
+                                return  # closed while the message was handled
+                    finally:
+                        run.close()
+                    backoff.reset()
+                    if self._stop.is_set():
+                        return
+                    self._wait_for_change(folder, poll_interval)
+                except MailsyncError as exc:
+                    if self._stop.is_set():
+                        return  # close() cut the connection: what that broke is not news
+                    if not isinstance(exc, _RECOVERABLE):
+                        raise
+                    delay = _retry_delay(backoff, exc)
+                    with _observe.reconnect(self.endpoint, exc, delay):
+                        self._disconnect()
+                        self._stop.wait(delay)
+        finally:
+            if self._stop.is_set():
+                self._disconnect()  # a connection this loop opened while close() ran
 
     def set_flags(
         self,
@@ -676,58 +529,93 @@ class AsyncRetriever(_StateMixin, abc.ABC):
     def sync(
         self, folder: str = "INBOX", *, wait: bool | float = True, progress: bool = False
     ) -> AsyncSyncRun:
-        """Only messages no earlier ``sync()`` yielded; see :meth:`Retriever.sync`."""
-        return self._leased_sync(folder, wait, lambda: False, progress=progress)
+        """Only messages no earlier ``sync()`` yielded; see :meth:`Retriever.sync`.
+
+        The state store is only ever called on worker threads (taking the lease, reading the
+        cursor, asking which messages were delivered, saving), never on the event loop: a
+        SQLite call can wait for another process's or thread's write.
+        """
+        import asyncio
+
+        return self._leased_sync(folder, wait, lambda: False, asyncio.sleep, progress=progress)
 
     def _leased_sync(
         self,
         folder: str,
         wait: bool | float,
         stopped: Callable[[], bool],
+        sleep: Callable[[float], Awaitable[object]],
         *,
         progress: bool = False,
     ) -> AsyncSyncRun:
+        """:meth:`sync`, with :meth:`Retriever._leased_sync`'s ``stopped`` and ``sleep``."""
+        key = self._folder_key(folder)
+        store = self._store if self._store is not None else _StoreOnFirstUse(self)
+        lease = SyncLease(store, self.account_key, key, wait)
+        steps = self._leased_steps(folder, key, store, lease, (stopped, sleep))
+        return AsyncSyncRun(acounted_steps(steps, progress=progress, desc=folder), lease)
+
+    async def _leased_steps(
+        self,
+        folder: str,
+        key: str,
+        store: StateStore,
+        lease: SyncLease,
+        waiting: tuple[Callable[[], bool], Callable[[float], Awaitable[object]]],
+    ) -> AsyncIterator[SyncStep]:
         import asyncio
 
-        store, key = self.state, self._folder_key(folder)
-        lease = SyncLease(store, self.account_key, key, wait)
-
-        async def steps() -> AsyncIterator[SyncStep]:
-            if not await lease.acquire_async(stopped):
+        if not await lease.acquire_async(*waiting):
+            return
+        # A lambda: even looking the method up opens a store not opened yet.
+        if lease.cursor is None and await asyncio.to_thread(
+            lambda: self._load_cursor(store, key) is not None
+        ):
+            await asyncio.to_thread(lease.release)  # as in Retriever._leased_sync
+            if not await lease.acquire_async(*waiting):
                 return
-            if (
-                lease.cursor is None
-                and (await asyncio.to_thread(self._load_cursor, store, key)) is not None
-            ):
-                await asyncio.to_thread(lease.release)  # as in Retriever._leased_sync
-                if not await lease.acquire_async(stopped):
-                    return
-            async for step in self._sync_steps(folder, lease.cursor, self._known(folder)):
+        steps = self._sync_steps(folder, lease.cursor, self._known(folder))
+        try:
+            async for step in steps:
                 yield step
-
-        return AsyncSyncRun(acounted_steps(steps(), progress=progress, desc=folder), lease)
+        finally:
+            aclose = getattr(steps, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     async def watch(
         self, folder: str = "INBOX", *, poll_interval: float = 60.0
     ) -> AsyncIterator[Message]:
         """Yield new messages as they arrive; see :meth:`Retriever.watch`."""
         backoff = Backoff()
-        while not self._stopped:
-            run = self._leased_sync(folder, True, self._is_stopped)
-            try:
-                async for message in run:
-                    yield message
-                backoff.reset()
-                if self._is_stopped():
-                    return
-                await self._wait_for_change(folder, poll_interval)
-            except _RECOVERABLE as exc:
-                delay = _retry_delay(backoff, exc)
-                with _observe.reconnect(self.endpoint, exc, delay):
-                    await self._disconnect()
-                    await self._sleep_unless_stopped(delay)
-            finally:
-                await run.aclose()
+        try:
+            while not self._is_stopped():
+                run = self._leased_sync(folder, True, self._is_stopped, self._sleep_unless_stopped)
+                try:
+                    async for message in run:
+                        if self._is_stopped():
+                            return  # closed: the message being handled comes again
+                        yield message
+                        if self._is_stopped():
+                            return  # closed while the message was handled
+                    backoff.reset()
+                    if self._is_stopped():
+                        return
+                    await self._wait_for_change(folder, poll_interval)
+                except MailsyncError as exc:
+                    if self._is_stopped():
+                        return  # aclose() cut the connection: what that broke is not news
+                    if not isinstance(exc, _RECOVERABLE):
+                        raise
+                    delay = _retry_delay(backoff, exc)
+                    with _observe.reconnect(self.endpoint, exc, delay):
+                        await self._disconnect()
+                        await self._sleep_unless_stopped(delay)
+                finally:
+                    await run.aclose()
+        finally:
+            if self._is_stopped():
+                await self._disconnect()  # a connection this loop opened while aclose() ran
 
     async def set_flags(
         self,
@@ -763,310 +651,11 @@ def message_refs(msgs: MessageRef | Sequence[MessageRef]) -> list[str]:
     return [m.id if isinstance(m, Message) else m for m in msgs]
 
 
-# -- async over sync -------------------------------------------------------------------------
-
-
-class _Worker:
-    """One thread that runs a sync backend's calls in order, for an async facade.
-
-    One thread (not the default pool) because a protocol connection must not be used from two
-    threads at once, and the calls must keep their order.
-    """
-
-    def __init__(self, name: str) -> None:
-        import concurrent.futures
-
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
-
-    async def run(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        import asyncio
-        import contextvars
-
-        loop = asyncio.get_running_loop()
-        # In the caller's context, as asyncio.to_thread does: a span current in the caller
-        # (a web request's) is the parent of what the sync backend does for it.
-        context = contextvars.copy_context()
-        return await loop.run_in_executor(self._pool, lambda: context.run(func, *args, **kwargs))
-
-    async def iterate(self, iterator: Iterator[T]) -> AsyncIterator[T]:
-        sentinel = object()
-        try:
-            while True:
-                item = await self.run(next, iterator, sentinel)
-                if item is sentinel:
-                    return
-                yield item
-        finally:
-            close = getattr(iterator, "close", None)
-            if close is not None:
-                await self.run(close)
-
-    def shutdown(self) -> None:
-        self._pool.shutdown(wait=False)
-
-
-class ThreadedAsyncRetriever(AsyncRetriever):
-    """The async API over a sync :class:`Retriever`, its calls run on one worker thread.
-
-    Used for backends whose I/O is local (Maildir, mbox) or that have no async library.
-    """
-
-    _delegating: ClassVar[bool] = True  # the inner retriever is the one observed
-
-    def __init__(self, inner: Retriever) -> None:
-        super().__init__(inner.endpoint, state=inner._state_arg)
-        self.inner = inner
-        self.scheme = inner.scheme  # type: ignore[misc]
-        self.capabilities = inner.capabilities
-        self._worker = _Worker(f"mailsync-{inner.scheme}")
-
-    @property
-    def state(self) -> StateStore:
-        """The inner retriever's state store."""
-        return self.inner.state
-
-    async def folders(self) -> list[Folder]:
-        """Every folder of the account."""
-        return await self._worker.run(self.inner.folders)
-
-    async def messages(
-        self,
-        folder: str = "INBOX",
-        *,
-        query: Q | None = None,
-        headers_only: bool = False,
-        limit: int | None = None,
-    ) -> AsyncIterator[Message]:
-        """The messages of ``folder`` in arrival order."""
-        iterator = await self._worker.run(
-            self.inner.messages, folder, query=query, headers_only=headers_only, limit=limit
-        )
-        async for message in self._worker.iterate(iterator):
-            yield message
-
-    async def get(self, id: str) -> Message:
-        """One message by its id."""
-        return await self._worker.run(self.inner.get, id)
-
-    async def _sync_steps(
-        self,
-        folder: str,
-        cursor: dict[str, Any] | None,
-        known: Callable[[Iterable[str]], set[str]],
-    ) -> AsyncIterator[SyncStep]:
-        iterator = await self._worker.run(self.inner._sync_steps, folder, cursor, known)
-        async for step in self._worker.iterate(iterator):
-            yield step
-
-    async def _wait_for_change(self, folder: str, timeout: float) -> None:
-        await self._worker.run(self.inner._wait_for_change, folder, timeout)
-
-    async def _disconnect(self) -> None:
-        await self._worker.run(self.inner._disconnect)
-
-    async def aclose(self) -> None:
-        """Close the inner retriever and the worker thread."""
-        self._stopped = True
-        self._stop_event.set()
-        self.inner._stop.set()  # wakes a poll wait at once
-        await self._worker.run(self.inner.close)
-        self._worker.shutdown()
-
-    async def set_flags(
-        self,
-        msgs: MessageRef | Sequence[MessageRef],
-        *,
-        add: Iterable[str] = (),
-        remove: Iterable[str] = (),
-    ) -> None:
-        """Add and remove flags on messages."""
-        await self._worker.run(self.inner.set_flags, msgs, add=add, remove=remove)
-
-    async def move(self, msgs: MessageRef | Sequence[MessageRef], folder: str) -> None:
-        """Move messages to another folder."""
-        await self._worker.run(self.inner.move, msgs, folder)
-
-    async def delete(
-        self, msgs: MessageRef | Sequence[MessageRef], *, permanent: bool = False
-    ) -> None:
-        """Delete messages."""
-        await self._worker.run(self.inner.delete, msgs, permanent=permanent)
-
-    async def append(
-        self, folder: str, message: OutgoingMessage, flags: Iterable[str] = ()
-    ) -> str | None:
-        """Store a message in a folder."""
-        return await self._worker.run(self.inner.append, folder, message, flags)
-
-
-# -- senders ---------------------------------------------------------------------------------
-
-
-class Sender(abc.ABC):
-    """Pushes mail out. Get one with :func:`mailsync.sender`.
-
-    Senders connect lazily, are context managers, and are closed by :meth:`close`.
-
-    Attributes:
-        saves_sent_copy: True for transports that file what they send in the Sent folder
-            themselves (the Gmail API, Microsoft Graph): ``save_to`` then adds nothing.
-    """
-
-    scheme: ClassVar[str] = ""
-    saves_sent_copy: ClassVar[bool] = False
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        finish_sender_class(cls, asynchronous=False)
-
-    def __init__(self, endpoint: Endpoint) -> None:
-        self.endpoint = endpoint
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.endpoint.url}>"
-
-    def __enter__(self: T) -> T:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    @abc.abstractmethod
-    def send(
-        self,
-        message: OutgoingMessage,
-        *,
-        notify: Iterable[str] | str | None = None,
-        ret: str | None = None,
-        envid: str | None = None,
-        mail_from: str | None = None,
-        rcpt_to: Iterable[str] | None = None,
-    ) -> SendResult:
-        """Send one message.
-
-        Args:
-            message: An ``EmailMessage`` (e.g. from :func:`mailsync.compose`), bytes or a
-                :class:`Message`.
-            notify: DSN NOTIFY: ``"never"`` or some of ``"success"``, ``"failure"``,
-                ``"delay"``.
-            ret: DSN RET: ``"full"`` or ``"hdrs"``.
-            envid: DSN ENVID, returned in reports to tie them to this message.
-            mail_from: Envelope sender; the From (or Sender) header by default.
-            rcpt_to: Envelope recipients; To + Cc + Bcc by default.
-
-        Returns:
-            The per-recipient outcome.
-
-        Raises:
-            RecipientsRefused: Every recipient was refused.
-            Unsupported: DSN was asked for and the server does not offer it.
-        """
-
-    def send_many(self, messages: Iterable[OutgoingMessage]) -> list[SendResult]:
-        """Send several messages, in order, over one connection where the backend can.
-
-        Every sender's ``send_many`` also takes ``progress=True`` (keyword only): a bar
-        counting the messages as they go out, in Jupyter or on a terminal.
-
-        Returns:
-            One :class:`SendResult` per message, in the same order.
-        """
-        return [self.send(message) for message in messages]
-
-    def close(self) -> None:
-        """Close the connection, if any."""
-
-
-class AsyncSender(abc.ABC):
-    """The async twin of :class:`Sender`. Get one with :func:`mailsync.sender_async`."""
-
-    scheme: ClassVar[str] = ""
-    saves_sent_copy: ClassVar[bool] = False
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        finish_sender_class(cls, asynchronous=True)
-
-    def __init__(self, endpoint: Endpoint) -> None:
-        self.endpoint = endpoint
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.endpoint.url}>"
-
-    async def __aenter__(self: T) -> T:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    @abc.abstractmethod
-    async def send(
-        self,
-        message: OutgoingMessage,
-        *,
-        notify: Iterable[str] | str | None = None,
-        ret: str | None = None,
-        envid: str | None = None,
-        mail_from: str | None = None,
-        rcpt_to: Iterable[str] | None = None,
-    ) -> SendResult:
-        """Send one message; see :meth:`Sender.send`."""
-
-    async def send_many(self, messages: Iterable[OutgoingMessage]) -> list[SendResult]:
-        """Send several messages in order; see :meth:`Sender.send_many`."""
-        return [await self.send(message) for message in messages]
-
-    async def aclose(self) -> None:
-        """Close the connection, if any."""
-
-
-class ThreadedAsyncSender(AsyncSender):
-    """The async API over a sync :class:`Sender`, its calls run on one worker thread."""
-
-    _delegating: ClassVar[bool] = True  # the inner sender is the one observed
-
-    def __init__(self, inner: Sender) -> None:
-        super().__init__(inner.endpoint)
-        self.inner = inner
-        self.scheme = inner.scheme  # type: ignore[misc]
-        self._worker = _Worker(f"mailsync-{inner.scheme}-send")
-
-    async def send(
-        self,
-        message: OutgoingMessage,
-        *,
-        notify: Iterable[str] | str | None = None,
-        ret: str | None = None,
-        envid: str | None = None,
-        mail_from: str | None = None,
-        rcpt_to: Iterable[str] | None = None,
-    ) -> SendResult:
-        """Send one message; see :meth:`Sender.send`."""
-        return await self._worker.run(
-            self.inner.send,
-            message,
-            notify=notify,
-            ret=ret,
-            envid=envid,
-            mail_from=mail_from,
-            rcpt_to=rcpt_to,
-        )
-
-    async def send_many(self, messages: Iterable[OutgoingMessage]) -> list[SendResult]:
-        """Send several messages in order over one connection."""
-        return await self._worker.run(self.inner.send_many, list(messages))
-
-    async def aclose(self) -> None:
-        """Close the inner sender and the worker thread."""
-        await self._worker.run(self.inner.close)
-        self._worker.shutdown()
+def __getattr__(name: str) -> Any:
+    # ThreadedAsyncRetriever and ThreadedAsyncSender moved to mailsync._threaded (which
+    # imports this module); code that imported them from here keeps working.
+    if name in ("ThreadedAsyncRetriever", "ThreadedAsyncSender"):
+        from mailsync import _threaded
+
+        return getattr(_threaded, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

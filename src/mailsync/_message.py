@@ -14,44 +14,38 @@ This module does no I/O except :meth:`Attachment.save`.
 
 from __future__ import annotations
 
-import collections
-import itertools
-import os
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import FrozenInstanceError, dataclass
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, SupportsIndex, overload
+from typing import TYPE_CHECKING, Any, SupportsIndex, TypeVar, overload
 
-from mailsync._errors import MailsyncError, StorageError
+from mailsync._addresses import MAX_ADDRESSES, iter_addresses, parse_addresses
 from mailsync._mime import (
+    MAX_REFERENCES,
     cr_line_ends,
     decode_bytes,
     decode_header_value,
     decode_identifier_value,
-    decode_transfer,
-    decoded_size,
-    guess_boundary,
     lf_for_cr_only,
-    multipart_spans,
+    message_id_of,
+    msg_ids,
     parse_date,
     safe_filename,
     split_header_block,
-    split_params,
-    split_suffix,
-    unfold,
 )
+from mailsync._mime_body import decode_transfer
+from mailsync._parts import MAX_PARTS, HeaderMap, Layout, Leaf, Node, children, layout, parse_node
+from mailsync._types import Address, AddressLike, Attachment, AttachmentSpec, Folder
 
 if TYPE_CHECKING:
     from email.message import EmailMessage
     from email.message import Message as StdMessage
 
-    from mailsync._compose import AddressLike, AttachmentSpec
-    from mailsync._reports import DeliveryReport
+    from mailsync._reports._values import DeliveryReport
 
 __all__ = [
     "MAX_ADDRESSES",
+    "MAX_REFERENCES",
     "Address",
     "Attachment",
     "Folder",
@@ -69,281 +63,7 @@ __all__ = [
     "safe_filename",
 ]
 
-
-class Address(NamedTuple):
-    """A mailbox: display name and address.
-
-    Attributes:
-        name: The display name, decoded; empty when there is none.
-        email: The address itself (``local@domain``); may be empty for a broken header.
-    """
-
-    name: str
-    email: str
-
-    def __str__(self) -> str:
-        # For people, not for the wire: the name stays readable Unicode (``formataddr`` would
-        # turn it into an encoded word), quoted when it holds specials.
-        if not self.name:
-            return self.email
-        name = self.name
-        if _NEEDS_QUOTES.search(name):
-            name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        return f"{name} <{self.email}>"
-
-
-_NEEDS_QUOTES = re.compile(r'[][\\()<>@,:;".]')
-
-
-@dataclass(frozen=True, slots=True)
-class Folder:
-    """A folder (IMAP mailbox, Maildir++ subfolder, Gmail label, Graph folder).
-
-    Attributes:
-        name: The backend's name for it, decoded (``"INBOX"``, ``"Archive/2024"``).
-        delimiter: The hierarchy separator, or None for a flat namespace.
-        special_use: ``\\Sent``, ``\\Trash``, ``\\Drafts``, ``\\Junk``, ``\\Archive``, ``\\All``,
-            ``\\Flagged``, or None.
-        flags: Other attributes the server reports (``\\HasChildren``, ``\\Noselect``).
-    """
-
-    name: str
-    delimiter: str | None = None
-    special_use: str | None = None
-    flags: frozenset[str] = frozenset()
-
-    @property
-    def selectable(self) -> bool:
-        """False for folders that only hold other folders."""
-        return not any(f.lower() in ("\\noselect", "\\nonexistent") for f in self.flags)
-
-
-_DECODE_TO_SIZE = 64 * 1024  # parts up to this size are decoded when their size is asked
-
-
-class Attachment:
-    """A part of a message that is not its text or html body.
-
-    The attachments of a retrieved message are listed without decoding anything: ``data``
-    is decoded on first use (and kept), and ``size`` is worked out without decoding where
-    the encoding allows (see :attr:`size`), so listing the attachments of a 100 MB message
-    costs next to nothing.
-
-    Attributes:
-        filename: The decoded file name (RFC 2231 and encoded words understood), or None. It
-            comes from the sender: use :meth:`save`, never this name, to make a path.
-        content_type: e.g. ``"application/pdf"``.
-        content_id: The Content-ID without angle brackets, for inline parts.
-        inline: True for parts shown inside the body (``Content-Disposition: inline`` or
-            referenced by Content-ID), such as images in an html message.
-    """
-
-    __slots__ = ("_data", "_encoded", "_size", "content_id", "content_type", "filename", "inline")
-
-    filename: str | None
-    content_type: str
-    content_id: str | None
-    inline: bool
-    _data: bytes | None
-    _encoded: _Encoded | None
-    _size: int | None
-
-    def __init__(
-        self,
-        filename: str | None,
-        content_type: str,
-        data: bytes,
-        content_id: str | None = None,
-        inline: bool = False,
-    ) -> None:
-        self._init(filename, content_type, content_id, inline, data, None)
-
-    @classmethod
-    def _from_part(cls, leaf: _Leaf, *, inline: bool) -> Attachment:
-        """An attachment whose content is decoded from the part's bytes when first read."""
-        attachment = cls.__new__(cls)
-        encoded = _Encoded(leaf.raw, leaf.start, leaf.end, leaf.transfer_encoding)
-        attachment._init(leaf.filename, leaf.content_type, leaf.content_id, inline, None, encoded)
-        return attachment
-
-    def _init(
-        self,
-        filename: str | None,
-        content_type: str,
-        content_id: str | None,
-        inline: bool,
-        data: bytes | None,
-        encoded: _Encoded | None,
-    ) -> None:
-        store = object.__setattr__
-        store(self, "filename", filename)
-        store(self, "content_type", content_type)
-        store(self, "content_id", content_id)
-        store(self, "inline", inline)
-        store(self, "_data", data)
-        store(self, "_encoded", encoded)
-        store(self, "_size", None if data is None else len(data))
-
-    @property
-    def data(self) -> bytes:
-        """The decoded content (decoded on first use, then kept)."""
-        data = self._data
-        if data is None:
-            encoded = self._encoded
-            assert encoded is not None
-            data = decode_transfer(encoded.raw[encoded.start : encoded.end], encoded.encoding)
-            object.__setattr__(self, "_data", data)
-            object.__setattr__(self, "_size", len(data))
-        return data
-
-    @property
-    def size(self) -> int:
-        """The decoded size in bytes, ``len(data)``, without decoding a large part.
-
-        A part of up to 64 KiB is decoded (and ``data`` kept: one pass serves both). A
-        larger one is sized without keeping its content: base64 (nearly every attachment)
-        by counting its characters, without decoding; 7bit/8bit/binary is the part's length;
-        quoted-printable is decoded a window at a time and uuencode whole, keeping only the
-        length.
-        """
-        size = self._size
-        if size is None:
-            encoded = self._encoded
-            assert encoded is not None
-            if encoded.end - encoded.start <= _DECODE_TO_SIZE:
-                return len(self.data)
-            size = decoded_size(encoded.raw, encoded.encoding, encoded.start, encoded.end)
-            object.__setattr__(self, "_size", size)
-        return size
-
-    def _key(self) -> tuple[object, ...]:
-        return (self.filename, self.content_type, self.data, self.content_id, self.inline)
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, Attachment)
-        return self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def __repr__(self) -> str:
-        return (
-            f"Attachment(filename={self.filename!r}, content_type={self.content_type!r}, "
-            f"content_id={self.content_id!r}, inline={self.inline!r})"
-        )
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise FrozenInstanceError(f"cannot assign to field {name!r}")
-
-    def __delattr__(self, name: str) -> None:
-        raise FrozenInstanceError(f"cannot delete field {name!r}")
-
-    def save(self, directory: str | os.PathLike[str]) -> Path:
-        """Write the attachment into ``directory`` and return the path written.
-
-        The file name is made safe with :func:`safe_filename`: directory parts are stripped,
-        ``.`` and ``..`` are never used, leading dots are removed so nothing hidden is
-        written, control characters are dropped, and an existing file (or symlink) is never
-        overwritten or followed (``name (1).pdf`` instead). The file is created exclusively,
-        so a concurrent writer cannot be clobbered either.
-
-        A part without a file name is named from its type: ``delivery-status.txt`` and
-        ``original-message.eml`` for the parts of a delivery report, ``attachment.pdf`` for
-        the rest.
-
-        Args:
-            directory: The directory; created (with its parents) when it does not exist.
-
-        Returns:
-            The absolute path of the new file, directly inside ``directory``.
-
-        Raises:
-            StorageError: The directory cannot be created or written to (also an
-                ``OSError``); the message names it and the reason.
-        """
-        base = Path(directory).expanduser().resolve()
-        try:
-            base.mkdir(parents=True, exist_ok=True)
-            return self._save_into(base)
-        except OSError as exc:
-            if isinstance(exc, MailsyncError):
-                raise
-            reason = exc.strerror or str(exc)
-            raise StorageError(f"cannot save an attachment into {str(base)!r}: {reason}") from exc
-
-    def _save_into(self, base: Path) -> Path:
-        stem, suffix = split_suffix(safe_filename(self.filename, self.content_type))
-        for n in range(10_000):
-            name = f"{stem}{suffix}" if n == 0 else f"{stem} ({n}){suffix}"
-            target = base / name
-            if target.parent != base or name in (".", ".."):  # pragma: no cover - defence in depth
-                raise ValueError(f"refusing to write {name!r} outside {base}")
-            try:
-                # "x" is O_CREAT|O_EXCL: it never follows a symlink planted under this name.
-                handle = open(target, "xb")  # noqa: SIM115 - closed below, removed on failure
-            except FileExistsError:
-                continue
-            with handle:
-                try:
-                    handle.write(self.data)
-                except BaseException:
-                    target.unlink(missing_ok=True)
-                    raise
-            return target
-        raise FileExistsError(f"no free file name for {stem}{suffix} in {base}")
-
-
-class HeaderMap(Mapping[str, str]):
-    """A read-only, case-insensitive view of decoded header values.
-
-    ``headers["subject"]`` and ``headers.get("Subject")`` give the first value;
-    ``headers.get_all("Received")`` gives every value in order.
-    """
-
-    __slots__ = ("_items", "_names")
-
-    def __init__(self, items: Iterable[tuple[str, str]]) -> None:
-        self._items: tuple[tuple[str, str], ...] = tuple(items)
-        names: dict[str, str] = {}
-        for name, _ in self._items:
-            names.setdefault(name.lower(), name)
-        self._names = names
-
-    def __getitem__(self, name: str) -> str:
-        key = name.lower()
-        for item_name, value in self._items:
-            if item_name.lower() == key:
-                return value
-        raise KeyError(name)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._names.values())
-
-    def __len__(self) -> int:
-        return len(self._names)
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._names
-
-    def get_all(self, name: str, default: list[str] | None = None) -> list[str]:
-        """Every value of header ``name``, in order; ``default`` (or ``[]``) if there is none."""
-        key = name.lower()
-        values = [value for item_name, value in self._items if item_name.lower() == key]
-        return values or (default if default is not None else [])
-
-    def items_all(self) -> tuple[tuple[str, str], ...]:
-        """All ``(name, value)`` pairs in order, repeats included."""
-        return self._items
-
-    def __repr__(self) -> str:
-        return f"HeaderMap({list(self._items)!r})"
-
-    def _repr_html_(self) -> str:
-        from mailsync._notebook import headers_html
-
-        return headers_html(self)
+T = TypeVar("T")
 
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
@@ -450,7 +170,7 @@ class Message:
         bytes without one get a digest of their bytes, computed on first use."""
         if self._id is not None:
             return self._id
-        return self._cached("id", lambda: message_identity_of_raw(self.raw))  # type: ignore[no-any-return]
+        return self._cached("id", lambda: message_identity_of_raw(self.raw))
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"Message is immutable; cannot set {name!r}")
@@ -498,8 +218,9 @@ class Message:
 
     # -- lazily parsed views ---------------------------------------------------------------
 
-    def _cached(self, name: str, compute: Any) -> Any:
-        value = self._cache.get(name, _MISSING)
+    def _cached(self, name: str, compute: Callable[[], T]) -> T:
+        """The view ``name``, computed by ``compute`` on first use."""
+        value: T = self._cache.get(name, _MISSING)
         if value is _MISSING:
             value = compute()
             self._cache[name] = value
@@ -510,14 +231,14 @@ class Message:
         """The stdlib ``EmailMessage`` parsed with ``email.policy.default`` (cached; do not
         modify it). When the stdlib cannot parse the structure (absurd nesting), this holds
         the headers and the undivided body."""
-        return self._cached("email", lambda: parse_email(self.raw))  # type: ignore[no-any-return]
+        return self._cached("email", lambda: parse_email(self.raw))
 
-    def _root(self) -> _Node:
+    def _root(self) -> Node:
         # Our own header-block split, not the stdlib parser: reading a header must not parse
         # a 50 MB body, and even a header-only stdlib parse re-parses Content-Type, which a
-        # hostile header makes take seconds.
-        # A message that ends its lines with a CR alone is read as its LF twin.
-        return self._cached("root", lambda: parse_node(lf_for_cr_only(self.raw)))  # type: ignore[no-any-return]
+        # hostile header makes take seconds. A message that ends its lines with a CR alone is
+        # read as its LF twin.
+        return self._cached("root", lambda: parse_node(lf_for_cr_only(self.raw)))
 
     @property
     def seen(self) -> bool:
@@ -527,13 +248,13 @@ class Message:
     @property
     def headers(self) -> HeaderMap:
         """All headers, decoded, in a case-insensitive read-only mapping."""
-        return self._cached("headers", self._decode_headers)  # type: ignore[no-any-return]
+        return self._cached("headers", self._decode_headers)
 
     def _decode_headers(self) -> HeaderMap:
         return HeaderMap((name, decode_header_value(value)) for name, value in self._raw_headers())
 
     def _raw_headers(self) -> tuple[tuple[str, str], ...]:
-        return self._cached("raw headers", lambda: tuple(self._root().fields))  # type: ignore[no-any-return]
+        return self._cached("raw headers", lambda: tuple(self._root().fields))
 
     def _raw_values(self, name: str) -> list[str]:
         key = name.lower()
@@ -573,15 +294,13 @@ class Message:
     def _addresses(self, name: str) -> tuple[Address, ...]:
         # Split the raw value first and decode display names after: a decoded name may hold
         # the very commas and brackets that separate addresses.
-        return self._cached(  # type: ignore[no-any-return]
-            "addr:" + name, lambda: parse_addresses(self._raw_values(name))
-        )
+        return self._cached("addr:" + name, lambda: parse_addresses(self._raw_values(name)))
 
     @property
     def date(self) -> datetime | None:
         """The Date header as an aware datetime (naive dates are taken as UTC); the server's
         arrival time when the header is missing or unreadable; else None."""
-        return self._cached("date", self._parse_date)  # type: ignore[no-any-return]
+        return self._cached("date", self._parse_date)
 
     def _parse_date(self) -> datetime | None:
         parsed = parse_date(self.headers.get("Date"))
@@ -599,14 +318,14 @@ class Message:
     @property
     def in_reply_to(self) -> str | None:
         """The In-Reply-To message id without angle brackets, or None."""
-        ids = _msgids(self._identifier("In-Reply-To"))
+        ids = msg_ids(self._identifier("In-Reply-To"))
         return ids[0] if ids else None
 
     @property
     def references(self) -> tuple[str, ...]:
         """The References message ids, oldest first, without angle brackets (at most the
-        last :data:`MAX_REFERENCES`)."""
-        return tuple(_msgids(self._identifier("References")))
+        last :data:`~mailsync._mime.MAX_REFERENCES`)."""
+        return tuple(msg_ids(self._identifier("References")))
 
     def _identifier(self, name: str) -> str:
         values = self._raw_values(name)
@@ -615,32 +334,32 @@ class Message:
     @property
     def text(self) -> str:
         """The plain-text body with ``\\n`` line endings; empty when there is none."""
-        return self._cached("text", lambda: _body_text(self._layout().text))  # type: ignore[no-any-return]
+        return self._cached("text", lambda: _body_text(self._layout().text))
 
     @property
     def html(self) -> str:
         """The html body with ``\\n`` line endings; empty when there is none."""
-        return self._cached("html", lambda: _body_text(self._layout().html))  # type: ignore[no-any-return]
+        return self._cached("html", lambda: _body_text(self._layout().html))
 
     @property
     def attachments(self) -> tuple[Attachment, ...]:
         """Every part that is not the text or html body, inline parts included."""
-        return self._cached(  # type: ignore[no-any-return]
+        return self._cached(
             "attachments", lambda: tuple(_attachment(leaf) for leaf in self._layout().others)
         )
 
-    def _layout(self) -> _Layout:
+    def _layout(self) -> Layout:
         # Which part is which is decided once; decoding waits until a body or the
         # attachments are asked for, so reading ``text`` never decodes a large attachment.
         # The structure is split here, not taken from ``email``: the stdlib parser recurses
         # per nesting level and re-parses Content-Type in quadratic time, both of which a
         # hostile message can make take minutes.
-        return self._cached("layout", lambda: layout(self._root()))  # type: ignore[no-any-return]
+        return self._cached("layout", lambda: layout(self._root()))
 
     @property
     def delivery_report(self) -> DeliveryReport | None:
         """The parsed DSN, MDN or bounce when this message is one, else None."""
-        return self._cached("report", self._parse_report)  # type: ignore[no-any-return]
+        return self._cached("report", self._parse_report)
 
     def _parse_report(self) -> DeliveryReport | None:
         from mailsync._reports import parse_report
@@ -916,144 +635,12 @@ def parse_email(raw: bytes, *, headers_only: bool = False) -> EmailMessage:
     return fallback  # pragma: no cover
 
 
-#: At most this many addresses are read from one address field (all its header lines
-#: together). Mail sent by mistake to 20,000 people in To exists; a million addresses is an
-#: attack, and each address costs some 150 bytes: a 50 MB To header must not cost gigabytes.
-MAX_ADDRESSES = 100_000
-# Characters of address-list items handed to the stdlib's parser (~1 us each) per call; past
-# this, and for any single item longer than _MAX_PARSED_ITEM, addr-specs are picked out with
-# a regex instead. Real headers have a few short items the fast path below cannot take.
-_PARSE_BUDGET = 512 * 1024
-_MAX_PARSED_ITEM = 16 * 1024
-_CALL_COST = 64  # a call costs as much as some 64 characters: "a, a, a, ..." is no cheaper
-# Items longer than this skip the fast path's regex, whose backtracking state grows with the
-# number of words it has matched (megabytes of "a a a ..." would cost gigabytes).
-_MAX_SIMPLE_ITEM = 1024
-# List items looked at per call: those that give no address ("(), (), ...") count too.
-_MAX_ITEMS = 2 * MAX_ADDRESSES
-
-# One item of an address list: everything up to a comma outside quoted strings and comments
-# (nested comments included: an open parenthesis inside one is an item piece of its own).
-_LIST_ITEM = re.compile(r'(?:[^",(]+|"(?:\\.|[^"\\])*"?|\((?:\\.|[^()\\])*\)?|\()+')
-_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_SIMPLE_SPEC = rf"{_ATEXT}(?:\.{_ATEXT})*@{_ATEXT}(?:\.{_ATEXT})*"
-_PHRASE_WORD = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+"
-# The items most mail is made of, which the stdlib's character-by-character parser would
-# read to the same result: "a@b", "Name Words <a@b>", "\"Quoted\" <a@b>".
-_SIMPLE_ITEM = re.compile(
-    rf'[ \t]*(?:({_SIMPLE_SPEC})|(?:"([^"\\\r\n]*)"|({_PHRASE_WORD}(?:[ \t]+{_PHRASE_WORD})*))?'
-    rf"[ \t]*<({_SIMPLE_SPEC})>)[ \t]*"
-)
-# An addr-spec in junk: starts where a run of address characters starts (the lookbehind
-# keeps the search linear on megabytes without an "@").
-_ADDR_SPEC = re.compile(r'(?<![^\s<>()\[\],;:"])[^\s<>()\[\],;:"@]+@[^\s<>()\[\],;:"]+')
-
-
-def parse_addresses(values: Sequence[str], *, limit: int = MAX_ADDRESSES) -> tuple[Address, ...]:
-    """Parse address header values into :class:`Address` tuples, tolerant of junk.
-
-    Values may be raw (encoded words, 8-bit) or decoded. Each value is split into addresses
-    first and the display names are decoded after, so an encoded name holding a comma stays
-    one address. Groups are flattened; empty entries are dropped. At most ``limit``
-    addresses are read (:data:`MAX_ADDRESSES` by default); the cost is linear in the input
-    and bounded whatever it holds (see ``docs/reliability.md``).
-    """
-    return tuple(itertools.islice(iter_addresses(values), max(limit, 0)))
-
-
-def iter_addresses(values: Sequence[str]) -> Iterator[Address]:
-    """The addresses :func:`parse_addresses` reads, one at a time, without its limit on the
-    number of addresses (the work per call is bounded all the same: at most
-    ``2 * MAX_ADDRESSES`` list items are looked at)."""
-    budget = _PARSE_BUDGET
-    items = _MAX_ITEMS
-    for value in values:
-        for match in _LIST_ITEM.finditer(unfold(str(value))):
-            item = match.group(0)
-            if item.isspace():
-                continue
-            items -= 1
-            if items < 0:
-                return
-            simple = _SIMPLE_ITEM.fullmatch(item) if len(item) <= _MAX_SIMPLE_ITEM else None
-            if simple is not None:
-                yield _simple_address(*simple.groups())
-                continue
-            budget -= len(item) + _CALL_COST
-            pairs = _stdlib_pairs(item) if budget >= 0 and len(item) <= _MAX_PARSED_ITEM else None
-            if pairs is None:
-                pairs = [("", found) for found in _ADDR_SPEC.findall(item)]
-            for name, addr in pairs:
-                decoded_name = decode_header_value(name)
-                decoded_addr = "".join(decode_header_value(addr).split())
-                if decoded_name or decoded_addr:
-                    yield Address(decoded_name, decoded_addr)
-
-
-def _simple_address(
-    bare: str | None, quoted: str | None, words: str | None, spec: str | None
-) -> Address:
-    address = bare or spec or ""
-    if "=?" in address:  # an encoded word where none belongs: decoded as the stdlib path does
-        address = "".join(decode_header_value(address).split())
-    if quoted is not None:
-        return Address(decode_header_value(quoted), address)
-    return Address(decode_header_value(" ".join(words.split())) if words else "", address)
-
-
-def _stdlib_pairs(item: str) -> list[tuple[str, str]] | None:
-    from email.utils import getaddresses  # the stdlib email package loads only when used
-
-    try:
-        return getaddresses([item])
-    except Exception:  # the stdlib address parser can fail on junk: salvage addr-specs
-        return None
-
-
-# -- which part is what ------------------------------------------------------------------------
-
-_MAX_DEPTH = 100  # deeper multiparts are kept whole as one part
-_MAX_PARTS = 10_000  # a message with more leaves is junk; the rest is ignored
-_CONTENT_TYPE = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+")
-_TRANSFER_ENCODING = re.compile(r"[^\s;()\"]+")
-
-
-@dataclass(frozen=True, slots=True)
-class _Node:
-    """A message or MIME part as on the wire: raw header fields (unfolded, not decoded) and
-    where its undecoded body lies in ``raw``, the bytes of the whole message (parts are
-    offsets into it, not copies)."""
-
-    fields: list[tuple[str, str]]
-    raw: bytes
-    offset: int
-    end: int
-    default_type: str = "text/plain"
-
-    @property
-    def body(self) -> bytes:
-        # Sliced when asked for: reading a header must not copy a 50 MB body.
-        return self.raw[self.offset : self.end]
-
-    def field(self, name: str) -> str:
-        """The first value of header ``name`` (raw), or ``""``."""
-        key = name.lower()
-        return next((value for item, value in self.fields if item.lower() == key), "")
-
-
-def parse_node(
-    raw: bytes, default_type: str = "text/plain", start: int = 0, end: int | None = None
-) -> _Node:
-    """Split raw message or part bytes (``raw[start:end]``) into header fields and body (see
-    :func:`mailsync._mime.split_header_block`)."""
-    stop = len(raw) if end is None else end
-    fields, offset = split_header_block(raw, start, stop)
-    return _Node(fields, raw, offset, stop, default_type)
+# -- which part is what (the structure is mailsync._parts') ----------------------------------
 
 
 #: A node of the model's MIME tree, for the modules that read the structure themselves
 #: (the delivery-report parser): one splitter for the whole package.
-MimeNode = _Node
+MimeNode = Node
 
 
 def mime_tree(message: Message) -> MimeNode:
@@ -1062,74 +649,13 @@ def mime_tree(message: Message) -> MimeNode:
 
 
 def mime_children(
-    node: MimeNode, content_type: str, params: dict[str, str], limit: int = _MAX_PARTS
+    node: MimeNode, content_type: str, params: dict[str, str], limit: int = MAX_PARTS
 ) -> list[MimeNode] | None:
     """The parts of a multipart node of ``content_type`` (its ``params`` as
     :func:`~mailsync._mime.split_params` gives them), split as the model splits them, at
     most ``limit`` of them; None for a leaf, and for a multipart with no boundary anywhere
     (it is text)."""
-    return _children(node, content_type, params, limit)
-
-
-@dataclass(frozen=True, slots=True)
-class _Leaf:
-    """One leaf part and what its headers say about it; its body is ``raw[start:end]``."""
-
-    raw: bytes
-    start: int
-    end: int
-    content_type: str
-    charset: str | None
-    disposition: str | None
-    filename: str | None
-    content_id: str | None
-    transfer_encoding: str
-    in_related: bool
-
-    @property
-    def body(self) -> bytes:
-        return self.raw[self.start : self.end]
-
-    @property
-    def is_body_candidate(self) -> bool:
-        return self.disposition != "attachment" and self.filename is None
-
-
-@dataclass(frozen=True, slots=True)
-class _Encoded:
-    """Where an attachment's encoded content lies, and how it is encoded."""
-
-    raw: bytes
-    start: int
-    end: int
-    encoding: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Layout:
-    text: _Leaf | None
-    html: _Leaf | None
-    others: tuple[_Leaf, ...]
-
-
-def layout(root: _Node) -> _Layout:
-    """Decide which leaf is the text body, which the html body, and which are attachments.
-
-    The first text/plain and the first text/html leaf that are not attachments (no
-    ``attachment`` disposition, no file name) are the bodies; every other leaf, and every
-    attached message, is an attachment. Attached messages are not descended into.
-    """
-    text: _Leaf | None = None
-    html: _Leaf | None = None
-    others: list[_Leaf] = []
-    for leaf in _leaves(root):
-        if leaf.is_body_candidate and leaf.content_type == "text/plain" and text is None:
-            text = leaf
-        elif leaf.is_body_candidate and leaf.content_type == "text/html" and html is None:
-            html = leaf
-        else:
-            others.append(leaf)
-    return _Layout(text, html, tuple(others))
+    return children(node, content_type, params, limit)
 
 
 def split_body(
@@ -1141,125 +667,18 @@ def split_body(
     return _body_text(parts.text), _body_text(parts.html), attachments
 
 
-def _leaves(root: _Node) -> Iterator[_Leaf]:
-    # Iterative, not recursive: the nesting depth is chosen by whoever sent the message.
-    stack: list[tuple[_Node, bool, int]] = [(root, False, 0)]
-    count = 0
-    while stack and count < _MAX_PARTS:
-        node, in_related, depth = stack.pop()
-        count += 1
-        content_type, params = split_params(node.field("Content-Type"))
-        if not _CONTENT_TYPE.fullmatch(content_type):
-            content_type = "text/plain" if content_type else node.default_type
-        room = max(_MAX_PARTS - count - len(stack), 0)  # parts ever made stay under the cap
-        children = _children(node, content_type, params, room) if depth < _MAX_DEPTH else None
-        if children is not None:
-            related = in_related or content_type == "multipart/related"
-            stack.extend((child, related, depth + 1) for child in reversed(children))
-            continue
-        if content_type.startswith("multipart/") and depth < _MAX_DEPTH:
-            content_type = "text/plain"  # no part boundary anywhere: it is just text
-        yield _make_leaf(node, content_type, params, in_related)
-
-
-def _children(
-    node: _Node, content_type: str, params: dict[str, str], limit: int
-) -> list[_Node] | None:
-    """The first ``limit`` parts of a multipart, or None for a leaf (attached messages are
-    leaves)."""
-    if not content_type.startswith("multipart/"):
-        return None
-    raw, start, end = node.raw, node.offset, node.end
-    boundary = params.get("boundary")
-    spans = multipart_spans(raw, boundary, start, end, limit=limit) if boundary else None
-    if spans is None:  # no boundary parameter, or one that never occurs: find the real one
-        guessed = guess_boundary(raw, start, end)
-        spans = multipart_spans(raw, guessed, start, end, limit=limit) if guessed else None
-    if spans is None:
-        return None
-    default = "message/rfc822" if content_type == "multipart/digest" else "text/plain"
-    return [parse_node(raw, default, part_start, part_end) for part_start, part_end in spans]
-
-
-def _make_leaf(node: _Node, content_type: str, params: dict[str, str], in_related: bool) -> _Leaf:
-    disposition, disposition_params = split_params(node.field("Content-Disposition"))
-    encoding = _TRANSFER_ENCODING.match(node.field("Content-Transfer-Encoding").strip())
-    return _Leaf(
-        raw=node.raw,
-        start=node.offset,
-        end=node.end,
-        content_type=content_type,
-        charset=params.get("charset"),
-        disposition=disposition or None,
-        filename=_filename(disposition_params, params),
-        content_id=_msgid(decode_identifier_value(node.field("Content-ID"))),
-        transfer_encoding=encoding.group(0).lower() if encoding else "7bit",
-        in_related=in_related,
-    )
-
-
-def _filename(disposition_params: dict[str, str], type_params: dict[str, str]) -> str | None:
-    candidates = (
-        disposition_params.get("filename"),
-        type_params.get("name"),
-        disposition_params.get("name"),
-        type_params.get("filename"),
-    )
-    for candidate in candidates:
-        if candidate:
-            name = decode_header_value(candidate)
-            if name:
-                return name
-    return None
-
-
-def _body_text(leaf: _Leaf | None) -> str:
+def _body_text(leaf: Leaf | None) -> str:
     if leaf is None:
         return ""
     text = decode_bytes(decode_transfer(leaf.body, leaf.transfer_encoding), leaf.charset)
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def _attachment(leaf: _Leaf) -> Attachment:
+def _attachment(leaf: Leaf) -> Attachment:
     inline = leaf.disposition == "inline" or (
         leaf.disposition != "attachment" and leaf.in_related and leaf.content_id is not None
     )
     return Attachment._from_part(leaf, inline=inline)
-
-
-_MSGID = re.compile(r"<([^<>\s]+)>")
-
-
-def message_id_of(values: Sequence[str]) -> str | None:
-    """The message id of a message whose raw Message-ID header values are ``values`` (the
-    first counts), as :attr:`Message.message_id` gives it."""
-    return _msgid(decode_identifier_value(values[0])) if values else None
-
-
-def _msgid(value: str | None) -> str | None:
-    if not value:
-        return None
-    match = _MSGID.search(value)
-    if match:
-        return match.group(1)
-    stripped = value.strip().strip("<>").strip()
-    return stripped or None
-
-
-#: At most this many ids are kept from In-Reply-To or References, the last ones (the nearest
-#: ancestors): a real References holds tens; millions would cost gigabytes of strings.
-MAX_REFERENCES = 100_000
-_WORD = re.compile(r"\S+")
-
-
-def _msgids(value: str) -> collections.deque[str]:
-    found = collections.deque(
-        (match.group(1) for match in _MSGID.finditer(value)), maxlen=MAX_REFERENCES
-    )
-    if found:
-        return found
-    words = (word.group(0).strip("<>") for word in _WORD.finditer(value))
-    return collections.deque((word for word in words if word), maxlen=MAX_REFERENCES)
 
 
 def _shorten(text: str, limit: int) -> str:

@@ -46,6 +46,7 @@ __all__ = [
     "AsyncPerformer",
     "Call",
     "Emit",
+    "Items",
     "Operation",
     "Performer",
     "Plan",
@@ -291,16 +292,18 @@ async def arun(
         plan.close()
 
 
-def collect(plan: Plan[Any], handle: Callable[[Any], None]) -> Plan[None]:
+def collect(plan: Plan[T], handle: Callable[[Any], None]) -> Plan[T]:
     """A plan that runs ``plan``, handing each item it emits to ``handle`` instead of the
-    caller (a sub-plan whose items the outer plan consumes itself)."""
+    caller (a sub-plan whose items the outer plan consumes itself), and returns what ``plan``
+    returns."""
     value: Any = None
     error: MailsyncError | None = None
     while True:
         try:
             op = _advance(plan, value, error)
-        except StopIteration:
-            return
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
         value, error = None, None
         if isinstance(op, Emit):
             handle(op.item)
@@ -309,6 +312,52 @@ def collect(plan: Plan[Any], handle: Callable[[Any], None]) -> Plan[None]:
             value = yield op
         except MailsyncError as exc:
             error = exc
+
+
+class Items:
+    """The items a sub-plan emits, pulled one at a time by the plan that runs it (where
+    :func:`collect` hands them to a callback)::
+
+        items = Items(sub_plan)
+        try:
+            while (item := (yield from items.next())) is not Items.END:
+                ...  # may yield operations, emit items of its own, or stop early
+        finally:
+            items.close()
+
+    Errors thrown in while the sub-plan waits for an operation go to the sub-plan.
+    """
+
+    #: What :meth:`next` returns once the sub-plan has returned.
+    END: Any = object()
+
+    def __init__(self, plan: Plan[Any]) -> None:
+        self._plan = plan
+        self._value: Any = None
+        self._error: MailsyncError | None = None
+        #: What the sub-plan returned, once it has.
+        self.result: Any = None
+
+    def next(self) -> Plan[Any]:
+        """A plan returning the next item, or :attr:`END`."""
+        plan = self._plan
+        while True:
+            try:
+                op = _advance(plan, self._value, self._error)
+            except StopIteration as stop:
+                self.result = stop.value
+                return Items.END
+            self._value, self._error = None, None
+            if isinstance(op, Emit):
+                return op.item
+            try:
+                self._value = yield op
+            except MailsyncError as exc:
+                self._error = exc
+
+    def close(self) -> None:
+        """Close the sub-plan (its ``finally`` blocks run; they may not yield)."""
+        self._plan.close()
 
 
 def replay(plan: Plan[T], results: Iterable[Any]) -> tuple[list[Operation], T]:

@@ -27,9 +27,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from html.parser import HTMLParser
 from typing import TYPE_CHECKING, cast
 
-from mailsync._compose import AddressLike, AttachmentSpec, _is_one_address, compose
+from mailsync._compose import _is_one_address, compose
 from mailsync._errors import ConfigError
 from mailsync._message import Address, Message, parse_addresses, safe_filename
+from mailsync._types import AddressLike, AttachmentSpec
 
 if TYPE_CHECKING:
     from email.message import EmailMessage

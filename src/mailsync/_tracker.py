@@ -28,7 +28,7 @@ from email.message import Message as StdMessage
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, runtime_checkable
 
-from mailsync._message import _msgid
+from mailsync._mime import msg_id
 from mailsync._reports import (
     DeliveryReport,
     Reason,
@@ -92,7 +92,7 @@ class ItemStore(Protocol):
 @runtime_checkable
 class _UpdatingItemStore(Protocol):
     """A store that can read-modify-write one item atomically
-    (:meth:`~mailsync._state.SQLiteStateStore.update_item`)."""
+    (:meth:`~mailsync._state_sqlite.SQLiteStateStore.update_item`)."""
 
     def update_item(
         self,
@@ -180,7 +180,7 @@ class DeliveryTracker:
 
     ``record()`` what a sender returned, then ``feed()`` incoming messages (or let ``scan()``
     or ``watch()`` feed a retriever's new mail); ``status()`` and ``pending()`` say where things
-    stand. With a store that has ``update_item`` (:class:`~mailsync._state.SQLiteStateStore`),
+    stand. With a store that has ``update_item`` (:class:`~mailsync.SQLiteStateStore`),
     each report is applied in one transaction, so several processes or threads may feed
     reports about the same message at once; with a store that has only ``get_item`` and
     ``set_item``, feed one message's reports from one process at a time.
@@ -437,7 +437,7 @@ def _datetime(value: str | None) -> datetime | None:
 
 
 def _bare_message_id(value: str) -> str:
-    return _msgid(value) or value.strip()
+    return msg_id(value) or value.strip()
 
 
 _XTEXT_HEX = re.compile(r"\+([0-9A-Fa-f]{2})")

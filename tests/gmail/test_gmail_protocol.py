@@ -13,8 +13,8 @@ import pytest
 from mailsync import Message, ProtocolError, Q, RateLimited, Unsupported
 from mailsync._config import parse_url
 from mailsync._plans import Sleep, replay
-from mailsync.protocol.gmail import (
-    GmailAPI,
+from mailsync.protocol.gmail import GmailAPI
+from mailsync.protocol.gmail_wire import (
     GmailLabel,
     IdList,
     decode_raw,

@@ -26,6 +26,7 @@ pytest.importorskip("aioimaplib")
 import mailsync
 from mailsync import Q
 from mailsync.backends.imap_async import AsyncIMAPRetriever
+from mailsync.protocol.imap_sync import Batching
 from tests.contract import AsyncRetrieverContract, OnCyrus, make_raw
 from tests.imap.conftest import TRICKY_MIME, imap_url
 from tests.proxy import TCPProxy
@@ -367,7 +368,7 @@ async def test_aioimaplib_parser_and_fast_reader_agree(
     async with _connect(mail_servers, account) as box:
         fast = await _collect(box.messages())
         fast_heads = await _collect(box.messages(headers_only=True))
-    monkeypatch.setattr("mailsync.backends.imap_async._Session.fast_fetch", False)
+    monkeypatch.setattr("mailsync.backends._aioimap.Session.fast_fetch", False)
     async with _connect(mail_servers, account) as box:
         slow = await _collect(box.messages())
         slow_heads = await _collect(box.messages(headers_only=True))
@@ -431,7 +432,7 @@ async def test_streams_in_bounded_batches(
     monkeypatch.setattr(AsyncIMAPRetriever, "_fetch", spy)
     async with _connect(mail_servers, account) as box:
         assert isinstance(box, AsyncIMAPRetriever)
-        box.batch_first, box.batch_most, box.batch_bytes = 4, 10, 1
+        box.batching = Batching(first=4, most=10, budget=1)
         subjects = [m.subject for m in await _collect(box.messages())]
     assert subjects == [f"Message {i}" for i in range(25)]
     assert sizes[0] == 4
@@ -447,14 +448,14 @@ async def test_move_without_move_extension(
     hidden: set[str],
 ) -> None:
     # COPY + STORE \Deleted + (UID) EXPUNGE, for servers without MOVE (or UIDPLUS).
-    from mailsync.backends import imap_async
+    from mailsync.backends import _aioimap
 
-    original = imap_async._Session._set_capabilities
+    original = _aioimap.Session._set_capabilities
 
     def without(self: Any, names: Iterable[str]) -> None:
         original(self, [name for name in names if name.upper() not in hidden])
 
-    monkeypatch.setattr(imap_async._Session, "_set_capabilities", without)
+    monkeypatch.setattr(_aioimap.Session, "_set_capabilities", without)
     await asyncio.to_thread(mail_servers.create_folder, account, "Elsewhere")
     await _seed(mail_servers, account, [make_raw(i) for i in range(3)])
     async with _connect(mail_servers, account) as box:
@@ -611,16 +612,16 @@ async def test_watch_survives_a_cut_mid_fetch_and_during_idle(
 async def test_idle_is_renewed_and_still_sees_new_mail(
     mail_servers: MailServers, account: Account, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mailsync.backends import imap_async
+    from mailsync.backends import _aioimap
 
     idles: list[float] = []
-    original = imap_async._Session.idle
+    original = _aioimap.Session.idle
 
     async def counting(self: Any, seconds: float) -> bool:
         idles.append(seconds)
         return await original(self, seconds)
 
-    monkeypatch.setattr(imap_async._Session, "idle", counting)
+    monkeypatch.setattr(_aioimap.Session, "idle", counting)
     box = _connect(mail_servers, account)
     assert isinstance(box, AsyncIMAPRetriever)
     box.idle_renew = 0.2  # stands in for the 25 minutes a real server allows
@@ -642,14 +643,14 @@ async def test_idle_is_renewed_and_still_sees_new_mail(
 async def test_watch_polls_with_noop_without_idle(
     mail_servers: MailServers, account: Account, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mailsync.backends import imap_async
+    from mailsync.backends import _aioimap
 
-    original = imap_async._Session._set_capabilities
+    original = _aioimap.Session._set_capabilities
 
     def without_idle(self: Any, names: Iterable[str]) -> None:
         original(self, [name for name in names if name.upper() != "IDLE"])
 
-    monkeypatch.setattr(imap_async._Session, "_set_capabilities", without_idle)
+    monkeypatch.setattr(_aioimap.Session, "_set_capabilities", without_idle)
     box = _connect(mail_servers, account)
     got: list[mailsync.Message] = []
     errors: list[BaseException] = []

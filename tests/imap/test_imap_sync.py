@@ -901,7 +901,7 @@ def test_noop_polling_without_idle(
         return noop(self)
 
     monkeypatch.setattr(imaplib.IMAP4, "noop", counting_noop)
-    monkeypatch.setattr("mailsync.backends.imap.NOOP_INTERVAL", 0.1)
+    monkeypatch.setattr(IMAPRetriever, "poll_most", 0.1)
     watcher = connect(target)
     got, thread = _watch_in_background(watcher, poll_interval=30)
     try:
@@ -1054,17 +1054,17 @@ def test_sync_cursor_records_highestmodseq(target: IMAPTarget, seed: Seed) -> No
 
 def _commands_sent(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     """Record the command words of every line imaplib sends (tag dropped)."""
-    from mailsync.backends.imap import _IMAP4
+    from mailsync.backends._imaplib import Connection
 
     sent: list[bytes] = []
-    send = _IMAP4.send
+    send = Connection.send
 
-    def recording(self: _IMAP4, data: bytes) -> None:
+    def recording(self: Connection, data: bytes) -> None:
         words = bytes(data).split(b" ", 3)
         sent.append(b" ".join(words[1:3]).strip().upper())
         send(self, data)
 
-    monkeypatch.setattr(_IMAP4, "send", recording)
+    monkeypatch.setattr(Connection, "send", recording)
     return sent
 
 

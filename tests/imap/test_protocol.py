@@ -11,6 +11,7 @@ import pytest
 import mailsync
 from mailsync import Q
 from mailsync.protocol import imap as p
+from mailsync.protocol import imap_sync
 from mailsync.protocol.imap_literals import (
     Continuation,
     FetchResponse,
@@ -18,6 +19,7 @@ from mailsync.protocol.imap_literals import (
     Tagged,
     Untagged,
     fetch_command,
+    parse_fetch_attributes,
 )
 
 # -- SEARCH -------------------------------------------------------------------------------------
@@ -320,7 +322,7 @@ def test_parse_fetch_attributes() -> None:
         b'X-GM-LABELS ("\\\\Important" Foo) BODY[HEADER.FIELDS (MESSAGE-ID)] {3} '
         b"BODY.PEEK[]<0> {4} ENVELOPE NIL)"
     )
-    attrs = p.parse_fetch_attributes(text, [b"abc", b"wxyz"])
+    attrs = parse_fetch_attributes(text, [b"abc", b"wxyz"])
     assert attrs[b"UID"] == 5
     assert attrs[b"FLAGS"] == (b"\\Seen", b"$x")
     assert attrs[b"MODSEQ"] == (12,)
@@ -336,7 +338,7 @@ def test_parse_fetch_attributes() -> None:
 )
 def test_parse_fetch_attributes_rejects_malformed(text: bytes) -> None:
     with pytest.raises(mailsync.ProtocolError):
-        p.parse_fetch_attributes(text)
+        parse_fetch_attributes(text)
 
 
 # -- the literal reader -------------------------------------------------------------------------
@@ -482,39 +484,39 @@ def test_fetch_command() -> None:
 
 
 def test_fetched_identity() -> None:
-    assert p.fetched_identity(RAW) == "mid:abc@example.test"
+    assert imap_sync.fetched_identity(RAW) == "mid:abc@example.test"
     folded = b"Subject: x\r\nMessage-Id:\r\n <folded@example.test>\r\n\r\nMessage-ID: <no@x>\r\n"
-    assert p.fetched_identity(folded) == "mid:folded@example.test"
+    assert imap_sync.fetched_identity(folded) == "mid:folded@example.test"
     raw = b"Subject: none\r\n\r\nMessage-ID: <in-body@x>\r\n"
-    assert p.fetched_identity(raw) == "sha256:" + hashlib.sha256(raw).hexdigest()
+    assert imap_sync.fetched_identity(raw) == "sha256:" + hashlib.sha256(raw).hexdigest()
     # The same identity the Message model would give.
     msg = mailsync.Message(RAW)
-    assert p.fetched_identity(RAW) == msg.identity
+    assert imap_sync.fetched_identity(RAW) == msg.identity
 
 
 STATUS = p.FolderStatus(uidvalidity=100, uidnext=51, exists=50, highestmodseq=7)
 
 
 def test_plan_first_sync_is_full() -> None:
-    plan = p.plan_sync(None, STATUS)
+    plan = imap_sync.plan_sync(None, STATUS)
     assert plan.mode == "full"
     assert plan.checks_identities
-    assert plan.cursor == p.SyncCursor(100, 0, 7)
+    assert plan.cursor == imap_sync.SyncCursor(100, 0, 7)
 
 
 def test_plan_incremental_and_unchanged() -> None:
-    saved = p.SyncCursor(100, 40, 5).as_dict()
-    plan = p.plan_sync(saved, STATUS)
+    saved = imap_sync.SyncCursor(100, 40, 5).as_dict()
+    plan = imap_sync.plan_sync(saved, STATUS)
     assert (plan.mode, plan.since_uid) == ("incremental", 40)
     assert not plan.checks_identities
-    up_to_date = p.plan_sync(p.SyncCursor(100, 50).as_dict(), STATUS)
+    up_to_date = imap_sync.plan_sync(imap_sync.SyncCursor(100, 50).as_dict(), STATUS)
     assert up_to_date.mode == "unchanged"
-    no_uidnext = p.plan_sync(saved, p.FolderStatus(100))
+    no_uidnext = imap_sync.plan_sync(saved, p.FolderStatus(100))
     assert no_uidnext.mode == "incremental"
 
 
 def test_plan_resync_when_uidvalidity_changes() -> None:
-    plan = p.plan_sync(p.SyncCursor(99, 40).as_dict(), STATUS)
+    plan = imap_sync.plan_sync(imap_sync.SyncCursor(99, 40).as_dict(), STATUS)
     assert plan.mode == "resync"
     assert plan.checks_identities
     assert plan.cursor.uidvalidity == 100
@@ -522,12 +524,12 @@ def test_plan_resync_when_uidvalidity_changes() -> None:
 
 
 def test_cursor_dict_round_trip_and_advance() -> None:
-    cursor = p.SyncCursor(100, 3, None)
-    assert p.SyncCursor.from_dict(cursor.as_dict()) == cursor
+    cursor = imap_sync.SyncCursor(100, 3, None)
+    assert imap_sync.SyncCursor.from_dict(cursor.as_dict()) == cursor
     assert "modseq" not in cursor.as_dict()
-    assert p.SyncCursor.from_dict({"v": 1}) is None
-    assert p.SyncCursor.from_dict(None) is None
-    assert cursor.after(9, STATUS) == p.SyncCursor(100, 9, 7)
+    assert imap_sync.SyncCursor.from_dict({"v": 1}) is None
+    assert imap_sync.SyncCursor.from_dict(None) is None
+    assert cursor.after(9, STATUS) == imap_sync.SyncCursor(100, 9, 7)
     assert cursor.after(1, STATUS).uid == 3
 
 

@@ -15,8 +15,8 @@ import pytest
 
 import mailsync
 from mailsync import Q
-from mailsync._compose import prepare
-from mailsync.protocol import jmap
+from mailsync._envelope import prepare
+from mailsync.protocol import jmap_core, jmap_submission, jmap_wire
 from mailsync.protocol.events import EventStreamParser, ServerEvent
 from tests.contract import make_raw
 
@@ -62,33 +62,33 @@ def test_event_stream_bounds() -> None:
 
 def test_url_templates_are_expanded_and_encoded() -> None:
     template = "https://h/download/{accountId}/{blobId}/{name}?accept={type}"
-    url = jmap.expand_template(
+    url = jmap_core.expand_template(
         template, accountId="a@b.example", blobId="G1/..", name="m e", type="message/rfc822"
     )
     assert url == "https://h/download/a%40b.example/G1%2F../m%20e?accept=message%2Frfc822"
     with pytest.raises(mailsync.ProtocolError, match="blobId"):
-        jmap.expand_template(template, accountId="a")
+        jmap_core.expand_template(template, accountId="a")
 
 
 def _session(**changes: Any) -> dict[str, Any]:
     data: dict[str, Any] = {
         "capabilities": {
-            jmap.CORE: {
+            jmap_core.CORE: {
                 "maxObjectsInGet": 10,
                 "maxCallsInRequest": 0,
                 "maxConcurrentRequests": "x",
             },
-            jmap.MAIL: {},
-            jmap.SUBMISSION: {},
+            jmap_core.MAIL: {},
+            jmap_core.SUBMISSION: {},
         },
         "accounts": {
             "u1": {
                 "accountCapabilities": {
-                    jmap.SUBMISSION: {"submissionExtensions": {"DSN": [], "size": ["10"]}}
+                    jmap_core.SUBMISSION: {"submissionExtensions": {"DSN": [], "size": ["10"]}}
                 }
             }
         },
-        "primaryAccounts": {jmap.MAIL: "u1", jmap.SUBMISSION: "u1"},
+        "primaryAccounts": {jmap_core.MAIL: "u1", jmap_core.SUBMISSION: "u1"},
         "apiUrl": "/jmap/api/",
         "downloadUrl": "/jmap/download/{accountId}/{blobId}/{name}?accept={type}",
         "uploadUrl": "https://up.example/{accountId}/",
@@ -100,7 +100,7 @@ def _session(**changes: Any) -> dict[str, Any]:
 
 
 def test_the_session_is_read_and_checked() -> None:
-    session = jmap.parse_session(_session(), "https://mail.example/jmap/session")
+    session = jmap_core.parse_session(_session(), "https://mail.example/jmap/session")
     assert session.api_url == "https://mail.example/jmap/api/"
     assert session.upload_url == "https://up.example/{accountId}/"
     assert session.max_objects_in_get == 10
@@ -109,7 +109,7 @@ def test_the_session_is_read_and_checked() -> None:
     assert "dsn" in session.submission_extensions
     bad = [
         ("not an object", [1, 2], mailsync.ProtocolError),
-        ("no mail", _session(capabilities={jmap.CORE: {}}), mailsync.Unsupported),
+        ("no mail", _session(capabilities={jmap_core.CORE: {}}), mailsync.Unsupported),
         ("no account", _session(primaryAccounts={}), mailsync.ProtocolError),
         ("http api", _session(apiUrl="http://mail.example/api"), mailsync.ProtocolError),
         ("no blobId", _session(downloadUrl="/d/{accountId}"), mailsync.ProtocolError),
@@ -117,16 +117,16 @@ def test_the_session_is_read_and_checked() -> None:
     ]
     for name, data, error in bad:
         with pytest.raises(error):
-            jmap.parse_session(data, "https://mail.example/jmap/session")
+            jmap_core.parse_session(data, "https://mail.example/jmap/session")
         assert name
-    no_push = jmap.parse_session(_session(eventSourceUrl="/es"), "https://m.example/s")
+    no_push = jmap_core.parse_session(_session(eventSourceUrl="/es"), "https://m.example/s")
     assert no_push.event_source_url is None
     with pytest.raises(mailsync.ProtocolError, match="https"):  # redirected down to http
-        jmap.parse_session(_session(), "http://m.example/s", secure=True)
+        jmap_core.parse_session(_session(), "http://m.example/s", secure=True)
 
 
 def test_mailbox_paths_survive_loops_and_missing_parents() -> None:
-    boxes = jmap.mailboxes_by_id(
+    boxes = jmap_wire.mailboxes_by_id(
         [
             {"id": "i", "name": "Posteingang", "role": "inbox"},
             {"id": "r", "name": "Receipts", "parentId": "i"},
@@ -143,35 +143,35 @@ def test_mailbox_paths_survive_loops_and_missing_parents() -> None:
     assert boxes["o"].name == "Orphan"
     assert boxes["t"].folder.special_use == "\\Trash"
     with pytest.raises(mailsync.ProtocolError):
-        jmap.mailboxes_by_id([{"name": "no id"}])
+        jmap_wire.mailboxes_by_id([{"name": "no id"}])
 
 
 def test_queries_narrow_only_where_exact_or_a_superset() -> None:
     query = Q(seen=False, larger=100) & ~Q(flagged=True) & Q(subject="x")
-    assert jmap.native_filter(query) == [
+    assert jmap_wire.native_filter(query) == [
         {"notKeyword": "$seen"},
         {"minSize": 101},
         {"notKeyword": "$flagged"},
     ]
-    assert jmap.native_filter(Q(seen=True) | Q(flagged=True)) == []
-    assert jmap.native_filter(~Q(subject="x")) == []
-    since = jmap.native_filter(Q(since=datetime(2026, 3, 2, 10, tzinfo=UTC), smaller=9))
+    assert jmap_wire.native_filter(Q(seen=True) | Q(flagged=True)) == []
+    assert jmap_wire.native_filter(~Q(subject="x")) == []
+    since = jmap_wire.native_filter(Q(since=datetime(2026, 3, 2, 10, tzinfo=UTC), smaller=9))
     assert since == [{"maxSize": 9}, {"after": "2026-03-01T10:00:00Z"}]
 
 
 def test_keywords_and_flags() -> None:
-    assert jmap.keyword_of("\\Seen") == "$seen"
-    assert jmap.keyword_of("\\flagged") == "$flagged"
-    assert jmap.keyword_of("$Forwarded") == "$forwarded"
+    assert jmap_wire.keyword_of("\\Seen") == "$seen"
+    assert jmap_wire.keyword_of("\\flagged") == "$flagged"
+    assert jmap_wire.keyword_of("$Forwarded") == "$forwarded"
     for flag in ("\\Deleted", "\\Recent"):
         with pytest.raises(mailsync.Unsupported):
-            jmap.keyword_of(flag)
+            jmap_wire.keyword_of(flag)
     for keyword in ("", "a b", "x(y", "naïve", "a" * 256):
         with pytest.raises(mailsync.ConfigError):
-            jmap.keyword_of(keyword)
-    flags = jmap.flags_of({"$seen": True, "$draft": True, "work": True, "off": False, "x": 1})
+            jmap_wire.keyword_of(keyword)
+    flags = jmap_wire.flags_of({"$seen": True, "$draft": True, "work": True, "off": False, "x": 1})
     assert flags == {"\\Seen", "\\Draft", "work"}
-    assert jmap.flags_of(None) == frozenset()
+    assert jmap_wire.flags_of(None) == frozenset()
 
 
 # -- submission results ------------------------------------------------------------------------
@@ -189,30 +189,36 @@ def test_delivery_status_becomes_the_result() -> None:
         "a@example.test": {"smtpReply": "250 2.1.5 OK", "delivered": "queued"},
         "B@example.test": {"smtpReply": "550 5.1.1 <b@example.test>: no such user"},
     }
-    result = jmap._send_result(_envelope(), {"id": "S1", "deliveryStatus": statuses}, None, "x")
+    result = jmap_submission.send_result(
+        _envelope(), {"id": "S1", "deliveryStatus": statuses}, None, "x"
+    )
     assert result.accepted == ("a@example.test",)
     assert result.delivery == {"a@example.test": "queued", "b@example.test": "unknown"}
     assert result.refused == {"b@example.test": (550, "5.1.1 <b@example.test>: no such user")}
-    none_said = jmap._send_result(_envelope(), {"id": "S2"}, "e1", "x")
+    none_said = jmap_submission.send_result(_envelope(), {"id": "S2"}, "e1", "x")
     assert none_said.ok
     assert none_said.delivery == {}
     assert none_said.envid == "e1"
     refused = {r: {"smtpReply": "554 no", "delivered": "no"} for r in _envelope().recipients}
     with pytest.raises(mailsync.RecipientsRefused):
-        jmap._send_result(_envelope(), {"id": "S3", "deliveryStatus": refused}, None, "x")
+        jmap_submission.send_result(_envelope(), {"id": "S3", "deliveryStatus": refused}, None, "x")
 
 
 def test_refused_submissions() -> None:
     envelope = _envelope()
-    invalid = jmap.MethodError("invalidRecipients", "", {"invalidRecipients": ["b@example.test"]})
-    error = jmap._submission_error(invalid, envelope, "x")
+    invalid = jmap_wire.MethodError(
+        "invalidRecipients", "", {"invalidRecipients": ["b@example.test"]}
+    )
+    error = jmap_submission.submission_error(invalid, envelope, "x")
     assert isinstance(error, mailsync.RecipientsRefused)
     assert list(error.refused) == ["b@example.test"]
-    smtp = jmap.MethodError("smtpProtocolError", "4.2.2 <a@example.test>: mailbox full")
-    error = jmap._submission_error(smtp, envelope, "x")
+    smtp = jmap_wire.MethodError("smtpProtocolError", "4.2.2 <a@example.test>: mailbox full")
+    error = jmap_submission.submission_error(smtp, envelope, "x")
     assert isinstance(error, mailsync.RecipientsRefused)
     assert error.refused["a@example.test"][0] == 450
-    other = jmap._submission_error(jmap.MethodError("forbiddenFrom", "not yours"), envelope, "x")
+    other = jmap_submission.submission_error(
+        jmap_wire.MethodError("forbiddenFrom", "not yours"), envelope, "x"
+    )
     assert type(other) is mailsync.SendError
     assert "forbiddenFrom" in str(other)
 
@@ -230,7 +236,7 @@ class ScriptedJMAP:
         self.session = _session(
             apiUrl="/api", downloadUrl="/dl/{accountId}/{blobId}/{name}?t={type}"
         )
-        self.session["capabilities"][jmap.CORE] = {"maxCallsInRequest": 8}
+        self.session["capabilities"][jmap_core.CORE] = {"maxCallsInRequest": 8}
         self.messages: dict[str, bytes] = {}
         self.seen: set[str] = set()
         self.requests: list[httpx.Request] = []
@@ -511,7 +517,7 @@ def test_bearer_tokens_and_plain_http_rules(server: ScriptedJMAP) -> None:
 
 
 def test_dsn_needs_the_servers_dsn_extension(server: ScriptedJMAP) -> None:
-    server.session["accounts"]["u1"]["accountCapabilities"][jmap.SUBMISSION] = {}
+    server.session["accounts"]["u1"]["accountCapabilities"][jmap_core.SUBMISSION] = {}
     message = mailsync.compose(from_="me@example.test", to="a@example.test", subject="s", text="t")
     transport = httpx.MockTransport(server)
     with (

@@ -15,23 +15,25 @@ import pytest
 
 import mailsync
 from mailsync._config import Endpoint, parse_url
-from mailsync.backends.pop3 import (
-    Plan,
-    _close_plan,
-    _delete_plan,
-    _Emit,
-    _Entry,
-    _fetch_plan,
-    _listing_plan,
-    _open_plan,
-    _Read,
-    _StartTLS,
-    _State,
-    _Write,
-)
+from mailsync._plans import Emit, Plan
+from mailsync.protocol import pop3_session as pop3
 from mailsync.protocol.pop3 import Capabilities, POP3Connection
+from mailsync.protocol.pop3_session import Entry, Session
+from mailsync.protocol.stream import Connect, Read, StartTLS, Write
 
 Handler = Callable[[str], bytes]
+
+
+class _Channel:
+    """What the plans are given as their connection: the script is the server."""
+
+    local_address = "127.0.0.1"
+
+    def abort(self) -> None:
+        pass
+
+
+_CHANNEL = _Channel()
 DOVECOT_CAPA = b"+OK\r\nCAPA\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nUSER\r\n"
 
 
@@ -56,7 +58,7 @@ class Script:
             else:
                 self.output += reply(line) if callable(reply) else reply
 
-    def run(self, state: _State, plan: Plan[Any]) -> tuple[Any, list[Any]]:
+    def run(self, state: Session, plan: Plan[Any]) -> tuple[Any, list[Any]]:
         emitted: list[Any] = []
         value: Any = None
         while True:
@@ -65,16 +67,18 @@ class Script:
             except StopIteration as stop:
                 return stop.value, emitted
             value = []
-            if isinstance(action, _Write):
+            if isinstance(action, Connect):
+                value = _CHANNEL
+            elif isinstance(action, Write):
                 self.handle(action.data)
-            elif isinstance(action, _Read):
+            elif isinstance(action, Read):
                 self.max_outstanding = max(self.max_outstanding, state.conn.pending)
                 value = state.conn.receive(bytes(self.output))
                 self.output.clear()
                 assert value, "the plan waits for a reply the script does not send"
-            elif isinstance(action, _StartTLS):
+            elif isinstance(action, StartTLS):
                 self.tls_started = True
-            elif isinstance(action, _Emit):
+            elif isinstance(action, Emit):
                 emitted.append(action.item)
 
 
@@ -91,9 +95,9 @@ def _endpoint(**options: Any) -> Endpoint:
     )
 
 
-def _login(script: Script, endpoint: Endpoint) -> _State:
-    state = _State("POP3 test")
-    script.run(state, _open_plan(state, endpoint))
+def _login(script: Script, endpoint: Endpoint) -> Session:
+    state = Session("POP3 test")
+    script.run(state, pop3.open_session(state, endpoint))
     return state
 
 
@@ -229,10 +233,10 @@ def test_login_delay_is_learnt_after_login(pipelining_before_login: bool) -> Non
     before = DOVECOT_CAPA if pipelining_before_login else DOVECOT_CAPA.replace(b"PIPE", b"XPIPE")
     script = _two_capas(before + b".\r\n", DOVECOT_CAPA + b"LOGIN-DELAY 900\r\n.\r\n")
     told: list[int | None] = []
-    state = _State("POP3 test", on_login_caps=lambda caps: told.append(caps.login_delay))
-    script.run(state, _open_plan(state, _endpoint()))
+    state = Session("POP3 test", on_login_caps=lambda caps: told.append(caps.login_delay))
+    script.run(state, pop3.open_session(state, _endpoint()))
     assert told == ([] if pipelining_before_login else [900])
-    script.run(state, _listing_plan(state))
+    script.run(state, pop3.listing(state))
     assert state.caps.login_delay == 900
     assert told == [900]  # once, whichever way the CAPA went
 
@@ -246,7 +250,7 @@ def test_post_login_capa_rides_with_the_first_commands() -> None:
     )
     state = _login(script, _endpoint())
     assert script.writes == [b"CAPA\r\n", b"USER mrose\r\n", b"PASS tanstaaf\r\n"]
-    entries = script.run(state, _listing_plan(state))[0]
+    entries = script.run(state, pop3.listing(state))[0]
     assert [e.uid for e in entries] == ["u1", "u2"]
     assert script.writes[3:] == [b"CAPA\r\nUIDL\r\nLIST\r\n"]
     assert state.caps.login_delay == 60
@@ -269,7 +273,7 @@ def test_pipelining_only_after_login_keeps_the_capa_alone() -> None:
         b"PASS tanstaaf\r\n",
         b"CAPA\r\n",
     ]
-    script.run(state, _listing_plan(state))
+    script.run(state, pop3.listing(state))
     assert script.writes[4:] == [b"UIDL\r\nLIST\r\n"]
 
 
@@ -278,9 +282,9 @@ def test_post_login_capa_refused_means_no_capabilities(pipelining_before_login: 
     before = DOVECOT_CAPA if pipelining_before_login else DOVECOT_CAPA.replace(b"PIPE", b"XPIPE")
     script = _two_capas(before + b".\r\n", b"-ERR not now\r\n")
     told: list[Capabilities] = []
-    state = _State("POP3 test", on_login_caps=told.append)
-    script.run(state, _open_plan(state, _endpoint()))
-    entries, _ = script.run(state, _listing_plan(state))
+    state = Session("POP3 test", on_login_caps=told.append)
+    script.run(state, pop3.open_session(state, _endpoint()))
+    entries, _ = script.run(state, pop3.listing(state))
     assert told == [Capabilities()]
     assert state.caps == Capabilities()
     if pipelining_before_login:  # the CAPA went with the listing, pipelined as announced
@@ -288,7 +292,7 @@ def test_post_login_capa_refused_means_no_capabilities(pipelining_before_login: 
     else:  # the CAPA alone, and after its -ERR nothing is pipelined
         assert script.writes[3:] == [b"CAPA\r\n", b"UIDL\r\n", b"LIST\r\n"]
     # No PIPELINING any more: one RETR at a time, then RSET on its own.
-    _, emitted = script.run(state, _fetch_plan(state, entries, top=False))
+    _, emitted = script.run(state, pop3.fetch(state, entries, top=False))
     assert len(emitted) == 2
     assert script.writes[-3:] == [b"RETR 1\r\n", b"RETR 2\r\n", b"RSET\r\n"]
 
@@ -297,8 +301,8 @@ def test_post_login_capa_rides_with_whatever_comes_first() -> None:
     # delete() starts with RSET, a session closed unused with QUIT: the CAPA goes with
     # them, so LOGIN-DELAY is known whatever the session did.
     for plan, first in (
-        (lambda s: _delete_plan(s, ["u2"]), b"CAPA\r\nRSET\r\n"),
-        (_close_plan, b"CAPA\r\nQUIT\r\n"),
+        (lambda s: pop3.delete(s, ["u2"]), b"CAPA\r\nRSET\r\n"),
+        (pop3.close, b"CAPA\r\nQUIT\r\n"),
     ):
         script = _two_capas(DOVECOT_CAPA + b".\r\n", DOVECOT_CAPA + b"LOGIN-DELAY 60\r\n.\r\n")
         script.replies.update(DELE=b"+OK\r\n", QUIT=b"+OK\r\n")
@@ -316,10 +320,10 @@ def _retr_handler(line: str) -> bytes:
 
 def test_without_pipelining_one_command_at_a_time() -> None:
     script = Script(b"", {"RETR": _retr_handler, "RSET": b"+OK\r\n"})
-    state = _State("POP3 test")
+    state = Session("POP3 test", channel=_CHANNEL)
     state.conn = POP3Connection(greeting=False)
-    entries = [_Entry(n, f"u{n}", 20) for n in range(1, 6)]
-    _, emitted = script.run(state, _fetch_plan(state, entries, top=False))
+    entries = [Entry(n, f"u{n}", 20) for n in range(1, 6)]
+    _, emitted = script.run(state, pop3.fetch(state, entries, top=False))
     assert [entry.number for entry, _reply in emitted] == [1, 2, 3, 4, 5]
     assert script.max_outstanding == 1
     assert script.lines[-1] == "RSET"
@@ -327,20 +331,20 @@ def test_without_pipelining_one_command_at_a_time() -> None:
 
 def test_pipelined_windows_are_bounded() -> None:
     script = Script(b"", {"RETR": _retr_handler, "RSET": b"+OK\r\n"})
-    state = _State("POP3 test")
+    state = Session("POP3 test", channel=_CHANNEL)
     state.conn = POP3Connection(greeting=False)
     state.caps = Capabilities.parse(["PIPELINING"])
-    entries = [_Entry(n, f"u{n}", 20) for n in range(1, 301)]
-    _, emitted = script.run(state, _fetch_plan(state, entries, top=False))
+    entries = [Entry(n, f"u{n}", 20) for n in range(1, 301)]
+    _, emitted = script.run(state, pop3.fetch(state, entries, top=False))
     assert [entry.number for entry, _reply in emitted] == list(range(1, 301))
     assert 1 < script.max_outstanding <= 65  # the window (64) plus the trailing RSET
 
 
-def _listed_session(rset: bytes = b"+OK\r\n") -> tuple[Script, _State, list[_Entry]]:
+def _listed_session(rset: bytes = b"+OK\r\n") -> tuple[Script, Session, list[Entry]]:
     script = _two_capas(DOVECOT_CAPA + b".\r\n", DOVECOT_CAPA + b".\r\n")
     script.replies.update(RSET=rset, QUIT=b"+OK\r\n", TOP=_retr_handler)
     state = _login(script, _endpoint())
-    entries, _ = script.run(state, _listing_plan(state))
+    entries, _ = script.run(state, pop3.listing(state))
     return script, state, entries
 
 
@@ -348,9 +352,9 @@ def test_close_after_a_confirmed_rset_is_quit_alone() -> None:
     # The retrieval's trailing RSET was answered +OK and nothing marking went out since: a
     # second RSET before QUIT would undo nothing.
     script, state, entries = _listed_session()
-    script.run(state, _fetch_plan(state, entries, top=False))
+    script.run(state, pop3.fetch(state, entries, top=False))
     assert script.writes[-1] == b"RETR 1\r\nRETR 2\r\nRSET\r\n"
-    script.run(state, _close_plan(state))
+    script.run(state, pop3.close(state))
     assert script.writes[-1] == b"QUIT\r\n"
 
 
@@ -358,12 +362,12 @@ def test_close_after_unreset_retrievals_resets_first() -> None:
     # Header digests (get() on a server without UIDL) use TOP without a trailing RSET, and a
     # refused RSET undoes nothing: then the goodbye is RSET and QUIT, as always.
     script, state, entries = _listed_session()
-    script.run(state, _fetch_plan(state, entries, top=True, reset=False))
-    script.run(state, _close_plan(state))
+    script.run(state, pop3.fetch(state, entries, top=True, reset=False))
+    script.run(state, pop3.close(state))
     assert script.writes[-2:] == [b"TOP 1 0\r\nTOP 2 0\r\n", b"RSET\r\nQUIT\r\n"]
     script, state, entries = _listed_session(rset=b"-ERR not now\r\n")
-    script.run(state, _fetch_plan(state, entries, top=False))
-    script.run(state, _close_plan(state))
+    script.run(state, pop3.fetch(state, entries, top=False))
+    script.run(state, pop3.close(state))
     assert script.writes[-1] == b"RSET\r\nQUIT\r\n"
 
 
@@ -375,9 +379,9 @@ def test_login_delay_reaches_the_retrievers_policy(asynchronous: bool) -> None:
     box = connect("pop3://mrose@mail.example.test", password="x", tls="none", state=":memory:")
     script = _two_capas(DOVECOT_CAPA + b".\r\n", DOVECOT_CAPA + b"LOGIN-DELAY 60\r\n.\r\n")
     state = box._new_state()
-    script.run(state, _open_plan(state, _endpoint()))
+    script.run(state, pop3.open_session(state, _endpoint()))
     box._note_login()
     assert box._poll_wait(0.5) == 0.5  # not known yet: nothing has been read
-    script.run(state, _listing_plan(state))
+    script.run(state, pop3.listing(state))
     assert 59 < box._poll_wait(0.5) <= 60
     assert state.on_login_caps is None  # told once, then the session lets go of the retriever

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 import mailsync
-from mailsync.backends.pop3 import AsyncPOP3Retriever, POP3Retriever, _SocketIO, _StreamIO
+from mailsync.backends._socket import SocketChannel, StreamChannel
+from mailsync.backends.pop3 import AsyncPOP3Retriever, POP3Retriever
 from tests.contract import (
     AsyncRetrieverContract,
     OnCyrus,
@@ -569,25 +570,25 @@ def _break_before_quit(
 ) -> None:
     """Cut the connection at the moment the client sends QUIT (after every DELE)."""
     if asynchronous:
-        original_async = _StreamIO.write
+        original_async = StreamChannel.write
 
-        async def write_async(self: _StreamIO, data: bytes) -> None:
+        async def write_async(self: StreamChannel, data: bytes) -> None:
             if data == b"QUIT\r\n":
                 proxy.cut_all()
                 await asyncio.sleep(0.2)
             await original_async(self, data)
 
-        monkeypatch.setattr(_StreamIO, "write", write_async)
+        monkeypatch.setattr(StreamChannel, "write", write_async)
         return
-    original = _SocketIO.write
+    original = SocketChannel.write
 
-    def write(self: _SocketIO, data: bytes) -> None:
+    def write(self: SocketChannel, data: bytes) -> None:
         if data == b"QUIT\r\n":
             proxy.cut_all()
             time.sleep(0.2)
         original(self, data)
 
-    monkeypatch.setattr(_SocketIO, "write", write)
+    monkeypatch.setattr(SocketChannel, "write", write)
 
 
 def test_polling_never_outpaces_login_delay(mail_servers: MailServers, account: Account) -> None:
@@ -708,19 +709,19 @@ def _record_writes(monkeypatch: pytest.MonkeyPatch, asynchronous: bool) -> list[
     """Record every write of the driver, one entry per write (pipelined commands together)."""
     writes: list[bytes] = []
     if asynchronous:
-        original_async = _StreamIO.write
+        original_async = StreamChannel.write
 
-        async def write_async(self: _StreamIO, data: bytes) -> None:
+        async def write_async(self: StreamChannel, data: bytes) -> None:
             writes.append(data)
             await original_async(self, data)
 
-        monkeypatch.setattr(_StreamIO, "write", write_async)
+        monkeypatch.setattr(StreamChannel, "write", write_async)
         return writes
-    original = _SocketIO.write
+    original = SocketChannel.write
 
-    def write(self: _SocketIO, data: bytes) -> None:
+    def write(self: SocketChannel, data: bytes) -> None:
         writes.append(data)
         original(self, data)
 
-    monkeypatch.setattr(_SocketIO, "write", write)
+    monkeypatch.setattr(SocketChannel, "write", write)
     return writes

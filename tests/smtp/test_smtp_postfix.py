@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 
 import mailsync
-from mailsync._compose import prepare
+from mailsync._envelope import prepare
+from mailsync.backends._socket import SocketChannel
 from mailsync.backends.smtp import AsyncSMTPSender, SMTPSender
 from tests.proxy import TCPProxy
 from tests.servers import Account, MailServers
@@ -311,8 +312,9 @@ def test_connection_kept_between_sends_and_reopened_when_stale(
 
 def _wait_for_unread(servers: MailServers, out: SMTPSender, marker: bytes) -> None:
     """Poll (with a deadline) until ``marker`` waits, not yet read, in the sender's socket."""
-    sock = out._driver._sock
-    assert sock is not None
+    channel = out._session.channel
+    assert isinstance(channel, SocketChannel)
+    sock = channel.sock
     servers.wait_for(
         lambda: marker in sock.recv(65536, socket.MSG_PEEK),
         timeout=10,

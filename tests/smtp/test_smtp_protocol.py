@@ -1,5 +1,5 @@
-"""The SMTP client's pure pieces (no server): xtext, DSN options, reply parsing, EHLO
-features, the DATA payload, the retry options."""
+"""The SMTP client's pure pieces (:mod:`mailsync.protocol.smtp`, no server): xtext, DSN
+options, reply parsing, EHLO features, the DATA payload, the retry options."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import mailsync
-from mailsync.backends.smtp import (
+from mailsync.protocol.smtp import (
+    Features,
     Reply,
+    ReplyParser,
     RetryPolicy,
-    _data_payload,
-    _dsn_options,
-    _Features,
-    _orcpt,
-    _ReplyParser,
+    data_payload,
+    dsn_options,
+    orcpt,
     xtext,
 )
 
@@ -37,19 +37,19 @@ def test_xtext(value: str, encoded: str) -> None:
 
 
 def test_orcpt_ascii_and_utf8() -> None:
-    assert _orcpt("a+b@example.test") == "rfc822;a+2Bb@example.test"
-    assert _orcpt("jörg+x@example.test") == "utf-8;jörg\\x{2B}x@example.test"
+    assert orcpt("a+b@example.test") == "rfc822;a+2Bb@example.test"
+    assert orcpt("jörg+x@example.test") == "utf-8;jörg\\x{2B}x@example.test"
 
 
 def test_dsn_options_normalise_and_add_an_envid() -> None:
-    dsn = _dsn_options(["success", "FAILURE"], "hdrs", None)
+    dsn = dsn_options(["success", "FAILURE"], "hdrs", None)
     assert dsn.notify == "SUCCESS,FAILURE"
     assert dsn.ret == "HDRS"
     assert dsn.envid is not None
     assert len(dsn.envid) == 24
-    assert _dsn_options("success,delay", None, "my-id").envid == "my-id"
-    assert _dsn_options("never", None, None).envid is None
-    assert not _dsn_options(None, None, None).requested
+    assert dsn_options("success,delay", None, "my-id").envid == "my-id"
+    assert dsn_options("never", None, None).envid is None
+    assert not dsn_options(None, None, None).requested
 
 
 @pytest.mark.parametrize(
@@ -68,11 +68,11 @@ def test_dsn_options_refuse_invalid_values(
     notify: object, ret: str | None, envid: str | None
 ) -> None:
     with pytest.raises(mailsync.ConfigError):
-        _dsn_options(notify, ret, envid)  # type: ignore[arg-type]
+        dsn_options(notify, ret, envid)  # type: ignore[arg-type]
 
 
 def test_reply_parser_multiline_and_split_chunks() -> None:
-    parser = _ReplyParser()
+    parser = ReplyParser()
     assert parser.feed(b"250-mx.example.test\r\n250-PIPE") == []
     assert parser.pending
     replies = parser.feed(b"LINING\r\n250 SIZE 100\r\n354 go on\r\n")
@@ -87,19 +87,19 @@ def test_reply_parser_multiline_and_split_chunks() -> None:
 @pytest.mark.parametrize("line", [b"hello\r\n", b"25 ok\r\n", b"250xok\r\n"])
 def test_reply_parser_rejects_garbage(line: bytes) -> None:
     with pytest.raises(mailsync.ProtocolError):
-        _ReplyParser().feed(line)
+        ReplyParser().feed(line)
 
 
 @given(st.lists(st.integers(0, 60), max_size=6))
 def test_reply_parser_gives_the_same_replies_however_the_bytes_arrive(cuts: list[int]) -> None:
     data = b"250-mx.example.test\r\n250-PIPELINING\r\n250 SIZE 100\n354 go on\r\n221 bye\r\n"
-    parser = _ReplyParser()
+    parser = ReplyParser()
     replies: list[Reply] = []
     start = 0
     for end in [*sorted(cuts), len(data)]:
         replies += parser.feed(data[start:end])
         start = max(start, end)
-    assert replies == _ReplyParser().feed(data)
+    assert replies == ReplyParser().feed(data)
     assert [r.code for r in replies] == [250, 354, 221]
     assert replies[0].lines == ("mx.example.test", "PIPELINING", "SIZE 100")
     assert not parser.pending
@@ -107,7 +107,7 @@ def test_reply_parser_gives_the_same_replies_however_the_bytes_arrive(cuts: list
 
 def test_reply_parser_rejects_endless_lines() -> None:
     with pytest.raises(mailsync.ProtocolError):
-        _ReplyParser().feed(b"250 " + b"x" * 10000)
+        ReplyParser().feed(b"250 " + b"x" * 10000)
 
 
 def test_features_from_ehlo() -> None:
@@ -115,13 +115,13 @@ def test_features_from_ehlo() -> None:
         250,
         ("mx", "PIPELINING", "SIZE 52428800", "AUTH PLAIN LOGIN", "AUTH=XOAUTH2", "dsn", "SIZE"),
     )
-    features = _Features.parse(reply)
+    features = Features.parse(reply)
     assert "PIPELINING" in features
     assert "DSN" in features
     assert "STARTTLS" not in features
     assert features.auth == {"PLAIN", "LOGIN", "XOAUTH2"}
     assert features.size == 52428800
-    assert _Features.parse(Reply(250, ("mx", "SIZE"))).size is None
+    assert Features.parse(Reply(250, ("mx", "SIZE"))).size is None
 
 
 @pytest.mark.parametrize(
@@ -139,7 +139,7 @@ def test_features_from_ehlo() -> None:
     ],
 )
 def test_data_payload(data: bytes, payload: bytes) -> None:
-    assert _data_payload(data) == payload
+    assert data_payload(data) == payload
 
 
 @given(st.lists(st.sampled_from([b"a", b".", b"\r", b"\n", b"\r\n"]), max_size=12))
@@ -149,7 +149,7 @@ def test_data_payload_fast_paths_change_nothing(pieces: list[bytes]) -> None:
     data = b"".join(pieces)
     expected = re.sub(rb"(?m)^\.", b"..", re.sub(rb"\r\n|\r|\n", b"\r\n", data))
     expected += b"" if expected.endswith(b"\r\n") else b"\r\n"
-    assert _data_payload(data) == expected + b".\r\n"
+    assert data_payload(data) == expected + b".\r\n"
 
 
 def test_retry_policy_from_options() -> None:

@@ -274,11 +274,18 @@ def test_xoauth2_calls_the_token_callable_per_connection(server: ScriptedSMTP) -
 
 
 def test_oauthbearer(server: ScriptedSMTP) -> None:
-    server.extensions = ["AUTH OAUTHBEARER"]
-    blob = base64.b64encode(b"n,a=ann@example.test,\x01auth=Bearer tok\x01\x01").decode()
+    # Preferred over XOAUTH2 when both are offered; with the host and port (RFC 7628 3.1).
+    server.extensions = ["AUTH XOAUTH2 OAUTHBEARER"]
+    gs2 = f"n,a=ann@example.test,\x01host=127.0.0.1\x01port={server.port}\x01"
+    blob = base64.b64encode(f"{gs2}auth=Bearer tok\x01\x01".encode()).decode()
     server.auth["OAUTHBEARER"] = blob
     with _sender(server, user=SENDER, token="tok") as out:
         assert out.send(_message()).ok
+    # A refused token: the error challenge is answered with %x01, so the server can say no.
+    with _sender(server, user=SENDER, token="expired") as out:
+        with pytest.raises(mailsync.AuthenticationError, match="401"):
+            out.send(_message())
+    assert b"\r\nAQ==\r\n" in b"".join(server.chunks)
 
 
 def test_plain_and_login(server: ScriptedSMTP) -> None:

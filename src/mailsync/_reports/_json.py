@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
-from mailsync._message import _msgid
+from mailsync._mime import msg_id
 from mailsync._reports._fields import address_of, host_of, status_in_text, status_of
 from mailsync._reports._taxonomy import classify, implied_status
 from mailsync._reports._tree import Mail, header_map
@@ -69,7 +69,7 @@ def parse_json_notification(mail: Mail, notice: str) -> DeliveryReport | None:
     common_id = common.get("messageId") if isinstance(common, dict) else None
     return DeliveryReport(
         kind="bounce",
-        original_message_id=_msgid(_text(common_id) or headers.get("Message-ID"))
+        original_message_id=msg_id(_text(common_id) or headers.get("Message-ID"))
         or _text(message.get("messageId")),
         reporting_mta=host_of(_text(body.get("reportingMTA"))),
         recipients=recipients,

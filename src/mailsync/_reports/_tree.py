@@ -18,16 +18,16 @@ from dataclasses import dataclass, field
 from mailsync._message import (
     HeaderMap,
     MimeNode,
-    _msgid,
     mime_children,
 )
 from mailsync._mime import (
     decode_bytes,
     decode_header_value,
-    decode_transfer,
+    msg_id,
     split_header_block,
     split_params,
 )
+from mailsync._mime_body import decode_transfer
 from mailsync._reports._values import no_headers
 
 __all__ = [
@@ -278,7 +278,7 @@ def original_message_id(
     """The Message-ID the report is about: ``preferred`` values first, then the returned
     original's, then the report's In-Reply-To."""
     for value in (*preferred, original.get("Message-ID"), mail.header("In-Reply-To")):
-        found = _msgid(value)
+        found = msg_id(value)
         if found:
             return found
     return None

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, TypeAlias, get_args
 
-from mailsync._message import HeaderMap
+from mailsync._parts import HeaderMap
 
 __all__ = ["REASONS", "DeliveryReport", "Reason", "RecipientReport", "ReportKind"]
 

@@ -17,27 +17,23 @@ from typing import TYPE_CHECKING as _TYPE_CHECKING
 from mailsync._lazy import lazy_loader as _lazy_loader
 
 if _TYPE_CHECKING:
-    from mailsync._base import (
-        SyncStep,
-        ThreadedAsyncRetriever,
-        ThreadedAsyncSender,
-        message_refs,
-    )
-    from mailsync._compose import Envelope, outgoing_bytes, prepare
+    from mailsync._base import SyncStep, message_refs
     from mailsync._config import Endpoint, Secret, Timeout, TokenProvider
+    from mailsync._envelope import Envelope, outgoing_bytes, prepare
     from mailsync._errors import map_exceptions
     from mailsync._message import as_bytes, header_block, message_identity
+    from mailsync._threaded import ThreadedAsyncRetriever, ThreadedAsyncSender
 
 # Loaded on first use, like the names of the mailsync package itself: importing one backend
 # module (which imports this package first) must not pay for the whole kit.
 _LAZY = {
     "SyncStep": "mailsync._base",
-    "ThreadedAsyncRetriever": "mailsync._base",
-    "ThreadedAsyncSender": "mailsync._base",
+    "ThreadedAsyncRetriever": "mailsync._threaded",
+    "ThreadedAsyncSender": "mailsync._threaded",
     "message_refs": "mailsync._base",
-    "Envelope": "mailsync._compose",
-    "outgoing_bytes": "mailsync._compose",
-    "prepare": "mailsync._compose",
+    "Envelope": "mailsync._envelope",
+    "outgoing_bytes": "mailsync._envelope",
+    "prepare": "mailsync._envelope",
     "Endpoint": "mailsync._config",
     "Secret": "mailsync._config",
     "Timeout": "mailsync._config",

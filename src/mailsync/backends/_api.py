@@ -27,8 +27,8 @@ from mailsync._base import (
     SyncStep,
     message_refs,
 )
-from mailsync._compose import Envelope, outgoing_bytes, prepare
 from mailsync._config import Endpoint
+from mailsync._envelope import Envelope, outgoing_bytes, prepare
 from mailsync._errors import Unsupported
 from mailsync._message import Folder, Message
 from mailsync._plans import Plan, arun, astream, run, stream

@@ -10,7 +10,7 @@ import abc
 from collections.abc import Iterable
 
 from mailsync._base import OutgoingMessage, Sender, SendResult
-from mailsync._compose import prepare
+from mailsync._envelope import prepare
 
 
 class LocalSender(Sender):

@@ -18,26 +18,21 @@ the original chained. A broken connection is dropped, and the next call connects
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import functools
 import imaplib
 import os
 import select
 import socket
 import ssl
-import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mailsync._base import MessageRef, OutgoingMessage, Retriever, SyncStep, message_refs
-from mailsync._compose import outgoing_bytes
 from mailsync._config import Endpoint
+from mailsync._envelope import outgoing_bytes
 from mailsync._errors import (
-    AuthenticationError,
     ConfigError,
     ConnectionFailed,
     FolderNotFound,
@@ -45,222 +40,35 @@ from mailsync._errors import (
     MailTimeout,
     MessageNotFound,
     ProtocolError,
-    ServerError,
+    TemporaryFailure,
 )
-from mailsync._hints import greeting_problem, socket_error_text
 from mailsync._message import Folder, Message, crlf_bytes, header_block
+from mailsync._plans import Operation, stream
 from mailsync._query import Q
-from mailsync.backends._tls import TLSStream
-from mailsync.protocol import imap as proto
-from mailsync.protocol.imap_literals import (
-    MAX_LINE,
-    FetchResponse,
-    ResponseReader,
-    Tagged,
-    Untagged,
-    fetch_command,
+from mailsync.backends._imaplib import (
+    FetchStream,
+    adopting_client,
+    log_in,
+    open_connection,
+    select_codes,
+    text,
+    translate,
 )
+from mailsync.protocol import imap as proto
+from mailsync.protocol import imap_sync
+from mailsync.protocol.imap_sync import Batching
 
 if TYPE_CHECKING:
     from imapclient import IMAPClient
 
 __all__ = ["IMAPRetriever"]
 
-#: UIDs per FETCH: bounded memory, few round trips.
-BATCH_SIZE = 500
-#: RFC 2177: servers may drop an IDLE after 30 minutes; renew before that.
-IDLE_RENEW_SECONDS = 25 * 60
-#: Without IDLE: how often NOOP asks for news within one ``poll_interval``.
-NOOP_INTERVAL = 60.0
 #: How long a polite LOGOUT may take when closing.
 LOGOUT_TIMEOUT = 2.0
-#: The most of a literal read at once. The size comes from the server: a broken one that
-#: announces a terabyte must cost what it sends, not an allocation of the announced size.
-LITERAL_READ = 16 * 1024 * 1024
-
-_NONEXISTENT = (
-    "[NONEXISTENT]",
-    "[TRYCREATE]",
-    "DOESN'T EXIST",
-    "DOES NOT EXIST",
-    "NOT FOUND",
-    "UNKNOWN MAILBOX",
-    "NO SUCH MAILBOX",
-)
-_AUTH_FAILED = (
-    "[AUTHENTICATIONFAILED]",
-    "[AUTHORIZATIONFAILED]",
-    "AUTHENTICATION FAILED",
-    "LOGIN FAILED",
-    "INVALID CREDENTIALS",
-)
 
 
 def _canonical(folder: str) -> str:
     return "INBOX" if folder.upper() == "INBOX" else folder
-
-
-class _IMAP4(imaplib.IMAP4):
-    """imaplib's connection over a plain socket, with TLS (implicit or by STARTTLS) through
-    :class:`TLSStream`, which reads ciphertext in large chunks instead of two system calls per
-    TLS record. ``sock`` stays the TCP socket (for timeouts and poll()); ``file`` is what
-    imaplib and the fast FETCH reader read from: the socket's buffered reader or the stream.
-
-    imaplib asks for CAPABILITY right after the greeting, even when the greeting carried them
-    in a ``[CAPABILITY ...]`` code (Dovecot's does, and imaplib files it with the untagged
-    responses): those are taken, sparing the round trip. Only the greeting's: after STARTTLS
-    they are asked again, as anything said before TLS is not trusted.
-    """
-
-    _greeted = False
-    _first_line: bytes | None = None
-
-    def __init__(
-        self, host: str, port: int, *, timeout: float | None, tls: ssl.SSLContext | None
-    ) -> None:
-        self._implicit_tls = tls
-        self._stream: TLSStream | None = None
-        super().__init__(host, port, timeout)
-
-    def _connect(self) -> Any:
-        try:
-            return super()._connect()  # type: ignore[misc]
-        except imaplib.IMAP4.error as exc:
-            line = self._first_line
-            if line is None or line.startswith(b"* "):
-                raise  # an IMAP server that said no (BYE): the usual translation says so
-            # Another protocol on this port: imaplib would only say "None".
-            raise ProtocolError(greeting_problem("IMAP", line)) from exc
-
-    def _get_line(self) -> bytes:
-        line: bytes = super()._get_line()  # type: ignore[misc]
-        if self._first_line is None:
-            self._first_line = line
-        return line
-
-    def open(self, host: str = "", port: int = 143, timeout: float | None = None) -> None:
-        super().open(host, port, timeout)
-        if self._implicit_tls is None:
-            return
-        try:
-            self._wrap(self._implicit_tls)
-        except BaseException:
-            # imaplib shuts the connection down when the greeting fails, not when open() does.
-            self.file.close()
-            self.sock.close()
-            raise
-
-    def _wrap(self, context: ssl.SSLContext) -> None:
-        stream = TLSStream(self.sock, context, self.host)
-        stream.handshake()
-        self.file.close()  # a plaintext read-ahead (none is legitimate) is dropped with it
-        self.file = stream  # type: ignore[assignment]
-        self._stream = stream
-
-    def _get_capabilities(self) -> None:
-        untagged: dict[str, Any] = self.untagged_responses
-        filed = untagged.pop("CAPABILITY", None) if not self._greeted else None
-        self._greeted = True
-        if not filed:
-            super()._get_capabilities()  # type: ignore[misc]
-            return
-        self.capabilities = tuple(bytes(filed[-1]).decode("ascii", "replace").upper().split())
-
-    def starttls(self, ssl_context: ssl.SSLContext | None = None) -> Any:
-        """STARTTLS (RFC 3501 6.2.1), then the capabilities again over TLS."""
-        if ssl_context is None:
-            raise ValueError("STARTTLS needs the endpoint's TLS context")
-        typ, data = self._simple_command("STARTTLS")
-        if typ != "OK":
-            raise self.error(f"STARTTLS refused: {_text(data)}")
-        self._wrap(ssl_context)
-        self._tls_established = True
-        self._get_capabilities()
-        return typ, data
-
-    def read(self, size: int) -> bytes:
-        """A literal of ``size`` bytes for imaplib (and imapclient), read in bounded pieces
-        (see :data:`LITERAL_READ`); shorter only when the connection ends."""
-        stream: Any = self.file  # the socket's reader or the TLS stream: bytes either way
-        if size <= LITERAL_READ:
-            return stream.read(size)  # type: ignore[no-any-return]
-        pieces: list[bytes] = []
-        while size > 0:
-            piece = stream.read(min(size, LITERAL_READ))
-            if not piece:
-                break
-            pieces.append(piece)
-            size -= len(piece)
-        return b"".join(pieces)
-
-    def send(self, data: Any) -> None:
-        if self._stream is not None:
-            self._stream.sendall(bytes(data))
-        else:
-            super().send(data)
-
-    def tls_version(self) -> str | None:
-        """The TLS version in use, or None in plaintext."""
-        return self._stream.version() if self._stream is not None else None
-
-
-def _open(endpoint: Endpoint) -> imaplib.IMAP4:
-    """A connection that has read the greeting and the capabilities."""
-    tls = endpoint.ssl_context() if endpoint.tls == "ssl" else None
-    try:
-        imap = _IMAP4(
-            endpoint.host, endpoint.port, timeout=endpoint.timeout.connect_timeout, tls=tls
-        )
-    except ProtocolError as exc:
-        raise ProtocolError(f"{endpoint.display}: {exc}") from exc.__cause__
-    try:
-        # imaplib writes an AUTHENTICATE answer and its CRLF in two sends: with Nagle's
-        # algorithm the second waits for the server's delayed ACK, 40 ms per login.
-        imap.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        imap.sock.settimeout(endpoint.timeout.read)
-    except BaseException:
-        with contextlib.suppress(Exception):
-            imap.shutdown()
-        raise
-    return imap
-
-
-def _offered(imap: imaplib.IMAP4) -> frozenset[bytes]:
-    return frozenset(str(c).upper().encode() for c in imap.capabilities)
-
-
-def _sasl(answer: bytes) -> Callable[[bytes], bytes]:
-    """imaplib's AUTHENTICATE callback: ``answer`` to the first challenge, an empty line to
-    any other (XOAUTH2 explains a failure in a challenge that expects one)."""
-    answers = iter([answer])
-    return lambda _challenge: next(answers, b"")
-
-
-@functools.cache
-def _adopting_client() -> type[IMAPClient]:
-    """An IMAPClient class that takes over a connection this module opened and logged in,
-    instead of opening its own (imapclient opens it in ``_create_IMAP4``)."""
-    from imapclient import IMAPClient
-
-    class AdoptingIMAPClient(IMAPClient):  # type: ignore[misc]
-        def __init__(self, imap: imaplib.IMAP4, endpoint: Endpoint) -> None:
-            from imapclient import SocketTimeout
-
-            self._adopted = imap
-            timeout = endpoint.timeout
-            super().__init__(
-                endpoint.host,
-                port=endpoint.port,
-                ssl=endpoint.tls == "ssl",
-                timeout=SocketTimeout(connect=timeout.connect_timeout, read=timeout.read),
-            )
-            self._starttls_done = endpoint.tls == "starttls"
-            self.folder_encode = False  # names are encoded/decoded by protocol.imap
-
-        def _create_IMAP4(self) -> imaplib.IMAP4:  # noqa: N802 - imapclient's name
-            return self._adopted
-
-    return AdoptingIMAPClient
 
 
 class IMAPRetriever(Retriever):
@@ -270,20 +78,23 @@ class IMAPRetriever(Retriever):
     anything seen (``BODY.PEEK``); folders are opened read-only (EXAMINE) unless changing.
     On Gmail (X-GM-EXT-1) messages carry labels and thread ids, and ``capabilities`` gains
     ``"labels"`` and ``"threads"`` once connected.
-    ``batch_size`` in the URL query or options sets the UIDs per FETCH (default 500).
+    ``batch_size`` in the URL query or options fixes the UIDs per FETCH (by default
+    ``messages()`` asks for 500 at a time, and ``sync()`` sizes its batches as
+    :class:`~mailsync.protocol.imap_sync.Batching` says).
     """
 
     scheme = "imap"
     capabilities = frozenset({"folders", "flags", "move", "delete", "append", "search", "idle"})
+    #: IDLE is re-issued after this many seconds (RFC 2177: servers may drop a client idle for
+    #: 30 minutes).
+    idle_renew: float = 25 * 60.0
+    #: Without IDLE, the longest wait between two NOOPs within one ``poll_interval``.
+    poll_most: float = 60.0
 
     def __init__(self, endpoint: Endpoint, *, state: Any = None) -> None:
         super().__init__(endpoint, state=state)
-        try:
-            self.batch_size = int(endpoint.params.get("batch_size", BATCH_SIZE))
-        except (TypeError, ValueError) as exc:
-            raise ConfigError("batch_size must be a positive number of messages") from exc
-        if self.batch_size < 1:
-            raise ConfigError("batch_size must be a positive number of messages")
+        #: How FETCH batches are sized (``batch_size`` fixes them).
+        self.batching = Batching.from_params(endpoint.params)
         self._imap: imaplib.IMAP4 | None = None
         self._client: IMAPClient | None = None
         self._caps: frozenset[bytes] = frozenset()
@@ -292,6 +103,10 @@ class IMAPRetriever(Retriever):
         self._lock = threading.RLock()
         self._wake: tuple[int, int] | None = None
         self._new_mail = False
+        #: FETCH streams under way (in this thread or another): close() does not talk over them.
+        self._streams = 0
+        #: Connections whose LOGOUT is under way: close() cuts it short.
+        self._ending: set[imaplib.IMAP4] = set()
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -311,18 +126,16 @@ class IMAPRetriever(Retriever):
             untagged: dict[str, Any] = imap.untagged_responses
             untagged["CAPABILITY"] = [b" ".join(sorted(self._caps))]
             with self._errors():
-                client = _adopting_client()(imap, self.endpoint)
+                client = adopting_client()(imap, self.endpoint)
             self._client = client
         return client
 
     def _connect(self) -> imaplib.IMAP4:
         with self._errors():
-            imap = _open(self.endpoint)
+            imap = open_connection(self.endpoint)
         try:
             with self._errors():
-                if self.endpoint.tls == "starttls":
-                    self._starttls(imap)
-                self._caps = self._authenticate(imap)
+                self._caps = log_in(imap, self.endpoint)
                 if b"X-GM-EXT-1" in self._caps:  # Gmail: labels and threads come with FETCH
                     self.capabilities = type(self).capabilities | {"labels", "threads"}
         except BaseException:
@@ -334,106 +147,6 @@ class IMAPRetriever(Retriever):
         self._status = None
         return imap
 
-    def _starttls(self, imap: imaplib.IMAP4) -> None:
-        if b"STARTTLS" not in _offered(imap):
-            # Fail closed: never send credentials in the clear because the server said nothing.
-            raise ConnectionFailed(
-                f"{self.endpoint.display} does not offer STARTTLS; refusing to continue "
-                "without TLS (use tls='ssl' for implicit TLS, or tls='none' to allow plaintext)"
-            )
-        imap.starttls(self.endpoint.ssl_context())
-
-    def _authenticate(self, imap: imaplib.IMAP4) -> frozenset[bytes]:
-        """Log in; returns the capabilities the server has after login."""
-        endpoint = self.endpoint
-        user = endpoint.username or ""
-        offered = _offered(imap)
-        try:
-            if endpoint.token is not None:
-                token = endpoint.token.fresh()  # a callable is asked at every (re)connect
-                if b"AUTH=OAUTHBEARER" in offered:
-                    name = user.replace("=", "=3D").replace(",", "=2C")
-                    blob = f"n,a={name},\x01auth=Bearer {token}\x01\x01"
-                    reply = imap.authenticate("OAUTHBEARER", _sasl(blob.encode()))
-                else:
-                    blob = f"user={user}\x01auth=Bearer {token}\x01\x01"
-                    reply = imap.authenticate("XOAUTH2", _sasl(blob.encode()))
-            elif endpoint.password is None:
-                raise AuthenticationError(
-                    f"{endpoint.display}: no password or token given for {user or 'the login'}"
-                )
-            elif b"AUTH=PLAIN" in offered:
-                # PLAIN carries UTF-8 user names and passwords, which LOGIN's strings cannot.
-                answer = f"\0{user}\0{endpoint.password.reveal()}".encode()
-                if b"SASL-IR" in offered:
-                    reply = self._authenticate_inline(imap, b"PLAIN", answer)
-                else:
-                    reply = imap.authenticate("PLAIN", _sasl(answer))
-            else:
-                reply = self._login(imap, offered, user, endpoint.password.reveal())
-        except imaplib.IMAP4.abort:
-            raise  # the connection broke: translated as such by the caller
-        except imaplib.IMAP4.error as exc:
-            # The server's text may echo the login but never the secret; still keep it short.
-            raise AuthenticationError(
-                f"{endpoint.display}: the server refused the credentials for {user!r}"
-            ) from exc
-        return self._capabilities_after_login(imap, reply)
-
-    @staticmethod
-    def _authenticate_inline(
-        imap: imaplib.IMAP4, mechanism: bytes, answer: bytes
-    ) -> tuple[str, Any]:
-        """AUTHENTICATE with the answer in the command line (SASL-IR, RFC 4959): one round
-        trip less per connection than imaplib's ``authenticate``, which waits for a ``+``.
-
-        Only for PLAIN, which a server answers with OK or NO and never a challenge. The line
-        is sent as the fast FETCH path sends its commands (imaplib's tag and reply handling),
-        not through imaplib's command log, which would keep the secret in memory.
-        """
-        tag = imap._new_tag()
-        imap.tagged_commands[tag] = None
-        imap.send(tag + b" AUTHENTICATE " + mechanism + b" " + base64.b64encode(answer) + b"\r\n")
-        typ, data = imap._command_complete("AUTHENTICATE", tag)
-        if typ != "OK":
-            raise imaplib.IMAP4.error(_text(data))
-        imap.state = "AUTH"
-        return typ, data
-
-    def _login(
-        self, imap: imaplib.IMAP4, offered: frozenset[bytes], user: str, password: str
-    ) -> tuple[str, Any]:
-        if b"LOGINDISABLED" in offered:
-            raise AuthenticationError(
-                f"{self.endpoint.display} refuses LOGIN without TLS (LOGINDISABLED); use TLS"
-            )
-        if not (user + password).isascii() or any(c in user + password for c in "\r\n\0"):
-            raise AuthenticationError(
-                f"{self.endpoint.display}: LOGIN cannot carry line breaks or non-ASCII "
-                "characters, and the server offers no AUTH=PLAIN"
-            )
-        # imaplib quotes the password but sends the user name as it is.
-        return imap.login(proto.quote(user).decode("ascii"), password)
-
-    def _capabilities_after_login(
-        self, imap: imaplib.IMAP4, reply: tuple[str, Any]
-    ) -> frozenset[bytes]:
-        """What the server offers once logged in: from the login reply's ``[CAPABILITY ...]``
-        code when it has one (Dovecot does; imaplib files it with the untagged responses),
-        else asked for. imaplib is told too, as it checks some."""
-        untagged: dict[str, Any] = imap.untagged_responses
-        data = reply[1]
-        filed = untagged.pop("CAPABILITY", None)
-        if filed:
-            caps = frozenset(bytes(filed[-1]).upper().split())
-        elif (code := proto.capability_code(data[-1] if data else None)) is not None:
-            caps = code
-        else:
-            _typ, lines = imap.capability()
-            caps = frozenset(bytes(lines[-1] or b"").upper().split())
-        imap.capabilities = tuple(c.decode("ascii", "replace") for c in caps)
-        return caps
-
     def _has(self, capability: bytes) -> bool:
         return capability in self._caps
 
@@ -443,11 +156,23 @@ class IMAPRetriever(Retriever):
         self._status = None
         if imap is None:
             return
-        with contextlib.suppress(Exception):
-            imap.sock.settimeout(LOGOUT_TIMEOUT)
-            imap.logout()
+        self._ending.add(imap)
+        try:
+            with contextlib.suppress(Exception):
+                imap.sock.settimeout(LOGOUT_TIMEOUT)
+                imap.logout()
+        finally:
+            self._ending.discard(imap)
         with contextlib.suppress(Exception):
             imap.shutdown()
+
+    def _interrupt(self, imap: imaplib.IMAP4 | None) -> None:
+        """Wake whoever waits on a connection: its reads end as if the server had hung up
+        (the socket is shut down, not closed, so a reader in another thread sees an end of
+        stream, not a file closed under it)."""
+        if imap is not None:
+            with contextlib.suppress(OSError):
+                imap.sock.shutdown(socket.SHUT_RDWR)
 
     def _drop(self) -> None:
         """Forget a broken connection without talking to the server again."""
@@ -459,11 +184,20 @@ class IMAPRetriever(Retriever):
                 imap.shutdown()
 
     def close(self) -> None:
-        """Close the connection and stop ``watch()``; safe to call from another thread."""
+        """Close the connection and stop ``watch()``; safe to call from another thread, where
+        it ends a ``watch()`` at once, whatever it is doing (an IDLE, a poll wait, a backoff,
+        a fetch)."""
         self._stop.set()
         self._signal_wake()
+        for ending in list(self._ending):  # a LOGOUT under way in another thread
+            self._interrupt(ending)
+        if self._streams:
+            # A FETCH is being read (maybe by another thread): LOGOUT would talk over it.
+            # Shutting the socket down wakes that reader, which then drops the connection.
+            self._interrupt(self._imap)
         with self._lock:  # an IDLE wait gives the connection back at once
-            self._disconnect()
+            if not self._streams:
+                self._disconnect()
             wake, self._wake = self._wake, None
         if wake is not None:
             for fd in wake:
@@ -490,46 +224,10 @@ class IMAPRetriever(Retriever):
     def _translated(self, exc: Exception, folder: str | None = None) -> MailsyncError | None:
         """The mailsync error for a library or socket error (None: not ours to translate);
         drops the connection when the error means it is no longer usable."""
-        context = self.endpoint.display
-        # imapclient's errors can only come from imapclient, which may never have been loaded.
-        imapclient_errors: Any = sys.modules.get("imapclient.exceptions")
-        if imapclient_errors and isinstance(exc, imapclient_errors.LoginError):
-            return AuthenticationError(f"{context}: the server refused the login")
-        if isinstance(exc, imaplib.IMAP4.readonly):
-            return ServerError(f"{context}: the folder is read-only ({exc})")
-        if isinstance(exc, imaplib.IMAP4.abort):
+        error, broken = translate(exc, self.endpoint.display, folder)
+        if broken:
             self._drop()
-            if "timed out" in str(exc).lower():
-                return MailTimeout(f"{context}: the server did not answer in time")
-            return ConnectionFailed(f"{context}: connection lost ({exc})")
-        if imapclient_errors and isinstance(exc, imapclient_errors.ProtocolError):
-            self._drop()
-            return ProtocolError(f"{context}: malformed response ({exc})")
-        if isinstance(exc, imaplib.IMAP4.error):
-            return self._refusal(exc, folder)
-        if isinstance(exc, TimeoutError):
-            self._drop()
-            return MailTimeout(f"{context}: the server did not answer in time")
-        if isinstance(exc, OSError):  # certificate and TLS failures included
-            self._drop()
-            return ConnectionFailed(socket_error_text(exc, context) or f"{context}: {exc}")
-        if isinstance(exc, ValueError | IndexError | KeyError | TypeError):
-            # imapclient's parsers fail this way on responses they cannot read.
-            self._drop()
-            return ProtocolError(f"{context}: unreadable response ({exc!r})")
-        return None
-
-    def _refusal(self, exc: BaseException, folder: str | None) -> MailsyncError:
-        text = str(exc)
-        upper = text.upper()
-        context = self.endpoint.display
-        if folder is not None and any(marker in upper for marker in _NONEXISTENT):
-            return FolderNotFound(f"{context}: no folder {folder!r}")
-        if any(marker in upper for marker in _AUTH_FAILED):
-            return AuthenticationError(f"{context}: {text}")
-        if "BAD" in upper.split(":")[-1][:8] or "PARSE" in upper:
-            return ProtocolError(f"{context}: {text}")
-        return ServerError(f"{context}: {text}")
+        return error
 
     # -- folders ------------------------------------------------------------------------------
 
@@ -567,8 +265,8 @@ class IMAPRetriever(Retriever):
             typ, data = imap.select(wire, readonly)  # type: ignore[arg-type]
             if typ != "OK":
                 command = "EXAMINE" if readonly else "SELECT"
-                raise imaplib.IMAP4.error(f"{command} failed: {_text(data)}")
-            status = proto.FolderStatus.from_select(_select_codes(imap.untagged_responses))
+                raise imaplib.IMAP4.error(f"{command} failed: {text(data)}")
+            status = proto.FolderStatus.from_select(select_codes(imap.untagged_responses))
         self._selected = (folder, readonly)
         self._status = status
         return status
@@ -600,7 +298,8 @@ class IMAPRetriever(Retriever):
         full_for_query = recheck and query is not None and query.needs_body
         items = proto.FETCH_HEADERS if headers_only and not full_for_query else proto.FETCH_BODY
         count = 0
-        batches = list(proto.uid_batches(uids, self.batch_size))
+        # messages() streams message by message: its batches are sized for round trips only.
+        batches = list(self.batching.streaming().sizer().split(uids))
         # Filtered client-side with a limit, the end is unknown: do not fetch ahead of it.
         ahead = not (recheck and limit is not None)
         for _index, message in self._fetch_messages(folder, status, batches, items, ahead=ahead):
@@ -624,7 +323,7 @@ class IMAPRetriever(Retriever):
         with self._errors():
             typ, data = imap.uid("SEARCH", wire)  # type: ignore[arg-type]
             if typ != "OK":
-                raise imaplib.IMAP4.error(f"SEARCH failed: {_text(data)}")
+                raise imaplib.IMAP4.error(f"SEARCH failed: {text(data)}")
         return proto.search_uids(data)
 
     def _fetch_items(self, base: str) -> str:
@@ -679,131 +378,24 @@ class IMAPRetriever(Retriever):
     def _fetch_batches(
         self, batches: Sequence[list[int]], items: str, *, ahead: bool = True
     ) -> Iterator[tuple[int, dict[bytes, Any] | None]]:
-        """``UID FETCH`` of each batch in turn, through the fast reader: ``(index,
-        attributes)`` for each response that carries a body section, as it arrives (bodies
-        are never all held at once), where ``index`` is the oldest batch not yet complete
-        (the response may answer the next one's command), then ``(index, None)`` once that
-        batch is complete.
-
-        With ``ahead``, the next batch's command goes out while the current batch is still
-        arriving, so the server does not wait a round trip at each boundary (over a 50 ms
-        path, 20 boundaries cost a second). A consumer that stops early then also waits for
-        that next batch to be read off.
-        """
-        # The commands go out on the imaplib connection, with tags imaplib hands out and
-        # forgets again below, and the replies are read from imaplib's file (the buffered
-        # socket reader or the TLS stream); imaplib's state is untouched between commands,
-        # so it (and imapclient) carries on.
+        """``UID FETCH`` of each batch in turn (see :class:`FetchStream`)."""
         imap = self._session()
-        stream = imap.file
-        reader = ResponseReader()
-        in_flight: deque[bytes] = deque()  # the tags sent and not yet completed, oldest first
-        sent = current = arrived = 0  # batches sent; the batch being read; its responses so far
-
-        def send_next() -> None:
-            nonlocal sent
-            with self._errors():
-                tag = imap._new_tag()
-                imap.send(fetch_command(tag.decode("ascii"), proto.uid_set(batches[sent]), items))
-            in_flight.append(tag)
-            sent += 1
-
+        stream = FetchStream(
+            imap,
+            self.endpoint.display,
+            translate=self._translated,
+            drop=self._drop,
+            alive=lambda: self._imap is imap,
+            exists=self._note_exists,
+        )
+        self._streams += 1
         try:
-            while current < len(batches):
-                if not in_flight:
-                    send_next()
-                event = reader.next_event()
-                if event is None:
-                    # Translated by hand: a context manager around every read costs too much.
-                    try:
-                        chunk = self._read(stream, reader.wanted)
-                    except Exception as exc:
-                        translated = self._translated(exc)
-                        if translated is None:
-                            raise
-                        raise translated from exc
-                    if not chunk:
-                        self._drop()
-                        raise ConnectionFailed(
-                            f"{self.endpoint.display}: the server closed the connection"
-                        )
-                    reader.feed(chunk)
-                    continue
-                if isinstance(event, FetchResponse):
-                    attributes = self._attributes(event)
-                    if not any(key.startswith(b"BODY[") for key in attributes):
-                        continue  # an unsolicited flag update
-                    arrived += 1
-                    # A consumer that read a whole batch is taken to read on: the next
-                    # command goes out with the first response. In the first batch, only
-                    # once half of it is in, so a peek at a few messages costs no more.
-                    next_due = current > 0 or 2 * arrived >= len(batches[0])
-                    if ahead and next_due and sent == current + 1 < len(batches):
-                        send_next()
-                    yield current, attributes
-                elif isinstance(event, Untagged):
-                    self._note_untagged(event)
-                elif isinstance(event, Tagged):
-                    tag = in_flight.popleft()
-                    imap.tagged_commands.pop(tag, None)
-                    self._check_tagged(event, tag)
-                    yield current, None
-                    current += 1
-                    arrived = 0
+            yield from stream.batches(batches, items, ahead=ahead)
         finally:
-            if in_flight:
-                # Stopped early (limit, break, error): the rest of the replies is still on the
-                # wire; read it off, or give the connection up if that fails.
-                self._drain(reader, in_flight[-1])
-                for tag in in_flight:
-                    imap.tagged_commands.pop(tag, None)
+            self._streams -= 1
 
-    def _drain(self, reader: ResponseReader, tag: bytes) -> None:
-        imap = self._imap
-        if imap is None:
-            return
-        try:
-            while True:
-                event = reader.next_event()
-                if event is None:
-                    chunk = self._read(imap.file, reader.wanted)
-                    if not chunk:
-                        break
-                    reader.feed(chunk)
-                elif isinstance(event, Tagged) and event.tag == tag:
-                    return
-        except Exception:  # noqa: S110 - a connection that cannot be drained is dropped below
-            pass
-        self._drop()
-
-    def _note_untagged(self, event: Untagged) -> None:
-        words = event.text.split()
-        if len(words) == 2 and words[1].upper() == b"EXISTS":
-            self._new_mail = True  # arrived during this FETCH: the next wait returns at once
-
-    @staticmethod
-    def _read(stream: Any, wanted: int) -> bytes:
-        """The next piece of the response: the rest of a literal in one read of up to
-        :data:`LITERAL_READ` (the buffered reader fills one bytes object straight from the
-        socket, so a body is copied once), else one line."""
-        if wanted:
-            return stream.read(min(wanted, LITERAL_READ))  # type: ignore[no-any-return]
-        return stream.readline(MAX_LINE)  # type: ignore[no-any-return]
-
-    def _attributes(self, event: FetchResponse) -> dict[bytes, Any]:
-        try:
-            return event.attributes()
-        except ProtocolError:
-            self._drop()
-            raise
-
-    def _check_tagged(self, event: Tagged, tag: bytes) -> None:
-        if event.tag != tag:
-            self._drop()
-            raise ProtocolError(f"{self.endpoint.display}: unexpected tagged reply {event!r}")
-        if not event.ok:
-            text = event.text.decode("utf-8", "replace")
-            raise ServerError(f"{self.endpoint.display}: FETCH failed: {text}")
+    def _note_exists(self) -> None:
+        self._new_mail = True  # arrived during a FETCH: the next wait returns at once
 
     def get(self, id: str) -> Message:
         """One message by its id (``"<folder>;<uidvalidity>;<uid>"``).
@@ -861,68 +453,35 @@ class IMAPRetriever(Retriever):
         folder = _canonical(folder)
         status = self._select(folder, readonly=True)
         self._forget_new_mail()
-        plan = proto.plan_sync(cursor, status)
-        saved = proto.SyncCursor.from_dict(cursor)
-        position = plan.cursor
-        if plan.mode == "unchanged":
-            if saved != position:
-                yield SyncStep(None, position.as_dict())  # HIGHESTMODSEQ moved on
-            return
-        if plan.mode == "incremental":
-            found = self._search([b"UID", f"{plan.since_uid + 1}:*".encode()], None)
-            uids = [uid for uid in found if uid > plan.since_uid]
-        else:
-            uids = self._search([b"ALL"], None)
-        batches = list(proto.uid_batches(uids, self.batch_size))
-        if plan.checks_identities:
-            fetched = self._fetch_unknown(folder, status, batches, known)
-        else:
-            fetched = self._fetch_messages(folder, status, batches, proto.FETCH_BODY)
-        for index, message in fetched:
-            if message is None:  # the batch is complete: the cursor moves past all of it
-                last = batches[index][-1]
-                if last > position.uid:
-                    position = position.after(last, status)
-                    yield SyncStep(None, position.as_dict())
-                continue
-            identity = proto.fetched_identity(message.raw)
-            assert isinstance(message.uid, int)
-            position = position.after(message.uid, status)
-            if plan.checks_identities and identity.startswith("sha256:") and known([identity]):
-                continue  # no Message-ID, and these very bytes were delivered before
-            yield SyncStep(message, position.as_dict(), identity)
-        if saved != position:
-            yield SyncStep(None, position.as_dict())
+        plan = imap_sync.sync_steps(folder, cursor, status, known, self.batching)
+        yield from stream(plan, self._perform, translate=self._translate)
 
-    def _fetch_unknown(
-        self,
-        folder: str,
-        status: proto.FolderStatus,
-        batches: Sequence[list[int]],
-        known: Callable[[Iterable[str]], set[str]],
-    ) -> Iterator[tuple[int, Message | None]]:
-        """As :meth:`_fetch_messages`, for a resync: batch by batch, only the messages whose
-        Message-ID was not delivered before (asked for first), so nothing is fetched ahead."""
-        for index, batch in enumerate(batches):
-            unknown = self._unknown(batch, known)
-            todo = [unknown] if unknown else []
-            for _index, message in self._fetch_messages(folder, status, todo, proto.FETCH_BODY):
-                if message is not None:
-                    yield index, message
-            yield index, None
+    def _perform(self, op: Operation) -> Any:
+        """Performs the operations of :func:`mailsync.protocol.imap_sync.sync_steps`."""
+        if isinstance(op, imap_sync.Fetch):
+            self._reselect(op.folder, op.uidvalidity)
+            items = self._fetch_items(op.items) if op.gmail else op.items
+            return list(self._fetch(list(op.uids), items))
+        if isinstance(op, imap_sync.Search):
+            self._reselect(op.folder, op.uidvalidity)
+            return self._search(list(op.criteria), None)
+        raise TypeError(f"not an IMAP sync operation: {op!r}")
 
-    def _unknown(self, uids: list[int], known: Callable[[Iterable[str]], set[str]]) -> list[int]:
-        """The UIDs whose message was not delivered before, judged by Message-ID first (only
-        that header is fetched); messages without one are fetched and judged by digest."""
-        identities: dict[int, str] = {}
-        for attributes in self._fetch(uids, "UID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"):
-            header = next(v for k, v in attributes.items() if k.startswith(b"BODY["))
-            message_id = proto.fast_message_id(bytes(header) + b"\r\n")
-            uid = attributes.get(b"UID")
-            if message_id and isinstance(uid, int):
-                identities[uid] = "mid:" + message_id
-        delivered = known(identities.values())
-        return [uid for uid in uids if identities.get(uid) not in delivered]
+    def _reselect(self, folder: str, uidvalidity: int) -> None:
+        """Select ``folder`` again if another one was selected meanwhile (a caller's other
+        call between two messages of a sync), and check it is still the same folder."""
+        status = self._select(folder, readonly=True, fresh=False)
+        if status.uidvalidity != uidvalidity:
+            raise TemporaryFailure(
+                f"{self.endpoint.display}: folder {folder!r} was replaced while being read "
+                "(UIDVALIDITY changed); read it again"
+            )
+
+    def _translate(self, exc: Exception) -> MailsyncError:
+        translated = self._translated(exc)
+        if translated is None:
+            raise exc
+        return translated
 
     def _wait_for_change(self, folder: str, timeout: float) -> None:
         """IDLE (RFC 2177) until new mail, ``timeout`` or :meth:`close`; NOOP polling on
@@ -953,7 +512,7 @@ class IMAPRetriever(Retriever):
         deadline = time.monotonic() + timeout
         client: IMAPClient = self._conn()
         while not self._stop.is_set():
-            until = min(deadline, time.monotonic() + IDLE_RENEW_SECONDS)
+            until = min(deadline, time.monotonic() + self.idle_renew)
             with self._errors():
                 client.idle()
             changed = self._idle_wait(client._imap, until)
@@ -1023,7 +582,7 @@ class IMAPRetriever(Retriever):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            self._stop.wait(min(remaining, NOOP_INTERVAL))
+            self._stop.wait(min(remaining, self.poll_most))
             if self._stop.is_set():
                 return
             with self._errors():
@@ -1149,16 +708,3 @@ class IMAPRetriever(Retriever):
         if appended is None:
             return None
         return proto.format_message_id(folder, appended[0], appended[1])
-
-
-def _text(data: Sequence[Any]) -> str:
-    """The text of a tagged NO/BAD reply as imaplib hands it over."""
-    last = data[-1] if data else b""
-    return last.decode("utf-8", "replace") if isinstance(last, bytes) else str(last)
-
-
-def _select_codes(untagged: dict[str, list[Any]]) -> dict[bytes, Any]:
-    """What SELECT reported, from imaplib's untagged responses (it files each ``OK [CODE n]``
-    under the code), in the shape :meth:`FolderStatus.from_select` reads."""
-    wanted = ("UIDVALIDITY", "UIDNEXT", "EXISTS", "HIGHESTMODSEQ")
-    return {key.encode(): untagged[key][-1] for key in wanted if untagged.get(key)}

@@ -1,32 +1,23 @@
 """The async IMAP backend: :class:`AsyncIMAPRetriever`, natively async over aioimaplib.
 
-This module owns the I/O of the async IMAP client: connecting (implicit TLS, STARTTLS that
-fails closed, plaintext only when asked), logging in (password or OAuth2 token), running
-commands with read timeouts, noticing a dropped connection at once, IDLE, and translating every
-aioimaplib/asyncio/socket error into the mailsync hierarchy. aioimaplib holds the conversation;
-the bulk ``UID FETCH`` of bodies is read off the same transport by the pure reader of
-:mod:`mailsync.protocol.imap_literals` (aioimaplib's own parser is several times slower), as
-the sync backend does with imapclient. Everything that is not I/O (SEARCH criteria, FETCH data
-→ Message, flag names, modified UTF-7, LIST → Folder, cursor rules, message ids) comes from
-:mod:`mailsync.protocol.imap`, shared with the sync backend, so the two behave alike.
+The connection, login, commands and IDLE are :class:`mailsync.backends._aioimap.Session`;
+this module is the retriever over it. Everything that is not I/O comes from
+:mod:`mailsync.protocol` and is shared with the sync backend, so the two behave alike: SEARCH
+criteria, FETCH data → Message, flag names, modified UTF-7 and LIST → Folder, message ids
+(:mod:`~mailsync.protocol.imap`), the sync walk, its cursor and batch rules
+(:mod:`~mailsync.protocol.imap_sync`, run here as a plan).
 
-aioimaplib is GPL-3.0 and lives in the ``async`` extra: this is the only module that imports
-it. Nothing here blocks the event loop or calls ``asyncio.run``; one retriever holds one
-connection, so folders fetched concurrently use one retriever each.
+One retriever holds one connection, so folders fetched concurrently use one retriever each.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import re
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar
-
-import aioimaplib
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 from mailsync._base import (
     AsyncRetriever,
@@ -35,45 +26,33 @@ from mailsync._base import (
     SyncStep,
     message_refs,
 )
-from mailsync._compose import outgoing_bytes
 from mailsync._config import Endpoint
+from mailsync._envelope import outgoing_bytes
 from mailsync._errors import (
     AuthenticationError,
     ConfigError,
     ConnectionFailed,
     FolderNotFound,
-    MailsyncError,
-    MailTimeout,
     MessageNotFound,
-    ProtocolError,
-    SecretScrubber,
-    ServerError,
     TemporaryFailure,
-    map_exceptions,
 )
-from mailsync._hints import greeting_problem
 from mailsync._message import Folder, Message, crlf_bytes, header_block
+from mailsync._plans import Operation, Plan, astream
 from mailsync._query import Q
+from mailsync.backends._aioimap import Mailbox, Session
+from mailsync.protocol import imap_sync
 from mailsync.protocol.imap import (
-    BODY_KEYS,
     FETCH_BODY,
     FETCH_GMAIL,
     FETCH_HEADERS,
-    FolderStatus,
+    Criterion,
     GmailRef,
     SearchPlan,
-    SyncCursor,
-    SyncPlan,
-    capability_code,
     encode_folder,
-    fast_message_id,
-    fetched_identity,
     folders_from_list,
     format_message_id,
-    message_from_fetch,
     parse_appenduid,
     parse_message_id,
-    plan_sync,
     quote,
     render_criteria,
     search_plan,
@@ -81,30 +60,11 @@ from mailsync.protocol.imap import (
     store_flags,
     uid_set,
 )
-from mailsync.protocol.imap_literals import (
-    Continuation,
-    FetchResponse,
-    ResponseReader,
-    Tagged,
-    fetch_command,
-)
+from mailsync.protocol.imap_lines import is_exists, list_entries
+from mailsync.protocol.imap_sync import Batching, messages_from_fetch
 
 __all__ = ["AsyncIMAPRetriever"]
 
-_T = TypeVar("_T")
-
-#: Response codes (RFC 5530 and RFC 3501) that say which mailsync error a NO means.
-_NO_CODES: dict[str, type[ServerError]] = {
-    "NONEXISTENT": FolderNotFound,
-    "TRYCREATE": FolderNotFound,
-    "UNAVAILABLE": TemporaryFailure,
-    "INUSE": TemporaryFailure,
-    "EXPUNGEISSUED": TemporaryFailure,
-}
-_AUTH_CODES = frozenset({"AUTHENTICATIONFAILED", "AUTHORIZATIONFAILED", "EXPIRED"})
-_CODE_RE = re.compile(rb"^\[([A-Za-z0-9-]+)")
-_NUMBER_BEFORE_RE = re.compile(rb"^(\d+) (EXISTS|RECENT|EXPUNGE)\b", re.IGNORECASE)
-_CRLF = b"\r\n"
 _LINE_BREAKS = re.compile(r"[\r\n\0]")
 
 
@@ -117,777 +77,9 @@ def _strings(criteria: Iterable[Any]) -> Iterator[str]:
             yield item
 
 
-def _quote(text: str) -> str:
-    """An IMAP quoted string (RFC 3501 section 4.3) for text without CR or LF."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _text(line: Any) -> str:
-    if isinstance(line, bytes | bytearray):
-        return bytes(line).decode("utf-8", "replace")
-    return str(line)
-
-
-# -- commands ----------------------------------------------------------------------------------
-
-
-class _WireMixin:
-    """A command whose wire text after ``tag [UID] NAME`` is built here, not by aioimaplib.
-
-    aioimaplib joins ``str`` arguments with spaces and refuses CR/LF in them; building the
-    text ourselves lets a SEARCH carry a non-synchronising literal (LITERAL+) for UTF-8 text.
-    """
-
-    tag: str
-    name: str
-    prefix: str | None
-    wire: str
-
-    def __repr__(self) -> str:
-        return f"{self.tag} {self.prefix or ''}{self.name}{' ' if self.wire else ''}{self.wire}"
-
-
-class _Command(_WireMixin, aioimaplib.Command):  # type: ignore[misc]
-    def __init__(
-        self,
-        name: str,
-        tag: str,
-        wire: str,
-        *,
-        prefix: str | None,
-        untagged: str | None,
-        timeout: float | None,
-    ) -> None:
-        super().__init__(name, tag, prefix=prefix, untagged_resp_name=untagged, timeout=timeout)
-        self.wire = wire
-
-
-class _FetchCommand(_WireMixin, aioimaplib.FetchCommand):  # type: ignore[misc]
-    def __init__(self, tag: str, wire: str, *, timeout: float | None) -> None:
-        super().__init__(tag, prefix="UID", timeout=timeout)
-        self.wire = wire
-
-
-class _SASLCommand(aioimaplib.Command):  # type: ignore[misc]
-    """AUTHENTICATE: sends the initial response inline (SASL-IR) or when asked, and answers
-    a failure challenge (XOAUTH2/OAUTHBEARER send their error as one) so the server can say NO.
-    """
-
-    def __init__(
-        self,
-        tag: str,
-        mechanism: str,
-        initial: bytes,
-        *,
-        inline: bool,
-        abort_answer: bytes,
-        write: Callable[[bytes], None],
-        timeout: float | None,
-    ) -> None:
-        encoded = base64.b64encode(initial).decode("ascii") or "="
-        args = (mechanism, encoded) if inline else (mechanism,)
-        super().__init__("AUTHENTICATE", tag, *args, timeout=timeout)
-        self.secret = encoded
-        self._answers = [] if inline else [encoded.encode("ascii")]
-        self._abort_answer = abort_answer
-        self._write = write
-
-    def append_to_resp(self, line: Any, result: str = "Pending") -> None:
-        if result == "Pending" and isinstance(line, bytes) and line.startswith(b"+"):
-            answer = self._answers.pop(0) if self._answers else self._abort_answer
-            self._write(answer + _CRLF)
-            return
-        super().append_to_resp(line, result)
-
-
-# -- one connection ----------------------------------------------------------------------------
-
-
-class _FetchReader:
-    """Takes the place of aioimaplib's ``data_received`` for one ``UID FETCH``: feeds the
-    pure :class:`ResponseReader` and keeps the FETCH responses until the tagged completion.
-
-    Safe because nothing else is in flight: the caller holds the session lock, and IMAP
-    servers only speak in answer to a command.
-    """
-
-    def __init__(self, tag: bytes) -> None:
-        loop = asyncio.get_running_loop()
-        self.tag = tag
-        self.reader = ResponseReader()
-        self.responses: list[FetchResponse] = []
-        self.done: asyncio.Future[Tagged] = loop.create_future()
-        self.last = loop.time()
-        self._loop = loop
-
-    def feed(self, data: bytes) -> None:
-        self.last = self._loop.time()
-        if self.done.done():
-            return
-        try:
-            self.reader.feed(data)
-            while (event := self.reader.next_event()) is not None:
-                self._take(event)
-        except ProtocolError as exc:
-            self.done.set_exception(exc)
-
-    def _take(self, event: Any) -> None:
-        if isinstance(event, FetchResponse):
-            self.responses.append(event)
-        elif isinstance(event, Tagged):
-            if event.tag != self.tag or self.reader.buffered:
-                raise ProtocolError(f"unexpected tagged response {event.tag!r} during FETCH")
-            self.done.set_result(event)
-        elif isinstance(event, Continuation):
-            raise ProtocolError("unexpected continuation request during FETCH")
-        # Other untagged responses (EXISTS, EXPUNGE, flag news) change nothing here.
-
-
-def _parser_idle(protocol: Any) -> bool:
-    """Whether aioimaplib has nothing half-read and no command in flight."""
-    return (
-        not protocol.incomplete_line
-        and protocol.current_command is None
-        and protocol.pending_sync_command is None
-        and not protocol.pending_async_commands
-    )
-
-
-@dataclass(slots=True)
-class _Mailbox:
-    """What SELECT said about the selected folder."""
-
-    name: str
-    uidvalidity: int
-    uidnext: int | None
-    exists: int
-    highestmodseq: int | None
-
-
-class _Session:
-    """One logged-in aioimaplib connection: commands with timeouts, errors translated, and a
-    dropped connection noticed at once (aioimaplib itself would wait for the timeout).
-
-    Commands are serialised with :attr:`lock` by the caller, which keeps SELECT and the
-    commands that depend on it together.
-    """
-
-    #: Read bulk FETCH responses with the pure reader (False: aioimaplib's own parser).
-    fast_fetch = True
-
-    def __init__(self, endpoint: Endpoint, tls_context: ssl.SSLContext | None) -> None:
-        self.endpoint = endpoint
-        self.context = f"IMAP {endpoint.host}:{endpoint.port}"
-        self.tls_context = tls_context
-        self.read_timeout = endpoint.timeout.read
-        self.lock = asyncio.Lock()
-        self.capabilities: frozenset[str] = frozenset()
-        self.mailbox: _Mailbox | None = None
-        self.alive = False
-        self.secrets = SecretScrubber()  # what this connection sent, kept out of errors
-        self._client: Any = None
-        self._lost: asyncio.Future[None] | None = None
-
-    # -- connecting ----------------------------------------------------------------------------
-
-    async def open(self, secret: Callable[[], Awaitable[tuple[str, str]]]) -> None:
-        """Connect, secure the connection as asked, and log in.
-
-        Args:
-            secret: Returns ``("password" | "token", value)``; called after the greeting, so
-                a token callable runs at every (re)connect.
-        """
-        loop = asyncio.get_running_loop()
-        self._lost = loop.create_future()
-        endpoint = self.endpoint
-        implicit = self.tls_context if endpoint.tls == "ssl" else None
-        # No TCP_NODELAY to set, unlike the sync backend: asyncio turns Nagle off on every TCP
-        # transport, STARTTLS keeps that socket, and each login step is a single write. A login
-        # against Dovecot takes 1-3 ms here, without imaplib's 40 ms delayed-ACK stall.
-        with self._translate("connecting"):
-            self._client = aioimaplib.IMAP4(
-                host=endpoint.host,
-                port=endpoint.port,
-                timeout=endpoint.timeout.connect_timeout,
-                conn_lost_cb=self._on_lost,
-                ssl_context=implicit,
-            )
-            _use_greeting_capabilities(self._client.protocol)
-            self.alive = True
-            try:
-                await self._guard(self._client.wait_hello_from_server())
-            except ConnectionFailed:
-                problem = getattr(self._client.protocol, "foreign_greeting", None)
-                if problem is None:
-                    raise
-                raise ProtocolError(f"{self.context}: {problem}") from None
-            self.capabilities = _upper(self._client.protocol.capabilities)
-            if endpoint.tls == "starttls":
-                await self._starttls()
-            kind, value = await secret()
-            self.secrets.add(value)
-            if kind == "token":
-                await self._authenticate_oauth(value)
-            else:
-                await self._authenticate_password(value)
-            self._client.timeout = self.read_timeout
-
-    def _on_lost(self, exc: Exception | None) -> None:
-        self.alive = False
-        self.mailbox = None
-        if self._lost is not None and not self._lost.done():
-            self._lost.set_result(None)
-
-    async def _starttls(self) -> None:
-        if "STARTTLS" not in self.capabilities:
-            raise ConnectionFailed(
-                f"{self.context}: the server does not offer STARTTLS, so the connection "
-                "cannot be encrypted; use tls='ssl' for implicit TLS (or tls='none' to allow "
-                "plaintext)"
-            )
-        await self.command("STARTTLS")
-        protocol = self._client.protocol
-        loop = asyncio.get_running_loop()
-        assert self.tls_context is not None
-        transport = await self._guard(
-            loop.start_tls(
-                protocol.transport,
-                protocol,
-                self.tls_context,
-                server_hostname=self.endpoint.host,
-                ssl_handshake_timeout=self.endpoint.timeout.connect_timeout,
-            )
-        )
-        protocol.transport = transport
-        await self.refresh_capabilities()
-
-    async def refresh_capabilities(self) -> None:
-        """Ask the server for its capabilities again (after STARTTLS or a login)."""
-        lines = await self.command("CAPABILITY")
-        words = b" ".join(bytes(line) for line in lines[:-1]).split()
-        self._set_capabilities(w.decode("ascii", "replace") for w in words)
-
-    def _set_capabilities(self, names: Iterable[str]) -> None:
-        self.capabilities = _upper(names)
-        # aioimaplib checks its own copy before IDLE and MOVE.
-        self._client.protocol.capabilities = set(self.capabilities)
-
-    async def _authenticate_password(self, password: str) -> None:
-        user = self.endpoint.username or ""
-        if "AUTH=PLAIN" in self.capabilities:
-            # PLAIN carries UTF-8 user names and passwords, which LOGIN's quoted strings cannot.
-            initial = f"\0{user}\0{password}".encode()
-            await self._authenticate("PLAIN", initial, abort_answer=b"*")
-            return
-        if "LOGINDISABLED" in self.capabilities:
-            raise AuthenticationError(
-                f"{self.context}: the server refuses to log in on this connection "
-                "(LOGINDISABLED); use TLS"
-            )
-        if _LINE_BREAKS.search(user + password):
-            # A quoted string cannot carry them: they would end the command line.
-            raise AuthenticationError(f"{self.context}: LOGIN cannot send line breaks")
-        tag = self._client.protocol.new_tag()
-        wire = f"{_quote(user)} {_quote(password)}"
-        command = _Command(
-            "LOGIN", tag, wire, prefix=None, untagged=None, timeout=self.read_timeout
-        )
-        response = await self._execute(command, what="LOGIN", scrub=_quote(password))
-        self._check(response, "LOGIN", auth=True)
-        await self._logged_in(response.lines)
-
-    async def _authenticate_oauth(self, token: str) -> None:
-        user = self.endpoint.username or ""
-        if "AUTH=OAUTHBEARER" in self.capabilities:
-            host, port = self.endpoint.host, self.endpoint.port
-            authzid = user.replace("=", "=3D").replace(",", "=2C")  # RFC 5801 saslname
-            initial = f"n,a={authzid},\1host={host}\1port={port}\1auth=Bearer {token}\1\1"
-            await self._authenticate("OAUTHBEARER", initial.encode(), abort_answer=b"AQ==")
-            return
-        if "AUTH=XOAUTH2" in self.capabilities:
-            xoauth2 = f"user={user}\1auth=Bearer {token}\1\1"
-            await self._authenticate("XOAUTH2", xoauth2.encode(), abort_answer=b"")
-            return
-        raise AuthenticationError(
-            f"{self.context}: a token was given but the server offers neither OAUTHBEARER "
-            "nor XOAUTH2"
-        )
-
-    async def _authenticate(self, mechanism: str, initial: bytes, *, abort_answer: bytes) -> None:
-        self.secrets.add(initial)
-        protocol = self._client.protocol
-        command = _SASLCommand(
-            protocol.new_tag(),
-            mechanism,
-            initial,
-            inline="SASL-IR" in self.capabilities,
-            abort_answer=abort_answer,
-            write=lambda data: protocol.transport.write(data),
-            timeout=self.read_timeout,
-        )
-        response = await self._execute(
-            command, what=f"AUTHENTICATE {mechanism}", scrub=command.secret
-        )
-        self._check(response, f"AUTHENTICATE {mechanism}", auth=True)
-        await self._logged_in(response.lines)
-
-    async def _logged_in(self, lines: Sequence[Any]) -> None:
-        """Take the post-login capabilities the server sent with its OK (Dovecot sends an
-        untagged CAPABILITY; others a ``[CAPABILITY ...]`` code), or ask for them."""
-        self._client.protocol.state = aioimaplib.AUTH
-        caps = None
-        for line in lines:
-            data = bytes(line)
-            if data[:11].upper() == b"CAPABILITY ":
-                caps = frozenset(data.upper().split()[1:])
-        if caps is None and lines:
-            caps = capability_code(bytes(lines[-1]))
-        if caps is None:
-            await self.refresh_capabilities()
-            return
-        self._set_capabilities(c.decode("ascii", "replace") for c in caps)
-
-    # -- running commands ----------------------------------------------------------------------
-
-    async def command(
-        self,
-        name: str,
-        wire: str = "",
-        *,
-        uid: bool = False,
-        untagged: str | None = None,
-        what: str | None = None,
-    ) -> list[Any]:
-        """Run one command and return its response lines (the tagged text last).
-
-        Raises:
-            ServerError: The server said NO (a subclass when its response code says which).
-            ProtocolError: The server said BAD or something aioimaplib could not follow.
-        """
-        tag = self._client.protocol.new_tag()
-        prefix = "UID" if uid else None
-        command = _Command(
-            name, tag, wire, prefix=prefix, untagged=untagged, timeout=self.read_timeout
-        )
-        label = what or f"{prefix + ' ' if prefix else ''}{name}"
-        response = await self._execute(command, what=label)
-        return self._check(response, label)
-
-    async def fetch(self, uids: str, items: str) -> list[dict[bytes, Any]]:
-        """``UID FETCH <uids> (<items>)``: the attributes of every FETCH response.
-
-        The response is read by the pure :class:`ResponseReader` rather than aioimaplib's
-        parser, which rescans the response for every line and copies each chunk's tail
-        per literal (quadratic in the batch); see :class:`_FetchReader`. The read timeout
-        applies to silence between chunks, not to the whole response.
-        """
-        protocol = self._client.protocol
-        if not self.fast_fetch or not _parser_idle(protocol):
-            return await self._fetch_via_aioimaplib(uids, items)
-        if not self.alive:
-            raise ConnectionFailed(f"{self.context}: the connection is closed")
-        tag = protocol.new_tag()
-        reader = _FetchReader(tag.encode("ascii"))
-        protocol.data_received = reader.feed  # the transport looks it up for every chunk
-        try:
-            with self._translate("UID FETCH"):
-                protocol.transport.write(fetch_command(tag, uids, items))
-                tagged = await self._await_reader(reader)
-        except BaseException:
-            self.abort()  # cut short (error, cancel): the rest of the answer is still coming
-            raise
-        finally:
-            del protocol.data_received
-        if not tagged.ok:
-            text = self.secrets.scrub(tagged.text.decode("utf-8", "replace"))
-            if tagged.status == b"BAD":
-                raise ProtocolError(f"{self.context}: UID FETCH refused as malformed: {text}")
-            raise ServerError(f"{self.context}: UID FETCH: {text}")
-        with self._translate("UID FETCH"):
-            return [response.attributes() for response in reader.responses]
-
-    async def _await_reader(self, reader: _FetchReader) -> Tagged:
-        assert self._lost is not None
-        loop = asyncio.get_running_loop()
-        limit = self.read_timeout
-        while not reader.done.done():
-            wait = None if limit is None else max(limit - (loop.time() - reader.last), 0.0)
-            await asyncio.wait(
-                (reader.done, self._lost), timeout=wait, return_when=asyncio.FIRST_COMPLETED
-            )
-            if reader.done.done():
-                break
-            if self._lost.done():
-                raise ConnectionFailed(f"{self.context}: the connection was closed by the peer")
-            if limit is not None and loop.time() - reader.last >= limit:
-                raise MailTimeout(f"{self.context}: no answer to UID FETCH within {limit} s")
-        return reader.done.result()
-
-    async def _fetch_via_aioimaplib(self, uids: str, items: str) -> list[dict[bytes, Any]]:
-        command = _FetchCommand(
-            self._client.protocol.new_tag(), f"{uids} ({items})", timeout=self.read_timeout
-        )
-        response = await self._execute(command, what="UID FETCH")
-        lines = self._check(response, "UID FETCH")
-        with self._translate("UID FETCH"):
-            return list(_fetch_attributes(lines))
-
-    async def _execute(self, command: Any, *, what: str, scrub: str | None = None) -> Any:
-        if not self.alive:
-            raise ConnectionFailed(f"{self.context}: the connection is closed")
-        with self._translate(what):
-            return await self._guard(self._client.protocol.execute(command, scrub=scrub))
-
-    async def _guard(self, awaitable: Awaitable[_T]) -> _T:
-        """Await ``awaitable``, but fail at once when the connection drops meanwhile."""
-        assert self._lost is not None
-        task = asyncio.ensure_future(awaitable)
-        try:
-            await asyncio.wait((task, self._lost), return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
-            task.cancel()
-            raise
-        if task.done():
-            return task.result()
-        task.cancel()
-        raise ConnectionFailed(f"{self.context}: the connection was closed by the peer")
-
-    @contextlib.contextmanager
-    def _translate(self, what: str) -> Iterator[None]:
-        """aioimaplib, asyncio and socket errors → mailsync errors; a broken session is closed.
-
-        aioimaplib's own messages can quote the command (and so a password): they are not
-        repeated here.
-        """
-        try:
-            with map_exceptions(context=f"{self.context}: {what}", secrets=self.secrets):
-                yield
-        except (ConnectionFailed, MailTimeout, ProtocolError):
-            self.abort()
-            raise
-        except aioimaplib.CommandTimeout as exc:
-            self.abort()
-            raise MailTimeout(
-                f"{self.context}: no answer to {what} within {self.read_timeout} s"
-            ) from exc
-        except aioimaplib.AioImapException as exc:
-            self.abort()
-            raise ProtocolError(f"{self.context}: {what} failed: {type(exc).__name__}") from exc
-        except ValueError as exc:  # aioimaplib refuses CR/LF/NUL in arguments
-            raise ConfigError(f"{self.context}: {what}: {exc}") from exc
-
-    def _check(self, response: Any, what: str, *, auth: bool = False) -> list[Any]:
-        lines: list[Any] = list(response.lines)
-        if response.result == "OK":
-            return lines
-        text = self.secrets.scrub(_text(lines[-1])) if lines else ""
-        if response.result == "BAD":
-            raise ProtocolError(f"{self.context}: {what} refused as malformed: {text}")
-        if response.result != "NO":
-            self.abort()
-            raise ProtocolError(f"{self.context}: {what}: unexpected answer {response.result}")
-        match = _CODE_RE.match(text.encode())
-        code = match.group(1).decode().upper() if match else None
-        if auth or code in _AUTH_CODES:
-            raise AuthenticationError(f"{self.context}: login refused: {text}")
-        error = _NO_CODES.get(code or "", ServerError)
-        raise error(f"{self.context}: {what}: {text}", code=code)
-
-    async def append(self, wire: str, data: bytes) -> list[Any]:
-        """APPEND with ``wire`` (folder, flags, ``{n}``); the message goes out when the server
-        asks for it. Returns the response lines (APPENDUID in the last)."""
-        tag = self._client.protocol.new_tag()
-        command = _Command(
-            "APPEND", tag, wire, prefix=None, untagged=None, timeout=self.read_timeout
-        )
-        self._client.protocol.literal_data = data
-        response = await self._execute(command, what="APPEND")
-        return self._check(response, "APPEND")
-
-    # -- folders -------------------------------------------------------------------------------
-
-    async def select(self, wire_name: str, *, fresh: bool = False) -> _Mailbox:
-        """SELECT a folder (read-write; fetches use BODY.PEEK so nothing is marked seen).
-
-        Args:
-            wire_name: The quoted, encoded folder name.
-            fresh: SELECT again even when selected, for current UIDNEXT/HIGHESTMODSEQ.
-
-        Raises:
-            FolderNotFound: The server has no such folder.
-        """
-        if not fresh and self.mailbox is not None and self.mailbox.name == wire_name:
-            return self.mailbox
-        condstore = " (CONDSTORE)" if "CONDSTORE" in self.capabilities else ""
-        self.mailbox = None
-        try:
-            lines = await self.command("SELECT", wire_name + condstore, what=f"SELECT {wire_name}")
-        except ServerError as exc:
-            # A failed SELECT leaves no folder selected (RFC 3501 6.3.1).
-            self._client.protocol.state = aioimaplib.AUTH
-            if type(exc) is ServerError:
-                raise FolderNotFound(str(exc), code=exc.code) from exc
-            raise
-        self._client.protocol.state = aioimaplib.SELECTED
-        self.mailbox = _parse_select(wire_name, lines)
-        return self.mailbox
-
-    # -- IDLE ----------------------------------------------------------------------------------
-
-    async def idle(self, seconds: float) -> bool:
-        """IDLE (RFC 2177) for up to ``seconds``; True when new mail (EXISTS) was announced.
-
-        The selected folder stays selected. The caller re-issues IDLE in time (servers may
-        drop a client idle for 30 minutes).
-        """
-        protocol = self._client.protocol
-        queue: asyncio.Queue[Any] = protocol.idle_queue
-        while not queue.empty():  # leftovers of an earlier IDLE
-            queue.get_nowait()
-        idle = asyncio.ensure_future(protocol.idle())
-        try:
-            await self._idle_started(idle)
-            changed = await self._idle_wait(queue, seconds)
-        except BaseException:
-            # Still idling, or broken: either way the connection cannot take a command now.
-            self.abort()
-            _discard(idle)
-            raise
-        await self._idle_done(idle)
-        return changed
-
-    async def _idle_started(self, idle: asyncio.Future[Any]) -> None:
-        ack = asyncio.ensure_future(self._client.protocol.wait_for_idle_response())
-        try:
-            with self._translate("IDLE"):
-                await self._guard(asyncio.wait((idle, ack), return_when=asyncio.FIRST_COMPLETED))
-        finally:
-            ack.cancel()
-        if idle.done():  # the server answered IDLE at once instead of "+ idling"
-            with self._translate("IDLE"):
-                response = idle.result()
-            self._check(response, "IDLE")
-            raise ProtocolError(f"{self.context}: the server ended IDLE at once")
-
-    async def _idle_wait(self, queue: asyncio.Queue[Any], seconds: float) -> bool:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds
-        assert self._lost is not None
-        while (remaining := deadline - loop.time()) > 0:
-            pushed = asyncio.ensure_future(queue.get())
-            try:
-                await asyncio.wait(
-                    (pushed, self._lost), timeout=remaining, return_when=asyncio.FIRST_COMPLETED
-                )
-            finally:
-                pushed.cancel()
-            if pushed.done() and not pushed.cancelled():
-                if any(_is_exists(line) for line in pushed.result()):
-                    return True
-            elif self._lost.done():
-                raise ConnectionFailed(f"{self.context}: the connection was closed during IDLE")
-        return False
-
-    async def _idle_done(self, idle: asyncio.Future[Any]) -> None:
-        with self._translate("IDLE"):
-            self._client.protocol.idle_done()
-            response = await self._guard(asyncio.wait_for(idle, self.read_timeout))
-        self._check(response, "IDLE")
-
-    # -- closing -------------------------------------------------------------------------------
-
-    async def logout(self) -> None:
-        """Say LOGOUT (briefly, unless a command is running) and close; never raises."""
-        if self.alive and not self.lock.locked():
-            with contextlib.suppress(MailsyncError, asyncio.TimeoutError):
-                await asyncio.wait_for(self.command("LOGOUT"), 2.0)
-        await self.close()
-
-    async def close(self) -> None:
-        """Close the connection and wait until the socket is released; never raises."""
-        self.abort()
-        if self._lost is not None and self._client is not None:
-            # The transport releases its socket one loop iteration later: wait for that, so
-            # that a loop stopped right after aclose() leaves no socket open.
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._lost), 2.0)
-
-    def abort(self) -> None:
-        """Drop the connection at once (after an error, or to end an IDLE from elsewhere)."""
-        self.alive = False
-        self.mailbox = None
-        transport = getattr(getattr(self._client, "protocol", None), "transport", None)
-        if transport is not None:
-            transport.abort()
-        elif self._lost is not None and not self._lost.done():
-            self._lost.set_result(None)  # never connected: nothing to wait for
-
-
-def _discard(task: asyncio.Future[Any]) -> None:
-    """Cancel a task we no longer wait for, retrieving its error so none is reported."""
-    task.cancel()
-    if task.done() and not task.cancelled():
-        task.exception()
-
-
-def _use_greeting_capabilities(protocol: Any) -> None:
-    """aioimaplib asks CAPABILITY right after the greeting even when the greeting carried
-    them in a ``[CAPABILITY ...]`` code (Dovecot's does): take those and spare the round trip.
-
-    Only the greeting's: after STARTTLS the capabilities are asked afresh. The state change
-    follows aioimaplib's own ``welcome`` (under its state condition, waking the waiters).
-    """
-    ask = protocol.welcome
-
-    async def welcome(line: bytes) -> None:
-        if not line.startswith(b"* "):
-            # Another protocol on this port: aioimaplib would take "+OK" for a greeting, or
-            # wait for one until the timeout. Hang up and say what it looks like.
-            protocol.foreign_greeting = greeting_problem("IMAP", line)
-            protocol.transport.abort()
-            return
-        caps = capability_code(line)
-        if caps is None or not caps & {b"IMAP4REV1", b"IMAP4REV2"}:
-            await ask(line)
-            return
-        async with protocol.state_condition:
-            if b"PREAUTH" in line:
-                protocol.state = aioimaplib.AUTH
-            elif b"OK" in line:
-                protocol.state = aioimaplib.NONAUTH
-            else:
-                raise aioimaplib.Error(line.decode("utf-8", "replace"))
-            protocol.capabilities = {c.decode("ascii", "replace") for c in caps}
-            protocol.imap_version = "IMAP4REV1" if b"IMAP4REV1" in caps else "IMAP4REV2"
-            protocol.state_condition.notify_all()
-
-    protocol.welcome = welcome
-
-
-def _upper(names: Iterable[str]) -> frozenset[str]:
-    return frozenset(name.upper() for name in names)
-
-
-def _is_exists(line: Any) -> bool:
-    match = _NUMBER_BEFORE_RE.match(bytes(line)) if isinstance(line, bytes | bytearray) else None
-    return match is not None and match.group(2).upper() == b"EXISTS"
-
-
-_SELECT_CODES = {
-    "UIDVALIDITY": re.compile(rb"\[UIDVALIDITY (\d+)\]", re.IGNORECASE),
-    "UIDNEXT": re.compile(rb"\[UIDNEXT (\d+)\]", re.IGNORECASE),
-    "HIGHESTMODSEQ": re.compile(rb"\[HIGHESTMODSEQ (\d+)\]", re.IGNORECASE),
-}
-
-
-def _parse_select(name: str, lines: Sequence[Any]) -> _Mailbox:
-    found: dict[str, int] = {}
-    exists = 0
-    for line in lines:
-        data = bytes(line)
-        match = _NUMBER_BEFORE_RE.match(data)
-        if match is not None and match.group(2).upper() == b"EXISTS":
-            exists = int(match.group(1))
-        for key, pattern in _SELECT_CODES.items():
-            code = pattern.search(data)
-            if code is not None:
-                found[key] = int(code.group(1))
-    if "UIDVALIDITY" not in found:
-        raise ProtocolError(f"SELECT {name}: the server sent no UIDVALIDITY")
-    return _Mailbox(
-        name=name,
-        uidvalidity=found["UIDVALIDITY"],
-        uidnext=found.get("UIDNEXT"),
-        exists=exists,
-        highestmodseq=found.get("HIGHESTMODSEQ"),
-    )
-
-
-# -- aioimaplib responses → protocol values ----------------------------------------------------
-
-_FETCH_LINE = re.compile(rb"(\d+) FETCH \(", re.IGNORECASE)
-_LIST_LINE = re.compile(rb'\((?P<flags>[^)]*)\) (?P<delim>NIL|"(?:[^"\\]|\\.)*") ?(?P<name>.*)$')
-_QUOTED_ESCAPE = re.compile(rb"\\(.)")
-_BODY_ITEMS = frozenset(BODY_KEYS)
-
-
-def _fetch_responses(lines: Sequence[Any]) -> Iterator[FetchResponse]:
-    """Regroup aioimaplib's FETCH lines (text lines, each literal a ``bytearray`` after the
-    line announcing it) into the pure reader's :class:`FetchResponse` values."""
-    segments: list[bytes] | None = None
-    literals: list[bytes] = []
-    seq = 0
-    for line in lines:
-        if isinstance(line, bytearray):
-            literals.append(bytes(line))
-            continue
-        match = _FETCH_LINE.match(line)
-        if match is not None:
-            if segments is not None:
-                yield FetchResponse(seq, segments, literals)
-            seq, segments, literals = int(match.group(1)), [b"* " + line], []
-        elif segments is not None:
-            segments.append(line)
-    if segments is not None:
-        yield FetchResponse(seq, segments, literals)
-
-
-def _fetch_attributes(lines: Sequence[Any]) -> Iterator[dict[bytes, Any]]:
-    """The attributes of each FETCH response in aioimaplib's lines (the tagged text last)."""
-    for response in _fetch_responses(lines[:-1]):
-        yield response.attributes()
-
-
-def _messages_from_fetch(
-    fetched: Iterable[dict[bytes, Any]], folder: str, uidvalidity: int, uids: Iterable[int]
-) -> list[Message]:
-    """The messages of one ``UID FETCH`` answer for ``uids``, in UID order; unsolicited FETCH
-    responses (another client changed a flag) carry no body and are left out."""
-    wanted = set(uids)
-    out = []
-    for attributes in fetched:
-        uid = attributes.get(b"UID")
-        if uid not in wanted or not _BODY_ITEMS.intersection(attributes):
-            continue
-        wanted.discard(uid)
-        out.append(message_from_fetch(attributes, folder=folder, uidvalidity=uidvalidity))
-    out.sort(key=lambda message: message.uid or 0)
-    return out
-
-
 def _search_uids(lines: Sequence[Any]) -> list[int]:
     """UIDs from aioimaplib's ``SEARCH`` lines (the last line is the tagged reply)."""
     return search_uids(lines[:-1])
-
-
-def _list_entries(lines: Sequence[Any]) -> list[tuple[list[bytes], bytes | None, bytes]]:
-    """``(attributes, delimiter, encoded name)`` from aioimaplib's LIST lines."""
-    entries = []
-    pending: tuple[list[bytes], bytes | None] | None = None
-    for line in lines[:-1]:
-        if isinstance(line, bytearray):  # a name sent as a literal
-            if pending is not None:
-                entries.append((*pending, bytes(line)))
-                pending = None
-            continue
-        match = _LIST_LINE.match(line)
-        if match is None:
-            continue
-        flags = match.group("flags").split()
-        delimiter = match.group("delim")
-        delim = None if delimiter.upper() == b"NIL" else _unquote(delimiter)
-        name = match.group("name").strip()
-        if name.startswith(b"{") and name.endswith(b"}"):
-            pending = (flags, delim)
-            continue
-        entries.append((flags, delim, _unquote(name)))
-    return entries
-
-
-def _unquote(value: bytes) -> bytes:
-    if len(value) >= 2 and value.startswith(b'"') and value.endswith(b'"'):
-        return _QUOTED_ESCAPE.sub(rb"\1", value[1:-1])
-    return value
 
 
 def _wire_folder(folder: str) -> str:
@@ -901,40 +93,12 @@ def _folder_name(folder: str) -> str:
     return "INBOX" if folder.upper() == "INBOX" else folder
 
 
-def _status(mailbox: _Mailbox) -> FolderStatus:
-    return FolderStatus(
-        uidvalidity=mailbox.uidvalidity,
-        uidnext=mailbox.uidnext or 0,
-        exists=mailbox.exists,
-        highestmodseq=mailbox.highestmodseq,
-    )
-
-
-class _Batches:
-    """Batch sizes for streaming a folder: bounded by count and by the bytes the last batch
-    averaged, so a folder of large messages never sits in memory whole. The first batch is
-    small, so the first message comes quickly and the sizing has something to go by.
-    """
-
-    def __init__(self, first: int, most: int, budget: int) -> None:
-        self.size = first
-        self.most = most
-        self.budget = budget
-
-    def split(self, uids: Sequence[int]) -> Iterator[list[int]]:
-        """``uids`` in consecutive batches, each sized by what the previous one weighed."""
-        start = 0
-        while start < len(uids):
-            batch = list(uids[start : start + self.size])
-            start += len(batch)
-            yield batch
-
-    def learn(self, messages: Sequence[Message]) -> None:
-        """Size the next batch from the messages of the last one."""
-        if not messages:
-            return
-        average = max(sum(len(m.raw) for m in messages) // len(messages), 1)
-        self.size = max(1, min(self.most, self.budget // average))
+def _check_uidvalidity(session: Session, folder: str, mailbox: Mailbox, expected: int) -> None:
+    if mailbox.uidvalidity != expected:
+        raise TemporaryFailure(
+            f"{session.context}: folder {folder!r} was replaced while being read "
+            "(UIDVALIDITY changed); read it again"
+        )
 
 
 # -- the retriever -----------------------------------------------------------------------------
@@ -945,8 +109,10 @@ class AsyncIMAPRetriever(AsyncRetriever):
     opened again after it broke.
 
     Behaves as the sync :class:`~mailsync.backends.imap.IMAPRetriever` does (same ids, flags,
-    queries, cursor rules). To read several folders at once, use one retriever per folder: IMAP
-    has one selected folder per connection, so the commands of one retriever run in turn.
+    queries, cursor rules). ``aclose()`` ends a ``watch()`` at once, whatever it is doing (an
+    IDLE is cut short), and a closed retriever does not connect again. To read several
+    folders at once, use one retriever per folder: IMAP has one selected folder per
+    connection, so the commands of one retriever run in turn.
     ``batch_size`` in the URL query or options fixes the UIDs per FETCH; by default batches
     adapt to the size of the messages.
 
@@ -961,35 +127,25 @@ class AsyncIMAPRetriever(AsyncRetriever):
     idle_renew: float = 25 * 60.0
     #: Without IDLE, the longest wait between two NOOPs.
     poll_most: float = 60.0
-    #: Messages in the first FETCH of a stream, and at most in any.
-    batch_first: int = 50
-    batch_most: int = 500
-    #: Bytes a FETCH should bring at most, judged by the previous batch's average message.
-    batch_bytes: int = 8 << 20
 
     def __init__(self, endpoint: Endpoint, *, state: Any = None) -> None:
         super().__init__(endpoint, state=state)
-        fixed = endpoint.params.get("batch_size")
-        if fixed is not None:
-            try:
-                self.batch_first = self.batch_most = int(fixed)
-            except (TypeError, ValueError) as exc:
-                raise ConfigError("batch_size must be a positive number of messages") from exc
-            if self.batch_most < 1:
-                raise ConfigError("batch_size must be a positive number of messages")
-        self._session_now: _Session | None = None
+        #: How FETCH batches are sized (``batch_size`` fixes them).
+        self.batching = Batching.from_params(endpoint.params)
+        self._session_now: Session | None = None
+        #: Connections whose LOGOUT is under way: aclose() drops them instead of waiting.
+        self._ending: set[Session] = set()
         self._connecting = asyncio.Lock()
         self._tls_context: ssl.SSLContext | None = None
         self._highest_uid: dict[str, int] = {}
-        self._wake = asyncio.Event()
 
     # -- connection ----------------------------------------------------------------------------
 
-    async def _session(self) -> _Session:
+    async def _session(self) -> Session:
         session = self._session_now
         if session is not None and session.alive:
             return session
-        if self._closing():
+        if self._is_stopped():
             # A connection opened now (say by a watch() racing aclose()) would never be closed.
             raise ConnectionFailed(f"{self.endpoint.display}: the retriever is closed")
         async with self._connecting:
@@ -997,13 +153,13 @@ class AsyncIMAPRetriever(AsyncRetriever):
             if session is not None and session.alive:
                 return session
             session = await self._open()
-            if self._closing():  # aclose() while connecting
+            if self._is_stopped():  # aclose() while connecting
                 await session.close()
                 raise ConnectionFailed(f"{self.endpoint.display}: the retriever is closed")
             self._session_now = session
             return session
 
-    async def _open(self) -> _Session:
+    async def _open(self) -> Session:
         endpoint = self.endpoint
         if endpoint.token is None and endpoint.password is None:
             raise AuthenticationError(
@@ -1013,7 +169,7 @@ class AsyncIMAPRetriever(AsyncRetriever):
         if endpoint.tls != "none" and self._tls_context is None:
             # Loading the CA store reads files: not on the event loop.
             self._tls_context = await asyncio.to_thread(endpoint.ssl_context)
-        session = _Session(endpoint, self._tls_context)
+        session = Session(endpoint, self._tls_context)
         try:
             await session.open(self._secret)
         except Exception:
@@ -1033,7 +189,7 @@ class AsyncIMAPRetriever(AsyncRetriever):
         return "password", endpoint.password.reveal()
 
     @contextlib.asynccontextmanager
-    async def _locked(self) -> AsyncIterator[_Session]:
+    async def _locked(self) -> AsyncIterator[Session]:
         """The connection, reserved for the caller's commands (SELECT and what depends on it)."""
         session = await self._session()
         async with session.lock:
@@ -1042,13 +198,13 @@ class AsyncIMAPRetriever(AsyncRetriever):
     @contextlib.asynccontextmanager
     async def _selected(
         self, folder: str, *, fresh: bool = False
-    ) -> AsyncIterator[tuple[_Session, _Mailbox]]:
+    ) -> AsyncIterator[tuple[Session, Mailbox]]:
         """The connection with ``folder`` selected (again when ``fresh``), reserved."""
         async with self._locked() as session:
             mailbox = await session.select(_wire_folder(folder), fresh=fresh)
             yield session, mailbox
 
-    async def _select_ref(self, session: _Session, folder: str, uidvalidity: int) -> _Mailbox:
+    async def _select_ref(self, session: Session, folder: str, uidvalidity: int) -> Mailbox:
         """Select the folder a message id names and check it is still the same folder.
 
         Raises:
@@ -1068,20 +224,17 @@ class AsyncIMAPRetriever(AsyncRetriever):
         return mailbox
 
     async def _disconnect(self) -> None:
+        if self._is_stopped():
+            for ending in list(self._ending):  # a LOGOUT under way elsewhere: cut it short
+                ending.abort()
         session, self._session_now = self._session_now, None
-        if session is not None:
+        if session is None:
+            return
+        self._ending.add(session)
+        try:
             await session.logout()
-
-    def _closing(self) -> bool:
-        # A method, not the attribute: another task may set it while this one awaits.
-        return self._stopped
-
-    async def aclose(self) -> None:
-        """Close the connection and end any ``watch()`` (an IDLE is cut short). A closed
-        retriever does not connect again."""
-        self._stopped = True
-        self._wake.set()
-        await self._disconnect()
+        finally:
+            self._ending.discard(session)
 
     # -- folders -------------------------------------------------------------------------------
 
@@ -1089,7 +242,7 @@ class AsyncIMAPRetriever(AsyncRetriever):
         """Every folder, with delimiter and special use (RFC 6154, or guessed from names)."""
         async with self._locked() as session:
             lines = await session.command("LIST", '"" "*"')
-        return folders_from_list(_list_entries(lines))
+        return folders_from_list(list_entries(lines))
 
     async def _trash(self) -> str | None:
         return next((f.name for f in await self.folders() if f.special_use == "\\Trash"), None)
@@ -1136,18 +289,23 @@ class AsyncIMAPRetriever(AsyncRetriever):
                 if limit is not None and count >= limit:
                     return
 
-    async def _search(self, session: _Session, plan: SearchPlan) -> list[int]:
-        if any(_LINE_BREAKS.search(text) for text in _strings(plan.criteria)):
+    async def _search(self, session: Session, plan: SearchPlan) -> list[int]:
+        return await self._search_criteria(session, plan.criteria, plan.charset)
+
+    async def _search_criteria(
+        self, session: Session, criteria: list[Criterion], charset: str | None = None
+    ) -> list[int]:
+        if any(_LINE_BREAKS.search(text) for text in _strings(criteria)):
             # Sent quoted, a line break would end the command line and start another.
             raise ConfigError("IMAP search text cannot contain line breaks or NUL")
         literal_plus = "LITERAL+" in session.capabilities
-        criteria = render_criteria(plan.criteria, literal_plus=literal_plus)
-        charset = f"CHARSET {plan.charset} " if plan.charset else ""
-        wire = charset + criteria.decode("utf-8")
+        rendered = render_criteria(criteria, literal_plus=literal_plus)
+        prefix = f"CHARSET {charset} " if charset else ""
+        wire = prefix + rendered.decode("utf-8")
         lines = await session.command("SEARCH", wire, uid=True, what="UID SEARCH")
         return _search_uids(lines)
 
-    async def _uids_after(self, session: _Session, since_uid: int) -> list[int]:
+    async def _uids_after(self, session: Session, since_uid: int) -> list[int]:
         lines = await session.command(
             "SEARCH", f"UID {since_uid + 1}:*", uid=True, what="UID SEARCH"
         )
@@ -1158,7 +316,7 @@ class AsyncIMAPRetriever(AsyncRetriever):
         self, folder: str, uidvalidity: int, uids: Sequence[int], items: str
     ) -> AsyncIterator[list[Message]]:
         """The messages of ``uids``, one bounded FETCH at a time."""
-        sizes = _Batches(self.batch_first, self.batch_most, self.batch_bytes)
+        sizes = self.batching.sizer()
         for batch in sizes.split(uids):
             fetched = await self._fetch(folder, uidvalidity, batch, items)
             sizes.learn(fetched)
@@ -1171,15 +329,11 @@ class AsyncIMAPRetriever(AsyncRetriever):
         if not uids:
             return []
         async with self._selected(folder) as (session, mailbox):
-            if mailbox.uidvalidity != uidvalidity:
-                raise TemporaryFailure(
-                    f"{session.context}: folder {folder!r} was replaced while being read "
-                    "(UIDVALIDITY changed); read it again"
-                )
+            _check_uidvalidity(session, folder, mailbox, uidvalidity)
             fetched = await session.fetch(uid_set(uids), self._items(session, items))
-        return _messages_from_fetch(fetched, folder, uidvalidity, uids)
+        return messages_from_fetch(fetched, folder, uidvalidity, uids)
 
-    def _items(self, session: _Session, base: str) -> str:
+    def _items(self, session: Session, base: str) -> str:
         return f"{base} {FETCH_GMAIL}" if "X-GM-EXT-1" in session.capabilities else base
 
     async def get(self, id: str) -> Message:
@@ -1222,75 +376,29 @@ class AsyncIMAPRetriever(AsyncRetriever):
         cursor: dict[str, Any] | None,
         known: Callable[[Iterable[str]], set[str]],
     ) -> AsyncIterator[SyncStep]:
-        if self._closing():
+        if self._is_stopped():
             return  # aclose() during watch(): end quietly, no new connection
         name = _folder_name(folder)
-        async with self._selected(name, fresh=True) as (session, mailbox):
-            status = _status(mailbox)
-            plan = plan_sync(cursor, status)
-            if plan.mode == "unchanged":
-                uids: list[int] = []
-            elif plan.mode == "incremental":
-                uids = await self._uids_after(session, plan.since_uid)
-            else:
-                uids = await self._search(session, search_plan(None))
-        saved = SyncCursor.from_dict(cursor)
-        position = plan.cursor
-        sizes = _Batches(self.batch_first, self.batch_most, self.batch_bytes)
-        for batch in sizes.split(uids):
-            todo = (
-                await self._unknown(name, status, batch, known) if plan.checks_identities else batch
-            )
-            fetched = await self._fetch(name, status.uidvalidity, todo, FETCH_BODY)
-            sizes.learn(fetched)
-            for message in fetched:
-                identity = fetched_identity(message.raw)
-                assert isinstance(message.uid, int)
-                position = position.after(message.uid, status)
-                if await self._delivered_bytes(plan, identity, known):
-                    continue  # no Message-ID, and these very bytes were delivered before
-                yield SyncStep(message, position.as_dict(), identity)
-            if batch[-1] > position.uid:
-                position = position.after(batch[-1], status)
-                yield SyncStep(None, position.as_dict())
-        self._highest_uid[name] = position.uid
-        if saved != position:
-            yield SyncStep(None, position.as_dict())
+        async with self._selected(name, fresh=True) as (_session, mailbox):
+            status = mailbox.status
 
-    @staticmethod
-    async def _delivered_bytes(
-        plan: SyncPlan, identity: str, known: Callable[[Iterable[str]], set[str]]
-    ) -> bool:
-        if not plan.checks_identities or not identity.startswith("sha256:"):
-            return False
-        return bool(await asyncio.to_thread(known, [identity]))
+        def steps() -> Plan[None]:
+            position = yield from imap_sync.sync_steps(name, cursor, status, known, self.batching)
+            self._highest_uid[name] = position.uid  # for the next IDLE (see _arrived_since_sync)
 
-    async def _unknown(
-        self,
-        folder: str,
-        status: FolderStatus,
-        uids: list[int],
-        known: Callable[[Iterable[str]], set[str]],
-    ) -> list[int]:
-        """The UIDs whose message was not delivered before, judged by Message-ID first (only
-        that header is fetched); messages without one are fetched and judged by digest."""
-        async with self._selected(folder) as (session, mailbox):
-            if mailbox.uidvalidity != status.uidvalidity:
-                raise TemporaryFailure(f"{session.context}: folder {folder!r} was replaced")
-            fetched = await session.fetch(
-                uid_set(uids), "UID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"
-            )
-        identities: dict[int, str] = {}
-        for attributes in fetched:
-            header = next((v for k, v in attributes.items() if k.startswith(b"BODY[")), None)
-            uid = attributes.get(b"UID")
-            if header is None or not isinstance(uid, int):
-                continue
-            message_id = fast_message_id(bytes(header) + b"\r\n")
-            if message_id:
-                identities[uid] = "mid:" + message_id
-        delivered = await asyncio.to_thread(known, identities.values())
-        return [uid for uid in uids if identities.get(uid) not in delivered]
+        async for step in astream(steps(), self._perform, context=self.endpoint.display):
+            yield step
+
+    async def _perform(self, op: Operation) -> Any:
+        """Performs the operations of :func:`mailsync.protocol.imap_sync.sync_steps`."""
+        if not isinstance(op, imap_sync.Fetch | imap_sync.Search):
+            raise TypeError(f"not an IMAP sync operation: {op!r}")
+        async with self._selected(op.folder) as (session, mailbox):
+            _check_uidvalidity(session, op.folder, mailbox, op.uidvalidity)
+            if isinstance(op, imap_sync.Search):
+                return await self._search_criteria(session, list(op.criteria))
+            items = self._items(session, op.items) if op.gmail else op.items
+            return await session.fetch(uid_set(op.uids), items)
 
     async def _wait_for_change(self, folder: str, timeout: float) -> None:
         """IDLE (RFC 2177, re-issued every :attr:`idle_renew` seconds) until new mail,
@@ -1313,11 +421,11 @@ class AsyncIMAPRetriever(AsyncRetriever):
                     if seconds <= 0 or await session.idle(seconds):
                         return
         except ConnectionFailed:
-            if self._closing():
+            if self._is_stopped():
                 return  # aclose() cut the connection to end the wait
             raise
 
-    async def _arrived_since_sync(self, session: _Session, folder: str) -> bool:
+    async def _arrived_since_sync(self, session: Session, folder: str) -> bool:
         """Whether mail came after the last sync and before IDLE: its EXISTS may have come
         while another command ran, and aioimaplib drops such responses."""
         highest = self._highest_uid.get(folder)
@@ -1332,12 +440,12 @@ class AsyncIMAPRetriever(AsyncRetriever):
             if remaining <= 0:
                 return
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), min(remaining, self.poll_most))
-            if self._closing():
+                await asyncio.wait_for(self._stop_event.wait(), min(remaining, self.poll_most))
+            if self._is_stopped():
                 return
             async with self._selected(folder) as (session, _mailbox):
                 lines = await session.command("NOOP")
-            if any(_is_exists(line) for line in lines):
+            if any(is_exists(line) for line in lines):
                 return
 
     # -- changing ------------------------------------------------------------------------------
@@ -1392,7 +500,7 @@ class AsyncIMAPRetriever(AsyncRetriever):
                 await self._select_ref(session, source, uidvalidity)
                 await self._move_uids(session, uids, target)
 
-    async def _move_uids(self, session: _Session, uids: list[int], target: str) -> None:
+    async def _move_uids(self, session: Session, uids: list[int], target: str) -> None:
         wire = f"{uid_set(uids)} {_wire_folder(target)}"
         if "MOVE" in session.capabilities:
             await session.command("MOVE", wire, uid=True)
@@ -1400,7 +508,7 @@ class AsyncIMAPRetriever(AsyncRetriever):
         await session.command("COPY", wire, uid=True)
         await self._expunge_uids(session, uids)
 
-    async def _expunge_uids(self, session: _Session, uids: list[int]) -> None:
+    async def _expunge_uids(self, session: Session, uids: list[int]) -> None:
         wire = f"{uid_set(uids)} +FLAGS.SILENT (\\Deleted)"
         await session.command("STORE", wire, uid=True, untagged="FETCH")
         if "UIDPLUS" in session.capabilities:

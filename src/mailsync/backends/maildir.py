@@ -28,15 +28,14 @@ from mailsync._base import (
     OutgoingMessage,
     Retriever,
     SyncStep,
-    ThreadedAsyncRetriever,
-    ThreadedAsyncSender,
     message_refs,
 )
-from mailsync._compose import outgoing_bytes
 from mailsync._config import Endpoint
+from mailsync._envelope import outgoing_bytes
 from mailsync._errors import FolderNotFound, MessageNotFound, map_exceptions
 from mailsync._message import Folder, Message, header_block
 from mailsync._query import Q
+from mailsync._threaded import ThreadedAsyncRetriever, ThreadedAsyncSender
 from mailsync.backends._local import LocalSender
 
 __all__ = ["AsyncMaildirRetriever", "AsyncMaildirSender", "MaildirRetriever", "MaildirSender"]
@@ -477,8 +476,14 @@ class MaildirSender(LocalSender):
 class AsyncMaildirRetriever(ThreadedAsyncRetriever):
     """The async Maildir retriever (file I/O on a worker thread)."""
 
+    inner: MaildirRetriever
+
     def __init__(self, endpoint: Endpoint, *, state: Any = None) -> None:
         super().__init__(MaildirRetriever(endpoint, state=state))
+
+    async def create_folder(self, folder: str) -> None:
+        """Create a Maildir++ subfolder (no error if it exists)."""
+        await self._worker.run(self.inner.create_folder, folder)
 
 
 class AsyncMaildirSender(ThreadedAsyncSender):

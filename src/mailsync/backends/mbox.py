@@ -22,12 +22,10 @@ from mailsync._base import (
     OutgoingMessage,
     Retriever,
     SyncStep,
-    ThreadedAsyncRetriever,
-    ThreadedAsyncSender,
     message_refs,
 )
-from mailsync._compose import outgoing_bytes
 from mailsync._config import Endpoint
+from mailsync._envelope import outgoing_bytes
 from mailsync._errors import FolderNotFound, MessageNotFound, TemporaryFailure, map_exceptions
 from mailsync._message import (
     Folder,
@@ -37,6 +35,7 @@ from mailsync._message import (
     message_identity,
 )
 from mailsync._query import Q
+from mailsync._threaded import ThreadedAsyncRetriever, ThreadedAsyncSender
 from mailsync.backends._local import LocalSender
 
 __all__ = ["AsyncMboxRetriever", "AsyncMboxSender", "MboxRetriever", "MboxSender"]

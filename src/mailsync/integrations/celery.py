@@ -53,7 +53,8 @@ from mailsync._errors import ConfigError, SyncBusy
 from mailsync._facade import connect, connect_async
 from mailsync._message import Message
 from mailsync._state_postgres import PostgresStateStore
-from mailsync._watch import RetryPolicy, _Engine
+from mailsync._watch import RetryPolicy
+from mailsync._watch_engine import Engine
 
 __all__ = ["CeleryFleet", "FleetWatcher"]
 
@@ -224,7 +225,7 @@ class FleetWatcher:
         self.names = sorted(set(names))
         self.rebalance = rebalance
         self.member = secrets.randbits(31)
-        self._engine: _Engine[str] = _Engine(
+        self._engine: Engine[str] = Engine(
             [],
             fleet.folder,
             poll_interval=fleet.poll_interval,

@@ -28,52 +28,78 @@ What this module owns:
   reads the profile's ``historyId`` *before* listing the label and skips the messages whose
   identity ``gmail:<id>`` was delivered before, so no message is yielded twice: the Gmail id
   survives expiry, unlike a position in the history.
-- **Errors.** :class:`GmailDialect`: 429 and 403 ``rateLimitExceeded``/``userRateLimitExceeded``
-  are rate limits retried after ``Retry-After`` or backoff; a daily quota (403
-  ``dailyLimitExceeded``) is :class:`~mailsync.RateLimited` at once. Requests that change
-  something and are not idempotent (``send``, ``insert``) are not sent again after a 5xx,
-  which may have taken effect.
+- **Errors.** :class:`~mailsync.protocol.gmail_wire.GmailDialect`: 429 and 403
+  ``rateLimitExceeded``/``userRateLimitExceeded`` are rate limits retried after
+  ``Retry-After`` or backoff; a daily quota (403 ``dailyLimitExceeded``) is
+  :class:`~mailsync.RateLimited` at once. Requests that change something and are not
+  idempotent (``send``, ``insert``) are not sent again after a 5xx, which may have taken
+  effect.
 
-It never touches a socket or an HTTP client: it yields requests (:mod:`mailsync.protocol.http`)
-and the drivers in :mod:`mailsync.backends._api` send them.
+This module holds the plans (:class:`GmailAPI`); what Gmail's JSON means (labels, flags,
+queries, payloads, history) is :mod:`mailsync.protocol.gmail_wire`'s. Neither touches a socket
+or an HTTP client: they yield requests (:mod:`mailsync.protocol.http`) and the drivers in
+:mod:`mailsync.backends._api` send them.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
 import json
-import re
-from array import array
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from mailsync._base import SendResult, SyncStep
-from mailsync._compose import Envelope
 from mailsync._config import Endpoint
+from mailsync._envelope import Envelope
 from mailsync._errors import (
     ConfigError,
     FolderNotFound,
-    MailsyncError,
     MessageNotFound,
     ProtocolError,
-    RateLimited,
-    ServerError,
     Unsupported,
 )
 from mailsync._message import Folder, Message, header_block
 from mailsync._plans import Call, Emit, Plan
-from mailsync._query import Q, decide
+from mailsync._query import Q
+from mailsync.protocol.gmail_wire import (
+    API_ROOT,
+    BINS,
+    HEADER_CRITERIA,
+    IDENTITY,
+    INBOX_LABEL,
+    MAX_BATCH_IDS,
+    NAME,
+    PAGE_SIZE,
+    PREFILTER_HEADERS,
+    SERVER_ERRORS,
+    GmailDialect,
+    GmailLabel,
+    IdList,
+    criteria_used,
+    decode_raw,
+    find_label,
+    flags_of,
+    folder_of,
+    folder_order,
+    header_block_from,
+    history_additions,
+    history_start,
+    home_folder,
+    id_batches,
+    in_folder,
+    internal_date,
+    judge_headers,
+    label_changes,
+    label_ids_of,
+    native_query,
+    upload_root,
+    user_id,
+)
 from mailsync.protocol.http import (
     MAX_JSON_BYTES,
     APIClient,
     Auth,
-    Dialect,
-    ErrorBody,
     Request,
     Response,
     RetryPolicy,
@@ -87,377 +113,29 @@ from mailsync.protocol.http import (
 )
 from mailsync.protocol.mailapi import COMMON_OPTIONS, MailAPI, whole_number_option
 
-__all__ = [
-    "API_ROOT",
-    "GmailAPI",
-    "GmailDialect",
-    "GmailLabel",
-    "IdList",
-    "find_label",
-    "flags_of",
-    "folder_of",
-    "header_block_from",
-    "history_additions",
-    "history_start",
-    "label_changes",
-    "native_query",
-    "upload_root",
-]
+__all__ = ["GmailAPI"]
 
-NAME = "Gmail API"
-#: The API root Google documents; ``base_url`` replaces it.
-API_ROOT = "https://gmail.googleapis.com/gmail/v1"
-#: How a message delivered by ``sync()`` is remembered in the state store.
-IDENTITY = "gmail:"
 #: Gmail's largest message (messages.insert takes 150 MB); ``max_message_size`` changes it.
 MAX_MESSAGE_SIZE = 200 * 1024 * 1024
 BATCH_SIZE = 25
-#: Gmail pages at most this many ids or history records.
-PAGE_SIZE = "500"
-#: batchModify and batchDelete take at most this many ids.
-MAX_BATCH_IDS = 1000
-
-SPECIAL_USE: Mapping[str, str] = {
-    "SENT": "\\Sent",
-    "TRASH": "\\Trash",
-    "DRAFT": "\\Drafts",
-    "SPAM": "\\Junk",
-    "STARRED": "\\Flagged",
-}
-#: Labels that take a message out of every other folder.
-_BINS = frozenset({"TRASH", "SPAM"})
-#: 403 reasons that mean "slow down" (retried) and "the day's quota is spent" (not retried).
-_RATE_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
-_QUOTA_REASONS = frozenset({"dailyLimitExceeded", "quotaExceeded"})
-_SERVER_ERRORS = (500, 502, 503, 504)
-#: System labels that say something about a message rather than where it is.
-_STATES = frozenset({"UNREAD", "STARRED", "IMPORTANT"})
-#: What a header-only view of a message cannot judge: the body, and the exact size (Gmail's
-#: sizeEstimate is an estimate).
-_NOT_IN_HEADERS = frozenset({"text", "larger", "smaller"})
-_HEADER_CRITERIA = frozenset({"from_", "to", "subject", "since", "before"})
-_PREFILTER_HEADERS = ("From", "To", "Subject", "Date")
 
 
 # -- errors ----------------------------------------------------------------------------------
 
 
-class GmailDialect(Dialect):
-    """How Google says what went wrong: ``{"error": {"code", "message", "errors": [{"reason"}],
-    "status"}}``; a 403 with a rate-limit reason is a rate limit, not a refusal."""
-
-    name = NAME
-
-    def is_rate_limit(self, response: Response, body: ErrorBody) -> bool:
-        """429, or 403 with ``rateLimitExceeded``/``userRateLimitExceeded``."""
-        if response.status == 429:
-            return True
-        return response.status == 403 and not _RATE_REASONS.isdisjoint(body.reasons)
-
-    def error(
-        self,
-        request: Request,
-        response: Response,
-        body: ErrorBody,
-        *,
-        not_found: type[ServerError] = MessageNotFound,
-    ) -> MailsyncError:
-        """The mailsync error; a spent daily quota is :class:`~mailsync.RateLimited`."""
-        if response.status == 403 and not _QUOTA_REASONS.isdisjoint(body.reasons):
-            detail = f"{NAME}: {request.label}: the project's daily quota is used up"
-            if body.message:
-                detail += f" ({body.message})"
-            return RateLimited(detail, retry_after=None, code=body.code or response.status)
-        return super().error(request, response, body, not_found=not_found)
-
-
 # -- labels and flags ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class GmailLabel:
-    """A label as ``labels.list`` describes it.
-
-    Attributes:
-        id: The immutable id (``INBOX``, ``Label_12``).
-        name: The display name, the folder name (``Work/2024``).
-        type: ``system`` or ``user``.
-    """
-
-    id: str
-    name: str
-    type: str = "user"
-
-
-_INBOX = GmailLabel("INBOX", "INBOX", "system")
-
-
-def folder_of(label: GmailLabel) -> Folder:
-    """The :class:`~mailsync.Folder` a label is."""
-    return Folder(label.name, "/", SPECIAL_USE.get(label.id) if label.type == "system" else None)
-
-
-def find_label(labels: Mapping[str, GmailLabel], folder: str) -> GmailLabel | None:
-    """The label a folder name means: ``INBOX`` in any case, a label name (exactly, else
-    case-insensitively, as Gmail keeps names unique regardless of case), or a label id."""
-    if folder.upper() == "INBOX":
-        return labels.get("INBOX", _INBOX)
-    by_name = [label for label in labels.values() if label.name == folder]
-    if not by_name:
-        wanted = folder.casefold()
-        by_name = [label for label in labels.values() if label.name.casefold() == wanted]
-    if by_name:
-        return by_name[0]
-    return labels.get(folder)
-
-
-def in_folder(label_ids: Iterable[str], label: str) -> bool:
-    """Whether a message with these labels is in the folder: it has the label, and it is not
-    in the trash or spam unless that is the folder."""
-    ids = set(label_ids)
-    return label in ids and (label in _BINS or ids.isdisjoint(_BINS))
-
-
-def flags_of(label_ids: Iterable[str]) -> frozenset[str]:
-    """The IMAP-spelled flags of a message with these labels."""
-    ids = set(label_ids)
-    flags = set()
-    if "UNREAD" not in ids:
-        flags.add("\\Seen")
-    if "STARRED" in ids:
-        flags.add("\\Flagged")
-    if "DRAFT" in ids:
-        flags.add("\\Draft")
-    return frozenset(flags)
-
-
-_FLAG_LABELS = {"\\seen": ("UNREAD", True), "\\flagged": ("STARRED", False)}
-
-
-def label_changes(add: Iterable[str], remove: Iterable[str]) -> tuple[list[str], list[str]]:
-    """The ``(addLabelIds, removeLabelIds)`` that add and remove these flags.
-
-    Raises:
-        Unsupported: A flag Gmail has no label for (``\\Answered``, ``\\Draft``, keywords).
-    """
-    labels: tuple[list[str], list[str]] = ([], [])
-    for adding, flags in ((True, add), (False, remove)):
-        for flag in flags:
-            known = _FLAG_LABELS.get(flag.lower())
-            if known is None:
-                raise Unsupported(
-                    f"{NAME}: the flag {flag!r} has no Gmail label (only \\Seen and \\Flagged)"
-                )
-            label, inverted = known
-            # Adding \\Seen takes UNREAD away.
-            chosen = labels[0] if adding != inverted else labels[1]
-            if label not in chosen:
-                chosen.append(label)
-    return labels
-
-
 # -- queries ---------------------------------------------------------------------------------
-
-_FLAG_TERMS = {"seen": ("-is:unread", "is:unread"), "flagged": ("is:starred", "-is:starred")}
-
-
-def native_query(query: Q | None) -> tuple[str, bool]:
-    """Gmail's ``q`` for a :class:`~mailsync.Q`: the narrowest search whose answer holds every
-    matching message (an empty string narrows nothing), and whether it is exact."""
-    if query is None:
-        return "", True
-    exact = _translate(query, positive=True, exact=True)
-    if exact is not None:
-        return exact, True
-    return _translate(query, positive=True, exact=False) or "", False
-
-
-def _translate(query: Q, *, positive: bool, exact: bool) -> str | None:
-    """``query`` (or its negation) in Gmail's syntax, negations pushed down to the flag terms.
-
-    With ``exact``, None when it cannot be said exactly; otherwise a superset, where ``""``
-    means "everything" (a criterion that cannot be said is dropped from an "and", and makes
-    an "or" match everything).
-    """
-    if query.op == "not":
-        return _translate(query.children[0], positive=not positive, exact=exact)
-    if query.op == "leaf":
-        criteria = query.criteria()
-        terms = [
-            _FLAG_TERMS[k][0 if v == positive else 1]
-            for k, v in criteria.items()
-            if k in _FLAG_TERMS
-        ]
-        unsayable = len(terms) < len(criteria) or not criteria
-        if unsayable and (exact or not positive):  # "not (a and <unsayable>)": anything
-            return None if exact else ""
-        parts, conjunction = terms, positive
-    else:
-        conjunction = (query.op == "and") == positive
-        translated = [_translate(c, positive=positive, exact=exact) for c in query.children]
-        if exact and any(part is None for part in translated):
-            return None
-        parts = [part for part in translated if part]
-        if not conjunction and len(parts) < len(translated):
-            return None if exact else ""  # one side of the "or" matches anything
-    if len(parts) <= 1:
-        return parts[0] if parts else ""
-    return "(" + (" " if conjunction else " OR ").join(parts) + ")"
-
-
-def _criteria_used(query: Q) -> set[str]:
-    return {name for node in query.walk() for name in node.criteria()}
 
 
 # -- messages --------------------------------------------------------------------------------
 
 
-def decode_raw(value: str, what: str) -> bytes:
-    """A ``raw`` field's bytes (base64url, padded or not).
-
-    Raises:
-        ProtocolError: Not base64url.
-    """
-    try:
-        return base64.b64decode(value + "=" * (-len(value) % 4), altchars=b"-_", validate=True)
-    except (ValueError, binascii.Error) as exc:
-        raise ProtocolError(f"{NAME}: {what}: the raw message is not base64url ({exc})") from exc
-
-
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
-
-
-def header_block_from(payload: Any, what: str) -> bytes:
-    """The header block a ``format=metadata`` payload describes, as wire bytes.
-
-    Raises:
-        ProtocolError: The payload has no list of ``{name, value}`` headers.
-    """
-    headers = field_of(payload, "headers", list, what, name=NAME) if payload else []
-    lines = []
-    for header in headers:
-        name = field_of(header, "name", str, what, name=NAME)
-        value = field_of(header, "value", str, what, name=NAME)
-        # Keep a folded value folded; a bare line break must not start a header of its own.
-        lines.append(
-            f"{name}: " + _LINE_BREAK.sub("\r\n ", value).replace("\r\n  ", "\r\n ") + "\r\n"
-        )
-    return ("".join(lines) + "\r\n").encode("utf-8", "replace")
-
-
-def _internal_date(data: Mapping[str, Any], what: str) -> datetime | None:
-    value = optional_field(data, "internalDate", str, what, name=NAME)
-    if value is None or not value.isdigit():
-        return None
-    try:
-        return datetime.fromtimestamp(int(value) / 1000, UTC)
-    except (OverflowError, ValueError, OSError):
-        return None
-
-
-def _label_ids(data: Mapping[str, Any], what: str) -> list[str]:
-    ids = optional_field(data, "labelIds", list, what, name=NAME) or []
-    if not all(isinstance(item, str) for item in ids):
-        raise ProtocolError(f"{NAME}: {what}: labelIds holds something other than strings")
-    return ids
-
-
-class IdList:
-    """Message ids in the order a listing gave them, held compactly: Gmail's ids are hex
-    numbers of at most 16 digits, kept as 8-byte integers (a 100,000-message label costs
-    800 KB, not the 7 MB the strings would), with a plain list for any other shape."""
-
-    _HEX = re.compile(r"[1-9a-f][0-9a-f]{0,15}")
-
-    def __init__(self) -> None:
-        self._packed = array("Q")
-        self._plain: list[str] | None = None
-
-    def append(self, id: str) -> None:
-        """Add the next id."""
-        if self._plain is None:
-            if self._HEX.fullmatch(id):
-                self._packed.append(int(id, 16))
-                return
-            self._plain = [format(value, "x") for value in self._packed]
-            self._packed = array("Q")
-        self._plain.append(id)
-
-    def __len__(self) -> int:
-        return len(self._plain) if self._plain is not None else len(self._packed)
-
-    def reversed(self) -> Iterator[str]:
-        """The ids last to first (a newest-first listing, oldest first)."""
-        if self._plain is not None:
-            yield from reversed(self._plain)
-            return
-        for value in reversed(self._packed):
-            yield format(value, "x")
-
-
-def _batches(ids: Iterable[str], size: int) -> Iterator[list[str]]:
-    batch: list[str] = []
-    for id in ids:
-        batch.append(id)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 # -- sync cursors ----------------------------------------------------------------------------
 
 
-def history_start(cursor: Mapping[str, Any] | None) -> str | None:
-    """The history id to continue from, or None when a full pass is due (first sync, an
-    interrupted resync, a cursor that is not ours)."""
-    if not isinstance(cursor, Mapping) or cursor.get("resync"):
-        return None
-    value = cursor.get("historyId")
-    return value if isinstance(value, str) and value.isdigit() else None
-
-
-def history_additions(data: Any, label: str, position: str) -> tuple[list[tuple[str, str]], str]:
-    """The messages a ``history.list`` page adds to the folder ``label``: ``(message id,
-    history id before its record)`` in history order, each id once; and the id of the page's
-    last record (``position`` if it has none).
-
-    Raises:
-        ProtocolError: The page is not a ListHistoryResponse.
-    """
-    what = "list history"
-    added: dict[str, str] = {}
-    for record in optional_field(data, "history", list, what, name=NAME) or []:
-        record_id = field_of(record, "id", str, what, name=NAME)
-        for item in optional_field(record, "messagesAdded", list, what, name=NAME) or []:
-            message = field_of(item, "message", dict, what, name=NAME)
-            labels = optional_field(message, "labelIds", list, what, name=NAME)
-            if labels is None or label in labels:
-                added.setdefault(field_of(message, "id", str, what, name=NAME), position)
-        for item in optional_field(record, "labelsAdded", list, what, name=NAME) or []:
-            if label in (optional_field(item, "labelIds", list, what, name=NAME) or []):
-                message = field_of(item, "message", dict, what, name=NAME)
-                added.setdefault(field_of(message, "id", str, what, name=NAME), position)
-        position = record_id
-    return list(added.items()), position
-
-
 # -- endpoint --------------------------------------------------------------------------------
-
-
-def user_id(endpoint: Endpoint) -> str:
-    """The ``userId`` of ``gmail://me`` (``me``) or ``gmail://alice@example.com``."""
-    if endpoint.username:
-        return f"{endpoint.username}@{endpoint.host}" if endpoint.host else endpoint.username
-    return endpoint.host or "me"
-
-
-def upload_root(base_url: str) -> str:
-    """Where Google takes uploads for an API root: ``/upload`` before the path
-    (``https://gmail.googleapis.com/upload/gmail/v1``)."""
-    parts = urlsplit(base_url.rstrip("/"))
-    return f"{parts.scheme}://{parts.netloc}/upload{parts.path}"
 
 
 # -- the API ---------------------------------------------------------------------------------
@@ -527,8 +205,8 @@ class GmailAPI(MailAPI):
     def _call_once(self, request: Request, **options: Any) -> Plan[Response]:
         """:func:`call` for a request that must not be sent twice (send, insert): a 5xx may
         have taken effect, so it is raised (TemporaryFailure) rather than sent again."""
-        response = yield from call(self._client, request, allow=_SERVER_ERRORS, **options)
-        if response.status in _SERVER_ERRORS:
+        response = yield from call(self._client, request, allow=SERVER_ERRORS, **options)
+        if response.status in SERVER_ERRORS:
             body = read_error_body(response)
             raise self._client.dialect.error(request, response, body)
         return response
@@ -562,16 +240,16 @@ class GmailAPI(MailAPI):
         """The label table, read again once if a message has a label created since."""
         labels = yield from self._load_labels()
         for data in resources:
-            if not set(_label_ids(data, "get message")) <= labels.keys():
+            if not set(label_ids_of(data, "get message")) <= labels.keys():
                 return (yield from self._load_labels(refresh=True))
         return labels
 
     def folders(self) -> Plan[list[Folder]]:
-        """Every label (see :func:`_folder_order` for the order)."""
+        """Every label (see :func:`folder_order` for the order)."""
         labels = yield from self._load_labels(refresh=True)
-        ordered = sorted(labels.values(), key=_folder_order)
+        ordered = sorted(labels.values(), key=folder_order)
         if "INBOX" not in labels:
-            ordered.insert(0, _INBOX)
+            ordered.insert(0, INBOX_LABEL)
         return [folder_of(label) for label in ordered]
 
     # -- reading -------------------------------------------------------------------------------
@@ -581,7 +259,7 @@ class GmailAPI(MailAPI):
         params = [("labelIds", label.id), ("maxResults", PAGE_SIZE)]
         if q:
             params.append(("q", q))
-        if label.id in _BINS:
+        if label.id in BINS:
             params.append(("includeSpamTrash", "true"))
         ids = IdList()
         token: str | None = None
@@ -626,7 +304,7 @@ class GmailAPI(MailAPI):
         """A message from a ``format=raw`` or ``format=metadata`` resource."""
         what = "get message"
         id = field_of(data, "id", str, what, name=NAME)
-        label_ids = _label_ids(data, what)
+        label_ids = label_ids_of(data, what)
         size = optional_field(data, "sizeEstimate", int, what, name=NAME)
         raw = optional_field(data, "raw", str, what, name=NAME)
         if raw is not None:
@@ -639,14 +317,14 @@ class GmailAPI(MailAPI):
         return Message(
             content,
             id=id,
-            folder=folder if folder is not None else _home(label_ids, labels),
+            folder=folder if folder is not None else home_folder(label_ids, labels),
             uid=id,
             flags=flags_of(label_ids),
             size=size,
             labels=names,
             thread_id=optional_field(data, "threadId", str, what, name=NAME),
             headers_only=headers_only,
-            internal_date=_internal_date(data, what),
+            internal_date=internal_date(data, what),
         )
 
     def messages(
@@ -657,13 +335,13 @@ class GmailAPI(MailAPI):
         q, exact = native_query(query)
         ids = yield from self._list_ids(label, q)
         prefilter = headers_only or (
-            query is not None and not exact and bool(_criteria_used(query) & _HEADER_CRITERIA)
+            query is not None and not exact and bool(criteria_used(query) & HEADER_CRITERIA)
         )
         oldest: Iterable[str] = ids.reversed()
         if limit is not None and exact:  # no message will be turned down: fetch no more
             oldest = (id for _, id in zip(range(limit), oldest, strict=False))
         emitted = 0
-        for batch in _batches(oldest, self.batch_size):
+        for batch in id_batches(oldest, self.batch_size):
             found = yield from self._read_batch(batch, label, query, headers_only, prefilter)
             for message in found:
                 yield Emit(message)
@@ -684,13 +362,13 @@ class GmailAPI(MailAPI):
         ready: dict[str, Message] = {}
         wanted = list(batch)
         if prefilter:
-            headers = () if headers_only else _PREFILTER_HEADERS
+            headers = () if headers_only else PREFILTER_HEADERS
             metadata = yield from self._get_many(batch, "metadata", headers)
             labels = yield from self._know_labels(metadata.values())
             wanted = []
             for id, data in metadata.items():
                 view = self._message(data, labels, label.name)
-                verdict = True if query is None else _judge_headers(query, view)
+                verdict = True if query is None else judge_headers(query, view)
                 if verdict is True and headers_only:
                     ready[id] = view
                 elif verdict is not False:
@@ -763,12 +441,12 @@ class GmailAPI(MailAPI):
     ) -> Plan[None]:
         """Download these messages a batch at a time and emit a step for each that is still
         in the folder."""
-        for batch in _batches(ids, self.batch_size):
+        for batch in id_batches(ids, self.batch_size):
             resources = yield from self._get_many(batch, "raw")
             labels = yield from self._know_labels(resources.values())
             for id in batch:
                 data = resources.get(id)
-                if data is None or not in_folder(_label_ids(data, "get message"), label.id):
+                if data is None or not in_folder(label_ids_of(data, "get message"), label.id):
                     continue  # deleted, or moved out, since
                 message = self._message(data, labels, label.name)
                 yield Emit(SyncStep(message, cursors[id], IDENTITY + id))
@@ -817,7 +495,7 @@ class GmailAPI(MailAPI):
         mark = field_of(profile, "historyId", str, "profile", name=NAME)
         ids = yield from self._list_ids(label, "")
         during = {"historyId": mark, "resync": True}
-        for batch in _batches(ids.reversed(), self.batch_size):
+        for batch in id_batches(ids.reversed(), self.batch_size):
             new = yield from self._unknown(batch, known)
             yield from self._deliver(new, label, dict.fromkeys(new, during))
         yield Emit(SyncStep(None, {"historyId": mark}))
@@ -864,7 +542,7 @@ class GmailAPI(MailAPI):
         labels = yield from self._load_labels()
         groups: dict[str | None, list[str]] = {}
         for id, source in zip(ids, sources, strict=True):
-            found = find_label(labels, source) if source is not None else _INBOX
+            found = find_label(labels, source) if source is not None else INBOX_LABEL
             groups.setdefault(found.id if found is not None else None, []).append(id)
         for source_id, group in groups.items():
             remove = [source_id] if source_id is not None and source_id != target.id else []
@@ -884,7 +562,7 @@ class GmailAPI(MailAPI):
                 )
                 yield from call(self._client, request)
             return
-        for batch in _batches(ids, self.batch_size):
+        for batch in id_batches(ids, self.batch_size):
             requests = [
                 Request("POST", self._message_path(id, "/trash"), what="trash message")
                 for id in batch
@@ -942,38 +620,3 @@ class GmailAPI(MailAPI):
         response = yield from self._call_once(request)
         field_of(json_of(response, "send message", name=NAME), "id", str, "send message", name=NAME)
         return SendResult(envelope.message_id, envelope.recipients)
-
-
-_FIRST = ("INBOX", "SENT", "DRAFT", "STARRED", "IMPORTANT", "SPAM", "TRASH")
-
-
-def _folder_order(label: GmailLabel) -> tuple[int, int, str]:
-    """INBOX and the well-known system labels in Gmail's order, then the other system
-    labels, then the user's labels by name."""
-    if label.type == "system" and label.id in _FIRST:
-        return 0, _FIRST.index(label.id), ""
-    return (1 if label.type == "system" else 2), 0, label.name.casefold()
-
-
-def _home(label_ids: Sequence[str], labels: Mapping[str, GmailLabel]) -> str:
-    """The folder a message fetched by id lives in: the trash or spam (which hide it from
-    every other folder), else INBOX, else its first user label, else a system label such as
-    SENT; "" for a message without labels."""
-    for wanted in ("TRASH", "SPAM", "INBOX"):
-        if wanted in label_ids:
-            return wanted
-    user = sorted(labels[i].name for i in label_ids if i in labels and labels[i].type == "user")
-    if user:
-        return user[0]
-    for id in label_ids:
-        if id not in _STATES and not id.startswith("CATEGORY_"):
-            return labels[id].name if id in labels else id
-    return ""
-
-
-def _judge_headers(query: Q, view: Message) -> bool | None:
-    """:func:`~mailsync._query.decide` on a header-only view; undecided when a header Gmail
-    could not decode may read differently from the raw bytes."""
-    if any("\ufffd" in value for value in view.headers.values()):
-        return None
-    return decide(query, view, _NOT_IN_HEADERS)

@@ -45,39 +45,50 @@ generic API backends (:mod:`mailsync.backends._api`) over httpx. What maps to wh
 - Sending: ``/sendMail`` with the MIME, base64, saved to Sent Items. Graph takes the
   recipients from the message's To, Cc and Bcc (and removes Bcc); it has no DSN parameters.
 
-This module is pure: it builds requests and reads replies, and never does I/O itself.
+This module holds the plans (:class:`GraphAPI`); what Graph's JSON means (errors, flags,
+folders, filters, messages) is :mod:`mailsync.protocol.graph_wire`'s. Both are pure: they
+build requests and read replies, and never do I/O themselves.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
-from urllib.parse import quote
 
 from mailsync._base import SendResult, SyncStep
-from mailsync._compose import Envelope
+from mailsync._envelope import Envelope
 from mailsync._errors import (
-    ConfigError,
     FolderNotFound,
-    MailsyncError,
-    MessageNotFound,
     ProtocolError,
-    ServerError,
     Unsupported,
 )
 from mailsync._message import Folder, Message, header_block
 from mailsync._plans import Call, Emit, Plan
-from mailsync._query import Q, as_datetime
+from mailsync._query import Q
+from mailsync.protocol.graph_wire import (
+    NAME,
+    SIZE_PROPERTY,
+    WELL_KNOWN,
+    FolderInfo,
+    GraphDialect,
+    check_id,
+    crlf,
+    flag_patch,
+    folder_info,
+    item_id,
+    message_from_headers,
+    message_of,
+    native_filter,
+    seg,
+    sync_state_expired,
+    user_path,
+    well_known_id,
+)
 from mailsync.protocol.http import (
     APIClient,
     Auth,
-    Dialect,
-    ErrorBody,
     Request,
-    Response,
     RetryPolicy,
     call,
     call_all,
@@ -86,24 +97,18 @@ from mailsync.protocol.http import (
     optional_field,
     read_error_body,
 )
-from mailsync.protocol.mailapi import COMMON_OPTIONS, MailAPI, whole_number_option
+from mailsync.protocol.mailapi import (
+    COMMON_OPTIONS,
+    MailAPI,
+    canonical_folder,
+    chunks,
+    whole_number_option,
+)
 
-__all__ = ["GraphAPI", "GraphDialect"]
+__all__ = ["GraphAPI"]
 
 GRAPH_ROOT = "https://graph.microsoft.com/v1.0"
-NAME = "Microsoft Graph"
-#: PidTagMessageSize, the only place Graph v1.0 tells a message's size.
-SIZE_PROPERTY = "Integer 0x0E08"
 _IMMUTABLE = 'IdType="ImmutableId"'
-#: Well-known folder names and the special use they stand for.
-WELL_KNOWN: dict[str, str | None] = {
-    "inbox": None,
-    "sentitems": "\\Sent",
-    "deleteditems": "\\Trash",
-    "drafts": "\\Drafts",
-    "junkemail": "\\Junk",
-    "archive": "\\Archive",
-}
 _META = (
     "id,receivedDateTime,sentDateTime,isRead,isDraft,flag,categories,conversationId,parentFolderId"
 )
@@ -119,57 +124,6 @@ _FOLDER_PAGE = 100
 _DELTA_PAGE = 200
 #: The default bound on one message's MIME (``max_message_size`` changes it, None: none).
 MAX_MESSAGE_SIZE = 256 * 1024 * 1024
-#: Error codes that mean "no such item" whatever the status (an id that is not an id is
-#: no such message either).
-_NOT_FOUND_CODES = frozenset({"ErrorItemNotFound", "ErrorInvalidIdMalformed", "ErrorInvalidId"})
-_THROTTLE_CODES = frozenset(
-    {"ApplicationThrottled", "TooManyRequests", "MailboxConcurrency", "activityLimitReached"}
-)
-_EXPIRED_SYNC_CODES = frozenset(
-    {"syncstatenotfound", "syncstateinvalid", "resyncrequired", "errorinvalidsyncstatedata"}
-)
-_FLAG_PROPERTIES = frozenset({"\\Seen", "\\Flagged"})
-
-
-class GraphDialect(Dialect):
-    """Graph's errors: ``{"error": {"code", "message"}}``; throttling is 429, or 503 with a
-    ``Retry-After``; an id Graph cannot read is no such item."""
-
-    name = NAME
-
-    def is_rate_limit(self, response: Response, body: ErrorBody) -> bool:
-        """429, a throttling code, or 503 with a Retry-After (the issue's "back off")."""
-        if response.status == 429 or body.code in _THROTTLE_CODES:
-            return True
-        return response.status == 503 and "retry-after" in response.headers
-
-    def error(
-        self,
-        request: Request,
-        response: Response,
-        body: ErrorBody,
-        *,
-        not_found: type[ServerError] = MessageNotFound,
-    ) -> MailsyncError:
-        """The mailsync error for a final Graph error reply."""
-        if body.code in _NOT_FOUND_CODES and response.status in (400, 404):
-            detail = f"{self.name}: {request.label}: HTTP {response.status} {body.code}"
-            return not_found(f"{detail}: {body.message}" if body.message else detail)
-        return super().error(request, response, body, not_found=not_found)
-
-
-@dataclass(frozen=True, slots=True)
-class _FolderInfo:
-    id: str
-    name: str
-    special_use: str | None
-    children: int
-
-
-def _well_known_id(name: str) -> str | None:
-    """The well-known folder an account-relative name stands for, if any (INBOX only: other
-    names are the user's own, whatever their display name)."""
-    return "inbox" if name.upper() == "INBOX" else None
 
 
 class GraphAPI(MailAPI):
@@ -195,12 +149,12 @@ class GraphAPI(MailAPI):
         self._client = APIClient(
             Auth(endpoint), GraphDialect(), RetryPolicy.from_params(endpoint.params)
         )
-        self.user = _user_path(endpoint.username, endpoint.host)
+        self.user = user_path(endpoint.username, endpoint.host)
         self.max_message_size = whole_number_option(
             endpoint.params, "max_message_size", MAX_MESSAGE_SIZE, none_allowed=True
         )
-        self._folders: dict[str, _FolderInfo] | None = None
-        self._by_id: dict[str, _FolderInfo] = {}
+        self._folders: dict[str, FolderInfo] | None = None
+        self._by_id: dict[str, FolderInfo] = {}
         self._well_known: dict[str, str] = {}
 
     @property
@@ -243,7 +197,7 @@ class GraphAPI(MailAPI):
 
     # -- folders -------------------------------------------------------------------------------
 
-    def _load_folders(self) -> Plan[dict[str, _FolderInfo]]:
+    def _load_folders(self) -> Plan[dict[str, FolderInfo]]:
         """Every visible folder by lower-cased name, and the well-known folders' ids."""
         wanted = list(WELL_KNOWN)
         requests = [
@@ -259,7 +213,7 @@ class GraphAPI(MailAPI):
             self._well_known[name] = folder_id
             special[folder_id] = WELL_KNOWN[name]
         inbox_id = self._well_known.get("inbox")
-        folders: dict[str, _FolderInfo] = {}
+        folders: dict[str, FolderInfo] = {}
         level: list[tuple[str | None, str]] = [(None, "")]  # (folder id, its name)
         while level:
             listings = [self._folder_listing(parent) for parent, _ in level]
@@ -267,7 +221,7 @@ class GraphAPI(MailAPI):
             next_level: list[tuple[str | None, str]] = []
             for (_, parent_name), items in zip(level, pages, strict=True):
                 for item in items:
-                    info = _folder_info(item, parent_name, inbox_id, special)
+                    info = folder_info(item, parent_name, inbox_id, special)
                     folders.setdefault(info.name.lower(), info)
                     if info.children:
                         next_level.append((info.id, info.name))
@@ -277,7 +231,7 @@ class GraphAPI(MailAPI):
         return folders
 
     def _folder_listing(self, parent: str | None) -> Request:
-        path = "mailFolders" if parent is None else f"mailFolders/{_seg(parent)}/childFolders"
+        path = "mailFolders" if parent is None else f"mailFolders/{seg(parent)}/childFolders"
         return self._get(
             path,
             ("$top", str(_FOLDER_PAGE)),
@@ -317,10 +271,10 @@ class GraphAPI(MailAPI):
 
     def _folder(self, name: str) -> Plan[tuple[str, str]]:
         """The id and canonical name of a folder given by name."""
-        well_known = _well_known_id(name)
+        well_known = well_known_id(name)
         if well_known is not None:
             return well_known, "INBOX"
-        key = _canonical_name(name).lower()
+        key = canonical_folder(name).lower()
         folders = self._folders
         if folders is None or key not in folders:
             folders = yield from self._load_folders()  # it may be new since the last look
@@ -360,7 +314,7 @@ class GraphAPI(MailAPI):
             params.append(("$filter", " and ".join(clauses)))
         needs_body = not headers_only or (query is not None and query.needs_body)
         request = self._get(
-            f"mailFolders/{_seg(folder_id)}/messages",
+            f"mailFolders/{seg(folder_id)}/messages",
             *params,
             what=f"list the messages of {name!r}",
         )
@@ -385,28 +339,28 @@ class GraphAPI(MailAPI):
         """Messages for listed items: with their MIME (downloaded ``concurrency`` at a time,
         skipping any deleted meanwhile) or with their headers only."""
         if not with_body:
-            return [_message_from_headers(item, folder) for item in items]
+            return [message_from_headers(item, folder) for item in items]
         messages: list[Message] = []
-        for batch in _chunks(items, self.concurrency):
-            requests = [self._mime_request(_item_id(item)) for item in batch]
+        for batch in chunks(items, self.concurrency):
+            requests = [self._mime_request(item_id(item)) for item in batch]
             replies = yield from call_all(self._client, requests, allow=(404,))
             for item, reply in zip(batch, replies, strict=True):
                 if reply.status == 404:
                     continue  # deleted between the listing and the download
-                messages.append(_message(item, reply.content, folder))
+                messages.append(message_of(item, reply.content, folder))
         return messages
 
     def _mime_request(self, message_id: str) -> Request:
         return self._get(
-            f"messages/{_seg(message_id)}/$value",
+            f"messages/{seg(message_id)}/$value",
             what="download a message",
             max_bytes=self.max_message_size,
         )
 
     def get(self, id: str) -> Plan[Message]:
         """One message by its (immutable) id."""
-        _check_id(id)
-        escaped = _seg(id)
+        check_id(id)
+        escaped = seg(id)
         meta = self._get(
             f"messages/{escaped}",
             ("$select", _META),
@@ -418,7 +372,7 @@ class GraphAPI(MailAPI):
         folder = yield from self._folder_name(
             optional_field(item, "parentFolderId", str, "message")
         )
-        return _message(item, mime_reply.content, folder)
+        return message_of(item, mime_reply.content, folder)
 
     # -- sync ----------------------------------------------------------------------------------
 
@@ -432,7 +386,7 @@ class GraphAPI(MailAPI):
         folder_id, name = yield from self._folder(folder)
         link = cursor.get("delta") if cursor else None
         start = self._get(
-            f"mailFolders/{_seg(folder_id)}/messages/delta",
+            f"mailFolders/{seg(folder_id)}/messages/delta",
             ("$select", "id,receivedDateTime"),
             ("changeType", "created"),
             what=f"track the changes of {name!r}",
@@ -455,7 +409,7 @@ class GraphAPI(MailAPI):
             if identities[message_id] not in delivered
         )
         saved = {"v": 1, "delta": link} if isinstance(link, str) else {"v": 1}
-        for batch in _chunks([message_id for _, message_id in fresh], self.concurrency):
+        for batch in chunks([message_id for _, message_id in fresh], self.concurrency):
             messages = yield from self._download(batch, name)
             for message in messages:
                 yield Emit(SyncStep(message, saved, f"graph:{message.id}"))
@@ -471,7 +425,7 @@ class GraphAPI(MailAPI):
         while next_request is not None:
             reply = yield from call(self._client, next_request, allow=(400, 410))
             if reply.status in (400, 410):
-                if _sync_state_expired(reply):
+                if sync_state_expired(reply):
                     return None
                 body = read_error_body(reply)
                 raise self._client.dialect.error(next_request, reply, body)
@@ -479,7 +433,7 @@ class GraphAPI(MailAPI):
             for item in field_of(data, "value", list, next_request.label, name=NAME):
                 if not isinstance(item, dict) or "@removed" in item:
                     continue
-                created[_item_id(item)] = str(item.get("receivedDateTime") or "")
+                created[item_id(item)] = str(item.get("receivedDateTime") or "")
             delta = optional_field(data, "@odata.deltaLink", str, next_request.label, name=NAME)
             if delta:
                 return delta
@@ -496,7 +450,7 @@ class GraphAPI(MailAPI):
         """Whole messages by id, with their flags; any deleted meanwhile is left out."""
         requests: list[Request] = []
         for message_id in ids:
-            requests.append(self._get(f"messages/{_seg(message_id)}", ("$select", _META)))
+            requests.append(self._get(f"messages/{seg(message_id)}", ("$select", _META)))
             requests.append(self._mime_request(message_id))
         replies = yield from call_all(self._client, requests, allow=(404,))
         messages = []
@@ -505,7 +459,7 @@ class GraphAPI(MailAPI):
             if meta.status == 404 or mime.status == 404:
                 continue
             messages.append(
-                _message(json_of(meta, "read a message", name=NAME), mime.content, folder)
+                message_of(json_of(meta, "read a message", name=NAME), mime.content, folder)
             )
         return messages
 
@@ -517,18 +471,18 @@ class GraphAPI(MailAPI):
         """PATCH ``isRead`` and ``flag``; Graph keeps no other IMAP flag."""
         patch = flag_patch(add, remove)
         for message_id in ids:
-            _check_id(message_id)
+            check_id(message_id)
         requests = [
             Request(
                 "PATCH",
-                f"{self.user}/messages/{_seg(message_id)}",
+                f"{self.user}/messages/{seg(message_id)}",
                 headers={"Prefer": _IMMUTABLE},
                 json=patch,
                 what="change flags",
             )
             for message_id in ids
         ]
-        for batch in _chunks(requests, self.concurrency):
+        for batch in chunks(requests, self.concurrency):
             yield from call_all(self._client, batch)
 
     def move(self, ids: Sequence[str], folder: str) -> Plan[None]:
@@ -538,16 +492,16 @@ class GraphAPI(MailAPI):
 
     def _move(self, ids: Sequence[str], destination: str) -> Plan[None]:
         for message_id in ids:
-            _check_id(message_id)
+            check_id(message_id)
         requests = [
             self._post(
-                f"messages/{_seg(message_id)}/move",
+                f"messages/{seg(message_id)}/move",
                 json={"destinationId": destination},
                 what="move a message",
             )
             for message_id in ids
         ]
-        for batch in _chunks(requests, self.concurrency):
+        for batch in chunks(requests, self.concurrency):
             yield from call_all(self._client, batch)
 
     def delete(self, ids: Sequence[str], *, permanent: bool) -> Plan[None]:
@@ -556,12 +510,12 @@ class GraphAPI(MailAPI):
             yield from self._move(ids, "deleteditems")
             return
         for message_id in ids:
-            _check_id(message_id)
+            check_id(message_id)
         requests = [
-            self._post(f"messages/{_seg(message_id)}/permanentDelete", what="delete a message")
+            self._post(f"messages/{seg(message_id)}/permanentDelete", what="delete a message")
             for message_id in ids
         ]
-        for batch in _chunks(requests, self.concurrency):
+        for batch in chunks(requests, self.concurrency):
             yield from call_all(self._client, batch)
 
     def append(self, folder: str, raw: bytes, flags: Iterable[str]) -> Plan[str | None]:
@@ -571,7 +525,7 @@ class GraphAPI(MailAPI):
         patch = flag_patch(wanted - {"\\Draft"}, ())  # Graph makes it a draft regardless
         request = self._post(
             f"mailFolders/{folder_id}/messages",
-            mime=_crlf(raw),
+            mime=crlf(raw),
             what=f"store a message in {name!r}",
         )
         created = yield from self._call(request, not_found=FolderNotFound)
@@ -579,7 +533,7 @@ class GraphAPI(MailAPI):
         if patch:
             update = Request(
                 "PATCH",
-                f"{self.user}/messages/{_seg(message_id)}",
+                f"{self.user}/messages/{seg(message_id)}",
                 headers={"Prefer": _IMMUTABLE},
                 json=patch,
                 what="set the flags of a stored message",
@@ -608,251 +562,3 @@ class GraphAPI(MailAPI):
 
 
 # -- pure helpers ----------------------------------------------------------------------------
-
-
-def _user_path(username: str | None, host: str) -> str:
-    """``me``, or ``users/{address}`` for another mailbox."""
-    if not username and host.lower() in ("", "me"):
-        return "me"
-    address = (
-        f"{username}@{host}" if username and host and "@" not in username else (username or host)
-    )
-    if any(ch in address for ch in "/?#\r\n") or not address.strip():
-        raise ConfigError(f"graph://{address}: not a mailbox address or 'me'")
-    return f"users/{quote(address, safe='@')}"
-
-
-def _canonical_name(name: str) -> str:
-    """``Inbox/Receipts`` and ``inbox/Receipts`` are under the INBOX."""
-    head, sep, rest = name.partition("/")
-    return f"INBOX{sep}{rest}" if head.upper() == "INBOX" else name
-
-
-def _folder_info(
-    item: Any, parent_name: str, inbox_id: str | None, special: dict[str, str | None]
-) -> _FolderInfo:
-    folder_id = field_of(item, "id", str, "mail folder", name=NAME)
-    display = optional_field(item, "displayName", str, "mail folder", name=NAME) or folder_id
-    if folder_id == inbox_id:
-        name = "INBOX"
-    else:
-        name = f"{parent_name}/{display}" if parent_name else display
-    children = optional_field(item, "childFolderCount", int, "mail folder", name=NAME) or 0
-    return _FolderInfo(folder_id, name, special.get(folder_id), children)
-
-
-def _item_id(item: Any) -> str:
-    return field_of(item, "id", str, "message", name=NAME)
-
-
-def _check_id(message_id: str) -> None:
-    if not message_id or any(ch in message_id for ch in "/?#\r\n\0"):
-        raise MessageNotFound(f"{NAME}: {message_id!r} is not a Graph message id")
-
-
-def _seg(value: str) -> str:
-    """An id as one URL path segment (Graph ids may hold ``/``, ``+`` or ``=``)."""
-    return quote(value, safe="")
-
-
-def _chunks(items: Sequence[Any], size: int) -> Iterator[list[Any]]:
-    for start in range(0, len(items), size):
-        yield list(items[start : start + size])
-
-
-def _crlf(raw: bytes) -> bytes:
-    import re
-
-    return re.sub(rb"\r\n|\r|\n", b"\r\n", raw)
-
-
-def _datetime(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def flags_of(item: Any) -> frozenset[str]:
-    """IMAP-spelled flags from a message resource."""
-    flags = set()
-    if item.get("isRead"):
-        flags.add("\\Seen")
-    flag = item.get("flag")
-    if isinstance(flag, dict) and flag.get("flagStatus") == "flagged":
-        flags.add("\\Flagged")
-    if item.get("isDraft"):
-        flags.add("\\Draft")
-    return frozenset(flags)
-
-
-def flag_patch(add: Iterable[str], remove: Iterable[str]) -> dict[str, Any]:
-    """The PATCH body that adds and removes IMAP flags.
-
-    Raises:
-        Unsupported: A flag Graph has no property for.
-    """
-    adding, removing = set(add), set(remove)
-    other = (adding | removing) - _FLAG_PROPERTIES
-    if other:
-        raise Unsupported(
-            f"{NAME} keeps only \\Seen (isRead) and \\Flagged (flag) of the IMAP flags, not "
-            + ", ".join(sorted(other))
-        )
-    patch: dict[str, Any] = {}
-    if "\\Seen" in adding or "\\Seen" in removing:
-        patch["isRead"] = "\\Seen" in adding
-    if "\\Flagged" in adding or "\\Flagged" in removing:
-        status = "flagged" if "\\Flagged" in adding else "notFlagged"
-        patch["flag"] = {"flagStatus": status}
-    return patch
-
-
-def _size(item: Any) -> int | None:
-    for prop in item.get("singleValueExtendedProperties") or ():
-        if isinstance(prop, dict) and str(prop.get("id", "")).lower() == SIZE_PROPERTY.lower():
-            value = prop.get("value")
-            return int(value) if isinstance(value, str) and value.isdigit() else None
-    return None
-
-
-def _labels(item: Any) -> frozenset[str]:
-    categories = item.get("categories")
-    if not isinstance(categories, list):
-        return frozenset()
-    return frozenset(c for c in categories if isinstance(c, str))
-
-
-def _message(item: Any, raw: bytes, folder: str) -> Message:
-    thread = item.get("conversationId")
-    return Message(
-        raw,
-        id=_item_id(item),
-        folder=folder,
-        flags=flags_of(item),
-        size=_size(item) or len(raw),
-        labels=_labels(item),
-        thread_id=thread if isinstance(thread, str) else None,
-        internal_date=_datetime(item.get("receivedDateTime")),
-    )
-
-
-def _message_from_headers(item: Any, folder: str) -> Message:
-    headers = item.get("internetMessageHeaders")
-    if isinstance(headers, list) and headers:
-        lines = [
-            f"{h.get('name')}: {h.get('value', '')}"
-            for h in headers
-            if isinstance(h, dict) and isinstance(h.get("name"), str)
-        ]
-    else:
-        lines = list(_synthetic_headers(item))
-    raw = ("\r\n".join(_one_line(line) for line in lines) + "\r\n\r\n").encode("utf-8")
-    thread = item.get("conversationId")
-    return Message(
-        raw,
-        id=_item_id(item),
-        folder=folder,
-        flags=flags_of(item),
-        size=_size(item) or len(raw),
-        labels=_labels(item),
-        thread_id=thread if isinstance(thread, str) else None,
-        headers_only=True,
-        internal_date=_datetime(item.get("receivedDateTime")),
-    )
-
-
-def _one_line(line: str) -> str:
-    # A header value from JSON may hold line breaks; a raw header block may not.
-    return " ".join(line.replace("\r", " ").replace("\n", " ").split(" "))
-
-
-def _synthetic_headers(item: Any) -> Iterator[str]:
-    """A header block from a message's properties, for one without transport headers."""
-    from email.header import Header
-    from email.utils import format_datetime, formataddr
-
-    def address(recipient: Any) -> str | None:
-        email = recipient.get("emailAddress") if isinstance(recipient, dict) else None
-        if not isinstance(email, dict) or not email.get("address"):
-            return None
-        return formataddr((str(email.get("name") or ""), str(email["address"])), "utf-8")
-
-    def addresses(key: str) -> str:
-        values = item.get(key) if isinstance(item.get(key), list) else []
-        return ", ".join(a for a in map(address, values) if a)
-
-    sender = address(item.get("from"))
-    if sender:
-        yield f"From: {sender}"
-    for key, header in (("toRecipients", "To"), ("ccRecipients", "Cc"), ("replyTo", "Reply-To")):
-        value = addresses(key)
-        if value:
-            yield f"{header}: {value}"
-    subject = item.get("subject")
-    if isinstance(subject, str) and subject:
-        yield f"Subject: {Header(subject, 'utf-8').encode() if not subject.isascii() else subject}"
-    sent = _datetime(item.get("sentDateTime"))
-    if sent is not None:
-        yield f"Date: {format_datetime(sent)}"
-    message_id = item.get("internetMessageId")
-    if isinstance(message_id, str) and message_id:
-        yield f"Message-ID: {message_id}"
-
-
-def native_filter(query: Q | None) -> list[str]:
-    """``$filter`` clauses every message matching ``query`` satisfies (a superset: the
-    caller still applies the query), the ``$orderby`` property first as Graph requires; empty
-    when nothing can be narrowed."""
-    if query is None:
-        return []
-    clauses = _implied(query)
-    if not clauses:
-        return []
-    dated = [c for c in clauses if c.startswith("receivedDateTime")]
-    rest = [c for c in clauses if not c.startswith("receivedDateTime")]
-    first = dated or ["receivedDateTime ge 1900-01-01T00:00:00Z"]
-    return [*first, *rest]
-
-
-def _implied(query: Q) -> list[str]:
-    if query.op == "and":
-        return [clause for child in query.children for clause in _implied(child)]
-    if query.op == "not":
-        child = query.children[0]
-        criteria = child.criteria()
-        if child.op == "leaf" and len(criteria) == 1:
-            ((name, value),) = criteria.items()
-            if name in ("seen", "flagged"):
-                return _flag_clause(name, not value)
-        return []
-    if query.op != "leaf":
-        return []
-    clauses: list[str] = []
-    criteria = query.criteria()
-    for name in ("seen", "flagged"):
-        if name in criteria:
-            clauses += _flag_clause(name, criteria[name])
-    since = criteria.get("since")
-    if since is not None:
-        # Received no earlier than a day before the date: a message arrives after it is
-        # dated, give or take a sender's wrong clock.
-        bound = as_datetime(since).astimezone(UTC) - timedelta(days=1)
-        clauses.append(f"receivedDateTime ge {bound.strftime('%Y-%m-%dT%H:%M:%SZ')}")
-    return clauses
-
-
-def _flag_clause(name: str, value: bool) -> list[str]:
-    if name == "seen":
-        return [f"isRead eq {'true' if value else 'false'}"]
-    return [f"flag/flagStatus {'eq' if value else 'ne'} 'flagged'"]
-
-
-def _sync_state_expired(reply: Response) -> bool:
-    if reply.status == 410:
-        return True
-    code = (read_error_body(reply).code or "").lower()
-    return code in _EXPIRED_SYNC_CODES

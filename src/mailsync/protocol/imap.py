@@ -7,20 +7,20 @@ This module owns:
   re-checked with :meth:`Q.matches <mailsync.Q.matches>`;
 - :func:`message_from_fetch`: one FETCH response's attributes as a :class:`~mailsync.Message`
   (flags, RFC822.SIZE, INTERNALDATE, Gmail's X-GM-LABELS/X-GM-THRID/X-GM-MSGID);
-- :func:`parse_fetch_attributes`: the non-literal text of a FETCH response as that mapping;
 - flag names (:func:`normalize_flag`), modified UTF-7 folder names (:func:`encode_folder`,
   :func:`decode_folder`), LIST responses as :class:`~mailsync.Folder` with special use
   (RFC 6154, with a name-based fallback: :func:`folders_from_list`);
 - UID sets (:func:`uid_set`, :func:`uid_batches`), message ids (:func:`format_message_id`,
-  :func:`parse_message_id`), response codes (:func:`parse_appenduid`);
-- the sync cursor rules (:class:`SyncCursor`, :class:`FolderStatus`, :func:`plan_sync`) and the
-  resync identity of a fetched message (:func:`fetched_identity`).
+  :func:`parse_message_id`), response codes (:func:`parse_appenduid`), what SELECT says
+  (:class:`FolderStatus`).
+
+The sync cursor and resync rules are :mod:`mailsync.protocol.imap_sync`; the FETCH response
+reader, :mod:`mailsync.protocol.imap_literals`.
 
 It must not do I/O, import a network library, or know which client library drives it: values
 come in as ``bytes``/``str``/``int`` in the shapes imapclient returns (mapping keys are upper-case
-``bytes`` such as ``b"RFC822.SIZE"``), and :func:`parse_fetch_attributes` produces the same shape
-from raw response text for backends that read the wire themselves (aioimaplib, the fast reader in
-:mod:`mailsync.protocol.imap_literals`).
+``bytes`` such as ``b"RFC822.SIZE"``), the shape :mod:`mailsync.protocol.imap_literals` produces
+from raw response text for backends that read the wire themselves.
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
-from typing import Any, Literal, TypeAlias
+from typing import Any, TypeAlias
 
 from mailsync._errors import ConfigError, MessageNotFound, ProtocolError
-from mailsync._message import Folder, Message, header_block, message_identity
+from mailsync._message import Folder, Message
 from mailsync._query import Q, as_datetime
 
 __all__ = [
@@ -46,14 +46,10 @@ __all__ = [
     "GmailRef",
     "MessageRef",
     "SearchPlan",
-    "SyncCursor",
-    "SyncPlan",
     "UIDRef",
     "capability_code",
     "decode_folder",
     "encode_folder",
-    "fast_message_id",
-    "fetched_identity",
     "folder_from_list",
     "folders_from_list",
     "format_message_id",
@@ -62,10 +58,8 @@ __all__ = [
     "normalize_flag",
     "normalize_flags",
     "parse_appenduid",
-    "parse_fetch_attributes",
     "parse_internaldate",
     "parse_message_id",
-    "plan_sync",
     "quote",
     "render_criteria",
     "search_plan",
@@ -626,135 +620,7 @@ def message_from_fetch(
     )
 
 
-_TOKEN = re.compile(
-    rb'\s*(?:(?P<open>\()|(?P<close>\))|"(?P<quoted>(?:[^"\\]|\\.)*)"'
-    rb"|(?P<section>BODY(?:\.PEEK)?\[[^\]]*\](?:<\d+>)?|BINARY\[[^\]]*\])"
-    rb"|(?P<atom>[^\s()\"]+))"
-)
-_LITERAL_MARK = b"\x00L"
-
-
-def parse_fetch_attributes(text: bytes, literals: Sequence[bytes] = ()) -> dict[bytes, Any]:
-    """The attributes of one FETCH response from its text, as :func:`message_from_fetch` takes.
-
-    Args:
-        text: What follows ``* <n> FETCH``: ``(UID 5 FLAGS (\\Seen) RFC822.SIZE 120 BODY[]
-            {120} ...)``, with each literal's ``{n}`` (or ``~{n}``) in place.
-        literals: The literal payloads, in order.
-
-    Numbers become ``int``, lists tuples of ``bytes``, quoted strings and atoms ``bytes``,
-    literals the payload given; ``NIL`` becomes None.
-
-    Raises:
-        ProtocolError: Unbalanced parentheses, a missing literal, an odd number of items.
-    """
-    tokens = _tokens(text, literals)
-    value = _parse_value(tokens, 0)
-    items, end = value
-    if not isinstance(items, tuple) or end != len(tokens):
-        raise ProtocolError(f"malformed FETCH response: {text[:200]!r}")
-    if len(items) % 2:
-        raise ProtocolError(f"odd number of FETCH items: {text[:200]!r}")
-    out: dict[bytes, Any] = {}
-    for key, item in zip(items[::2], items[1::2], strict=True):
-        if not isinstance(key, bytes):
-            raise ProtocolError(f"malformed FETCH item name: {key!r}")
-        name = key.upper().replace(b"BODY.PEEK[", b"BODY[")
-        if name.startswith(b"BODY[") and b"<" in name:
-            name = name[: name.index(b"<")]
-        out[name] = item
-    return out
-
-
-_Token: TypeAlias = tuple[str, Any]
-
-
-def _tokens(text: bytes, literals: Sequence[bytes]) -> list[_Token]:
-    tokens: list[_Token] = []
-    literal_index = 0
-    pos = 0
-    length = len(text)
-    while pos < length:
-        if text[pos : pos + 1].isspace():
-            pos += 1
-            continue
-        if text.startswith((b"{", b"~{"), pos):
-            end = text.find(b"}", pos)
-            if end < 0 or literal_index >= len(literals):
-                raise ProtocolError(f"FETCH literal without data: {text[:200]!r}")
-            tokens.append(("value", literals[literal_index]))
-            literal_index += 1
-            pos = end + 1
-            continue
-        match = _TOKEN.match(text, pos)
-        if match is None or match.end() == pos:
-            raise ProtocolError(f"unreadable FETCH response: {text[pos : pos + 80]!r}")
-        pos = match.end()
-        kind = match.lastgroup
-        if kind == "open":
-            tokens.append(("open", None))
-        elif kind == "close":
-            tokens.append(("close", None))
-        elif kind == "quoted":
-            tokens.append(("value", re.sub(rb"\\(.)", rb"\1", match.group("quoted"))))
-        else:
-            atom = match.group(kind or "atom")
-            tokens.append(("value", _atom(atom)))
-    return tokens
-
-
-def _atom(atom: bytes) -> Any:
-    if atom.isdigit():
-        return int(atom)
-    if atom.upper() == b"NIL":
-        return None
-    return atom
-
-
-def _parse_value(tokens: list[_Token], index: int) -> tuple[Any, int]:
-    if index >= len(tokens):
-        raise ProtocolError("truncated FETCH response")
-    kind, value = tokens[index]
-    if kind == "value":
-        return value, index + 1
-    if kind == "close":
-        raise ProtocolError("unbalanced parenthesis in FETCH response")
-    items: list[Any] = []
-    index += 1
-    while True:
-        if index >= len(tokens):
-            raise ProtocolError("unbalanced parenthesis in FETCH response")
-        if tokens[index][0] == "close":
-            return tuple(items), index + 1
-        item, index = _parse_value(tokens, index)
-        items.append(item)
-
-
-# -- sync cursor rules ------------------------------------------------------------------------
-
-_MESSAGE_ID_HEADER = re.compile(
-    rb"^message-id[ \t]*:[ \t]*(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE
-)
-_ANGLE_ID = re.compile(rb"<([^<>\s]+)>")
-
-
-def fast_message_id(raw: bytes) -> str | None:
-    """The Message-ID of raw message bytes without angle brackets, read from the header block
-    alone (no full parse: a resync computes this for every message in the folder)."""
-    head = header_block(raw)
-    match = _MESSAGE_ID_HEADER.search(head)
-    if match is None:
-        return None
-    value = match.group(1).strip()
-    angle = _ANGLE_ID.search(value)
-    found = angle.group(1) if angle else value.strip(b"<>").strip()
-    return found.decode("utf-8", "replace") or None
-
-
-def fetched_identity(raw: bytes) -> str:
-    """The identity a resync compares (``mid:<Message-ID>``, else ``sha256:`` of the bytes),
-    via :func:`mailsync._message.message_identity`."""
-    return message_identity(fast_message_id(raw), raw)
+# -- SELECT ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -790,83 +656,3 @@ class FolderStatus:
             exists=int(response.get(b"EXISTS") or 0),
             highestmodseq=int(modseq) if modseq is not None else None,
         )
-
-
-@dataclass(frozen=True, slots=True)
-class SyncCursor:
-    """Where a folder's ``sync()`` stands: UIDVALIDITY, the highest UID delivered, and the
-    HIGHESTMODSEQ seen where CONDSTORE is offered. Stored as a small JSON-able dict."""
-
-    uidvalidity: int
-    uid: int = 0
-    modseq: int | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        """The form saved in the state store."""
-        data: dict[str, Any] = {"v": 1, "uidvalidity": self.uidvalidity, "uid": self.uid}
-        if self.modseq is not None:
-            data["modseq"] = self.modseq
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> SyncCursor | None:
-        """A saved cursor, or None when there is none or it is not one of ours."""
-        if not data:
-            return None
-        try:
-            modseq = data.get("modseq")
-            return cls(
-                int(data["uidvalidity"]),
-                int(data.get("uid", 0)),
-                int(modseq) if modseq is not None else None,
-            )
-        except (KeyError, TypeError, ValueError):
-            return None
-
-    def after(self, uid: int, status: FolderStatus) -> SyncCursor:
-        """The cursor once message ``uid`` of a folder in ``status`` has been delivered."""
-        return SyncCursor(status.uidvalidity, max(self.uid, uid), status.highestmodseq)
-
-
-@dataclass(frozen=True, slots=True)
-class SyncPlan:
-    """What a ``sync()`` must fetch.
-
-    Attributes:
-        mode: ``"incremental"``: only UIDs above ``since_uid``; ``"unchanged"``: nothing can be
-            new (UIDNEXT says no UID above the cursor was given out); ``"full"``: first sync,
-            everything; ``"resync"``: UIDVALIDITY changed, everything, skipping messages
-            whose identity was delivered before.
-        since_uid: The highest UID already delivered (fetch ``since_uid + 1:*``).
-        cursor: The cursor to start from (UIDVALIDITY of the folder as it is now).
-    """
-
-    mode: Literal["incremental", "unchanged", "full", "resync"]
-    since_uid: int
-    cursor: SyncCursor
-
-    @property
-    def checks_identities(self) -> bool:
-        """True when messages must be filtered by the delivered identities."""
-        return self.mode in ("full", "resync")
-
-
-def plan_sync(saved: Mapping[str, Any] | None, status: FolderStatus) -> SyncPlan:
-    """Decide between an incremental sync and a resync from the saved cursor and the folder's
-    current status.
-
-    - No cursor: ``full`` (identities are still checked, so a lost cursor never redelivers).
-    - Same UIDVALIDITY: ``incremental`` from the cursor's UID, or ``unchanged`` when UIDNEXT
-      shows no newer UID exists (then no SEARCH is needed at all).
-    - Different UIDVALIDITY (folder recreated, server migrated): ``resync``.
-    """
-    cursor = SyncCursor.from_dict(saved)
-    fresh = SyncCursor(status.uidvalidity, 0, status.highestmodseq)
-    if cursor is None:
-        return SyncPlan("full", 0, fresh)
-    if cursor.uidvalidity != status.uidvalidity:
-        return SyncPlan("resync", 0, fresh)
-    current = SyncCursor(status.uidvalidity, cursor.uid, status.highestmodseq)
-    if status.uidnext and status.uidnext <= cursor.uid + 1:
-        return SyncPlan("unchanged", cursor.uid, current)
-    return SyncPlan("incremental", cursor.uid, current)

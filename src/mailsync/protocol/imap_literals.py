@@ -6,8 +6,8 @@ times slower than the raw protocol; imaplib is faster but runs a regex over ever
 literals through small buffered calls. This reader only looks for line ends and ``{n}`` literal
 markers: a literal's bytes are sliced out of the buffer (or kept as the very chunks the socket
 returned, when a large literal spans reads) without ever being scanned, and only the short text
-around literals is parsed, with one regex for the usual shape of a response and the general
-parser of :mod:`mailsync.protocol.imap` for the rest. Everything else (login, SELECT, SEARCH,
+around literals is parsed, with one regex for the usual shape of a response and a general
+parser (:func:`parse_fetch_attributes`) for the rest. Everything else (login, SELECT, SEARCH,
 STORE, IDLE ...) stays with imapclient.
 
 Sans-I/O: :meth:`ResponseReader.feed` takes bytes, :meth:`ResponseReader.next_event` returns
@@ -21,12 +21,11 @@ position.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 from mailsync._errors import ProtocolError
-from mailsync.protocol.imap import parse_fetch_attributes
 
 __all__ = [
     "Continuation",
@@ -35,6 +34,7 @@ __all__ = [
     "Tagged",
     "Untagged",
     "fetch_command",
+    "parse_fetch_attributes",
 ]
 
 #: A response line (without literals) longer than this is refused: no server sends one, and a
@@ -283,3 +283,109 @@ def fetch_command(tag: str, uids: str, items: str, *, changedsince: int | None =
     parentheses), with the CONDSTORE ``CHANGEDSINCE`` modifier if given."""
     modifier = f" (CHANGEDSINCE {changedsince})" if changedsince is not None else ""
     return f"{tag} UID FETCH {uids} ({items}){modifier}\r\n".encode("ascii")
+
+
+# -- the general FETCH parser -----------------------------------------------------------------
+
+_TOKEN = re.compile(
+    rb'\s*(?:(?P<open>\()|(?P<close>\))|"(?P<quoted>(?:[^"\\]|\\.)*)"'
+    rb"|(?P<section>BODY(?:\.PEEK)?\[[^\]]*\](?:<\d+>)?|BINARY\[[^\]]*\])"
+    rb"|(?P<atom>[^\s()\"]+))"
+)
+_LITERAL_MARK = b"\x00L"
+
+
+def parse_fetch_attributes(text: bytes, literals: Sequence[bytes] = ()) -> dict[bytes, Any]:
+    """The attributes of one FETCH response from its text, as :func:`message_from_fetch` takes.
+
+    Args:
+        text: What follows ``* <n> FETCH``: ``(UID 5 FLAGS (\\Seen) RFC822.SIZE 120 BODY[]
+            {120} ...)``, with each literal's ``{n}`` (or ``~{n}``) in place.
+        literals: The literal payloads, in order.
+
+    Numbers become ``int``, lists tuples of ``bytes``, quoted strings and atoms ``bytes``,
+    literals the payload given; ``NIL`` becomes None.
+
+    Raises:
+        ProtocolError: Unbalanced parentheses, a missing literal, an odd number of items.
+    """
+    tokens = _tokens(text, literals)
+    value = _parse_value(tokens, 0)
+    items, end = value
+    if not isinstance(items, tuple) or end != len(tokens):
+        raise ProtocolError(f"malformed FETCH response: {text[:200]!r}")
+    if len(items) % 2:
+        raise ProtocolError(f"odd number of FETCH items: {text[:200]!r}")
+    out: dict[bytes, Any] = {}
+    for key, item in zip(items[::2], items[1::2], strict=True):
+        if not isinstance(key, bytes):
+            raise ProtocolError(f"malformed FETCH item name: {key!r}")
+        name = key.upper().replace(b"BODY.PEEK[", b"BODY[")
+        if name.startswith(b"BODY[") and b"<" in name:
+            name = name[: name.index(b"<")]
+        out[name] = item
+    return out
+
+
+_Token: TypeAlias = tuple[str, Any]
+
+
+def _tokens(text: bytes, literals: Sequence[bytes]) -> list[_Token]:
+    tokens: list[_Token] = []
+    literal_index = 0
+    pos = 0
+    length = len(text)
+    while pos < length:
+        if text[pos : pos + 1].isspace():
+            pos += 1
+            continue
+        if text.startswith((b"{", b"~{"), pos):
+            end = text.find(b"}", pos)
+            if end < 0 or literal_index >= len(literals):
+                raise ProtocolError(f"FETCH literal without data: {text[:200]!r}")
+            tokens.append(("value", literals[literal_index]))
+            literal_index += 1
+            pos = end + 1
+            continue
+        match = _TOKEN.match(text, pos)
+        if match is None or match.end() == pos:
+            raise ProtocolError(f"unreadable FETCH response: {text[pos : pos + 80]!r}")
+        pos = match.end()
+        kind = match.lastgroup
+        if kind == "open":
+            tokens.append(("open", None))
+        elif kind == "close":
+            tokens.append(("close", None))
+        elif kind == "quoted":
+            tokens.append(("value", re.sub(rb"\\(.)", rb"\1", match.group("quoted"))))
+        else:
+            atom = match.group(kind or "atom")
+            tokens.append(("value", _atom(atom)))
+    return tokens
+
+
+def _atom(atom: bytes) -> Any:
+    if atom.isdigit():
+        return int(atom)
+    if atom.upper() == b"NIL":
+        return None
+    return atom
+
+
+def _parse_value(tokens: list[_Token], index: int) -> tuple[Any, int]:
+    if index >= len(tokens):
+        raise ProtocolError("truncated FETCH response")
+    kind, value = tokens[index]
+    if kind == "value":
+        return value, index + 1
+    if kind == "close":
+        raise ProtocolError("unbalanced parenthesis in FETCH response")
+    items: list[Any] = []
+    index += 1
+    while True:
+        if index >= len(tokens):
+            raise ProtocolError("unbalanced parenthesis in FETCH response")
+        if tokens[index][0] == "close":
+            return tuple(items), index + 1
+        item, index = _parse_value(tokens, index)
+        items.append(item)

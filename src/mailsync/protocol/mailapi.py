@@ -25,19 +25,20 @@ This module is pure: no I/O, no httpx.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from mailsync._base import SendResult
-from mailsync._compose import Envelope
 from mailsync._config import Endpoint
+from mailsync._envelope import Envelope
 from mailsync._errors import ConfigError, Unsupported
 from mailsync._message import Folder, Message
 from mailsync._plans import Plan, Sleep
 from mailsync._query import Q
 from mailsync.protocol.http import APIClient, api_root
 
-__all__ = ["MailAPI", "whole_number_option"]
+__all__ = ["MailAPI", "canonical_folder", "chunks", "json_datetime", "whole_number_option"]
 
 #: Options every API backend takes (keyword arguments of the facade, or URL query parameters).
 COMMON_OPTIONS = frozenset({"base_url", "transport", "concurrency", "retries", "retry_delay"})
@@ -196,3 +197,32 @@ def whole_number_option(
         also = " or None" if none_allowed else ""
         raise ConfigError(f"{key} must be a whole number >= 1{also}, not {value!r}")
     return number
+
+
+# -- what every provider's plans use ------------------------------------------------------
+
+
+def chunks(items: Sequence[Any], size: int) -> Iterator[list[Any]]:
+    """``items`` in lists of at most ``size`` (at least one)."""
+    step = max(1, size)
+    for start in range(0, len(items), step):
+        yield list(items[start : start + step])
+
+
+def json_datetime(value: Any) -> datetime | None:
+    """An RFC 3339 date-time from a JSON reply (``2024-05-01T10:00:00Z``), aware (UTC when it
+    names no zone); None for anything else."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def canonical_folder(name: str) -> str:
+    """``inbox`` and ``Inbox/Receipts`` are the INBOX and its child, in any case, as on IMAP;
+    other names as they are."""
+    head, sep, rest = name.partition("/")
+    return f"INBOX{sep}{rest}" if head.upper() == "INBOX" else name

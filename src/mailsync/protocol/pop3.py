@@ -16,8 +16,8 @@ What it owns:
 - ``CAPA`` (RFC 2449) parsing into :class:`Capabilities`; extended response codes (RFC 2449,
   RFC 3206: ``[AUTH]``, ``[IN-USE]``, ``[SYS/TEMP]``, ``[SYS/PERM]``, ``[LOGIN-DELAY]``) and
   their translation into the mailsync error hierarchy (:func:`reply_error`);
-- authentication pieces: the APOP digest (RFC 1939), SASL ``PLAIN`` (RFC 4616), ``XOAUTH2``
-  and ``OAUTHBEARER`` (RFC 7628) initial responses and the ``AUTH`` exchange (RFC 5034).
+- authentication pieces: the APOP digest (RFC 1939) and the ``AUTH`` command (RFC 5034) that
+  carries a SASL exchange of :mod:`mailsync.protocol.sasl`.
 
 It must not do I/O, sleep, or know about sessions, retries or :class:`~mailsync.Message`.
 """
@@ -43,6 +43,7 @@ from mailsync._errors import (
     TemporaryFailure,
 )
 from mailsync._hints import greeting_problem
+from mailsync.protocol import sasl
 
 __all__ = [
     "MAX_COMMAND_LINE",
@@ -53,12 +54,8 @@ __all__ = [
     "Greeting",
     "POP3Connection",
     "Reply",
-    "SASLExchange",
     "apop_digest",
     "reply_error",
-    "sasl_oauthbearer",
-    "sasl_plain",
-    "sasl_xoauth2",
     "trim_to_octets",
 ]
 
@@ -267,9 +264,19 @@ class POP3Connection:
             self._marked = True
         return command.line
 
-    def auth(self, exchange: SASLExchange) -> bytes:
-        """Queue ``AUTH`` for a SASL exchange and return the command bytes."""
-        return self.send("AUTH", *exchange.command_args())
+    def auth(self, exchange: sasl.Exchange) -> bytes:
+        """Queue ``AUTH`` for a SASL exchange and return the command bytes.
+
+        The initial response goes on the ``AUTH`` line when the line stays within 255
+        octets (RFC 5034), else in answer to the server's empty challenge.
+        """
+        mechanism = exchange.mechanism
+
+        def fits(argument: str) -> bool:
+            return len(f"AUTH {mechanism} {argument}\r\n") <= MAX_COMMAND_LINE
+
+        initial = exchange.initial(fits)
+        return self.send("AUTH", mechanism, *(() if initial is None else (initial,)))
 
     def answer(self, response: str) -> bytes:
         """The bytes of a line answering a :class:`Challenge` (not a new command).
@@ -659,68 +666,3 @@ def apop_digest(timestamp: str, secret: str) -> str:
     """The APOP digest (RFC 1939): hex MD5 of the greeting's timestamp followed by the secret."""
     # MD5 is what the protocol defines; it is not used here for anything else.
     return hashlib.md5((timestamp + secret).encode("utf-8"), usedforsecurity=False).hexdigest()
-
-
-def sasl_plain(username: str, password: str, authzid: str = "") -> bytes:
-    """The SASL PLAIN message (RFC 4616): ``authzid NUL authcid NUL passwd``."""
-    return f"{authzid}\0{username}\0{password}".encode()
-
-
-def sasl_xoauth2(username: str, token: str) -> bytes:
-    """The XOAUTH2 initial response (Google's and Microsoft's OAuth2 SASL mechanism)."""
-    return f"user={username}\x01auth=Bearer {token}\x01\x01".encode()
-
-
-def sasl_oauthbearer(username: str, token: str, host: str = "", port: int = 0) -> bytes:
-    """The OAUTHBEARER initial response (RFC 7628), with the GS2 header naming the user."""
-    saslname = username.replace("=", "=3D").replace(",", "=2C")
-    fields = [f"n,a={saslname},"]
-    if host:
-        fields.append(f"host={host}")
-    if port:
-        fields.append(f"port={port}")
-    fields.append(f"auth=Bearer {token}")
-    return ("\x01".join(fields) + "\x01\x01").encode()
-
-
-class SASLExchange:
-    """The client side of one ``AUTH`` exchange (RFC 5034) with an initial response.
-
-    The initial response goes on the ``AUTH`` line when the line stays within 255 octets,
-    else in answer to the server's empty challenge. A challenge after that is the server's
-    error report (XOAUTH2/OAUTHBEARER send one as JSON): it is answered so that the server
-    ends the exchange with ``-ERR``, whose text is then reported.
-
-    Args:
-        mechanism: ``PLAIN``, ``XOAUTH2``, ``OAUTHBEARER`` ...
-        initial: The initial response, not yet base64-encoded.
-    """
-
-    def __init__(self, mechanism: str, initial: bytes) -> None:
-        self.mechanism = mechanism.upper()
-        self._encoded = base64.b64encode(initial).decode("ascii") or "="
-        self._sent = False
-        self.error_detail: bytes | None = None
-
-    def __repr__(self) -> str:
-        return f"SASLExchange({self.mechanism!r})"
-
-    def command_args(self) -> tuple[str, ...]:
-        """The arguments of the ``AUTH`` command."""
-        line = len(f"AUTH {self.mechanism} {self._encoded}\r\n")
-        if line > MAX_COMMAND_LINE:
-            return (self.mechanism,)
-        self._sent = True
-        return (self.mechanism, self._encoded)
-
-    def respond(self, challenge: Challenge) -> str:
-        """The line answering a server challenge."""
-        if not self._sent:
-            self._sent = True
-            return self._encoded
-        self.error_detail = challenge.data
-        if self.mechanism == "OAUTHBEARER":
-            return "AQ=="  # RFC 7628 3.2.3: a single %x01 ends the failed exchange
-        if self.mechanism == "XOAUTH2":
-            return ""
-        return "*"  # RFC 5034: cancel
