@@ -54,6 +54,7 @@ __all__ = [
     "outgoing_size",
     "probe",
     "reconnect",
+    "running",
     "sending",
 ]
 
@@ -259,6 +260,21 @@ class Activity:
             return f"sent {self.messages} message(s){size}{took}{tail}"
         verb = "synced" if self.operation == "sync" else "fetched"
         return f"{verb} {self.messages} message(s){size}{took}"
+
+
+@contextlib.contextmanager
+def running(activity: Activity) -> Iterator[Activity]:
+    """The block is ``activity``'s work: it finishes when the block ends, with the error that
+    ended it (a generator closed before its end is no error)."""
+    try:
+        yield activity
+    except GeneratorExit:
+        activity.finish()
+        raise
+    except BaseException as exc:
+        activity.finish(exc)
+        raise
+    activity.finish()
 
 
 def _reason(error: BaseException) -> str:

@@ -22,6 +22,7 @@ This module does no I/O; bars are opened by :mod:`mailsync._progress` only when 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -314,14 +315,9 @@ def _get(func: Callable[..., Message]) -> Callable[..., Message]:
         if not _observe.enabled(_observe.FETCH):
             return func(self, *args, **kwargs)
         activity = _observe.Activity(_observe.FETCH, "get", self.endpoint)
-        try:
-            with activity.current():
-                message = func(self, *args, **kwargs)
-        except BaseException as exc:
-            activity.finish(exc)
-            raise
-        activity.add(message)
-        activity.finish()
+        with _observe.running(activity), activity.current():
+            message = func(self, *args, **kwargs)
+            activity.add(message)
         return message
 
     _finish(func, get, "")
@@ -333,18 +329,17 @@ def _async_get(func: Callable[..., Any]) -> Callable[..., Any]:
         if not _observe.enabled(_observe.FETCH):
             return await func(self, *args, **kwargs)  # type: ignore[no-any-return]
         activity = _observe.Activity(_observe.FETCH, "get", self.endpoint)
-        try:
-            with activity.current():
-                message: Message = await func(self, *args, **kwargs)
-        except BaseException as exc:
-            activity.finish(exc)
-            raise
-        activity.add(message)
-        activity.finish()
+        with _observe.running(activity), activity.current():
+            message: Message = await func(self, *args, **kwargs)
+            activity.add(message)
         return message
 
     _finish(func, get, "")
     return get
+
+
+def _connecting(self: Any) -> _observe.Activity:
+    return _observe.Activity(_observe.CONNECT, "connect", self.endpoint)
 
 
 def _connect(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -355,15 +350,9 @@ def _connect(func: Callable[..., Any]) -> Callable[..., Any]:
         async def connect_async(self: Any, *args: Any, **kwargs: Any) -> Any:
             if not _observe.enabled(_observe.CONNECT):
                 return await func(self, *args, **kwargs)
-            activity = _observe.Activity(_observe.CONNECT, "connect", self.endpoint)
-            try:
-                with activity.current():
-                    session = await func(self, *args, **kwargs)
-            except BaseException as exc:
-                activity.finish(exc)
-                raise
-            activity.finish()
-            return session
+            activity = _connecting(self)
+            with _observe.running(activity), activity.current():
+                return await func(self, *args, **kwargs)
 
         _finish(func, connect_async, "")
         return connect_async
@@ -375,14 +364,8 @@ def _connect(func: Callable[..., Any]) -> Callable[..., Any]:
             if not _observe.enabled(_observe.CONNECT):
                 return (yield from plan)
             # No span made current here: a plan's steps may run in different contexts.
-            activity = _observe.Activity(_observe.CONNECT, "connect", self.endpoint)
-            try:
-                session = yield from plan
-            except BaseException as exc:
-                activity.finish(None if isinstance(exc, GeneratorExit) else exc)
-                raise
-            activity.finish()
-            return session
+            with _observe.running(_connecting(self)):
+                return (yield from plan)
 
         _finish(func, connect_plan, "")
         return connect_plan
@@ -390,26 +373,28 @@ def _connect(func: Callable[..., Any]) -> Callable[..., Any]:
     def connect(self: Any, *args: Any, **kwargs: Any) -> Any:
         if not _observe.enabled(_observe.CONNECT):
             return func(self, *args, **kwargs)
-        activity = _observe.Activity(_observe.CONNECT, "connect", self.endpoint)
-        try:
-            with activity.current():
-                session = func(self, *args, **kwargs)
-        except BaseException as exc:
-            activity.finish(exc)
-            raise
-        activity.finish()
-        return session
+        activity = _connecting(self)
+        with _observe.running(activity), activity.current():
+            return func(self, *args, **kwargs)
 
     _finish(func, connect, "")
     return connect
 
 
-def _send_activity(self: Any, operation: str) -> _observe.Activity:
+@contextlib.contextmanager
+def _sending(self: Any, operation: str) -> Iterator[_observe.Activity]:
+    """The block sends, observed: a sender that delegates (``send_many`` calling ``send``)
+    meanwhile is not observed again."""
     activity = _observe.Activity(_observe.SEND, operation, self.endpoint)
     opened = getattr(self, "connections_opened", None)
     if isinstance(opened, int):
         activity.extra["connections_before"] = opened
-    return activity
+    token = _observe.sending.set(True)
+    try:
+        with _observe.running(activity), activity.current():
+            yield activity
+    finally:
+        _observe.sending.reset(token)
 
 
 def _sent(self: Any, activity: _observe.Activity, results: list[Any], sizes: list[Any]) -> None:
@@ -430,7 +415,7 @@ def _sent(self: Any, activity: _observe.Activity, results: list[Any], sizes: lis
 _send_logged = functools.partial(_observe.SEND.isEnabledFor, logging.INFO)
 
 
-def _observes_send(logger: Any) -> bool:
+def _observes_send() -> bool:
     # The cheap checks first: this runs on every send, observed or not.
     if _observe.probe is None and not _send_logged():
         return False
@@ -439,20 +424,11 @@ def _observes_send(logger: Any) -> bool:
 
 def _sync_send(func: Callable[..., Any]) -> Callable[..., Any]:
     def send(self: Any, message: Any, *args: Any, **kwargs: Any) -> Any:
-        if not _observes_send(_observe.SEND):
+        if not _observes_send():
             return func(self, message, *args, **kwargs)
-        activity = _send_activity(self, "send")
-        token = _observe.sending.set(True)
-        try:
-            with activity.current():
-                result = func(self, message, *args, **kwargs)
-        except BaseException as exc:
-            activity.finish(exc)
-            raise
-        finally:
-            _observe.sending.reset(token)
-        _sent(self, activity, [result], [_observe.outgoing_size(message)])
-        activity.finish()
+        with _sending(self, "send") as activity:
+            result = func(self, message, *args, **kwargs)
+            _sent(self, activity, [result], [_observe.outgoing_size(message)])
         return result
 
     _finish(func, send, "")
@@ -461,20 +437,11 @@ def _sync_send(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def _async_send(func: Callable[..., Any]) -> Callable[..., Any]:
     async def send(self: Any, message: Any, *args: Any, **kwargs: Any) -> Any:
-        if not _observes_send(_observe.SEND):
+        if not _observes_send():
             return await func(self, message, *args, **kwargs)
-        activity = _send_activity(self, "send")
-        token = _observe.sending.set(True)
-        try:
-            with activity.current():
-                result = await func(self, message, *args, **kwargs)
-        except BaseException as exc:
-            activity.finish(exc)
-            raise
-        finally:
-            _observe.sending.reset(token)
-        _sent(self, activity, [result], [_observe.outgoing_size(message)])
-        activity.finish()
+        with _sending(self, "send") as activity:
+            result = await func(self, message, *args, **kwargs)
+            _sent(self, activity, [result], [_observe.outgoing_size(message)])
         return result
 
     _finish(func, send, "")
@@ -505,21 +472,12 @@ def _sync_send_many(func: Callable[..., Any], *, observed: bool = True) -> Calla
     def send_many(
         self: Any, messages: Iterable[Any], *args: Any, progress: bool = False, **kwargs: Any
     ) -> Any:
-        if not (observed and _observes_send(_observe.SEND)):
+        if not (observed and _observes_send()):
             return plain(self, messages, *args, progress=progress, **kwargs)
         batch = list(messages)
-        activity = _send_activity(self, "send_many")
-        token = _observe.sending.set(True)
-        try:
-            with activity.current():
-                results = plain(self, batch, *args, progress=progress, **kwargs)
-        except BaseException as exc:
-            activity.finish(exc)
-            raise
-        finally:
-            _observe.sending.reset(token)
-        _sent(self, activity, results, [_observe.outgoing_size(m) for m in batch])
-        activity.finish()
+        with _sending(self, "send_many") as activity:
+            results = plain(self, batch, *args, progress=progress, **kwargs)
+            _sent(self, activity, results, [_observe.outgoing_size(m) for m in batch])
         return results
 
     def plain(
@@ -544,21 +502,12 @@ def _async_send_many(func: Callable[..., Any], *, observed: bool = True) -> Call
     async def send_many(
         self: Any, messages: Iterable[Any], *args: Any, progress: bool = False, **kwargs: Any
     ) -> Any:
-        if not (observed and _observes_send(_observe.SEND)):
+        if not (observed and _observes_send()):
             return await plain(self, messages, *args, progress=progress, **kwargs)
         batch = list(messages)
-        activity = _send_activity(self, "send_many")
-        token = _observe.sending.set(True)
-        try:
-            with activity.current():
-                results = await plain(self, batch, *args, progress=progress, **kwargs)
-        except BaseException as exc:
-            activity.finish(exc)
-            raise
-        finally:
-            _observe.sending.reset(token)
-        _sent(self, activity, results, [_observe.outgoing_size(m) for m in batch])
-        activity.finish()
+        with _sending(self, "send_many") as activity:
+            results = await plain(self, batch, *args, progress=progress, **kwargs)
+            _sent(self, activity, results, [_observe.outgoing_size(m) for m in batch])
         return results
 
     async def plain(
