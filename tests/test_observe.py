@@ -308,6 +308,48 @@ def test_sending_spans_count_messages_refusals_and_connections(
     _no_secret_in(telemetry.spans(), account.password)
 
 
+@pytest.mark.servers
+def test_a_failed_login_leaks_no_secret_to_records_or_spans(
+    mail_servers: MailServers,
+    account: Account,
+    telemetry: Telemetry,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Wrong passwords (in the URL and as keywords) over IMAP, sync and async, and SMTP: the
+    failures are recorded with their type, the secrets nowhere (not in a record's message or
+    extra fields, not in a span's attributes or its exception event)."""
+    caplog.set_level(logging.DEBUG, logger="mailsync")
+    secret, in_url = "Wr0ng-S3cret-kw", "Wr0ng-S3cret-url"
+    host, verify = mail_servers.host, mail_servers.ssl_context()
+    imap = f"imaps://{account.user}:{in_url}@{host}:{mail_servers.imaps_port}"
+    with pytest.raises(mailsync.AuthenticationError):
+        with mailsync.connect(imap, verify=verify, state=":memory:") as box:
+            box.messages().collect()
+
+    async def read_async() -> None:
+        url = f"imaps://{account.user}@{host}:{mail_servers.imaps_port}"
+        async with mailsync.connect_async(url, password=secret, verify=verify) as box:
+            await box.messages().collect()
+
+    with pytest.raises(mailsync.AuthenticationError):
+        asyncio.run(read_async())
+    smtp = f"smtp://{account.user}@{host}:{mail_servers.submission_port}"
+    with pytest.raises(mailsync.AuthenticationError):
+        with mailsync.sender(smtp, password=secret, verify=verify) as out:
+            out.send(_compose(account.email, sender=account.email))
+
+    failed = [r for r in caplog.records if r.__dict__.get("error_type") == "AuthenticationError"]
+    assert {r.__dict__["operation"] for r in failed} >= {"connect", "fetch", "send"}
+    for record in caplog.records:
+        text = f"{record.getMessage()} {record.__dict__!r}"
+        assert secret not in text
+        assert in_url not in text
+    errors = [s for s in telemetry.spans() if s.attributes.get("error.type")]
+    assert {s.name for s in errors} >= {"mailsync.connect", "mailsync.fetch", "mailsync.send"}
+    for hidden in (secret, in_url):
+        _no_secret_in(telemetry.spans(), hidden)
+
+
 def test_errors_are_counted_by_type_and_marked_on_the_span(
     tmp_path: Path, telemetry: Telemetry
 ) -> None:
