@@ -442,6 +442,12 @@ def test_opentelemetry_is_never_imported_unless_instrumented(tmp_path: Path) -> 
             assert len(box.sync().collect()) == 1
         assert not [m for m in sys.modules if m.startswith("opentelemetry")]
         assert "mailsync.integrations.otel" not in sys.modules
+        try:
+            from mailsync.integrations import otel
+        except ImportError as exc:  # asked for without the extra: the error says which
+            assert 'pip install "mailsync[otel]"' in str(exc), exc
+        else:
+            raise AssertionError("imported without OpenTelemetry")
         print("ok")
         """
     )

@@ -44,8 +44,15 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from opentelemetry import metrics, trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+try:
+    from opentelemetry import metrics, trace
+    from opentelemetry.trace import SpanKind, Status, StatusCode
+except ImportError as exc:  # say which extra brings it, not only which module is missing
+    raise ImportError(
+        f"mailsync.integrations.otel needs OpenTelemetry ({exc.name}): "
+        'pip install "mailsync[otel]"',
+        name=exc.name,
+    ) from exc
 
 from mailsync import _observe
 from mailsync._message import Message
