@@ -146,6 +146,35 @@ def test_delivery_reports_are_asked_for_per_message_and_the_headers_never_leave(
     assert found.recipients[0].recipient == other_account.email
 
 
+@pytest.mark.servers
+def test_delivery_reports_for_every_message_from_settings_unless_a_message_says_otherwise(
+    mail_servers: MailServers,
+    account: Account,
+    other_account: Account,
+    sent: list[dict[str, Any]],
+) -> None:
+    quiet = mail.EmailMessage(
+        "Quiet", "Body.\n", account.email, [other_account.email],
+        headers={"X-Mailsync-Notify": "never"},
+    )  # fmt: skip
+    tracked = mail.EmailMessage("Tracked", "Body.\n", account.email, [other_account.email])
+    with _submission(mail_servers, account, MAILSYNC_DSN={"notify": "success", "ret": "hdrs"}):
+        with mail.get_connection() as connection:
+            assert connection.send_messages([quiet, tracked]) == 2
+    _arrived(mail_servers, other_account, 2)
+
+    def reports() -> list[mailsync.DeliveryReport] | None:
+        raws = [raw for _uid, _flags, raw in mail_servers.imap_messages(account)]
+        found = [r for r in map(mailsync.parse_report, raws) if r is not None]
+        return found or None
+
+    (report,) = mail_servers.wait_for(reports, timeout=60, interval=0.2, message="a DSN")
+    assert report.kind == "dsn"
+    (tracked_id,) = [r["result"].message_id for r in sent if r["message"] is tracked]
+    assert report.original_message_id == tracked_id
+    assert report.recipients[0].action in ("relayed", "delivered")
+
+
 def test_an_unknown_mailsync_header_is_refused(tmp_path: Path) -> None:
     message = mail.EmailMessage(
         "Typo", "Body.\n", "a@example.test", ["b@example.test"], headers={"X-Mailsync-Notfy": "x"}
