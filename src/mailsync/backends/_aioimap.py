@@ -49,7 +49,6 @@ from mailsync.protocol.imap_literals import (
     FetchResponse,
     ResponseReader,
     Tagged,
-    Untagged,
     fetch_command,
 )
 
@@ -175,7 +174,6 @@ class _FetchReader:
         self.tag = tag
         self.reader = ResponseReader()
         self.responses: list[FetchResponse] = []
-        self.announced = False  # an EXISTS came with the answer: new mail to sync
         self.done: asyncio.Future[Tagged] = loop.create_future()
         self.last = loop.time()
         self._loop = loop
@@ -200,9 +198,7 @@ class _FetchReader:
             self.done.set_result(event)
         elif isinstance(event, Continuation):
             raise ProtocolError("unexpected continuation request during FETCH")
-        elif isinstance(event, Untagged) and is_exists(event.text):
-            self.announced = True
-        # Other untagged responses (EXPUNGE, flag news) change nothing here.
+        # Other untagged responses (EXISTS, EXPUNGE, flag news) change nothing here.
 
 
 def _parser_idle(protocol: Any) -> bool:
@@ -248,10 +244,10 @@ class Session:
         self.capabilities: frozenset[str] = frozenset()
         self.mailbox: Mailbox | None = None
         self.alive = False
-        #: EXISTS came outside SELECT and IDLE since the last SELECT: mail the last sync may
-        #: not have seen, which the server will not announce again (see take_new_mail).
-        self.new_mail = False
         self.secrets = SecretScrubber()  # what this connection sent, kept out of errors
+        #: ``* n EXISTS`` responses seen so far, also those aioimaplib drops (see
+        #: :func:`_count_announcements`).
+        self.announced = 0
         self._client: Any = None
         self._lost: asyncio.Future[None] | None = None
 
@@ -280,7 +276,7 @@ class Session:
                 ssl_context=implicit,
             )
             _use_greeting_capabilities(self._client.protocol)
-            _note_unasked_exists(self._client.protocol, self._announced)
+            _count_announcements(self._client.protocol, self)
             self.alive = True
             try:
                 await self._guard(self._client.wait_hello_from_server())
@@ -299,21 +295,6 @@ class Session:
             else:
                 await self._authenticate_password(value)
             self._client.timeout = self.read_timeout
-
-    def _announced(self) -> None:
-        self.new_mail = True
-
-    def take_new_mail(self) -> bool:
-        """Whether the server announced new mail (EXISTS) outside SELECT and IDLE since the
-        last SELECT, forgetting it.
-
-        A server announces a message once, at the end of whichever command first sees it
-        (RFC 3501 7.3.1; Dovecot even answers that command without it, as UID SEARCH does),
-        so an announcement during a sync or just after must wake the next wait, which IDLE
-        will not.
-        """
-        seen, self.new_mail = self.new_mail, False
-        return seen
 
     def _on_lost(self, exc: Exception | None) -> None:
         self.alive = False
@@ -447,8 +428,6 @@ class Session:
         )
         label = what or f"{prefix + ' ' if prefix else ''}{name}"
         response = await self._execute(command, what=label)
-        if name not in ("SELECT", "EXAMINE") and any(is_exists(x) for x in response.lines):
-            self.new_mail = True  # a command that files every untagged line got it
         return self._check(response, label)
 
     async def fetch(self, uids: str, items: str) -> list[dict[bytes, Any]]:
@@ -481,8 +460,6 @@ class Session:
             if tagged.status == b"BAD":
                 raise ProtocolError(f"{self.context}: UID FETCH refused as malformed: {text}")
             raise ServerError(f"{self.context}: UID FETCH: {text}")
-        if reader.announced:
-            self.new_mail = True
         with self._translate("UID FETCH"):
             return [response.attributes() for response in reader.responses]
 
@@ -600,7 +577,6 @@ class Session:
             return self.mailbox
         condstore = " (CONDSTORE)" if "CONDSTORE" in self.capabilities else ""
         self.mailbox = None
-        self.new_mail = False  # what SELECT answers covers every message so far
         try:
             lines = await self.command("SELECT", wire_name + condstore, what=f"SELECT {wire_name}")
         except ServerError as exc:
@@ -636,7 +612,7 @@ class Session:
             raise
         await self._idle_done(idle)
         # An EXISTS between the end of the wait and DONE's answer is queued, not yet seen;
-        # the server will not say it again.
+        # the server will not say it again, and the next IDLE starts by emptying the queue.
         while not queue.empty():
             changed = any(is_exists(line) for line in queue.get_nowait()) or changed
         return changed
@@ -715,25 +691,6 @@ def _discard(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
-def _note_unasked_exists(protocol: Any, note: Callable[[], None]) -> None:
-    """Call ``note()`` for each EXISTS no pending command takes: aioimaplib logs and drops
-    such responses ("ignored untagged response"), and one that announced new mail between
-    a sync and IDLE would leave that mail waiting for the next safety-net sync.
-
-    Wraps aioimaplib's untagged-response router, which returns the command a response went
-    to (None when dropped); the routing itself is unchanged.
-    """
-    route = protocol._untagged_response
-
-    def untagged(line: bytes) -> Any:
-        command = route(line)
-        if command is None and is_exists(line.removeprefix(b"* ")):
-            note()
-        return command
-
-    protocol._untagged_response = untagged
-
-
 def _use_greeting_capabilities(protocol: Any) -> None:
     """aioimaplib asks CAPABILITY right after the greeting even when the greeting carried
     them in a ``[CAPABILITY ...]`` code (Dovecot's does): take those and spare the round trip.
@@ -766,6 +723,24 @@ def _use_greeting_capabilities(protocol: Any) -> None:
             protocol.state_condition.notify_all()
 
     protocol.welcome = welcome
+
+
+def _count_announcements(protocol: Any, session: Session) -> None:
+    """Count every ``* n EXISTS`` in :attr:`Session.announced`.
+
+    aioimaplib drops an untagged response that no pending command asked for: an EXISTS the
+    server sends with the reply to a SEARCH or a FETCH is lost. A server announces a message
+    once, so mail that arrives while the last command before IDLE runs would wait unseen
+    until the next sync; the count tells the caller it came.
+    """
+    handle = protocol._untagged_response
+
+    def untagged(line: bytes) -> Any:
+        if is_exists(line[2:] if line.startswith(b"* ") else line):
+            session.announced += 1
+        return handle(line)
+
+    protocol._untagged_response = untagged
 
 
 def _upper(names: Iterable[str]) -> frozenset[str]:

@@ -426,16 +426,15 @@ class AsyncIMAPRetriever(AsyncRetriever):
             raise
 
     async def _arrived_since_sync(self, session: Session, folder: str) -> bool:
-        """Whether mail came after the last sync and before IDLE, which would not announce
-        it again: a UID above the last synced one, or an EXISTS the session saw meanwhile.
-
-        The SEARCH alone is not enough: a server that takes the message in while the SEARCH
-        runs (Dovecot does for mail delivered since the previous command) answers without
-        it and only announces it afterwards, so the announcement is checked after it.
-        """
+        """Whether mail came after the last sync and before IDLE. Its EXISTS may have come
+        with the reply to an earlier command (aioimaplib drops those), found here by a
+        search; or with the reply to this search, which ran before the message was stored,
+        and then the session counted it (IDLE would not announce it again)."""
         highest = self._highest_uid.get(folder)
-        found = highest is not None and bool(await self._uids_after(session, highest))
-        return session.take_new_mail() or found
+        if highest is None:
+            return False
+        announced = session.announced
+        return bool(await self._uids_after(session, highest)) or session.announced > announced
 
     async def _poll(self, folder: str, deadline: float) -> None:
         loop = asyncio.get_running_loop()
