@@ -690,6 +690,9 @@ async def test_mail_announced_while_idle_ends_is_not_dropped(
     finally:
         await box.aclose()
     assert seeded
+    assert [m.subject for m in got] == ["Message 1"]
+
+
 async def test_mail_announced_with_the_reply_before_idle_is_not_missed(
     mail_servers: MailServers, account: Account, monkeypatch: pytest.MonkeyPatch
 ) -> None:
