@@ -122,6 +122,12 @@ def _handled(url: str) -> list[tuple[str, str]]:
     return [(str(a), str(m)) for a, m in rows]
 
 
+def _ledger_rows(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM mailsync_dispatch").fetchone()
+    return int(row[0]) if row else 0
+
+
 def _owned(url: str) -> int:
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute(_OWNERS, (_OWNER_CLASS,)).fetchone()
@@ -168,6 +174,9 @@ def test_workers_and_watchers_survive_sigkill_losing_nothing(
             timeout=180,
             message="every delivered message handled",
         )
+        # The dispatch ledger drains: every task ran to the end, the killed worker's sent
+        # again (redeliver_after, 30 s here) rather than left to the broker.
+        wait_for(lambda: _ledger_rows(url) == 0, timeout=180, message="the ledger drained")
     except BaseException:
         print(fleet.logs())
         raise
@@ -176,8 +185,9 @@ def test_workers_and_watchers_survive_sigkill_losing_nothing(
     handled = _handled(url)
     assert set(handled) == set(delivered)  # none lost, none invented, right accounts
     duplicates = len(handled) - len(set(handled))
-    # At least once: the message the killed worker was handling, and the one the killed
-    # watcher had handed to the broker without committing, may come twice; nothing else.
+    # At least once: the message the killed worker had in hand (sent again by the ledger; the
+    # broker may not have lost it), and the one the killed watcher had handed to the broker
+    # without committing, may come twice; nothing else.
     assert duplicates <= 2, f"{duplicates} duplicates"
     assert takeover < 30
 
@@ -255,3 +265,37 @@ def test_ledger_sends_again_a_task_the_broker_lost(
         for fleet in fleets:
             fleet.close()
     assert _handled(postgres_url) == [("someone", "fleet-7@example.test")]
+
+
+@pytest.mark.timeout(120)
+def test_ledger_gives_up_a_task_that_never_runs_to_the_end(
+    tmp_path: Path, postgres_url: str, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Workers that never mark tasks done (they do not import the fleet's module) must not
+    # have every task resent forever: after 10 sends the ledger gives the task up, loudly.
+    from celery import Celery
+
+    from mailsync import Message
+    from mailsync.integrations.celery import CeleryFleet
+
+    app = Celery("ledger_test", broker=redis_server.url())
+    app.conf.update(task_default_queue=f"ledger-{os.getpid()}-{tmp_path.name}")
+    fleet = CeleryFleet(app, state=postgres_url, on_message="nobody.runs", redeliver_after=0.5)
+    try:
+        fleet.dispatch("someone", Message.from_bytes(_raw(8)))
+        sends = 1
+        while sends < 10:
+            wait_for(lambda: fleet.redeliver() == 1, timeout=30, message="due again")
+            sends += 1
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            assert conn.execute("SELECT attempts FROM mailsync_dispatch").fetchall() == [(10,)]
+
+            def given_up() -> bool:
+                assert fleet.redeliver() == 0  # never an 11th send
+                return conn.execute("SELECT count(*) FROM mailsync_dispatch").fetchone() == (0,)
+
+            wait_for(given_up, timeout=30, message="given up")
+        assert "sent 10 times and never ran to the end" in caplog.text
+        app.control.purge()
+    finally:
+        fleet.close()

@@ -37,7 +37,8 @@ row). A row not deleted ``redeliver_after`` seconds after it was sent (or, once 
 after it started) is sent again with the same task id by :meth:`CeleryFleet.redeliver`,
 which the watchers run every few seconds and ``mailsync.sync_all`` runs with each beat; a
 row is claimed atomically (``FOR UPDATE SKIP LOCKED``), so two watchers never resend it
-both.
+both. A task sent 10 times without ever running to the end is given up, with an error in the
+log (its workers most likely do not import the module that builds the fleet).
 
 A message's ``on_message`` task therefore runs at least once. It runs more than once when:
 a watcher or ``sync_account`` run dies after dispatching but before committing the cursor
@@ -45,8 +46,8 @@ a watcher or ``sync_account`` run dies after dispatching but before committing t
 task, or after running it but before its row is deleted (the ledger resends it, and the
 broker may also hand back its own copy, ``acks_late``); or the task waits in the queue, or
 runs, longer than ``redeliver_after`` (set it well above the queue's usual wait plus the
-task's longest run). Make ``on_message`` idempotent on the message's identity
-(``Message.message_id``, or :attr:`Message.id`).
+task's longest run). Make ``on_message`` idempotent on :attr:`Message.identity` (the
+Message-ID, else a digest of the bytes).
 
 This module imports Celery's signals and otherwise reaches Celery only through the app it is
 given; the core of mailsync never imports this module.
@@ -109,12 +110,24 @@ CREATE TABLE IF NOT EXISTS mailsync_dispatch (
 CREATE INDEX IF NOT EXISTS mailsync_dispatch_sent ON mailsync_dispatch (sent);
 """
 
+#: How many times a task is sent before the ledger gives it up: a task that never reaches
+#: the end this often is not being lost by chance (e.g. the workers never import the module
+#: that builds the fleet, so nothing marks it done), and resending it forever would only
+#: repeat it.
+_MAX_SENDS = 10
+
+_GIVE_UP = (
+    "DELETE FROM mailsync_dispatch WHERE attempts >= %s "
+    "AND coalesce(started, sent) < now() - make_interval(secs => %s) "
+    "RETURNING task_id, account, attempts"
+)
+
 #: Claims the rows due again in one statement: the row locks (SKIP LOCKED) keep two claimers
 #: apart, and a row another claimer just updated is re-checked against its new ``sent``.
 _CLAIM = (
     "UPDATE mailsync_dispatch SET sent = now(), started = NULL, attempts = attempts + 1 "
     "WHERE task_id IN (SELECT task_id FROM mailsync_dispatch "
-    "WHERE coalesce(started, sent) < now() - make_interval(secs => %s) "
+    "WHERE coalesce(started, sent) < now() - make_interval(secs => %s) AND attempts < %s "
     "ORDER BY sent LIMIT %s FOR UPDATE SKIP LOCKED) "
     "RETURNING task_id, task, args"
 )
@@ -159,7 +172,15 @@ class _Ledger:
         self._run("DELETE FROM mailsync_dispatch WHERE task_id = %s", (task_id,))
 
     def claim(self, after: float, limit: int) -> list[tuple[str, str, Any]]:
-        rows = self._run(_CLAIM, (after, limit))
+        for task_id, name, attempts in self._run(_GIVE_UP, (_MAX_SENDS, after)):
+            log.error(
+                "task %s of account %s was sent %d times and never ran to the end: given up "
+                "(do the workers import the module that builds the CeleryFleet?)",
+                task_id,
+                name,
+                attempts,
+            )
+        rows = self._run(_CLAIM, (after, _MAX_SENDS, limit))
         return [(str(task_id), str(task), json.loads(args)) for task_id, task, args in rows]
 
     def close(self) -> None:
