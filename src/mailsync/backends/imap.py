@@ -212,7 +212,9 @@ class IMAPRetriever(Retriever):
         try:
             yield
         except MailsyncError as exc:
-            if isinstance(exc, ConnectionFailed | MailTimeout):
+            # Raised through imaplib by the connection's limits, or by a broken link: either
+            # way the connection is out of step.
+            if isinstance(exc, ConnectionFailed | MailTimeout | ProtocolError):
                 self._drop()
             raise
         except Exception as exc:
@@ -553,6 +555,9 @@ class IMAPRetriever(Retriever):
         return False
 
     def _idle_line(self, imap: imaplib.IMAP4) -> bool:
+        limits = getattr(imap, "limits", None)
+        if limits is not None:
+            limits.start()  # a line pushed during IDLE is a call of its own
         with self._errors():
             line = imap._get_line()
         words = line.split()
