@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
     "DEFAULT_PORTS",
     "LOCAL_SCHEMES",
+    "MAX_RESPONSE_BYTES",
     "Deadline",
     "Endpoint",
     "Secret",
@@ -142,6 +143,10 @@ DEFAULT_MAX_MESSAGE_SIZE = 256 * 1024 * 1024
 DEFAULT_MIN_RATE = 8 * 1024
 #: :attr:`Timeout.total` when not given, as a multiple of the read timeout.
 TOTAL_PER_READ = 4
+#: Bytes of response text one command may bring, message bodies aside (each of those is
+#: bounded by ``max_message_size``): a POP3 LIST or UIDL, IMAP untagged responses, SMTP
+#: reply lines.
+MAX_RESPONSE_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)

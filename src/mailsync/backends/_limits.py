@@ -19,7 +19,7 @@ import socket
 import time
 from typing import Any
 
-from mailsync._config import Deadline, Endpoint
+from mailsync._config import MAX_RESPONSE_BYTES, Deadline, Endpoint
 from mailsync._errors import MailTimeout, ProtocolError
 
 __all__ = ["MAX_RESPONSE_BYTES", "MAX_RESPONSE_LINES", "CallLimits", "GuardedSocket"]
@@ -28,9 +28,6 @@ __all__ = ["MAX_RESPONSE_BYTES", "MAX_RESPONSE_LINES", "CallLimits", "GuardedSoc
 #: message bodies aside. A LIST of every folder or an EXPUNGE of many messages stays far below;
 #: a server flooding a SELECT with responses reaches it in a second or two.
 MAX_RESPONSE_LINES = 1_000_000
-#: Bytes of response lines one command may bring, message bodies aside (each body is bounded
-#: by ``max_message_size``).
-MAX_RESPONSE_BYTES = 256 * 1024 * 1024
 
 
 class CallLimits:
