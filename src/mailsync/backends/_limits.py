@@ -22,7 +22,13 @@ from typing import Any
 from mailsync._config import MAX_RESPONSE_BYTES, Deadline, Endpoint
 from mailsync._errors import MailTimeout, ProtocolError
 
-__all__ = ["MAX_RESPONSE_BYTES", "MAX_RESPONSE_LINES", "CallLimits", "GuardedSocket"]
+__all__ = [
+    "MAX_RESPONSE_BYTES",
+    "MAX_RESPONSE_LINES",
+    "CallLimits",
+    "GuardedSocket",
+    "set_timeout",
+]
 
 #: Response lines (IMAP untagged responses, POP3 and SMTP reply lines) one command may bring,
 #: message bodies aside. A LIST of every folder or an EXPUNGE of many messages stays far below;
@@ -136,7 +142,7 @@ class GuardedSocket:
         if sock.gettimeout() == 0.0:
             return sock.recv(size, flags)
         limits = self.limits
-        sock.settimeout(limits.wait())
+        set_timeout(sock, limits.wait())
         try:
             data = sock.recv(size, flags)
         except TimeoutError:
@@ -151,7 +157,7 @@ class GuardedSocket:
         if sock.gettimeout() == 0.0:
             return sock.recv_into(buffer, size, flags)
         limits = self.limits
-        sock.settimeout(limits.wait())
+        set_timeout(sock, limits.wait())
         try:
             count = sock.recv_into(buffer, size, flags)
         except TimeoutError:
@@ -162,3 +168,11 @@ class GuardedSocket:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.sock, name)
+
+
+def set_timeout(sock: socket.socket, seconds: float | None) -> None:
+    """``sock.settimeout(seconds)`` unless it is set so already: setting it is a system call
+    (``ioctl``) every time, and a read's wait is the read timeout itself until the call's
+    deadline comes near."""
+    if sock.gettimeout() != seconds:
+        sock.settimeout(seconds)

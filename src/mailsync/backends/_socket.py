@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from mailsync._config import Endpoint
 from mailsync._errors import ConnectionFailed, MailsyncError, MailTimeout
 from mailsync._plans import Operation
-from mailsync.backends._limits import CallLimits
+from mailsync.backends._limits import CallLimits, set_timeout
 from mailsync.protocol.stream import Close, Connect, Read, Receiver, StartTLS, Write
 
 if TYPE_CHECKING:
@@ -100,7 +100,7 @@ class SocketChannel:
         limits.start()
         sock = self.sock
         while True:
-            sock.settimeout(limits.wait())
+            set_timeout(sock, limits.wait())
             try:
                 with receiver.get_buffer() as view:
                     count = sock.recv_into(view)
