@@ -30,10 +30,11 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
+
+from tests.limits import drip
 
 __all__ = ["HostileIMAP"]
 
@@ -234,18 +235,8 @@ class HostileIMAP:
         return False
 
     def _drip(self, conn: socket.socket, reply: bytes) -> None:
-        """``reply`` a byte every 50 ms, then more bytes the same way, until the client
-        hangs up: never silent for a read timeout, never complete."""
-        data = reply[:-2] if reply.endswith(b"\r\n") else reply
-        try:
-            for byte in data:
-                conn.sendall(bytes([byte]))
-                time.sleep(0.05)
-            while True:
-                conn.sendall(b"x")
-                time.sleep(0.05)
-        except OSError:
-            self.hung_up += 1
+        drip(conn, reply)
+        self.hung_up += 1
 
     def _endless(self, conn: socket.socket, head: bytes, block: bytes) -> bool:
         """``head``, then ``block`` over and over until the client hangs up."""

@@ -9,54 +9,19 @@ of a few thousand lines) so that each test takes a second or two.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
 
 import pytest
 
 import mailsync
 from mailsync.backends import _limits
 from tests.imap.hostile import HostileIMAP
+from tests.limits import MiB, read, wait_for
 
-MiB = 1024 * 1024
 BOTH = pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
 #: Generous: a call bounded at about 2 s must end well within this on a loaded machine.
 HANG = 30.0
-
-
-def _run(url: str, asynchronous: bool, action: str, **options: Any) -> list[str]:
-    """Connect and do ``action`` (``"folders"``, ``"messages"``, ``"sync"``): the subjects
-    read (or the folder names)."""
-    options.setdefault("tls", "none")
-    options.setdefault("password", "x")
-    options.setdefault("state", ":memory:")
-    if not asynchronous:
-        with mailsync.connect(url, **options) as box:
-            if action == "folders":
-                return [folder.name for folder in box.folders()]
-            source = box.sync() if action == "sync" else box.messages()
-            return [message.subject or "" for message in source]
-
-    async def run() -> list[str]:
-        async with mailsync.connect_async(url, **options) as box:
-            if action == "folders":
-                return [folder.name for folder in await box.folders()]
-            source = box.sync() if action == "sync" else box.messages()
-            return [message.subject or "" async for message in source]
-
-    return asyncio.run(run())
-
-
-def _wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 @pytest.mark.reliability(
@@ -71,8 +36,8 @@ def _wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
 def test_a_literal_over_the_limit_is_refused_from_its_announced_size(asynchronous: bool) -> None:
     with HostileIMAP(messages=3, endless_literal=True) as server:
         with pytest.raises(mailsync.MessageTooLarge) as info:
-            _run(server.url(), asynchronous, "messages", max_message_size=MiB)
-        assert _wait_for(lambda: server.hung_up >= 1), "the connection was kept"
+            read(server.url(), asynchronous, "messages", max_message_size=MiB)
+        assert wait_for(lambda: server.hung_up >= 1), "the connection was kept"
     assert info.value.uid == 1
     assert info.value.size == 99999999999
     assert info.value.limit == MiB
@@ -97,8 +62,8 @@ def test_sync_skips_a_message_over_the_limit_and_says_so(
     state = mailsync.SQLiteStateStore(":memory:")
     with HostileIMAP(messages=3, make_raw=make_raw) as server:
         with caplog.at_level(logging.WARNING, logger="mailsync"):
-            got = _run(server.url(), asynchronous, "sync", max_message_size=MiB, state=state)
-            again = _run(server.url(), asynchronous, "sync", max_message_size=MiB, state=state)
+            got = read(server.url(), asynchronous, "sync", max_message_size=MiB, state=state)
+            again = read(server.url(), asynchronous, "sync", max_message_size=MiB, state=state)
         with mailsync.connect(
             server.url(), password="x", tls="none", state=":memory:", max_message_size=None
         ) as box:
@@ -126,9 +91,9 @@ def test_a_dripping_server_cannot_hold_a_call(asynchronous: bool, where: str) ->
     with HostileIMAP(messages=1, drip=where) as server:
         started = time.monotonic()
         with pytest.raises(mailsync.MailTimeout) as info:
-            _run(server.url(), asynchronous, "messages", timeout=timeout)
+            read(server.url(), asynchronous, "messages", timeout=timeout)
         took = time.monotonic() - started
-        assert _wait_for(lambda: server.hung_up >= 1), "the connection was kept"
+        assert wait_for(lambda: server.hung_up >= 1), "the connection was kept"
     if not (asynchronous and where == "greeting"):
         # aioimaplib bounds the wait for a whole greeting by the connect timeout itself.
         assert "Timeout.total" in str(info.value)
@@ -153,8 +118,8 @@ def test_an_untagged_flood_ends_with_a_protocol_error(
     monkeypatch.setattr(_limits, "MAX_RESPONSE_LINES", 5000)
     with HostileIMAP(messages=1, flood=where) as server:
         with pytest.raises(mailsync.ProtocolError) as info:
-            _run(server.url(), asynchronous, "messages", timeout=10)
-        assert _wait_for(lambda: server.hung_up >= 1), "the connection was kept"
+            read(server.url(), asynchronous, "messages", timeout=10)
+        assert wait_for(lambda: server.hung_up >= 1), "the connection was kept"
     assert "5000 responses" in str(info.value)
     printed = capfd.readouterr()
     assert "Fatal error" not in printed.err + printed.out
@@ -174,7 +139,7 @@ def test_an_untagged_flood_ends_with_a_protocol_error(
 def test_a_line_over_1_mb_is_a_protocol_error(asynchronous: bool, where: str) -> None:
     with HostileIMAP(messages=1, long_line=where) as server:
         with pytest.raises(mailsync.ProtocolError) as info:
-            _run(server.url(), asynchronous, "messages", timeout=10)
+            read(server.url(), asynchronous, "messages", timeout=10)
     # Dropped, not logged out: LOGOUT would have been said on a connection kept in step.
     assert not [line for line in server.received if b"LOGOUT" in line.upper()]
     assert not isinstance(info.value, mailsync.ServerError)

@@ -17,9 +17,10 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-import time
 from types import TracebackType
 from typing import Any
+
+from tests.limits import drip
 
 __all__ = ["HostilePOP3"]
 
@@ -145,12 +146,5 @@ class HostilePOP3:
         return True
 
     def _drip(self, conn: socket.socket, reply: bytes) -> None:
-        try:
-            for byte in reply[:-2]:
-                conn.sendall(bytes([byte]))
-                time.sleep(0.05)
-            while True:
-                conn.sendall(b"x")
-                time.sleep(0.05)
-        except OSError:
-            self.hung_up += 1
+        drip(conn, reply)
+        self.hung_up += 1
