@@ -34,6 +34,7 @@ __all__ = [
     "max_message_size",
     "parse_url",
     "trust",
+    "whole_number_option",
 ]
 
 TLSMode: TypeAlias = Literal["ssl", "starttls", "none"]
@@ -250,15 +251,31 @@ def max_message_size(params: Mapping[str, Any]) -> int | None:
     Raises:
         ConfigError: Anything but a whole number >= 1 or None.
     """
-    value = params.get("max_message_size", DEFAULT_MAX_MESSAGE_SIZE)
-    if value is None or (isinstance(value, str) and value.strip().lower() == "none"):
+    return whole_number_option(
+        params, "max_message_size", DEFAULT_MAX_MESSAGE_SIZE, none_allowed=True
+    )
+
+
+def whole_number_option(
+    params: Mapping[str, Any], key: str, default: int | None, *, none_allowed: bool = False
+) -> int | None:
+    """A backend option that is a whole number >= 1 (``concurrency``, ``batch_size``,
+    ``max_message_size``), given as a keyword argument or a URL query parameter (a string).
+    With ``none_allowed``, None (or ``"none"`` in a URL) means "no limit".
+
+    Raises:
+        ConfigError: Anything else.
+    """
+    value = params.get(key, default)
+    if none_allowed and (value is None or (isinstance(value, str) and value.lower() == "none")):
         return None
     try:
         number = int(value)
     except (TypeError, ValueError):
         number = 0
     if number < 1 or isinstance(value, bool):
-        raise ConfigError(f"max_message_size must be a whole number >= 1 or None, not {value!r}")
+        also = " or None" if none_allowed else ""
+        raise ConfigError(f"{key} must be a whole number >= 1{also}, not {value!r}")
     return number
 
 

@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
 __all__ = ["SocketChannel", "StreamChannel", "aperform", "perform"]
 
+#: A write this small goes into the kernel's buffer at once: it keeps the read timeout (no
+#: system call to change it) rather than the allowance of its size.
+_SMALL_WRITE = 64 * 1024
 #: Seconds a closing TLS stream may take to say goodbye before the socket is dropped (never
 #: more than the read timeout).
 CLOSE_GRACE = 1.0
@@ -120,7 +123,9 @@ class SocketChannel:
         :meth:`CallLimits.write_timeout`; a server that reads a byte now and then cannot hold
         a large DATA for ever)."""
         sock = self.sock
-        sock.settimeout(self._limits.write_timeout(len(data)))
+        if len(data) > _SMALL_WRITE:
+            set_timeout(sock, self._limits.write_timeout(len(data)))
+        # else: the kernel takes it at once; the read timeout set already bounds it
         try:
             sock.sendall(data)
         except TimeoutError as exc:
