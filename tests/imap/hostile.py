@@ -19,7 +19,9 @@ Limits (issue 14.3, 14.4, 14.10), each a separate keyword naming where it strike
   (``* 1 RECENT``) without end;
 - ``long_line``: ``"greeting"`` or ``"SELECT"``: a 2 MB line there (then the rest as usual);
 - ``endless_literal``: UID FETCH announces a ``{99999999999}`` literal and streams bytes into it
-  until the client hangs up.
+  until the client hangs up;
+- ``mute``: a command (``"LOGOUT"``) the server never answers: it waits for the client to hang
+  up.
 
 Each connection is served on its own thread; every line received is recorded. Standard
 library only.
@@ -56,6 +58,7 @@ class HostileIMAP:
         flood: str | None = None,
         long_line: str | None = None,
         endless_literal: bool = False,
+        mute: str | None = None,
     ) -> None:
         self.capabilities = capabilities
         self.echo_login = echo_login  # "NO" or "BAD"
@@ -68,6 +71,7 @@ class HostileIMAP:
         self.flood = flood
         self.long_line = long_line
         self.endless_literal = endless_literal
+        self.mute = mute
         #: How many connections the client dropped while a limit behaviour was sending.
         self.hung_up = 0
         # ------------------------------------------------------------------------------------
@@ -139,6 +143,10 @@ class HostileIMAP:
             command = words[0].upper()
             if command == b"UID" and len(words) > 1:
                 command = b"UID " + words[1].upper()
+            if self.mute is not None and command == self.mute.encode():
+                while self._line(reader):  # silent until the client hangs up
+                    pass
+                return
             reply = self._answer(conn, reader, tag, command, words, line)
             if reply is None:
                 return

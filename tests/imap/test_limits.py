@@ -144,3 +144,21 @@ def test_a_line_over_1_mb_is_a_protocol_error(asynchronous: bool, where: str) ->
     assert not [line for line in server.received if b"LOGOUT" in line.upper()]
     assert not isinstance(info.value, mailsync.ServerError)
     assert "line" in str(info.value)
+
+
+@pytest.mark.reliability(
+    area="Limits",
+    fault="the IMAP server never answers LOGOUT",
+    inputs="sync backend; timeout=30",
+    outcome="close() gives up after about 2 s (the polite goodbye's own bound), not the read "
+    "timeout or Timeout.total",
+)
+def test_close_does_not_wait_long_for_a_silent_logout() -> None:
+    with HostileIMAP(messages=1, mute="LOGOUT") as server:
+        box = mailsync.connect(server.url(), password="x", tls="none", state=":memory:", timeout=30)
+        assert box.folders()
+        started = time.monotonic()
+        box.close()
+        took = time.monotonic() - started
+        assert wait_for(lambda: any(b"LOGOUT" in line for line in server.received))
+    assert took < 10.0

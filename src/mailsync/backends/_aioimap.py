@@ -735,6 +735,7 @@ class Session:
         drop a client idle for 30 minutes).
         """
         protocol = self._client.protocol
+        self.limits.start()  # IDLE is a call of its own, however long ago the last one was
         queue: asyncio.Queue[Any] = protocol.idle_queue
         while not queue.empty():  # leftovers of an earlier IDLE
             queue.get_nowait()

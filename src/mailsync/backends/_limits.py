@@ -44,7 +44,7 @@ class CallLimits:
             messages.
     """
 
-    __slots__ = ("_bytes", "_context", "_deadline", "_lines", "_timeout")
+    __slots__ = ("_bytes", "_context", "_deadline", "_lines", "_timeout", "most")
 
     def __init__(self, endpoint: Endpoint) -> None:
         self._timeout = endpoint.timeout
@@ -52,6 +52,9 @@ class CallLimits:
         self._deadline: Deadline | None = None
         self._lines = 0
         self._bytes = 0
+        #: The longest any one wait may be from now on, whatever the read timeout (a polite
+        #: goodbye that must not hold a close() for long); None: the read timeout.
+        self.most: float | None = None
 
     def start(self) -> None:
         """A new call begins (a command sent, a greeting awaited, the next message of a
@@ -68,6 +71,9 @@ class CallLimits:
             MailTimeout: The deadline has passed.
         """
         read = self._timeout.read
+        most = self.most
+        if most is not None and (read is None or most < read):
+            read = most
         deadline = self._deadline
         if deadline is None:
             return read
