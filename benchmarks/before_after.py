@@ -83,13 +83,16 @@ class Row:
     walls: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in SIDES})
     sends: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in SIDES})
     rss: dict[str, float] = field(default_factory=lambda: dict.fromkeys(SIDES, 0.0))
+    # The child's own CPU seconds (user + system): far steadier than wall time when other
+    # work shares the machine, though blind to waiting (round trips, the server's pace).
+    cpu: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in SIDES})
 
 
 def run_once(row: Row, checkout: Checkout, workdir: Path) -> None:
     """One run of ``row`` on ``checkout``: wall time, peak RSS and the child's own report."""
     row.before_each(checkout)
     rss_file = workdir / "maxrss"
-    command = [TIME, "-f", "%M", "-o", str(rss_file), *row.command(checkout)]
+    command = [TIME, "-f", "%M %U %S", "-o", str(rss_file), *row.command(checkout)]
     started = time.perf_counter()
     done = subprocess.run(
         command,
@@ -105,7 +108,9 @@ def run_once(row: Row, checkout: Checkout, workdir: Path) -> None:
     if done.returncode != 0:
         raise RuntimeError(f"{row.name} ({checkout.label}) failed:\n{done.stderr[-3000:]}")
     row.walls[checkout.label].append(wall)
-    row.rss[checkout.label] = max(row.rss[checkout.label], int(rss_file.read_text()) / 1024)
+    peak_kb, user, system = rss_file.read_text().split()[-3:]
+    row.rss[checkout.label] = max(row.rss[checkout.label], int(peak_kb) / 1024)
+    row.cpu[checkout.label].append(float(user) + float(system))
     if row.reports_send:
         report = json.loads(done.stdout.strip().splitlines()[-1])
         row.sends[checkout.label].append(float(report["send_seconds"]))
@@ -119,6 +124,7 @@ def measure(rows: list[Row], checkouts: list[Checkout], rounds: int, workdir: Pa
         row.walls["before"].clear()
         row.rss["before"] = 0.0
         row.sends["before"].clear()
+        row.cpu["before"].clear()
         for n in range(rounds):
             for checkout in checkouts if n % 2 == 0 else checkouts[::-1]:
                 run_once(row, checkout, workdir)
@@ -127,10 +133,12 @@ def measure(rows: list[Row], checkouts: list[Checkout], rounds: int, workdir: Pa
 def table(rows: list[Row], rounds: int) -> str:
     lines = [
         "| row | before s (median) | after s (median) | after/before | before runs | "
-        "after runs | peak RSS MB before / after |",
-        "|---|---:|---:|---:|---|---|---:|",
+        "after runs | client CPU s before / after (median) | CPU after/before | "
+        "peak RSS MB before / after |",
+        "|---|---:|---:|---:|---|---|---:|---:|---:|",
     ]
     for row in rows:
+        cpu = {s: statistics.median(row.cpu[s]) for s in SIDES}
         columns = [(row.name, row.walls)]
         if row.reports_send:
             columns = [
@@ -142,7 +150,9 @@ def table(rows: list[Row], rounds: int) -> str:
             lines.append(
                 f"| {name} | {before:.3f} | {after:.3f} | {after / before:.3f} | "
                 + " | ".join(", ".join(f"{t:.2f}" for t in runs[s]) for s in SIDES)
-                + f" | {row.rss['before']:.0f} / {row.rss['after']:.0f} |"
+                + f" | {cpu['before']:.2f} / {cpu['after']:.2f} | "
+                f"{cpu['after'] / cpu['before']:.3f} | "
+                f"{row.rss['before']:.0f} / {row.rss['after']:.0f} |"
             )
     lines.append("")
     lines.append(f"Median of {rounds} runs per side, taken in alternation.")
