@@ -48,6 +48,9 @@ fleet = CeleryFleet(
     accounts=_account,
     poll_interval=30.0,
     lease_wait=5.0,
+    # Short, so a task the broker lost is sent again well within the test's wait; long enough
+    # that the queue's wait on a loaded machine does not pass it (that would duplicate).
+    redeliver_after=float(os.environ.get("FLEET_REDELIVER_AFTER", "30")),
 )
 
 

@@ -122,6 +122,12 @@ def _handled(url: str) -> list[tuple[str, str]]:
     return [(str(a), str(m)) for a, m in rows]
 
 
+def _ledger_rows(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM mailsync_dispatch").fetchone()
+    return int(row[0]) if row else 0
+
+
 def _owned(url: str) -> int:
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute(_OWNERS, (_OWNER_CLASS,)).fetchone()
@@ -168,6 +174,9 @@ def test_workers_and_watchers_survive_sigkill_losing_nothing(
             timeout=180,
             message="every delivered message handled",
         )
+        # The dispatch ledger drains: every task ran to the end, the killed worker's sent
+        # again (redeliver_after, 30 s here) rather than left to the broker.
+        wait_for(lambda: _ledger_rows(url) == 0, timeout=180, message="the ledger drained")
     except BaseException:
         print(fleet.logs())
         raise
@@ -176,7 +185,117 @@ def test_workers_and_watchers_survive_sigkill_losing_nothing(
     handled = _handled(url)
     assert set(handled) == set(delivered)  # none lost, none invented, right accounts
     duplicates = len(handled) - len(set(handled))
-    # At least once: the message the killed worker was handling, and the one the killed
-    # watcher had handed to the broker without committing, may come twice; nothing else.
+    # At least once: the message the killed worker had in hand (sent again by the ledger; the
+    # broker may not have lost it), and the one the killed watcher had handed to the broker
+    # without committing, may come twice; nothing else.
     assert duplicates <= 2, f"{duplicates} duplicates"
     assert takeover < 30
+
+
+@pytest.mark.timeout(300)
+def test_ledger_sends_again_a_task_the_broker_lost(
+    tmp_path: Path, postgres_url: str, redis_server: RedisServer
+) -> None:
+    # A broker can lose a task it accepted (kombu's Redis transport pops a message before it
+    # records it as unacknowledged: a worker killed between the two loses it). Purging the
+    # queue loses it the same way; the dispatch ledger must send it again, once.
+    from celery import Celery
+
+    from mailsync import Message
+    from mailsync.integrations.celery import CeleryFleet
+
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE handled (account TEXT, message_id TEXT, pid INT)")
+    queue = f"ledger-{os.getpid()}-{tmp_path.name}"
+    app = Celery("ledger_test", broker=redis_server.url())
+    app.conf.update(task_default_queue=queue, broker_connection_retry_on_startup=True)
+    fleets = [
+        CeleryFleet(app, state=postgres_url, on_message="fleet_app.record", redeliver_after=1.0)
+        for _ in range(2)
+    ]
+    env = {
+        **os.environ,
+        "FLEET_BROKER": redis_server.url(),
+        "FLEET_QUEUE": queue,
+        "FLEET_STATE": postgres_url,
+        "FLEET_IMAP": "127.0.0.1:1",
+        "FLEET_PASSWORD": "unused",
+        "PYTHONPATH": str(ROOT),
+    }
+    workers = _Fleet(env, tmp_path)
+    try:
+        fleets[0].dispatch("someone", Message.from_bytes(_raw(7)))
+        assert app.control.purge() == 1  # the broker had it, and lost it
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            assert conn.execute("SELECT count(*) FROM mailsync_dispatch").fetchone() == (1,)
+
+        # Two watchers redeliver at once once the task is due: exactly one sends it.
+        def both() -> list[int]:
+            results: list[int] = []
+            threads = [
+                threading.Thread(target=lambda f=f: results.append(f.redeliver())) for f in fleets
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            return results
+
+        sent: list[int] = []
+
+        def due() -> bool:
+            sent[:] = both()
+            return sum(sent) > 0
+
+        wait_for(due, timeout=60, message="the task came due")
+        assert sorted(sent) == [0, 1]
+        workers.worker(0)
+        wait_for(lambda: bool(_handled(postgres_url)), timeout=120, message="the task ran")
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            wait_for(
+                lambda: conn.execute("SELECT count(*) FROM mailsync_dispatch").fetchone() == (0,),
+                timeout=60,
+                message="the worker marked it done",
+            )
+    except BaseException:
+        print(workers.logs())
+        raise
+    finally:
+        workers.stop()
+        for fleet in fleets:
+            fleet.close()
+    assert _handled(postgres_url) == [("someone", "fleet-7@example.test")]
+
+
+@pytest.mark.timeout(120)
+def test_ledger_gives_up_a_task_that_never_runs_to_the_end(
+    tmp_path: Path, postgres_url: str, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Workers that never mark tasks done (they do not import the fleet's module) must not
+    # have every task resent forever: after 10 sends the ledger gives the task up, loudly.
+    from celery import Celery
+
+    from mailsync import Message
+    from mailsync.integrations.celery import CeleryFleet
+
+    app = Celery("ledger_test", broker=redis_server.url())
+    app.conf.update(task_default_queue=f"ledger-{os.getpid()}-{tmp_path.name}")
+    fleet = CeleryFleet(app, state=postgres_url, on_message="nobody.runs", redeliver_after=0.5)
+    try:
+        fleet.dispatch("someone", Message.from_bytes(_raw(8)))
+        sends = 1
+        while sends < 10:
+            wait_for(lambda: fleet.redeliver() == 1, timeout=30, message="due again")
+            sends += 1
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            assert conn.execute("SELECT attempts FROM mailsync_dispatch").fetchall() == [(10,)]
+
+            def given_up() -> bool:
+                assert fleet.redeliver() == 0  # never an 11th send
+                return conn.execute("SELECT count(*) FROM mailsync_dispatch").fetchone() == (0,)
+
+            wait_for(given_up, timeout=30, message="given up")
+        assert "sent 10 times and never ran to the end" in caplog.text
+        app.control.purge()
+    finally:
+        fleet.close()
