@@ -49,6 +49,7 @@ from mailsync.protocol.imap_literals import (
     FetchResponse,
     ResponseReader,
     Tagged,
+    Untagged,
     fetch_command,
 )
 
@@ -169,9 +170,10 @@ class _FetchReader:
     servers only speak in answer to a command.
     """
 
-    def __init__(self, tag: bytes) -> None:
+    def __init__(self, tag: bytes, on_exists: Callable[[], None]) -> None:
         loop = asyncio.get_running_loop()
         self.tag = tag
+        self.on_exists = on_exists
         self.reader = ResponseReader()
         self.responses: list[FetchResponse] = []
         self.done: asyncio.Future[Tagged] = loop.create_future()
@@ -198,7 +200,9 @@ class _FetchReader:
             self.done.set_result(event)
         elif isinstance(event, Continuation):
             raise ProtocolError("unexpected continuation request during FETCH")
-        # Other untagged responses (EXISTS, EXPUNGE, flag news) change nothing here.
+        elif isinstance(event, Untagged) and is_exists(event.text):
+            self.on_exists()  # new mail while fetching: the session counts it
+        # Other untagged responses (EXPUNGE, flag news) change nothing here.
 
 
 def _parser_idle(protocol: Any) -> bool:
@@ -230,6 +234,12 @@ class Session:
 
     Commands are serialised with :attr:`lock` by the caller, which keeps SELECT and the
     commands that depend on it together.
+
+    Every ``* n EXISTS`` the server sends is counted in :attr:`exists_seen`, whatever was
+    running (aioimaplib drops those that come during another command), and every SELECT in
+    :attr:`selects`: a caller that noted both before a SEARCH knows, without asking the
+    server again, whether mail may have come since (the server announces new mail in its
+    next response, RFC 3501 section 5.2, IDLE's included).
     """
 
     #: Read bulk FETCH responses with the pure reader (False: aioimaplib's own parser).
@@ -245,6 +255,10 @@ class Session:
         self.mailbox: Mailbox | None = None
         self.alive = False
         self.secrets = SecretScrubber()  # what this connection sent, kept out of errors
+        #: ``* n EXISTS`` responses received so far.
+        self.exists_seen = 0
+        #: SELECT commands completed so far.
+        self.selects = 0
         self._client: Any = None
         self._lost: asyncio.Future[None] | None = None
 
@@ -273,6 +287,7 @@ class Session:
                 ssl_context=implicit,
             )
             _use_greeting_capabilities(self._client.protocol)
+            _count_exists(self._client.protocol, self)
             self.alive = True
             try:
                 await self._guard(self._client.wait_hello_from_server())
@@ -440,7 +455,7 @@ class Session:
         if not self.alive:
             raise ConnectionFailed(f"{self.context}: the connection is closed")
         tag = protocol.new_tag()
-        reader = _FetchReader(tag.encode("ascii"))
+        reader = _FetchReader(tag.encode("ascii"), self.saw_exists)
         protocol.data_received = reader.feed  # the transport looks it up for every chunk
         try:
             with self._translate("UID FETCH"):
@@ -458,6 +473,10 @@ class Session:
             raise ServerError(f"{self.context}: UID FETCH: {text}")
         with self._translate("UID FETCH"):
             return [response.attributes() for response in reader.responses]
+
+    def saw_exists(self) -> None:
+        """Count one ``* n EXISTS`` response."""
+        self.exists_seen += 1
 
     async def _await_reader(self, reader: _FetchReader) -> Tagged:
         assert self._lost is not None
@@ -583,6 +602,7 @@ class Session:
             raise
         self._client.protocol.state = aioimaplib.SELECTED
         self.mailbox = Mailbox(wire_name, select_status(wire_name, lines))
+        self.selects += 1
         return self.mailbox
 
     # -- IDLE ----------------------------------------------------------------------------------
@@ -715,6 +735,20 @@ def _use_greeting_capabilities(protocol: Any) -> None:
             protocol.state_condition.notify_all()
 
     protocol.welcome = welcome
+
+
+def _count_exists(protocol: Any, session: Session) -> None:
+    """Count every untagged EXISTS aioimaplib receives in ``session.exists_seen``, before it
+    hands the line to the command in flight (or, during an asynchronous command such as
+    SEARCH, drops it)."""
+    handle = protocol._untagged_response
+
+    def untagged(line: bytes) -> Any:
+        if is_exists(line[2:] if line.startswith(b"* ") else line):
+            session.saw_exists()
+        return handle(line)
+
+    protocol._untagged_response = untagged
 
 
 def _upper(names: Iterable[str]) -> frozenset[str]:
