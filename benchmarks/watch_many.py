@@ -8,6 +8,7 @@ the moment the consumer got it. Prints one table row per N: start-up time, laten
 percentiles, peak RSS of the watching process, CPU while idle and while delivering.
 
     python benchmarks/watch_many.py --accounts 100 1000 5000
+    python benchmarks/watch_many.py --accounts 1000 --profile /tmp/watch.raw   # where CPU goes
 
 Dovecot is tuned as DESIGN.md says (imap processes shared by 50 sessions, process limits
 raised to fit N, ``mailbox_idle_check_interval = 1 secs`` because past ~128 IDLE sessions
