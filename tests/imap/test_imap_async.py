@@ -683,6 +683,92 @@ async def test_mail_announced_by_idle_is_synced_without_select_or_search(
     assert searches_after == []
 
 
+@pytest.mark.reliability(
+    area="IMAP",
+    fault="mail arrives between a sync and the IDLE that follows, announced only at the end "
+    "of the command that checks for it (Dovecot's UID SEARCH answers without it)",
+    outcome="the wait ends at once and the next sync() yields it (async backend)",
+)
+async def test_mail_arriving_between_sync_and_idle_ends_the_wait(
+    mail_servers: MailServers, account: Account
+) -> None:
+    box = _connect(mail_servers, account)
+    try:
+        assert await _collect(box.sync()) == []
+        await _seed(mail_servers, account, [make_raw(1)])
+        # Without it, the wait idles until its timeout (ten minutes in watch_many): IDLE
+        # never repeats the EXISTS that came with the check before it.
+        await asyncio.wait_for(box._wait_for_change("INBOX", 600.0), 60)
+        got = await _collect(box.sync())
+    finally:
+        await box.aclose()
+    assert [m.subject for m in got] == ["Message 1"]
+
+
+async def test_mail_announced_while_idle_ends_is_not_dropped(
+    mail_servers: MailServers, account: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mailsync.backends import _aioimap
+
+    original = _aioimap.Session._idle_done
+    seeded: list[bool] = []
+
+    async def late_mail(self: Any, idle: Any) -> None:
+        # The wait has just timed out (an IDLE renewal): mail announced before DONE is
+        # answered waits in the queue, and the next IDLE starts by emptying it.
+        if not seeded:
+            seeded.append(True)
+            await _seed(mail_servers, account, [make_raw(1)])
+            await _until(lambda: not self._client.protocol.idle_queue.empty())
+        await original(self, idle)
+
+    monkeypatch.setattr(_aioimap.Session, "_idle_done", late_mail)
+    box = _connect(mail_servers, account)
+    assert isinstance(box, AsyncIMAPRetriever)
+    box.idle_renew = 0.2
+    try:
+        assert await _collect(box.sync()) == []
+        await asyncio.wait_for(box._wait_for_change("INBOX", 600.0), 60)
+        got = await _collect(box.sync())
+    finally:
+        await box.aclose()
+    assert seeded
+    assert [m.subject for m in got] == ["Message 1"]
+
+
+async def test_mail_announced_with_the_reply_before_idle_is_not_missed(
+    mail_servers: MailServers, account: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A message stored while the last command before IDLE runs is announced (EXISTS) with
+    that command's reply, which aioimaplib drops, and never again: watch() must still see it
+    now, not at the next safety-net sync minutes later."""
+    original = AsyncIMAPRetriever._search_criteria
+    checks: list[object] = []
+
+    async def arriving_meanwhile(self: Any, session: Any, criteria: Any, *args: Any) -> list[int]:
+        found = await original(self, session, criteria, *args)
+        checks.append(criteria)
+        if len(checks) == 1:
+            # The sync's search ran before the message was stored; the server then says so
+            # in the reply to whatever command comes next (here another search).
+            await _seed(mail_servers, account, [make_raw(1)])
+            await session.command("SEARCH", "UID 4294967295", uid=True)
+        return found
+
+    monkeypatch.setattr(AsyncIMAPRetriever, "_search_criteria", arriving_meanwhile)
+    box = _connect(mail_servers, account)
+    got: list[mailsync.Message] = []
+    errors: list[BaseException] = []
+    watcher = asyncio.create_task(_watch_into(box, got, errors, poll_interval=600.0))
+    try:
+        await _until(lambda: len(got) == 1 or bool(errors), timeout=60)
+    finally:
+        await box.aclose()
+        await asyncio.wait_for(watcher, 10)
+    assert not errors
+    assert [m.subject for m in got] == ["Message 1"]
+
+
 async def test_watch_polls_with_noop_without_idle(
     mail_servers: MailServers, account: Account, monkeypatch: pytest.MonkeyPatch
 ) -> None:

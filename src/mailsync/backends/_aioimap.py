@@ -235,7 +235,7 @@ class Session:
     Commands are serialised with :attr:`lock` by the caller, which keeps SELECT and the
     commands that depend on it together.
 
-    Every ``* n EXISTS`` the server sends is counted in :attr:`exists_seen`, whatever was
+    Every ``* n EXISTS`` the server sends is counted in :attr:`announced`, whatever was
     running (aioimaplib drops those that come during another command), and every SELECT in
     :attr:`selects`: a caller that noted both before a SEARCH knows, without asking the
     server again, whether mail may have come since (the server announces new mail in its
@@ -255,8 +255,9 @@ class Session:
         self.mailbox: Mailbox | None = None
         self.alive = False
         self.secrets = SecretScrubber()  # what this connection sent, kept out of errors
-        #: ``* n EXISTS`` responses received so far.
-        self.exists_seen = 0
+        #: ``* n EXISTS`` responses seen so far, also those aioimaplib drops (see
+        #: :func:`_count_announcements`).
+        self.announced = 0
         #: SELECT commands completed so far.
         self.selects = 0
         self._client: Any = None
@@ -287,7 +288,7 @@ class Session:
                 ssl_context=implicit,
             )
             _use_greeting_capabilities(self._client.protocol)
-            _count_exists(self._client.protocol, self)
+            _count_announcements(self._client.protocol, self)
             self.alive = True
             try:
                 await self._guard(self._client.wait_hello_from_server())
@@ -476,7 +477,7 @@ class Session:
 
     def saw_exists(self) -> None:
         """Count one ``* n EXISTS`` response."""
-        self.exists_seen += 1
+        self.announced += 1
 
     async def _await_reader(self, reader: _FetchReader) -> Tagged:
         assert self._lost is not None
@@ -627,6 +628,10 @@ class Session:
             _discard(idle)
             raise
         await self._idle_done(idle)
+        # An EXISTS between the end of the wait and DONE's answer is queued, not yet seen;
+        # the server will not say it again, and the next IDLE starts by emptying the queue.
+        while not queue.empty():
+            changed = any(is_exists(line) for line in queue.get_nowait()) or changed
         return changed
 
     async def _idle_started(self, idle: asyncio.Future[Any]) -> None:
@@ -737,15 +742,19 @@ def _use_greeting_capabilities(protocol: Any) -> None:
     protocol.welcome = welcome
 
 
-def _count_exists(protocol: Any, session: Session) -> None:
-    """Count every untagged EXISTS aioimaplib receives in ``session.exists_seen``, before it
-    hands the line to the command in flight (or, during an asynchronous command such as
-    SEARCH, drops it)."""
+def _count_announcements(protocol: Any, session: Session) -> None:
+    """Count every ``* n EXISTS`` in :attr:`Session.announced`.
+
+    aioimaplib drops an untagged response that no pending command asked for: an EXISTS the
+    server sends with the reply to a SEARCH or a FETCH is lost. A server announces a message
+    once, so mail that arrives while the last command before IDLE runs would wait unseen
+    until the next sync; the count tells the caller it came.
+    """
     handle = protocol._untagged_response
 
     def untagged(line: bytes) -> Any:
         if is_exists(line[2:] if line.startswith(b"* ") else line):
-            session.saw_exists()
+            session.announced += 1
         return handle(line)
 
     protocol._untagged_response = untagged

@@ -100,12 +100,12 @@ class _Mark(NamedTuple):
     many EXISTS responses, after this many SELECTs."""
 
     session: Session
-    exists_seen: int
+    announced: int
     selects: int
 
     @classmethod
     def now(cls, session: Session) -> _Mark:
-        return cls(session, session.exists_seen, session.selects)
+        return cls(session, session.announced, session.selects)
 
     def holds(self, session: Session) -> bool:
         """Whether ``session`` is the same connection, with no SELECT since."""
@@ -455,7 +455,7 @@ class AsyncIMAPRetriever(AsyncRetriever):
                     if seconds <= 0:
                         return
                     await session.idle(seconds)
-                    if session.exists_seen != seen:  # announced during IDLE or as it ended
+                    if session.announced != seen:  # announced during IDLE or as it ended
                         seen = None
                 if seen is None:
                     self._announced[name] = _Mark.now(session)
@@ -473,18 +473,22 @@ class AsyncIMAPRetriever(AsyncRetriever):
         """
         asked = self._asked.get(folder)
         if asked is not None and asked.holds(session):
-            return None if session.exists_seen != asked.exists_seen else asked.exists_seen
-        seen = session.exists_seen
+            return None if session.announced != asked.announced else asked.announced
+        seen = session.announced
         if await self._arrived_since_sync(session, folder):
             return None
         return seen
 
     async def _arrived_since_sync(self, session: Session, folder: str) -> bool:
-        """Whether mail came after the last sync (by UID)."""
+        """Whether mail came after the last sync and before IDLE. Its EXISTS may have come
+        with the reply to an earlier command (aioimaplib drops those), found here by a
+        search; or with the reply to this search, which ran before the message was stored,
+        and then the session counted it (IDLE would not announce it again)."""
         highest = self._highest_uid.get(folder)
         if highest is None:
             return False
-        return bool(await self._uids_after(session, highest))
+        announced = session.announced
+        return bool(await self._uids_after(session, highest)) or session.announced > announced
 
     async def _poll(self, folder: str, deadline: float) -> None:
         loop = asyncio.get_running_loop()
