@@ -8,6 +8,7 @@ the moment the consumer got it. Prints one table row per N: start-up time, laten
 percentiles, peak RSS of the watching process, CPU while idle and while delivering.
 
     python benchmarks/watch_many.py --accounts 100 1000 5000
+    python benchmarks/watch_many.py --accounts 1000 --profile /tmp/watch.raw   # where CPU goes
 
 Dovecot is tuned as DESIGN.md says (imap processes shared by 50 sessions, process limits
 raised to fit N, ``mailbox_idle_check_interval = 1 secs`` because past ~128 IDLE sessions
@@ -20,8 +21,11 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import re
 import resource
+import shutil
+import signal
 import smtplib
 import statistics
 import subprocess
@@ -94,7 +98,24 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def measure(count: int, spread: float, per_host: int) -> dict[str, float]:
+def _profiler(path: str | None) -> subprocess.Popen[bytes] | None:
+    """py-spy sampling this process (every thread) into ``path``, in its collapsed-stack
+    ("raw") format, or None when not asked for."""
+    if path is None:
+        return None
+    spy = shutil.which("py-spy")
+    if spy is None:
+        raise SystemExit("--profile needs py-spy (pip install py-spy)")
+    command = [spy, "record", "--pid", str(os.getpid()), "--format", "raw", "--output", path]
+    command += ["--rate", "250", "--nonblocking", "--full-filenames", "--gil"]
+    profiler = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1)  # attaching takes a moment
+    return profiler
+
+
+def measure(
+    count: int, spread: float, per_host: int, profile: str | None = None
+) -> dict[str, float]:
     with TunedServers(count) as servers, tempfile.TemporaryDirectory() as tmp:
         accounts = [servers.new_account("w", password=PASSWORD) for _ in range(count)]
         store = mailsync.SQLiteStateStore(Path(tmp) / "state.sqlite3")
@@ -132,6 +153,7 @@ def measure(count: int, spread: float, per_host: int) -> dict[str, float]:
         time.sleep(10)
         idle_cpu = (_cpu() - cpu0) / (time.monotonic() - idle0)
         out = Path(tmp) / "delivered.txt"
+        profiler = _profiler(profile)
         cpu1 = _cpu()
         proc = multiprocessing.get_context("spawn").Process(
             target=_deliver, args=(servers.lmtp_port, [a.email for a in accounts], spread, str(out))
@@ -140,6 +162,9 @@ def measure(count: int, spread: float, per_host: int) -> dict[str, float]:
         proc.join(spread + 600)
         wait_for(lambda: len(arrived) >= count, timeout=300, interval=0.2, message="all arrived")
         busy_cpu = _cpu() - cpu1
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)  # py-spy writes its file when interrupted
+            profiler.wait(60)
         delivered = {
             line.split()[0]: float(line.split()[1]) for line in out.read_text().splitlines()
         }
@@ -167,11 +192,19 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--spread", type=float, default=None, help="delivery seconds (N/200)")
     parser.add_argument("--per-host", type=int, default=20)
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="with one --accounts size: sample the watcher with py-spy while mail is "
+        "delivered, into FILE (collapsed stacks)",
+    )
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # a child measuring one N
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one, args.spread, args.per_host)))
+        print(json.dumps(measure(args.one, args.spread, args.per_host, args.profile)))
         return
+    if args.profile and len(args.accounts) != 1:
+        parser.error("--profile takes one --accounts size")
     print("| accounts | start-up | p50 | p90 | p99 | max | peak RSS | idle CPU | CPU delivering |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for count in args.accounts:
@@ -181,6 +214,7 @@ def main() -> None:
             [
                 *(sys.executable, __file__, "--one", str(count)),
                 *("--spread", str(spread), "--per-host", str(args.per_host)),
+                *(("--profile", args.profile) if args.profile else ()),
             ],
             capture_output=True,
             text=True,

@@ -184,6 +184,37 @@ def test_a_handler_that_raises_leaves_its_message_for_later(
         assert list(box.sync()) == []  # committed once the handler took it
 
 
+def test_a_refused_commit_is_the_accounts_failure_not_the_consumers(
+    mail_servers: MailServers, store: mailsync.SQLiteStateStore
+) -> None:
+    # The consumer acknowledges and goes on at once; the commit runs beside it. When the
+    # commit is refused (here the cursor was reset under the run: LeaseLost), that account
+    # backs off and hands the message out again, and the consumer never sees the error.
+    reset, other = mail_servers.new_account("r"), mail_servers.new_account("o")
+    boxes = [_connect(mail_servers, a, store) for a in (reset, other)]
+    assert list(boxes[0].sync()) == []  # a cursor saved: resetting it is then noticed
+    mail_servers.deliver(reset, _raw("reset-under-it"))
+    got: list[str] = []
+    watcher = mailsync.watch_many(boxes, retry=FAST)
+
+    def handler(box: mailsync.Retriever, message: mailsync.Message) -> None:
+        got.append(message.subject or "")
+        if len(got) == 1:
+            store.reset(box.account_key, "INBOX")
+            mail_servers.deliver(other, _raw("other"))
+        if sorted(got) == ["other", "reset-under-it", "reset-under-it"]:
+            watcher.stop()  # the message in hand is committed, then everything closes
+
+    runner = threading.Thread(target=watcher.run, args=(handler,), daemon=True)
+    runner.start()
+    runner.join(90)
+    assert not runner.is_alive()
+    assert sorted(got) == ["other", "reset-under-it", "reset-under-it"]
+    for account in (reset, other):
+        with _connect(mail_servers, account, store) as box:
+            assert list(box.sync()) == []  # every message committed in the end
+
+
 def test_catch_up_is_bounded_per_host(
     mail_servers: MailServers, store: mailsync.SQLiteStateStore
 ) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import os
 import random
 import threading
 import time
@@ -139,6 +140,18 @@ class _StoreOnFirstUse:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._owner.state, name)
+
+    def store_thread_key(self) -> object:
+        """Which worker thread runs this store's calls (see :mod:`mailsync._store_thread`):
+        that of the store it will open, so that a fleet's retrievers sharing one store share
+        one thread before any of them opened it."""
+        owner = self._owner
+        if owner._store is not None:
+            return id(owner._store)
+        arg = owner._state_arg
+        if arg is None or isinstance(arg, str | os.PathLike):
+            return ("state", str(arg))
+        return id(arg)
 
 
 class _StateMixin:
@@ -563,15 +576,15 @@ class AsyncRetriever(_StateMixin, abc.ABC):
         lease: SyncLease,
         waiting: tuple[Callable[[], bool], Callable[[float], Awaitable[object]]],
     ) -> AsyncIterator[SyncStep]:
-        import asyncio
+        from mailsync._store_thread import store_call
 
         if not await lease.acquire_async(*waiting):
             return
         # A lambda: even looking the method up opens a store not opened yet.
-        if lease.cursor is None and await asyncio.to_thread(
-            lambda: self._load_cursor(store, key) is not None
+        if lease.cursor is None and await store_call(
+            store, lambda: self._load_cursor(store, key) is not None
         ):
-            await asyncio.to_thread(lease.release)  # as in Retriever._leased_sync
+            await lease.release_async()  # as in Retriever._leased_sync
             if not await lease.acquire_async(*waiting):
                 return
         steps = self._sync_steps(folder, lease.cursor, self._known(folder))

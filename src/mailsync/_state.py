@@ -226,9 +226,11 @@ class SyncLease:
         (default :func:`asyncio.sleep`) is awaited between attempts."""
         import asyncio
 
+        from mailsync._store_thread import store_call
+
         pause = asyncio.sleep if sleep is None else sleep
         deadline = self._deadline()
-        while not await asyncio.to_thread(self._attempt):
+        while not await store_call(self.store, self._attempt):
             if stopped():
                 return False
             await pause(self._pause(deadline))
@@ -246,6 +248,21 @@ class SyncLease:
             raise RuntimeError("the sync lease is not held")
         return self._held
 
+    @property
+    def held(self) -> bool:
+        """Whether the lease is held (taken and not given back)."""
+        return self._held is not None
+
+    def changes(self, cursor: Mapping[str, Any], delivered: Iterable[str] = ()) -> bool:
+        """Whether saving ``cursor`` and ``delivered`` would change anything: False for a
+        held lease asked to save again the cursor it read or last saved, with no identity.
+        The async run skips such a save rather than send it to a worker thread."""
+        held = self._held
+        if held is None or delivered:
+            return True
+        saved = held.cursor
+        return saved is None or dict(cursor) != saved
+
     def save(self, cursor: Mapping[str, Any], delivered: Iterable[str] = ()) -> None:
         """Save through the lease (see :meth:`CursorLease.save`)."""
         self._lease().save(cursor, delivered)
@@ -255,6 +272,23 @@ class SyncLease:
         held, self._held = self._held, None
         if held is not None:
             held.release()
+
+    async def save_async(self, cursor: Mapping[str, Any], delivered: Iterable[str] = ()) -> None:
+        """:meth:`save` from asyncio, on the store's worker thread; nothing to do (see
+        :meth:`changes`) costs no thread hop."""
+        if not self.changes(cursor, delivered):
+            return
+        from mailsync._store_thread import store_call
+
+        await store_call(self.store, lambda: self.save(cursor, delivered))
+
+    async def release_async(self) -> None:
+        """:meth:`release` from asyncio, on the store's worker thread (if held)."""
+        if self._held is None:
+            return
+        from mailsync._store_thread import store_call
+
+        await store_call(self.store, self.release)
 
 
 class _GenerationLease:

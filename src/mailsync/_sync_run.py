@@ -119,15 +119,13 @@ class AsyncSyncRun(AsyncIterator[Message]):
         return self
 
     async def __anext__(self) -> Message:
-        import asyncio
-
         if self._done:
             raise StopAsyncIteration
         try:
             await self.commit()
             async for step in self._steps:
                 if step.message is None:
-                    await asyncio.to_thread(self._lease.save, step.cursor)
+                    await self._lease.save_async(step.cursor)
                     continue
                 self._pending = step
                 return step.message
@@ -135,7 +133,7 @@ class AsyncSyncRun(AsyncIterator[Message]):
             await self.aclose()
             raise
         self._done = True
-        await asyncio.to_thread(self._lease.release)
+        await self._lease.release_async()
         raise StopAsyncIteration
 
     async def commit(self) -> None:
@@ -144,9 +142,7 @@ class AsyncSyncRun(AsyncIterator[Message]):
         if step is None:
             return
         identities = [step.identity] if step.identity else []
-        import asyncio
-
-        await asyncio.to_thread(self._lease.save, step.cursor, identities)
+        await self._lease.save_async(step.cursor, identities)
 
     async def collect(self) -> MessageList:
         """Every new message in a :class:`~mailsync.MessageList`, all marked delivered."""
@@ -166,7 +162,8 @@ class AsyncSyncRun(AsyncIterator[Message]):
                 await aclose()
         finally:
             # Not cancellable half-way: a lease must not stay held by a cancelled run.
-            await asyncio.shield(asyncio.to_thread(self._lease.release))
+            if self._lease.held:
+                await asyncio.shield(self._lease.release_async())
 
     def __del__(self) -> None:
         try:  # noqa: SIM105 - at interpreter exit, module globals (contextlib) may be gone

@@ -206,14 +206,17 @@ class WatchMany(_Facade[Retriever], Iterator[tuple[Retriever, Message]]):
     def _iterate(self) -> Iterator[tuple[Retriever, Message]]:
         self._start()
         delivery: Delivery[Retriever] | None = None
+        acked: Delivery[Retriever] | None = None
         try:
             while not self._stop_requested:
-                delivery = self._call(self._engine.next())
+                # Acknowledging the pair handled and asking for the next: one hop to the loop.
+                delivery, acked = self._call(self._engine.next(acked)), None
                 if delivery is None:
                     return
                 yield delivery.account.key, delivery.message
-                self._call(self._engine.ack(delivery))
-                delivery = None
+                delivery, acked = None, delivery
+            if acked is not None:  # stopped: the pair handled counts as delivered
+                self._call(self._engine.ack(acked))
         finally:
             if delivery is not None:
                 self._signal(self._engine.nack, delivery)
@@ -241,9 +244,10 @@ class WatchMany(_Facade[Retriever], Iterator[tuple[Retriever, Message]]):
         """
         self._start()
         restore = self._install_signals() if handle_signals else {}
+        acked: Delivery[Retriever] | None = None
         try:
             while not self._stop_requested:
-                delivery = self._call(self._engine.next())
+                delivery, acked = self._call(self._engine.next(acked)), None
                 if delivery is None:
                     return
                 try:
@@ -251,7 +255,9 @@ class WatchMany(_Facade[Retriever], Iterator[tuple[Retriever, Message]]):
                 except Exception as exc:
                     self._signal(self._engine.handler_failed, delivery, exc)
                     continue
-                self._call(self._engine.ack(delivery))
+                acked = delivery
+            if acked is not None:  # stopped (a signal): the message in hand is committed
+                self._call(self._engine.ack(acked))
         finally:
             for signum, previous in restore.items():
                 signal.signal(signum, previous)

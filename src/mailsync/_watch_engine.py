@@ -172,6 +172,8 @@ class Delivery(Generic[K]):
     run: AsyncSyncRun
     done: asyncio.Future[bool] = field(repr=False)
     reason: str = ""
+    #: Why committing failed, once the consumer acknowledged the message.
+    error: BaseException | None = None
 
 
 StatusCallback = Callable[[K, AccountStatus], None]
@@ -208,6 +210,8 @@ class Engine(Generic[K]):
         self._slots: dict[str, asyncio.Semaphore] = {}
         self._queue: asyncio.Queue[Delivery[K] | None] = asyncio.Queue()
         self._stopping = asyncio.Event()
+        #: Commits under way for messages the consumer acknowledged.
+        self._committing: set[asyncio.Task[None]] = set()
         self._live = 0
         # A watcher process's engine: accounts come and go, and none left is no reason to end.
         self._open_ended = open_ended
@@ -241,8 +245,12 @@ class Engine(Generic[K]):
         if not self.accounts and not self._open_ended:
             self.request_stop()
 
-    async def next(self) -> Delivery[K] | None:
-        """The next message to hand out, or None once every account stopped."""
+    async def next(self, acked: Delivery[K] | None = None) -> Delivery[K] | None:
+        """The next message to hand out, or None once every account stopped; ``acked``, the
+        consumer's previous message, is acknowledged first (one call from the sync face's
+        thread instead of two)."""
+        if acked is not None:
+            await self.ack(acked)
         while True:
             if self._stopping.is_set() and self._queue.empty():
                 return None
@@ -252,14 +260,29 @@ class Engine(Generic[K]):
             # Queued by an account removed since: its run is closed, the message uncommitted.
 
     async def ack(self, delivery: Delivery[K]) -> None:
-        """The consumer is done with the message: commit it, then let the account go on."""
+        """The consumer is done with the message: commit it, then let the account go on.
+
+        Returns at once: the commit runs beside the consumer, which can take the next
+        account's message meanwhile; the account itself goes on only once its message is
+        committed (a commit that fails is that account's failure, not the consumer's), and
+        :meth:`stop` waits for commits under way.
+        """
         if delivery.done.done():
             return  # the account was stopped meanwhile: its run is closed, nothing to commit
+        task = asyncio.create_task(self._commit(delivery))
+        self._committing.add(task)
+        task.add_done_callback(self._committing.discard)
+
+    async def _commit(self, delivery: Delivery[K]) -> None:
         try:
             await delivery.run.commit()
-        finally:
+        except Exception as exc:
+            delivery.error = exc
             if not delivery.done.done():
-                delivery.done.set_result(True)
+                delivery.done.set_result(False)
+            return
+        if not delivery.done.done():
+            delivery.done.set_result(True)
         account = delivery.account
         self._set(account, account.status.state, delivered=account.status.delivered + 1)
 
@@ -289,8 +312,11 @@ class Engine(Generic[K]):
             self._queue.put_nowait(None)
 
     async def stop(self) -> None:
-        """Stop every account (uncommitted messages stay so) and close its retriever."""
+        """Stop every account (uncommitted messages stay so; acknowledged ones are committed
+        first) and close its retriever."""
         self.request_stop()
+        if self._committing:
+            await asyncio.gather(*self._committing, return_exceptions=True)
         tasks = [a.task for a in self.accounts if a.task is not None and not a.task.done()]
         for task in tasks:
             task.cancel()
@@ -345,6 +371,8 @@ class Engine(Generic[K]):
                     self._set(account, "catching_up")
                 delivery = await self._hand_over(account, message, run)
                 if not await delivery.done:
+                    if delivery.error is not None:
+                        raise delivery.error  # acknowledged, but the commit failed
                     why = f": {delivery.reason}" if delivery.reason else ""
                     raise HandlerFailed(f"the handler failed on message {message.id}{why}")
         finally:

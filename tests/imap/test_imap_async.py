@@ -640,6 +640,49 @@ async def test_idle_is_renewed_and_still_sees_new_mail(
     assert [m.subject for m in got] == ["Message 1"]
 
 
+async def test_mail_announced_by_idle_is_synced_without_select_or_search(
+    mail_servers: MailServers, account: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # After IDLE announced mail, the sync uses the folder as selected and the next IDLE
+    # waits without a SEARCH: the session's EXISTS count says whether mail came meanwhile.
+    # Mail that comes while a message is being handled is announced when IDLE starts, and
+    # must still arrive well before the watch's 60 s safety-net sync.
+    searches_after: list[int] = []
+    original = AsyncIMAPRetriever._uids_after
+
+    async def counting(self: Any, session: Any, since_uid: int) -> list[int]:
+        searches_after.append(since_uid)
+        return await original(self, session, since_uid)
+
+    monkeypatch.setattr(AsyncIMAPRetriever, "_uids_after", counting)
+    box = _connect(mail_servers, account)
+    assert isinstance(box, AsyncIMAPRetriever)
+    got: list[mailsync.Message] = []
+    selects: list[int] = []
+
+    async def watch() -> None:
+        async for message in box.watch(poll_interval=60.0):
+            got.append(message)
+            session = box._session_now
+            assert session is not None
+            selects.append(session.selects)
+            if len(got) == 1:  # the next one arrives while this one is handled
+                await _seed(mail_servers, account, [make_raw(2)])
+
+    watcher = asyncio.create_task(watch())
+    try:
+        await _until(lambda: _idling(box) or watcher.done())
+        await _seed(mail_servers, account, [make_raw(1)])
+        await _until(lambda: len(got) == 2 or watcher.done())
+        await _until(lambda: _idling(box) or watcher.done())
+    finally:
+        await box.aclose()
+        await asyncio.wait_for(watcher, 10)
+    assert [m.subject for m in got] == ["Message 1", "Message 2"]
+    assert selects == [1, 1]  # the first sync's SELECT only
+    assert searches_after == []
+
+
 @pytest.mark.reliability(
     area="IMAP",
     fault="mail arrives between a sync and the IDLE that follows, announced only at the end "
@@ -699,20 +742,20 @@ async def test_mail_announced_with_the_reply_before_idle_is_not_missed(
     """A message stored while the last command before IDLE runs is announced (EXISTS) with
     that command's reply, which aioimaplib drops, and never again: watch() must still see it
     now, not at the next safety-net sync minutes later."""
-    original = AsyncIMAPRetriever._uids_after
-    checks: list[int] = []
+    original = AsyncIMAPRetriever._search_criteria
+    checks: list[object] = []
 
-    async def arriving_meanwhile(self: Any, session: Any, since_uid: int) -> list[int]:
-        found = await original(self, session, since_uid)
-        checks.append(since_uid)
+    async def arriving_meanwhile(self: Any, session: Any, criteria: Any, *args: Any) -> list[int]:
+        found = await original(self, session, criteria, *args)
+        checks.append(criteria)
         if len(checks) == 1:
-            # The search ran before the message was stored; the server then says so in the
-            # reply to whatever command comes next (here another search).
+            # The sync's search ran before the message was stored; the server then says so
+            # in the reply to whatever command comes next (here another search).
             await _seed(mail_servers, account, [make_raw(1)])
             await session.command("SEARCH", "UID 4294967295", uid=True)
         return found
 
-    monkeypatch.setattr(AsyncIMAPRetriever, "_uids_after", arriving_meanwhile)
+    monkeypatch.setattr(AsyncIMAPRetriever, "_search_criteria", arriving_meanwhile)
     box = _connect(mail_servers, account)
     got: list[mailsync.Message] = []
     errors: list[BaseException] = []

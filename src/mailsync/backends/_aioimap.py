@@ -52,6 +52,7 @@ from mailsync.protocol.imap_literals import (
     FetchResponse,
     ResponseReader,
     Tagged,
+    Untagged,
     fetch_command,
 )
 
@@ -176,10 +177,17 @@ class _FetchReader:
     """
 
     def __init__(
-        self, tag: bytes, *, context: str, limits: CallLimits, max_literal: int | None
+        self,
+        tag: bytes,
+        on_exists: Callable[[], None],
+        *,
+        context: str,
+        limits: CallLimits,
+        max_literal: int | None,
     ) -> None:
         loop = asyncio.get_running_loop()
         self.tag = tag
+        self.on_exists = on_exists
         self.context = context
         self.limits = limits
         self.reader = ResponseReader(max_literal=max_literal)
@@ -220,7 +228,9 @@ class _FetchReader:
             self.done.set_result(event)
         elif isinstance(event, Continuation):
             raise ProtocolError("unexpected continuation request during FETCH")
-        # Other untagged responses (EXISTS, EXPUNGE, flag news) change nothing here.
+        elif isinstance(event, Untagged) and is_exists(event.text):
+            self.on_exists()  # new mail while fetching: the session counts it
+        # Other untagged responses (EXPUNGE, flag news) change nothing here.
 
 
 _GUARDED: dict[type[Any], type[Any]] = {}
@@ -320,6 +330,12 @@ class Session:
 
     Commands are serialised with :attr:`lock` by the caller, which keeps SELECT and the
     commands that depend on it together.
+
+    Every ``* n EXISTS`` the server sends is counted in :attr:`announced`, whatever was
+    running (aioimaplib drops those that come during another command), and every SELECT in
+    :attr:`selects`: a caller that noted both before a SEARCH knows, without asking the
+    server again, whether mail may have come since (the server announces new mail in its
+    next response, RFC 3501 section 5.2, IDLE's included).
     """
 
     #: Read bulk FETCH responses with the pure reader (False: aioimaplib's own parser).
@@ -340,6 +356,8 @@ class Session:
         #: ``* n EXISTS`` responses seen so far, also those aioimaplib drops (see
         #: :func:`_count_announcements`).
         self.announced = 0
+        #: SELECT commands completed so far.
+        self.selects = 0
         self._client: Any = None
         self._lost: asyncio.Future[None] | None = None
 
@@ -560,6 +578,7 @@ class Session:
         tag = protocol.new_tag()
         reader = _FetchReader(
             tag.encode("ascii"),
+            self.saw_exists,
             context=self.context,
             limits=self.limits,
             max_literal=self.max_message_size,
@@ -582,6 +601,10 @@ class Session:
             raise ServerError(f"{self.context}: UID FETCH: {text}")
         with self._translate("UID FETCH"):
             return [response.attributes() for response in reader.responses]
+
+    def saw_exists(self) -> None:
+        """Count one ``* n EXISTS`` response."""
+        self.announced += 1
 
     async def _await_reader(self, reader: _FetchReader) -> Tagged:
         assert self._lost is not None
@@ -728,6 +751,7 @@ class Session:
             raise
         self._client.protocol.state = aioimaplib.SELECTED
         self.mailbox = Mailbox(wire_name, select_status(wire_name, lines))
+        self.selects += 1
         return self.mailbox
 
     # -- IDLE ----------------------------------------------------------------------------------

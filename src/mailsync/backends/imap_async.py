@@ -17,7 +17,8 @@ import contextlib
 import re
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
-from typing import Any
+from dataclasses import replace
+from typing import Any, NamedTuple
 
 from mailsync._base import (
     AsyncRetriever,
@@ -46,6 +47,7 @@ from mailsync.protocol.imap import (
     FETCH_GMAIL,
     FETCH_HEADERS,
     Criterion,
+    FolderStatus,
     GmailRef,
     SearchPlan,
     encode_folder,
@@ -61,7 +63,7 @@ from mailsync.protocol.imap import (
     uid_set,
 )
 from mailsync.protocol.imap_lines import is_exists, list_entries
-from mailsync.protocol.imap_sync import Batching, messages_from_fetch
+from mailsync.protocol.imap_sync import Batching, SyncCursor, messages_from_fetch
 
 __all__ = ["AsyncIMAPRetriever"]
 
@@ -91,6 +93,23 @@ def _wire_folder(folder: str) -> str:
 
 def _folder_name(folder: str) -> str:
     return "INBOX" if folder.upper() == "INBOX" else folder
+
+
+class _Mark(NamedTuple):
+    """Where a connection stood when a sync last asked the server what is new: past this
+    many EXISTS responses, after this many SELECTs."""
+
+    session: Session
+    announced: int
+    selects: int
+
+    @classmethod
+    def now(cls, session: Session) -> _Mark:
+        return cls(session, session.announced, session.selects)
+
+    def holds(self, session: Session) -> bool:
+        """Whether ``session`` is the same connection, with no SELECT since."""
+        return session is self.session and session.alive and session.selects == self.selects
 
 
 def _check_uidvalidity(session: Session, folder: str, mailbox: Mailbox, expected: int) -> None:
@@ -138,6 +157,10 @@ class AsyncIMAPRetriever(AsyncRetriever):
         self._connecting = asyncio.Lock()
         self._tls_context: ssl.SSLContext | None = None
         self._highest_uid: dict[str, int] = {}
+        #: Per folder: the connection's EXISTS count when a sync last asked what is new.
+        self._asked: dict[str, _Mark] = {}
+        #: Per folder: IDLE announced new mail on this connection, the folder still selected.
+        self._announced: dict[str, _Mark] = {}
 
     # -- connection ----------------------------------------------------------------------------
 
@@ -379,8 +402,18 @@ class AsyncIMAPRetriever(AsyncRetriever):
         if self._is_stopped():
             return  # aclose() during watch(): end quietly, no new connection
         name = _folder_name(folder)
-        async with self._selected(name, fresh=True) as (_session, mailbox):
-            status = mailbox.status
+        announced = self._announced.pop(name, None)
+        session_now = self._session_now
+        if announced is not None and session_now is not None and announced.holds(session_now):
+            # IDLE just announced new mail in the folder this connection has kept selected
+            # since: no SELECT to learn what the server already said.
+            async with self._selected(name) as (session, mailbox):
+                status = _status_after_idle(mailbox, cursor)
+                self._asked[name] = _Mark.now(session)
+        else:
+            async with self._selected(name, fresh=True) as (session, mailbox):
+                status = mailbox.status
+                self._asked[name] = _Mark.now(session)
 
         def steps() -> Plan[None]:
             position = yield from imap_sync.sync_steps(name, cursor, status, known, self.batching)
@@ -396,6 +429,8 @@ class AsyncIMAPRetriever(AsyncRetriever):
         async with self._selected(op.folder) as (session, mailbox):
             _check_uidvalidity(session, op.folder, mailbox, op.uidvalidity)
             if isinstance(op, imap_sync.Search):
+                # Mail that comes after this SEARCH is announced by an EXISTS after this mark.
+                self._asked[op.folder] = _Mark.now(session)
                 return await self._search_criteria(session, list(op.criteria))
             items = self._items(session, op.items) if op.gmail else op.items
             return await session.fetch(uid_set(op.uids), items)
@@ -414,16 +449,35 @@ class AsyncIMAPRetriever(AsyncRetriever):
                 await self._poll(name, deadline)
                 return
             async with self._selected(name) as (session, _mailbox):
-                if await self._arrived_since_sync(session, name):
-                    return
-                while not self._stopped:
+                seen = await self._exists_since_sync(session, name)
+                while seen is not None and not self._stopped:
                     seconds = min(deadline - loop.time(), self.idle_renew)
-                    if seconds <= 0 or await session.idle(seconds):
+                    if seconds <= 0:
                         return
+                    await session.idle(seconds)
+                    if session.announced != seen:  # announced during IDLE or as it ended
+                        seen = None
+                if seen is None:
+                    self._announced[name] = _Mark.now(session)
         except ConnectionFailed:
             if self._is_stopped():
                 return  # aclose() cut the connection to end the wait
             raise
+
+    async def _exists_since_sync(self, session: Session, folder: str) -> int | None:
+        """None when mail may have come since the last sync asked (then sync again), else
+        the connection's EXISTS count to wait past.
+
+        The count alone answers when the connection is the one the sync asked on and the
+        folder stayed selected; otherwise a SEARCH for UIDs past the last sync does.
+        """
+        asked = self._asked.get(folder)
+        if asked is not None and asked.holds(session):
+            return None if session.announced != asked.announced else asked.announced
+        seen = session.announced
+        if await self._arrived_since_sync(session, folder):
+            return None
+        return seen
 
     async def _arrived_since_sync(self, session: Session, folder: str) -> bool:
         """Whether mail came after the last sync and before IDLE. Its EXISTS may have come
@@ -558,6 +612,18 @@ class AsyncIMAPRetriever(AsyncRetriever):
         if appended is None:
             return None
         return format_message_id(name, appended[0], appended[1])
+
+
+def _status_after_idle(mailbox: Mailbox, cursor: dict[str, Any] | None) -> FolderStatus:
+    """The folder's status for a sync right after IDLE announced mail: what SELECT said,
+    less UIDNEXT (now stale: it must not make the sync think nothing is new), with the
+    HIGHESTMODSEQ last seen, which the saved cursor may know better than the SELECT."""
+    status = mailbox.status
+    saved = SyncCursor.from_dict(cursor)
+    modseq = status.highestmodseq
+    if saved is not None and saved.uidvalidity == status.uidvalidity and saved.modseq is not None:
+        modseq = saved.modseq if modseq is None else max(modseq, saved.modseq)
+    return replace(status, uidnext=0, highestmodseq=modseq)
 
 
 def _flag_list(flags: Iterable[str]) -> list[str]:
