@@ -57,14 +57,6 @@ def _read_folders(url: str, asynchronous: bool, **options: Any) -> BaseException
     return info.value
 
 
-# The scrubbing (mailsync._errors.SecretScrubber) is applied in the async backend; the sync
-# backend still chains imaplib's error holding an echoed SASL response, and quotes server
-# text after login as it is. It gets the same scrubber with the backend refactor.
-SYNC_GAP = pytest.mark.xfail(
-    strict=True,
-    reason="the sync IMAP backend does not scrub server text yet (issue 14, after the "
-    "backend refactor)",
-)
 ECHOES = {
     "LOGIN refused with NO": ("IMAP4rev1", "NO", {"password": PASSWORD}),
     "LOGIN refused with BAD": ("IMAP4rev1", "BAD", {"password": PASSWORD}),
@@ -90,7 +82,6 @@ ECHOES = {
             echo,
             asynchronous,
             id=f"{echo}-{'async' if asynchronous else 'sync'}",
-            marks=[SYNC_GAP] if not asynchronous and "LOGIN" not in echo else [],
         )
         for echo in ECHOES
         for asynchronous in (False, True)
@@ -119,7 +110,7 @@ def test_a_server_echoing_the_login_never_gets_the_secret_into_the_error(
 )
 @pytest.mark.parametrize(
     "asynchronous",
-    [pytest.param(False, id="sync", marks=SYNC_GAP), pytest.param(True, id="async")],
+    [pytest.param(False, id="sync"), pytest.param(True, id="async")],
 )
 def test_a_server_quoting_the_password_later_never_gets_it_into_the_error(
     asynchronous: bool,
