@@ -250,7 +250,7 @@ def log_in(
     response) is given to ``secrets``, the connection's scrubber, before it goes out.
 
     Raises:
-        ConnectionFailed: STARTTLS required and not offered.
+        ConnectionFailed: STARTTLS required and not offered, or refused.
         AuthenticationError: The credentials were refused, or cannot be sent.
         NoMechanism: A token, and the server offers no OAuth mechanism.
     """
@@ -266,7 +266,15 @@ def _starttls(imap: imaplib.IMAP4, endpoint: Endpoint) -> None:
             f"{endpoint.display} does not offer STARTTLS; refusing to continue "
             "without TLS (use tls='ssl' for implicit TLS, or tls='none' to allow plaintext)"
         )
-    imap.starttls(endpoint.ssl_context())
+    try:
+        imap.starttls(endpoint.ssl_context())
+    except imaplib.IMAP4.abort:
+        raise  # the connection broke: translated as such by the caller
+    except imaplib.IMAP4.error as exc:
+        # TLS could not be set up: a connection failure, as when STARTTLS is not offered.
+        raise ConnectionFailed(
+            f"{endpoint.display} refused STARTTLS ({exc}); refusing to continue without TLS"
+        ) from exc
 
 
 def _authenticate(

@@ -268,7 +268,13 @@ def open_session(state: Session, endpoint: Endpoint) -> Plan[None]:
                 f"{state.context}: the server does not offer STLS, and tls='starttls' requires "
                 "TLS; refusing to log in in plaintext (pass tls='none' to allow that)"
             )
-        yield from _command(state, "STLS")
+        reply = yield from _command_reply(state, "STLS")
+        if not reply.ok:
+            # TLS could not be set up: a connection failure, as when STLS is not offered.
+            raise ConnectionFailed(
+                f"{state.context}: the server refused STLS ({reply.text}); refusing to log in "
+                "without TLS"
+            )
         state.conn.check_tls_start()
         yield StartTLS(state.channel)
         state.caps = yield from _capabilities(state)  # RFC 2595: forget pre-TLS capabilities
