@@ -67,7 +67,9 @@ def test_a_shared_uidl_never_picks_the_wrong_message(asynchronous: bool) -> None
         listed = _run(server, asynchronous, "messages")
         assert [m.subject for m in listed] == ["first", "second", "third"]
         ids = [m.id for m in listed]
-        assert len(set(ids)) == 3 and "dup" not in ids and ids[2] == "u3"
+        assert len(set(ids)) == 3
+        assert "dup" not in ids
+        assert ids[2] == "u3"
         assert _run(server, asynchronous, "messages")[0].id == ids[0]  # stable
         for message in listed:
             assert _run(server, asynchronous, "get", message.id).raw == message.raw
@@ -107,7 +109,8 @@ def test_messages_alike_are_deleted_together_or_not_at_all(
     ) as server:
         listed = _run(server, asynchronous, "messages")
         ids = [m.id for m in listed]
-        assert ids[1] == ids[0] + "#2" and len(set(ids)) == 3
+        assert ids[1] == ids[0] + "#2"
+        assert len(set(ids)) == 3
         assert [_run(server, asynchronous, "get", i).text for i in ids[:2]] == [
             "body A\n",
             "body B\n",
@@ -134,5 +137,6 @@ def test_sync_delivers_a_message_whose_uidl_is_repeated(asynchronous: bool) -> N
         assert [m.subject for m in _run(server, asynchronous, "sync", state)] == ["first"]
         server.maildrop.append(Mail("dup", _raw("second", "two")))
         again = [m.subject for m in _run(server, asynchronous, "sync", state)]
-        assert "second" in again and set(again) <= {"first", "second"}
+        assert "second" in again
+        assert set(again) <= {"first", "second"}
         assert _run(server, asynchronous, "sync", state) == []
