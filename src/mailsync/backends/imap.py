@@ -360,10 +360,11 @@ class IMAPRetriever(Retriever):
                     wanted.update(batches[index + 2])
                 yield index, None
                 continue
-            uid = attributes.get(b"UID")
-            if not isinstance(uid, int):
+            try:
+                uid = imap_sync.uid_of(attributes)  # None (a warning): left out, as in async
+            except ProtocolError as exc:
                 self._drop()
-                raise ProtocolError(f"{self.endpoint.display}: a FETCH response without a UID")
+                raise ProtocolError(f"{self.endpoint.display}: {exc}") from exc
             if uid not in wanted:
                 continue  # an unsolicited FETCH (a flag change) for another message
             wanted.discard(uid)
