@@ -33,30 +33,27 @@ def _options(**options: Any) -> dict[str, Any]:
     return {"tls": "none", "retry_delay": 0.01, **options}
 
 
-def _send(server: ScriptedSMTP, message: Any, asynchronous: bool, **options: Any) -> Any:
+def _call(server: ScriptedSMTP, method: str, arg: Any, asynchronous: bool, **options: Any) -> Any:
+    """``send(arg)`` or ``send_many(arg)`` on a new sender, sync or async."""
     if asynchronous:
 
         async def run() -> Any:
             async with mailsync.sender_async(server.url(), **_options(**options)) as out:
-                return await out.send(message)
+                return await getattr(out, method)(arg)
 
         return asyncio.run(run())
     with mailsync.sender(server.url(), **_options(**options)) as out:
-        return out.send(message)
+        return getattr(out, method)(arg)
+
+
+def _send(server: ScriptedSMTP, message: Any, asynchronous: bool, **options: Any) -> Any:
+    return _call(server, "send", message, asynchronous, **options)
 
 
 def _send_many(
     server: ScriptedSMTP, messages: list[Any], asynchronous: bool, **options: Any
 ) -> Any:
-    if asynchronous:
-
-        async def run() -> Any:
-            async with mailsync.sender_async(server.url(), **_options(**options)) as out:
-                return await out.send_many(messages)
-
-        return asyncio.run(run())
-    with mailsync.sender(server.url(), **_options(**options)) as out:
-        return out.send_many(messages)
+    return _call(server, "send_many", messages, asynchronous, **options)
 
 
 def _times_sent(server: ScriptedSMTP, n: int) -> int:
