@@ -18,8 +18,8 @@ with its own block in :meth:`HostileIMAP._defects`:
   text (``"NO [UNAVAILABLE] not now"``, ``"BAD no"``);
 - ``omit_uids``: leave these UIDs out of every UID FETCH answer (which still ends OK) while
   SEARCH lists them; ``omit_times`` bounds how many answers leave each one out;
-- ``expunged``: UIDs SEARCH no longer lists (gone between the first SEARCH and a re-check),
-  and FETCH leaves out;
+- ``expunged``: UIDs gone between the SEARCH before a FETCH and a re-check after it: the
+  first lists them, FETCH leaves them out, a ``UID SEARCH`` of a UID set does not list them;
 - ``no_uid_for``: send the FETCH response of these UIDs without its UID item;
 - ``sizes``: UID -> the RFC822.SIZE to announce (a negative one, say).
 
@@ -224,11 +224,15 @@ class HostileIMAP:
         return None
 
     def _search(self, words: list[bytes]) -> list[int]:
-        """UID SEARCH ALL, ``UID n:*`` or ``UID <set>``, less the expunged UIDs."""
-        present = [uid for uid in range(1, self.messages + 1) if uid not in self.expunged]
+        """UID SEARCH ALL, ``UID n:*`` or ``UID <set>``; the expunged UIDs are listed by the
+        first two (the SEARCH before the FETCH) and not by a set without ``*`` (a re-check
+        after it): gone in between."""
+        present = list(range(1, self.messages + 1))
         if len(words) >= 4 and words[2].upper() == b"UID":
             asked = set(_uids(words[3], self.messages))
             present = [uid for uid in present if uid in asked]
+            if b"*" not in words[3]:
+                present = [uid for uid in present if uid not in self.expunged]
         return present
 
     def _omitted(self, uid: int) -> bool:
