@@ -223,6 +223,7 @@ class DeliveryUncertain(SendError):
         super().__init__(message)
         self.message_id = message_id
         self.message_ids = message_ids or (message_id,)
+        # SendResult | None each (not named here: _base, which defines it, imports this module)
         self.results: list[Any] = list(results or [])
 
 

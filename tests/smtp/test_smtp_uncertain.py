@@ -108,18 +108,19 @@ def test_resend_uncertain_sends_once_more(server: ScriptedSMTP, drops: int) -> N
     area="SMTP",
     fault="in a pipelined send_many(), the server reads a message's data and hangs up "
     "without answering its end of data",
-    inputs="the 2nd of 5 messages, sync and async",
+    inputs="the 2nd of 5 messages, sync and async, pipelined and not",
     outcome="the other messages are sent (each once), then DeliveryUncertain names the "
     "uncertain one and carries every result (None for it); it is not sent again",
 )
 @pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "lockstep"])
 def test_send_many_reports_an_uncertain_message_and_sends_the_rest(
-    server: ScriptedSMTP, asynchronous: bool
+    server: ScriptedSMTP, asynchronous: bool, pipelining: bool
 ) -> None:
     server.queue(".", "250 2.0.0 Ok", DROP)
     messages = [_message(n) for n in range(5)]
     with pytest.raises(mailsync.DeliveryUncertain) as caught:
-        _send_many(server, messages, asynchronous)
+        _send_many(server, messages, asynchronous, pipelining=pipelining)
     error = caught.value
     assert error.message_ids == (messages[1]["Message-ID"].strip("<>"),)
     assert [r is None for r in error.results] == [False, True, False, False, False]
