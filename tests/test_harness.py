@@ -471,3 +471,20 @@ def test_independent_instances_run_side_by_side(mail_servers: MailServers) -> No
         assert group_processes(pid, leader=True) == []  # the masters and all children
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection((second.host, second.imap_port), timeout=5)
+
+
+# -- tests/extras.py ---------------------------------------------------------------------------
+
+
+def test_a_missing_extra_skips_outside_ci_and_fails_under_ci(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.extras import require
+
+    assert require("json", "none").__name__ == "json"
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="needs the otel extra"):
+        require("mailsync_no_such_module", "otel")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI must run every extra's tests"):
+        require("mailsync_no_such_module", "otel")

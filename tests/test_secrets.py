@@ -56,8 +56,9 @@ def test_no_password_in_debug_logs_or_reprs(
         verify=mail_servers.ssl_context(),
     ) as out:
         out.send(mailsync.compose(from_=account.email, to=account.email, subject="s", text="x"))
-    logged = "\n".join(f"{r.getMessage()} {r.args!r}" for r in caplog.records)
+    logged = "\n".join(_logged(record) for record in caplog.records)
     assert caplog.records, "expected some debug logging to inspect"
+    assert {"connect", "fetch", "send"} <= {r.__dict__.get("operation") for r in caplog.records}
     assert account.password not in logged
 
 
@@ -78,5 +79,12 @@ def test_no_password_in_authentication_errors(
                 list(box.messages())
         text = f"{info.value} {info.value.__cause__!r} {info.value.__context__!r}"
         assert wrong not in text
-    logged = "\n".join(f"{r.getMessage()} {r.args!r}" for r in caplog.records)
+    logged = "\n".join(_logged(record) for record in caplog.records)
+    assert "AuthenticationError" in logged  # the failed connects are logged, by error type
     assert wrong not in logged
+
+
+def _logged(record: logging.LogRecord) -> str:
+    """Everything a handler could write of a record: its text, arguments and every field,
+    the structured ``extra`` ones included."""
+    return f"{record.getMessage()} {record.args!r} {record.__dict__!r}"

@@ -39,6 +39,7 @@ from collections.abc import (
 from types import TracebackType
 from typing import Any, ClassVar, TypeAlias, TypeVar
 
+from mailsync import _observe
 from mailsync._config import Endpoint
 from mailsync._errors import (
     ConnectionFailed,
@@ -380,9 +381,9 @@ class Retriever(_StateMixin, abc.ABC):
                     if not isinstance(exc, _RECOVERABLE):
                         raise
                     delay = _retry_delay(backoff, exc)
-                    log.warning("%s: %s; reconnecting in %.1fs", self.endpoint.display, exc, delay)
-                    self._disconnect()
-                    self._stop.wait(delay)
+                    with _observe.reconnect(self.endpoint, exc, delay):
+                        self._disconnect()
+                        self._stop.wait(delay)
         finally:
             if self._stop.is_set():
                 self._disconnect()  # a connection this loop opened while close() ran
@@ -607,9 +608,9 @@ class AsyncRetriever(_StateMixin, abc.ABC):
                     if not isinstance(exc, _RECOVERABLE):
                         raise
                     delay = _retry_delay(backoff, exc)
-                    log.warning("%s: %s; reconnecting in %.1fs", self.endpoint.display, exc, delay)
-                    await self._disconnect()
-                    await self._sleep_unless_stopped(delay)
+                    with _observe.reconnect(self.endpoint, exc, delay):
+                        await self._disconnect()
+                        await self._sleep_unless_stopped(delay)
                 finally:
                     await run.aclose()
         finally:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Iterable
-from typing import Any, TypeAlias
+from typing import Any, ClassVar, TypeAlias
 
 from mailsync._base import (
     AsyncRetriever,
@@ -147,6 +147,8 @@ class SavingSender(Sender):
         save_error: Why the last copy could not be filed, or None.
     """
 
+    _delegating: ClassVar[bool] = True  # the inner sender is the one observed
+
     def __init__(
         self, inner: Sender, mailbox: Retriever, folder: str, *, own_mailbox: bool = False
     ) -> None:
@@ -210,6 +212,8 @@ class SavingSender(Sender):
 
 class AsyncSavingSender(AsyncSender):
     """The async twin of :class:`SavingSender`."""
+
+    _delegating: ClassVar[bool] = True
 
     def __init__(
         self,

@@ -7,7 +7,7 @@ no async library.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from mailsync._base import (
     AsyncRetriever,
@@ -43,9 +43,13 @@ class _Worker:
 
     async def run(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         import asyncio
+        import contextvars
 
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, lambda: func(*args, **kwargs))
+        # In the caller's context, as asyncio.to_thread does: a span current in the caller
+        # (a web request's) is the parent of what the sync backend does for it.
+        context = contextvars.copy_context()
+        return await loop.run_in_executor(self._pool, lambda: context.run(func, *args, **kwargs))
 
     async def iterate(self, iterator: Iterator[T]) -> AsyncIterator[T]:
         sentinel = object()
@@ -77,6 +81,8 @@ class ThreadedAsyncRetriever(AsyncRetriever):
 
     Used for backends whose I/O is local (Maildir, mbox) or that have no async library.
     """
+
+    _delegating: ClassVar[bool] = True  # the inner retriever is the one observed
 
     def __init__(self, inner: Retriever) -> None:
         super().__init__(inner.endpoint, state=inner._state_arg)
@@ -167,6 +173,8 @@ class ThreadedAsyncRetriever(AsyncRetriever):
 
 class ThreadedAsyncSender(AsyncSender):
     """The async API over a sync :class:`Sender`, its calls run on one worker thread."""
+
+    _delegating: ClassVar[bool] = True  # the inner sender is the one observed
 
     def __init__(self, inner: Sender) -> None:
         super().__init__(inner.endpoint)

@@ -21,6 +21,7 @@ from collections.abc import (
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Literal, TypeVar
 
+from mailsync import _observe
 from mailsync._base import AsyncRetriever, AsyncSyncRun
 from mailsync._errors import (
     AuthenticationError,
@@ -270,8 +271,15 @@ class Engine(Generic[K]):
 
     def handler_failed(self, delivery: Delivery[K], exc: BaseException) -> None:
         """The consumer's handler raised: say so, and leave the message uncommitted."""
-        display = delivery.account.box.endpoint.display
-        log.warning("%s: the handler failed on %s: %s", display, delivery.message.id, exc)
+        endpoint = delivery.account.box.endpoint
+        extra = _observe.fields(endpoint, "watch", error_type=type(exc).__name__)
+        log.warning(
+            "%s: the handler failed on %s: %s",
+            endpoint.display,
+            delivery.message.id,
+            exc,
+            extra=extra,
+        )
         self.nack(delivery, _reason(exc))
 
     def request_stop(self) -> None:
@@ -375,13 +383,16 @@ class Engine(Generic[K]):
         with contextlib.suppress(Exception):
             await account.box._disconnect()
         if delay is None:
-            log.error("%s: failed, not retried: %s", display, reason)
+            extra = _observe.fields(
+                account.box.endpoint, "watch", state="failed", error_type=type(exc).__name__
+            )
+            log.error("%s: failed, not retried: %s", display, reason, extra=extra)
             self._set(account, "failed", reason=reason)
             return False
         state: AccountState = "failed" if for_good else "backing_off"
-        log.warning("%s: %s; %s, retrying in %.1fs", display, reason, state, delay)
         self._set(account, state, reason=reason, retry_at=time.time() + delay)
-        with contextlib.suppress(TimeoutError):
+        backoff = _observe.reconnect(account.box.endpoint, exc, delay, state=state)
+        with backoff, contextlib.suppress(TimeoutError):
             async with asyncio.timeout(delay):
                 await self._stopping.wait()
         return True

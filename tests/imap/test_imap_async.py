@@ -640,6 +640,39 @@ async def test_idle_is_renewed_and_still_sees_new_mail(
     assert [m.subject for m in got] == ["Message 1"]
 
 
+async def test_mail_announced_with_the_reply_before_idle_is_not_missed(
+    mail_servers: MailServers, account: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A message stored while the last command before IDLE runs is announced (EXISTS) with
+    that command's reply, which aioimaplib drops, and never again: watch() must still see it
+    now, not at the next safety-net sync minutes later."""
+    original = AsyncIMAPRetriever._uids_after
+    checks: list[int] = []
+
+    async def arriving_meanwhile(self: Any, session: Any, since_uid: int) -> list[int]:
+        found = await original(self, session, since_uid)
+        checks.append(since_uid)
+        if len(checks) == 1:
+            # The search ran before the message was stored; the server then says so in the
+            # reply to whatever command comes next (here another search).
+            await _seed(mail_servers, account, [make_raw(1)])
+            await session.command("SEARCH", "UID 4294967295", uid=True)
+        return found
+
+    monkeypatch.setattr(AsyncIMAPRetriever, "_uids_after", arriving_meanwhile)
+    box = _connect(mail_servers, account)
+    got: list[mailsync.Message] = []
+    errors: list[BaseException] = []
+    watcher = asyncio.create_task(_watch_into(box, got, errors, poll_interval=600.0))
+    try:
+        await _until(lambda: len(got) == 1 or bool(errors), timeout=60)
+    finally:
+        await box.aclose()
+        await asyncio.wait_for(watcher, 10)
+    assert not errors
+    assert [m.subject for m in got] == ["Message 1"]
+
+
 async def test_watch_polls_with_noop_without_idle(
     mail_servers: MailServers, account: Account, monkeypatch: pytest.MonkeyPatch
 ) -> None:

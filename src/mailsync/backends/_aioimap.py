@@ -245,6 +245,9 @@ class Session:
         self.mailbox: Mailbox | None = None
         self.alive = False
         self.secrets = SecretScrubber()  # what this connection sent, kept out of errors
+        #: ``* n EXISTS`` responses seen so far, also those aioimaplib drops (see
+        #: :func:`_count_announcements`).
+        self.announced = 0
         self._client: Any = None
         self._lost: asyncio.Future[None] | None = None
 
@@ -273,6 +276,7 @@ class Session:
                 ssl_context=implicit,
             )
             _use_greeting_capabilities(self._client.protocol)
+            _count_announcements(self._client.protocol, self)
             self.alive = True
             try:
                 await self._guard(self._client.wait_hello_from_server())
@@ -723,6 +727,24 @@ def _use_greeting_capabilities(protocol: Any) -> None:
             protocol.state_condition.notify_all()
 
     protocol.welcome = welcome
+
+
+def _count_announcements(protocol: Any, session: Session) -> None:
+    """Count every ``* n EXISTS`` in :attr:`Session.announced`.
+
+    aioimaplib drops an untagged response that no pending command asked for: an EXISTS the
+    server sends with the reply to a SEARCH or a FETCH is lost. A server announces a message
+    once, so mail that arrives while the last command before IDLE runs would wait unseen
+    until the next sync; the count tells the caller it came.
+    """
+    handle = protocol._untagged_response
+
+    def untagged(line: bytes) -> Any:
+        if is_exists(line[2:] if line.startswith(b"* ") else line):
+            session.announced += 1
+        return handle(line)
+
+    protocol._untagged_response = untagged
 
 
 def _upper(names: Iterable[str]) -> frozenset[str]:

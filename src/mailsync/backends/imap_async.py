@@ -431,12 +431,15 @@ class AsyncIMAPRetriever(AsyncRetriever):
             raise
 
     async def _arrived_since_sync(self, session: Session, folder: str) -> bool:
-        """Whether mail came after the last sync and before IDLE: its EXISTS may have come
-        while another command ran, and aioimaplib drops such responses."""
+        """Whether mail came after the last sync and before IDLE. Its EXISTS may have come
+        with the reply to an earlier command (aioimaplib drops those), found here by a
+        search; or with the reply to this search, which ran before the message was stored,
+        and then the session counted it (IDLE would not announce it again)."""
         highest = self._highest_uid.get(folder)
         if highest is None:
             return False
-        return bool(await self._uids_after(session, highest))
+        announced = session.announced
+        return bool(await self._uids_after(session, highest)) or session.announced > announced
 
     async def _poll(self, folder: str, deadline: float) -> None:
         loop = asyncio.get_running_loop()
