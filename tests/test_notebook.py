@@ -64,6 +64,8 @@ class Audit(HTMLParser):
                 self.problems.append(f"src {value[:60]!r}")
             if name == "style":
                 self.problems.extend(_style_problems(value))
+            if name != "href" and "://" in value:
+                self.problems.append(f"a URL in {name} on <{tag}>")
 
     handle_startendtag = handle_starttag
 
@@ -89,7 +91,8 @@ def assert_safe(cleaned: str) -> None:
     lowered = cleaned.lower()
     for marker in ("<script", "javascript:", "vbscript:", "<iframe", "<svg", "<style", "<meta"):
         assert marker not in lowered, cleaned
-    assert "://evil" not in lowered.replace('href="https://evil', ""), cleaned
+    # A URL outside an attribute is text (hostile markup that broke a tag leaves its CSS as
+    # words on the page), which loads nothing: the audit above looks at every attribute.
 
 
 HOSTILE = [

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from mailsync._message import Message
 from mailsync._reports import DeliveryReport, RecipientReport, parse_report
 from mailsync._reports._tree import HEADER_LIMIT
+from tests.scaling import growth
 
 CORPUS = Path(__file__).parent / "data" / "reports"
 
@@ -676,12 +677,20 @@ def test_pathological_bounce_text(content_type: bytes, body: bytes) -> None:
 
 
 def test_a_hundred_thousand_recipient_groups() -> None:
-    groups = b"".join(
-        b"Final-Recipient: rfc822; user%d@example.net\nAction: failed\nStatus: 5.1.1\n"
-        b"Diagnostic-Code: smtp; 550 5.1.1 <user%d@example.net>: User unknown\n\n" % (i, i)
-        for i in range(100_000)
-    )
-    report = read_in_time(DAEMON_HEADERS + REPORT_TYPE + STATUS_START + groups + b"--b--\n")
+    def report_of(count: int) -> bytes:
+        groups = b"".join(
+            b"Final-Recipient: rfc822; user%d@example.net\nAction: failed\nStatus: 5.1.1\n"
+            b"Diagnostic-Code: smtp; 550 5.1.1 <user%d@example.net>: User unknown\n\n" % (i, i)
+            for i in range(count)
+        )
+        return DAEMON_HEADERS + REPORT_TYPE + STATUS_START + groups + b"--b--\n"
+
+    raw, tenth = report_of(100_000), report_of(10_000)
+    report = parse_report(raw)
+    # The cost grows with the bytes at most (ten times the groups: under 30 times as long),
+    # never with groups times groups; compared in the same run, not against the clock.
+    ratio = growth(lambda: parse_report(tenth), lambda: parse_report(raw))
+    assert ratio < 30, f"ten times the recipient groups took {ratio:.0f} times as long"
     assert report is not None
     # The status part is read up to a megabyte: thousands of recipients, never a cut one.
     assert 1_000 < len(report.recipients) < 100_000

@@ -19,6 +19,7 @@ from mailsync._base import (
     SendResult,
     SyncStep,
 )
+from mailsync._errors import ConnectionFailed
 from mailsync._message import Folder, Message
 from mailsync._query import Q
 from mailsync._state import StateStore
@@ -35,16 +36,21 @@ class _Worker:
     threads at once, and the calls must keep their order.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, display: str) -> None:
         import concurrent.futures
 
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._display = display
         self._closed = False
 
     async def run(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         import asyncio
         import contextvars
 
+        if self._closed:
+            # The pool would raise RuntimeError ("cannot schedule new futures after
+            # shutdown"): a call after aclose(), or one racing it, fails as on other backends.
+            raise ConnectionFailed(f"{self._display}: the retriever is closed")
         loop = asyncio.get_running_loop()
         # In the caller's context, as asyncio.to_thread does: a span current in the caller
         # (a web request's) is the parent of what the sync backend does for it.
@@ -89,7 +95,7 @@ class ThreadedAsyncRetriever(AsyncRetriever):
         self.inner = inner
         self.scheme = inner.scheme  # type: ignore[misc]
         self.capabilities = inner.capabilities
-        self._worker = _Worker(f"mailsync-{inner.scheme}")
+        self._worker = _Worker(f"mailsync-{inner.scheme}", inner.endpoint.display)
 
     @property
     def state(self) -> StateStore:
@@ -130,6 +136,8 @@ class ThreadedAsyncRetriever(AsyncRetriever):
             yield step
 
     async def _wait_for_change(self, folder: str, timeout: float) -> None:
+        if self._worker.closed:
+            return  # aclose() ends a wait: one starting after it ends at once
         await self._worker.run(self.inner._wait_for_change, folder, timeout)
 
     async def _disconnect(self) -> None:
@@ -137,7 +145,9 @@ class ThreadedAsyncRetriever(AsyncRetriever):
             await self._worker.run(self.inner._disconnect)
 
     async def aclose(self) -> None:
-        """Close the inner retriever and the worker thread."""
+        """Close the inner retriever and the worker thread (a second call does nothing)."""
+        if self._worker.closed:
+            return
         self._stopped = True
         self._stop_event.set()
         self.inner._stop.set()  # wakes a poll wait at once
@@ -180,7 +190,7 @@ class ThreadedAsyncSender(AsyncSender):
         super().__init__(inner.endpoint)
         self.inner = inner
         self.scheme = inner.scheme  # type: ignore[misc]
-        self._worker = _Worker(f"mailsync-{inner.scheme}-send")
+        self._worker = _Worker(f"mailsync-{inner.scheme}-send", inner.endpoint.display)
 
     async def send(
         self,
@@ -208,6 +218,8 @@ class ThreadedAsyncSender(AsyncSender):
         return await self._worker.run(self.inner.send_many, list(messages))
 
     async def aclose(self) -> None:
-        """Close the inner sender and the worker thread."""
+        """Close the inner sender and the worker thread (a second call does nothing)."""
+        if self._worker.closed:
+            return
         await self._worker.run(self.inner.close)
         self._worker.shutdown()

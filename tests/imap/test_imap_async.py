@@ -640,6 +640,59 @@ async def test_idle_is_renewed_and_still_sees_new_mail(
     assert [m.subject for m in got] == ["Message 1"]
 
 
+@pytest.mark.reliability(
+    area="IMAP",
+    fault="mail arrives between a sync and the IDLE that follows, announced only at the end "
+    "of the command that checks for it (Dovecot's UID SEARCH answers without it)",
+    outcome="the wait ends at once and the next sync() yields it (async backend)",
+)
+async def test_mail_arriving_between_sync_and_idle_ends_the_wait(
+    mail_servers: MailServers, account: Account
+) -> None:
+    box = _connect(mail_servers, account)
+    try:
+        assert await _collect(box.sync()) == []
+        await _seed(mail_servers, account, [make_raw(1)])
+        # Without it, the wait idles until its timeout (ten minutes in watch_many): IDLE
+        # never repeats the EXISTS that came with the check before it.
+        await asyncio.wait_for(box._wait_for_change("INBOX", 600.0), 60)
+        got = await _collect(box.sync())
+    finally:
+        await box.aclose()
+    assert [m.subject for m in got] == ["Message 1"]
+
+
+async def test_mail_announced_while_idle_ends_is_not_dropped(
+    mail_servers: MailServers, account: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mailsync.backends import _aioimap
+
+    original = _aioimap.Session._idle_done
+    seeded: list[bool] = []
+
+    async def late_mail(self: Any, idle: Any) -> None:
+        # The wait has just timed out (an IDLE renewal): mail announced before DONE is
+        # answered waits in the queue, and the next IDLE starts by emptying it.
+        if not seeded:
+            seeded.append(True)
+            await _seed(mail_servers, account, [make_raw(1)])
+            await _until(lambda: not self._client.protocol.idle_queue.empty())
+        await original(self, idle)
+
+    monkeypatch.setattr(_aioimap.Session, "_idle_done", late_mail)
+    box = _connect(mail_servers, account)
+    assert isinstance(box, AsyncIMAPRetriever)
+    box.idle_renew = 0.2
+    try:
+        assert await _collect(box.sync()) == []
+        await asyncio.wait_for(box._wait_for_change("INBOX", 600.0), 60)
+        got = await _collect(box.sync())
+    finally:
+        await box.aclose()
+    assert seeded
+    assert [m.subject for m in got] == ["Message 1"]
+
+
 async def test_mail_announced_with_the_reply_before_idle_is_not_missed(
     mail_servers: MailServers, account: Account, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -619,6 +619,10 @@ class Session:
             _discard(idle)
             raise
         await self._idle_done(idle)
+        # An EXISTS between the end of the wait and DONE's answer is queued, not yet seen;
+        # the server will not say it again, and the next IDLE starts by emptying the queue.
+        while not queue.empty():
+            changed = any(is_exists(line) for line in queue.get_nowait()) or changed
         return changed
 
     async def _idle_started(self, idle: asyncio.Future[Any]) -> None:
