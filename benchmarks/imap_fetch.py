@@ -500,15 +500,7 @@ def benchmark(args: argparse.Namespace) -> list[Result]:
             f"{time.perf_counter() - started:.1f}s",
             file=sys.stderr,
         )
-        base = {
-            "host": servers.host,
-            "user": account.user,
-            "password": account.password,
-            "cafile": servers.cafile,
-            "folder": "INBOX",
-        }
-        plain = {**base, "port": servers.imap_port, "tls": False}
-        tls = {**base, "port": servers.imaps_port, "tls": True}
+        plain, tls = account_configs(servers, account)
         section = f"full fetch {args.messages}, plain"
         names = [*FULL_FETCH, *load_plugins()]
         if not args.no_peers:
@@ -565,6 +557,19 @@ def benchmark(args: argparse.Namespace) -> list[Result]:
         results.extend(_incremental(servers, account, plain, args, workdir, corpus, seed_folder))
     shutil.rmtree(workdir, ignore_errors=True)
     return results
+
+
+def account_configs(servers: Any, account: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The children's config for ``account``'s INBOX: plain text, and implicit TLS."""
+    base = {
+        "host": servers.host,
+        "user": account.user,
+        "password": account.password,
+        "cafile": servers.cafile,
+        "folder": "INBOX",
+    }
+    plain = {**base, "port": servers.imap_port, "tls": False}
+    return plain, {**base, "port": servers.imaps_port, "tls": True}
 
 
 def _head_to_head(

@@ -70,6 +70,14 @@ AREAS: dict[str, str] = {
     "Connections": "What every protocol does when setting up a connection goes wrong: the "
     "same error, sync or async, whichever protocol.",
     "Sync state": "Concurrent use and crashes around the sync cursors.",
+    "Limits": (
+        "What no server can make a call do: hang for ever or grow memory without end. Every "
+        "connection has an inactivity timeout, a whole-call deadline (`Timeout.total` plus "
+        "the time the bytes take at `min_rate`), a maximum message size (`max_message_size`, "
+        "256 MiB by default) enforced while streaming, and caps on what one command may bring; "
+        "see [Limits](errors.md#limits). The tests use small limits so that each takes a "
+        "second or two."
+    ),
 }
 
 

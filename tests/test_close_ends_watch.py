@@ -4,7 +4,8 @@ connection, in the middle of fetching, or saying goodbye to a server that no lon
 The watch ends quietly (the errors the close itself causes are not raised to its consumer).
 
 Each backend runs sync and async; network backends against the test Dovecot (through a
-proxy that can stall, for the fetch), local ones on a temporary Maildir or mbox.
+proxy that can stall, for the fetch), local ones on a temporary Maildir or mbox, Gmail and
+Graph against their in-process fakes.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ import mailsync
 from mailsync.backends import _aioimap
 from mailsync.backends.imap import IMAPRetriever
 from tests.contract import make_raw, wait_for
+from tests.fakes.gmail import FakeGmail
+from tests.fakes.graph import FakeGraph
+from tests.gmail.conftest import options as gmail_options
 from tests.proxy import TCPProxy
 from tests.servers import Account, MailServers
 
@@ -144,9 +148,37 @@ def _mbox_seed(path: Path) -> Callable[[list[bytes]], None]:
     return seed
 
 
-BACKENDS = [
-    f"{name}{suffix}" for name in ("imap", "pop3", "maildir", "mbox") for suffix in ("", "-async")
-]
+KINDS = ("imap", "pop3", "maildir", "mbox", "gmail", "graph")
+BACKENDS = [f"{name}{suffix}" for name in KINDS for suffix in ("", "-async")]
+
+
+def _api_backend(name: str, kind: str, asynchronous: bool) -> Backend:
+    """Gmail or Graph against its in-process fake (JMAP's waits on its event stream are
+    tested against Cyrus in tests/jmap). The fake answers at once, so "mid-fetch" is the
+    local case: between two messages of a long sync."""
+    connect = mailsync.connect_async if asynchronous else mailsync.connect
+    if kind == "gmail":
+        gmail = FakeGmail()
+
+        def make_gmail(**options: Any) -> Any:
+            return connect("gmail://me", **gmail_options(gmail), **options)
+
+        def seed_gmail(raws: list[bytes]) -> None:
+            for raw in raws:
+                gmail.deliver(raw)
+
+        return Backend(name, asynchronous, make_gmail, seed_gmail)
+    graph = FakeGraph()
+
+    def make_graph(**options: Any) -> Any:
+        options = {"token": graph.token, "transport": graph, "retry_delay": 0, **options}
+        return connect("graph://me", **options)
+
+    def seed_graph(raws: list[bytes]) -> None:
+        for raw in raws:
+            graph.deliver(raw)
+
+    return Backend(name, asynchronous, make_graph, seed_graph)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -155,6 +187,8 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     kind, _, mode = name.partition("-")
     asynchronous = mode == "async"
     connect = mailsync.connect_async if asynchronous else mailsync.connect
+    if kind in ("gmail", "graph"):
+        return _api_backend(name, kind, asynchronous)
     if kind in ("imap", "pop3"):
         servers: MailServers = request.getfixturevalue("mail_servers")
         account: Account = request.getfixturevalue("account")

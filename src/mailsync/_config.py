@@ -21,15 +21,20 @@ from urllib.parse import parse_qsl, unquote
 from mailsync._errors import ConfigError
 
 __all__ = [
+    "DEFAULT_MAX_MESSAGE_SIZE",
     "DEFAULT_PORTS",
     "LOCAL_SCHEMES",
+    "MAX_RESPONSE_BYTES",
+    "Deadline",
     "Endpoint",
     "Secret",
     "TLSMode",
     "Timeout",
     "TokenProvider",
+    "max_message_size",
     "parse_url",
     "trust",
+    "whole_number_option",
 ]
 
 TLSMode: TypeAlias = Literal["ssl", "starttls", "none"]
@@ -132,22 +137,71 @@ class TokenProvider:
         return f"TokenProvider({kind})"
 
 
+#: The largest message a retriever accepts unless told otherwise (``max_message_size=``).
+DEFAULT_MAX_MESSAGE_SIZE = 256 * 1024 * 1024
+#: The slowest transfer a call is allowed, in bytes per second, unless told otherwise: past
+#: :attr:`Timeout.total`, each byte received buys this much more time (1 / rate seconds).
+DEFAULT_MIN_RATE = 8 * 1024
+#: :attr:`Timeout.total` when not given, as a multiple of the read timeout.
+TOTAL_PER_READ = 4
+#: Bytes of response text one command may bring, message bodies aside (each of those is
+#: bounded by ``max_message_size``): a POP3 LIST or UIDL, IMAP untagged responses, SMTP
+#: reply lines.
+MAX_RESPONSE_BYTES = 256 * 1024 * 1024
+
+
 @dataclass(frozen=True, slots=True)
 class Timeout:
-    """Separate limits, in seconds, for connecting and for waiting on each reply.
+    """Limits, in seconds, on waiting for a server.
+
+    ``read`` bounds silence: how long to wait for the next byte. ``total`` bounds a whole
+    call (a greeting, one reply, one message of a FETCH or RETR, an SMTP DATA), so that a
+    server that keeps sending a byte now and then cannot hold a call for ever: a call may
+    last ``total`` seconds plus the time its bytes take at ``min_rate`` bytes per second. A
+    large message over a slow link is not cut off; a server dripping a byte a second is, a
+    little after ``total``.
 
     Args:
         read: Seconds to wait for each server reply (``None`` waits forever).
         connect: Seconds to wait for the connection and greeting; defaults to ``read``.
+        total: Seconds one call may take before its bytes are counted; defaults to four
+            times ``read`` (``None`` when ``read`` is None: no bound).
+        min_rate: Bytes per second a call must average past ``total``: every byte received
+            extends the call's deadline by ``1 / min_rate`` seconds (``None``: ``total`` is a
+            hard bound, whatever the size).
     """
 
     read: float | None = 30.0
     connect: float | None = None
+    total: float | None = None
+    min_rate: float | None = DEFAULT_MIN_RATE
+
+    def __post_init__(self) -> None:
+        for name in ("read", "connect", "total", "min_rate"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ConfigError(f"Timeout({name}=...) must be a positive number, not {value!r}")
 
     @property
     def connect_timeout(self) -> float | None:
         """The connect limit, falling back to the read limit."""
         return self.read if self.connect is None else self.connect
+
+    @property
+    def total_timeout(self) -> float | None:
+        """The fixed part of a call's deadline: ``total``, else four times ``read``."""
+        if self.total is not None:
+            return self.total
+        return None if self.read is None else TOTAL_PER_READ * self.read
+
+    def deadline(self, clock: Callable[[], float]) -> Deadline | None:
+        """A fresh :class:`Deadline` for one call starting now on ``clock`` (None: no bound)."""
+        total = self.total_timeout
+        if total is None:
+            return None
+        return Deadline(clock() + total, 0.0 if self.min_rate is None else 1.0 / self.min_rate)
 
     @classmethod
     def of(cls, value: float | Timeout | None) -> Timeout:
@@ -165,6 +219,66 @@ class Timeout:
         return cls(read=float(value))
 
 
+class Deadline:
+    """When one call must end: a fixed point in time, pushed later by every byte received
+    (:attr:`Timeout.min_rate`). Kept per call by the code that reads; checked once per chunk
+    read, never per byte.
+
+    Attributes:
+        at: The clock time the call must end by, as it stands.
+    """
+
+    __slots__ = ("_per_byte", "at")
+
+    def __init__(self, at: float, per_byte: float) -> None:
+        self.at = at
+        self._per_byte = per_byte
+
+    def received(self, nbytes: int) -> None:
+        """Account for ``nbytes`` received: the deadline moves later by their share."""
+        self.at += nbytes * self._per_byte
+
+    def remaining(self, now: float) -> float:
+        """Seconds left at clock time ``now`` (<= 0: past it)."""
+        return self.at - now
+
+
+def max_message_size(params: Mapping[str, Any]) -> int | None:
+    """The ``max_message_size`` option of a retriever (bytes; a keyword argument or a URL
+    query parameter), :data:`DEFAULT_MAX_MESSAGE_SIZE` when not given; None (``"none"`` in a
+    URL) for no limit.
+
+    Raises:
+        ConfigError: Anything but a whole number >= 1 or None.
+    """
+    return whole_number_option(
+        params, "max_message_size", DEFAULT_MAX_MESSAGE_SIZE, none_allowed=True
+    )
+
+
+def whole_number_option(
+    params: Mapping[str, Any], key: str, default: int | None, *, none_allowed: bool = False
+) -> int | None:
+    """A backend option that is a whole number >= 1 (``concurrency``, ``batch_size``,
+    ``max_message_size``), given as a keyword argument or a URL query parameter (a string).
+    With ``none_allowed``, None (or ``"none"`` in a URL) means "no limit".
+
+    Raises:
+        ConfigError: Anything else.
+    """
+    value = params.get(key, default)
+    if none_allowed and (value is None or (isinstance(value, str) and value.lower() == "none")):
+        return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = 0
+    if number < 1 or isinstance(value, bool):
+        also = " or None" if none_allowed else ""
+        raise ConfigError(f"{key} must be a whole number >= 1{also}, not {value!r}")
+    return number
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """Everything a backend needs to reach one account.
@@ -180,7 +294,7 @@ class Endpoint:
         token: OAuth2 token provider, if any.
         tls: ``"ssl"``, ``"starttls"`` or ``"none"``.
         verify: ``True``, ``False`` or an ``ssl.SSLContext`` to use.
-        timeout: Connect and read timeouts.
+        timeout: Connect, read and whole-call timeouts.
         path: The filesystem path (local schemes) or the URL path otherwise.
         params: Query-string parameters and backend-specific keyword options.
     """
@@ -262,6 +376,12 @@ class Endpoint:
         if text in _FALSE:
             return False
         raise ConfigError(f"option {name!r} takes true or false, not {value!r}")
+
+    @property
+    def max_message_size(self) -> int | None:
+        """The largest message to accept, in bytes (None: no limit); see
+        :func:`max_message_size`."""
+        return max_message_size(self.params)
 
     def with_options(self, **changes: Any) -> Endpoint:
         """Return a copy with some fields changed."""

@@ -14,6 +14,7 @@ so that generic handlers keep working (``except ConnectionError``, ``except Time
      ├── ConnectionFailed (ConnectionError)  could not connect, or the connection broke
      ├── MailTimeout (TimeoutError)          the server did not answer in time
      ├── ProtocolError                       the server said something we cannot understand
+     │    └── MessageTooLarge                a message over ``max_message_size``; ``size``, ``id``
      ├── ServerError                         the server understood and said no
      │    ├── FolderNotFound
      │    ├── MessageNotFound
@@ -59,6 +60,7 @@ __all__ = [
     "MailTimeout",
     "MailsyncError",
     "MessageNotFound",
+    "MessageTooLarge",
     "ProtocolError",
     "RateLimited",
     "RecipientsDeferred",
@@ -113,6 +115,39 @@ class MailTimeout(MailsyncError, TimeoutError):
 
 class ProtocolError(MailsyncError):
     """The server sent something that does not follow the protocol."""
+
+
+class MessageTooLarge(ProtocolError):
+    """A message (or a reply) is larger than the connection's ``max_message_size``: it was
+    refused from its announced size, or once that much of it had arrived, and never held
+    whole. The connection it came on is dropped (the rest of it was still on the wire).
+
+    A :class:`ProtocolError` because, like one, it is about what the server sent and
+    retrying will not change it; it is not a :class:`ServerError` (the server refused
+    nothing). ``sync()`` and ``watch()`` skip such a message with a logged warning; fetch it
+    with ``get(id)`` on a retriever connected with a larger ``max_message_size`` (or None).
+
+    Attributes:
+        size: The size announced or reached, in bytes, when known.
+        limit: The limit it exceeded.
+        id: The message's ``Message.id`` when known.
+        uid: The message's IMAP UID (None elsewhere, or when not known).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        size: int | None = None,
+        limit: int | None = None,
+        id: str | None = None,
+        uid: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.size = size
+        self.limit = limit
+        self.id = id
+        self.uid = uid
 
 
 class ServerError(MailsyncError):

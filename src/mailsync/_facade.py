@@ -81,12 +81,16 @@ def connect(
         verify: Certificate verification: True, False, an ``ssl.SSLContext``, or the path
             of a PEM file (or directory) of CA certificates to trust instead of the system's,
             for a private or self-signed CA.
-        timeout: Seconds per network operation, or a :class:`~mailsync.Timeout`.
+        timeout: Seconds per network operation, or a :class:`~mailsync.Timeout` (which also
+            bounds a whole call: ``total``, ``min_rate``).
         state: Where sync cursors live: None (a SQLite file in the user data dir), a path,
             ``":memory:"``, or a :class:`~mailsync.StateStore`.
         **options: Backend-specific options (e.g. ``base_url`` for HTTP APIs, ``batch_size``
             for IMAP, ``apop`` for POP3), as the scheme's :class:`~mailsync.BackendSpec`
-            declares them.
+            declares them. Every retriever takes ``max_message_size``: the largest message
+            it reads, in bytes (256 MiB by default; None for no limit); past it
+            :class:`~mailsync.MessageTooLarge`, and ``sync()`` skips the message with a
+            warning.
 
     Returns:
         A :class:`~mailsync.Retriever`.

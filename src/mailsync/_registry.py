@@ -56,12 +56,12 @@ _IMAP = BackendSpec(
     retriever="mailsync.backends.imap:IMAPRetriever",
     async_retriever="mailsync.backends.imap_async:AsyncIMAPRetriever",
     extras=(("async_retriever", "async"),),
-    options=frozenset({"batch_size"}),
+    options=frozenset({"batch_size", "max_message_size"}),
 )
 _POP3 = BackendSpec(
     retriever="mailsync.backends.pop3:POP3Retriever",
     async_retriever="mailsync.backends.pop3:AsyncPOP3Retriever",
-    options=frozenset({"apop"}),
+    options=frozenset({"apop", "max_message_size"}),
 )
 _SMTP = BackendSpec(
     sender="mailsync.backends.smtp:SMTPSender",
@@ -82,14 +82,14 @@ _MAILDIR = BackendSpec(
     async_retriever="mailsync.backends.maildir:AsyncMaildirRetriever",
     sender="mailsync.backends.maildir:MaildirSender",
     async_sender="mailsync.backends.maildir:AsyncMaildirSender",
-    options=frozenset({"create"}),
+    options=frozenset({"create", "max_message_size"}),
 )
 _MBOX = BackendSpec(
     retriever="mailsync.backends.mbox:MboxRetriever",
     async_retriever="mailsync.backends.mbox:AsyncMboxRetriever",
     sender="mailsync.backends.mbox:MboxSender",
     async_sender="mailsync.backends.mbox:AsyncMboxSender",
-    options=frozenset(),
+    options=frozenset({"max_message_size"}),
 )
 _GMAIL = BackendSpec(
     retriever="mailsync.backends.gmail:GmailRetriever",

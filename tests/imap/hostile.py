@@ -23,6 +23,18 @@ with its own block in :meth:`HostileIMAP._defects`:
 - ``no_uid_for``: send the FETCH response of these UIDs without its UID item;
 - ``sizes``: UID -> the RFC822.SIZE to announce (a negative one, say).
 
+Limits (issue 14.3, 14.4, 14.10), each a separate keyword naming where it strikes:
+
+- ``drip``: ``"greeting"`` or ``"fetch"``: that reply goes out a byte at a time, a byte every
+  50 ms, for ever (never silent long enough for a read timeout);
+- ``flood``: ``"SELECT"`` or ``"UID FETCH"``: in answer to that command, untagged responses
+  (``* 1 RECENT``) without end;
+- ``long_line``: ``"greeting"`` or ``"SELECT"``: a 2 MB line there (then the rest as usual);
+- ``endless_literal``: UID FETCH announces a ``{99999999999}`` literal and streams bytes into it
+  until the client hangs up;
+- ``mute``: a command (``"LOGOUT"``) the server never answers: it waits for the client to hang
+  up.
+
 Each connection is served on its own thread; every line received is recorded. Standard
 library only.
 """
@@ -35,6 +47,8 @@ import threading
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
+
+from tests.limits import drip
 
 __all__ = ["HostileIMAP"]
 
@@ -57,6 +71,12 @@ class HostileIMAP:
         expunged: frozenset[int] = frozenset(),
         no_uid_for: frozenset[int] = frozenset(),
         sizes: dict[int, int] | None = None,
+        # -- limits ------------------------------------------------------------------------
+        drip: str | None = None,
+        flood: str | None = None,
+        long_line: str | None = None,
+        endless_literal: bool = False,
+        mute: str | None = None,
     ) -> None:
         self.capabilities = capabilities
         self.echo_login = echo_login  # "NO" or "BAD"
@@ -72,6 +92,15 @@ class HostileIMAP:
         self.expunged = set(expunged)
         self.no_uid_for = set(no_uid_for)
         self.sizes = dict(sizes or {})
+        # -- limits ------------------------------------------------------------------------
+        self.drip = drip
+        self.flood = flood
+        self.long_line = long_line
+        self.endless_literal = endless_literal
+        self.mute = mute
+        #: How many connections the client dropped while a limit behaviour was sending.
+        self.hung_up = 0
+        # ------------------------------------------------------------------------------------
         self.received: list[bytes] = []
         self.connections = 0
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -130,13 +159,20 @@ class HostileIMAP:
         return line
 
     def _session(self, conn: socket.socket, reader: Any) -> None:
-        conn.sendall(b"* OK [CAPABILITY " + self.capabilities.encode() + b"] hostile\r\n")
+        greeting = b"* OK [CAPABILITY " + self.capabilities.encode() + b"] hostile\r\n"
+        if self._misbehave(conn, "greeting", greeting):
+            return
+        conn.sendall(greeting)
         while line := self._line(reader):
             tag, _, rest = line.rstrip(b"\r\n").partition(b" ")
             words = rest.split(b" ")
             command = words[0].upper()
             if command == b"UID" and len(words) > 1:
                 command = b"UID " + words[1].upper()
+            if self.mute is not None and command == self.mute.encode():
+                while self._line(reader):  # silent until the client hangs up
+                    pass
+                return
             reply = self._answer(conn, reader, tag, command, words, line)
             if reply is None:
                 return
@@ -175,6 +211,8 @@ class HostileIMAP:
             return b'* LIST (\\HasNoChildren) "/" INBOX\r\n' + ok
         if command in (b"SELECT", b"EXAMINE"):
             count = self.messages
+            if self._misbehave(conn, "SELECT", b""):
+                return None
             return (
                 b"* %d EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT %d] n\r\n"
                 % (count, count + 1)
@@ -198,6 +236,14 @@ class HostileIMAP:
 
     def _fetch(self, conn: socket.socket, tag: bytes, words: list[bytes]) -> bytes | None:
         uids = _uids(words[2] if len(words) > 2 else b"", self.messages)
+        first = uids[0] if uids else 1
+        head = b"* %d FETCH (UID %d FLAGS () BODY[] {99999999999}\r\n" % (first, first)
+        if self.endless_literal and self._endless(conn, head, b"x" * 65536):
+            return None
+        raw = self.make_raw(first)
+        reply = b"* %d FETCH (UID %d BODY[] {%d}\r\n%s)\r\n" % (first, first, len(raw), raw)
+        if self._misbehave(conn, "fetch", reply) or self._misbehave(conn, "UID FETCH", b""):
+            return None
         for count, uid in enumerate(uids):
             if self.bye_after is not None and count >= self.bye_after:
                 conn.sendall(b"* BYE the server is going away\r\n")
@@ -245,6 +291,34 @@ class HostileIMAP:
         if self.omit_times is not None and times >= self.omit_times:
             return False
         self.omitted[uid] = times + 1
+        return True
+
+    # -- limits ------------------------------------------------------------------------------
+
+    def _misbehave(self, conn: socket.socket, where: str, reply: bytes) -> bool:
+        """Send what the limit options say for ``where`` (True: the session is over)."""
+        if self.drip == where:
+            self._drip(conn, reply)
+            return True
+        if self.flood == where:
+            self._endless(conn, b"", b"* 1 RECENT\r\n" * 4096)
+            return True
+        if self.long_line == where:
+            conn.sendall(b"* OK " + b"A" * 2_000_000 + b"\r\n")
+        return False
+
+    def _drip(self, conn: socket.socket, reply: bytes) -> None:
+        drip(conn, reply)
+        self.hung_up += 1
+
+    def _endless(self, conn: socket.socket, head: bytes, block: bytes) -> bool:
+        """``head``, then ``block`` over and over until the client hangs up."""
+        try:
+            conn.sendall(head)
+            while True:
+                conn.sendall(block)
+        except OSError:
+            self.hung_up += 1
         return True
 
 

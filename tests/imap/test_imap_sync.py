@@ -841,27 +841,34 @@ def test_malformed_fetch_response_is_a_protocol_error(
     area="IMAP",
     fault="a literal announced as {1000000000000} followed by three bytes, in a FETCH and in a "
     "SELECT reply",
-    outcome="MailTimeout after the read timeout, no allocation of the announced size, the "
-    "connection dropped",
+    inputs="sync backend; the default max_message_size, and max_message_size=None",
+    outcome="MessageTooLarge before a byte of it is read (with no limit: MailTimeout after the "
+    "read timeout); no allocation of the announced size; the connection dropped",
 )
 @pytest.mark.parametrize(
     "where",
     ["fetch", "select"],
     ids=["bulk FETCH reader", "imaplib's reader"],
 )
+@pytest.mark.parametrize("limited", [True, False], ids=["default limit", "no limit"])
 def test_an_absurd_literal_size_costs_only_what_arrives(
-    scripted: Callable[..., ScriptedIMAP], where: str
+    scripted: Callable[..., ScriptedIMAP], where: str, limited: bool
 ) -> None:
-    # A broken server announces a terabyte and sends three bytes. Reading must wait for the
-    # bytes (and time out), not try to allocate the announced size (a bare MemoryError).
+    # A broken server announces a terabyte and sends three bytes. Reading must refuse it from
+    # the announced size, or (no limit) wait for the bytes and time out, never try to
+    # allocate the announced size (a bare MemoryError).
     absurd = b"* 1 FETCH (UID 1 BODY[] {1000000000000}\r\nabc"
     if where == "fetch":
         server = scripted("IMAP4rev1", fetch_reply=absurd)
     else:
         server = scripted("IMAP4rev1", select_extra=absurd)
     url = f"imap://alice@127.0.0.1:{server.port}"
-    with mailsync.connect(url, password="pw", tls="none", state=":memory:", timeout=1) as box:
-        with pytest.raises(mailsync.MailTimeout):
+    options: dict[str, Any] = {} if limited else {"max_message_size": None}
+    expected = mailsync.MessageTooLarge if limited else mailsync.MailTimeout
+    with mailsync.connect(
+        url, password="pw", tls="none", state=":memory:", timeout=1, **options
+    ) as box:
+        with pytest.raises(expected):
             list(box.messages())
         assert box._imap is None
 

@@ -34,6 +34,7 @@ from mailsync._errors import (
     FolderNotFound,
     MailsyncError,
     MailTimeout,
+    MessageTooLarge,
     ProtocolError,
     SecretScrubber,
     ServerError,
@@ -41,10 +42,12 @@ from mailsync._errors import (
     map_exceptions,
 )
 from mailsync._hints import greeting_problem
+from mailsync.backends._limits import CallLimits
 from mailsync.protocol import sasl
 from mailsync.protocol.imap import FolderStatus, capability_code
 from mailsync.protocol.imap_lines import fetch_attributes, is_exists, select_status
 from mailsync.protocol.imap_literals import (
+    MAX_LINE,
     Continuation,
     FetchResponse,
     ResponseReader,
@@ -71,6 +74,9 @@ _CRLF = b"\r\n"
 _LINE_BREAKS = re.compile(r"[\r\n\0]")
 #: The SASL mechanisms a password logs in with; the LOGIN command takes SASL LOGIN's place.
 _SASL_PASSWORD = ("PLAIN",)
+#: aioimaplib's parser recurses once per line of a chunk it is given: chunks are handed to it
+#: in pieces of at most this many lines, so a burst of short lines cannot exhaust the stack.
+_LINES_PER_FEED = 64
 
 
 def _quote(text: str) -> str:
@@ -169,10 +175,14 @@ class _FetchReader:
     servers only speak in answer to a command.
     """
 
-    def __init__(self, tag: bytes) -> None:
+    def __init__(
+        self, tag: bytes, *, context: str, limits: CallLimits, max_literal: int | None
+    ) -> None:
         loop = asyncio.get_running_loop()
         self.tag = tag
-        self.reader = ResponseReader()
+        self.context = context
+        self.limits = limits
+        self.reader = ResponseReader(max_literal=max_literal)
         self.responses: list[FetchResponse] = []
         self.done: asyncio.Future[Tagged] = loop.create_future()
         self.last = loop.time()
@@ -182,23 +192,103 @@ class _FetchReader:
         self.last = self._loop.time()
         if self.done.done():
             return
+        self.limits.received(len(data))
         try:
             self.reader.feed(data)
             while (event := self.reader.next_event()) is not None:
                 self._take(event)
+        except MessageTooLarge as exc:
+            error = MessageTooLarge(
+                f"{self.context}: {exc}", size=exc.size, limit=exc.limit, uid=exc.uid
+            )
+            self.done.set_exception(error)
         except ProtocolError as exc:
+            if not str(exc).startswith(self.context):
+                exc = ProtocolError(f"{self.context}: {exc}")
             self.done.set_exception(exc)
 
     def _take(self, event: Any) -> None:
         if isinstance(event, FetchResponse):
+            self.limits.start()  # each message is a call of its own: its own deadline
             self.responses.append(event)
-        elif isinstance(event, Tagged):
+            return
+        if not isinstance(event, Tagged):
+            self.limits.lines(1, 0)  # what else comes counts against the next message
+        if isinstance(event, Tagged):
             if event.tag != self.tag or self.reader.buffered:
                 raise ProtocolError(f"unexpected tagged response {event.tag!r} during FETCH")
             self.done.set_result(event)
         elif isinstance(event, Continuation):
             raise ProtocolError("unexpected continuation request during FETCH")
         # Other untagged responses (EXISTS, EXPUNGE, flag news) change nothing here.
+
+
+_GUARDED: dict[type[Any], type[Any]] = {}
+
+
+def _guarded_protocol(base: type[Any]) -> type[Any]:
+    """aioimaplib's protocol class, reading within the session's :class:`CallLimits` (see
+    :meth:`Session._guard_protocol`)."""
+    known = _GUARDED.get(base)
+    if known is not None:
+        return known
+
+    class GuardedProtocol(base):  # type: ignore[misc]
+        limits: CallLimits
+        count_lines = True
+        #: Why the session gave up on the connection from inside the event loop, if it did.
+        failure: MailsyncError | None = None
+        context = ""
+
+        def data_received(self, data: bytes) -> None:
+            if self.failure is not None:
+                return
+            try:
+                self.limits.received(len(data))
+                lines = data.count(b"\n")
+                if self.count_lines:
+                    self.limits.lines(lines, len(data))
+                if lines <= _LINES_PER_FEED:
+                    super().data_received(data)
+                else:
+                    for piece in _pieces(data):
+                        super().data_received(piece)
+                if len(self.incomplete_line) > MAX_LINE:
+                    raise ProtocolError(
+                        f"{self.context}: the server sent a response line over {MAX_LINE} bytes"
+                    )
+            except Exception as exc:
+                # Raised here, it would reach the event loop, which prints it as a fatal
+                # error: the session says it instead, and the connection is dropped.
+                self.failure = (
+                    exc
+                    if isinstance(exc, MailsyncError)
+                    else ProtocolError(
+                        f"{self.context}: the server's response could not be read "
+                        f"({type(exc).__name__})"
+                    )
+                )
+                self.failure.__cause__ = None if isinstance(exc, MailsyncError) else exc
+                self.transport.abort()
+
+    _GUARDED[base] = GuardedProtocol
+    return GuardedProtocol
+
+
+def _pieces(data: bytes) -> Iterator[bytes]:
+    """``data`` cut after every :data:`_LINES_PER_FEED`-th line end."""
+    start = 0
+    end = len(data)
+    while start < end:
+        stop = start
+        for _ in range(_LINES_PER_FEED):
+            found = data.find(b"\n", stop, end)
+            if found < 0:
+                stop = end
+                break
+            stop = found + 1
+        yield data[start:stop]
+        start = stop
 
 
 def _parser_idle(protocol: Any) -> bool:
@@ -240,6 +330,8 @@ class Session:
         self.context = f"IMAP {endpoint.host}:{endpoint.port}"
         self.tls_context = tls_context
         self.read_timeout = endpoint.timeout.read
+        self.limits = CallLimits(endpoint)
+        self.max_message_size = endpoint.max_message_size
         self.lock = asyncio.Lock()
         self.capabilities: frozenset[str] = frozenset()
         self.mailbox: Mailbox | None = None
@@ -268,6 +360,7 @@ class Session:
         # transport, STARTTLS keeps that socket, and each login step is a single write. A login
         # against Dovecot takes 1-3 ms here, without imaplib's 40 ms delayed-ACK stall.
         with self._translate("connecting"):
+            self.limits.start()  # the greeting is the first call
             self._client = aioimaplib.IMAP4(
                 host=endpoint.host,
                 port=endpoint.port,
@@ -275,6 +368,7 @@ class Session:
                 conn_lost_cb=self._on_lost,
                 ssl_context=implicit,
             )
+            self._guard_protocol(self._client.protocol)
             _use_greeting_capabilities(self._client.protocol)
             _count_announcements(self._client.protocol, self)
             self.alive = True
@@ -295,6 +389,26 @@ class Session:
             else:
                 await self._authenticate_password(value)
             self._client.timeout = self.read_timeout
+
+    def _guard_protocol(self, protocol: Any) -> None:
+        """Make aioimaplib's protocol read within the session's limits, before any byte has
+        arrived: the whole-call deadline moves with the bytes received; a command's responses
+        are counted (:data:`~mailsync.backends._limits.MAX_RESPONSE_LINES`); a line without
+        an end is refused past :data:`MAX_LINE`; and chunks are handed to aioimaplib's
+        parser a few lines at a time, as it recurses once per line. What goes wrong in there
+        ends the connection with the error kept for the waiting command, never a traceback
+        from the event loop."""
+        protocol.__class__ = _guarded_protocol(type(protocol))
+        protocol.limits = self.limits
+        protocol.context = self.context
+
+    def _failure(self) -> MailsyncError:
+        """Why the connection is gone: the limit it broke, or the peer closing it."""
+        protocol = getattr(self._client, "protocol", None)
+        failure: MailsyncError | None = getattr(protocol, "failure", None)
+        if failure is not None:
+            return failure
+        return ConnectionFailed(f"{self.context}: the connection was closed by the peer")
 
     def _on_lost(self, exc: Exception | None) -> None:
         self.alive = False
@@ -452,7 +566,13 @@ class Session:
         if not self.alive:
             raise ConnectionFailed(f"{self.context}: the connection is closed")
         tag = protocol.new_tag()
-        reader = _FetchReader(tag.encode("ascii"))
+        reader = _FetchReader(
+            tag.encode("ascii"),
+            context=self.context,
+            limits=self.limits,
+            max_literal=self.max_message_size,
+        )
+        self.limits.start()
         protocol.data_received = reader.feed  # the transport looks it up for every chunk
         try:
             with self._translate("UID FETCH"):
@@ -477,22 +597,28 @@ class Session:
         limit = self.read_timeout
         while not reader.done.done():
             wait = None if limit is None else max(limit - (loop.time() - reader.last), 0.0)
+            budget = self.limits.wait()  # MailTimeout past the message's deadline
+            if budget is not None and (wait is None or budget < wait):
+                wait = budget
             await asyncio.wait(
                 (reader.done, self._lost), timeout=wait, return_when=asyncio.FIRST_COMPLETED
             )
             if reader.done.done():
                 break
             if self._lost.done():
-                raise ConnectionFailed(f"{self.context}: the connection was closed by the peer")
+                raise self._failure()
             if limit is not None and loop.time() - reader.last >= limit:
                 raise MailTimeout(f"{self.context}: no answer to UID FETCH within {limit} s")
         return reader.done.result()
 
     async def _fetch_via_aioimaplib(self, uids: str, items: str) -> list[dict[bytes, Any]]:
-        command = _FetchCommand(
-            self._client.protocol.new_tag(), f"{uids} ({items})", timeout=self.read_timeout
-        )
-        response = await self._execute(command, what="UID FETCH")
+        protocol = self._client.protocol
+        command = _FetchCommand(protocol.new_tag(), f"{uids} ({items})", timeout=self.read_timeout)
+        protocol.count_lines = False  # message bodies are lines too: their size is the bound
+        try:
+            response = await self._execute(command, what="UID FETCH")
+        finally:
+            protocol.count_lines = True
         lines = self._check(response, "UID FETCH")
         with self._translate("UID FETCH"):
             return list(fetch_attributes(lines))
@@ -501,21 +627,36 @@ class Session:
         if not self.alive:
             raise ConnectionFailed(f"{self.context}: the connection is closed")
         with self._translate(what):
+            self.limits.start()
             return await self._guard(self._client.protocol.execute(command, scrub=scrub))
 
     async def _guard(self, awaitable: Awaitable[_T]) -> _T:
-        """Await ``awaitable``, but fail at once when the connection drops meanwhile."""
+        """Await ``awaitable``, but fail at once when the connection drops meanwhile, and
+        with :class:`~mailsync.MailTimeout` when the call's deadline passes (the bytes
+        received keep moving it: see :class:`CallLimits`)."""
         assert self._lost is not None
         task = asyncio.ensure_future(awaitable)
         try:
-            await asyncio.wait((task, self._lost), return_when=asyncio.FIRST_COMPLETED)
+            while True:
+                try:
+                    wait = self.limits.wait()
+                except MailTimeout:
+                    _discard(task)
+                    self.abort()
+                    raise
+                await asyncio.wait(
+                    (task, self._lost), timeout=wait, return_when=asyncio.FIRST_COMPLETED
+                )
+                if task.done() or self._lost.done():
+                    break
         except asyncio.CancelledError:
             task.cancel()
             raise
-        if task.done():
+        broke = getattr(self._client.protocol, "failure", None) if self._client else None
+        if task.done() and broke is None:
             return task.result()
-        task.cancel()
-        raise ConnectionFailed(f"{self.context}: the connection was closed by the peer")
+        _discard(task)
+        raise self._failure()
 
     @contextlib.contextmanager
     def _translate(self, what: str) -> Iterator[None]:
@@ -606,6 +747,7 @@ class Session:
         drop a client idle for 30 minutes).
         """
         protocol = self._client.protocol
+        self.limits.start()  # IDLE is a call of its own, however long ago the last one was
         queue: asyncio.Queue[Any] = protocol.idle_queue
         while not queue.empty():  # leftovers of an earlier IDLE
             queue.get_nowait()
@@ -658,6 +800,7 @@ class Session:
         return False
 
     async def _idle_done(self, idle: asyncio.Future[Any]) -> None:
+        self.limits.start()  # DONE is a call of its own, however long the IDLE was
         with self._translate("IDLE"):
             self._client.protocol.idle_done()
             response = await self._guard(asyncio.wait_for(idle, self.read_timeout))

@@ -37,6 +37,7 @@ from mailsync._errors import (
     ConnectionFailed,
     MailsyncError,
     MailTimeout,
+    MessageTooLarge,
     ProtocolError,
 )
 from mailsync._plans import Operation
@@ -98,8 +99,10 @@ def _response(reply: httpx.Response, content: bytes) -> Response:
 
 
 def _too_large(request: Request, context: str) -> ProtocolError:
-    return ProtocolError(
-        f"{context}: {request.label}: the reply is larger than {request.max_bytes} bytes"
+    # MessageTooLarge is a ProtocolError: any reply past its bound says so by its class.
+    return MessageTooLarge(
+        f"{context}: {request.label}: the reply is larger than {request.max_bytes} bytes",
+        limit=request.max_bytes,
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import imaplib
+import io
 import socket
 import ssl
 import sys
@@ -25,11 +26,13 @@ from mailsync._errors import (
     FolderNotFound,
     MailsyncError,
     MailTimeout,
+    MessageTooLarge,
     ProtocolError,
     SecretScrubber,
     ServerError,
 )
 from mailsync._hints import greeting_problem, socket_error_text
+from mailsync.backends._limits import CallLimits, GuardedSocket
 from mailsync.backends._tls import TLSStream
 from mailsync.protocol import imap as proto
 from mailsync.protocol import sasl
@@ -88,6 +91,14 @@ class Connection(imaplib.IMAP4):
     TLS record. ``sock`` stays the TCP socket (for timeouts and poll()); ``file`` is what
     imaplib and the fast FETCH reader read from: the socket's buffered reader or the stream.
 
+    Every read keeps to the connection's :class:`CallLimits` (a call starts with each
+    command sent and with the greeting): a server that drips bytes ends the call with
+    :class:`~mailsync.MailTimeout` after ``Timeout.total``, one that floods a command with
+    responses or sends a line over imaplib's 1 MB with :class:`~mailsync.ProtocolError`, and
+    a literal announced over ``max_message_size`` is refused before it is read
+    (:class:`~mailsync.MessageTooLarge`). These are mailsync errors raised through imaplib,
+    which lets them pass (it rewraps only its own); the owner drops the connection.
+
     imaplib asks for CAPABILITY right after the greeting, even when the greeting carried them
     in a ``[CAPABILITY ...]`` code (Dovecot's does, and imaplib files it with the untagged
     responses): those are taken, sparing the round trip. Only the greeting's: after STARTTLS
@@ -97,12 +108,14 @@ class Connection(imaplib.IMAP4):
     _greeted = False
     _first_line: bytes | None = None
 
-    def __init__(
-        self, host: str, port: int, *, timeout: float | None, tls: ssl.SSLContext | None
-    ) -> None:
+    def __init__(self, endpoint: Endpoint, *, tls: ssl.SSLContext | None) -> None:
         self._implicit_tls = tls
         self._stream: TLSStream | None = None
-        super().__init__(host, port, timeout)
+        self._context = endpoint.display
+        self.limits = CallLimits(endpoint)
+        self.max_message_size = endpoint.max_message_size
+        self._guarded: GuardedSocket | None = None
+        super().__init__(endpoint.host, endpoint.port, endpoint.timeout.connect_timeout)
 
     def _connect(self) -> Any:
         try:
@@ -120,12 +133,28 @@ class Connection(imaplib.IMAP4):
             self._first_line = line
         return line
 
+    def readline(self) -> bytes:
+        """One response line, for imaplib. Over imaplib's 1 MB it is a
+        :class:`~mailsync.ProtocolError` that ends the connection: imaplib's own error reads
+        as a server refusal and leaves the rest of the line on the wire."""
+        longest: int = imaplib._MAXLINE  # type: ignore[attr-defined]
+        line: bytes = self.file.readline(longest + 1)  # type: ignore[assignment]
+        if len(line) > longest:
+            raise ProtocolError(
+                f"{self._context}: the server sent a response line over {longest} bytes"
+            )
+        self.limits.lines(1, len(line))
+        return line
+
     def open(self, host: str = "", port: int = 143, timeout: float | None = None) -> None:
+        self.limits.start()  # the greeting is the first call
         super().open(host, port, timeout)
-        if self._implicit_tls is None:
-            return
         try:
-            self._wrap(self._implicit_tls)
+            self._guarded = GuardedSocket(self.sock, self.limits)
+            self.file.close()  # imaplib's reader, unread: replaced by one that keeps the limits
+            self.file = io.BufferedReader(_SocketReader(self._guarded))
+            if self._implicit_tls is not None:
+                self._wrap(self._implicit_tls)
         except BaseException:
             # imaplib shuts the connection down when the greeting fails, not when open() does.
             self.file.close()
@@ -133,7 +162,8 @@ class Connection(imaplib.IMAP4):
             raise
 
     def _wrap(self, context: ssl.SSLContext) -> None:
-        stream = TLSStream(self.sock, context, self.host)
+        sock: Any = self._guarded or self.sock
+        stream = TLSStream(sock, context, self.host)
         stream.handshake()
         self.file.close()  # a plaintext read-ahead (none is legitimate) is dropped with it
         self.file = stream  # type: ignore[assignment]
@@ -162,7 +192,19 @@ class Connection(imaplib.IMAP4):
 
     def read(self, size: int) -> bytes:
         """A literal of ``size`` bytes for imaplib (and imapclient), read in bounded pieces
-        (see :data:`LITERAL_READ`); shorter only when the connection ends."""
+        (see :data:`LITERAL_READ`); shorter only when the connection ends.
+
+        Raises:
+            MessageTooLarge: ``size`` is over ``max_message_size``: refused unread.
+        """
+        limit = self.max_message_size
+        if limit is not None and size > limit:
+            raise MessageTooLarge(
+                f"{self._context}: the server announced {size} bytes, over max_message_size "
+                f"({limit} bytes): refused unread",
+                size=size,
+                limit=limit,
+            )
         stream: Any = self.file  # the socket's reader or the TLS stream: bytes either way
         if size <= LITERAL_READ:
             return stream.read(size)  # type: ignore[no-any-return]
@@ -176,6 +218,7 @@ class Connection(imaplib.IMAP4):
         return b"".join(pieces)
 
     def send(self, data: Any) -> None:
+        self.limits.start()  # a command (or its literal) goes out: its answer is a new call
         if self._stream is not None:
             self._stream.sendall(bytes(data))
         else:
@@ -186,14 +229,28 @@ class Connection(imaplib.IMAP4):
         return self._stream.version() if self._stream is not None else None
 
 
-def open_connection(endpoint: Endpoint) -> imaplib.IMAP4:
+class _SocketReader(io.RawIOBase):
+    """The raw reader under imaplib's buffered one: a :class:`GuardedSocket`'s reads."""
+
+    def __init__(self, sock: GuardedSocket) -> None:
+        super().__init__()
+        self._sock = sock
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        return self._sock.recv_into(buffer)
+
+
+def open_connection(endpoint: Endpoint) -> Connection:
     """A connection that has read the greeting and the capabilities."""
     tls = endpoint.ssl_context() if endpoint.tls == "ssl" else None
     try:
-        imap = Connection(
-            endpoint.host, endpoint.port, timeout=endpoint.timeout.connect_timeout, tls=tls
-        )
+        imap = Connection(endpoint, tls=tls)
     except ProtocolError as exc:
+        if str(exc).startswith(endpoint.display):
+            raise
         raise ProtocolError(f"{endpoint.display}: {exc}") from exc.__cause__
     try:
         # imaplib writes an AUTHENTICATE answer and its CRLF in two sends: with Nagle's
@@ -526,7 +583,8 @@ class FetchStream:
         """``UID FETCH`` of each batch in turn (see the class docstring)."""
         imap = self._imap
         stream = imap.file
-        reader = ResponseReader()
+        limits: CallLimits | None = getattr(imap, "limits", None)
+        reader = ResponseReader(max_literal=getattr(imap, "max_message_size", None))
         in_flight: deque[bytes] = deque()  # the tags sent and not yet completed, oldest first
         sent = current = arrived = 0  # batches sent; the batch being read; its responses so far
 
@@ -547,11 +605,14 @@ class FetchStream:
             while current < len(batches):
                 if not in_flight:
                     send_next()
-                event = reader.next_event()
+                event = self._next_event(reader)
                 if event is None:
                     # Translated by hand: a context manager around every read costs too much.
                     try:
                         chunk = self._read(stream, reader.wanted)
+                    except MailsyncError:  # the connection's limits: it is out of step
+                        self._drop()
+                        raise
                     except Exception as exc:
                         translated = self._translate(exc)
                         if translated is None:
@@ -562,6 +623,13 @@ class FetchStream:
                         raise ConnectionFailed(f"{self._context}: the server closed the connection")
                     reader.feed(chunk)
                     continue
+                if limits is not None:
+                    # Each message is a call of its own (its deadline, its share of
+                    # responses); what else comes between two is counted against the next.
+                    if isinstance(event, FetchResponse):
+                        limits.start()
+                    else:
+                        self._count(limits)
                 if isinstance(event, FetchResponse):
                     attributes = self._attributes(event)
                     if not any(key.startswith(b"BODY[") for key in attributes):
@@ -592,6 +660,27 @@ class FetchStream:
                 self._drain(reader, in_flight[-1])
                 for tag in in_flight:
                     imap.tagged_commands.pop(tag, None)
+
+    def _next_event(self, reader: ResponseReader) -> Any:
+        """The reader's next event; a response it refuses (a literal over
+        ``max_message_size``, a line without an end) drops the connection at once: the rest
+        of it is still on the wire, and reading it off is what must not happen."""
+        try:
+            return reader.next_event()
+        except ProtocolError as exc:
+            self._drop()
+            if isinstance(exc, MessageTooLarge):
+                raise MessageTooLarge(
+                    f"{self._context}: {exc}", size=exc.size, limit=exc.limit, uid=exc.uid
+                ) from None
+            raise ProtocolError(f"{self._context}: {exc}") from None
+
+    def _count(self, limits: CallLimits) -> None:
+        try:
+            limits.lines(1, 0)
+        except ProtocolError:
+            self._drop()
+            raise
 
     def _drain(self, reader: ResponseReader, tag: bytes) -> None:
         imap = self._imap

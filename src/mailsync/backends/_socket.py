@@ -5,8 +5,11 @@ Both read straight into the protocol parser's buffer (``recv_into`` on the socke
 ``asyncio.BufferedProtocol`` on asyncio), so message bytes are copied once, and both bound
 every wait for the server by the endpoint's read timeout: a wait for the next byte, not for a
 whole reply, so a large message over a slow link is not cut off while a server that stops
-sending is. Errors that are not already mailsync errors (a reset, a TLS failure) propagate for
-the plan driver to translate.
+sending is. Each ``Read`` (a greeting, a reply, one message of a pipelined RETR window) is
+also a call with a deadline (``Timeout.total`` and ``min_rate``, :class:`CallLimits`), so a
+server that sends a byte now and then cannot hold it for ever; and a ``Write`` may take the
+time its size allows at ``min_rate``. Errors that are not already mailsync errors (a reset, a
+TLS failure) propagate for the plan driver to translate.
 
 This module knows no protocol: what the bytes mean is the receiver's business.
 """
@@ -21,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from mailsync._config import Endpoint
 from mailsync._errors import ConnectionFailed, MailsyncError, MailTimeout
 from mailsync._plans import Operation
+from mailsync.backends._limits import CallLimits, set_timeout
 from mailsync.protocol.stream import Close, Connect, Read, Receiver, StartTLS, Write
 
 if TYPE_CHECKING:
@@ -28,6 +32,9 @@ if TYPE_CHECKING:
 
 __all__ = ["SocketChannel", "StreamChannel", "aperform", "perform"]
 
+#: A write this small goes into the kernel's buffer at once: it keeps the read timeout (no
+#: system call to change it) rather than the allowance of its size.
+_SMALL_WRITE = 64 * 1024
 #: Seconds a closing TLS stream may take to say goodbye before the socket is dropped (never
 #: more than the read timeout).
 CLOSE_GRACE = 1.0
@@ -61,6 +68,7 @@ class SocketChannel:
     def __init__(self, endpoint: Endpoint, receiver: Receiver) -> None:
         self._endpoint = endpoint
         self._receiver = receiver
+        self._limits = CallLimits(endpoint)
         timeout = endpoint.timeout
         sock = socket.create_connection(
             (endpoint.host, endpoint.port), timeout=timeout.connect_timeout
@@ -89,14 +97,20 @@ class SocketChannel:
             return "127.0.0.1"
 
     def read(self) -> list[Any]:
-        """The next events (at least one)."""
+        """The next events (at least one), within the call's deadline."""
         receiver = self._receiver
+        limits = self._limits
+        limits.start()
+        sock = self.sock
         while True:
+            set_timeout(sock, limits.wait())
             try:
                 with receiver.get_buffer() as view:
-                    count = self.sock.recv_into(view)
+                    count = sock.recv_into(view)
             except TimeoutError as exc:
+                limits.check()
                 raise _no_answer(self._endpoint) from exc
+            limits.received(count)
             if not count:
                 receiver.receive_eof()
                 raise _closed(self._endpoint)
@@ -105,8 +119,20 @@ class SocketChannel:
                 return events
 
     def write(self, data: bytes) -> None:
-        """Send all of ``data``."""
-        self.sock.sendall(data)
+        """Send all of ``data``, within the time its size allows (see
+        :meth:`CallLimits.write_timeout`; a server that reads a byte now and then cannot hold
+        a large DATA for ever)."""
+        sock = self.sock
+        if len(data) > _SMALL_WRITE:
+            set_timeout(sock, self._limits.write_timeout(len(data)))
+        # else: the kernel takes it at once; the read timeout set already bounds it
+        try:
+            sock.sendall(data)
+        except TimeoutError as exc:
+            raise MailTimeout(
+                f"{self._endpoint.display}: the server did not take {len(data)} bytes in "
+                "the time allowed (Timeout.total and min_rate)"
+            ) from exc
 
     def start_tls(self) -> None:
         """Wrap the socket in TLS (the handshake within the connect timeout)."""
@@ -164,8 +190,9 @@ def _stream_protocol() -> type[asyncio.BufferedProtocol]:
         ask the server to send ahead (POP3's fetch window, SMTP's one reply per command).
         """
 
-        def __init__(self, receiver: Receiver) -> None:
+        def __init__(self, receiver: Receiver, limits: CallLimits) -> None:
             self.receiver = receiver
+            self.limits = limits
             self.transport: asyncio.BaseTransport | None = None
             self.events: list[Any] = []
             self.error: BaseException | None = None
@@ -185,6 +212,7 @@ def _stream_protocol() -> type[asyncio.BufferedProtocol]:
         def buffer_updated(self, nbytes: int) -> None:
             # Only a timestamp, not a wake-up: the reader checks it when its wait runs out.
             self.activity = asyncio.get_running_loop().time()
+            self.limits.received(nbytes)
             try:
                 events = self.receiver.buffer_updated(nbytes)
             except MailsyncError as exc:
@@ -222,6 +250,7 @@ def _stream_protocol() -> type[asyncio.BufferedProtocol]:
         async def read_events(self, endpoint: Endpoint) -> list[Any]:
             loop = asyncio.get_running_loop()
             self.activity = max(self.activity, loop.time())
+            self.limits.start()
             while not self.events:
                 if self.error is not None:
                     raise self.error
@@ -235,14 +264,19 @@ def _stream_protocol() -> type[asyncio.BufferedProtocol]:
 
         async def _wait_idle(self, waiter: asyncio.Future[None], endpoint: Endpoint) -> None:
             idle_timeout = endpoint.timeout.read
-            if idle_timeout is None:
-                await waiter
-                return
             loop = asyncio.get_running_loop()
             while True:
-                remaining = self.activity + idle_timeout - loop.time()
-                if remaining <= 0:
+                budget = self.limits.wait()  # MailTimeout once the call's deadline is past
+                if idle_timeout is None and budget is None:
+                    await waiter
+                    return
+                remaining = (
+                    budget if idle_timeout is None else (self.activity + idle_timeout - loop.time())
+                )
+                if remaining is not None and remaining <= 0:
                     raise _no_answer(endpoint)
+                if budget is not None and remaining is not None and budget < remaining:
+                    remaining = budget
                 try:
                     async with asyncio.timeout(remaining):
                         await asyncio.shield(waiter)
@@ -272,7 +306,7 @@ class StreamChannel:
         if _PROTOCOL is None:
             _PROTOCOL = _stream_protocol()
         context = endpoint.ssl_context() if endpoint.tls == "ssl" else None
-        protocol = _PROTOCOL(receiver)
+        protocol = _PROTOCOL(receiver, CallLimits(endpoint))
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(endpoint.timeout.connect_timeout):
             await loop.create_connection(
@@ -311,7 +345,8 @@ class StreamChannel:
 
         self._transport.write(data)
         if not self._protocol.writable.is_set():
-            async with asyncio.timeout(self._endpoint.timeout.read):
+            limits: CallLimits = self._protocol.limits
+            async with asyncio.timeout(limits.write_timeout(len(data))):
                 await self._protocol.writable.wait()
 
     async def start_tls(self) -> None:

@@ -68,6 +68,15 @@ __all__ = ["IMAPRetriever"]
 LOGOUT_TIMEOUT = 2.0
 
 
+def _briefly(imap: imaplib.IMAP4) -> None:
+    """Let no wait on ``imap`` take longer than :data:`LOGOUT_TIMEOUT` from now on (its
+    reads keep to the connection's limits, which would restore the read timeout)."""
+    imap.sock.settimeout(LOGOUT_TIMEOUT)
+    limits = getattr(imap, "limits", None)
+    if limits is not None:
+        limits.most = LOGOUT_TIMEOUT
+
+
 def _canonical(folder: str) -> str:
     return "INBOX" if folder.upper() == "INBOX" else folder
 
@@ -163,7 +172,7 @@ class IMAPRetriever(Retriever):
         self._ending.add(imap)
         try:
             with contextlib.suppress(Exception):
-                imap.sock.settimeout(LOGOUT_TIMEOUT)
+                _briefly(imap)
                 imap.logout()
         finally:
             self._ending.discard(imap)
@@ -216,7 +225,9 @@ class IMAPRetriever(Retriever):
         try:
             yield
         except MailsyncError as exc:
-            if isinstance(exc, ConnectionFailed | MailTimeout):
+            # Raised through imaplib by the connection's limits, or by a broken link: either
+            # way the connection is out of step.
+            if isinstance(exc, ConnectionFailed | MailTimeout | ProtocolError):
                 self._drop()
             raise
         except Exception as exc:
@@ -527,7 +538,7 @@ class IMAPRetriever(Retriever):
             if self._stop.is_set():
                 # close() is waiting for this connection: end IDLE politely, but briefly.
                 with contextlib.suppress(Exception):
-                    client.socket().settimeout(LOGOUT_TIMEOUT)
+                    _briefly(client._imap)
                     client.idle_done()
                 return
             with self._errors():
@@ -559,6 +570,9 @@ class IMAPRetriever(Retriever):
         return False
 
     def _idle_line(self, imap: imaplib.IMAP4) -> bool:
+        limits = getattr(imap, "limits", None)
+        if limits is not None:
+            limits.start()  # a line pushed during IDLE is a call of its own
         with self._errors():
             line = imap._get_line()
         words = line.split()

@@ -53,13 +53,13 @@ from typing import Any, TypeVar
 
 from mailsync._base import AsyncRetriever, MessageRef, Retriever, SyncStep, message_refs
 from mailsync._config import Endpoint
-from mailsync._errors import MailsyncError, MailTimeout, MessageNotFound
+from mailsync._errors import MailsyncError, MailTimeout, MessageNotFound, MessageTooLarge
 from mailsync._message import Folder, Message
 from mailsync._plans import Call, Emit, Items, Plan, arun, astream, collect, run, stream
 from mailsync._query import Q
 from mailsync.backends._socket import aperform, perform
 from mailsync.protocol import pop3_session as pop3
-from mailsync.protocol.pop3 import Capabilities, Reply
+from mailsync.protocol.pop3 import Capabilities, POP3Connection, Reply
 from mailsync.protocol.stream import Close
 
 __all__ = ["AsyncPOP3Retriever", "POP3Retriever"]
@@ -88,6 +88,9 @@ class _POP3:
     #: Sessions whose goodbye (RSET/QUIT) is under way: close() drops them instead of
     #: waiting for a server that may not answer.
     _ending: set[pop3.Session]
+    #: UIDLs whose body came larger than max_message_size though LIST said it was not:
+    #: sync() skips them from then on (in this process), with a warning each time.
+    _oversized: set[str]
 
     # -- the policy --------------------------------------------------------------------------
 
@@ -95,7 +98,11 @@ class _POP3:
         return self.endpoint.display
 
     def _new_state(self) -> pop3.Session:
-        return pop3.Session(self._context(), on_login_caps=self._note_login_capabilities)
+        return pop3.Session(
+            self._context(),
+            conn=POP3Connection(max_message=self.endpoint.max_message_size),
+            on_login_caps=self._note_login_capabilities,
+        )
 
     def _note_login(self) -> None:
         self._last_login = time.monotonic()
@@ -297,8 +304,21 @@ class _POP3:
         session = yield from self._streaming(stream, fresh=True)
         entries = yield from self._listing(session)
         # What each message is recorded as: "uidl:<UIDL>", or its header digest id where it
-        # has no UIDL of its own (headers fetched for those only).
+        # has no UIDL of its own (headers fetched for those only). Named over the whole
+        # listing, so that look-alikes get the ordinals get() and delete() give them.
         names = yield from pop3.identify(session, entries)
+        limit = self.endpoint.max_message_size
+        entries = pop3.too_large(self._context(), entries, limit)
+        for entry in entries:
+            if entry.uid is not None and entry.uid in self._oversized:
+                log.warning(
+                    "%s: sync skips message %s: its body was larger than max_message_size "
+                    "(%s) though LIST said it was not",
+                    self._context(),
+                    entry.uid,
+                    limit,
+                )
+        entries = [e for e in entries if e.uid is None or e.uid not in self._oversized]
         identities = {
             entry.number: f"uidl:{entry.uid}" if entry.uid is not None else names[entry.number]
             for entry in entries
@@ -312,6 +332,12 @@ class _POP3:
                 entry, reply = item
                 message = pop3.message_of(entry, reply, top=False, id=names.get(entry.number))
                 yield Emit(SyncStep(message, pop3.CURSOR, pop3.identity(message)))
+        except MessageTooLarge as exc:
+            # Larger than its LIST size said: refused as it arrived. The next sync skips it
+            # (with a warning) rather than stall on it.
+            if exc.id is not None:
+                self._oversized.add(exc.id)
+            raise
         finally:
             items.close()
         if cursor is None:
@@ -358,6 +384,7 @@ class POP3Retriever(_POP3, Retriever):
     def __init__(self, endpoint: Endpoint, *, state: Any = None) -> None:
         super().__init__(endpoint, state=state)
         self._ending = set()
+        self._oversized = set()
 
     # -- running plans: what the blocking I/O model does -------------------------------------
 
@@ -450,6 +477,7 @@ class AsyncPOP3Retriever(_POP3, AsyncRetriever):
     def __init__(self, endpoint: Endpoint, *, state: Any = None) -> None:
         super().__init__(endpoint, state=state)
         self._ending = set()
+        self._oversized = set()
 
     # -- running plans: what the asyncio I/O model does --------------------------------------
 

@@ -50,7 +50,7 @@ from typing import Any, ClassVar
 from urllib.parse import quote
 
 from mailsync._base import SendResult, SyncStep
-from mailsync._config import Endpoint
+from mailsync._config import Endpoint, max_message_size
 from mailsync._envelope import Envelope
 from mailsync._errors import (
     ConfigError,
@@ -115,8 +115,6 @@ from mailsync.protocol.mailapi import COMMON_OPTIONS, MailAPI, whole_number_opti
 
 __all__ = ["GmailAPI"]
 
-#: Gmail's largest message (messages.insert takes 150 MB); ``max_message_size`` changes it.
-MAX_MESSAGE_SIZE = 200 * 1024 * 1024
 BATCH_SIZE = 25
 
 
@@ -147,8 +145,8 @@ class GmailAPI(MailAPI):
     Options (keyword arguments of :func:`mailsync.connect` or URL query parameters), beyond
     the common ``base_url``, ``transport``, ``concurrency``, ``retries`` and ``retry_delay``:
     ``upload_url`` (the upload root, derived from ``base_url`` by default), ``batch_size``
-    (messages downloaded per round, 25) and ``max_message_size`` (bytes, 200 MiB; ``None``
-    for no limit).
+    (messages downloaded per round, 25) and ``max_message_size`` (bytes, 256 MiB as on every
+    backend; ``None`` for no limit).
     """
 
     name: ClassVar[str] = NAME
@@ -170,7 +168,7 @@ class GmailAPI(MailAPI):
         params = endpoint.params
         self.user = user_id(endpoint)
         self.batch_size = whole_number_option(params, "batch_size", BATCH_SIZE) or BATCH_SIZE
-        size = whole_number_option(params, "max_message_size", MAX_MESSAGE_SIZE, none_allowed=True)
+        size = max_message_size(params)
         # The raw message arrives base64url-encoded inside a small JSON object.
         self._raw_limit = None if size is None else size * 4 // 3 + 64 * 1024
         self._client = APIClient(Auth(endpoint), GmailDialect(), RetryPolicy.from_params(params))

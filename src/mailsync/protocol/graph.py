@@ -57,6 +57,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
 
 from mailsync._base import SendResult, SyncStep
+from mailsync._config import max_message_size
 from mailsync._envelope import Envelope
 from mailsync._errors import (
     FolderNotFound,
@@ -102,7 +103,6 @@ from mailsync.protocol.mailapi import (
     MailAPI,
     canonical_folder,
     chunks,
-    whole_number_option,
 )
 
 __all__ = ["GraphAPI"]
@@ -122,8 +122,6 @@ _PAGE = 100
 _HEADERS_PAGE = 50
 _FOLDER_PAGE = 100
 _DELTA_PAGE = 200
-#: The default bound on one message's MIME (``max_message_size`` changes it, None: none).
-MAX_MESSAGE_SIZE = 256 * 1024 * 1024
 
 
 class GraphAPI(MailAPI):
@@ -150,9 +148,7 @@ class GraphAPI(MailAPI):
             Auth(endpoint), GraphDialect(), RetryPolicy.from_params(endpoint.params)
         )
         self.user = user_path(endpoint.username, endpoint.host)
-        self.max_message_size = whole_number_option(
-            endpoint.params, "max_message_size", MAX_MESSAGE_SIZE, none_allowed=True
-        )
+        self.max_message_size = max_message_size(endpoint.params)
         self._folders: dict[str, FolderInfo] | None = None
         self._by_id: dict[str, FolderInfo] = {}
         self._well_known: dict[str, str] = {}

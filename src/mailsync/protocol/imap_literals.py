@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
-from mailsync._errors import ProtocolError
+from mailsync._errors import MessageTooLarge, ProtocolError
 
 __all__ = [
     "Continuation",
@@ -44,6 +44,7 @@ MAX_LINE = 1 << 20
 _COMPACT_AT = 1 << 20
 
 _LITERAL_AT_END = re.compile(rb"~?\{(\d+)\}\Z")
+_UID_ITEM = re.compile(rb"[( ]UID (\d+)", re.IGNORECASE)
 _FETCH_HEAD = re.compile(rb"\* (\d+) FETCH ", re.IGNORECASE)
 # The usual shape: simple items, then one literal section at the end of the first line, and a
 # lone ")" after the literal. Matched once per message; anything else takes the general parser.
@@ -154,11 +155,27 @@ Event = FetchResponse | Untagged | Tagged | Continuation
 
 
 class ResponseReader:
-    """Turns bytes from an IMAP server into response events, without doing any I/O."""
+    """Turns bytes from an IMAP server into response events, without doing any I/O.
 
-    __slots__ = ("_buf", "_chunks", "_in_literal", "_literals", "_need", "_pos", "_segments")
+    Args:
+        max_literal: The largest literal accepted (``max_message_size``): one announced
+            larger is refused with :class:`~mailsync.MessageTooLarge` before a byte of it is
+            read. None: no limit.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = (
+        "_buf",
+        "_chunks",
+        "_in_literal",
+        "_literals",
+        "_need",
+        "_pos",
+        "_segments",
+        "max_literal",
+    )
+
+    def __init__(self, *, max_literal: int | None = None) -> None:
+        self.max_literal = max_literal
         self._buf = bytearray()
         self._pos = 0
         self._segments: list[bytes] = []
@@ -232,8 +249,24 @@ class ResponseReader:
             size = _literal_size(line)
             if size is None:
                 return self._complete()
+            if self.max_literal is not None and size > self.max_literal:
+                raise self._too_large(size, self.max_literal)
             self._need = size
             self._in_literal = True
+
+    def _too_large(self, size: int, limit: int) -> MessageTooLarge:
+        """The error for a literal announced larger than ``limit``, naming the message's UID
+        when the response gave it before the literal (as servers do: items come in the order
+        asked for, UID first)."""
+        found = _UID_ITEM.search(b"".join(self._segments))
+        uid = int(found.group(1)) if found else None
+        which = f"message UID {uid}" if uid is not None else "a message"
+        return MessageTooLarge(
+            f"{which} is {size} bytes, over max_message_size ({limit} bytes): refused unread",
+            size=size,
+            limit=limit,
+            uid=uid,
+        )
 
     def _take_literal(self) -> bool:
         available = len(self._buf) - self._pos

@@ -19,7 +19,11 @@ UIDVALIDITY changed) first fetches only the Message-ID header of each batch and 
 messages delivered before, then skips messages without a Message-ID whose very bytes were
 delivered before; and a folder whose UIDVALIDITY changes while it is being read ends the walk
 with :class:`~mailsync.TemporaryFailure` (the next sync resyncs) rather than mixing two
-folders' UIDs.
+folders' UIDs. A message over ``max_message_size`` (:class:`~mailsync.MessageTooLarge`, raised
+by the backend from the size the server announces, before reading it) is skipped with a
+warning naming its id, and the walk goes on with the rest of its batch on a new connection:
+the cursor moves past it, so a sync never stalls on it; ``get(id)`` on a retriever with a
+larger limit fetches it (:func:`_fetch_skipping`).
 
 It must not do I/O or know which library speaks IMAP.
 """
@@ -34,7 +38,7 @@ from functools import partial
 from typing import Any, Literal, TypeAlias
 
 from mailsync._base import SyncStep
-from mailsync._errors import ConfigError, ProtocolError
+from mailsync._errors import ConfigError, MessageTooLarge, ProtocolError
 from mailsync._message import Message, header_block, message_identity
 from mailsync._plans import Call, Emit, Operation, Plan
 from mailsync.protocol.imap import (
@@ -42,6 +46,7 @@ from mailsync.protocol.imap import (
     FETCH_BODY,
     Criterion,
     FolderStatus,
+    format_message_id,
     message_from_fetch,
     uid_set,
 )
@@ -408,9 +413,7 @@ def sync_steps(
         todo = batch
         if plan.checks_identities:
             todo = yield from _unknown(folder, uidvalidity, batch, known)
-        fetched = []
-        if todo:
-            fetched = yield Fetch(folder, uidvalidity, tuple(todo), FETCH_BODY, gmail=True)
+        fetched, todo = yield from _fetch_skipping(folder, uidvalidity, todo, FETCH_BODY)
         messages = messages_from_fetch(fetched, folder, uidvalidity, todo)
         missing = sorted(set(todo) - {int(m.uid or 0) for m in messages})
         stop = None
@@ -486,7 +489,64 @@ def _hold(
 def _unknown(folder: str, uidvalidity: int, uids: list[int], known: Known) -> Plan[list[int]]:
     """The UIDs whose message was not delivered before, judged by Message-ID (only that
     header is fetched); messages without one are fetched and judged by their bytes."""
-    fetched = yield Fetch(folder, uidvalidity, tuple(uids), MESSAGE_ID_ITEMS)
+    fetched, uids = yield from _fetch_skipping(folder, uidvalidity, uids, MESSAGE_ID_ITEMS)
     identities = message_ids(fetched)
     delivered: set[str] = yield Call(partial(known, list(identities.values())))
     return [uid for uid in uids if identities.get(uid) not in delivered]
+
+
+def _fetch_skipping(
+    folder: str, uidvalidity: int, uids: list[int], items: str
+) -> Plan[tuple[list[Mapping[bytes, Any]], list[int]]]:
+    """``UID FETCH`` of ``items`` for ``uids``, leaving out messages over the size limit:
+    what was fetched, and the UIDs it was for.
+
+    A message refused as too large (the backend drops the connection: the rest of the
+    message was on the wire) is logged and left out, and the FETCH is asked again for the
+    others. When the server did not name the message's UID before its body, the UIDs are
+    fetched one by one, so the one to skip is known; each round leaves one out, so this ends.
+    """
+    todo = list(uids)
+    gmail = items == FETCH_BODY  # Gmail's labels come with the bodies, not the first pass
+    one_by_one = False
+    while todo:
+        try:
+            if not one_by_one:
+                fetched = yield Fetch(folder, uidvalidity, tuple(todo), items, gmail=gmail)
+                return fetched, todo
+            return (yield from _fetch_each(folder, uidvalidity, todo, items))
+        except MessageTooLarge as exc:
+            uid = exc.uid if exc.uid in todo else (todo[0] if len(todo) == 1 else None)
+            if uid is None:
+                one_by_one = True
+                continue
+            _skipped(folder, uidvalidity, uid, exc)
+            todo.remove(uid)
+    return [], []
+
+
+def _fetch_each(
+    folder: str, uidvalidity: int, uids: list[int], items: str
+) -> Plan[tuple[list[Mapping[bytes, Any]], list[int]]]:
+    fetched: list[Mapping[bytes, Any]] = []
+    done: list[int] = []
+    for uid in uids:
+        try:
+            fetched += yield Fetch(folder, uidvalidity, (uid,), items, gmail=items == FETCH_BODY)
+        except MessageTooLarge as exc:
+            _skipped(folder, uidvalidity, uid, exc)
+            continue
+        done.append(uid)
+    return fetched, done
+
+
+def _skipped(folder: str, uidvalidity: int, uid: int, error: MessageTooLarge) -> None:
+    size = f"{error.size} bytes" if error.size is not None else "too large"
+    log.warning(
+        "sync of %r skips message %s (%s, over max_message_size=%s): fetch it with get() "
+        "on a retriever connected with a larger max_message_size (or None)",
+        folder,
+        format_message_id(folder, uidvalidity, uid),
+        size,
+        error.limit,
+    )

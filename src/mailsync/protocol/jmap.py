@@ -87,7 +87,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from mailsync._base import SyncStep
-from mailsync._config import Endpoint
+from mailsync._config import Endpoint, max_message_size
 from mailsync._errors import (
     MessageNotFound,
 )
@@ -137,7 +137,7 @@ from mailsync.protocol.jmap_wire import (
     sync_start,
     unique,
 )
-from mailsync.protocol.mailapi import COMMON_OPTIONS, canonical_folder, chunks, whole_number_option
+from mailsync.protocol.mailapi import COMMON_OPTIONS, canonical_folder, chunks
 
 __all__ = [
     "JMAPAPI",
@@ -155,8 +155,6 @@ __all__ = [
 ]
 
 IDENTITY = "jmap:"
-#: The default bound on one message's blob (``max_message_size`` changes it; None: none).
-MAX_MESSAGE_SIZE = 256 * 1024 * 1024
 #: Messages per listing page (a page's metadata is what is held in memory).
 _PAGE = 50
 _HEADERS_PAGE = 200
@@ -218,9 +216,7 @@ class JMAPAPI(JMAPSubmission):
 
     def __init__(self, endpoint: Endpoint) -> None:
         super().__init__(endpoint)
-        self.max_message_size = whole_number_option(
-            endpoint.params, "max_message_size", MAX_MESSAGE_SIZE, none_allowed=True
-        )
+        self.max_message_size = max_message_size(endpoint.params)
         self._push = True
         self._last_event_id: str | None = None
         self._synced_state: str | None = None

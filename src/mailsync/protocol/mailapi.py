@@ -25,14 +25,14 @@ This module is pure: no I/O, no httpx.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from mailsync._base import SendResult
-from mailsync._config import Endpoint
+from mailsync._config import Endpoint, whole_number_option
 from mailsync._envelope import Envelope
-from mailsync._errors import ConfigError, Unsupported
+from mailsync._errors import Unsupported
 from mailsync._message import Folder, Message
 from mailsync._plans import Plan, Sleep
 from mailsync._query import Q
@@ -174,29 +174,6 @@ class MailAPI:
     def close(self) -> Plan[None]:
         """Say goodbye, if the provider wants that (nothing by default)."""
         yield from ()
-
-
-def whole_number_option(
-    params: Mapping[str, Any], key: str, default: int | None, *, none_allowed: bool = False
-) -> int | None:
-    """A backend option that is a whole number >= 1 (``concurrency``, ``batch_size``,
-    ``max_message_size``), given as a keyword argument or a URL query parameter (a string).
-    With ``none_allowed``, None (or ``"none"`` in a URL) means "no limit".
-
-    Raises:
-        ConfigError: Anything else.
-    """
-    value = params.get(key, default)
-    if none_allowed and (value is None or (isinstance(value, str) and value.lower() == "none")):
-        return None
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        number = 0
-    if number < 1 or isinstance(value, bool):
-        also = " or None" if none_allowed else ""
-        raise ConfigError(f"{key} must be a whole number >= 1{also}, not {value!r}")
-    return number
 
 
 # -- what every provider's plans use ------------------------------------------------------

@@ -32,11 +32,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
+from mailsync._config import MAX_RESPONSE_BYTES
 from mailsync._errors import (
     AuthenticationError,
     ConnectionFailed,
     MailsyncError,
     MessageNotFound,
+    MessageTooLarge,
     ProtocolError,
     RateLimited,
     ServerError,
@@ -210,12 +212,22 @@ class POP3Connection:
     differently), or a read ends at a line end before the announced size is reached (a
     server announcing more than it sends), it falls back to scanning.
 
+    A body is bounded as it arrives: a ``RETR``/``TOP`` body by ``max_message`` (refused
+    from its announced size before it is read, else as soon as that much has arrived, so a
+    server that never sends the terminator cannot make the buffer grow without end), any
+    other (``LIST``, ``UIDL``, ``CAPA``) by :data:`~mailsync._config.MAX_RESPONSE_BYTES`.
+    Past the bound the connection is out of step (:class:`~mailsync.MessageTooLarge`).
+
     Args:
         greeting: Whether the server's greeting is still to come (False for tests that start
             mid-session).
+        max_message: The largest message accepted, in bytes (``max_message_size``); None:
+            no limit.
     """
 
-    def __init__(self, *, greeting: bool = True) -> None:
+    def __init__(self, *, greeting: bool = True, max_message: int | None = None) -> None:
+        self.max_message = max_message
+        self._body_limit: int | None = None
         self._buffer = bytearray(_INITIAL_BUFFER)
         self._start = 0  # first byte not yet parsed
         self._end = 0  # end of the bytes received
@@ -416,6 +428,10 @@ class POP3Connection:
             self._body_start = self._scan = after
             match = _OCTETS.match(text)
             self._announced = int(match.group(1)) if match else None
+            is_message = command.name in ("RETR", "TOP")
+            self._body_limit = self.max_message if is_message else MAX_RESPONSE_BYTES
+            if self._announced is not None:
+                self._check_size(self._announced)
             return self._next_body(after)
         self._pending.popleft()
         if ok and command.name == "RSET":
@@ -432,10 +448,26 @@ class POP3Connection:
             raise ProtocolError("the POP3 server sent a challenge that is not base64") from exc
         return Challenge(command, data)
 
+    def _check_size(self, size: int) -> None:
+        limit = self._body_limit
+        if limit is None or size <= limit:
+            return
+        command = self._pending[0]
+        what = f"{command.name} {' '.join(command.args)}".strip()
+        raise MessageTooLarge(
+            f"the reply to {what} is over {limit} bytes ({size} announced or received): refused",
+            size=size,
+            limit=limit,
+        )
+
     def _next_body(self, pos: int) -> tuple[Event | None, int]:
         start, end, buffer = self._body_start, self._end, self._buffer
         if end - start < 3:
             return None, pos
+        # Once per read: the body (and at most its terminator) must fit the limit.
+        limit = self._body_limit
+        if limit is not None and end - start > limit + len(_TERMINATOR):
+            self._check_size(end - start - len(_TERMINATOR))
         if buffer[start : start + 3] == b".\r\n":  # a first line "." can only be the end
             return self._body_done(b"", start + 3)
         framed = self._frame_by_size(start)

@@ -22,6 +22,10 @@ Rules that live here:
   header block and size are the same get ``#2``, ``#3``... after the digest, in maildrop order
   (:class:`Naming`), so ids stay unique; :func:`delete` refuses to delete some but not all of
   them, as nothing else tells them apart from one session to the next.
+- A message over ``max_message_size`` by its LIST size is never asked for: :func:`fetch`
+  fetches those before it and raises :class:`~mailsync.MessageTooLarge`; ``sync()`` leaves
+  it out with a warning (:func:`too_large`). One whose body turns out larger than LIST said
+  is refused as it arrives (the connection is dropped), and the error names it.
 
 It must not do I/O, sleep, or keep anything between sessions (that is the retriever's policy).
 """
@@ -42,6 +46,7 @@ from mailsync._errors import (
     FolderNotFound,
     MailsyncError,
     MessageNotFound,
+    MessageTooLarge,
     ProtocolError,
     ServerError,
     Unsupported,
@@ -84,6 +89,7 @@ __all__ = [
     "login",
     "message_of",
     "open_session",
+    "too_large",
     "usable_after",
 ]
 
@@ -414,6 +420,18 @@ def fetch(state: Session, entries: Sequence[Entry], *, top: bool, reset: bool = 
     time. ``RSET`` rides along with the last window, so that a connection lost later (or a
     server that never sees QUIT) does not leave retrieved messages marked.
     """
+    limit = None if top else state.conn.max_message
+    big = next((i for i, e in enumerate(entries) if limit is not None and e.size > limit), None)
+    if big is not None:
+        yield from fetch(state, entries[:big], top=top, reset=reset)
+        entry = entries[big]
+        raise MessageTooLarge(
+            f"{state.context}: message {entry.uid or entry.number} is {entry.size} bytes "
+            f"(LIST), over max_message_size ({limit} bytes): not retrieved",
+            size=entry.size,
+            limit=limit,
+            id=entry.uid,
+        )
     pipelined = state.caps.pipelining
     in_flight: deque[Entry] = deque()
     in_flight_bytes = 0
@@ -440,7 +458,16 @@ def fetch(state: Session, entries: Sequence[Entry], *, top: bool, reset: bool = 
             reset_sent = True
         if batch:
             yield state.write(b"".join(batch))
-        reply = yield from _next_reply(state)
+        try:
+            reply = yield from _next_reply(state)
+        except MessageTooLarge as exc:
+            entry = in_flight[0]
+            raise MessageTooLarge(
+                f"{state.context}: message {entry.uid or entry.number}: {exc}",
+                size=exc.size,
+                limit=exc.limit,
+                id=entry.uid,
+            ) from None
         entry = in_flight.popleft()
         in_flight_bytes -= entry.size
         if not reply.ok:
@@ -454,6 +481,28 @@ def fetch(state: Session, entries: Sequence[Entry], *, top: bool, reset: bool = 
         yield from _next_reply(state)
     elif reset and entries:
         yield from _command(state, "RSET")
+
+
+def too_large(context: str, entries: Sequence[Entry], limit: int | None) -> list[Entry]:
+    """The entries a ``sync()`` may fetch: those over ``limit`` by their LIST size are left
+    out with a warning each. Their UIDL is not recorded as delivered, so every sync warns
+    again, and one with a larger limit delivers them."""
+    if limit is None:
+        return list(entries)
+    kept = []
+    for entry in entries:
+        if entry.size <= limit:
+            kept.append(entry)
+            continue
+        log.warning(
+            "%s: sync skips message %s (%d bytes, over max_message_size=%d): fetch it with "
+            "get() on a retriever connected with a larger max_message_size (or None)",
+            context,
+            entry.uid or entry.number,
+            entry.size,
+            limit,
+        )
+    return kept
 
 
 def drain(state: Session) -> Plan[None]:
