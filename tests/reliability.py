@@ -67,6 +67,8 @@ AREAS: dict[str, str] = {
     "POP3": "Hostile or broken POP3 servers: scripted ones, and the real Dovecot behind a "
     "breakable TCP proxy.",
     "SMTP": "Hostile or broken SMTP servers: scripted ones, and the real Postfix.",
+    "Connections": "What every protocol does when setting up a connection goes wrong: the "
+    "same error, sync or async, whichever protocol.",
     "Sync state": "Concurrent use and crashes around the sync cursors.",
     "Limits": (
         "What no server can make a call do: hang for ever or grow memory without end. Every "

@@ -21,7 +21,11 @@ so that generic handlers keep working (``except ConnectionError``, ``except Time
      │    ├── RateLimited                    slow down; ``retry_after`` seconds if known
      │    └── TemporaryFailure               try again later (busy mailbox, 4xx replies)
      ├── SendError                           a message could not be sent
-     │    └── RecipientsRefused              every recipient was refused; ``refused`` says why
+     │    ├── RecipientsRefused              every recipient was refused; ``refused`` says why
+     │    │    └── RecipientsDeferred        ... only for now (4xx on every attempt); also a
+     │    │                                  TemporaryFailure
+     │    └── DeliveryUncertain              the message went, its answer never came:
+     │                                       not sent again; ``message_id``
      ├── StorageError (OSError)              a local file or directory could not be written
      ├── StateError                          the state store is damaged or failed; ``store``
      │    └── LeaseLost                      another run saved this cursor: nothing was saved
@@ -41,7 +45,7 @@ import re
 import socket
 import ssl
 from collections.abc import Iterator, Mapping
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from mailsync._hints import socket_error_text
 
@@ -49,6 +53,7 @@ __all__ = [
     "AuthenticationError",
     "ConfigError",
     "ConnectionFailed",
+    "DeliveryUncertain",
     "FolderNotFound",
     "InvalidAddress",
     "LeaseLost",
@@ -58,6 +63,7 @@ __all__ = [
     "MessageTooLarge",
     "ProtocolError",
     "RateLimited",
+    "RecipientsDeferred",
     "RecipientsRefused",
     "SecretScrubber",
     "SendError",
@@ -200,6 +206,60 @@ class RecipientsRefused(SendError):
     def __init__(self, message: str, *, refused: Mapping[str, tuple[int, str]]) -> None:
         super().__init__(message)
         self.refused = dict(refused)
+
+
+class RecipientsDeferred(RecipientsRefused, TemporaryFailure):
+    """Every recipient was refused for now: each got a 4xx reply (greylisting, a full or busy
+    mailbox) on every attempt, so nothing was sent, and the same message may go through
+    later. Both a :class:`RecipientsRefused` (``refused`` has each address's last reply) and
+    a :class:`TemporaryFailure` (``code`` is the last 4xx code).
+
+    A refusal mixing 4xx and 5xx replies is a plain :class:`RecipientsRefused`: some
+    recipients will never take the message.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        refused: Mapping[str, tuple[int, str]],
+        code: int | str | None = None,
+    ) -> None:
+        MailsyncError.__init__(self, message)
+        self.refused = dict(refused)
+        self.code = code
+
+
+class DeliveryUncertain(SendError):
+    """The message's end of data went out, and no answer came back (the connection dropped,
+    the wait timed out, or the answer was garbled): the server may have taken the message or
+    not, and mailsync cannot tell. It is not sent again, as sending it again could deliver it
+    twice; the sender's ``resend_uncertain`` option sends it once more instead.
+
+    From ``send_many`` it comes after every other message was dealt with, and says which
+    messages are uncertain.
+
+    Attributes:
+        message_id: The Message-ID of the (first) message whose delivery is uncertain.
+        message_ids: Every such Message-ID, in the order sent (one for ``send``).
+        results: ``send_many``: one entry per message, in order: its
+            :class:`~mailsync.SendResult`, or None where delivery is uncertain. ``send``:
+            empty.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        message_id: str,
+        message_ids: tuple[str, ...] = (),
+        results: list[Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message_id = message_id
+        self.message_ids = message_ids or (message_id,)
+        # SendResult | None each (not named here: _base, which defines it, imports this module)
+        self.results: list[Any] = list(results or [])
 
 
 class StorageError(MailsyncError, OSError):

@@ -83,7 +83,8 @@ class Message:
         flags: IMAP-spelled flags (``\\Seen``, ``\\Flagged``, ``\\Answered``, ``\\Draft``,
             ``\\Deleted``, keywords).
         raw: The message bytes as retrieved (the header block only for ``headers_only``).
-        size: The full message size in bytes as the server reported it, else ``len(raw)``.
+        size: The full message size in bytes as the server reported it, else ``len(raw)``
+            (also when what the server reported cannot be a size: a negative number).
         labels: Gmail-style labels, empty elsewhere.
         thread_id: The provider's conversation id, when it has one.
         headers_only: True when ``raw`` is the header block only.
@@ -142,7 +143,8 @@ class Message:
         store(self, "folder", folder)
         store(self, "uid", uid)
         store(self, "flags", frozenset((flags,) if isinstance(flags, str) else flags))
-        store(self, "size", len(raw) if size is None else size)
+        # A server's size is taken as said, unless it cannot be one (IMAP RFC822.SIZE -5).
+        store(self, "size", len(raw) if size is None or size < 0 else size)
         store(self, "labels", frozenset((labels,) if isinstance(labels, str) else labels))
         store(self, "thread_id", thread_id)
         store(self, "headers_only", headers_only)

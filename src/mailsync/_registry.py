@@ -66,7 +66,16 @@ _POP3 = BackendSpec(
 _SMTP = BackendSpec(
     sender="mailsync.backends.smtp:SMTPSender",
     async_sender="mailsync.backends.smtp:AsyncSMTPSender",
-    options=frozenset({"retries", "retry_delay", "reconnects", "local_hostname", "pipelining"}),
+    options=frozenset(
+        {
+            "retries",
+            "retry_delay",
+            "reconnects",
+            "local_hostname",
+            "pipelining",
+            "resend_uncertain",
+        }
+    ),
 )
 _MAILDIR = BackendSpec(
     retriever="mailsync.backends.maildir:MaildirRetriever",

@@ -11,6 +11,18 @@ it misbehave:
   (the password, say);
 - ``bye_after``: in a UID FETCH, send that many messages, then ``* BYE`` and hang up.
 
+Faults of the defects work (issue 14: items 6 and the smaller ones), each a keyword option
+with its own block in :meth:`HostileIMAP._defects`:
+
+- ``refuse_starttls``: answer STARTTLS (offer it in ``capabilities``) with this status and
+  text (``"NO [UNAVAILABLE] not now"``, ``"BAD no"``);
+- ``omit_uids``: leave these UIDs out of every UID FETCH answer (which still ends OK) while
+  SEARCH lists them; ``omit_times`` bounds how many answers leave each one out;
+- ``expunged``: UIDs gone between the SEARCH before a FETCH and a re-check after it: the
+  first lists them, FETCH leaves them out, a ``UID SEARCH`` of a UID set does not list them;
+- ``no_uid_for``: send the FETCH response of these UIDs without its UID item;
+- ``sizes``: UID -> the RFC822.SIZE to announce (a negative one, say).
+
 Limits (issue 14.3, 14.4, 14.10), each a separate keyword naming where it strikes:
 
 - ``drip``: ``"greeting"`` or ``"fetch"``: that reply goes out a byte at a time, a byte every
@@ -53,6 +65,12 @@ class HostileIMAP:
         bye_after: int | None = None,
         messages: int = 0,
         make_raw: Callable[[int], bytes] | None = None,
+        refuse_starttls: str | None = None,
+        omit_uids: frozenset[int] = frozenset(),
+        omit_times: int | None = None,
+        expunged: frozenset[int] = frozenset(),
+        no_uid_for: frozenset[int] = frozenset(),
+        sizes: dict[int, int] | None = None,
         # -- limits ------------------------------------------------------------------------
         drip: str | None = None,
         flood: str | None = None,
@@ -66,6 +84,14 @@ class HostileIMAP:
         self.bye_after = bye_after
         self.messages = messages
         self.make_raw = make_raw or (lambda uid: b"Subject: %d\r\n\r\nbody %d\r\n" % (uid, uid))
+        # -- defects options (see the module docstring) --
+        self.refuse_starttls = refuse_starttls
+        self.omit_uids = set(omit_uids)
+        self.omit_times = omit_times
+        self.omitted: dict[int, int] = {}  # UID -> how many FETCH answers left it out
+        self.expunged = set(expunged)
+        self.no_uid_for = set(no_uid_for)
+        self.sizes = dict(sizes or {})
         # -- limits ------------------------------------------------------------------------
         self.drip = drip
         self.flood = flood
@@ -164,6 +190,9 @@ class HostileIMAP:
         line: bytes,
     ) -> bytes | None:
         ok = tag + b" OK done\r\n"
+        defects = self._defects(tag, command, words)
+        if defects is not None:
+            return defects
         if command == b"CAPABILITY":
             return b"* CAPABILITY " + self.capabilities.encode() + b"\r\n" + ok
         if command == b"LOGIN":
@@ -191,7 +220,7 @@ class HostileIMAP:
                 + b" OK [READ-WRITE] done\r\n"
             )
         if command == b"UID SEARCH":
-            found = b" ".join(b"%d" % uid for uid in range(1, self.messages + 1))
+            found = b" ".join(b"%d" % uid for uid in self._search(words))
             return b"* SEARCH " + found + b"\r\n" + ok
         if command == b"UID FETCH":
             return self._fetch(conn, tag, words)
@@ -219,14 +248,50 @@ class HostileIMAP:
             if self.bye_after is not None and count >= self.bye_after:
                 conn.sendall(b"* BYE the server is going away\r\n")
                 return None  # and the connection closes
+            if self._omitted(uid):
+                continue
             raw = self.make_raw(uid)
+            uid_item = b"" if uid in self.no_uid_for else b"UID %d " % uid
+            size = self.sizes.get(uid, len(raw))
             conn.sendall(
-                b"* %d FETCH (UID %d FLAGS () RFC822.SIZE %d BODY[] {%d}\r\n"
-                % (uid, uid, len(raw), len(raw))
+                b"* %d FETCH (%sFLAGS () RFC822.SIZE %d BODY[] {%d}\r\n"
+                % (uid, uid_item, size, len(raw))
                 + raw
                 + b")\r\n"
             )
         return tag + b" OK done\r\n"
+
+    # -- defects options (issue 14: items 6 and the smaller ones) -----------------------------
+
+    def _defects(self, tag: bytes, command: bytes, words: list[bytes]) -> bytes | None:
+        """The answer the defects options give instead of the usual one, or None."""
+        if command == b"STARTTLS" and self.refuse_starttls is not None:
+            return tag + b" " + self.refuse_starttls.encode() + b"\r\n"
+        return None
+
+    def _search(self, words: list[bytes]) -> list[int]:
+        """UID SEARCH ALL, ``UID n:*`` or ``UID <set>``; the expunged UIDs are listed by the
+        first two (the SEARCH before the FETCH) and not by a set without ``*`` (a re-check
+        after it): gone in between."""
+        present = list(range(1, self.messages + 1))
+        if len(words) >= 4 and words[2].upper() == b"UID":
+            asked = set(_uids(words[3], self.messages))
+            present = [uid for uid in present if uid in asked]
+            if b"*" not in words[3]:
+                present = [uid for uid in present if uid not in self.expunged]
+        return present
+
+    def _omitted(self, uid: int) -> bool:
+        """Whether this FETCH answer leaves ``uid`` out (counting the times it did)."""
+        if uid in self.expunged:
+            return True
+        if uid not in self.omit_uids:
+            return False
+        times = self.omitted.get(uid, 0)
+        if self.omit_times is not None and times >= self.omit_times:
+            return False
+        self.omitted[uid] = times + 1
+        return True
 
     # -- limits ------------------------------------------------------------------------------
 

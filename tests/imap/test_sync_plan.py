@@ -11,6 +11,7 @@ import pytest
 import mailsync
 from mailsync._base import SyncStep
 from mailsync._plans import Emit, replay
+from mailsync.protocol import imap_sync
 from mailsync.protocol.imap import FETCH_BODY, FolderStatus
 from mailsync.protocol.imap_sync import (
     MESSAGE_ID_ITEMS,
@@ -63,16 +64,81 @@ def test_incremental_asks_for_newer_uids_in_sized_batches() -> None:
 
 
 def test_the_cursor_moves_past_a_batch_whose_messages_vanished() -> None:
-    # UIDs 5 and 6 were expunged between SEARCH and FETCH: the batch still completes.
+    # UIDs 5 and 6 were expunged between SEARCH and FETCH: fetched again, then looked for
+    # (UID SEARCH finds neither), the batch still completes.
     cursor = SyncCursor(7, 4).as_dict()
     ops, end = replay(
         sync_steps("INBOX", cursor, STATUS, _nothing_known, Batching(first=5)),
-        [[5, 6], []],
+        [[5, 6], [], [], []],
     )
+    assert ops[3] == Search("INBOX", 7, (b"UID", b"5:6"))
     steps = _steps(ops)
     assert all(s.message is None for s in steps)
     assert steps[-1].cursor == SyncCursor(7, 6).as_dict()
     assert end == SyncCursor(7, 6)
+
+
+def test_a_uid_left_out_once_comes_with_the_second_fetch() -> None:
+    cursor = SyncCursor(7, 4).as_dict()
+    ops, end = replay(
+        sync_steps("INBOX", cursor, STATUS, _nothing_known, Batching(first=5)),
+        [[5, 6, 7], _bodies([5, 7]), _bodies([6])],
+    )
+    assert ops[2] == Fetch("INBOX", 7, (6,), FETCH_BODY, gmail=True)
+    steps = _steps(ops)
+    assert [s.message.uid for s in steps if s.message is not None] == [5, 6, 7]
+    assert end == SyncCursor(7, 7)
+
+
+def test_a_uid_still_there_but_never_fetched_is_held_back_then_fetched_again() -> None:
+    # SEARCH lists 5..7, every FETCH leaves 6 out, and UID SEARCH says 6 is still there:
+    # 7 is delivered, the cursor passes 6 only by holding it back, with a warning.
+    cursor = SyncCursor(7, 4).as_dict()
+    ops, end = replay(
+        sync_steps("INBOX", cursor, STATUS, _nothing_known, Batching(first=5)),
+        [[5, 6, 7], _bodies([5, 7]), [], [6]],
+    )
+    steps = _steps(ops)
+    assert [s.message.uid for s in steps if s.message is not None] == [5, 7]
+    assert steps[1].cursor == SyncCursor(7, 7, held=(6,)).as_dict()
+    assert end == SyncCursor(7, 7, held=(6,))
+    assert end.as_dict()["held"] == [6]
+    # The next sync fetches 6 first, with what is new; now it comes, and is let go.
+    status = FolderStatus(uidvalidity=7, uidnext=9, exists=8, highestmodseq=None)
+    ops, end = replay(
+        sync_steps("INBOX", end.as_dict(), status, _nothing_known, Batching(first=5)),
+        [[7, 8], _bodies([6, 8])],
+    )
+    assert ops[1] == Fetch("INBOX", 7, (6, 8), FETCH_BODY, gmail=True)
+    assert [s.message.uid for s in _steps(ops) if s.message is not None] == [6, 8]
+    assert end == SyncCursor(7, 8)
+
+
+def test_a_held_uid_is_asked_for_even_when_nothing_is_new() -> None:
+    cursor = SyncCursor(7, 10, held=(6,)).as_dict()  # UIDNEXT 11: nothing new above 10
+    ops, end = replay(sync_steps("INBOX", cursor, STATUS, _nothing_known, Batching()), [[], [], []])
+    assert [op for op in ops if isinstance(op, Search | Fetch)] == [
+        Fetch("INBOX", 7, (6,), FETCH_BODY, gmail=True),
+        Fetch("INBOX", 7, (6,), FETCH_BODY, gmail=True),
+        Search("INBOX", 7, (b"UID", b"6")),
+    ]
+    assert end == SyncCursor(7, 10)  # gone now: no longer held
+
+
+def test_past_the_most_held_uids_the_cursor_stops_before_the_next_missing_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(imap_sync, "MAX_HELD", 2)
+    cursor = SyncCursor(7, 0, held=(1,)).as_dict()
+    status = FolderStatus(uidvalidity=7, uidnext=9, exists=8, highestmodseq=None)
+    missing = [1, 3, 5, 6]  # 1 already held; 3 fits; 5 is one too many
+    delivered = [2, 4, 7, 8]
+    ops, end = replay(
+        sync_steps("INBOX", cursor, status, _nothing_known, Batching(first=10)),
+        [list(range(1, 9)), _bodies(delivered), [], missing],
+    )
+    assert [s.message.uid for s in _steps(ops) if s.message is not None] == [2, 4]
+    assert end == SyncCursor(7, 4, held=(1, 3))
 
 
 def test_nothing_new_asks_nothing() -> None:

@@ -441,7 +441,15 @@ class Session:
                 "cannot be encrypted; use tls='ssl' for implicit TLS (or tls='none' to allow "
                 "plaintext)"
             )
-        await self.command("STARTTLS")
+        try:
+            await self.command("STARTTLS")
+        except (ServerError, ProtocolError) as exc:
+            # TLS could not be set up: a connection failure, as when STARTTLS is not offered.
+            self.abort()
+            raise ConnectionFailed(
+                f"{self.context}: the server refused STARTTLS ({exc}); refusing to continue "
+                "without TLS"
+            ) from exc
         protocol = self._client.protocol
         loop = asyncio.get_running_loop()
         assert self.tls_context is not None

@@ -28,6 +28,7 @@ from mailsync._errors import (
     MailTimeout,
     MessageTooLarge,
     ProtocolError,
+    SecretScrubber,
     ServerError,
 )
 from mailsync._hints import greeting_problem, socket_error_text
@@ -298,18 +299,21 @@ def adopting_client() -> type[IMAPClient]:
 # -- logging in -----------------------------------------------------------------------------
 
 
-def log_in(imap: imaplib.IMAP4, endpoint: Endpoint) -> frozenset[bytes]:
+def log_in(
+    imap: imaplib.IMAP4, endpoint: Endpoint, secrets: SecretScrubber | None = None
+) -> frozenset[bytes]:
     """STARTTLS when the endpoint asks (failing closed), then log in; returns the
-    capabilities the server has after login.
+    capabilities the server has after login. Every secret sent (password, token, SASL
+    response) is given to ``secrets``, the connection's scrubber, before it goes out.
 
     Raises:
-        ConnectionFailed: STARTTLS required and not offered.
+        ConnectionFailed: STARTTLS required and not offered, or refused.
         AuthenticationError: The credentials were refused, or cannot be sent.
         NoMechanism: A token, and the server offers no OAuth mechanism.
     """
     if endpoint.tls == "starttls":
         _starttls(imap, endpoint)
-    return _authenticate(imap, endpoint)
+    return _authenticate(imap, endpoint, secrets if secrets is not None else SecretScrubber())
 
 
 def _starttls(imap: imaplib.IMAP4, endpoint: Endpoint) -> None:
@@ -319,10 +323,20 @@ def _starttls(imap: imaplib.IMAP4, endpoint: Endpoint) -> None:
             f"{endpoint.display} does not offer STARTTLS; refusing to continue "
             "without TLS (use tls='ssl' for implicit TLS, or tls='none' to allow plaintext)"
         )
-    imap.starttls(endpoint.ssl_context())
+    try:
+        imap.starttls(endpoint.ssl_context())
+    except imaplib.IMAP4.abort:
+        raise  # the connection broke: translated as such by the caller
+    except imaplib.IMAP4.error as exc:
+        # TLS could not be set up: a connection failure, as when STARTTLS is not offered.
+        raise ConnectionFailed(
+            f"{endpoint.display} refused STARTTLS ({exc}); refusing to continue without TLS"
+        ) from exc
 
 
-def _authenticate(imap: imaplib.IMAP4, endpoint: Endpoint) -> frozenset[bytes]:
+def _authenticate(
+    imap: imaplib.IMAP4, endpoint: Endpoint, secrets: SecretScrubber
+) -> frozenset[bytes]:
     """Log in (see :mod:`mailsync.protocol.sasl` for the mechanism); returns the
     capabilities the server has after login."""
     user = endpoint.username or ""
@@ -335,6 +349,7 @@ def _authenticate(imap: imaplib.IMAP4, endpoint: Endpoint) -> frozenset[bytes]:
             if mechanism is None:
                 raise sasl.no_mechanism(endpoint.display, mechanisms, token=True)
             exchange = sasl.exchange(mechanism, user, token, host=endpoint.host, port=endpoint.port)
+            _remember(secrets, token, exchange)
             reply = imap.authenticate(mechanism, exchange.respond)
         elif endpoint.password is None:
             raise AuthenticationError(
@@ -343,20 +358,52 @@ def _authenticate(imap: imaplib.IMAP4, endpoint: Endpoint) -> frozenset[bytes]:
         elif sasl.choose(mechanisms, token=False, usable=_SASL_PASSWORD) is not None:
             # PLAIN carries UTF-8 user names and passwords, which LOGIN's strings cannot.
             exchange = sasl.exchange("PLAIN", user, endpoint.password.reveal())
+            _remember(secrets, endpoint.password.reveal(), exchange)
             if b"SASL-IR" in offered_caps:
                 reply = _authenticate_inline(imap, exchange)
             else:
                 reply = imap.authenticate("PLAIN", exchange.respond)
         else:
+            secrets.add(endpoint.password.reveal())
             reply = _login(imap, endpoint, offered_caps, user, endpoint.password.reveal())
-    except imaplib.IMAP4.abort:
-        raise  # the connection broke: translated as such by the caller
     except imaplib.IMAP4.error as exc:
-        # The server's text may echo the login but never the secret; still keep it short.
+        # The server's text may echo the login, secret and all: taken out of the error kept
+        # as the cause (an abort is translated by the caller as the broken connection it is).
+        scrub_error(exc, secrets)
+        if isinstance(exc, imaplib.IMAP4.abort):
+            raise
         raise AuthenticationError(
             f"{endpoint.display}: the server refused the credentials for {user!r}"
         ) from exc
     return _capabilities_after_login(imap, reply)
+
+
+def _remember(secrets: SecretScrubber, secret: str, exchange: sasl.Exchange) -> None:
+    secrets.add(secret)
+    for response in exchange.secrets():
+        secrets.add(response)
+
+
+def scrub_error(exc: BaseException, secrets: SecretScrubber | None) -> None:
+    """Take the connection's secrets out of a library error's text, in place, and out of the
+    errors it chains: imaplib and imapclient quote the server, which may echo a login.
+
+    In place, because the error stays reachable from the mailsync error raised for it (as
+    its cause, or its context, which Python sets whatever is chained)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while secrets is not None and current is not None and id(current) not in seen:
+        seen.add(id(current))
+        current.args = tuple(_scrub_arg(arg, secrets) for arg in current.args)
+        current = current.__cause__ or current.__context__
+
+
+def _scrub_arg(arg: Any, secrets: SecretScrubber) -> Any:
+    if isinstance(arg, str):
+        return secrets.scrub(arg)
+    if isinstance(arg, bytes | bytearray):
+        return secrets.scrub(bytes(arg).decode("utf-8", "replace")).encode("utf-8")
+    return arg
 
 
 def _authenticate_inline(imap: imaplib.IMAP4, exchange: sasl.Exchange) -> tuple[str, Any]:
@@ -416,7 +463,10 @@ def _capabilities_after_login(imap: imaplib.IMAP4, reply: tuple[str, Any]) -> fr
 
 
 def translate(
-    exc: Exception, context: str, folder: str | None = None
+    exc: Exception,
+    context: str,
+    folder: str | None = None,
+    secrets: SecretScrubber | None = None,
 ) -> tuple[MailsyncError | None, bool]:
     """The mailsync error for an imapclient, imaplib, ssl or socket error (None: not ours to
     translate), and whether the connection is broken by it (then it must be dropped).
@@ -425,7 +475,10 @@ def translate(
         exc: The error.
         context: Put in front of the message (``"IMAP host:143"``).
         folder: The folder the failed command named, if any (a NO then says it is missing).
+        secrets: The connection's secrets: taken out of the error's text (and of ``exc``'s,
+            in place) before anything quotes it.
     """
+    scrub_error(exc, secrets)
     # imapclient's errors can only come from imapclient, which may never have been loaded.
     imapclient_errors: Any = sys.modules.get("imapclient.exceptions")
     if imapclient_errors and isinstance(exc, imapclient_errors.LoginError):
@@ -502,6 +555,7 @@ class FetchStream:
         drop: Drops the connection (after a read that left it out of step).
         alive: Whether the owner still uses this connection (a dropped one is not drained).
         exists: Called when the server announces new mail during the FETCH.
+        secrets: The connection's secrets, taken out of server text quoted in errors.
     """
 
     def __init__(
@@ -513,7 +567,9 @@ class FetchStream:
         drop: Callable[[], None],
         alive: Callable[[], bool],
         exists: Callable[[], None],
+        secrets: SecretScrubber | None = None,
     ) -> None:
+        self._secrets = secrets or SecretScrubber()
         self._imap = imap
         self._context = context
         self._translate = translate
@@ -665,5 +721,5 @@ class FetchStream:
             self._drop()
             raise ProtocolError(f"{self._context}: unexpected tagged reply {event!r}")
         if not event.ok:
-            text = event.text.decode("utf-8", "replace")
+            text = self._secrets.scrub(event.text.decode("utf-8", "replace"))
             raise ServerError(f"{self._context}: FETCH failed: {text}")

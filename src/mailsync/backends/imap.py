@@ -40,6 +40,7 @@ from mailsync._errors import (
     MailTimeout,
     MessageNotFound,
     ProtocolError,
+    SecretScrubber,
     TemporaryFailure,
 )
 from mailsync._message import Folder, Message, crlf_bytes, header_block
@@ -116,6 +117,8 @@ class IMAPRetriever(Retriever):
         self._streams = 0
         #: Connections whose LOGOUT is under way: close() cuts it short.
         self._ending: set[imaplib.IMAP4] = set()
+        #: The secrets the current connection sent, kept out of the errors that quote it.
+        self._secrets = SecretScrubber()
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -142,9 +145,10 @@ class IMAPRetriever(Retriever):
     def _connect(self) -> imaplib.IMAP4:
         with self._errors():
             imap = open_connection(self.endpoint)
+        self._secrets = SecretScrubber()
         try:
             with self._errors():
-                self._caps = log_in(imap, self.endpoint)
+                self._caps = log_in(imap, self.endpoint, self._secrets)
                 if b"X-GM-EXT-1" in self._caps:  # Gmail: labels and threads come with FETCH
                     self.capabilities = type(self).capabilities | {"labels", "threads"}
         except BaseException:
@@ -235,7 +239,7 @@ class IMAPRetriever(Retriever):
     def _translated(self, exc: Exception, folder: str | None = None) -> MailsyncError | None:
         """The mailsync error for a library or socket error (None: not ours to translate);
         drops the connection when the error means it is no longer usable."""
-        error, broken = translate(exc, self.endpoint.display, folder)
+        error, broken = translate(exc, self.endpoint.display, folder, self._secrets)
         if broken:
             self._drop()
         return error
@@ -367,10 +371,11 @@ class IMAPRetriever(Retriever):
                     wanted.update(batches[index + 2])
                 yield index, None
                 continue
-            uid = attributes.get(b"UID")
-            if not isinstance(uid, int):
+            try:
+                uid = imap_sync.uid_of(attributes)  # None (a warning): left out, as in async
+            except ProtocolError as exc:
                 self._drop()
-                raise ProtocolError(f"{self.endpoint.display}: a FETCH response without a UID")
+                raise ProtocolError(f"{self.endpoint.display}: {exc}") from exc
             if uid not in wanted:
                 continue  # an unsolicited FETCH (a flag change) for another message
             wanted.discard(uid)
@@ -398,6 +403,7 @@ class IMAPRetriever(Retriever):
             drop=self._drop,
             alive=lambda: self._imap is imap,
             exists=self._note_exists,
+            secrets=self._secrets,
         )
         self._streams += 1
         try:

@@ -35,6 +35,7 @@ from mailsync._errors import (
     ConnectionFailed,
     FolderNotFound,
     MessageNotFound,
+    ProtocolError,
     TemporaryFailure,
 )
 from mailsync._message import Folder, Message, crlf_bytes, header_block
@@ -354,7 +355,11 @@ class AsyncIMAPRetriever(AsyncRetriever):
         async with self._selected(folder) as (session, mailbox):
             _check_uidvalidity(session, folder, mailbox, uidvalidity)
             fetched = await session.fetch(uid_set(uids), self._items(session, items))
-        return messages_from_fetch(fetched, folder, uidvalidity, uids)
+        try:
+            return messages_from_fetch(fetched, folder, uidvalidity, uids)
+        except ProtocolError as exc:
+            session.abort()  # it said something unreadable: not trusted any further
+            raise ProtocolError(f"{session.context}: {exc}") from exc
 
     def _items(self, session: Session, base: str) -> str:
         return f"{base} {FETCH_GMAIL}" if "X-GM-EXT-1" in session.capabilities else base

@@ -17,7 +17,12 @@ What POP3 is, and how the Retriever API maps onto it honestly:
   ``messages()``/``sync()`` therefore starts from a fresh login, unless the server's
   ``LOGIN-DELAY`` forbids logging in again that soon (then the open session is reused).
 - Message ids are the ``UIDL`` values. A server without UIDL gets ids (and sync identities)
-  from a digest of the header block and the size.
+  from a digest of the header block and the size, and so do messages whose UIDL the server
+  repeats for another message (a repeated UIDL names neither); messages alike in headers and
+  size get ``#2``, ``#3``... after the digest. ``delete()`` never removes a message other
+  than the one named: an id that names no message, or several, or one of several messages
+  that nothing tells apart, deletes nothing and raises (see
+  :mod:`mailsync.protocol.pop3_session`).
 - Retrieval pipelines ``RETR``/``TOP`` in bounded windows when the server offers PIPELINING
   (RFC 2449), so a download is not one round trip per message and memory stays flat.
 - Reading has no side effects: every retrieval is followed by ``RSET``, and a session that
@@ -246,10 +251,13 @@ class _POP3:
         entries = selection.entries((yield from self._listing(session)))
         top = selection.use_top
         count = 0
+        naming = pop3.Naming()  # every message fetched is named, in order: ids as get() has them
         items = Items(pop3.fetch(session, entries, top=top))
         try:
             while (item := (yield from items.next())) is not Items.END:
-                message = selection.accept(pop3.message_of(*item, top=top))
+                entry, reply = item
+                named = naming.id_of(entry, reply.data or b"")
+                message = selection.accept(pop3.message_of(entry, reply, top=top, id=named))
                 if message is None:
                     continue
                 yield Emit(message)
@@ -266,20 +274,23 @@ class _POP3:
             session = yield from self._acquire(fresh=True)
             session.entries = None
             entry = yield from self._lookup(session, id)
-        if entry is None:
-            raise MessageNotFound(f"{self._context()}: no message {id!r} in the maildrop")
+        if entry is None:  # raises MessageNotFound, saying why (a UIDL now shared, say)
+            entry = pop3.resolve(self._context(), session.entries or [], {}, id)
         found: list[tuple[pop3.Entry, Reply]] = []
         yield from self._guarded(
             session, collect(pop3.fetch(session, [entry], top=False), found.append)
         )
         if not found:
             raise MessageNotFound(f"{self._context()}: message {id!r} vanished")
-        return pop3.message_of(*found[0], top=False)
+        return pop3.message_of(*found[0], top=False, id=id)
 
     def _lookup(self, session: pop3.Session, id: str) -> Plan[pop3.Entry | None]:
+        """The entry ``id`` names, None when it names none; an ambiguous id raises."""
         entries = yield from self._listing(session)
         index = yield from self._guarded(session, pop3.index(session, entries, [id]))
-        return index.get(id)
+        if id not in index:
+            return None
+        return pop3.resolve(self._context(), entries, index, id)
 
     def _syncing(
         self,
@@ -292,6 +303,10 @@ class _POP3:
         pop3.check_folder(folder)
         session = yield from self._streaming(stream, fresh=True)
         entries = yield from self._listing(session)
+        # What each message is recorded as: "uidl:<UIDL>", or its header digest id where it
+        # has no UIDL of its own (headers fetched for those only). Named over the whole
+        # listing, so that look-alikes get the ordinals get() and delete() give them.
+        names = yield from pop3.identify(session, entries)
         limit = self.endpoint.max_message_size
         entries = pop3.too_large(self._context(), entries, limit)
         for entry in entries:
@@ -304,15 +319,18 @@ class _POP3:
                     limit,
                 )
         entries = [e for e in entries if e.uid is None or e.uid not in self._oversized]
-        if any(entry.uid is None for entry in entries):
-            entries = yield from self._unseen_by_digest(session, entries, known)
-        else:
-            delivered = yield Call(partial(known, [f"uidl:{e.uid}" for e in entries]))
-            entries = [e for e in entries if f"uidl:{e.uid}" not in delivered]
+        identities = {
+            entry.number: f"uidl:{entry.uid}" if entry.uid is not None else names[entry.number]
+            for entry in entries
+            if entry.number in names
+        }
+        delivered = yield Call(partial(known, list(identities.values())))
+        entries = [e for e in entries if identities.get(e.number, "") not in delivered]
         items = Items(pop3.fetch(session, entries, top=False))
         try:
             while (item := (yield from items.next())) is not Items.END:
-                message = pop3.message_of(*item, top=False)
+                entry, reply = item
+                message = pop3.message_of(entry, reply, top=False, id=names.get(entry.number))
                 yield Emit(SyncStep(message, pop3.CURSOR, pop3.identity(message)))
         except MessageTooLarge as exc:
             # Larger than its LIST size said: refused as it arrived. The next sync skips it
@@ -324,22 +342,6 @@ class _POP3:
             items.close()
         if cursor is None:
             yield Emit(SyncStep(None, pop3.CURSOR))
-
-    def _unseen_by_digest(
-        self,
-        session: pop3.Session,
-        entries: list[pop3.Entry],
-        known: Callable[[Iterable[str]], set[str]],
-    ) -> Plan[list[pop3.Entry]]:
-        digests: dict[int, str] = {}
-
-        def note(item: tuple[pop3.Entry, Reply]) -> None:
-            entry, reply = item
-            digests[entry.number] = pop3.digest_id(reply.data or b"", entry.size)
-
-        yield from collect(pop3.fetch(session, entries, top=session.caps.top), note)
-        delivered = yield Call(partial(known, list(digests.values())))
-        return [e for e in entries if digests.get(e.number, "") not in delivered]
 
     def _deleting(self, ids: Sequence[str]) -> Plan[None]:
         # A fresh snapshot (mail that arrived since can be deleted too), unless LOGIN-DELAY

@@ -36,14 +36,21 @@ Behaviour worth knowing:
 - SIZE is declared in MAIL FROM only for messages over 64 KiB (the limit is always checked
   before sending): declaring it makes Postfix look at its free disk space for every message,
   which costs small messages more than an early refusal could save.
-- A connection lost in the middle of a transaction is reopened (a bounded number of times) and
-  the message sent again. Messages whose end-of-data was acknowledged are never sent again; a
-  message whose acknowledgement itself was lost may arrive twice (the unavoidable RFC 1047
-  case).
+- A connection lost in the middle of a transaction, before the end of data went out, is
+  reopened (a bounded number of times) and the message sent again. Once the end of data is
+  written the outcome is unknown until the reply comes (RFC 1047): a server may read the
+  whole message, take it and drop the connection before answering. So a message whose end
+  of data got no answer (a drop, a timeout, a garbled reply) is not sent again: ``send``
+  raises :class:`~mailsync.DeliveryUncertain` (with its ``message_id``), and ``send_many``
+  sends the other messages, then raises it naming every uncertain one, with the results of
+  the rest in ``.results``. ``resend_uncertain=True`` (URL query or keyword) sends such a
+  message once more instead, on a new connection, accepting that it may arrive twice.
 - 4xx replies are retried with exponential backoff and jitter (``retries`` attempts, first
   delay ``retry_delay`` seconds: URL query or keyword options); recipients still deferred after
   that are reported as refused, a whole message still deferred raises
-  :class:`~mailsync.TemporaryFailure`. 5xx replies are final and never retried.
+  :class:`~mailsync.TemporaryFailure`, and so does a message whose every recipient is still
+  deferred (:class:`~mailsync.RecipientsDeferred`, also a ``RecipientsRefused``). 5xx replies
+  are final and never retried.
 - AUTH uses the mechanism :mod:`mailsync.protocol.sasl` picks (a token: OAUTHBEARER, then
   XOAUTH2; a password: PLAIN, then LOGIN). Secrets (passwords, tokens) are sent only inside
   AUTH exchanges and never logged or shown.
@@ -100,7 +107,9 @@ class SMTPSender(Sender):
     Options (URL query or keyword arguments of :func:`mailsync.sender`): ``retries`` (tries
     for 4xx replies, default 3), ``retry_delay`` (first backoff delay in seconds, default 1),
     ``reconnects`` (per message, default 3), ``local_hostname`` (the EHLO name),
-    ``pipelining`` (default on; ``off`` sends one command at a time).
+    ``pipelining`` (default on; ``off`` sends one command at a time), ``resend_uncertain``
+    (default off; on: a message whose end of data got no answer is sent once more, and may
+    arrive twice, instead of raising :class:`~mailsync.DeliveryUncertain`).
     """
 
     scheme = "smtp"
@@ -140,7 +149,11 @@ class SMTPSender(Sender):
 
         Raises:
             RecipientsRefused: Every recipient was refused.
+            RecipientsDeferred: Every recipient got 4xx replies on every attempt (also a
+                TemporaryFailure).
             TemporaryFailure: 4xx replies on every attempt.
+            DeliveryUncertain: The end of data went out and no answer came: the message may
+                have been delivered, and is not sent again (see ``resend_uncertain``).
             SendError: The sender or the message was refused, or the message is too big.
             Unsupported: DSN, SMTPUTF8 or 8BITMIME needed and not offered by the server.
             AuthenticationError: The credentials were refused.
@@ -160,8 +173,11 @@ class SMTPSender(Sender):
         """Send several messages in order over one connection (pipelined where offered).
 
         A message whose recipients were all refused does not stop the others: its result has
-        nothing in ``accepted``. Any other error stops the run; its notes say how many
-        messages had been sent.
+        nothing in ``accepted``. Nor does a message whose delivery is uncertain (its end of
+        data got no answer): it is not sent again, the others are sent, and then
+        :class:`~mailsync.DeliveryUncertain` names every such message, with the results of
+        all in ``.results`` (None for the uncertain ones). Any other error stops the run;
+        its notes say how many messages had been sent, and which were uncertain.
 
         Args:
             messages: The messages.

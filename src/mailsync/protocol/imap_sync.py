@@ -13,7 +13,8 @@ This module owns:
   and ``Call`` for the state store's ``known()``, which the async driver runs on a thread.
 
 The rules, once for both backends: messages come in UID order, in batches sized by
-:class:`Batching`; the cursor moves past a batch once it is complete; a resync (no cursor, or
+:class:`Batching`; the cursor moves past a batch once it is complete; a UID the SEARCH listed
+and the FETCH left out is never skipped silently (see :func:`sync_steps`); a resync (no cursor, or
 UIDVALIDITY changed) first fetches only the Message-ID header of each batch and skips the
 messages delivered before, then skips messages without a Message-ID whose very bytes were
 delivered before; and a folder whose UIDVALIDITY changes while it is being read ends the walk
@@ -37,7 +38,7 @@ from functools import partial
 from typing import Any, Literal, TypeAlias
 
 from mailsync._base import SyncStep
-from mailsync._errors import ConfigError, MessageTooLarge
+from mailsync._errors import ConfigError, MessageTooLarge, ProtocolError
 from mailsync._message import Message, header_block, message_identity
 from mailsync._plans import Call, Emit, Operation, Plan
 from mailsync.protocol.imap import (
@@ -47,9 +48,11 @@ from mailsync.protocol.imap import (
     FolderStatus,
     format_message_id,
     message_from_fetch,
+    uid_set,
 )
 
 __all__ = [
+    "MAX_HELD",
     "MESSAGE_ID_ITEMS",
     "BatchSizer",
     "Batching",
@@ -64,6 +67,7 @@ __all__ = [
     "messages_from_fetch",
     "plan_sync",
     "sync_steps",
+    "uid_of",
 ]
 
 log = logging.getLogger("mailsync.imap")
@@ -73,6 +77,9 @@ MESSAGE_ID_ITEMS = "UID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"
 #: Which of these identities were delivered before (the state store's ``known``).
 Known: TypeAlias = Callable[[Iterable[str]], set[str]]
 _BODY_ITEMS = frozenset(BODY_KEYS)
+#: At most this many UIDs held back in a cursor (listed by SEARCH, left out by FETCH, still
+#: there); past it the cursor stops before the next one instead (see :func:`sync_steps`).
+MAX_HELD = 1000
 
 
 # -- the cursor -------------------------------------------------------------------------------
@@ -105,18 +112,23 @@ def fetched_identity(raw: bytes) -> str:
 
 @dataclass(frozen=True, slots=True)
 class SyncCursor:
-    """Where a folder's ``sync()`` stands: UIDVALIDITY, the highest UID delivered, and the
-    HIGHESTMODSEQ seen where CONDSTORE is offered. Stored as a small JSON-able dict."""
+    """Where a folder's ``sync()`` stands: UIDVALIDITY, the highest UID delivered, the
+    HIGHESTMODSEQ seen where CONDSTORE is offered, and the UIDs held back: listed by SEARCH,
+    left out of every FETCH answer, and still in the folder, to be fetched again by the next
+    sync. Stored as a small JSON-able dict (``held`` only when there are some)."""
 
     uidvalidity: int
     uid: int = 0
     modseq: int | None = None
+    held: tuple[int, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         """The form saved in the state store."""
         data: dict[str, Any] = {"v": 1, "uidvalidity": self.uidvalidity, "uid": self.uid}
         if self.modseq is not None:
             data["modseq"] = self.modseq
+        if self.held:
+            data["held"] = list(self.held)
         return data
 
     @classmethod
@@ -130,13 +142,20 @@ class SyncCursor:
                 int(data["uidvalidity"]),
                 int(data.get("uid", 0)),
                 int(modseq) if modseq is not None else None,
+                tuple(sorted({int(uid) for uid in data.get("held") or ()})),
             )
         except (KeyError, TypeError, ValueError):
             return None
 
     def after(self, uid: int, status: FolderStatus) -> SyncCursor:
         """The cursor once message ``uid`` of a folder in ``status`` has been delivered."""
-        return SyncCursor(status.uidvalidity, max(self.uid, uid), status.highestmodseq)
+        held = tuple(h for h in self.held if h != uid)
+        return SyncCursor(status.uidvalidity, max(self.uid, uid), status.highestmodseq, held)
+
+    def holding(self, add: Iterable[int] = (), drop: Iterable[int] = ()) -> SyncCursor:
+        """The cursor with UIDs added to, and others taken from, those held back."""
+        held = (set(self.held) | set(add)) - set(drop)
+        return SyncCursor(self.uidvalidity, self.uid, self.modseq, tuple(sorted(held)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +196,7 @@ def plan_sync(saved: Mapping[str, Any] | None, status: FolderStatus) -> SyncPlan
         return SyncPlan("full", 0, fresh)
     if cursor.uidvalidity != status.uidvalidity:
         return SyncPlan("resync", 0, fresh)
-    current = SyncCursor(status.uidvalidity, cursor.uid, status.highestmodseq)
+    current = SyncCursor(status.uidvalidity, cursor.uid, status.highestmodseq, cursor.held)
     if status.uidnext and status.uidnext <= cursor.uid + 1:
         return SyncPlan("unchanged", cursor.uid, current)
     return SyncPlan("incremental", cursor.uid, current)
@@ -271,17 +290,38 @@ def messages_from_fetch(
 ) -> list[Message]:
     """The messages of one ``UID FETCH`` answer for ``uids``, in UID order. Unsolicited FETCH
     responses (another client changed a flag) carry no body, or another UID, and are left
-    out, as is a second response for one UID."""
+    out, as is a second response for one UID, and a message without a UID (:func:`uid_of`)."""
     wanted = set(uids)
     out = []
     for attributes in fetched:
-        uid = attributes.get(b"UID")
-        if uid not in wanted or not _BODY_ITEMS.intersection(attributes):
+        if not _BODY_ITEMS.intersection(attributes):
+            continue
+        uid = uid_of(attributes)
+        if uid not in wanted:
             continue
         wanted.discard(uid)
         out.append(message_from_fetch(attributes, folder=folder, uidvalidity=uidvalidity))
     out.sort(key=lambda message: message.uid or 0)
     return out
+
+
+def uid_of(attributes: Mapping[bytes, Any]) -> int | None:
+    """The UID of a FETCH response that carries a message; None, with a warning, when it has
+    none. RFC 3501 makes the UID part of every answer to UID FETCH, so such a response cannot
+    be told apart from another message's: both IMAP backends leave it out, as they would a
+    response the server left out, and ``sync()`` fetches that UID again (:func:`sync_steps`)
+    rather than step over it.
+
+    Raises:
+        ProtocolError: The UID is there, and not a number: the response is malformed.
+    """
+    uid = attributes.get(b"UID")
+    if isinstance(uid, int) and not isinstance(uid, bool):
+        return uid
+    if uid is not None:
+        raise ProtocolError(f"a FETCH response has a UID that is not a number: {uid!r:.40}")
+    log.warning("a FETCH response carries a message but no UID: it is left out")
+    return None
 
 
 def message_ids(fetched: Iterable[Mapping[bytes, Any]]) -> dict[int, str]:
@@ -339,6 +379,14 @@ def sync_steps(
     :class:`~mailsync._base.SyncStep` items (see the module docstring). Returns where the
     cursor ends.
 
+    A UID the SEARCH listed and the FETCH answer left out (the FETCH ended OK; or its response
+    had no UID) is fetched once more; if it is still left out, a ``UID SEARCH`` of it tells a
+    message expunged meanwhile (fine: gone) from one silently missing. The cursor moves past a
+    missing message only by holding its UID back (:attr:`SyncCursor.held`), with a warning:
+    the next ``sync()`` fetches it again, until it comes or is gone. Past :data:`MAX_HELD`
+    held UIDs, the cursor stops before the next missing one instead, and the walk ends there
+    (later messages come at the next sync, none twice).
+
     Args:
         folder: The folder's name.
         cursor: The saved cursor, or None.
@@ -358,6 +406,8 @@ def sync_steps(
         uids = [uid for uid in found if uid > plan.since_uid]
     elif plan.mode != "unchanged":
         uids = yield Search(folder, uidvalidity, (b"ALL",))
+    # UIDs held back by an earlier sync come first (they are below the cursor's UID).
+    uids = sorted(set(position.held) | set(uids))
     sizes = batching.sizer()
     for batch in sizes.split(uids):
         todo = batch
@@ -365,21 +415,75 @@ def sync_steps(
             todo = yield from _unknown(folder, uidvalidity, batch, known)
         fetched, todo = yield from _fetch_skipping(folder, uidvalidity, todo, FETCH_BODY)
         messages = messages_from_fetch(fetched, folder, uidvalidity, todo)
+        missing = sorted(set(todo) - {int(m.uid or 0) for m in messages})
+        stop = None
+        if missing:
+            again, gone, held = yield from _recheck(folder, uidvalidity, missing)
+            messages = sorted([*messages, *again], key=lambda m: int(m.uid or 0))
+            position, stop = _hold(position, gone, held, folder)
         sizes.learn(messages)
         for message in messages:
-            identity = fetched_identity(message.raw)
             assert message.uid is not None
+            if stop is not None and int(message.uid) >= stop:
+                break
+            identity = fetched_identity(message.raw)
             position = position.after(int(message.uid), status)
             digest = plan.checks_identities and identity.startswith("sha256:")
             if digest and (yield Call(partial(known, [identity]))):
                 continue  # no Message-ID, and these very bytes were delivered before
             yield Emit(SyncStep(message, position.as_dict(), identity))
+        if stop is not None:  # too many held back: the cursor stops before this one
+            position = SyncCursor(
+                uidvalidity, max(position.uid, stop - 1), *position_tail(position)
+            )
+            yield Emit(SyncStep(None, position.as_dict()))
+            return position
         if batch[-1] > position.uid:  # the batch is complete: the cursor moves past all of it
             position = position.after(batch[-1], status)
             yield Emit(SyncStep(None, position.as_dict()))
     if saved != position:
         yield Emit(SyncStep(None, position.as_dict()))  # e.g. HIGHESTMODSEQ moved on
     return position
+
+
+def position_tail(position: SyncCursor) -> tuple[int | None, tuple[int, ...]]:
+    """A cursor's MODSEQ and held UIDs, to build another cursor from."""
+    return position.modseq, position.held
+
+
+def _recheck(
+    folder: str, uidvalidity: int, missing: list[int]
+) -> Plan[tuple[list[Message], list[int], list[int]]]:
+    """UIDs a FETCH answer left out: fetched once more; those still left out are looked for
+    with ``UID SEARCH``. Returns the messages that came, the UIDs gone (expunged), and the
+    UIDs still there but not delivered."""
+    fetched = yield Fetch(folder, uidvalidity, tuple(missing), FETCH_BODY, gmail=True)
+    again = messages_from_fetch(fetched, folder, uidvalidity, missing)
+    still = sorted(set(missing) - {int(m.uid or 0) for m in again})
+    if not still:
+        return again, [], []
+    present: list[int] = yield Search(folder, uidvalidity, (b"UID", uid_set(still).encode()))
+    there = set(present)
+    return again, [uid for uid in still if uid not in there], [uid for uid in still if uid in there]
+
+
+def _hold(
+    position: SyncCursor, gone: list[int], held: list[int], folder: str
+) -> tuple[SyncCursor, int | None]:
+    """The cursor holding back ``held`` (and no longer ``gone``), and the UID before which
+    the walk must stop when that would hold back more than :data:`MAX_HELD` (else None)."""
+    new = [uid for uid in held if uid not in position.held]
+    room = max(MAX_HELD - len(position.held), 0)
+    stop = new[room] if len(new) > room else None
+    if held:
+        log.warning(
+            "%s: UID FETCH left out UID(s) %s, which SEARCH still lists: not delivered now; "
+            "the next sync() fetches them again%s",
+            folder,
+            ", ".join(str(uid) for uid in held[:10]) + (" ..." if len(held) > 10 else ""),
+            f" (too many held back: the cursor stops before UID {stop})" if stop else "",
+        )
+    return position.holding(add=new[:room], drop=gone), stop
 
 
 def _unknown(folder: str, uidvalidity: int, uids: list[int], known: Known) -> Plan[list[int]]:

@@ -17,7 +17,11 @@ Rules that live here:
 - ``DELE`` takes effect only at a successful ``QUIT``: :func:`delete` reports nothing deleted
   otherwise.
 - A server without ``UIDL`` gets ids from a digest of the header block and size
-  (:func:`digest_id`).
+  (:func:`digest_id`), and so do messages whose UIDL the server gave to another message too
+  (RFC 1939 forbids it; such a UIDL names no message, see :func:`listing`). Messages whose
+  header block and size are the same get ``#2``, ``#3``... after the digest, in maildrop order
+  (:class:`Naming`), so ids stay unique; :func:`delete` refuses to delete some but not all of
+  them, as nothing else tells them apart from one session to the next.
 - A message over ``max_message_size`` by its LIST size is never asked for: :func:`fetch`
   fetches those before it and raises :class:`~mailsync.MessageTooLarge`; ``sync()`` leaves
   it out with a warning (:func:`too_large`). One whose body turns out larger than LIST said
@@ -30,7 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,6 +73,7 @@ __all__ = [
     "WINDOW_BYTES",
     "WINDOW_COMMANDS",
     "Entry",
+    "Naming",
     "Selection",
     "Session",
     "check_folder",
@@ -77,6 +82,7 @@ __all__ = [
     "digest_id",
     "drain",
     "fetch",
+    "identify",
     "identity",
     "index",
     "listing",
@@ -105,11 +111,20 @@ _SASL_PASSWORD = ("PLAIN",)
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One message of the maildrop as listed in this session."""
+    """One message of the maildrop as listed in this session.
+
+    Attributes:
+        number: Its message number in this session.
+        uid: Its UIDL, when the server gave one that names only this message.
+        size: Its size as LIST said.
+        shared_uidl: The UIDL the server gave this message and another one too (then
+            ``uid`` is None: the message is known by its header digest).
+    """
 
     number: int
     uid: str | None
     size: int
+    shared_uidl: str | None = None
 
 
 @dataclass(eq=False)  # a session is itself: compared (and hashed) by identity
@@ -274,7 +289,13 @@ def open_session(state: Session, endpoint: Endpoint) -> Plan[None]:
                 f"{state.context}: the server does not offer STLS, and tls='starttls' requires "
                 "TLS; refusing to log in in plaintext (pass tls='none' to allow that)"
             )
-        yield from _command(state, "STLS")
+        reply = yield from _command_reply(state, "STLS")
+        if not reply.ok:
+            # TLS could not be set up: a connection failure, as when STLS is not offered.
+            raise ConnectionFailed(
+                f"{state.context}: the server refused STLS ({reply.text}); refusing to log in "
+                "without TLS"
+            )
         state.conn.check_tls_start()
         yield StartTLS(state.channel)
         state.caps = yield from _capabilities(state)  # RFC 2595: forget pre-TLS capabilities
@@ -342,16 +363,37 @@ def _sasl(state: Session, exchange: sasl.Exchange) -> Plan[None]:
 
 
 def listing(state: Session) -> Plan[list[Entry]]:
-    """The maildrop as ``(number, UIDL, size)``; UIDL is None when the server has none."""
+    """The maildrop as ``(number, UIDL, size)``; UIDL is None when the server has none.
+
+    A UIDL the server lists for more than one message (RFC 1939 says a unique-id is unique
+    in the maildrop; a broken server, or one restored from a backup, may repeat it) names
+    none of them: those messages are listed without one (``shared_uidl`` keeps it), and
+    are known by their header digests, as on a server without UIDL. Taking it for the first
+    or the last of them would make ``get()`` return, and ``delete()`` remove, another message
+    than the one meant.
+    """
     uidl, listed = yield from _commands(state, ("UIDL",), ("LIST",))
     if not listed.ok:
         raise state.error(listed)
     sizes = _numbered(listed, state.context)
     uids = _numbered(uidl, state.context) if uidl.ok else {}
-    return [
-        Entry(number, uids.get(number), _as_size(size, state.context))
-        for number, size in sorted(sizes.items())
-    ]
+    counts = Counter(uid for number, uid in uids.items() if number in sizes)
+    shared = {uid for uid, count in counts.items() if count > 1}
+    if shared:
+        log.warning(
+            "%s: the server gives one UIDL to several messages (%s): they are known by "
+            "their header digests instead",
+            state.context,
+            ", ".join(sorted(shared)[:5]),
+        )
+    entries = []
+    for number, size in sorted(sizes.items()):
+        uid = uids.get(number)
+        if uid in shared:
+            entries.append(Entry(number, None, _as_size(size, state.context), shared_uidl=uid))
+        else:
+            entries.append(Entry(number, uid, _as_size(size, state.context)))
+    return entries
 
 
 def _numbered(reply: Reply, context: str) -> dict[int, str]:
@@ -514,33 +556,123 @@ def _not_deleted(error: MailsyncError, why: str) -> MailsyncError:
 
 
 def _resolve_ids(state: Session, entries: list[Entry], ids: Sequence[str]) -> Plan[list[int]]:
-    """Message numbers for ids, all found or MessageNotFound before anything is changed."""
+    """Message numbers for ids, each naming exactly one message, before anything is changed.
+
+    Raises:
+        MessageNotFound: An id names no message in the maildrop (a UIDL the server now gives
+            to several messages names none).
+        Unsupported: An id is ambiguous, or names one of several messages with the same
+            header block and size without the others: nothing tells them apart from one
+            session to the next, so the one meant cannot be known.
+    """
     by_id = yield from index(state, entries, ids)
-    missing = [i for i in ids if i not in by_id]
-    if missing:
-        raise MessageNotFound(f"{state.context}: no message {missing[0]!r} in the maildrop")
-    return [by_id[i].number for i in dict.fromkeys(ids)]
+    wanted = list(dict.fromkeys(ids))
+    for i in wanted:
+        resolve(state.context, entries, by_id, i)
+    for i in wanted:
+        twins = same_headers(by_id, i)
+        if len(twins) > 1 and not set(twins) <= set(wanted):
+            raise Unsupported(
+                f"{state.context}: messages {', '.join(twins)} have the same header block and "
+                "size, and POP3 offers nothing else to tell them apart from one session to "
+                f"the next: delete all of them or none, not {i!r} alone; nothing was deleted"
+            )
+    return [by_id[i][0].number for i in wanted]
 
 
-def index(state: Session, entries: list[Entry], ids: Iterable[str]) -> Plan[dict[str, Entry]]:
-    """Map message ids to entries: UIDLs directly, header digests by fetching headers."""
-    found = {entry.uid: entry for entry in entries if entry.uid is not None}
-    if not any(i.startswith("hdr:") and i not in found for i in ids):
-        return found
+def resolve(context: str, entries: list[Entry], by_id: dict[str, list[Entry]], id: str) -> Entry:
+    """The one entry ``id`` names (``by_id`` from :func:`index`).
+
+    Raises:
+        MessageNotFound: None does.
+        Unsupported: More than one does (a server whose UIDLs look like header digests).
+    """
+    found = by_id.get(id, [])
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise Unsupported(
+            f"{context}: {id!r} names {len(found)} messages of this maildrop; nothing is "
+            "done with an ambiguous id"
+        )
+    sharing = sum(entry.shared_uidl == id for entry in entries)
+    if sharing:
+        raise MessageNotFound(
+            f"{context}: the server now gives UIDL {id!r} to {sharing} messages, so it names "
+            "none of them (their ids are now header digests: list the messages again)"
+        )
+    raise MessageNotFound(f"{context}: no message {id!r} in the maildrop")
+
+
+def same_headers(by_id: dict[str, list[Entry]], id: str) -> list[str]:
+    """The ids of the messages with the same header digest as ``id`` (``id`` itself too)."""
+    if not id.startswith("hdr:"):
+        return [id]
+    base = id.partition("#")[0]
+    return [other for other in by_id if other.partition("#")[0] == base]
+
+
+def index(state: Session, entries: list[Entry], ids: Iterable[str]) -> Plan[dict[str, list[Entry]]]:
+    """Map message ids to the entries they name: UIDLs directly, header digests by fetching
+    headers (only when a digest id is asked for). More than one entry under an id is an
+    ambiguity for the caller to refuse."""
+    names: dict[int, str]
+    if any(i.startswith("hdr:") for i in ids) and any(e.uid is None for e in entries):
+        names = yield from identify(state, entries, reset=False)
+    else:
+        names = {entry.number: entry.uid for entry in entries if entry.uid is not None}
+    found: dict[str, list[Entry]] = {}
+    for entry in entries:
+        name = names.get(entry.number)
+        if name is not None:
+            found.setdefault(name, []).append(entry)
+    return found
+
+
+def identify(
+    state: Session, entries: Sequence[Entry], *, reset: bool = True
+) -> Plan[dict[int, str]]:
+    """Message number -> id for every entry: its UIDL, else its header digest (:class:`Naming`),
+    the headers fetched with ``TOP n 0`` (or RETR where TOP is missing)."""
+    names = {entry.number: entry.uid for entry in entries if entry.uid is not None}
     headless = [entry for entry in entries if entry.uid is None]
+    naming = Naming()
 
     def note(item: tuple[Entry, Reply]) -> None:
         entry, reply = item
-        found[digest_id(reply.data or b"", entry.size)] = entry
+        names[entry.number] = naming.id_of(entry, reply.data or b"")
 
-    yield from collect(fetch(state, headless, top=state.caps.top, reset=False), note)
-    return found
+    if headless:
+        yield from collect(fetch(state, headless, top=state.caps.top, reset=reset), note)
+    return names
 
 
 def digest_id(data: bytes, size: int) -> str:
     """The id/identity of a message on a server without UIDL: its header block and size."""
     digest = hashlib.sha256(header_block(data) + b"\0" + str(size).encode()).hexdigest()
     return "hdr:" + digest[:40]
+
+
+class Naming:
+    """The ids of one listing's messages, taken in maildrop order: the UIDL, else the header
+    digest (:func:`digest_id`), with ``#2``, ``#3``... for the second and later messages of
+    the same digest, so that ids are unique in the maildrop. The same listing named in the
+    same order gives the same ids, in any session: a stream names every message it fetches,
+    and :func:`identify` the whole listing."""
+
+    __slots__ = ("_seen",)
+
+    def __init__(self) -> None:
+        self._seen: Counter[str] = Counter()
+
+    def id_of(self, entry: Entry, data: bytes) -> str:
+        """The id of ``entry``, whose message (or header block) is ``data``."""
+        if entry.uid is not None:
+            return entry.uid
+        base = digest_id(data, entry.size)
+        self._seen[base] += 1
+        count = self._seen[base]
+        return base if count == 1 else f"{base}#{count}"
 
 
 def close(state: Session) -> Plan[None]:
@@ -560,21 +692,22 @@ def close(state: Session) -> Plan[None]:
 # -- turning replies into messages -----------------------------------------------------------
 
 
-def message_of(entry: Entry, reply: Reply, *, top: bool) -> Message:
-    """The message a ``RETR`` reply (or a ``TOP n 0`` one: headers only) carries."""
+def message_of(entry: Entry, reply: Reply, *, top: bool, id: str | None = None) -> Message:
+    """The message a ``RETR`` reply (or a ``TOP n 0`` one: headers only) carries; ``id`` is
+    its id when already known (:func:`identify`), else its UIDL or header digest."""
     data = reply.data or b""
     if top:
         raw = header_block(data)
         return Message(
             raw,
-            id=entry.uid or digest_id(raw, entry.size),
+            id=id or entry.uid or digest_id(raw, entry.size),
             uid=entry.uid,
             size=entry.size,
             headers_only=True,
         )
     octets = reply.octets if reply.octets is not None else entry.size
     raw = trim_to_octets(data, octets)
-    return Message(raw, id=entry.uid or digest_id(raw, entry.size), uid=entry.uid)
+    return Message(raw, id=id or entry.uid or digest_id(raw, entry.size), uid=entry.uid)
 
 
 def usable_after(outcome: BaseException | None) -> bool:

@@ -28,9 +28,11 @@ from mailsync._errors import (
     AuthenticationError,
     ConfigError,
     ConnectionFailed,
+    DeliveryUncertain,
     MailsyncError,
     MailTimeout,
     ProtocolError,
+    RecipientsDeferred,
     RecipientsRefused,
     SendError,
     ServerError,
@@ -72,6 +74,12 @@ class _Outcome:
     temporary: Reply | None = None
 
 
+class _Unanswered(Exception):
+    """The end of data went out and no reply came back (a drop, a timeout, a garbled reply):
+    the server may have taken the message. Never leaves a plan: it becomes
+    :class:`~mailsync.DeliveryUncertain`, or one resend when the sender allows it."""
+
+
 # -- the protocol core -----------------------------------------------------------------------
 
 
@@ -105,6 +113,9 @@ class Session:
         self.features = Features()
         self.dirty = False  # a transaction is open that no end of data closed
         self.pipelining = on_off(endpoint.params.get("pipelining", True))
+        #: Send a message once more when its end of data got no answer (see
+        #: :class:`~mailsync.DeliveryUncertain`): off by default, as it may deliver it twice.
+        self.resend_uncertain = on_off(endpoint.params.get("resend_uncertain", False))
         self.connections = 0
 
     # -- connection ------------------------------------------------------------------------
@@ -290,7 +301,7 @@ class Session:
                 index = len(slots)
                 slots.append(None)
                 if chain.waiting is None and not self._can_chain():
-                    slots[index] = yield from self._send_counting_refusals(envelope, dsn, None)
+                    yield from self._send_one(_Pending(index, envelope, dsn), slots, chain)
                     continue
                 step = _Pending(index, envelope, dsn)
                 yield from self._chain_step(step, slots, chain, upcoming)
@@ -300,7 +311,11 @@ class Session:
         except MailsyncError as exc:
             done = sum(slot is not None for slot in slots)
             exc.add_note(f"{done} message(s) of this send_many were sent before")
+            if chain.uncertain:
+                exc.add_note(_uncertain_note(chain))
             raise
+        if chain.uncertain:
+            raise _uncertain_many(self.display, slots, chain)
         results = [slot for slot in slots if slot is not None]
         assert len(results) == len(slots), "send_many lost track of a message"
         return results
@@ -308,13 +323,36 @@ class Session:
     def _can_chain(self) -> bool:
         return self.connected and self.pipelining and "PIPELINING" in self.features
 
-    def _send_counting_refusals(
-        self, envelope: Envelope, dsn: DSN, first: _Outcome | None
-    ) -> Plan[SendResult]:
+    def _send_one(
+        self, item: _Pending, slots: list[SendResult | None], chain: _Chain
+    ) -> Plan[None]:
+        """Send one of ``send_many``'s messages the careful way (:meth:`send`): refused
+        recipients make a result, an uncertain delivery is noted for the end of the run."""
+        envelope, dsn = item.envelope, item.dsn
         try:
-            return (yield from self.send(envelope, dsn, first))
+            slots[item.index] = yield from self.send(
+                envelope, dsn, item.outcome, resend_uncertain=not item.uncertain
+            )
         except RecipientsRefused as exc:
-            return SendResult(envelope.message_id, (), exc.refused, dsn.envid)
+            slots[item.index] = SendResult(envelope.message_id, (), exc.refused, dsn.envid)
+        except DeliveryUncertain as exc:
+            chain.uncertain[item.index] = exc
+
+    def _uncertain(self, waiting: _Pending, chain: _Chain, exc: _Unanswered) -> None:
+        """A chained message's end of data got no answer: sent once more later when the
+        sender allows it, else noted as uncertain."""
+        message_id = waiting.envelope.message_id
+        if self.resend_uncertain and not waiting.uncertain:
+            log.warning(
+                "%s: no answer to the end of data of <%s> (%s); sending it once more "
+                "(resend_uncertain): it may arrive twice",
+                self.display,
+                message_id,
+                exc,
+            )
+            chain.later.append(_Pending(waiting.index, waiting.envelope, waiting.dsn, None, True))
+            return
+        chain.uncertain[waiting.index] = _not_sent_again(self.display, message_id, exc)
 
     def _chain_step(
         self, item: _Pending, slots: list[SendResult | None], chain: _Chain, upcoming: _Upcoming
@@ -342,12 +380,19 @@ class Session:
             yield self._write(carry + b"".join(command + CRLF for command in commands))
             upcoming.prefetch()
             if waiting is not None:
-                final = yield from self._reply()
+                final = yield from self._final_reply()
                 self._settle(waiting, final, slots, chain)
                 waiting = None
             replies = yield from self._read_group(commands, len(rcpts))
             outstanding = False
             outcome, ready = yield from self._after_envelope(envelope, recipients, *replies)
+        except _Unanswered as exc:
+            # The waiting message's data went out unanswered; this envelope got no answer
+            # either, and no data of its own went: it is sent again, the careful way.
+            assert waiting is not None
+            self._uncertain(waiting, chain, exc)
+            chain.later.append(item)
+            return
         except (Lost, ConnectionFailed) as exc:
             self._drop()
             if isinstance(exc, ConnectionFailed) and not is_drop(exc):
@@ -387,9 +432,11 @@ class Session:
         if waiting is not None:
             try:
                 yield self._write(data_payload(waiting.envelope.data))
-                final = yield from self._reply()
+                final = yield from self._final_reply()
                 self.dirty = False  # any reply to the end of data ends the transaction
                 self._settle(waiting, final, slots, chain)
+            except _Unanswered as exc:
+                self._uncertain(waiting, chain, exc)
             except (Lost, ConnectionFailed) as exc:
                 self._drop()
                 if isinstance(exc, ConnectionFailed) and not is_drop(exc):
@@ -400,18 +447,29 @@ class Session:
                 raise
         later, chain.later = chain.later, []
         for item in later:
-            slots[item.index] = yield from self._send_counting_refusals(
-                item.envelope, item.dsn, item.outcome
-            )
+            yield from self._send_one(item, slots, chain)
 
-    def send(self, envelope: Envelope, dsn: DSN, first: _Outcome | None = None) -> Plan[SendResult]:
+    def send(
+        self,
+        envelope: Envelope,
+        dsn: DSN,
+        first: _Outcome | None = None,
+        *,
+        resend_uncertain: bool = True,
+    ) -> Plan[SendResult]:
         """Send one message, retrying 4xx replies and reconnecting after a dropped connection.
 
         ``first`` is the outcome of a first attempt made elsewhere (by ``send_many``'s chain),
-        to be judged, and retried if need be, as if this method had made it.
+        to be judged, and retried if need be, as if this method had made it. A connection
+        lost before the end of data went out is safe to retry; one lost after it, before its
+        reply, is not (see :class:`~mailsync.DeliveryUncertain`): the message is sent once
+        more only when the sender's ``resend_uncertain`` option and ``resend_uncertain``
+        (False for a message that was uncertain once already) both allow it.
 
         Raises:
             RecipientsRefused: Every recipient was refused.
+            RecipientsDeferred: Every recipient got 4xx replies on every attempt.
+            DeliveryUncertain: The end of data got no answer.
             TemporaryFailure: The message got 4xx replies on every attempt.
             SendError: The server refused the sender or the message (5xx), or it is too big.
             Unsupported: DSN, SMTPUTF8 or 8BITMIME needed and not offered.
@@ -421,12 +479,27 @@ class Session:
         refused: dict[str, tuple[int, str]] = {}
         backoff = Backoff(self.policy.delay, self.policy.cap)
         attempts = losses = 0
+        resends = 1 if self.resend_uncertain and resend_uncertain else 0
         while pending:
             try:
                 if first is not None:
                     outcome, first = first, None
                 else:
                     outcome = yield from self._attempt(envelope, dsn, pending)
+            except _Unanswered as exc:
+                if not resends:
+                    raise _not_sent_again(
+                        self.display, envelope.message_id, exc, accepted
+                    ) from exc.__cause__
+                resends -= 1
+                log.warning(
+                    "%s: no answer to the end of data of <%s> (%s); sending it once more "
+                    "(resend_uncertain): it may arrive twice",
+                    self.display,
+                    envelope.message_id,
+                    exc,
+                )
+                continue
             except Lost as exc:
                 losses += 1
                 if losses > self.policy.reconnects:
@@ -461,6 +534,13 @@ class Session:
             yield Sleep(delay)
         if not accepted:
             summary = "; ".join(f"<{a}>: {c} {t}" for a, (c, t) in refused.items())
+            if refused and all(400 <= code < 500 for code, _text in refused.values()):
+                # Deferred, not refused: the same message may go through later.
+                raise RecipientsDeferred(
+                    f"{self.display} deferred every recipient {attempts} time(s): {summary}",
+                    refused=refused,
+                    code=list(refused.values())[-1][0],
+                )
             raise RecipientsRefused(
                 f"{self.display} refused every recipient: {summary}", refused=refused
             )
@@ -497,9 +577,20 @@ class Session:
         if not ready:
             return outcome
         yield self._write(data_payload(envelope.data))
-        final = yield from self._reply()
+        final = yield from self._final_reply()
         self.dirty = False  # any reply to the end of data ends the transaction
         return self._after_data(outcome, final)
+
+    def _final_reply(self) -> Plan[Reply]:
+        """The reply to an end of data just written. None coming (the connection dropped,
+        the wait timed out, the reply was garbled) is :class:`_Unanswered`: the server may
+        have read the whole message and taken it."""
+        try:
+            final = yield from self._reply()
+        except MailsyncError as exc:
+            self._drop()
+            raise _Unanswered(str(exc) or type(exc).__name__) from exc
+        return final
 
     def _group(self, mail: bytes, rcpts: list[bytes]) -> list[bytes]:
         """One pipelined group: [RSET,] MAIL, RCPT..., DATA."""
@@ -646,6 +737,43 @@ class Session:
         self._drop()
 
 
+def _not_sent_again(
+    display: str, message_id: str, exc: _Unanswered, accepted: list[str] | None = None
+) -> DeliveryUncertain:
+    earlier = f"; accepted by an earlier attempt: {', '.join(accepted)}" if accepted else ""
+    return DeliveryUncertain(
+        f"{display}: the end of data of <{message_id}> went out and no answer came back "
+        f"({exc}): the server may have taken it, so it is not sent again (resend_uncertain "
+        f"sends it once more){earlier}",
+        message_id=message_id,
+    )
+
+
+def _uncertain_note(chain: _Chain) -> str:
+    ids = ", ".join(f"<{exc.message_id}>" for _i, exc in sorted(chain.uncertain.items()))
+    return f"delivery uncertain (not sent again): {ids}"
+
+
+def _uncertain_many(
+    display: str, slots: list[SendResult | None], chain: _Chain
+) -> DeliveryUncertain:
+    """The error a ``send_many`` ends with when deliveries are uncertain: which ones, and
+    the results of the others."""
+    uncertain = [exc for _index, exc in sorted(chain.uncertain.items())]
+    ids = tuple(exc.message_id for exc in uncertain)
+    sent = sum(slot is not None for slot in slots)
+    error = DeliveryUncertain(
+        f"{display}: {len(ids)} message(s) of this send_many went out with no answer to "
+        f"their end of data, and are not sent again: {', '.join(f'<{i}>' for i in ids)}; "
+        f"{sent} sent (see .results)",
+        message_id=ids[0],
+        message_ids=ids,
+        results=list(slots),
+    )
+    error.__cause__ = uncertain[0].__cause__
+    return error
+
+
 @dataclass(slots=True)
 class _Pending:
     """A message of a ``send_many`` on its way, with the outcome of its envelope if known."""
@@ -654,6 +782,8 @@ class _Pending:
     envelope: Envelope
     dsn: DSN
     outcome: _Outcome | None = None
+    #: Its end of data went out unanswered once already (it is being sent once more).
+    uncertain: bool = False
 
 
 class _Upcoming:
@@ -699,3 +829,5 @@ class _Chain:
 
     waiting: _Pending | None = None
     later: list[_Pending] = field(default_factory=list)
+    #: Messages whose delivery is uncertain, by index (reported when the run ends).
+    uncertain: dict[int, DeliveryUncertain] = field(default_factory=dict)
