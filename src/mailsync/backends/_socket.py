@@ -212,11 +212,16 @@ def _stream_protocol() -> type[asyncio.BufferedProtocol]:
         def buffer_updated(self, nbytes: int) -> None:
             # Only a timestamp, not a wake-up: the reader checks it when its wait runs out.
             self.activity = asyncio.get_running_loop().time()
-            self.limits.received(nbytes)
+            if self.error is not None:
+                return  # the first error is the one to report; what follows it is noise
             try:
+                self.limits.received(nbytes)
                 events = self.receiver.buffer_updated(nbytes)
             except MailsyncError as exc:
                 self.error = exc
+                # Stop taking bytes the session will never read (a message past its limit).
+                if isinstance(self.transport, asyncio.ReadTransport):
+                    self.transport.pause_reading()
                 self._wake()
                 return
             if events:  # a read in the middle of a message wakes nobody
