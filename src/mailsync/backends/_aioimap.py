@@ -8,15 +8,16 @@ aioimaplib holds the conversation; the bulk ``UID FETCH`` of bodies is read off 
 transport by the pure reader of :mod:`mailsync.protocol.imap_literals` (aioimaplib's own parser
 is several times slower).
 
-aioimaplib is GPL-3.0 and lives in the ``async`` extra: this module and
-:mod:`mailsync.backends.imap_async` are the only ones that import it. Nothing here blocks the
+aioimaplib is GPL-3.0 and lives in the ``async`` extra: this module,
+:mod:`mailsync.backends._aioimap_wire` (the commands, the FETCH reader and the guarded protocol
+class this session uses) and :mod:`mailsync.backends.imap_async` are the only ones that import
+it. Nothing here blocks the
 event loop or calls ``asyncio.run``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import re
 import ssl
@@ -34,25 +35,30 @@ from mailsync._errors import (
     FolderNotFound,
     MailsyncError,
     MailTimeout,
-    MessageTooLarge,
     ProtocolError,
     SecretScrubber,
     ServerError,
     TemporaryFailure,
     map_exceptions,
 )
-from mailsync._hints import greeting_problem
+from mailsync.backends._aioimap_wire import (
+    FetchCommand,
+    FetchReader,
+    SASLCommand,
+    WireCommand,
+    discard,
+    guarded_protocol,
+    parser_idle,
+    quote,
+    text_of,
+    use_greeting_capabilities,
+)
 from mailsync.backends._limits import CallLimits
 from mailsync.protocol import sasl
 from mailsync.protocol.imap import FolderStatus, capability_code
 from mailsync.protocol.imap_lines import fetch_attributes, is_exists, select_status
 from mailsync.protocol.imap_literals import (
-    MAX_LINE,
-    Continuation,
-    FetchResponse,
-    ResponseReader,
     Tagged,
-    Untagged,
     fetch_command,
 )
 
@@ -75,240 +81,6 @@ _CRLF = b"\r\n"
 _LINE_BREAKS = re.compile(r"[\r\n\0]")
 #: The SASL mechanisms a password logs in with; the LOGIN command takes SASL LOGIN's place.
 _SASL_PASSWORD = ("PLAIN",)
-#: aioimaplib's parser recurses once per line of a chunk it is given: chunks are handed to it
-#: in pieces of at most this many lines, so a burst of short lines cannot exhaust the stack.
-_LINES_PER_FEED = 64
-
-
-def _quote(text: str) -> str:
-    """An IMAP quoted string (RFC 3501 section 4.3) for text without CR or LF."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _text(line: Any) -> str:
-    if isinstance(line, bytes | bytearray):
-        return bytes(line).decode("utf-8", "replace")
-    return str(line)
-
-
-# -- commands ----------------------------------------------------------------------------------
-
-
-class _WireMixin:
-    """A command whose wire text after ``tag [UID] NAME`` is built here, not by aioimaplib.
-
-    aioimaplib joins ``str`` arguments with spaces and refuses CR/LF in them; building the
-    text ourselves lets a SEARCH carry a non-synchronising literal (LITERAL+) for UTF-8 text.
-    """
-
-    tag: str
-    name: str
-    prefix: str | None
-    wire: str
-
-    def __repr__(self) -> str:
-        return f"{self.tag} {self.prefix or ''}{self.name}{' ' if self.wire else ''}{self.wire}"
-
-
-class _Command(_WireMixin, aioimaplib.Command):  # type: ignore[misc]
-    def __init__(
-        self,
-        name: str,
-        tag: str,
-        wire: str,
-        *,
-        prefix: str | None,
-        untagged: str | None,
-        timeout: float | None,
-    ) -> None:
-        super().__init__(name, tag, prefix=prefix, untagged_resp_name=untagged, timeout=timeout)
-        self.wire = wire
-
-
-class _FetchCommand(_WireMixin, aioimaplib.FetchCommand):  # type: ignore[misc]
-    def __init__(self, tag: str, wire: str, *, timeout: float | None) -> None:
-        super().__init__(tag, prefix="UID", timeout=timeout)
-        self.wire = wire
-
-
-class _SASLCommand(aioimaplib.Command):  # type: ignore[misc]
-    """AUTHENTICATE: sends the initial response inline (SASL-IR) or when asked, and answers
-    every other challenge as the exchange says (XOAUTH2/OAUTHBEARER report a failure in one)
-    so that the server can say NO.
-    """
-
-    def __init__(
-        self,
-        tag: str,
-        exchange: sasl.Exchange,
-        *,
-        inline: bool,
-        write: Callable[[bytes], None],
-        timeout: float | None,
-    ) -> None:
-        initial = exchange.initial() if inline else None
-        args = (exchange.mechanism,) if initial is None else (exchange.mechanism, initial)
-        super().__init__("AUTHENTICATE", tag, *args, timeout=timeout)
-        self.secret = initial
-        self._exchange = exchange
-        self._write = write
-
-    def append_to_resp(self, line: Any, result: str = "Pending") -> None:
-        if result == "Pending" and isinstance(line, bytes) and line.startswith(b"+"):
-            try:
-                challenge = base64.b64decode(line[1:].strip(), validate=True)
-            except ValueError:
-                challenge = line[1:].strip()  # not base64: kept as sent, for the error text
-            answer = self._exchange.respond(challenge)
-            self._write(sasl.encode(answer).encode("ascii") + _CRLF)
-            return
-        super().append_to_resp(line, result)
-
-
-# -- one connection ----------------------------------------------------------------------------
-
-
-class _FetchReader:
-    """Takes the place of aioimaplib's ``data_received`` for one ``UID FETCH``: feeds the
-    pure :class:`ResponseReader` and keeps the FETCH responses until the tagged completion.
-
-    Safe because nothing else is in flight: the caller holds the session lock, and IMAP
-    servers only speak in answer to a command.
-    """
-
-    def __init__(
-        self,
-        tag: bytes,
-        on_exists: Callable[[], None],
-        *,
-        context: str,
-        limits: CallLimits,
-        max_literal: int | None,
-    ) -> None:
-        loop = asyncio.get_running_loop()
-        self.tag = tag
-        self.on_exists = on_exists
-        self.context = context
-        self.limits = limits
-        self.reader = ResponseReader(max_literal=max_literal)
-        self.responses: list[FetchResponse] = []
-        self.done: asyncio.Future[Tagged] = loop.create_future()
-        self.last = loop.time()
-        self._loop = loop
-
-    def feed(self, data: bytes) -> None:
-        self.last = self._loop.time()
-        if self.done.done():
-            return
-        self.limits.received(len(data))
-        try:
-            self.reader.feed(data)
-            while (event := self.reader.next_event()) is not None:
-                self._take(event)
-        except MessageTooLarge as exc:
-            error = MessageTooLarge(
-                f"{self.context}: {exc}", size=exc.size, limit=exc.limit, uid=exc.uid
-            )
-            self.done.set_exception(error)
-        except ProtocolError as exc:
-            if not str(exc).startswith(self.context):
-                exc = ProtocolError(f"{self.context}: {exc}")
-            self.done.set_exception(exc)
-
-    def _take(self, event: Any) -> None:
-        if isinstance(event, FetchResponse):
-            self.limits.start()  # each message is a call of its own: its own deadline
-            self.responses.append(event)
-            return
-        if not isinstance(event, Tagged):
-            self.limits.lines(1, 0)  # what else comes counts against the next message
-        if isinstance(event, Tagged):
-            if event.tag != self.tag or self.reader.buffered:
-                raise ProtocolError(f"unexpected tagged response {event.tag!r} during FETCH")
-            self.done.set_result(event)
-        elif isinstance(event, Continuation):
-            raise ProtocolError("unexpected continuation request during FETCH")
-        elif isinstance(event, Untagged) and is_exists(event.text):
-            self.on_exists()  # new mail while fetching: the session counts it
-        # Other untagged responses (EXPUNGE, flag news) change nothing here.
-
-
-_GUARDED: dict[type[Any], type[Any]] = {}
-
-
-def _guarded_protocol(base: type[Any]) -> type[Any]:
-    """aioimaplib's protocol class, reading within the session's :class:`CallLimits` (see
-    :meth:`Session._guard_protocol`)."""
-    known = _GUARDED.get(base)
-    if known is not None:
-        return known
-
-    class GuardedProtocol(base):  # type: ignore[misc]
-        limits: CallLimits
-        count_lines = True
-        #: Why the session gave up on the connection from inside the event loop, if it did.
-        failure: MailsyncError | None = None
-        context = ""
-
-        def data_received(self, data: bytes) -> None:
-            if self.failure is not None:
-                return
-            try:
-                self.limits.received(len(data))
-                lines = data.count(b"\n")
-                if self.count_lines:
-                    self.limits.lines(lines, len(data))
-                if lines <= _LINES_PER_FEED:
-                    super().data_received(data)
-                else:
-                    for piece in _pieces(data):
-                        super().data_received(piece)
-                if len(self.incomplete_line) > MAX_LINE:
-                    raise ProtocolError(
-                        f"{self.context}: the server sent a response line over {MAX_LINE} bytes"
-                    )
-            except Exception as exc:
-                # Raised here, it would reach the event loop, which prints it as a fatal
-                # error: the session says it instead, and the connection is dropped.
-                self.failure = (
-                    exc
-                    if isinstance(exc, MailsyncError)
-                    else ProtocolError(
-                        f"{self.context}: the server's response could not be read "
-                        f"({type(exc).__name__})"
-                    )
-                )
-                self.failure.__cause__ = None if isinstance(exc, MailsyncError) else exc
-                self.transport.abort()
-
-    _GUARDED[base] = GuardedProtocol
-    return GuardedProtocol
-
-
-def _pieces(data: bytes) -> Iterator[bytes]:
-    """``data`` cut after every :data:`_LINES_PER_FEED`-th line end."""
-    start = 0
-    end = len(data)
-    while start < end:
-        stop = start
-        for _ in range(_LINES_PER_FEED):
-            found = data.find(b"\n", stop, end)
-            if found < 0:
-                stop = end
-                break
-            stop = found + 1
-        yield data[start:stop]
-        start = stop
-
-
-def _parser_idle(protocol: Any) -> bool:
-    """Whether aioimaplib has nothing half-read and no command in flight."""
-    return (
-        not protocol.incomplete_line
-        and protocol.current_command is None
-        and protocol.pending_sync_command is None
-        and not protocol.pending_async_commands
-    )
 
 
 @dataclass(slots=True)
@@ -387,7 +159,7 @@ class Session:
                 ssl_context=implicit,
             )
             self._guard_protocol(self._client.protocol)
-            _use_greeting_capabilities(self._client.protocol)
+            use_greeting_capabilities(self._client.protocol)
             _count_announcements(self._client.protocol, self)
             self.alive = True
             try:
@@ -416,7 +188,7 @@ class Session:
         parser a few lines at a time, as it recurses once per line. What goes wrong in there
         ends the connection with the error kept for the waiting command, never a traceback
         from the event loop."""
-        protocol.__class__ = _guarded_protocol(type(protocol))
+        protocol.__class__ = guarded_protocol(type(protocol))
         protocol.limits = self.limits
         protocol.context = self.context
 
@@ -494,11 +266,11 @@ class Session:
             # A quoted string cannot carry them: they would end the command line.
             raise AuthenticationError(f"{self.context}: LOGIN cannot send line breaks")
         tag = self._client.protocol.new_tag()
-        wire = f"{_quote(user)} {_quote(password)}"
-        command = _Command(
+        wire = f"{quote(user)} {quote(password)}"
+        command = WireCommand(
             "LOGIN", tag, wire, prefix=None, untagged=None, timeout=self.read_timeout
         )
-        response = await self._execute(command, what="LOGIN", scrub=_quote(password))
+        response = await self._execute(command, what="LOGIN", scrub=quote(password))
         self._check(response, "LOGIN", auth=True)
         await self._logged_in(response.lines)
 
@@ -516,7 +288,7 @@ class Session:
         for response in exchange.secrets():
             self.secrets.add(response)
         protocol = self._client.protocol
-        command = _SASLCommand(
+        command = SASLCommand(
             protocol.new_tag(),
             exchange,
             inline="SASL-IR" in self.capabilities,
@@ -563,7 +335,7 @@ class Session:
         """
         tag = self._client.protocol.new_tag()
         prefix = "UID" if uid else None
-        command = _Command(
+        command = WireCommand(
             name, tag, wire, prefix=prefix, untagged=untagged, timeout=self.read_timeout
         )
         label = what or f"{prefix + ' ' if prefix else ''}{name}"
@@ -575,16 +347,16 @@ class Session:
 
         The response is read by the pure :class:`ResponseReader` rather than aioimaplib's
         parser, which rescans the response for every line and copies each chunk's tail
-        per literal (quadratic in the batch); see :class:`_FetchReader`. The read timeout
+        per literal (quadratic in the batch); see :class:`FetchReader`. The read timeout
         applies to silence between chunks, not to the whole response.
         """
         protocol = self._client.protocol
-        if not self.fast_fetch or not _parser_idle(protocol):
+        if not self.fast_fetch or not parser_idle(protocol):
             return await self._fetch_via_aioimaplib(uids, items)
         if not self.alive:
             raise ConnectionFailed(f"{self.context}: the connection is closed")
         tag = protocol.new_tag()
-        reader = _FetchReader(
+        reader = FetchReader(
             tag.encode("ascii"),
             self.saw_exists,
             context=self.context,
@@ -614,7 +386,7 @@ class Session:
         """Count one ``* n EXISTS`` response."""
         self.announced += 1
 
-    async def _await_reader(self, reader: _FetchReader) -> Tagged:
+    async def _await_reader(self, reader: FetchReader) -> Tagged:
         assert self._lost is not None
         loop = asyncio.get_running_loop()
         limit = self.read_timeout
@@ -636,7 +408,7 @@ class Session:
 
     async def _fetch_via_aioimaplib(self, uids: str, items: str) -> list[dict[bytes, Any]]:
         protocol = self._client.protocol
-        command = _FetchCommand(protocol.new_tag(), f"{uids} ({items})", timeout=self.read_timeout)
+        command = FetchCommand(protocol.new_tag(), f"{uids} ({items})", timeout=self.read_timeout)
         protocol.count_lines = False  # message bodies are lines too: their size is the bound
         try:
             response = await self._execute(command, what="UID FETCH")
@@ -664,7 +436,7 @@ class Session:
                 try:
                     wait = self.limits.wait()
                 except MailTimeout:
-                    _discard(task)
+                    discard(task)
                     self.abort()
                     raise
                 await asyncio.wait(
@@ -678,7 +450,7 @@ class Session:
         broke = getattr(self._client.protocol, "failure", None) if self._client else None
         if task.done() and broke is None:
             return task.result()
-        _discard(task)
+        discard(task)
         raise self._failure()
 
     @contextlib.contextmanager
@@ -709,7 +481,7 @@ class Session:
         lines: list[Any] = list(response.lines)
         if response.result == "OK":
             return lines
-        text = self.secrets.scrub(_text(lines[-1])) if lines else ""
+        text = self.secrets.scrub(text_of(lines[-1])) if lines else ""
         if response.result == "BAD":
             raise ProtocolError(f"{self.context}: {what} refused as malformed: {text}")
         if response.result != "NO":
@@ -726,7 +498,7 @@ class Session:
         """APPEND with ``wire`` (folder, flags, ``{n}``); the message goes out when the server
         asks for it. Returns the response lines (APPENDUID in the last)."""
         tag = self._client.protocol.new_tag()
-        command = _Command(
+        command = WireCommand(
             "APPEND", tag, wire, prefix=None, untagged=None, timeout=self.read_timeout
         )
         self._client.protocol.literal_data = data
@@ -782,7 +554,7 @@ class Session:
         except BaseException:
             # Still idling, or broken: either way the connection cannot take a command now.
             self.abort()
-            _discard(idle)
+            discard(idle)
             raise
         await self._idle_done(idle)
         # An EXISTS between the end of the wait and DONE's answer is queued, not yet seen;
@@ -857,47 +629,6 @@ class Session:
             transport.abort()
         elif self._lost is not None and not self._lost.done():
             self._lost.set_result(None)  # never connected: nothing to wait for
-
-
-def _discard(task: asyncio.Future[Any]) -> None:
-    """Cancel a task we no longer wait for, retrieving its error so none is reported."""
-    task.cancel()
-    if task.done() and not task.cancelled():
-        task.exception()
-
-
-def _use_greeting_capabilities(protocol: Any) -> None:
-    """aioimaplib asks CAPABILITY right after the greeting even when the greeting carried
-    them in a ``[CAPABILITY ...]`` code (Dovecot's does): take those and spare the round trip.
-
-    Only the greeting's: after STARTTLS the capabilities are asked afresh. The state change
-    follows aioimaplib's own ``welcome`` (under its state condition, waking the waiters).
-    """
-    ask = protocol.welcome
-
-    async def welcome(line: bytes) -> None:
-        if not line.startswith(b"* "):
-            # Another protocol on this port: aioimaplib would take "+OK" for a greeting, or
-            # wait for one until the timeout. Hang up and say what it looks like.
-            protocol.foreign_greeting = greeting_problem("IMAP", line)
-            protocol.transport.abort()
-            return
-        caps = capability_code(line)
-        if caps is None or not caps & {b"IMAP4REV1", b"IMAP4REV2"}:
-            await ask(line)
-            return
-        async with protocol.state_condition:
-            if b"PREAUTH" in line:
-                protocol.state = aioimaplib.AUTH
-            elif b"OK" in line:
-                protocol.state = aioimaplib.NONAUTH
-            else:
-                raise aioimaplib.Error(line.decode("utf-8", "replace"))
-            protocol.capabilities = {c.decode("ascii", "replace") for c in caps}
-            protocol.imap_version = "IMAP4REV1" if b"IMAP4REV1" in caps else "IMAP4REV2"
-            protocol.state_condition.notify_all()
-
-    protocol.welcome = welcome
 
 
 def _count_announcements(protocol: Any, session: Session) -> None:
