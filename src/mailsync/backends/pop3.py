@@ -58,6 +58,7 @@ from mailsync._message import Folder, Message
 from mailsync._plans import Call, Emit, Items, Plan, arun, astream, collect, run, stream
 from mailsync._query import Q
 from mailsync.backends._socket import aperform, perform
+from mailsync.protocol import pop3_ids
 from mailsync.protocol import pop3_session as pop3
 from mailsync.protocol.pop3 import Capabilities, POP3Connection, Reply
 from mailsync.protocol.stream import Close
@@ -199,7 +200,7 @@ class _POP3:
         finally:
             session.busy = busy
 
-    def _listing(self, session: pop3.Session) -> Plan[list[pop3.Entry]]:
+    def _listing(self, session: pop3.Session) -> Plan[list[pop3_ids.Entry]]:
         if session.entries is None:
             session.entries = yield from self._guarded(session, pop3.listing(session))
         session.listed = True
@@ -251,7 +252,8 @@ class _POP3:
         entries = selection.entries((yield from self._listing(session)))
         top = selection.use_top
         count = 0
-        naming = pop3.Naming()  # every message fetched is named, in order: ids as get() has them
+        # Every message fetched is named, in order: ids as get() has them.
+        naming = pop3_ids.Naming()
         items = Items(pop3.fetch(session, entries, top=top))
         try:
             while (item := (yield from items.next())) is not Items.END:
@@ -275,8 +277,8 @@ class _POP3:
             session.entries = None
             entry = yield from self._lookup(session, id)
         if entry is None:  # raises MessageNotFound, saying why (a UIDL now shared, say)
-            entry = pop3.resolve(self._context(), session.entries or [], {}, id)
-        found: list[tuple[pop3.Entry, Reply]] = []
+            entry = pop3_ids.resolve(self._context(), session.entries or [], {}, id)
+        found: list[tuple[pop3_ids.Entry, Reply]] = []
         yield from self._guarded(
             session, collect(pop3.fetch(session, [entry], top=False), found.append)
         )
@@ -284,13 +286,13 @@ class _POP3:
             raise MessageNotFound(f"{self._context()}: message {id!r} vanished")
         return pop3.message_of(*found[0], top=False, id=id)
 
-    def _lookup(self, session: pop3.Session, id: str) -> Plan[pop3.Entry | None]:
+    def _lookup(self, session: pop3.Session, id: str) -> Plan[pop3_ids.Entry | None]:
         """The entry ``id`` names, None when it names none; an ambiguous id raises."""
         entries = yield from self._listing(session)
         index = yield from self._guarded(session, pop3.index(session, entries, [id]))
         if id not in index:
             return None
-        return pop3.resolve(self._context(), entries, index, id)
+        return pop3_ids.resolve(self._context(), entries, index, id)
 
     def _syncing(
         self,

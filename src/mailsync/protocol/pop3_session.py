@@ -32,7 +32,6 @@ It must not do I/O, sleep, or keep anything between sessions (that is the retrie
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
@@ -66,6 +65,7 @@ from mailsync.protocol.pop3 import (
     reply_error,
     trim_to_octets,
 )
+from mailsync.protocol.pop3_ids import Entry, Naming, digest_id, resolve, same_headers
 from mailsync.protocol.stream import Channel, Connect, Read, StartTLS, Write
 
 __all__ = [
@@ -107,24 +107,6 @@ CURSOR: dict[str, Any] = {"v": 1}
 _TRUE = frozenset({"1", "true", "yes", "on"})
 #: The SASL mechanisms a POP3 password logs in with; USER/PASS takes LOGIN's place.
 _SASL_PASSWORD = ("PLAIN",)
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One message of the maildrop as listed in this session.
-
-    Attributes:
-        number: Its message number in this session.
-        uid: Its UIDL, when the server gave one that names only this message.
-        size: Its size as LIST said.
-        shared_uidl: The UIDL the server gave this message and another one too (then
-            ``uid`` is None: the message is known by its header digest).
-    """
-
-    number: int
-    uid: str | None
-    size: int
-    shared_uidl: str | None = None
 
 
 @dataclass(eq=False)  # a session is itself: compared (and hashed) by identity
@@ -580,38 +562,6 @@ def _resolve_ids(state: Session, entries: list[Entry], ids: Sequence[str]) -> Pl
     return [by_id[i][0].number for i in wanted]
 
 
-def resolve(context: str, entries: list[Entry], by_id: dict[str, list[Entry]], id: str) -> Entry:
-    """The one entry ``id`` names (``by_id`` from :func:`index`).
-
-    Raises:
-        MessageNotFound: None does.
-        Unsupported: More than one does (a server whose UIDLs look like header digests).
-    """
-    found = by_id.get(id, [])
-    if len(found) == 1:
-        return found[0]
-    if found:
-        raise Unsupported(
-            f"{context}: {id!r} names {len(found)} messages of this maildrop; nothing is "
-            "done with an ambiguous id"
-        )
-    sharing = sum(entry.shared_uidl == id for entry in entries)
-    if sharing:
-        raise MessageNotFound(
-            f"{context}: the server now gives UIDL {id!r} to {sharing} messages, so it names "
-            "none of them (their ids are now header digests: list the messages again)"
-        )
-    raise MessageNotFound(f"{context}: no message {id!r} in the maildrop")
-
-
-def same_headers(by_id: dict[str, list[Entry]], id: str) -> list[str]:
-    """The ids of the messages with the same header digest as ``id`` (``id`` itself too)."""
-    if not id.startswith("hdr:"):
-        return [id]
-    base = id.partition("#")[0]
-    return [other for other in by_id if other.partition("#")[0] == base]
-
-
 def index(state: Session, entries: list[Entry], ids: Iterable[str]) -> Plan[dict[str, list[Entry]]]:
     """Map message ids to the entries they name: UIDLs directly, header digests by fetching
     headers (only when a digest id is asked for). More than one entry under an id is an
@@ -645,34 +595,6 @@ def identify(
     if headless:
         yield from collect(fetch(state, headless, top=state.caps.top, reset=reset), note)
     return names
-
-
-def digest_id(data: bytes, size: int) -> str:
-    """The id/identity of a message on a server without UIDL: its header block and size."""
-    digest = hashlib.sha256(header_block(data) + b"\0" + str(size).encode()).hexdigest()
-    return "hdr:" + digest[:40]
-
-
-class Naming:
-    """The ids of one listing's messages, taken in maildrop order: the UIDL, else the header
-    digest (:func:`digest_id`), with ``#2``, ``#3``... for the second and later messages of
-    the same digest, so that ids are unique in the maildrop. The same listing named in the
-    same order gives the same ids, in any session: a stream names every message it fetches,
-    and :func:`identify` the whole listing."""
-
-    __slots__ = ("_seen",)
-
-    def __init__(self) -> None:
-        self._seen: Counter[str] = Counter()
-
-    def id_of(self, entry: Entry, data: bytes) -> str:
-        """The id of ``entry``, whose message (or header block) is ``data``."""
-        if entry.uid is not None:
-            return entry.uid
-        base = digest_id(data, entry.size)
-        self._seen[base] += 1
-        count = self._seen[base]
-        return base if count == 1 else f"{base}#{count}"
 
 
 def close(state: Session) -> Plan[None]:

@@ -19,7 +19,6 @@ import base64
 import logging
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 
 from mailsync._base import Backoff, SendResult
 from mailsync._config import Endpoint, Secret
@@ -57,27 +56,21 @@ from mailsync.protocol.smtp import (
     is_drop,
     on_off,
 )
+from mailsync.protocol.smtp_transaction import (
+    Chain,
+    Outcome,
+    Pending,
+    Unanswered,
+    Upcoming,
+    not_sent_again,
+    uncertain_many,
+    uncertain_note,
+)
 from mailsync.protocol.stream import Channel, Close, Connect, Read, StartTLS, Write
 
 __all__ = ["Session"]
 
 log = logging.getLogger("mailsync.smtp")
-
-
-@dataclass(slots=True)
-class _Outcome:
-    """What one transaction did."""
-
-    accepted: list[str] = field(default_factory=list)
-    refused: dict[str, tuple[int, str]] = field(default_factory=dict)
-    deferred: dict[str, tuple[int, str]] = field(default_factory=dict)
-    temporary: Reply | None = None
-
-
-class _Unanswered(Exception):
-    """The end of data went out and no reply came back (a drop, a timeout, a garbled reply):
-    the server may have taken the message. Never leaves a plan: it becomes
-    :class:`~mailsync.DeliveryUncertain`, or one resend when the sender allows it."""
 
 
 # -- the protocol core -----------------------------------------------------------------------
@@ -284,8 +277,8 @@ class Session:
         finishes the chain and goes through :meth:`send`, retries and all.
         """
         slots: list[SendResult | None] = []
-        chain = _Chain()
-        upcoming = _Upcoming(items)
+        chain = Chain()
+        upcoming = Upcoming(items)
         try:
             while True:
                 try:
@@ -301,9 +294,9 @@ class Session:
                 index = len(slots)
                 slots.append(None)
                 if chain.waiting is None and not self._can_chain():
-                    yield from self._send_one(_Pending(index, envelope, dsn), slots, chain)
+                    yield from self._send_one(Pending(index, envelope, dsn), slots, chain)
                     continue
-                step = _Pending(index, envelope, dsn)
+                step = Pending(index, envelope, dsn)
                 yield from self._chain_step(step, slots, chain, upcoming)
                 if chain.later:  # something needs the careful path: finish the chain first
                     yield from self._finish_chain(slots, chain)
@@ -312,10 +305,10 @@ class Session:
             done = sum(slot is not None for slot in slots)
             exc.add_note(f"{done} message(s) of this send_many were sent before")
             if chain.uncertain:
-                exc.add_note(_uncertain_note(chain))
+                exc.add_note(uncertain_note(chain))
             raise
         if chain.uncertain:
-            raise _uncertain_many(self.display, slots, chain)
+            raise uncertain_many(self.display, slots, chain)
         results = [slot for slot in slots if slot is not None]
         assert len(results) == len(slots), "send_many lost track of a message"
         return results
@@ -323,9 +316,7 @@ class Session:
     def _can_chain(self) -> bool:
         return self.connected and self.pipelining and "PIPELINING" in self.features
 
-    def _send_one(
-        self, item: _Pending, slots: list[SendResult | None], chain: _Chain
-    ) -> Plan[None]:
+    def _send_one(self, item: Pending, slots: list[SendResult | None], chain: Chain) -> Plan[None]:
         """Send one of ``send_many``'s messages the careful way (:meth:`send`): refused
         recipients make a result, an uncertain delivery is noted for the end of the run."""
         envelope, dsn = item.envelope, item.dsn
@@ -338,7 +329,7 @@ class Session:
         except DeliveryUncertain as exc:
             chain.uncertain[item.index] = exc
 
-    def _uncertain(self, waiting: _Pending, chain: _Chain, exc: _Unanswered) -> None:
+    def _uncertain(self, waiting: Pending, chain: Chain, exc: Unanswered) -> None:
         """A chained message's end of data got no answer: sent once more later when the
         sender allows it, else noted as uncertain."""
         message_id = waiting.envelope.message_id
@@ -350,12 +341,12 @@ class Session:
                 message_id,
                 exc,
             )
-            chain.later.append(_Pending(waiting.index, waiting.envelope, waiting.dsn, None, True))
+            chain.later.append(Pending(waiting.index, waiting.envelope, waiting.dsn, None, True))
             return
-        chain.uncertain[waiting.index] = _not_sent_again(self.display, message_id, exc)
+        chain.uncertain[waiting.index] = not_sent_again(self.display, message_id, exc)
 
     def _chain_step(
-        self, item: _Pending, slots: list[SendResult | None], chain: _Chain, upcoming: _Upcoming
+        self, item: Pending, slots: list[SendResult | None], chain: Chain, upcoming: Upcoming
     ) -> Plan[None]:
         """Write the waiting message's data with this message's envelope; read both answers.
 
@@ -386,7 +377,7 @@ class Session:
             replies = yield from self._read_group(commands, len(rcpts))
             outstanding = False
             outcome, ready = yield from self._after_envelope(envelope, recipients, *replies)
-        except _Unanswered as exc:
+        except Unanswered as exc:
             # The waiting message's data went out unanswered; this envelope got no answer
             # either, and no data of its own went: it is sent again, the careful way.
             assert waiting is not None
@@ -399,7 +390,7 @@ class Session:
                 raise
             log.info("%s: %s; sending again on a new connection", self.display, exc)
             if waiting is not None:  # its data went out but no answer came back
-                chain.later.append(_Pending(waiting.index, waiting.envelope, waiting.dsn))
+                chain.later.append(Pending(waiting.index, waiting.envelope, waiting.dsn))
             chain.later.append(item)
             return
         except MailsyncError:
@@ -407,12 +398,12 @@ class Session:
                 self._drop()
             raise
         if ready:
-            chain.waiting = _Pending(item.index, envelope, dsn, outcome)
+            chain.waiting = Pending(item.index, envelope, dsn, outcome)
         else:
-            chain.later.append(_Pending(item.index, envelope, dsn, outcome))
+            chain.later.append(Pending(item.index, envelope, dsn, outcome))
 
     def _settle(
-        self, waiting: _Pending, final: Reply, slots: list[SendResult | None], chain: _Chain
+        self, waiting: Pending, final: Reply, slots: list[SendResult | None], chain: Chain
     ) -> None:
         assert waiting.outcome is not None
         outcome = self._after_data(waiting.outcome, final)
@@ -424,9 +415,9 @@ class Session:
                 waiting.dsn.envid,
             )
         else:
-            chain.later.append(_Pending(waiting.index, waiting.envelope, waiting.dsn, outcome))
+            chain.later.append(Pending(waiting.index, waiting.envelope, waiting.dsn, outcome))
 
-    def _finish_chain(self, slots: list[SendResult | None], chain: _Chain) -> Plan[None]:
+    def _finish_chain(self, slots: list[SendResult | None], chain: Chain) -> Plan[None]:
         """Send the waiting message's data alone, then what needs retries, one by one."""
         waiting, chain.waiting = chain.waiting, None
         if waiting is not None:
@@ -435,13 +426,13 @@ class Session:
                 final = yield from self._final_reply()
                 self.dirty = False  # any reply to the end of data ends the transaction
                 self._settle(waiting, final, slots, chain)
-            except _Unanswered as exc:
+            except Unanswered as exc:
                 self._uncertain(waiting, chain, exc)
             except (Lost, ConnectionFailed) as exc:
                 self._drop()
                 if isinstance(exc, ConnectionFailed) and not is_drop(exc):
                     raise
-                chain.later.append(_Pending(waiting.index, waiting.envelope, waiting.dsn))
+                chain.later.append(Pending(waiting.index, waiting.envelope, waiting.dsn))
             except (MailTimeout, ProtocolError):
                 self._drop()
                 raise
@@ -453,7 +444,7 @@ class Session:
         self,
         envelope: Envelope,
         dsn: DSN,
-        first: _Outcome | None = None,
+        first: Outcome | None = None,
         *,
         resend_uncertain: bool = True,
     ) -> Plan[SendResult]:
@@ -486,9 +477,9 @@ class Session:
                     outcome, first = first, None
                 else:
                     outcome = yield from self._attempt(envelope, dsn, pending)
-            except _Unanswered as exc:
+            except Unanswered as exc:
                 if not resends:
-                    raise _not_sent_again(
+                    raise not_sent_again(
                         self.display, envelope.message_id, exc, accepted
                     ) from exc.__cause__
                 resends -= 1
@@ -549,7 +540,7 @@ class Session:
         )
         return SendResult(envelope.message_id, tuple(accepted), refused, dsn.envid)
 
-    def _attempt(self, envelope: Envelope, dsn: DSN, recipients: list[str]) -> Plan[_Outcome]:
+    def _attempt(self, envelope: Envelope, dsn: DSN, recipients: list[str]) -> Plan[Outcome]:
         """One transaction on an open connection, with dropped connections turned into Lost."""
         try:
             yield from self.ensure_open()
@@ -564,7 +555,7 @@ class Session:
             self._drop()
             raise
 
-    def _transaction(self, envelope: Envelope, dsn: DSN, recipients: list[str]) -> Plan[_Outcome]:
+    def _transaction(self, envelope: Envelope, dsn: DSN, recipients: list[str]) -> Plan[Outcome]:
         mail, rcpts = envelope_commands(self.features, envelope, dsn, recipients)
         replies: tuple[Reply, list[Reply], Reply | None]
         if self.pipelining and "PIPELINING" in self.features:
@@ -583,13 +574,13 @@ class Session:
 
     def _final_reply(self) -> Plan[Reply]:
         """The reply to an end of data just written. None coming (the connection dropped,
-        the wait timed out, the reply was garbled) is :class:`_Unanswered`: the server may
+        the wait timed out, the reply was garbled) is :class:`Unanswered`: the server may
         have read the whole message and taken it."""
         try:
             final = yield from self._reply()
         except MailsyncError as exc:
             self._drop()
-            raise _Unanswered(str(exc) or type(exc).__name__) from exc
+            raise Unanswered(str(exc) or type(exc).__name__) from exc
         return final
 
     def _group(self, mail: bytes, rcpts: list[bytes]) -> list[bytes]:
@@ -635,9 +626,9 @@ class Session:
         mail_reply: Reply,
         rcpt_replies: list[Reply],
         data_reply: Reply | None,
-    ) -> Plan[tuple[_Outcome, bool]]:
+    ) -> Plan[tuple[Outcome, bool]]:
         """Judge the replies to MAIL, RCPT and DATA; True when the server awaits the data."""
-        outcome = _Outcome()
+        outcome = Outcome()
         for address, reply in zip(recipients, rcpt_replies, strict=False):
             check_lost(reply)
             if reply.positive:
@@ -659,7 +650,7 @@ class Session:
             return self._message_refused(outcome, data_reply), False
         return outcome, True
 
-    def _after_data(self, outcome: _Outcome, final: Reply) -> _Outcome:
+    def _after_data(self, outcome: Outcome, final: Reply) -> Outcome:
         """Judge the reply to the end of data (which ended the transaction either way)."""
         check_lost(final, after_data=True)
         if final.positive:
@@ -673,16 +664,16 @@ class Session:
             yield self._write(b"." + CRLF)
             yield from self._reply()
 
-    def _sender_refused(self, envelope: Envelope, reply: Reply) -> _Outcome:
+    def _sender_refused(self, envelope: Envelope, reply: Reply) -> Outcome:
         if reply.transient:
-            return _Outcome(temporary=reply)
+            return Outcome(temporary=reply)
         raise SendError(f"{self.display} refused the sender <{envelope.mail_from}>: {reply}")
 
-    def _message_refused(self, outcome: _Outcome, reply: Reply | None) -> _Outcome:
+    def _message_refused(self, outcome: Outcome, reply: Reply | None) -> Outcome:
         if reply is None:  # pragma: no cover - lockstep always reads DATA's reply here
             raise ProtocolError(f"{self.display}: no reply to DATA")
         if reply.transient:
-            return _Outcome(refused=outcome.refused, temporary=reply)
+            return Outcome(refused=outcome.refused, temporary=reply)
         raise SendError(f"{self.display} refused the message: {reply}")
 
     # -- other commands ----------------------------------------------------------------------
@@ -735,99 +726,3 @@ class Session:
     def abandon(self) -> None:
         """Forget a connection that belongs to an event loop no longer running."""
         self._drop()
-
-
-def _not_sent_again(
-    display: str, message_id: str, exc: _Unanswered, accepted: list[str] | None = None
-) -> DeliveryUncertain:
-    earlier = f"; accepted by an earlier attempt: {', '.join(accepted)}" if accepted else ""
-    return DeliveryUncertain(
-        f"{display}: the end of data of <{message_id}> went out and no answer came back "
-        f"({exc}): the server may have taken it, so it is not sent again (resend_uncertain "
-        f"sends it once more){earlier}",
-        message_id=message_id,
-    )
-
-
-def _uncertain_note(chain: _Chain) -> str:
-    ids = ", ".join(f"<{exc.message_id}>" for _i, exc in sorted(chain.uncertain.items()))
-    return f"delivery uncertain (not sent again): {ids}"
-
-
-def _uncertain_many(
-    display: str, slots: list[SendResult | None], chain: _Chain
-) -> DeliveryUncertain:
-    """The error a ``send_many`` ends with when deliveries are uncertain: which ones, and
-    the results of the others."""
-    uncertain = [exc for _index, exc in sorted(chain.uncertain.items())]
-    ids = tuple(exc.message_id for exc in uncertain)
-    sent = sum(slot is not None for slot in slots)
-    error = DeliveryUncertain(
-        f"{display}: {len(ids)} message(s) of this send_many went out with no answer to "
-        f"their end of data, and are not sent again: {', '.join(f'<{i}>' for i in ids)}; "
-        f"{sent} sent (see .results)",
-        message_id=ids[0],
-        message_ids=ids,
-        results=list(slots),
-    )
-    error.__cause__ = uncertain[0].__cause__
-    return error
-
-
-@dataclass(slots=True)
-class _Pending:
-    """A message of a ``send_many`` on its way, with the outcome of its envelope if known."""
-
-    index: int
-    envelope: Envelope
-    dsn: DSN
-    outcome: _Outcome | None = None
-    #: Its end of data went out unanswered once already (it is being sent once more).
-    uncertain: bool = False
-
-
-class _Upcoming:
-    """``send_many``'s messages, pulled one ahead so that the next one is prepared while the
-    server works on the current one (the iterator stays lazy: one message ahead, no more).
-
-    An error from pulling (``prepare()`` refusing a message) is kept and raised by
-    :meth:`take` at that message's own turn.
-    """
-
-    __slots__ = ("_error", "_item", "_items", "_pulled")
-
-    def __init__(self, items: Iterator[tuple[Envelope, DSN]]) -> None:
-        self._items = items
-        self._pulled = False
-        self._item: tuple[Envelope, DSN] | None = None
-        self._error: Exception | None = None
-
-    def prefetch(self) -> None:
-        """Pull the next message now, unless it has been pulled already."""
-        if self._pulled:
-            return
-        self._pulled = True
-        try:
-            self._item = next(self._items, None)
-        except Exception as exc:  # raised at its turn, by take()
-            self._error = exc
-
-    def take(self) -> tuple[Envelope, DSN] | None:
-        """The next message (None at the end), or the error pulling it raised."""
-        self.prefetch()
-        item, error = self._item, self._error
-        self._pulled, self._item, self._error = False, None, None
-        if error is not None:
-            raise error
-        return item
-
-
-@dataclass(slots=True)
-class _Chain:
-    """``send_many``'s pipeline: the message whose data goes out with the next envelope, and
-    those that need the careful path (:meth:`Session.send`) once the chain is finished."""
-
-    waiting: _Pending | None = None
-    later: list[_Pending] = field(default_factory=list)
-    #: Messages whose delivery is uncertain, by index (reported when the run ends).
-    uncertain: dict[int, DeliveryUncertain] = field(default_factory=dict)
