@@ -438,3 +438,41 @@ def test_a_forked_child_does_not_keep_the_parents_lease(tmp_path: Path) -> None:
     again = store.try_lease("a", "INBOX")  # the child's exit did not leave it locked
     assert again is not None
     again.release()
+
+
+class _SlowStore:
+    """A SQLite store whose try_lease waits until the test lets it go on: a database slow to
+    answer while the caller is cancelled."""
+
+    def __init__(self, path: Path) -> None:
+        self.inner = SQLiteStateStore(path)
+        self.asked = threading.Event()
+        self.go_on = threading.Event()
+
+    def try_lease(self, account: str, folder: str) -> object:
+        self.asked.set()
+        self.go_on.wait(10)
+        return self.inner.try_lease(account, folder)
+
+
+def test_a_lease_taken_while_its_caller_was_cancelled_is_given_back(tmp_path: Path) -> None:
+    # A watcher giving an account away cancels that account's sync while the store is being
+    # asked for the lease; the attempt still takes it. Before the fix nobody gave it back, and
+    # every later sync of that account in the process was SyncBusy for good.
+    from mailsync._state import SyncLease
+
+    store = _SlowStore(tmp_path / "state.db")
+
+    async def run() -> None:
+        lease = SyncLease(store, "acct", "INBOX", wait=False)  # type: ignore[arg-type]
+        task = asyncio.ensure_future(lease.acquire_async())
+        await asyncio.to_thread(store.asked.wait, 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        store.go_on.set()  # the attempt goes on and takes the lease
+        again = SyncLease(store.inner, "acct", "INBOX", wait=2.0)
+        assert await again.acquire_async()  # given back: free again within the wait
+        await again.release_async()
+
+    asyncio.run(run())

@@ -38,6 +38,7 @@ This module must not import any backend, nor a store implementation at module le
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -147,6 +148,9 @@ class StateStore(Protocol):
 #: The longest pause between two attempts to take a busy lease: a freed lease is noticed
 #: within about this long, and a waiting run costs one cheap attempt per pause.
 _LEASE_POLL_MOST = 0.5
+#: Give-backs of leases taken by an attempt whose caller was cancelled (kept referenced, as
+#: asyncio keeps only weak references to running tasks).
+_abandoned: set[Any] = set()
 
 
 class SyncLease:
@@ -230,13 +234,31 @@ class SyncLease:
 
         pause = asyncio.sleep if sleep is None else sleep
         deadline = self._deadline()
-        while not await store_call(self.store, self._attempt):
+        while True:
+            attempt = asyncio.ensure_future(store_call(self.store, self._attempt))
+            try:
+                taken = await asyncio.shield(attempt)
+            except BaseException:
+                # Cancelled while the store was being asked (a watcher giving an account
+                # away, say): the attempt runs on regardless, and a lease it takes would be
+                # held by nobody, refusing every later sync of this account+folder in this
+                # process. Give it back once the attempt is over.
+                _abandoned.add(task := asyncio.ensure_future(self._give_back(attempt)))
+                task.add_done_callback(_abandoned.discard)
+                raise
+            if taken:
+                return True
             if stopped():
                 return False
             await pause(self._pause(deadline))
             if stopped():
                 return False
-        return True
+
+    async def _give_back(self, attempt: Awaitable[bool]) -> None:
+        with contextlib.suppress(BaseException):
+            await attempt
+        with contextlib.suppress(Exception):
+            await self.release_async()
 
     @property
     def cursor(self) -> dict[str, Any] | None:
