@@ -41,20 +41,20 @@ library only.
 
 from __future__ import annotations
 
-import contextlib
 import socket
-import threading
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any
 
 from tests.limits import drip
+from tests.loopback import LoopbackServer
 
 __all__ = ["HostileIMAP"]
 
 
-class HostileIMAP:
+class HostileIMAP(LoopbackServer):
     """See the module docstring. Use as a context manager; ``port`` is where it listens."""
+
+    scheme = "imap"
 
     def __init__(
         self,
@@ -78,6 +78,7 @@ class HostileIMAP:
         endless_literal: bool = False,
         mute: str | None = None,
     ) -> None:
+        super().__init__()
         self.capabilities = capabilities
         self.echo_login = echo_login  # "NO" or "BAD"
         self.echo_after_login = echo_after_login
@@ -102,56 +103,6 @@ class HostileIMAP:
         self.hung_up = 0
         # ------------------------------------------------------------------------------------
         self.received: list[bytes] = []
-        self.connections = 0
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self._listener.getsockname()[1]
-        self._threads: list[threading.Thread] = []
-        self._conns: list[socket.socket] = []
-        self._lock = threading.Lock()
-
-    def __enter__(self) -> HostileIMAP:
-        thread = threading.Thread(target=self._accept, daemon=True)
-        thread.start()
-        self._threads.append(thread)
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        with contextlib.suppress(OSError):  # wakes the accept() a close alone would not
-            self._listener.shutdown(socket.SHUT_RDWR)
-        self._listener.close()
-        for conn in list(self._conns):  # the server hangs up: no thread waits for a client
-            conn.close()
-        for thread in self._threads:
-            thread.join(10)
-
-    def url(self, user: str = "alice") -> str:
-        return f"imap://{user}@127.0.0.1:{self.port}"
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                return
-            with self._lock:
-                self.connections += 1
-                self._conns.append(conn)
-            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            thread.start()
-            self._threads.append(thread)
-
-    def _serve(self, conn: socket.socket) -> None:
-        try:
-            with conn, conn.makefile("rb") as reader:
-                conn.settimeout(30)
-                self._session(conn, reader)
-        except (OSError, ValueError):  # closed under it by __exit__
-            return
 
     def _line(self, reader: Any) -> bytes:
         line: bytes = reader.readline()

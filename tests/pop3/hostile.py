@@ -14,19 +14,19 @@ dropped while the server was still sending. Standard library only.
 
 from __future__ import annotations
 
-import contextlib
 import socket
-import threading
-from types import TracebackType
 from typing import Any
 
 from tests.limits import drip
+from tests.loopback import LoopbackServer
 
 __all__ = ["HostilePOP3"]
 
 
-class HostilePOP3:
+class HostilePOP3(LoopbackServer):
     """See the module docstring. Use as a context manager; ``port`` is where it listens."""
+
+    scheme = "pop3"
 
     def __init__(
         self,
@@ -36,58 +36,13 @@ class HostilePOP3:
         no_terminator: int | None = None,
         drip: str | None = None,
     ) -> None:
+        super().__init__()
         self.messages = messages
         self.list_sizes = list_sizes or {}
         self.no_terminator = no_terminator
         self.drip = drip
         self.hung_up = 0
         self.retrieved: list[int] = []
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self._listener.getsockname()[1]
-        self._threads: list[threading.Thread] = []
-        self._conns: list[socket.socket] = []
-
-    def __enter__(self) -> HostilePOP3:
-        thread = threading.Thread(target=self._accept, daemon=True)
-        thread.start()
-        self._threads.append(thread)
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        with contextlib.suppress(OSError):
-            self._listener.shutdown(socket.SHUT_RDWR)
-        self._listener.close()
-        for conn in list(self._conns):
-            conn.close()
-        for thread in self._threads:
-            thread.join(10)
-
-    def url(self, user: str = "alice") -> str:
-        return f"pop3://{user}@127.0.0.1:{self.port}"
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                return
-            self._conns.append(conn)
-            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            thread.start()
-            self._threads.append(thread)
-
-    def _serve(self, conn: socket.socket) -> None:
-        try:
-            with conn, conn.makefile("rb") as reader:
-                conn.settimeout(30)
-                self._session(conn, reader)
-        except (OSError, ValueError):
-            return
 
     def _session(self, conn: socket.socket, reader: Any) -> None:
         greeting = b"+OK hostile POP3 ready\r\n"

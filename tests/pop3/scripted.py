@@ -10,14 +10,13 @@ Standard library only.
 
 from __future__ import annotations
 
-import contextlib
 import socket
-import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from types import TracebackType
 
 __all__ = ["Mail", "ScriptedPOP3"]
+
+from tests.loopback import LoopbackServer
 
 
 @dataclass
@@ -28,7 +27,7 @@ class Mail:
     raw: bytes
 
 
-class ScriptedPOP3:
+class ScriptedPOP3(LoopbackServer):
     """A loopback POP3 server with a scripted maildrop.
 
     Args:
@@ -37,6 +36,8 @@ class ScriptedPOP3:
         stls_reply: The reply to STLS (``"-ERR not now"``); STLS is offered in CAPA when set.
     """
 
+    scheme = "pop3"
+
     def __init__(
         self,
         maildrop: Sequence[Mail],
@@ -44,60 +45,12 @@ class ScriptedPOP3:
         capabilities: Iterable[str] = ("UIDL", "TOP", "USER"),
         stls_reply: str | None = None,
     ) -> None:
+        super().__init__()
         self.maildrop = list(maildrop)
         self.capabilities = list(capabilities) + (["STLS"] if stls_reply else [])
         self.stls_reply = stls_reply
         self.commands: list[str] = []
         self.removed: list[Mail] = []  # what QUITs removed, in order
-        self._lock = threading.Lock()
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self._listener.getsockname()[1]
-        self._threads: list[threading.Thread] = []
-        self._conns: list[socket.socket] = []
-
-    def __enter__(self) -> ScriptedPOP3:
-        thread = threading.Thread(target=self._accept, daemon=True)
-        thread.start()
-        self._threads.append(thread)
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        with contextlib.suppress(OSError):  # wakes the accept() a close alone would not
-            self._listener.shutdown(socket.SHUT_RDWR)
-        self._listener.close()
-        for conn in list(self._conns):
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-            conn.close()
-        for thread in self._threads:
-            thread.join(10)
-
-    def url(self, user: str = "alice") -> str:
-        return f"pop3://{user}@127.0.0.1:{self.port}"
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                return
-            self._conns.append(conn)
-            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            thread.start()
-            self._threads.append(thread)
-
-    def _serve(self, conn: socket.socket) -> None:
-        try:
-            with conn, conn.makefile("rb") as reader:
-                conn.settimeout(30)
-                self._session(conn, reader)
-        except (OSError, ValueError):  # closed under it by __exit__
-            return
 
     def _session(self, conn: socket.socket, reader: socket.SocketIO) -> None:
         with self._lock:
