@@ -4,7 +4,8 @@ One connection, an :class:`imaplib.IMAP4`, carries everything. imapclient does t
 whose answers need real parsing (LIST, STORE, MOVE, COPY, EXPUNGE, APPEND, IDLE): it is put over
 that connection when the first of them comes. The path every ``sync()`` and ``messages()`` takes
 is spoken directly on the imaplib connection: connect, STARTTLS, LOGIN/AUTHENTICATE, ENABLE,
-SELECT/EXAMINE, UID SEARCH (criteria rendered by :mod:`mailsync.protocol.imap`), and the bulk
+SELECT/EXAMINE, UID SEARCH (criteria rendered by :mod:`mailsync.protocol.imap`, a big folder
+searched in windows by :mod:`mailsync.protocol.imap_search`), and the bulk
 ``UID FETCH`` through the fast sans-I/O reader of :mod:`mailsync.protocol.imap_literals`, fed from
 the same socket in large reads. That is written by hand for speed, not taste: imapclient's FETCH
 parser is several times slower than the wire for bodies, and importing imapclient costs more
@@ -44,7 +45,7 @@ from mailsync._errors import (
     TemporaryFailure,
 )
 from mailsync._message import Folder, Message, crlf_bytes, header_block
-from mailsync._plans import Operation, stream
+from mailsync._plans import Operation, run, stream
 from mailsync._query import Q
 from mailsync.backends._imaplib import (
     FetchStream,
@@ -57,6 +58,7 @@ from mailsync.backends._imaplib import (
 )
 from mailsync.protocol import imap as proto
 from mailsync.protocol import imap_sync
+from mailsync.protocol.imap_search import Search, search_steps
 from mailsync.protocol.imap_sync import Batching
 
 if TYPE_CHECKING:
@@ -306,7 +308,9 @@ class IMAPRetriever(Retriever):
             return
         status = self._select(folder, readonly=True)
         plan = proto.search_plan(query)
-        uids = self._search(plan.criteria, plan.charset)
+        enough = limit if plan.exact else None  # the first UIDs are the answer
+        search = search_steps(folder, status, plan.criteria, charset=plan.charset, enough=enough)
+        uids = run(search, self._perform, translate=self._translate)
         if plan.exact and limit is not None:
             uids = uids[:limit]
         recheck = query is not None and not plan.exact
@@ -474,14 +478,15 @@ class IMAPRetriever(Retriever):
         yield from stream(plan, self._perform, translate=self._translate)
 
     def _perform(self, op: Operation) -> Any:
-        """Performs the operations of :func:`mailsync.protocol.imap_sync.sync_steps`."""
+        """Performs the operations of :func:`mailsync.protocol.imap_sync.sync_steps` and
+        :func:`mailsync.protocol.imap_search.search_steps`."""
         if isinstance(op, imap_sync.Fetch):
             self._reselect(op.folder, op.uidvalidity)
             items = self._fetch_items(op.items) if op.gmail else op.items
             return list(self._fetch(list(op.uids), items))
-        if isinstance(op, imap_sync.Search):
+        if isinstance(op, Search):
             self._reselect(op.folder, op.uidvalidity)
-            return self._search(list(op.criteria), None)
+            return self._search(list(op.criteria), op.charset)
         raise TypeError(f"not an IMAP sync operation: {op!r}")
 
     def _reselect(self, folder: str, uidvalidity: int) -> None:
