@@ -58,7 +58,7 @@ from mailsync.backends._imaplib import (
 )
 from mailsync.protocol import imap as proto
 from mailsync.protocol import imap_sync
-from mailsync.protocol.imap_search import Search, search_steps
+from mailsync.protocol.imap_search import Search, change_batches, search_steps
 from mailsync.protocol.imap_sync import Batching
 
 if TYPE_CHECKING:
@@ -638,13 +638,16 @@ class IMAPRetriever(Retriever):
 
     # -- changing -----------------------------------------------------------------------------
 
-    def _grouped(self, msgs: MessageRef | Sequence[MessageRef]) -> dict[str, list[int]]:
-        """Ids grouped by folder (each checked for UIDVALIDITY), folders in first-seen order."""
+    def _grouped(self, msgs: MessageRef | Sequence[MessageRef]) -> list[tuple[str, list[int]]]:
+        """Ids grouped by folder (each checked for UIDVALIDITY), folders in first-seen order,
+        each folder's UIDs in batches of one command each (:func:`change_batches`)."""
         groups: dict[str, list[int]] = {}
         for ref in message_refs(msgs):
             folder, uid = self._locate(proto.parse_message_id(ref), readonly=False)
             groups.setdefault(folder, []).append(uid)
-        return groups
+        return [
+            (folder, batch) for folder, uids in groups.items() for batch in change_batches(uids)
+        ]
 
     def set_flags(
         self,
@@ -658,7 +661,7 @@ class IMAPRetriever(Retriever):
             to_add, to_remove = proto.store_flags(add), proto.store_flags(remove)
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
-        for folder, uids in self._grouped(msgs).items():
+        for folder, uids in self._grouped(msgs):
             self._select(folder, readonly=False, fresh=False)
             with self._errors(folder):
                 client = self._conn()
@@ -674,7 +677,7 @@ class IMAPRetriever(Retriever):
             FolderNotFound: The target folder does not exist.
         """
         target = _canonical(folder)
-        for source, uids in self._grouped(msgs).items():
+        for source, uids in self._grouped(msgs):
             if source == target:
                 continue
             self._select(source, readonly=False, fresh=False)
@@ -698,7 +701,7 @@ class IMAPRetriever(Retriever):
         when they already are in the Trash, or when the account has no Trash folder."""
         groups = self._grouped(msgs)
         trash = None if permanent else self._trash()
-        for source, uids in groups.items():
+        for source, uids in groups:
             self._select(source, readonly=False, fresh=False)
             with self._errors(source):
                 client = self._conn()

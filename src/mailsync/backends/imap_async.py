@@ -63,7 +63,7 @@ from mailsync.protocol.imap import (
     uid_set,
 )
 from mailsync.protocol.imap_lines import is_exists, list_entries
-from mailsync.protocol.imap_search import Search, search_steps
+from mailsync.protocol.imap_search import Search, change_batches, search_steps
 from mailsync.protocol.imap_sync import Batching, SyncCursor, messages_from_fetch
 
 __all__ = ["AsyncIMAPRetriever"]
@@ -526,7 +526,8 @@ class AsyncIMAPRetriever(AsyncRetriever):
     async def _grouped(
         self, msgs: MessageRef | Sequence[MessageRef]
     ) -> list[tuple[str, int, list[int]]]:
-        """``(folder, uidvalidity, uids)`` for the messages named, folders in first-seen order."""
+        """``(folder, uidvalidity, uids)`` for the messages named, folders in first-seen order,
+        each folder's UIDs in batches of one command each (:func:`change_batches`)."""
         groups: dict[tuple[str, int], list[int]] = {}
         for message_id in message_refs(msgs):
             ref = parse_message_id(message_id)
@@ -535,7 +536,11 @@ class AsyncIMAPRetriever(AsyncRetriever):
             else:
                 folder, uidvalidity, uid = ref.folder, ref.uidvalidity, ref.uid
             groups.setdefault((folder, uidvalidity), []).append(uid)
-        return [(folder, v, sorted(set(uids))) for (folder, v), uids in groups.items()]
+        return [
+            (folder, v, batch)
+            for (folder, v), uids in groups.items()
+            for batch in change_batches(uids)
+        ]
 
     async def set_flags(
         self,

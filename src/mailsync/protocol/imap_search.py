@@ -1,6 +1,6 @@
-"""``UID SEARCH`` in windows, so that no answer outgrows the line a connection takes, however
-large the folder: shared by the sync and the async IMAP backends, written once as a plan
-(:mod:`mailsync._plans`).
+"""Answers that list UIDs on one line, kept within the line a connection takes however large
+the folder: ``UID SEARCH`` in windows (a plan, :mod:`mailsync._plans`), and changes in
+batches (:func:`change_batches`). Shared by the sync and the async IMAP backends.
 
 IMAP answers a SEARCH on one line (``* SEARCH 1 2 3 ...``), and both backends refuse a line
 over ``MAX_LINE`` (1 MiB; :mod:`mailsync.protocol.imap_literals`), as they must against a
@@ -31,29 +31,44 @@ trip, as before.
 
 ESEARCH (RFC 4731, ``RETURN (ALL)``, answers as ranges) is not used: ranges shrink the answer
 only where the UIDs are dense, so the windows would have to be as small for fragmented UIDs,
-and plain SEARCH works on every server. Nor is any other answer listing UIDs asked for:
-mailsync never enables QRESYNC, so no server sends it ``VANISHED``, and never searches by
-MODSEQ.
+and plain SEARCH works on every server.
+
+The other answers that list UIDs: the ``COPYUID`` code answering a MOVE or COPY (UIDPLUS)
+lists the UIDs the command named, and the command line itself grows with them (servers
+refuse long ones: Dovecot past 64 KiB), so a change names at most a batch of UIDs
+(:func:`change_batches`); the async ``watch()`` asks whether mail came with ``UID SEARCH *``
+(one UID); the sync walk's check of UIDs a FETCH left out is a batch at most. mailsync never
+enables QRESYNC, so no server sends it ``VANISHED`` lists, and never searches by MODSEQ.
 
 It must not do I/O or know which library speaks IMAP.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from mailsync._plans import Operation, Plan
 from mailsync.protocol import imap_literals
-from mailsync.protocol.imap import Criterion, FolderStatus
+from mailsync.protocol.imap import Criterion, FolderStatus, uid_batches
 
-__all__ = ["SEARCH_OVERHEAD", "UID_WIDTH", "Search", "search_steps", "search_window"]
+__all__ = [
+    "CHANGE_BATCH",
+    "SEARCH_OVERHEAD",
+    "UID_WIDTH",
+    "Search",
+    "change_batches",
+    "search_steps",
+    "search_window",
+]
 
 #: The most bytes one UID takes in a SEARCH answer: ten digits (UIDs are 32-bit), a space.
 UID_WIDTH = 11
 #: What a SEARCH answer line holds besides its UIDs: ``* SEARCH``, a CONDSTORE
 #: ``(MODSEQ n)`` tail, the CRLF; with room to spare.
 SEARCH_OVERHEAD = 64
+#: The most UIDs one STORE, MOVE, COPY or EXPUNGE names: under 6 KB of command line.
+CHANGE_BATCH = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +135,13 @@ def search_steps(
         if high is not None:
             low = high
     return sorted(found)
+
+
+def change_batches(uids: Iterable[int]) -> Iterator[list[int]]:
+    """``uids``, ascending and without repeats, in batches for one STORE, MOVE, COPY or
+    EXPUNGE each: at most :data:`CHANGE_BATCH`, and never more than a search window, so that
+    the COPYUID code answering a MOVE or COPY (both its UID sets) fits in a line too."""
+    return uid_batches(sorted(set(uids)), min(CHANGE_BATCH, search_window()))
 
 
 def _bounds(folder: str, status: FolderStatus, after: int, window: int) -> Plan[list[int]]:
