@@ -566,6 +566,16 @@ class RetrieverContract:
         assert copy.headers.get("Date") is None
         assert copy.message_id is None
 
+    def test_append_refuses_a_headers_only_message(self, box: Any, seed: Seed) -> None:
+        # It holds only its header block: storing it would store the message without its
+        # body, as if that were the whole of it.
+        self._needs(box, "append")
+        seed(make_raw(1, body="the body\r\n"))
+        (headers,) = list(box.messages(headers_only=True))
+        with pytest.raises(mailsync.ConfigError, match="headers_only"):
+            box.append("INBOX", headers)
+        assert len(list(box.messages())) == 1
+
     def test_append_accepts_email_message(self, box: Any) -> None:
         self._needs(box, "append")
         msg = mailsync.compose(
