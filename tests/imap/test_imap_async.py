@@ -78,8 +78,8 @@ class TestAsyncIMAPContract(AsyncRetrieverContract):
     def make_retriever(
         self, mail_store: MailboxClients, account: Account, transport: str
     ) -> Callable[[Any], mailsync.AsyncRetriever]:
-        def make(state: Any) -> mailsync.AsyncRetriever:
-            return _connect(mail_store, account, transport, state=state)
+        def make(state: Any, **options: Any) -> mailsync.AsyncRetriever:
+            return _connect(mail_store, account, transport, state=state, **options)
 
         return make
 

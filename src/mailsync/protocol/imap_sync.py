@@ -42,6 +42,7 @@ from mailsync._base import SyncStep
 from mailsync._errors import ConfigError, MessageTooLarge, ProtocolError
 from mailsync._message import Message, header_block, message_identity
 from mailsync._plans import Call, Emit, Operation, Plan
+from mailsync._sync_run import warn_skipped
 from mailsync.protocol.imap import (
     BODY_KEYS,
     FETCH_BODY,
@@ -535,12 +536,5 @@ def _fetch_each(
 
 
 def _skipped(folder: str, uidvalidity: int, uid: int, error: MessageTooLarge) -> None:
-    size = f"{error.size} bytes" if error.size is not None else "too large"
-    log.warning(
-        "sync of %r skips message %s (%s, over max_message_size=%s): fetch it with get() "
-        "on a retriever connected with a larger max_message_size (or None)",
-        folder,
-        format_message_id(folder, uidvalidity, uid),
-        size,
-        error.limit,
-    )
+    message_id = format_message_id(folder, uidvalidity, uid)
+    warn_skipped(log, message_id, size=error.size, limit=error.limit)
