@@ -14,7 +14,9 @@ This module owns:
   and ``Call`` for the state store's ``known()``, which the async driver runs on a thread.
 
 The rules, once for both backends: messages come in UID order, in batches sized by
-:class:`Batching`; the cursor moves past a batch once it is complete; a UID the SEARCH listed
+:class:`Batching`, from UIDs listed by a SEARCH that a big folder answers in windows of UIDs
+(:mod:`mailsync.protocol.imap_search`: nothing skipped or listed twice when messages come or
+go between two); the cursor moves past a batch once it is complete; a UID the SEARCH listed
 and the FETCH left out is never skipped silently (see :func:`sync_steps`); a resync (no cursor, or
 UIDVALIDITY changed) first fetches only the Message-ID header of each batch and skips the
 messages delivered before, then skips messages without a Message-ID whose very bytes were
