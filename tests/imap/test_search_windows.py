@@ -171,3 +171,21 @@ def test_an_incremental_sync_of_a_big_folder_asks_once_when_little_is_new() -> N
     ops, _ = replay(plan, [[99_995], [], [], []])  # then FETCH, and the re-checks: gone
     assert isinstance(ops[0], Search)
     assert ops[0].criteria == (b"UID", b"99991:*")
+
+
+def test_only_the_open_window_of_a_sync_says_it_saw_everything_up_to_now() -> None:
+    # The async watch notes when a sync asked what is new (mail announced later is newer);
+    # the re-check of a UID the FETCH left out asks about that UID alone, so it must not
+    # move the note: mail announced before it would wait for the next arrival.
+    cursor = SyncCursor(7, 99_990).as_dict()
+    plan = sync_steps("INBOX", cursor, _status(99_990, 100_001), lambda ids: set(), Batching())
+    ops, _ = replay(plan, [[99_995], [], [], []])  # SEARCH, FETCH, FETCH again, re-check
+    searches = [op for op in ops if isinstance(op, Search)]
+    assert [(op.criteria, op.up_to_now) for op in searches] == [
+        ((b"UID", b"99991:*"), True),
+        ((b"UID", b"99995"), False),
+    ]
+    ops, _ = replay(search_steps("INBOX", _status(250, 251), window=100), [[], [], []])
+    assert [op.up_to_now for op in ops] == [False, False, True]
+    ops, _ = replay(search_steps("INBOX", _status(90, 91), [b"UNSEEN"], window=100), [[]])
+    assert [op.up_to_now for op in ops] == [False]  # a filtered search covers only its kind

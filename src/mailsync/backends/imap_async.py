@@ -445,8 +445,11 @@ class AsyncIMAPRetriever(AsyncRetriever):
         async with self._selected(op.folder) as (session, mailbox):
             _check_uidvalidity(session, op.folder, mailbox, op.uidvalidity)
             if isinstance(op, Search):
-                # Mail that comes after this SEARCH is announced by an EXISTS after this mark.
-                self._asked[op.folder] = _Mark.now(session)
+                if op.up_to_now:
+                    # Mail that comes after this SEARCH is announced by an EXISTS after this
+                    # mark; a search for given UIDs (a re-check) must not move it, or mail
+                    # announced before it would wait for the next arrival.
+                    self._asked[op.folder] = _Mark.now(session)
                 return await self._search_criteria(session, list(op.criteria), op.charset)
             items = self._items(session, op.items) if op.gmail else op.items
             return await session.fetch(uid_set(op.uids), items)

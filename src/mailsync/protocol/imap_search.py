@@ -76,12 +76,19 @@ class Search(Operation):
     """``UID SEARCH`` in ``folder``, selected again if the connection moved on to another
     folder since, and still with ``uidvalidity`` (:class:`~mailsync.TemporaryFailure`
     otherwise); ``CHARSET charset`` first when one is given. The result is the UIDs,
-    ascending."""
+    ascending.
+
+    ``up_to_now``: the search asks for every message up to the moment it runs (the last,
+    open window of an unfiltered search), so mail the server announces after it is newer
+    than its answer: the async watch notes when it ran. A search for given UIDs, a
+    look-up or a filtered one says nothing about what else arrived.
+    """
 
     folder: str
     uidvalidity: int
     criteria: tuple[Criterion, ...]
     charset: str | None = None
+    up_to_now: bool = False
 
 
 def search_window(line_cap: int | None = None) -> int:
@@ -127,7 +134,10 @@ def search_steps(
         if low or high is not None:
             span = f"{low + 1}:{high if high is not None else '*'}"
             keys = (b"UID", span.encode("ascii"), *keys)
-        uids: list[int] = yield Search(folder, status.uidvalidity, keys or (b"ALL",), charset)
+        open_ended = high is None and not criteria
+        uids: list[int] = yield Search(
+            folder, status.uidvalidity, keys or (b"ALL",), charset, up_to_now=open_ended
+        )
         # "n:*" always matches the highest UID, even one below n.
         found.update(uid for uid in uids if uid > low and (high is None or uid <= high))
         if enough is not None and len(found) >= enough:
