@@ -51,7 +51,7 @@ def test_incremental_asks_for_newer_uids_in_sized_batches() -> None:
     ops, end = replay(sync_steps("INBOX", cursor, STATUS, _nothing_known, batching), answers)
     asked = [op for op in ops if isinstance(op, Search | Fetch)]
     assert asked == [
-        Search("INBOX", 7, (b"UID", b"5:*")),
+        Search("INBOX", 7, (b"UID", b"5:*"), up_to_now=True),
         Fetch("INBOX", 7, (5, 6), FETCH_BODY, gmail=True),
         Fetch("INBOX", 7, (7, 8, 9), FETCH_BODY, gmail=True),  # the most, once sized
         Fetch("INBOX", 7, (10,), FETCH_BODY, gmail=True),
