@@ -235,6 +235,10 @@ class _SocketReader(io.RawIOBase):
     def __init__(self, sock: GuardedSocket) -> None:
         super().__init__()
         self._sock = sock
+        # The buffered reader calls readinto() for every chunk of a FETCH: it finds the
+        # guarded socket's own method here, not the one below that calls it (a Python call
+        # less per chunk).
+        self.readinto = sock.recv_into  # type: ignore[method-assign]
 
     def readable(self) -> bool:
         return True
