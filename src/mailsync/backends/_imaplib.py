@@ -616,7 +616,12 @@ class FetchStream:
                 if event is None:
                     # Translated by hand: a context manager around every read costs too much.
                     try:
-                        chunk = self._read(stream, reader.wanted)
+                        # As _read(), written out: this runs three times per message.
+                        wanted = reader.wanted
+                        if wanted:
+                            chunk = stream.read(min(wanted, LITERAL_READ))
+                        else:
+                            chunk = stream.readline(MAX_LINE)
                     except MailsyncError:  # the connection's limits: it is out of step
                         self._drop()
                         raise
@@ -636,7 +641,10 @@ class FetchStream:
                     if limits is not None:
                         limits.start()
                     attributes = self._attributes(event)
-                    if not any(key.startswith(b"BODY[") for key in attributes):
+                    for key in attributes:  # a loop, not any(): no generator per message
+                        if key.startswith(b"BODY["):
+                            break
+                    else:
                         continue  # an unsolicited flag update
                     arrived += 1
                     # A consumer that read a whole batch is taken to read on: the next
