@@ -3,8 +3,9 @@
 A backend's test module subclasses :class:`RetrieverContract` (sync) or
 :class:`AsyncRetrieverContract` (async) and supplies three fixtures:
 
-- ``make_retriever``: a factory ``make_retriever(state) -> Retriever | AsyncRetriever`` for ONE
-  fresh, empty account (the same account on every call, so two instances can share state);
+- ``make_retriever``: a factory ``make_retriever(state, **options) -> Retriever |
+  AsyncRetriever`` for ONE fresh, empty account (the same account on every call, so two
+  instances can share state); ``options`` are passed to ``connect`` (``max_message_size``);
 - ``seed``: ``seed(raw: bytes, folder="INBOX", flags=()) -> None`` deposits a message WITHOUT
   mailsync (imaplib APPEND, LMTP, writing a file);
 - ``make_folder``: ``make_folder(name) -> None`` creates a folder without mailsync (or skips).
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import imaplib
+import logging
 import re
 import threading
 import time
@@ -132,6 +134,10 @@ class RetrieverContract:
             yield retriever
         finally:
             retriever.close()
+
+    def _connect(self, make_retriever: Callable[..., Any], state: Any, **options: Any) -> Any:
+        """A retriever from the fixture, with ``options``: one the sync API can drive."""
+        return make_retriever(state, **options)
 
     def _needs(self, box: Any, capability: str) -> None:
         if capability not in box.capabilities:
@@ -368,6 +374,47 @@ class RetrieverContract:
         finally:
             second.close()
 
+    @pytest.mark.reliability(
+        area="Limits",
+        fault="a message over max_message_size in a folder that sync() reads",
+        inputs="every Retriever backend, sync and async (the contract); max_message_size of "
+        "100 KB, message 2 of 3 is 300 KB",
+        outcome="sync() yields the other two and logs a warning naming it; get() and "
+        "messages() raise MessageTooLarge, headers_only lists it; a retriever with "
+        "max_message_size=None fetches it",
+    )
+    def test_sync_skips_a_message_over_max_message_size(
+        self,
+        make_retriever: Callable[..., Any],
+        state: mailsync.StateStore,
+        seed: Seed,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """Issue 14: ``sync()`` goes on past a message over ``max_message_size`` with a
+        warning naming it, never stalling on it; reading it is refused with MessageTooLarge,
+        its headers are not, and a retriever with a larger limit fetches it."""
+        seed(make_raw(1))
+        seed(make_raw(2, extra=300_000))
+        seed(make_raw(3))
+        small = self._connect(make_retriever, state, max_message_size=100_000)
+        full = self._connect(make_retriever, ":memory:", max_message_size=None)
+        try:
+            ids = {m.subject: m.id for m in full.messages()}
+            with caplog.at_level(logging.WARNING, logger="mailsync"):
+                assert [m.subject for m in small.sync()] == ["Message 1", "Message 3"]
+            warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+            assert any(ids["Message 2"] in w and "max_message_size" in w for w in warnings)
+            with pytest.raises(mailsync.MessageTooLarge):
+                small.get(ids["Message 2"])
+            with pytest.raises(mailsync.MessageTooLarge):
+                list(small.messages())
+            listed = [m.subject for m in small.messages(headers_only=True)]
+            assert listed == ["Message 1", "Message 2", "Message 3"]
+            assert full.get(ids["Message 2"]).size > 300_000
+        finally:
+            small.close()
+            full.close()
+
     def test_sync_commits_when_the_next_message_is_requested(self, box: Any, seed: Seed) -> None:
         self._seed_many(seed, 3)
         run = box.sync()
@@ -519,6 +566,16 @@ class RetrieverContract:
         assert copy.headers.get("Date") is None
         assert copy.message_id is None
 
+    def test_append_refuses_a_headers_only_message(self, box: Any, seed: Seed) -> None:
+        # It holds only its header block: storing it would store the message without its
+        # body, as if that were the whole of it.
+        self._needs(box, "append")
+        seed(make_raw(1, body="the body\r\n"))
+        (headers,) = list(box.messages(headers_only=True))
+        with pytest.raises(mailsync.ConfigError, match="headers_only"):
+            box.append("INBOX", headers)
+        assert len(list(box.messages())) == 1
+
     def test_append_accepts_email_message(self, box: Any) -> None:
         self._needs(box, "append")
         msg = mailsync.compose(
@@ -654,6 +711,9 @@ class AsyncRetrieverContract(RetrieverContract):
             yield proxy
         finally:
             proxy.close()
+
+    def _connect(self, make_retriever: Callable[..., Any], state: Any, **options: Any) -> Any:
+        return SyncProxy(make_retriever(state, **options))
 
     def test_is_async(self, make_retriever: Callable[..., Any], state: mailsync.StateStore) -> None:
         retriever = make_retriever(state)

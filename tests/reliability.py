@@ -112,6 +112,10 @@ def marker_row(item: pytest.Item) -> Row | None:
         )
     base, _, params = item.nodeid.partition("[")
     case = params.removesuffix("]")
+    shared = _contract_test(item)
+    if shared is not None:  # one row for every backend that runs it, a case each
+        owner = item.cls.__name__ if item.cls is not None else base
+        base, case = shared, f"{owner}-{case}" if case else owner
     xfail = item.get_closest_marker("xfail")
     if xfail is not None and not xfail.kwargs.get("strict", False):
         raise pytest.UsageError(f"{item.nodeid}: a known gap is marked xfail(strict=True)")
@@ -124,6 +128,17 @@ def marker_row(item: pytest.Item) -> Row | None:
         cases=[case],
         gaps={case: str(xfail.kwargs.get("reason", ""))} if xfail is not None else {},
     )
+
+
+def _contract_test(item: pytest.Item) -> str | None:
+    """Where a test defined in another module than the one that runs it (a contract test,
+    tests/contract.py) is written, as a node id; None for any other test."""
+    function = getattr(item, "function", None)
+    module = getattr(item, "module", None)
+    if function is None or module is None or function.__module__ == module.__name__:
+        return None
+    path = function.__module__.replace(".", "/") + ".py"
+    return f"{path}::{function.__qualname__.replace('.', '::')}"
 
 
 class Recorder:

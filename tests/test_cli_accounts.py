@@ -185,6 +185,29 @@ def test_fetch_to_a_local_mailbox_is_a_byte_copy(
     assert in_mbox == sorted(raw.replace(b"\r\n", b"\n") for raw in on_server)
 
 
+def test_fetch_to_a_local_mailbox_keeps_the_flags(
+    home: Path, mail_servers: MailServers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    owner = mail_servers.new_account("cli")
+    mail_servers.append(owner, BACKUP_CORPUS[0], flags=("\\Seen", "\\Flagged"))
+    mail_servers.append(owner, BACKUP_CORPUS[1])
+    monkeypatch.setenv("MAILSYNC_TEST_PASSWORD", owner.password)
+    url = f"imap://{owner.user}@{mail_servers.host}:{mail_servers.imap_port}"
+    login = ["--tls", "none", "--password-env", "MAILSYNC_TEST_PASSWORD"]
+    for target in (f"maildir:{home / 'backup'}", f"mbox:{home / 'backup.mbox'}"):
+        done = run(home, "fetch", url, *login, "--to", target)
+        assert done.returncode == 0, done.stderr
+    # Read back without mailsync: the info suffix, and the Status fields, as mutt reads them.
+    names = sorted(path.name for path in (home / "backup").glob("*/*"))
+    assert [name.rpartition(":")[2] for name in names if ":" in name] == ["2,FS"]
+    box = mailbox.mbox(home / "backup.mbox")
+    try:
+        flags = sorted("".join(sorted(box.get_message(key).get_flags())) for key in box.iterkeys())
+    finally:
+        box.close()
+    assert flags == ["", "FOR"]
+
+
 def test_send_raw_message_from_stdin(home: Path) -> None:
     raw = b"From: a@example.test\r\nTo: b@example.test\r\nSubject: raw in\r\n\r\nbody\r\n"
     done = run(home, "send", stdin=raw)

@@ -84,3 +84,28 @@ def test_watch_many_accounts_with_exec_acknowledgement_and_json(tmp_path: Path) 
     assert len(backing) == 1
     assert "exited with status 3" in backing[0]["reason"]
     assert [e["state"] for e in statuses if e["account"] == f"maildir:{roots[0]}"][-1] == "stopped"
+
+
+def test_watch_to_a_local_mailbox_keeps_the_flags(tmp_path: Path) -> None:
+    source, backup = tmp_path / "source", tmp_path / "backup"
+    _maildir_seed(source)(_raw("read-and-flagged"), flags=("\\Seen", "\\Flagged"))
+    env = {**os.environ, "MAILSYNC_DATA_DIR": str(tmp_path / "data")}
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "mailsync", "watch", f"maildir:{source}"),
+            *("--poll-interval", "0.2", "--to", f"maildir:{backup}"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        wait_for(lambda: any(backup.glob("cur/*")), timeout=60, message="the copy")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+    (copy,) = backup.glob("[nc][eu][wr]/*")
+    assert copy.name.endswith(":2,FS")  # read without mailsync, as mutt would

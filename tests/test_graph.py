@@ -71,7 +71,7 @@ class TestGraphContract(GraphFixtures, RetrieverContract):
 
     @pytest.fixture
     def make_retriever(self, fake: FakeGraph) -> Callable[..., Any]:
-        return lambda state: _connect(fake, state)
+        return lambda state, **options: _connect(fake, state, **options)
 
 
 class TestAsyncGraphContract(GraphFixtures, AsyncRetrieverContract):
@@ -79,7 +79,7 @@ class TestAsyncGraphContract(GraphFixtures, AsyncRetrieverContract):
 
     @pytest.fixture
     def make_retriever(self, fake: FakeGraph) -> Callable[..., Any]:
-        return lambda state: _connect_async(fake, state)
+        return lambda state, **options: _connect_async(fake, state, **options)
 
 
 # -- folders ---------------------------------------------------------------------------------

@@ -61,13 +61,15 @@ class MaildirFixtures:
 class TestMaildir(MaildirFixtures, RetrieverContract):
     @pytest.fixture
     def make_retriever(self, root: Path) -> Callable[..., Any]:
-        return lambda state: mailsync.connect(f"maildir:{root}", state=state)
+        return lambda state, **options: mailsync.connect(f"maildir:{root}", state=state, **options)
 
 
 class TestAsyncMaildir(MaildirFixtures, AsyncRetrieverContract):
     @pytest.fixture
     def make_retriever(self, root: Path) -> Callable[..., Any]:
-        return lambda state: mailsync.connect_async(f"maildir:{root}", state=state)
+        return lambda state, **options: mailsync.connect_async(
+            f"maildir:{root}", state=state, **options
+        )
 
 
 class MboxFixtures:
@@ -116,7 +118,7 @@ class TestMbox(MboxFixtures, RetrieverContract):
 
     @pytest.fixture
     def make_retriever(self, path: Path) -> Callable[..., Any]:
-        return lambda state: mailsync.connect(f"mbox:{path}", state=state)
+        return lambda state, **options: mailsync.connect(f"mbox:{path}", state=state, **options)
 
 
 class TestAsyncMbox(MboxFixtures, AsyncRetrieverContract):
@@ -124,7 +126,9 @@ class TestAsyncMbox(MboxFixtures, AsyncRetrieverContract):
 
     @pytest.fixture
     def make_retriever(self, path: Path) -> Callable[..., Any]:
-        return lambda state: mailsync.connect_async(f"mbox:{path}", state=state)
+        return lambda state, **options: mailsync.connect_async(
+            f"mbox:{path}", state=state, **options
+        )
 
 
 _WRITER = """

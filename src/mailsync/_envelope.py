@@ -160,8 +160,14 @@ def outgoing_bytes(message: EmailMessage | bytes | Message) -> bytes:
 
     Raises:
         ConfigError: An ``EmailMessage`` whose header block holds a control character, or
-            that cannot be serialised.
+            that cannot be serialised; a :class:`~mailsync.Message` retrieved with
+            ``headers_only`` (storing it would store a message without its body).
     """
+    if isinstance(message, Message) and message.headers_only:
+        raise ConfigError(
+            f"cannot append message {message.id or ''} retrieved with headers_only=True: "
+            "it holds only its header block (get() it whole first)"
+        )
     if isinstance(message, bytes | bytearray | Message):
         return as_bytes(message)
     raw = _wire_bytes(message)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, SupportsIndex, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Protocol, SupportsIndex, TypeVar, overload
 
 from mailsync._addresses import MAX_ADDRESSES, iter_addresses, parse_addresses
 from mailsync._mime import (
@@ -67,6 +67,15 @@ T = TypeVar("T")
 
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
+
+
+class Readable(Protocol):
+    """A binary file, as far as :func:`read_header_block` needs one."""
+
+    def read(self, size: int, /) -> bytes:
+        """At most ``size`` bytes; fewer only at the end."""
+
+
 _MISSING: Any = object()
 
 
@@ -573,6 +582,30 @@ def header_block(raw: bytes) -> bytes:
     """The header block of a raw message, including the blank line that ends it."""
     match = _HEADER_END.search(raw)
     return raw[: match.end()] if match else raw
+
+
+def read_header_block(file: Readable, limit: int | None, chunk_size: int = 16384) -> bytes | None:
+    """The :func:`header_block` of the message ``file`` holds from its position, reading no
+    further than the blank line that ends it (plus the rest of that chunk).
+
+    Returns:
+        The header block (the whole message when it has no blank line), or None when no
+        blank line comes within the first ``limit`` bytes (``max_message_size``): a header
+        that large is not held.
+    """
+    data = bytearray()
+    while True:
+        chunk = file.read(chunk_size)
+        if not chunk:
+            return bytes(data)
+        # Search only where the end can be: the new chunk and the three bytes before it.
+        start = max(0, len(data) - 3)
+        data += chunk
+        match = _HEADER_END.search(data, start)
+        if match:
+            return bytes(data[: match.end()])
+        if limit is not None and len(data) > limit:
+            return None
 
 
 def as_bytes(message: StdMessage | EmailMessage | bytes | Message) -> bytes:

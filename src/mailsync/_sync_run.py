@@ -2,13 +2,16 @@
 deliver a backend's :class:`SyncStep` values one message at a time and save the cursor
 through the run's :class:`~mailsync._state.SyncLease` as each message counts as delivered.
 
-The rule for when a message counts as delivered lives here, once for both APIs; what is new
-since a cursor is each backend's (``_sync_steps``). This module must not import the retriever
+The rule for when a message counts as delivered lives here, once for both APIs, and the one
+wording of the warning every backend logs when ``sync()`` leaves out a message over
+``max_message_size`` (:func:`warn_skipped`); what is new since a cursor is each backend's
+(``_sync_steps``). This module must not import the retriever
 base classes (:mod:`mailsync._base` re-exports these names).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -19,7 +22,32 @@ if TYPE_CHECKING:
     from mailsync._message import MessageList
     from mailsync._state import SyncLease
 
-__all__ = ["AsyncSyncRun", "SyncRun", "SyncStep"]
+__all__ = ["AsyncSyncRun", "SyncRun", "SyncStep", "warn_skipped"]
+
+
+def warn_skipped(
+    log: logging.Logger,
+    message_id: object,
+    *,
+    size: int | None,
+    limit: int | None,
+    context: str = "",
+) -> None:
+    """Log that ``sync()`` leaves out a message over ``max_message_size``, naming it so that
+    it can be fetched with ``get()`` on a retriever with a larger limit.
+
+    ``sync()`` never stalls on such a message (issue 14): it goes on with the others. Whether a
+    later sync warns about it again is the backend's (its module docstring says).
+    """
+    how_big = "" if size is None else f"{size} bytes, "
+    log.warning(
+        "%ssync skips message %s (%sover max_message_size=%s): fetch it with get() on a "
+        "retriever connected with a larger max_message_size (or None)",
+        f"{context}: " if context else "",
+        message_id,
+        how_big,
+        limit,
+    )
 
 
 @dataclass(frozen=True, slots=True)

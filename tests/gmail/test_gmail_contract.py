@@ -16,10 +16,14 @@ from tests.gmail.conftest import options
 class TestGmail(RetrieverContract):
     @pytest.fixture
     def make_retriever(self, gmail: FakeGmail) -> Callable[..., Any]:
-        return lambda state: mailsync.connect("gmail://me", state=state, **options(gmail))
+        return lambda state, **extra: mailsync.connect(
+            "gmail://me", state=state, **options(gmail, **extra)
+        )
 
 
 class TestAsyncGmail(AsyncRetrieverContract):
     @pytest.fixture
     def make_retriever(self, gmail: FakeGmail) -> Callable[..., Any]:
-        return lambda state: mailsync.connect_async("gmail://me", state=state, **options(gmail))
+        return lambda state, **extra: mailsync.connect_async(
+            "gmail://me", state=state, **options(gmail, **extra)
+        )

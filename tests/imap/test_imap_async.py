@@ -78,8 +78,8 @@ class TestAsyncIMAPContract(AsyncRetrieverContract):
     def make_retriever(
         self, mail_store: MailboxClients, account: Account, transport: str
     ) -> Callable[[Any], mailsync.AsyncRetriever]:
-        def make(state: Any) -> mailsync.AsyncRetriever:
-            return _connect(mail_store, account, transport, state=state)
+        def make(state: Any, **options: Any) -> mailsync.AsyncRetriever:
+            return _connect(mail_store, account, transport, state=state, **options)
 
         return make
 
@@ -648,13 +648,14 @@ async def test_mail_announced_by_idle_is_synced_without_select_or_search(
     # Mail that comes while a message is being handled is announced when IDLE starts, and
     # must still arrive well before the watch's 60 s safety-net sync.
     searches_after: list[int] = []
-    original = AsyncIMAPRetriever._uids_after
+    original = AsyncIMAPRetriever._newest_uid
 
-    async def counting(self: Any, session: Any, since_uid: int) -> list[int]:
-        searches_after.append(since_uid)
-        return await original(self, session, since_uid)
+    async def counting(self: Any, session: Any) -> int:
+        newest = await original(self, session)
+        searches_after.append(newest)
+        return newest
 
-    monkeypatch.setattr(AsyncIMAPRetriever, "_uids_after", counting)
+    monkeypatch.setattr(AsyncIMAPRetriever, "_newest_uid", counting)
     box = _connect(mail_servers, account)
     assert isinstance(box, AsyncIMAPRetriever)
     got: list[mailsync.Message] = []

@@ -45,7 +45,7 @@ class TestIMAPContract(RetrieverContract):
         self, mail_store: MailboxClients, account: Account
     ) -> Callable[[Any], IMAPRetriever]:
         target = imap_url(mail_store, account, self.transport)
-        return lambda state: connect(target, state)
+        return lambda state, **options: connect(target, state, **options)
 
 
 class TestIMAPContractTLS(TestIMAPContract):

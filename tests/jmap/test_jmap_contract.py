@@ -24,7 +24,9 @@ class TestJMAPContract(OnCyrus, RetrieverContract):
     @pytest.fixture
     def make_retriever(self, mail_store: CyrusServer, account: Account) -> Callable[..., Any]:
         target = jmap_target(mail_store, account)
-        return lambda state: mailsync.connect(target.url, state=state, **target.options)
+        return lambda state, **options: mailsync.connect(
+            target.url, state=state, **{**target.options, **options}
+        )
 
 
 class TestAsyncJMAPContract(OnCyrus, AsyncRetrieverContract):
@@ -35,4 +37,6 @@ class TestAsyncJMAPContract(OnCyrus, AsyncRetrieverContract):
     @pytest.fixture
     def make_retriever(self, mail_store: CyrusServer, account: Account) -> Callable[..., Any]:
         target = jmap_target(mail_store, account)
-        return lambda state: mailsync.connect_async(target.url, state=state, **target.options)
+        return lambda state, **options: mailsync.connect_async(
+            target.url, state=state, **{**target.options, **options}
+        )

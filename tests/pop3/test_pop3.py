@@ -64,13 +64,14 @@ class DovecotPOP3:
 
     @pytest.fixture
     def make_retriever(self, mail_store: MailboxClients, account: Account) -> Callable[..., Any]:
-        def make(state: Any) -> Any:
+        def make(state: Any, **options: Any) -> Any:
             return _connect(
                 mail_store,
                 account,
                 implicit_tls=self.implicit_tls,
                 asynchronous=self.asynchronous,
                 state=state,
+                **options,
             )
 
         return make

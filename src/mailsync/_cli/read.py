@@ -150,7 +150,9 @@ def emit(messages: Iterable[Message], args: argparse.Namespace, out: Output) -> 
     try:
         for message in messages:
             if store is not None:
-                store.append("INBOX", message)
+                # The flags too (\Seen, \Flagged...): a backup that forgot what was read is
+                # not a copy. Flags the store cannot hold are dropped by it.
+                store.append("INBOX", message, message.flags)
             if getattr(args, "json", False):
                 out.line(json.dumps(message.as_dict(), ensure_ascii=False))
             elif getattr(args, "ids", False):

@@ -167,7 +167,7 @@ def run_watch(args: argparse.Namespace, out: Output) -> int:
             return  # synced past, not shown: watch() takes no query
         label = boxes[box]
         if store is not None:
-            store.append("INBOX", message)  # a copy, as fetch --to keeps it
+            store.append("INBOX", message, message.flags)  # a copy, as fetch --to keeps it
         extra: dict[str, Any] = {"message_id": message.message_id}
         if args.exec_command:
             code = _execute(args.exec_command, message, label, args.folder)

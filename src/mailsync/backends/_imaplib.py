@@ -94,7 +94,7 @@ class Connection(imaplib.IMAP4):
     Every read keeps to the connection's :class:`CallLimits` (a call starts with each
     command sent and with the greeting): a server that drips bytes ends the call with
     :class:`~mailsync.MailTimeout` after ``Timeout.total``, one that floods a command with
-    responses or sends a line over imaplib's 1 MB with :class:`~mailsync.ProtocolError`, and
+    responses or sends a line over :data:`MAX_LINE` with :class:`~mailsync.ProtocolError`, and
     a literal announced over ``max_message_size`` is refused before it is read
     (:class:`~mailsync.MessageTooLarge`). These are mailsync errors raised through imaplib,
     which lets them pass (it rewraps only its own); the owner drops the connection.
@@ -134,10 +134,11 @@ class Connection(imaplib.IMAP4):
         return line
 
     def readline(self) -> bytes:
-        """One response line, for imaplib. Over imaplib's 1 MB it is a
-        :class:`~mailsync.ProtocolError` that ends the connection: imaplib's own error reads
-        as a server refusal and leaves the rest of the line on the wire."""
-        longest: int = imaplib._MAXLINE  # type: ignore[attr-defined]
+        """One response line, for imaplib. Over :data:`MAX_LINE` (1 MiB, as the async
+        backend's) it is a :class:`~mailsync.ProtocolError` that ends the connection:
+        imaplib's own error (past its 1 MB) reads as a server refusal and leaves the rest of
+        the line on the wire."""
+        longest = MAX_LINE
         line: bytes = self.file.readline(longest + 1)  # type: ignore[assignment]
         if len(line) > longest:
             raise ProtocolError(

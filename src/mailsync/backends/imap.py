@@ -4,7 +4,8 @@ One connection, an :class:`imaplib.IMAP4`, carries everything. imapclient does t
 whose answers need real parsing (LIST, STORE, MOVE, COPY, EXPUNGE, APPEND, IDLE): it is put over
 that connection when the first of them comes. The path every ``sync()`` and ``messages()`` takes
 is spoken directly on the imaplib connection: connect, STARTTLS, LOGIN/AUTHENTICATE, ENABLE,
-SELECT/EXAMINE, UID SEARCH (criteria rendered by :mod:`mailsync.protocol.imap`), and the bulk
+SELECT/EXAMINE, UID SEARCH (criteria rendered by :mod:`mailsync.protocol.imap`, a big folder
+searched in windows by :mod:`mailsync.protocol.imap_search`), and the bulk
 ``UID FETCH`` through the fast sans-I/O reader of :mod:`mailsync.protocol.imap_literals`, fed from
 the same socket in large reads. That is written by hand for speed, not taste: imapclient's FETCH
 parser is several times slower than the wire for bodies, and importing imapclient costs more
@@ -44,7 +45,7 @@ from mailsync._errors import (
     TemporaryFailure,
 )
 from mailsync._message import Folder, Message, crlf_bytes, header_block
-from mailsync._plans import Operation, stream
+from mailsync._plans import Operation, run, stream
 from mailsync._query import Q
 from mailsync.backends._imaplib import (
     FetchStream,
@@ -57,6 +58,7 @@ from mailsync.backends._imaplib import (
 )
 from mailsync.protocol import imap as proto
 from mailsync.protocol import imap_sync
+from mailsync.protocol.imap_search import Search, change_batches, search_steps
 from mailsync.protocol.imap_sync import Batching
 
 if TYPE_CHECKING:
@@ -306,7 +308,9 @@ class IMAPRetriever(Retriever):
             return
         status = self._select(folder, readonly=True)
         plan = proto.search_plan(query)
-        uids = self._search(plan.criteria, plan.charset)
+        enough = limit if plan.exact else None  # the first UIDs are the answer
+        search = search_steps(folder, status, plan.criteria, charset=plan.charset, enough=enough)
+        uids = run(search, self._perform, translate=self._translate)
         if plan.exact and limit is not None:
             uids = uids[:limit]
         recheck = query is not None and not plan.exact
@@ -476,14 +480,15 @@ class IMAPRetriever(Retriever):
         yield from stream(plan, self._perform, translate=self._translate)
 
     def _perform(self, op: Operation) -> Any:
-        """Performs the operations of :func:`mailsync.protocol.imap_sync.sync_steps`."""
+        """Performs the operations of :func:`mailsync.protocol.imap_sync.sync_steps` and
+        :func:`mailsync.protocol.imap_search.search_steps`."""
         if isinstance(op, imap_sync.Fetch):
             self._reselect(op.folder, op.uidvalidity)
             items = self._fetch_items(op.items) if op.gmail else op.items
             return list(self._fetch(list(op.uids), items))
-        if isinstance(op, imap_sync.Search):
+        if isinstance(op, Search):
             self._reselect(op.folder, op.uidvalidity)
-            return self._search(list(op.criteria), None)
+            return self._search(list(op.criteria), op.charset)
         raise TypeError(f"not an IMAP sync operation: {op!r}")
 
     def _reselect(self, folder: str, uidvalidity: int) -> None:
@@ -635,13 +640,16 @@ class IMAPRetriever(Retriever):
 
     # -- changing -----------------------------------------------------------------------------
 
-    def _grouped(self, msgs: MessageRef | Sequence[MessageRef]) -> dict[str, list[int]]:
-        """Ids grouped by folder (each checked for UIDVALIDITY), folders in first-seen order."""
+    def _grouped(self, msgs: MessageRef | Sequence[MessageRef]) -> list[tuple[str, list[int]]]:
+        """Ids grouped by folder (each checked for UIDVALIDITY), folders in first-seen order,
+        each folder's UIDs in batches of one command each (:func:`change_batches`)."""
         groups: dict[str, list[int]] = {}
         for ref in message_refs(msgs):
             folder, uid = self._locate(proto.parse_message_id(ref), readonly=False)
             groups.setdefault(folder, []).append(uid)
-        return groups
+        return [
+            (folder, batch) for folder, uids in groups.items() for batch in change_batches(uids)
+        ]
 
     def set_flags(
         self,
@@ -655,7 +663,7 @@ class IMAPRetriever(Retriever):
             to_add, to_remove = proto.store_flags(add), proto.store_flags(remove)
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
-        for folder, uids in self._grouped(msgs).items():
+        for folder, uids in self._grouped(msgs):
             self._select(folder, readonly=False, fresh=False)
             with self._errors(folder):
                 client = self._conn()
@@ -671,7 +679,7 @@ class IMAPRetriever(Retriever):
             FolderNotFound: The target folder does not exist.
         """
         target = _canonical(folder)
-        for source, uids in self._grouped(msgs).items():
+        for source, uids in self._grouped(msgs):
             if source == target:
                 continue
             self._select(source, readonly=False, fresh=False)
@@ -695,7 +703,7 @@ class IMAPRetriever(Retriever):
         when they already are in the Trash, or when the account has no Trash folder."""
         groups = self._grouped(msgs)
         trash = None if permanent else self._trash()
-        for source, uids in groups.items():
+        for source, uids in groups:
             self._select(source, readonly=False, fresh=False)
             with self._errors(source):
                 client = self._conn()

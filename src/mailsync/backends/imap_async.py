@@ -39,7 +39,7 @@ from mailsync._errors import (
     TemporaryFailure,
 )
 from mailsync._message import Folder, Message, crlf_bytes, header_block
-from mailsync._plans import Operation, Plan, astream
+from mailsync._plans import Operation, Plan, arun, astream
 from mailsync._query import Q
 from mailsync.backends._aioimap import Mailbox, Session
 from mailsync.protocol import imap_sync
@@ -50,7 +50,6 @@ from mailsync.protocol.imap import (
     Criterion,
     FolderStatus,
     GmailRef,
-    SearchPlan,
     encode_folder,
     folders_from_list,
     format_message_id,
@@ -64,6 +63,7 @@ from mailsync.protocol.imap import (
     uid_set,
 )
 from mailsync.protocol.imap_lines import is_exists, list_entries
+from mailsync.protocol.imap_search import Search, change_batches, search_steps
 from mailsync.protocol.imap_sync import Batching, SyncCursor, messages_from_fetch
 
 __all__ = ["AsyncIMAPRetriever"]
@@ -293,8 +293,11 @@ class AsyncIMAPRetriever(AsyncRetriever):
             return
         name = _folder_name(folder)
         plan = search_plan(query)
-        async with self._selected(name, fresh=True) as (session, mailbox):
-            uids = await self._search(session, plan)
+        async with self._selected(name, fresh=True) as (_session, mailbox):
+            status = mailbox.status
+        enough = limit if plan.exact else None  # the first UIDs are the answer
+        search = search_steps(name, status, plan.criteria, charset=plan.charset, enough=enough)
+        uids = await arun(search, self._perform_search, context=self.endpoint.display)
         if plan.exact and limit is not None:
             uids = uids[:limit]
         recheck = query if not plan.exact else None
@@ -313,8 +316,15 @@ class AsyncIMAPRetriever(AsyncRetriever):
                 if limit is not None and count >= limit:
                     return
 
-    async def _search(self, session: Session, plan: SearchPlan) -> list[int]:
-        return await self._search_criteria(session, plan.criteria, plan.charset)
+    async def _perform_search(self, op: Operation) -> list[int]:
+        """Performs the searches of ``messages()``
+        (:func:`~mailsync.protocol.imap_search.search_steps`); unlike a sync's, they leave
+        ``watch()``'s marks alone (see :meth:`_perform`), as they deliver nothing."""
+        if not isinstance(op, Search):
+            raise TypeError(f"not an IMAP search: {op!r}")
+        async with self._selected(op.folder) as (session, mailbox):
+            _check_uidvalidity(session, op.folder, mailbox, op.uidvalidity)
+            return await self._search_criteria(session, list(op.criteria), op.charset)
 
     async def _search_criteria(
         self, session: Session, criteria: list[Criterion], charset: str | None = None
@@ -329,12 +339,13 @@ class AsyncIMAPRetriever(AsyncRetriever):
         lines = await session.command("SEARCH", wire, uid=True, what="UID SEARCH")
         return _search_uids(lines)
 
-    async def _uids_after(self, session: Session, since_uid: int) -> list[int]:
-        lines = await session.command(
-            "SEARCH", f"UID {since_uid + 1}:*", uid=True, what="UID SEARCH"
-        )
-        # "n:*" always matches the highest UID, even one below n.
-        return [uid for uid in _search_uids(lines) if uid > since_uid]
+    async def _newest_uid(self, session: Session) -> int:
+        """The UID of the selected folder's last message (0: it is empty). ``UID SEARCH *``:
+        one UID, where ``UID n:*`` would list every message since the last sync, as many as
+        the folder holds if that sync stopped early (see
+        :mod:`~mailsync.protocol.imap_search`)."""
+        lines = await session.command("SEARCH", "*", uid=True, what="UID SEARCH")
+        return max(_search_uids(lines), default=0)
 
     async def _batches(
         self, folder: str, uidvalidity: int, uids: Sequence[int], items: str
@@ -429,14 +440,17 @@ class AsyncIMAPRetriever(AsyncRetriever):
 
     async def _perform(self, op: Operation) -> Any:
         """Performs the operations of :func:`mailsync.protocol.imap_sync.sync_steps`."""
-        if not isinstance(op, imap_sync.Fetch | imap_sync.Search):
+        if not isinstance(op, imap_sync.Fetch | Search):
             raise TypeError(f"not an IMAP sync operation: {op!r}")
         async with self._selected(op.folder) as (session, mailbox):
             _check_uidvalidity(session, op.folder, mailbox, op.uidvalidity)
-            if isinstance(op, imap_sync.Search):
-                # Mail that comes after this SEARCH is announced by an EXISTS after this mark.
-                self._asked[op.folder] = _Mark.now(session)
-                return await self._search_criteria(session, list(op.criteria))
+            if isinstance(op, Search):
+                if op.up_to_now:
+                    # Mail that comes after this SEARCH is announced by an EXISTS after this
+                    # mark; a search for given UIDs (a re-check) must not move it, or mail
+                    # announced before it would wait for the next arrival.
+                    self._asked[op.folder] = _Mark.now(session)
+                return await self._search_criteria(session, list(op.criteria), op.charset)
             items = self._items(session, op.items) if op.gmail else op.items
             return await session.fetch(uid_set(op.uids), items)
 
@@ -493,7 +507,7 @@ class AsyncIMAPRetriever(AsyncRetriever):
         if highest is None:
             return False
         announced = session.announced
-        return bool(await self._uids_after(session, highest)) or session.announced > announced
+        return await self._newest_uid(session) > highest or session.announced > announced
 
     async def _poll(self, folder: str, deadline: float) -> None:
         loop = asyncio.get_running_loop()
@@ -515,7 +529,8 @@ class AsyncIMAPRetriever(AsyncRetriever):
     async def _grouped(
         self, msgs: MessageRef | Sequence[MessageRef]
     ) -> list[tuple[str, int, list[int]]]:
-        """``(folder, uidvalidity, uids)`` for the messages named, folders in first-seen order."""
+        """``(folder, uidvalidity, uids)`` for the messages named, folders in first-seen order,
+        each folder's UIDs in batches of one command each (:func:`change_batches`)."""
         groups: dict[tuple[str, int], list[int]] = {}
         for message_id in message_refs(msgs):
             ref = parse_message_id(message_id)
@@ -524,7 +539,11 @@ class AsyncIMAPRetriever(AsyncRetriever):
             else:
                 folder, uidvalidity, uid = ref.folder, ref.uidvalidity, ref.uid
             groups.setdefault((folder, uidvalidity), []).append(uid)
-        return [(folder, v, sorted(set(uids))) for (folder, v), uids in groups.items()]
+        return [
+            (folder, v, batch)
+            for (folder, v), uids in groups.items()
+            for batch in change_batches(uids)
+        ]
 
     async def set_flags(
         self,

@@ -13,6 +13,7 @@ of some calls, and does not know Maildir++ folder names. Here:
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -34,10 +35,11 @@ from mailsync._base import (
 from mailsync._config import Endpoint
 from mailsync._envelope import outgoing_bytes
 from mailsync._errors import FolderNotFound, MessageNotFound, MessageTooLarge, map_exceptions
-from mailsync._message import Folder, Message, header_block
+from mailsync._message import Folder, Message
 from mailsync._query import Q
+from mailsync._sync_run import warn_skipped
 from mailsync._threaded import ThreadedAsyncRetriever, ThreadedAsyncSender
-from mailsync.backends._local import LocalSender
+from mailsync.backends._local import LocalSender, read_bounded, selected
 
 __all__ = ["AsyncMaildirRetriever", "AsyncMaildirSender", "MaildirRetriever", "MaildirSender"]
 
@@ -229,20 +231,6 @@ def _split_id(message_id: str) -> tuple[str, str]:
     return folder, key
 
 
-def _read(entry: _Entry, *, headers_only: bool) -> bytes:
-    with open(entry.path, "rb") as fh:
-        if not headers_only:
-            return fh.read()
-        chunks = []
-        while True:  # headers end at the first blank line; read no further than needed
-            chunk = fh.read(16384)
-            chunks.append(chunk)
-            data = b"".join(chunks)
-            block = header_block(data)
-            if len(block) < len(data) or not chunk:
-                return block
-
-
 class MaildirRetriever(Retriever):
     """Reads a Maildir (``maildir:PATH``); Maildir++ subfolders are its folders.
 
@@ -260,31 +248,26 @@ class MaildirRetriever(Retriever):
         self._store_fs = _MaildirStore(Path(endpoint.path), create=endpoint.flag("create"))
 
     def _entry_message(self, folder: str, entry: _Entry, *, headers_only: bool) -> Message:
-        limit = self.endpoint.max_message_size
-        with map_exceptions(context=self.endpoint.display):
-            stat = entry.path.stat()
-            size = stat.st_size
-            mtime = stat.st_mtime
-            if not headers_only and limit is not None and size > limit:
-                # A file is as untrusted as a server's reply: never read one whole past this.
-                message_id = _message_id(folder, entry.key)
-                raise MessageTooLarge(
-                    f"{self.endpoint.display}: message {message_id} is {size} bytes, over "
-                    f"max_message_size ({limit} bytes): not read",
-                    size=size,
-                    limit=limit,
-                    id=message_id,
-                )
-            raw = _read(entry, headers_only=headers_only)
+        message_id = _message_id(folder, entry.key)
+        with map_exceptions(context=self.endpoint.display), open(entry.path, "rb") as file:
+            stat = os.fstat(file.fileno())
+            raw = read_bounded(
+                file,
+                size=stat.st_size,
+                limit=self.endpoint.max_message_size,
+                headers_only=headers_only,
+                where=self.endpoint.display,
+                id=message_id,
+            )
         return Message(
             raw,
-            id=_message_id(folder, entry.key),
+            id=message_id,
             folder=folder,
             uid=entry.key,
             flags=entry.flags,
-            size=size,
+            size=stat.st_size,
             headers_only=headers_only,
-            internal_date=datetime.fromtimestamp(mtime, UTC),
+            internal_date=datetime.fromtimestamp(stat.st_mtime, UTC),
         )
 
     def _canonical(self, folder: str) -> str:
@@ -315,36 +298,21 @@ class MaildirRetriever(Retriever):
         folder = self._canonical(folder)
         with map_exceptions(context=self.endpoint.display):
             entries = self._store_fs.entries(folder)
-        return self._iterate(folder, entries, query, headers_only, limit)
+        read = functools.partial(self._read_all, folder, entries)
+        return selected(read, query, headers_only, limit)
 
-    def _iterate(
-        self,
-        folder: str,
-        entries: list[_Entry],
-        query: Q | None,
-        headers_only: bool,
-        limit: int | None,
+    def _read_all(
+        self, folder: str, entries: list[_Entry], headers_only: bool
     ) -> Iterator[Message]:
-        count = 0
-        needs_body = query is not None and query.needs_body
         for entry in entries:
-            if limit is not None and count >= limit:
-                return
             try:
-                message = self._entry_message(
-                    folder, entry, headers_only=headers_only and not needs_body
-                )
+                message = self._entry_message(folder, entry, headers_only=headers_only)
             except FileNotFoundError:
                 continue  # moved or deleted by someone else since the listing
             except Exception as exc:
                 if isinstance(exc.__cause__, FileNotFoundError):
                     continue
                 raise
-            if query is not None and not query.matches(message):
-                continue
-            if headers_only and needs_body:
-                message = message.replace(raw=header_block(message.raw), headers_only=True)
-            count += 1
             yield message
 
     def get(self, id: str) -> Message:
@@ -374,11 +342,8 @@ class MaildirRetriever(Retriever):
             except MessageTooLarge as exc:
                 # Not recorded as delivered: every sync says so again, and one with a larger
                 # limit delivers it.
-                log.warning(
-                    "sync skips %s: fetch it with get() on a retriever connected with a "
-                    "larger max_message_size (or None)",
-                    exc,
-                )
+                context = self.endpoint.display
+                warn_skipped(log, exc.id, size=exc.size, limit=exc.limit, context=context)
                 continue
             except Exception:
                 if not entry.path.exists():

@@ -5,11 +5,19 @@ is removed. So a message's id is its identity (Message-ID, else a digest of its 
 ``#n`` appended for the n-th repeat of the same identity, and ``sync()`` remembers identities.
 Flags live in the ``Status``/``X-Status`` headers, as mutt and Thunderbird write them. Writes
 hold the mbox lock (fcntl and dot-lock) so other mail programs are not corrupted.
+
+A message over ``max_message_size`` is never read whole (the file is as untrusted as a
+server's reply): its size is known from the file's table of contents, its identity is
+computed a piece at a time, ``get()`` and ``messages()`` raise
+:class:`~mailsync.MessageTooLarge`, and ``sync()`` skips it with a warning. It is not recorded
+as delivered, so every sync warns again until one with a larger limit delivers it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import logging
 import mailbox
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -26,29 +34,57 @@ from mailsync._base import (
 )
 from mailsync._config import Endpoint
 from mailsync._envelope import outgoing_bytes
-from mailsync._errors import FolderNotFound, MessageNotFound, TemporaryFailure, map_exceptions
+from mailsync._errors import (
+    FolderNotFound,
+    MessageNotFound,
+    MessageTooLarge,
+    TemporaryFailure,
+    map_exceptions,
+)
 from mailsync._message import (
     Folder,
     Message,
     crlf_bytes,
     header_block,
     message_identity,
+    read_header_block,
 )
 from mailsync._query import Q
+from mailsync._sync_run import warn_skipped
 from mailsync._threaded import ThreadedAsyncRetriever, ThreadedAsyncSender
-from mailsync.backends._local import LocalSender
+from mailsync.backends._local import LocalSender, read_bounded, selected
 
 __all__ = ["AsyncMboxRetriever", "AsyncMboxSender", "MboxRetriever", "MboxSender"]
+
+log = logging.getLogger("mailsync.mbox")
 
 _STATUS_FLAGS = {"R": "\\Seen"}
 _XSTATUS_FLAGS = {"A": "\\Answered", "F": "\\Flagged", "T": "\\Draft", "D": "\\Deleted"}
 _LETTERS = {"\\seen": "R", "\\answered": "A", "\\flagged": "F", "\\draft": "T", "\\deleted": "D"}
 
 
-def _flags(message: mailbox.mboxMessage) -> frozenset[str]:
-    letters = message.get_flags()
+#: How much of an oversized message's header block is searched for its Message-ID.
+_HEAD_LIMIT = 1024 * 1024
+_DIGEST_CHUNK = 1024 * 1024
+_FROM_LINE_LIMIT = 4096
+
+
+def _flags(letters: str) -> frozenset[str]:
     table = {**_STATUS_FLAGS, **_XSTATUS_FLAGS}
     return frozenset(table[c] for c in letters if c in table)
+
+
+def _status_letters(raw: bytes) -> str:
+    # What mailbox.mboxMessage.get_flags() reads, without parsing the whole message.
+    head = Message(header_block(raw), id="").headers
+    return (head.get("Status") or "") + (head.get("X-Status") or "")
+
+
+def _stored_size(box: mailbox.mbox, key: Any) -> int:
+    """A message's size in the file (its From line aside), found without reading it."""
+    file = box.get_file(key)
+    file.seek(0, 2)
+    return file.tell()
 
 
 def _letters(flags: Iterable[str]) -> str:
@@ -112,14 +148,18 @@ class _MboxFile:
         finally:
             box.unlock()
 
-    def listing(self, box: mailbox.mbox) -> list[tuple[str, Any]]:
-        """``(id, key)`` for every message in file order."""
+    def listing(self, box: mailbox.mbox, limit: int | None) -> list[tuple[str, Any]]:
+        """``(id, key)`` for every message in file order; those over ``limit`` bytes are
+        never held whole."""
         with self.locked(box):
             keys = list(box.keys())
         seen: dict[str, int] = {}
         result = []
         for key in keys:
-            identity = _identity(box.get_bytes(key))
+            if limit is None or _stored_size(box, key) <= limit:
+                identity = _identity(box.get_bytes(key))
+            else:
+                identity = _streamed_identity(box, key)
             count = seen.get(identity, 0)
             seen[identity] = count + 1
             result.append((identity if count == 0 else f"{identity}#{count}", key))
@@ -129,6 +169,24 @@ class _MboxFile:
 def _identity(raw: bytes) -> str:
     parsed = Message(header_block(raw), id="")
     return message_identity(parsed.message_id, _strip_status(raw))
+
+
+def _streamed_identity(box: mailbox.mbox, key: Any) -> str:
+    """:func:`_identity` of a message too large to hold, read a piece at a time: the same
+    value, except for a header block over ``_HEAD_LIMIT``, whose bytes are digested as they
+    are (Status lines included) rather than held to be searched."""
+    head = read_header_block(box.get_file(key), _HEAD_LIMIT)
+    digest = hashlib.sha256()
+    rest = box.get_file(key)
+    if head is not None:
+        message_id = Message(head, id="").message_id
+        if message_id:
+            return message_identity(message_id, b"")
+        digest.update(_strip_status(head))
+        rest.seek(len(head))
+    while chunk := rest.read(_DIGEST_CHUNK):
+        digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
 
 
 class MboxRetriever(Retriever):
@@ -146,19 +204,28 @@ class MboxRetriever(Retriever):
             raise FolderNotFound(f"an mbox file has one folder, INBOX, not {folder!r}")
 
     def _message(self, box: mailbox.mbox, key: Any, message_id: str, headers_only: bool) -> Message:
-        raw = box.get_bytes(key)
-        stored = box.get_message(key)
+        """One message, or its header block; past ``max_message_size`` neither is read
+        (:class:`~mailsync.MessageTooLarge`)."""
+        size = _stored_size(box, key)
+        raw = read_bounded(
+            box.get_file(key),
+            size=size,
+            limit=self.endpoint.max_message_size,
+            headers_only=headers_only,
+            where=self.endpoint.display,
+            id=message_id,
+        )
         clean = _strip_status(raw)
-        internal = _from_line_date(stored.get_from())
+        from_line = box.get_file(key, from_=True).readline(_FROM_LINE_LIMIT)
         return Message(
-            header_block(clean) if headers_only else clean,
+            clean,
             id=message_id,
             folder="INBOX",
             uid=message_id,
-            flags=_flags(stored),
-            size=len(clean),
+            flags=_flags(_status_letters(raw)),
+            size=size - (len(raw) - len(clean)),
             headers_only=headers_only,
-            internal_date=internal,
+            internal_date=_from_line_date(from_line[5:].decode("ascii", "replace")),
         )
 
     def folders(self) -> list[Folder]:
@@ -177,33 +244,20 @@ class MboxRetriever(Retriever):
         """The messages of the file in order (see :meth:`Retriever.messages`)."""
         self._check_folder(folder)
         self._file.check_exists()
-        return self._iterate(query, headers_only, limit)
+        return selected(self._read_all, query, headers_only, limit)
 
-    def _iterate(
-        self,
-        query: Q | None,
-        headers_only: bool,
-        limit: int | None,
-        skip: Callable[[list[str]], set[str]] | None = None,
-    ) -> Iterator[Message]:
+    def _read_all(self, headers_only: bool) -> Iterator[Message]:
+        with self._open() as (box, listing):
+            for message_id, key in listing:
+                yield self._message(box, key, message_id, headers_only)
+
+    @contextlib.contextmanager
+    def _open(self) -> Iterator[tuple[mailbox.mbox, list[tuple[str, Any]]]]:
+        """The open file and its listing (see :meth:`_MboxFile.listing`), closed after."""
         with map_exceptions(context=self.endpoint.display):
             box = self._file.open()
             try:
-                listing = self._file.listing(box)
-                skipped = skip([mid for mid, _ in listing]) if skip else set()
-                count = 0
-                for message_id, key in listing:
-                    if limit is not None and count >= limit:
-                        return
-                    if message_id in skipped:
-                        continue
-                    message = self._message(box, key, message_id, headers_only=False)
-                    if query is not None and not query.matches(message):
-                        continue
-                    if headers_only:
-                        message = message.replace(raw=header_block(message.raw), headers_only=True)
-                    count += 1
-                    yield message
+                yield box, self._file.listing(box, self.endpoint.max_message_size)
             finally:
                 box.close()
 
@@ -212,13 +266,10 @@ class MboxRetriever(Retriever):
         with map_exceptions(context=self.endpoint.display):
             if not self._file.path.exists():
                 raise MessageNotFound(f"no message {id!r}")
-            box = self._file.open()
-            try:
-                for message_id, key in self._file.listing(box):
-                    if message_id == id:
-                        return self._message(box, key, message_id, headers_only=False)
-            finally:
-                box.close()
+        with self._open() as (box, listing):
+            for message_id, key in listing:
+                if message_id == id:
+                    return self._message(box, key, message_id, headers_only=False)
         raise MessageNotFound(f"no message {id!r} in {self._file.path}")
 
     def _sync_steps(
@@ -230,17 +281,28 @@ class MboxRetriever(Retriever):
         self._check_folder(folder)
         self._file.check_exists()
         state = {"v": 1}
-        for message in self._iterate(None, False, None, skip=known):
-            yield SyncStep(message, state, message.id)
+        with self._open() as (box, listing):
+            delivered = known([message_id for message_id, _ in listing])
+            for message_id, key in listing:
+                if message_id in delivered:
+                    continue
+                try:
+                    message = self._message(box, key, message_id, headers_only=False)
+                except MessageTooLarge as exc:
+                    context = self.endpoint.display
+                    warn_skipped(log, message_id, size=exc.size, limit=exc.limit, context=context)
+                    continue
+                yield SyncStep(message, state, message_id)
         if cursor is None:
             yield SyncStep(None, state)
 
     def _change(self, msgs: MessageRef | Sequence[MessageRef], change: Callable[..., None]) -> None:
         wanted = set(message_refs(msgs))
+        limit = self.endpoint.max_message_size
         with map_exceptions(context=self.endpoint.display):
             box = self._file.open()
             try:
-                found = {mid: key for mid, key in self._file.listing(box) if mid in wanted}
+                found = {mid: key for mid, key in self._file.listing(box, limit) if mid in wanted}
                 missing = wanted - set(found)
                 if missing:
                     raise MessageNotFound(f"no message {sorted(missing)[0]!r} in {self._file.path}")
@@ -263,7 +325,7 @@ class MboxRetriever(Retriever):
 
         def change(box: mailbox.mbox, key: Any) -> None:
             message = box.get_message(key)
-            flags = {f for f in _flags(message) if f.lower() not in drop} | set(add)
+            flags = {f for f in _flags(message.get_flags()) if f.lower() not in drop} | set(add)
             message.set_flags(_letters(flags))
             box[key] = message
 

@@ -50,7 +50,7 @@ from typing import Any, ClassVar
 from urllib.parse import quote
 
 from mailsync._base import SendResult, SyncStep
-from mailsync._config import Endpoint, max_message_size
+from mailsync._config import Endpoint
 from mailsync._envelope import Envelope
 from mailsync._errors import (
     ConfigError,
@@ -105,6 +105,7 @@ from mailsync.protocol.http import (
     RetryPolicy,
     call,
     call_all,
+    call_all_skipping,
     field_of,
     json_of,
     multipart_related,
@@ -155,11 +156,7 @@ class GmailAPI(MailAPI):
         {"folders", "flags", "move", "delete", "append", "search", "labels", "threads"}
     )
     default_base_url: ClassVar[str] = API_ROOT
-    options: ClassVar[frozenset[str]] = COMMON_OPTIONS | {
-        "upload_url",
-        "batch_size",
-        "max_message_size",
-    }
+    options: ClassVar[frozenset[str]] = COMMON_OPTIONS | {"upload_url", "batch_size"}
     #: messages.send reads To, Cc and Bcc from the message and removes Bcc before delivery.
     recipients_from_headers: ClassVar[bool] = True
 
@@ -168,7 +165,7 @@ class GmailAPI(MailAPI):
         params = endpoint.params
         self.user = user_id(endpoint)
         self.batch_size = whole_number_option(params, "batch_size", BATCH_SIZE) or BATCH_SIZE
-        size = max_message_size(params)
+        size = self.max_message_size
         # The raw message arrives base64url-encoded inside a small JSON object.
         self._raw_limit = None if size is None else size * 4 // 3 + 64 * 1024
         self._client = APIClient(Auth(endpoint), GmailDialect(), RetryPolicy.from_params(params))
@@ -274,9 +271,16 @@ class GmailAPI(MailAPI):
                 return ids
 
     def _get_many(
-        self, ids: Sequence[str], format: str, headers: Sequence[str] = ()
+        self,
+        ids: Sequence[str],
+        format: str,
+        headers: Sequence[str] = (),
+        *,
+        skip_too_large: bool = False,
     ) -> Plan[dict[str, dict[str, Any]]]:
-        """The message resources, by id; the ones deleted meanwhile (404) are left out."""
+        """The message resources, by id; the ones deleted meanwhile (404) are left out, and
+        with ``skip_too_large`` (``sync()``) so are those over ``max_message_size``, with a
+        warning each (:meth:`~mailsync.protocol.mailapi.MailAPI.skip_too_large`)."""
         if not ids:
             return {}
         params = (("format", format), *(("metadataHeaders", h) for h in headers))
@@ -285,10 +289,19 @@ class GmailAPI(MailAPI):
             Request("GET", self._message_path(id), params, max_bytes=limit, what="get message")
             for id in ids
         ]
-        responses = yield from call_all(self._client, requests, allow=(404,))
+        responses: list[Response | None]
+        if skip_too_large:
+            responses = yield from call_all_skipping(
+                self._client,
+                requests,
+                lambda i, error: self.skip_too_large(ids[i], error),
+                allow=(404,),
+            )
+        else:
+            responses = list((yield from call_all(self._client, requests, allow=(404,))))
         found: dict[str, dict[str, Any]] = {}
         for id, response in zip(ids, responses, strict=True):
-            if response.status == 404:
+            if response is None or response.status == 404:
                 continue
             data = json_of(response, "get message", name=NAME)
             if not isinstance(data, dict) or data.get("id") != id:
@@ -440,7 +453,7 @@ class GmailAPI(MailAPI):
         """Download these messages a batch at a time and emit a step for each that is still
         in the folder."""
         for batch in id_batches(ids, self.batch_size):
-            resources = yield from self._get_many(batch, "raw")
+            resources = yield from self._get_many(batch, "raw", skip_too_large=True)
             labels = yield from self._know_labels(resources.values())
             for id in batch:
                 data = resources.get(id)

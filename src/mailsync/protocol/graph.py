@@ -57,7 +57,6 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
 
 from mailsync._base import SendResult, SyncStep
-from mailsync._config import max_message_size
 from mailsync._envelope import Envelope
 from mailsync._errors import (
     FolderNotFound,
@@ -93,17 +92,13 @@ from mailsync.protocol.http import (
     RetryPolicy,
     call,
     call_all,
+    call_all_skipping,
     field_of,
     json_of,
     optional_field,
     read_error_body,
 )
-from mailsync.protocol.mailapi import (
-    COMMON_OPTIONS,
-    MailAPI,
-    canonical_folder,
-    chunks,
-)
+from mailsync.protocol.mailapi import MailAPI, canonical_folder, chunks
 
 __all__ = ["GraphAPI"]
 
@@ -139,7 +134,6 @@ class GraphAPI(MailAPI):
     )
     default_base_url: ClassVar[str] = GRAPH_ROOT
     max_concurrency: ClassVar[int | None] = 4  # Graph's documented limit per mailbox
-    options: ClassVar[frozenset[str]] = COMMON_OPTIONS | {"max_message_size"}
     recipients_from_headers: ClassVar[bool] = True
 
     def __init__(self, endpoint: Any) -> None:
@@ -148,7 +142,6 @@ class GraphAPI(MailAPI):
             Auth(endpoint), GraphDialect(), RetryPolicy.from_params(endpoint.params)
         )
         self.user = user_path(endpoint.username, endpoint.host)
-        self.max_message_size = max_message_size(endpoint.params)
         self._folders: dict[str, FolderInfo] | None = None
         self._by_id: dict[str, FolderInfo] = {}
         self._well_known: dict[str, str] = {}
@@ -443,16 +436,23 @@ class GraphAPI(MailAPI):
         return None
 
     def _download(self, ids: Sequence[str], folder: str) -> Plan[list[Message]]:
-        """Whole messages by id, with their flags; any deleted meanwhile is left out."""
+        """Whole messages by id, with their flags, for ``sync()``: any deleted meanwhile is
+        left out, and so is any over ``max_message_size``, with a warning
+        (:meth:`~mailsync.protocol.mailapi.MailAPI.skip_too_large`)."""
         requests: list[Request] = []
         for message_id in ids:
             requests.append(self._get(f"messages/{seg(message_id)}", ("$select", _META)))
             requests.append(self._mime_request(message_id))
-        replies = yield from call_all(self._client, requests, allow=(404,))
+        replies = yield from call_all_skipping(
+            self._client,
+            requests,
+            lambda i, error: self.skip_too_large(ids[i // 2], error),
+            allow=(404,),
+        )
         messages = []
         for index in range(0, len(replies), 2):
             meta, mime = replies[index], replies[index + 1]
-            if meta.status == 404 or mime.status == 404:
+            if meta is None or mime is None or meta.status == 404 or mime.status == 404:
                 continue
             messages.append(
                 message_of(json_of(meta, "read a message", name=NAME), mime.content, folder)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import random
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
@@ -38,6 +38,7 @@ from mailsync._errors import (
     ConfigError,
     MailsyncError,
     MessageNotFound,
+    MessageTooLarge,
     ProtocolError,
     RateLimited,
     ServerError,
@@ -58,6 +59,7 @@ __all__ = [
     "api_root",
     "call",
     "call_all",
+    "call_all_skipping",
     "field_of",
     "json_of",
     "multipart_related",
@@ -449,8 +451,45 @@ def call_all(
     """:func:`call` for several requests sent together (:class:`SendAll`); only the ones that
     need it are sent again. The first final failure, in request order, is raised.
     """
-    allowed = frozenset(allow)
-    results: list[Response | None] = [None] * len(requests)
+    answers = yield from _call_all(client, requests, not_found, frozenset(allow), keep=False)
+    return [answer for answer in answers if isinstance(answer, Response)]
+
+
+def call_all_skipping(
+    client: APIClient,
+    requests: Sequence[Request],
+    skip: Callable[[int, MessageTooLarge], None],
+    *,
+    allow: Iterable[int] = (),
+) -> Plan[list[Response | None]]:
+    """:func:`call_all`, except that a reply refused as larger than its request's
+    ``max_bytes`` (:class:`~mailsync.MessageTooLarge`) is handed to ``skip`` with the
+    request's index, and is None in the list, where :func:`call_all` would raise it: how
+    ``sync()`` leaves out a message over ``max_message_size`` rather than stall on it. The
+    other requests of the batch are answered as usual.
+    """
+    answers = yield from _call_all(client, requests, MessageNotFound, frozenset(allow), keep=True)
+    results: list[Response | None] = []
+    for index, answer in enumerate(answers):
+        if isinstance(answer, MessageTooLarge):
+            skip(index, answer)
+            results.append(None)
+        else:
+            results.append(answer)
+    return results
+
+
+def _call_all(
+    client: APIClient,
+    requests: Sequence[Request],
+    not_found: type[ServerError],
+    allowed: frozenset[int],
+    *,
+    keep: bool,
+) -> Plan[list[Response | MessageTooLarge]]:
+    """The work of :func:`call_all`; ``keep``: a :class:`~mailsync.MessageTooLarge` answer
+    takes its request's place in the list instead of being raised."""
+    results: list[Response | MessageTooLarge | None] = [None] * len(requests)
     pending = list(range(len(requests)))
     refreshed = False
     attempt = 0
@@ -466,6 +505,9 @@ def call_all(
         retry: list[int] = []
         wait: Response | None = None
         for index, answer in zip(pending, answers, strict=True):
+            if keep and isinstance(answer, MessageTooLarge):
+                results[index] = answer
+                continue
             if isinstance(answer, MailsyncError):
                 raise answer
             if answer.status in allowed:
@@ -500,7 +542,7 @@ def call_all(
             body = read_error_body(wait)
             raise client.dialect.error(requests[index], wait, body, not_found=not_found)
         yield Sleep(delay)
-    return [response for response in results if response is not None]
+    return [answer for answer in results if answer is not None]
 
 
 def _longer_wait(current: Response | None, candidate: Response) -> Response:

@@ -8,12 +8,15 @@ This module owns:
   HIGHESTMODSEQ), and whether a sync is incremental, has nothing to do, or must resync;
 - the resync identity of a message (:func:`fetched_identity`: its Message-ID, else a digest);
 - :class:`Batching`: how many UIDs one ``UID FETCH`` asks for;
-- :func:`sync_steps`: the walk itself. It yields two IMAP operations, :class:`Search` and
+- :func:`sync_steps`: the walk itself. It yields two IMAP operations, :class:`Search` (from
+  :mod:`mailsync.protocol.imap_search`, which asks a big folder in windows) and
   :class:`Fetch`, which each backend performs on its own connection (imaplib, aioimaplib),
   and ``Call`` for the state store's ``known()``, which the async driver runs on a thread.
 
 The rules, once for both backends: messages come in UID order, in batches sized by
-:class:`Batching`; the cursor moves past a batch once it is complete; a UID the SEARCH listed
+:class:`Batching`, from UIDs listed by a SEARCH that a big folder answers in windows of UIDs
+(:mod:`mailsync.protocol.imap_search`: nothing skipped or listed twice when messages come or
+go between two); the cursor moves past a batch once it is complete; a UID the SEARCH listed
 and the FETCH left out is never skipped silently (see :func:`sync_steps`); a resync (no cursor, or
 UIDVALIDITY changed) first fetches only the Message-ID header of each batch and skips the
 messages delivered before, then skips messages without a Message-ID whose very bytes were
@@ -41,15 +44,17 @@ from mailsync._base import SyncStep
 from mailsync._errors import ConfigError, MessageTooLarge, ProtocolError
 from mailsync._message import Message, header_block, message_identity
 from mailsync._plans import Call, Emit, Operation, Plan
+from mailsync._sync_run import warn_skipped
 from mailsync.protocol.imap import (
     BODY_KEYS,
     FETCH_BODY,
-    Criterion,
     FolderStatus,
     format_message_id,
     message_from_fetch,
+    uid_batches,
     uid_set,
 )
+from mailsync.protocol.imap_search import Search, search_steps, search_window
 
 __all__ = [
     "MAX_HELD",
@@ -346,17 +351,6 @@ def message_ids(fetched: Iterable[Mapping[bytes, Any]]) -> dict[int, str]:
 
 
 @dataclass(frozen=True, slots=True)
-class Search(Operation):
-    """``UID SEARCH`` in ``folder``, selected again if the connection moved on to another
-    folder since, and still with ``uidvalidity`` (:class:`~mailsync.TemporaryFailure`
-    otherwise). The result is the UIDs, ascending."""
-
-    folder: str
-    uidvalidity: int
-    criteria: tuple[Criterion, ...]
-
-
-@dataclass(frozen=True, slots=True)
 class Fetch(Operation):
     """``UID FETCH`` of ``items`` for ``uids`` in ``folder`` (selected and checked as for
     :class:`Search`). With ``gmail``, Gmail's labels and thread ids are asked for too where
@@ -376,6 +370,8 @@ def sync_steps(
     status: FolderStatus,
     known: Known,
     batching: Batching,
+    *,
+    window: int | None = None,
 ) -> Plan[SyncCursor]:
     """What is new in ``folder`` (just selected, in ``status``) since ``cursor``, as
     :class:`~mailsync._base.SyncStep` items (see the module docstring). Returns where the
@@ -395,19 +391,18 @@ def sync_steps(
         status: What selecting the folder said.
         known: Which identities were delivered before.
         batching: How to size the FETCH batches.
+        window: The most messages one ``UID SEARCH`` may cover (default:
+            :func:`~mailsync.protocol.imap_search.search_window`): a folder with more is
+            searched in windows, so no answer outgrows the line the connection takes.
     """
     plan = plan_sync(cursor, status)
     saved = SyncCursor.from_dict(cursor)
     position = plan.cursor
     uidvalidity = status.uidvalidity
+    window = window or search_window()
     uids: list[int] = []
-    if plan.mode == "incremental":
-        since = f"{plan.since_uid + 1}:*".encode()
-        found: list[int] = yield Search(folder, uidvalidity, (b"UID", since))
-        # "n:*" always matches the highest UID, even one below n.
-        uids = [uid for uid in found if uid > plan.since_uid]
-    elif plan.mode != "unchanged":
-        uids = yield Search(folder, uidvalidity, (b"ALL",))
+    if plan.mode != "unchanged":
+        uids = yield from search_steps(folder, status, window=window, after=plan.since_uid)
     # UIDs held back by an earlier sync come first (they are below the cursor's UID).
     uids = sorted(set(position.held) | set(uids))
     sizes = batching.sizer()
@@ -420,7 +415,7 @@ def sync_steps(
         missing = sorted(set(todo) - {int(m.uid or 0) for m in messages})
         stop = None
         if missing:
-            again, gone, held = yield from _recheck(folder, uidvalidity, missing)
+            again, gone, held = yield from _recheck(folder, uidvalidity, missing, window)
             messages = sorted([*messages, *again], key=lambda m: int(m.uid or 0))
             position, stop = _hold(position, gone, held, folder)
         sizes.learn(messages)
@@ -454,18 +449,20 @@ def position_tail(position: SyncCursor) -> tuple[int | None, tuple[int, ...]]:
 
 
 def _recheck(
-    folder: str, uidvalidity: int, missing: list[int]
+    folder: str, uidvalidity: int, missing: list[int], window: int
 ) -> Plan[tuple[list[Message], list[int], list[int]]]:
     """UIDs a FETCH answer left out: fetched once more; those still left out are looked for
-    with ``UID SEARCH``. Returns the messages that came, the UIDs gone (expunged), and the
-    UIDs still there but not delivered."""
+    with ``UID SEARCH`` (at most ``window`` at a time, as a batch may be larger). Returns the
+    messages that came, the UIDs gone (expunged), and the UIDs still there but not
+    delivered."""
     fetched = yield Fetch(folder, uidvalidity, tuple(missing), FETCH_BODY, gmail=True)
     again = messages_from_fetch(fetched, folder, uidvalidity, missing)
     still = sorted(set(missing) - {int(m.uid or 0) for m in again})
     if not still:
         return again, [], []
-    present: list[int] = yield Search(folder, uidvalidity, (b"UID", uid_set(still).encode()))
-    there = set(present)
+    there: set[int] = set()
+    for chunk in uid_batches(still, window):
+        there.update((yield Search(folder, uidvalidity, (b"UID", uid_set(chunk).encode()))))
     return again, [uid for uid in still if uid not in there], [uid for uid in still if uid in there]
 
 
@@ -543,12 +540,5 @@ def _fetch_each(
 
 
 def _skipped(folder: str, uidvalidity: int, uid: int, error: MessageTooLarge) -> None:
-    size = f"{error.size} bytes" if error.size is not None else "too large"
-    log.warning(
-        "sync of %r skips message %s (%s, over max_message_size=%s): fetch it with get() "
-        "on a retriever connected with a larger max_message_size (or None)",
-        folder,
-        format_message_id(folder, uidvalidity, uid),
-        size,
-        error.limit,
-    )
+    message_id = format_message_id(folder, uidvalidity, uid)
+    warn_skipped(log, message_id, size=error.size, limit=error.limit)

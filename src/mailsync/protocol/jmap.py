@@ -87,7 +87,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from mailsync._base import SyncStep
-from mailsync._config import Endpoint, max_message_size
+from mailsync._config import Endpoint
 from mailsync._errors import (
     MessageNotFound,
 )
@@ -99,6 +99,7 @@ from mailsync.protocol.http import (
     Request,
     Response,
     call_all,
+    call_all_skipping,
     field_of,
     optional_field,
     read_error_body,
@@ -137,7 +138,7 @@ from mailsync.protocol.jmap_wire import (
     sync_start,
     unique,
 )
-from mailsync.protocol.mailapi import COMMON_OPTIONS, canonical_folder, chunks
+from mailsync.protocol.mailapi import canonical_folder, chunks
 
 __all__ = [
     "JMAPAPI",
@@ -211,12 +212,10 @@ class JMAPAPI(JMAPSubmission):
     capabilities: ClassVar[frozenset[str]] = frozenset(
         {"folders", "flags", "move", "delete", "append", "idle", "labels", "threads"}
     )
-    options: ClassVar[frozenset[str]] = COMMON_OPTIONS | {"max_message_size"}
     recipients_from_headers: ClassVar[bool] = False
 
     def __init__(self, endpoint: Endpoint) -> None:
         super().__init__(endpoint)
-        self.max_message_size = max_message_size(endpoint.params)
         self._push = True
         self._last_event_id: str | None = None
         self._synced_state: str | None = None
@@ -355,11 +354,18 @@ class JMAPAPI(JMAPSubmission):
         return list(chunks(items, min(self.concurrency, session.max_concurrent_requests)))
 
     def _materialize(
-        self, items: list[dict[str, Any]], folder: str, with_body: bool
+        self,
+        items: list[dict[str, Any]],
+        folder: str,
+        with_body: bool,
+        *,
+        skip_too_large: bool = False,
     ) -> Plan[list[Message]]:
         """Messages for Email objects: with their blobs (all downloaded at once: give a batch
-        from :meth:`_batches`), skipping any deleted meanwhile; or with their header fields
-        only."""
+        from :meth:`_batches`), skipping any deleted meanwhile, and with ``skip_too_large``
+        (``sync()``) any over ``max_message_size``, with a warning
+        (:meth:`~mailsync.protocol.mailapi.MailAPI.skip_too_large`); or with their header
+        fields only."""
         messages: list[Message] = []
         if not with_body:
             for item in items:
@@ -368,10 +374,19 @@ class JMAPAPI(JMAPSubmission):
             return messages
         session = yield from self._session()
         requests = [self._download_request(session, item) for item in items]
-        replies = yield from call_all(self._client, requests, allow=(404,))
+        replies: list[Response | None]
+        if skip_too_large:
+            replies = yield from call_all_skipping(
+                self._client,
+                requests,
+                lambda i, error: self.skip_too_large(str(items[i].get("id")), error),
+                allow=(404,),
+            )
+        else:
+            replies = list((yield from call_all(self._client, requests, allow=(404,))))
         for item, reply in zip(items, replies, strict=True):
-            if reply.status == 404:
-                continue  # deleted between the listing and the download
+            if reply is None or reply.status == 404:
+                continue  # too large, or deleted between the listing and the download
             labels = yield from self._labels(item)
             messages.append(message_of(item, reply.content, folder, labels))
         return messages
@@ -447,7 +462,8 @@ class JMAPAPI(JMAPSubmission):
         self, items: Sequence[dict[str, Any]], box: Mailbox, cursor: Mapping[str, Any]
     ) -> Plan[None]:
         for batch in (yield from self._batches(list(items), True)):
-            for message in (yield from self._materialize(batch, box.name, True)):
+            messages = yield from self._materialize(batch, box.name, True, skip_too_large=True)
+            for message in messages:
                 yield Emit(SyncStep(message, dict(cursor), IDENTITY + (message.id or "")))
 
     def _incremental(

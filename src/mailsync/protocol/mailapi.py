@@ -25,23 +25,27 @@ This module is pure: no I/O, no httpx.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from mailsync._base import SendResult
-from mailsync._config import Endpoint, whole_number_option
+from mailsync._config import Endpoint, max_message_size, whole_number_option
 from mailsync._envelope import Envelope
-from mailsync._errors import Unsupported
+from mailsync._errors import MessageTooLarge, Unsupported
 from mailsync._message import Folder, Message
 from mailsync._plans import Plan, Sleep
 from mailsync._query import Q
+from mailsync._sync_run import warn_skipped
 from mailsync.protocol.http import APIClient, api_root
 
 __all__ = ["MailAPI", "canonical_folder", "chunks", "json_datetime", "whole_number_option"]
 
 #: Options every API backend takes (keyword arguments of the facade, or URL query parameters).
-COMMON_OPTIONS = frozenset({"base_url", "transport", "concurrency", "retries", "retry_delay"})
+COMMON_OPTIONS = frozenset(
+    {"base_url", "transport", "concurrency", "retries", "retry_delay", "max_message_size"}
+)
 
 
 class MailAPI:
@@ -59,6 +63,9 @@ class MailAPI:
             ``concurrency`` option may change it per account, never above
             ``max_concurrency`` (a limit the provider documents).
         max_concurrency: The provider's own limit, if it has one.
+        max_message_size: The ``max_message_size`` option (bytes; None for no bound): a
+            message download past it is refused, and ``sync()`` skips that message
+            (:meth:`skip_too_large`).
         options: The backend-specific options this backend accepts.
         recipients_from_headers: See the attribute's comment.
     """
@@ -81,6 +88,7 @@ class MailAPI:
         assert wanted is not None
         limit = type(self).max_concurrency
         self.concurrency = wanted if limit is None else min(wanted, limit)
+        self.max_message_size = max_message_size(endpoint.params)
 
     @property
     def context(self) -> str:
@@ -93,6 +101,14 @@ class MailAPI:
         option, else :attr:`default_base_url` (a provider whose root depends on the account,
         such as a JMAP server's, overrides this)."""
         return api_root(self.endpoint, self.default_base_url)
+
+    def skip_too_large(self, message_id: str, error: MessageTooLarge) -> None:
+        """How ``sync()`` leaves out a message whose download was refused as larger than
+        ``max_message_size``: a warning naming it. It is not recorded as delivered, but the
+        change feed's cursor moves past it, so only a full pass (a first sync, an expired
+        cursor) warns about it again; ``get(id)`` with a larger limit fetches it."""
+        log = logging.getLogger(f"mailsync.{self.scheme}")
+        warn_skipped(log, message_id, size=None, limit=self.max_message_size, context=self.context)
 
     @property
     def client(self) -> APIClient:

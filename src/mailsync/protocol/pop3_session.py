@@ -53,6 +53,7 @@ from mailsync._errors import (
 from mailsync._message import Message, header_block
 from mailsync._plans import Emit, Plan, collect
 from mailsync._query import Q
+from mailsync._sync_run import warn_skipped
 from mailsync.protocol import sasl
 from mailsync.protocol.pop3 import (
     Capabilities,
@@ -476,14 +477,7 @@ def too_large(context: str, entries: Sequence[Entry], limit: int | None) -> list
         if entry.size <= limit:
             kept.append(entry)
             continue
-        log.warning(
-            "%s: sync skips message %s (%d bytes, over max_message_size=%d): fetch it with "
-            "get() on a retriever connected with a larger max_message_size (or None)",
-            context,
-            entry.uid or entry.number,
-            entry.size,
-            limit,
-        )
+        warn_skipped(log, entry.uid or entry.number, size=entry.size, limit=limit, context=context)
     return kept
 
 
