@@ -52,3 +52,12 @@ def test_map_exceptions_scrubs_the_library_error_it_describes() -> None:
         with map_exceptions(context="IMAP h:143", secrets=scrubber):
             raise OSError("server said: LOGIN bob hunter2")
     assert str(info.value) == "IMAP h:143: server said: LOGIN bob ***"
+
+
+def test_a_secret_added_after_a_scrub_is_scrubbed_too() -> None:
+    # The pattern is made when first needed: one made for the first secret must not stay.
+    scrubber = SecretScrubber()
+    scrubber.add("hunter2")
+    assert scrubber.scrub("LOGIN bob hunter2") == "LOGIN bob ***"
+    scrubber.add("swordfish")
+    assert scrubber.scrub("hunter2 swordfish") == "*** ***"

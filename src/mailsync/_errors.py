@@ -353,14 +353,18 @@ class SecretScrubber:
         else:
             forms.add(secret.decode("utf-8", "replace"))
         self._forms |= {form for form in forms if form}
-        longest_first = sorted(self._forms, key=len, reverse=True)
-        self._pattern = re.compile("|".join(re.escape(form) for form in longest_first))
+        # Compiled when first needed: every connection logs in, few ever quote an error.
+        self._pattern = None
 
     def scrub(self, text: str) -> str:
         """``text`` with every form of every secret replaced by ``***``."""
+        if not self._forms:
+            return text
         pattern = self._pattern
         if pattern is None:
-            return text
+            longest_first = sorted(self._forms, key=len, reverse=True)
+            pattern = re.compile("|".join(re.escape(form) for form in longest_first))
+            self._pattern = pattern
         # A secret made of asterisks would survive its own mark: it is dropped instead.
         mark = "" if any(form.strip("*") == "" for form in self._forms) else self._MARK
         # Replacing can join what is left around a mark into a secret again ("aa*" less

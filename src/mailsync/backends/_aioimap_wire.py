@@ -176,11 +176,17 @@ class FetchReader:
         self.last = self._loop.time()
         if self.done.done():
             return
-        self.limits.received(len(data))
+        limits = self.limits
+        limits.received(len(data))
         try:
-            self.reader.feed(data)
-            while (event := self.reader.next_event()) is not None:
-                self._take(event)
+            reader = self.reader
+            reader.feed(data)
+            while (event := reader.next_event()) is not None:
+                if isinstance(event, FetchResponse):  # the usual event: taken here, no call
+                    limits.start()  # each message is a call of its own: its own deadline
+                    self.responses.append(event)
+                else:
+                    self._take(event)
         except MessageTooLarge as exc:
             error = MessageTooLarge(
                 f"{self.context}: {exc}", size=exc.size, limit=exc.limit, uid=exc.uid
@@ -192,10 +198,7 @@ class FetchReader:
             self.done.set_exception(exc)
 
     def _take(self, event: Any) -> None:
-        if isinstance(event, FetchResponse):
-            self.limits.start()  # each message is a call of its own: its own deadline
-            self.responses.append(event)
-            return
+        """Any event but a FETCH response (which :meth:`feed` keeps)."""
         if not isinstance(event, Tagged):
             self.limits.lines(1, 0)  # what else comes counts against the next message
         if isinstance(event, Tagged):

@@ -236,6 +236,10 @@ class _SocketReader(io.RawIOBase):
     def __init__(self, sock: GuardedSocket) -> None:
         super().__init__()
         self._sock = sock
+        # The buffered reader calls readinto() for every chunk of a FETCH: it finds the
+        # guarded socket's own method here, not the one below that calls it (a Python call
+        # less per chunk).
+        self.readinto = sock.recv_into  # type: ignore[method-assign]
 
     def readable(self) -> bool:
         return True
@@ -583,7 +587,7 @@ class FetchStream:
     ) -> Iterator[tuple[int, dict[bytes, Any] | None]]:
         """``UID FETCH`` of each batch in turn (see the class docstring)."""
         imap = self._imap
-        stream = imap.file
+        stream: Any = imap.file  # the buffered socket reader or the TLS stream: bytes
         limits: CallLimits | None = getattr(imap, "limits", None)
         reader = ResponseReader(max_literal=getattr(imap, "max_message_size", None))
         in_flight: deque[bytes] = deque()  # the tags sent and not yet completed, oldest first
@@ -606,11 +610,19 @@ class FetchStream:
             while current < len(batches):
                 if not in_flight:
                     send_next()
-                event = self._next_event(reader)
+                try:
+                    event = reader.next_event()
+                except ProtocolError as exc:
+                    raise self._refused(exc) from None
                 if event is None:
                     # Translated by hand: a context manager around every read costs too much.
                     try:
-                        chunk = self._read(stream, reader.wanted)
+                        # As _read(), written out: this runs three times per message.
+                        wanted = reader.wanted
+                        if wanted:
+                            chunk = stream.read(min(wanted, LITERAL_READ))
+                        else:
+                            chunk = stream.readline(MAX_LINE)
                     except MailsyncError:  # the connection's limits: it is out of step
                         self._drop()
                         raise
@@ -624,16 +636,16 @@ class FetchStream:
                         raise ConnectionFailed(f"{self._context}: the server closed the connection")
                     reader.feed(chunk)
                     continue
-                if limits is not None:
-                    # Each message is a call of its own (its deadline, its share of
-                    # responses); what else comes between two is counted against the next.
-                    if isinstance(event, FetchResponse):
-                        limits.start()
-                    else:
-                        self._count(limits)
+                # Each message is a call of its own (its deadline, its share of responses);
+                # what else comes between two is counted against the next.
                 if isinstance(event, FetchResponse):
+                    if limits is not None:
+                        limits.start()
                     attributes = self._attributes(event)
-                    if not any(key.startswith(b"BODY[") for key in attributes):
+                    for key in attributes:  # a loop, not any(): no generator per message
+                        if key.startswith(b"BODY["):
+                            break
+                    else:
                         continue  # an unsolicited flag update
                     arrived += 1
                     # A consumer that read a whole batch is taken to read on: the next
@@ -643,7 +655,10 @@ class FetchStream:
                     if ahead and next_due and sent == current + 1 < len(batches):
                         send_next()
                     yield current, attributes
-                elif isinstance(event, Untagged):
+                    continue
+                if limits is not None:
+                    self._count(limits)
+                if isinstance(event, Untagged):
                     words = event.text.split()
                     if len(words) == 2 and words[1].upper() == b"EXISTS":
                         self._exists()
@@ -662,19 +677,16 @@ class FetchStream:
                 for tag in in_flight:
                     imap.tagged_commands.pop(tag, None)
 
-    def _next_event(self, reader: ResponseReader) -> Any:
-        """The reader's next event; a response it refuses (a literal over
-        ``max_message_size``, a line without an end) drops the connection at once: the rest
-        of it is still on the wire, and reading it off is what must not happen."""
-        try:
-            return reader.next_event()
-        except ProtocolError as exc:
-            self._drop()
-            if isinstance(exc, MessageTooLarge):
-                raise MessageTooLarge(
-                    f"{self._context}: {exc}", size=exc.size, limit=exc.limit, uid=exc.uid
-                ) from None
-            raise ProtocolError(f"{self._context}: {exc}") from None
+    def _refused(self, exc: ProtocolError) -> ProtocolError:
+        """The error for a response the reader refuses (a literal over ``max_message_size``,
+        a line without an end), once the connection is dropped: the rest of the response is
+        still on the wire, and reading it off is what must not happen."""
+        self._drop()
+        if isinstance(exc, MessageTooLarge):
+            return MessageTooLarge(
+                f"{self._context}: {exc}", size=exc.size, limit=exc.limit, uid=exc.uid
+            )
+        return ProtocolError(f"{self._context}: {exc}")
 
     def _count(self, limits: CallLimits) -> None:
         try:

@@ -16,10 +16,10 @@ drops it. This module knows no protocol.
 from __future__ import annotations
 
 import socket
-import time
+from time import monotonic as _monotonic
 from typing import Any
 
-from mailsync._config import MAX_RESPONSE_BYTES, Deadline, Endpoint
+from mailsync._config import MAX_RESPONSE_BYTES, Endpoint
 from mailsync._errors import MailTimeout, ProtocolError
 
 __all__ = [
@@ -39,27 +39,61 @@ MAX_RESPONSE_LINES = 1_000_000
 class CallLimits:
     """One connection's current call: its deadline and what the server has said in it.
 
+    The deadline is kept here as a clock time (the :class:`~mailsync._config.Deadline` of
+    :meth:`Timeout.deadline <mailsync.Timeout.deadline>`, unrolled): :meth:`start` runs for
+    every message of a FETCH and :meth:`wait`/:meth:`received` for every chunk read, so each
+    is one call with no object made and no call inside but the clock's.
+
     Args:
         endpoint: The connection's endpoint: its :class:`~mailsync.Timeout` and its name for
             messages.
     """
 
-    __slots__ = ("_bytes", "_context", "_deadline", "_lines", "_timeout", "most")
+    __slots__ = (
+        "_at",
+        "_bytes",
+        "_cap",
+        "_context",
+        "_lines",
+        "_most",
+        "_per_byte",
+        "_timeout",
+        "_total",
+    )
 
     def __init__(self, endpoint: Endpoint) -> None:
-        self._timeout = endpoint.timeout
+        timeout = endpoint.timeout
+        self._timeout = timeout
         self._context = endpoint.display
-        self._deadline: Deadline | None = None
+        # Timeout is frozen: what every call needs of it is worked out once.
+        self._total = timeout.total_timeout
+        self._per_byte = 0.0 if timeout.min_rate is None else 1.0 / timeout.min_rate
+        #: When the current call must end on the monotonic clock, as it stands (each byte
+        #: received moves it by ``_per_byte``); None: no call started, or no bound.
+        self._at: float | None = None
         self._lines = 0
         self._bytes = 0
-        #: The longest any one wait may be from now on, whatever the read timeout (a polite
-        #: goodbye that must not hold a close() for long); None: the read timeout.
-        self.most: float | None = None
+        self._most: float | None = None
+        #: The longest one wait may be, the deadline aside: the read timeout, or ``most``.
+        self._cap = timeout.read
+
+    @property
+    def most(self) -> float | None:
+        """The longest any one wait may be from now on, whatever the read timeout (a polite
+        goodbye that must not hold a close() for long); None: the read timeout."""
+        return self._most
+
+    @most.setter
+    def most(self, seconds: float | None) -> None:
+        self._most = seconds
+        read = self._timeout.read
+        self._cap = seconds if seconds is not None and (read is None or seconds < read) else read
 
     def start(self) -> None:
         """A new call begins (a command sent, a greeting awaited, the next message of a
         FETCH): a fresh deadline, nothing said yet."""
-        self._deadline = self._timeout.deadline(time.monotonic)
+        total = self._total
+        self._at = None if total is None else _monotonic() + total
         self._lines = 0
         self._bytes = 0
 
@@ -70,29 +104,26 @@ class CallLimits:
         Raises:
             MailTimeout: The deadline has passed.
         """
-        read = self._timeout.read
-        most = self.most
-        if most is not None and (read is None or most < read):
-            read = most
-        deadline = self._deadline
-        if deadline is None:
-            return read
-        remaining = deadline.remaining(time.monotonic())
+        cap = self._cap
+        at = self._at
+        if at is None:
+            return cap
+        remaining = at - _monotonic()
         if remaining <= 0:
             raise self.expired()
-        return remaining if read is None or remaining < read else read
+        return remaining if cap is None or remaining < cap else cap
 
     def check(self) -> None:
         """Raise :class:`~mailsync.MailTimeout` when the deadline has passed."""
-        deadline = self._deadline
-        if deadline is not None and deadline.remaining(time.monotonic()) <= 0:
+        at = self._at
+        if at is not None and at - _monotonic() <= 0:
             raise self.expired()
 
     def received(self, nbytes: int) -> None:
         """Account for ``nbytes`` received: each moves the deadline by its share."""
-        deadline = self._deadline
-        if deadline is not None:
-            deadline.received(nbytes)
+        at = self._at
+        if at is not None:
+            self._at = at + nbytes * self._per_byte
 
     def lines(self, count: int, nbytes: int) -> None:
         """Account for ``count`` response lines of ``nbytes`` in all (bodies aside).
@@ -144,32 +175,44 @@ class GuardedSocket:
 
     def recv(self, size: int, flags: int = 0) -> bytes:
         """``socket.recv`` within the call's deadline."""
+        # Runs for every chunk of a FETCH: the socket's timeout is read once, and the
+        # deadline moved here rather than in CallLimits.received (a call less per chunk).
         sock = self.sock
-        if sock.gettimeout() == 0.0:
+        current = sock.gettimeout()
+        if current == 0.0:
             return sock.recv(size, flags)
         limits = self.limits
-        set_timeout(sock, limits.wait())
+        wait = limits.wait()
+        if wait != current:
+            sock.settimeout(wait)
         try:
             data = sock.recv(size, flags)
         except TimeoutError:
             limits.check()
             raise
-        limits.received(len(data))
+        at = limits._at
+        if at is not None:
+            limits._at = at + len(data) * limits._per_byte
         return data
 
     def recv_into(self, buffer: Any, size: int = 0, flags: int = 0) -> int:
         """``socket.recv_into`` within the call's deadline."""
-        sock = self.sock
-        if sock.gettimeout() == 0.0:
+        sock = self.sock  # as recv()
+        current = sock.gettimeout()
+        if current == 0.0:
             return sock.recv_into(buffer, size, flags)
         limits = self.limits
-        set_timeout(sock, limits.wait())
+        wait = limits.wait()
+        if wait != current:
+            sock.settimeout(wait)
         try:
             count = sock.recv_into(buffer, size, flags)
         except TimeoutError:
             limits.check()
             raise
-        limits.received(count)
+        at = limits._at
+        if at is not None:
+            limits._at = at + count * limits._per_byte
         return count
 
     def __getattr__(self, name: str) -> Any:

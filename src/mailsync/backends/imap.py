@@ -375,11 +375,13 @@ class IMAPRetriever(Retriever):
                     wanted.update(batches[index + 2])
                 yield index, None
                 continue
-            try:
-                uid = imap_sync.uid_of(attributes)  # None (a warning): left out, as in async
-            except ProtocolError as exc:
-                self._drop()
-                raise ProtocolError(f"{self.endpoint.display}: {exc}") from exc
+            uid = attributes.get(b"UID")
+            if type(uid) is not int:  # rare: uid_of warns or refuses (a call less per message)
+                try:
+                    uid = imap_sync.uid_of(attributes)  # None (a warning): left out, as in async
+                except ProtocolError as exc:
+                    self._drop()
+                    raise ProtocolError(f"{self.endpoint.display}: {exc}") from exc
             if uid not in wanted:
                 continue  # an unsolicited FETCH (a flag change) for another message
             wanted.discard(uid)

@@ -301,7 +301,9 @@ def messages_from_fetch(
     for attributes in fetched:
         if not _BODY_ITEMS.intersection(attributes):
             continue
-        uid = uid_of(attributes)
+        uid = attributes.get(b"UID")
+        if type(uid) is not int:  # rare: uid_of warns or refuses (a call less per message)
+            uid = uid_of(attributes)
         if uid not in wanted:
             continue
         wanted.discard(uid)
