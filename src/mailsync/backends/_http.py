@@ -185,8 +185,9 @@ class HTTPPerformer:
         self._slots = threading.BoundedSemaphore(self.concurrency)
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._closed = False
-        # Event streams being read, and the ones cut short (deadline, close): the ending read
-        # then fails, and that failure means "stop waiting", not an error.
+        # Replies being read (bodies and event streams), and the event streams cut short
+        # (deadline, close): the ending read then fails, and that failure means "stop
+        # waiting", not an error.
         self._streams: set[httpx.Response] = set()
         self._cut: set[httpx.Response] = set()
         self._streams_lock = threading.Lock()
@@ -225,7 +226,16 @@ class HTTPPerformer:
 
     def _exchange(self, request: Request) -> Response:
         with self._client.stream(request.method, _url(request), **_arguments(request)) as reply:
-            return self._body(request, reply)
+            # Known to close(), which shuts its socket down: a thread blocked reading a body
+            # from a server that stopped sending is freed at once, not after the read timeout.
+            with self._streams_lock:
+                if self._closed:
+                    raise ConnectionFailed(f"{self.context}: the connection is closed")
+                self._streams.add(reply)
+            try:
+                return self._body(request, reply)
+            finally:
+                self._forget(reply)
 
     def await_event(self, op: AwaitEvent) -> ServerEvent | Response | None:
         """Wait on an event stream (see :class:`AwaitEvent`); ``close()`` from another thread
@@ -324,8 +334,8 @@ class HTTPPerformer:
             return exc
 
     def close(self) -> None:
-        """Close the client, ending any event-stream wait at once; later requests fail with
-        ConnectionFailed."""
+        """Close the client, ending at once any event-stream wait and any body being read
+        (ConnectionFailed for the reader); later requests fail with ConnectionFailed."""
         with self._streams_lock:
             self._closed = True
             streams = list(self._streams)
