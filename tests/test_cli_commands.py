@@ -102,6 +102,14 @@ def test_progress_never_lands_on_the_same_row_as_a_message(home: Path) -> None:
             assert "\r" not in row
 
 
+def test_only_the_commands_with_a_counter_take_the_progress_option(home: Path) -> None:
+    assert run(home, "fetch", "--no-progress").returncode == 0
+    assert run(home, "sync", "--no-progress").returncode == 0
+    done = run(home, "watch", "--no-progress")  # accepted and ignored before
+    assert done.returncode == 2
+    assert "--no-progress" in done.stderr
+
+
 def test_progress_goes_to_a_terminal_stderr_and_is_erased(home: Path) -> None:
     """With stdout in a file, the counter shows on the terminal and ends erased."""
     for n in range(2):

@@ -39,6 +39,7 @@ def register(commands: Commands) -> None:
         ],
     )
     listing_options(fetch)
+    _progress_option(fetch)
     fetch.add_argument("--limit", type=int, metavar="N", help="at most N messages")
     fetch.add_argument("--headers-only", action="store_true", help="fetch the headers only")
     fetch.set_defaults(run=run_fetch)
@@ -59,6 +60,7 @@ def register(commands: Commands) -> None:
         ],
     )
     listing_options(sync)
+    _progress_option(sync)
     sync.add_argument("--state", metavar="PATH", help="the sync state file (default: user data)")
     sync.set_defaults(run=run_sync)
 
@@ -94,13 +96,17 @@ def listing_options(parser: argparse.ArgumentParser) -> None:
         metavar="maildir:PATH|mbox:PATH",
         help="also store each message in that local mailbox",
     )
+    add_filters(parser)
+
+
+def _progress_option(parser: argparse.ArgumentParser) -> None:
+    # fetch and sync only: watch prints each message as it comes, and never ends.
     parser.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=True,
         help="a message counter on stderr when it is a terminal and stdout is not (default: on)",
     )
-    add_filters(parser)
 
 
 def run_fetch(args: argparse.Namespace, out: Output) -> int:
