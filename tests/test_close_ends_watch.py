@@ -23,6 +23,7 @@ import pytest
 
 import mailsync
 from mailsync.backends import _aioimap
+from mailsync.backends import imap as imap_backend
 from mailsync.backends.imap import IMAPRetriever
 from tests.contract import make_raw, wait_for
 from tests.fakes.gmail import FakeGmail
@@ -310,13 +311,13 @@ def test_close_during_idle(
 
         monkeypatch.setattr(_aioimap.Session, "idle", idle)
     else:
-        original_wait = IMAPRetriever._idle_wait
+        original_wait = imap_backend.wait_for_line
 
-        def idle_wait(self: Any, imap: Any, until: float) -> bool:
+        def idle_wait(*args: Any) -> bool:
             idling.set()
-            return original_wait(self, imap, until)
+            return original_wait(*args)
 
-        monkeypatch.setattr(IMAPRetriever, "_idle_wait", idle_wait)
+        monkeypatch.setattr(imap_backend, "wait_for_line", idle_wait)
     connect = mailsync.connect_async if asynchronous else mailsync.connect
     url = f"imap://{account.user}@{mail_servers.host}:{mail_servers.imap_port}"
     box = connect(url, password=account.password, tls="none", state=":memory:")

@@ -20,11 +20,9 @@ the original chained. A broken connection is dropped, and the next call connects
 from __future__ import annotations
 
 import contextlib
+import functools
 import imaplib
-import os
-import select
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -47,6 +45,7 @@ from mailsync._errors import (
 from mailsync._message import Folder, Message, crlf_bytes, header_block
 from mailsync._plans import Operation, run, stream
 from mailsync._query import Q
+from mailsync.backends._idle import WakePipe, wait_for_line
 from mailsync.backends._imaplib import (
     FetchStream,
     adopting_client,
@@ -113,7 +112,7 @@ class IMAPRetriever(Retriever):
         self._selected: tuple[str, bool] | None = None
         self._status: proto.FolderStatus | None = None
         self._lock = threading.RLock()
-        self._wake: tuple[int, int] | None = None
+        self._wake = WakePipe()
         self._new_mail = False
         #: FETCH streams under way (in this thread or another): close() does not talk over them.
         self._streams = 0
@@ -203,7 +202,7 @@ class IMAPRetriever(Retriever):
         it ends a ``watch()`` at once, whatever it is doing (an IDLE, a poll wait, a backoff,
         a fetch)."""
         self._stop.set()
-        self._signal_wake()
+        self._wake.wake()
         for ending in list(self._ending):  # a LOGOUT under way in another thread
             self._interrupt(ending)
         if self._streams:
@@ -213,11 +212,7 @@ class IMAPRetriever(Retriever):
         with self._lock:  # an IDLE wait gives the connection back at once
             if not self._streams:
                 self._disconnect()
-            wake, self._wake = self._wake, None
-        if wake is not None:
-            for fd in wake:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+            self._wake.close()
 
     # -- error translation --------------------------------------------------------------------
 
@@ -539,7 +534,15 @@ class IMAPRetriever(Retriever):
             until = min(deadline, time.monotonic() + self.idle_renew)
             with self._errors():
                 client.idle()
-            changed = self._idle_wait(client._imap, until)
+            imap = client._imap
+            changed = wait_for_line(
+                imap,
+                self._wake,
+                until,
+                self._stop,
+                functools.partial(self._idle_line, imap),
+                self.endpoint.timeout.read,
+            )
             if not self._is_current(client):
                 return  # dropped while waiting
             if self._stop.is_set():
@@ -556,26 +559,6 @@ class IMAPRetriever(Retriever):
     def _is_current(self, client: IMAPClient) -> bool:
         return self._client is client
 
-    def _idle_wait(self, imap: imaplib.IMAP4, until: float) -> bool:
-        """Read IDLE responses until EXISTS (True), ``until`` or a stop request (False)."""
-        sock = imap.sock
-        wake_fd = self._wake_pipe()[0]
-        poller = select.poll()
-        poller.register(sock.fileno(), select.POLLIN)
-        poller.register(wake_fd, select.POLLIN)
-        while not self._stop.is_set():
-            if self._has_buffered(imap, sock) and self._idle_line(imap):
-                return True
-            remaining = until - time.monotonic()
-            if remaining <= 0:
-                return False
-            events = dict(poller.poll(max(1, int(min(remaining, 60.0) * 1000))))
-            if wake_fd in events:
-                return False
-            if sock.fileno() in events and self._idle_line(imap):
-                return True
-        return False
-
     def _idle_line(self, imap: imaplib.IMAP4) -> bool:
         limits = getattr(imap, "limits", None)
         if limits is not None:
@@ -587,20 +570,6 @@ class IMAPRetriever(Retriever):
             self._drop()
             raise ConnectionFailed(f"{self.endpoint.display}: the server ended the session")
         return len(words) >= 3 and words[0] == b"*" and words[2].upper() in (b"EXISTS",)
-
-    def _has_buffered(self, imap: imaplib.IMAP4, sock: socket.socket) -> bool:
-        """Whether a line already waits in imaplib's buffer or the TLS layer, where poll()
-        cannot see it."""
-        sock.setblocking(False)
-        try:
-            buffered: Any = imap.file
-            return bool(buffered.peek(1))
-        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
-            return False
-        except OSError:
-            return True  # let the read report it
-        finally:
-            sock.settimeout(self.endpoint.timeout.read)
 
     def _poll(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -621,22 +590,6 @@ class IMAPRetriever(Retriever):
             untagged.clear()
             if changed:
                 return
-
-    def _wake_pipe(self) -> tuple[int, int]:
-        if self._wake is None:
-            read_fd, write_fd = os.pipe()
-            os.set_blocking(read_fd, False)
-            os.set_blocking(write_fd, False)
-            self._wake = (read_fd, write_fd)
-        with contextlib.suppress(OSError):
-            os.read(self._wake[0], 4096)  # forget wake-ups nobody waited for
-        return self._wake
-
-    def _signal_wake(self) -> None:
-        wake = self._wake
-        if wake is not None:
-            with contextlib.suppress(OSError):
-                os.write(wake[1], b"x")
 
     # -- changing -----------------------------------------------------------------------------
 
