@@ -289,16 +289,8 @@ class GmailAPI(MailAPI):
             Request("GET", self._message_path(id), params, max_bytes=limit, what="get message")
             for id in ids
         ]
-        responses: list[Response | None]
-        if skip_too_large:
-            responses = yield from call_all_skipping(
-                self._client,
-                requests,
-                lambda i, error: self.skip_too_large(ids[i], error),
-                allow=(404,),
-            )
-        else:
-            responses = list((yield from call_all(self._client, requests, allow=(404,))))
+        skip = (lambda i, error: self.skip_too_large(ids[i], error)) if skip_too_large else None
+        responses = yield from call_all_skipping(self._client, requests, skip, allow=(404,))
         found: dict[str, dict[str, Any]] = {}
         for id, response in zip(ids, responses, strict=True):
             if response is None or response.status == 404:

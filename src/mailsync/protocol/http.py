@@ -458,7 +458,7 @@ def call_all(
 def call_all_skipping(
     client: APIClient,
     requests: Sequence[Request],
-    skip: Callable[[int, MessageTooLarge], None],
+    skip: Callable[[int, MessageTooLarge], None] | None,
     *,
     allow: Iterable[int] = (),
 ) -> Plan[list[Response | None]]:
@@ -466,12 +466,15 @@ def call_all_skipping(
     ``max_bytes`` (:class:`~mailsync.MessageTooLarge`) is handed to ``skip`` with the
     request's index, and is None in the list, where :func:`call_all` would raise it: how
     ``sync()`` leaves out a message over ``max_message_size`` rather than stall on it. The
-    other requests of the batch are answered as usual.
+    other requests of the batch are answered as usual. ``skip=None``: raised, as
+    :func:`call_all` does (for callers that skip only in ``sync()``).
     """
-    answers = yield from _call_all(client, requests, MessageNotFound, frozenset(allow), keep=True)
+    keep = skip is not None
+    answers = yield from _call_all(client, requests, MessageNotFound, frozenset(allow), keep=keep)
     results: list[Response | None] = []
     for index, answer in enumerate(answers):
         if isinstance(answer, MessageTooLarge):
+            assert skip is not None  # only kept when there is one
             skip(index, answer)
             results.append(None)
         else:

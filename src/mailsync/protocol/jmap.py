@@ -98,7 +98,6 @@ from mailsync.protocol.events import ServerEvent, await_event
 from mailsync.protocol.http import (
     Request,
     Response,
-    call_all,
     call_all_skipping,
     field_of,
     optional_field,
@@ -374,16 +373,12 @@ class JMAPAPI(JMAPSubmission):
             return messages
         session = yield from self._session()
         requests = [self._download_request(session, item) for item in items]
-        replies: list[Response | None]
-        if skip_too_large:
-            replies = yield from call_all_skipping(
-                self._client,
-                requests,
-                lambda i, error: self.skip_too_large(str(items[i].get("id")), error),
-                allow=(404,),
-            )
-        else:
-            replies = list((yield from call_all(self._client, requests, allow=(404,))))
+        skip = (
+            (lambda i, error: self.skip_too_large(str(items[i].get("id")), error))
+            if skip_too_large
+            else None
+        )
+        replies = yield from call_all_skipping(self._client, requests, skip, allow=(404,))
         for item, reply in zip(items, replies, strict=True):
             if reply is None or reply.status == 404:
                 continue  # too large, or deleted between the listing and the download
